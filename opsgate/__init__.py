@@ -1,0 +1,10 @@
+"""opsgate: the operations runbook of a PostgreSQL-backed web app, as a release gate."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("opsgate")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0+source"
+
+__all__ = ["__version__"]

@@ -1,0 +1,49 @@
+"""Watchdog for an embedded cluster: cleans up after an owner that died uncleanly.
+
+Runs in its own session (so Ctrl-C in the owner's terminal does not reach it), polls
+the owner's pid, and when the owner is gone stops the cluster immediately and deletes
+its folder. When the owner stops the cluster itself, it terminates this process.
+Usage: python -m opsgate._reaper OWNER_PID PG_CTL ROOT UID GID
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(argv: list[str]) -> int:
+    owner, pg_ctl, root, uid, gid = int(argv[0]), argv[1], Path(argv[2]), int(argv[3]), int(argv[4])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while _alive(owner):
+        if not root.exists():
+            return 0
+        time.sleep(0.5)
+    datadir = root / "data"
+    if (datadir / "postmaster.pid").exists():
+        subprocess.run(
+            [pg_ctl, "-D", str(datadir), "-m", "immediate", "-w", "-t", "30", "stop"],
+            capture_output=True, check=False, timeout=60,
+            user=uid if uid >= 0 else None, group=gid if gid >= 0 else None,
+        )
+    shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

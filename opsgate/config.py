@@ -1,0 +1,214 @@
+"""The environment contract (DESIGN.md "Environment contract") in one place.
+
+`Settings.load()` merges an optional dotenv file (such as the one ``vercel env pull``
+writes) under the process environment: a variable already in the environment wins.
+Secrets are wrapped at the moment they are read, so nothing downstream ever holds a
+printable copy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from .errors import ConfigError, MissingEnvError
+from .secrets import Redactor, Secret, SecretUrl
+
+TRUE_WORDS = frozenset({"true", "1", "yes"})
+FALSE_WORDS = frozenset({"false", "0", "no"})
+
+DEFAULT_BLOB_PREFIX = "admin/"
+DEFAULT_BLOB_API_URL = "https://blob.vercel-storage.com"
+
+#: Every variable opsgate reads, with what it is for (shown by ``opsgate env``-style
+#: help and checked by the docs test).
+VARIABLES: dict[str, str] = {
+    "DATABASE_URL": "target database (wins over POSTGRES_URL)",
+    "POSTGRES_URL": "target database, when DATABASE_URL is not set",
+    "OPS_BASE_URL": "base URL of the deployment",
+    "ADMIN_PASSWORD": "admin API login (secret)",
+    "ADMIN_STORAGE_BACKEND": "must be 'neon' in production",
+    "BLOB_READ_WRITE_TOKEN": "Vercel Blob token (secret)",
+    "ADMIN_BLOB_PREFIX": f"blob prefix of the admin state, default {DEFAULT_BLOB_PREFIX!r}",
+    "VERCEL_BLOB_API_URL": "Vercel Blob API base, default Vercel's",
+    "BACKUP_OUTPUT_PATH": "where the drill's backup archive is written (kept)",
+    "DRILL_DATABASE_URL": "restore target of the drill (default: a scratch database)",
+    "OPSGATE_PG_BINDIR": "folder of pg_dump/pg_restore to use (default: discovered)",
+    "OPSGATE_TARGET_NAME": "name of the target in reports (default: the database host)",
+}
+
+#: The gate flags and their defaults (DESIGN.md).
+FLAG_DEFAULTS: dict[str, bool] = {
+    "RUN_OPS_PREFLIGHT": True,
+    "RUN_OPS_PARITY": True,
+    "RUN_OPS_LEDGER": True,
+    "RUN_OPS_NEON_DRILL": False,
+    "RUN_OPS_BLOB_FALLBACK": False,
+    "RUN_OPS_KNOWLEDGE_DRIFT": False,
+    "RUN_OPS_HEALTH": False,
+}
+
+
+def parse_flag(name: str, raw: str | None, default: bool) -> bool:
+    """true/false/1/0/yes/no in any case; empty or unset gives the default."""
+    if raw is None or raw.strip() == "":
+        return default
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(
+        f"{name}={raw.strip()!r} is not a flag value; use true/false, 1/0 or yes/no"
+    )
+
+
+def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read a dotenv file; a missing or unreadable file is a configuration error."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--env-file {p}: no such file")
+    try:
+        values = dotenv_values(p)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--env-file {p}: cannot be read ({exc.__class__.__name__})") from None
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one run knows about its target. Build it with `Settings.load`."""
+
+    database_url: SecretUrl | None = None
+    database_url_variable: str | None = None
+    ops_base_url: str | None = None
+    admin_password: Secret | None = None
+    admin_storage_backend: str | None = None
+    blob_read_write_token: Secret | None = None
+    admin_blob_prefix: str = DEFAULT_BLOB_PREFIX
+    vercel_blob_api_url: str = DEFAULT_BLOB_API_URL
+    backup_output_path: str | None = None
+    drill_database_url: SecretUrl | None = None
+    pg_bindir: str | None = None
+    target_name: str | None = None
+    flags: Mapping[str, bool] = field(default_factory=lambda: dict(FLAG_DEFAULTS))
+    source: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        env_file: str | os.PathLike[str] | None = None,
+    ) -> Settings:
+        """Merge ``env_file`` under ``environ`` (default ``os.environ``) and parse it."""
+        env: dict[str, str] = {}
+        if env_file is not None:
+            env.update(read_env_file(env_file))
+        env.update(os.environ if environ is None else environ)
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value.strip() if value is not None and value.strip() != "" else None
+
+        db_var = "DATABASE_URL" if get("DATABASE_URL") else (
+            "POSTGRES_URL" if get("POSTGRES_URL") else None
+        )
+        db_url = get(db_var) if db_var else None
+        flags = {name: parse_flag(name, env.get(name), d) for name, d in FLAG_DEFAULTS.items()}
+        password = get("ADMIN_PASSWORD")
+        token = get("BLOB_READ_WRITE_TOKEN")
+        drill = get("DRILL_DATABASE_URL")
+        base = get("OPS_BASE_URL")
+        return cls(
+            database_url=SecretUrl(db_url) if db_url else None,
+            database_url_variable=db_var,
+            ops_base_url=base.rstrip("/") if base else None,
+            admin_password=Secret(password) if password else None,
+            admin_storage_backend=get("ADMIN_STORAGE_BACKEND"),
+            blob_read_write_token=Secret(token) if token else None,
+            admin_blob_prefix=get("ADMIN_BLOB_PREFIX") or DEFAULT_BLOB_PREFIX,
+            vercel_blob_api_url=(get("VERCEL_BLOB_API_URL") or DEFAULT_BLOB_API_URL).rstrip("/"),
+            backup_output_path=get("BACKUP_OUTPUT_PATH"),
+            drill_database_url=SecretUrl(drill) if drill else None,
+            pg_bindir=get("OPSGATE_PG_BINDIR"),
+            target_name=get("OPSGATE_TARGET_NAME"),
+            flags=flags,
+            source={k: v for k, v in env.items() if k in VARIABLES or k in FLAG_DEFAULTS},
+        )
+
+    # -- questions the gate asks -------------------------------------------------
+
+    @property
+    def has_target(self) -> bool:
+        """True when anything to check is configured; a gate with no target must fail."""
+        return any(
+            (self.database_url, self.ops_base_url, self.blob_read_write_token)
+        )
+
+    def is_set(self, variable: str) -> bool:
+        if variable == "DATABASE_URL":
+            return self.database_url is not None
+        value = self.source.get(variable)
+        return value is not None and value.strip() != ""
+
+    def require_database_url(self) -> SecretUrl:
+        if self.database_url is None:
+            raise MissingEnvError("DATABASE_URL", "this check (POSTGRES_URL also accepted)")
+        return self.database_url
+
+    def require_base_url(self) -> str:
+        if self.ops_base_url is None:
+            raise MissingEnvError("OPS_BASE_URL", "this check")
+        return self.ops_base_url
+
+    def require_admin_password(self) -> Secret:
+        if self.admin_password is None:
+            raise MissingEnvError("ADMIN_PASSWORD", "the admin API login")
+        return self.admin_password
+
+    def require_blob_token(self) -> Secret:
+        if self.blob_read_write_token is None:
+            raise MissingEnvError("BLOB_READ_WRITE_TOKEN", "the blob store")
+        return self.blob_read_write_token
+
+    def target_identity(self) -> dict[str, str | None]:
+        """The target as reports show it: no secret in any value."""
+        return {
+            "name": self.target_name or self._default_target_name(),
+            "database": self.database_url.masked if self.database_url else None,
+            "base_url": self.ops_base_url,
+            "blob_api": self.vercel_blob_api_url if self.blob_read_write_token else None,
+            "storage_backend": self.admin_storage_backend,
+        }
+
+    def _default_target_name(self) -> str:
+        from urllib.parse import urlsplit
+
+        for url in (
+            self.database_url.reveal() if self.database_url else None,
+            self.ops_base_url,
+        ):
+            if url:
+                try:
+                    host = urlsplit(url).hostname
+                except ValueError:
+                    host = None
+                if host:
+                    return host
+        return "unnamed"
+
+    def redactor(self) -> Redactor:
+        """A redactor that knows every secret value of these settings."""
+        r = Redactor()
+        for s in (self.admin_password, self.blob_read_write_token):
+            if s is not None:
+                r.add(s.reveal())
+        for u in (self.database_url, self.drill_database_url):
+            if u is not None:
+                r.add(u.password)
+                r.add(u.reveal())
+        return r

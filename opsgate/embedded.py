@@ -1,0 +1,243 @@
+"""A throwaway PostgreSQL cluster for the self-tests, the sandbox and the benchmarks.
+
+The cluster listens on 127.0.0.1 only, on a free port, with password authentication
+(so URLs carry a real password, and masking is exercised for real). It is stopped and
+its folder deleted by `stop()`, by ``atexit``, and by a small reaper process that
+watches the owner and cleans up if the owner dies without doing so (SIGKILL, crash).
+Under root, PostgreSQL refuses to run, so the server runs as an unprivileged system
+user (created once if missing) while the client tools keep running as the caller.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psycopg
+
+from .errors import PostgresUnavailableError
+from .pgtools import PgBinaries, find_server_binaries
+from .secrets import SecretUrl
+
+SERVICE_USER = "opsgate-pg"
+_START_ATTEMPTS = 5
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _service_user() -> pwd.struct_passwd | None:
+    """The user the server runs as: None (ourselves) unless we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    try:
+        subprocess.run(
+            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+             SERVICE_USER],
+            check=True, capture_output=True, timeout=30,
+        )
+        return pwd.getpwnam(SERVICE_USER)
+    except (OSError, subprocess.SubprocessError, KeyError):
+        # Another process may have created it meanwhile; else fall back to nobody.
+        for name in (SERVICE_USER, "nobody"):
+            with contextlib.suppress(KeyError):
+                return pwd.getpwnam(name)
+    raise PostgresUnavailableError("running as root and no unprivileged user to run PostgreSQL")
+
+
+class EmbeddedPostgres:
+    """Start with ``with EmbeddedPostgres() as pg:``; ``pg.url`` is the DSN (a SecretUrl)."""
+
+    def __init__(
+        self,
+        binaries: PgBinaries | None = None,
+        *,
+        base_dir: str | os.PathLike[str] | None = None,
+        settings: dict[str, str] | None = None,
+        superuser: str = "opsgate",
+    ) -> None:
+        self.binaries = binaries or find_server_binaries(os.environ.get("OPSGATE_PG_BINDIR"))
+        self._base_dir = base_dir
+        self._settings = {
+            # A throwaway cluster needs no durability; these make tests several times faster.
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "60",
+            **(settings or {}),
+        }
+        self.superuser = superuser
+        self._password = secrets.token_urlsafe(18)
+        self.root: Path | None = None
+        self.port: int | None = None
+        self._user = _service_user()
+        self._reaper: subprocess.Popen[bytes] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def datadir(self) -> Path:
+        assert self.root is not None, "cluster not started"
+        return self.root / "data"
+
+    def _run(self, args: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        kwargs: dict[str, Any] = {}
+        if self._user is not None:
+            kwargs.update(user=self._user.pw_uid, group=self._user.pw_gid, extra_groups=[])
+        return subprocess.run(
+            args, capture_output=True, text=True, timeout=timeout, check=False,
+            cwd=str(self.root), start_new_session=True, **kwargs,
+        )
+
+    def start(self) -> None:
+        if self.root is not None:
+            return
+        self.root = Path(tempfile.mkdtemp(prefix="opsgate-pg-", dir=self._base_dir))
+        atexit.register(self.stop)
+        try:
+            self._initdb()
+            self._spawn_reaper()
+            self._start_server()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _initdb(self) -> None:
+        assert self.root is not None
+        pwfile = self.root / "pwfile"
+        pwfile.write_text(self._password + "\n")
+        if self._user is not None:
+            # Traversal for the service user: the temporary folder itself, nothing above.
+            os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
+            os.chown(pwfile, self._user.pw_uid, self._user.pw_gid)
+        self.root.chmod(0o700)
+        pwfile.chmod(0o600)
+        proc = self._run([
+            str(self.binaries.tool("initdb")), "-D", str(self.datadir), "-U", self.superuser,
+            "--pwfile", str(pwfile), "--auth-host=scram-sha-256", "--auth-local=trust",
+            "--encoding=UTF8", "--locale=C", "--no-sync",
+        ])
+        pwfile.unlink(missing_ok=True)
+        if proc.returncode != 0:
+            raise PostgresUnavailableError(
+                f"initdb failed ({self.binaries.describe()}): {proc.stderr.strip()[-500:]}"
+            )
+
+    def _start_server(self) -> None:
+        last = ""
+        for _ in range(_START_ATTEMPTS):
+            port = _free_port()
+            opts = ["-c listen_addresses=127.0.0.1", f"-p {port}", f"-k {self.datadir}"]
+            opts += [f"-c {k}={v}" for k, v in self._settings.items()]
+            proc = self._run([
+                str(self.binaries.tool("pg_ctl")), "-D", str(self.datadir), "-w", "-t", "60",
+                "-l", str(self.datadir / "server.log"), "-o", " ".join(opts), "start",
+            ])
+            if proc.returncode == 0:
+                self.port = port
+                return
+            log = self.datadir / "server.log"
+            last = log.read_text(errors="replace")[-800:] if log.exists() else proc.stderr
+            if "already in use" not in last and "could not bind" not in last:
+                break
+        raise PostgresUnavailableError(f"PostgreSQL did not start: {last.strip()}")
+
+    def _spawn_reaper(self) -> None:
+        assert self.root is not None
+        self._reaper = subprocess.Popen(
+            [sys.executable, "-m", "opsgate._reaper", str(os.getpid()),
+             str(self.binaries.tool("pg_ctl")), str(self.root),
+             str(self._user.pw_uid if self._user else -1),
+             str(self._user.pw_gid if self._user else -1)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        """Stop the server (fast, then immediate) and delete its folder. Idempotent."""
+        root, self.root = self.root, None
+        if root is None:
+            return
+        self.root = root
+        try:
+            if (self.datadir / "postmaster.pid").exists():
+                for mode in ("fast", "immediate"):
+                    proc = self._run([
+                        str(self.binaries.tool("pg_ctl")), "-D", str(self.datadir), "-m", mode,
+                        "-w", "-t", "30", "stop",
+                    ], timeout=60)
+                    if proc.returncode == 0:
+                        break
+        finally:
+            self.root = None
+            shutil.rmtree(root, ignore_errors=True)
+            if self._reaper is not None:
+                self._reaper.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._reaper.wait(5)
+                self._reaper = None
+            with contextlib.suppress(Exception):
+                atexit.unregister(self.stop)
+
+    # -- access ------------------------------------------------------------------
+
+    def url(self, dbname: str = "postgres") -> SecretUrl:
+        if self.port is None:
+            raise PostgresUnavailableError("cluster not started")
+        return SecretUrl(
+            f"postgresql://{self.superuser}:{self._password}@127.0.0.1:{self.port}/{dbname}"
+        )
+
+    def connect(self, dbname: str = "postgres", **kw: Any) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.url(dbname).reveal(), **kw)
+
+    def create_database(self, name: str) -> SecretUrl:
+        with self.connect(autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name))
+            )
+        return self.url(name)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self.connect(connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def __repr__(self) -> str:
+        where = self.url().masked if self.port else "not started"
+        return f"EmbeddedPostgres({self.binaries.version}, {where})"

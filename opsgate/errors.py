@@ -1,0 +1,36 @@
+"""Explicit error types, so callers can tell a usage mistake from a failed check.
+
+Every error carries a one-line message meant for a human; none of them may embed a
+secret value (callers pass masked forms).
+"""
+
+
+class OpsgateError(Exception):
+    """Base class of every error opsgate raises on purpose."""
+
+
+class ConfigError(OpsgateError):
+    """The configuration is unusable: a bad flag value, an unreadable env file.
+
+    Maps to exit code 2 in the command line and to a pytest usage error in the gate.
+    """
+
+
+class MissingEnvError(ConfigError):
+    """A required environment variable is not set. The message names it."""
+
+    def __init__(self, variable: str, purpose: str = "") -> None:
+        self.variable = variable
+        detail = f" (needed for {purpose})" if purpose else ""
+        super().__init__(
+            f"required environment variable {variable} is not set{detail}; "
+            "set it in the environment or pass --env-file"
+        )
+
+
+class PostgresUnavailableError(OpsgateError):
+    """No usable PostgreSQL server binaries, or the embedded cluster failed to start."""
+
+
+class CanonError(OpsgateError):
+    """A document or table cannot be hashed under canon-v1 (e.g. a value outside its domain)."""

@@ -1,0 +1,56 @@
+"""The release gate's table (DESIGN.md "Markers and the gate"): which check, which
+marker, which flag turns it on, which variables it cannot run without."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .config import Settings
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    marker: str
+    flag: str
+    required_env: tuple[str, ...]
+    module: str
+    title: str
+
+
+CHECKS: tuple[CheckSpec, ...] = (
+    CheckSpec("preflight", "RUN_OPS_PREFLIGHT", ("DATABASE_URL",), "checks/test_preflight.py",
+              "Preflight: backend, database, deployment"),
+    CheckSpec("parity", "RUN_OPS_PARITY", ("DATABASE_URL", "OPS_BASE_URL", "ADMIN_PASSWORD"),
+              "checks/test_parity.py", "Post-deploy parity: live API vs database"),
+    CheckSpec("ledger", "RUN_OPS_LEDGER", ("DATABASE_URL",), "checks/test_ledger.py",
+              "Migration ledger presence"),
+    CheckSpec("neon_drill", "RUN_OPS_NEON_DRILL", ("DATABASE_URL",), "checks/test_neon_drill.py",
+              "Backup/restore drill"),
+    CheckSpec("blob_fallback", "RUN_OPS_BLOB_FALLBACK", ("BLOB_READ_WRITE_TOKEN",),
+              "checks/test_blob_fallback.py", "Blob fallback verification"),
+    CheckSpec("knowledge_drift", "RUN_OPS_KNOWLEDGE_DRIFT", ("DATABASE_URL",),
+              "checks/test_knowledge_drift.py", "Knowledge drift verification"),
+    CheckSpec("health", "RUN_OPS_HEALTH", ("DATABASE_URL",), "checks/test_health.py",
+              "Health counts"),
+)
+
+BY_MARKER: Mapping[str, CheckSpec] = {c.marker: c for c in CHECKS}
+
+
+def marker_expression(flags: Mapping[str, bool]) -> str:
+    """``preflight or parity or ledger`` for the default flags; "" when all are off."""
+    return " or ".join(c.marker for c in CHECKS if flags.get(c.flag, False))
+
+
+def missing_env(settings: Settings, markers: Iterable[str]) -> list[str]:
+    """Required variables of the given check markers that ``settings`` does not have."""
+    missing: list[str] = []
+    for m in markers:
+        spec = BY_MARKER.get(m)
+        if spec is None:
+            continue
+        for var in spec.required_env:
+            if not settings.is_set(var) and var not in missing:
+                missing.append(var)
+    return missing

@@ -1,0 +1,227 @@
+"""The opsgate pytest plugin: turns a plain ``pytest`` into the release gate.
+
+Layout after pytest-xdist's: option and marker registration, then configuration (target,
+marker expression), then per-test enforcement (required variables), then reporting
+(header, redaction, "no check ran"). Gate behaviour applies only when the run collects
+the checks folder (``pytest`` with no path, or a path inside ``checks/``); the
+self-tests in ``tests/`` run as an ordinary pytest suite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import __version__
+from .config import Settings
+from .errors import ConfigError, OpsgateError
+from .gate import BY_MARKER, CHECKS, marker_expression, missing_env
+
+STATE_KEY = pytest.StashKey["GateState"]()
+SANDBOX_ENV_KEY = "opsgate_sandbox_env_file"
+
+
+@dataclass
+class GateState:
+    settings: Settings
+    gate_mode: bool
+    expression: str | None = None
+    expression_source: str = ""
+    sandbox: Any = None
+    target_kind: str = "environment"
+    executed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("opsgate", "opsgate release gate")
+    group.addoption("--sandbox", action="store_true", default=False,
+                    help="build a self-contained target (embedded PostgreSQL, reference API, "
+                    "blob server on 127.0.0.1) and run the gate against it")
+    group.addoption("--sandbox-scale", type=int, default=None, metavar="N",
+                    help="seed the sandbox with a generated graph of N entities instead of "
+                    "the fixture payload")
+    group.addoption("--env-file", default=None, metavar="PATH",
+                    help="dotenv file with the target's variables (the environment wins)")
+    parser.addini("opsgate_checks_dir", "folder that holds the runbook checks",
+                  default="checks")
+
+
+def _is_gate_run(config: pytest.Config) -> bool:
+    """True when the run collects the checks folder (or something inside it)."""
+    checks = (config.rootpath / str(config.getini("opsgate_checks_dir"))).resolve()
+    for arg in config.args:
+        path = Path(str(arg).split("::", 1)[0])
+        p = (config.invocation_params.dir / path).resolve()
+        if p == checks or checks in p.parents or p in checks.parents:
+            return True
+    return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for spec in CHECKS:
+        config.addinivalue_line(
+            "markers", f"{spec.marker}: {spec.title} (flag {spec.flag}; "
+            f"needs {', '.join(spec.required_env)})"
+        )
+    config.addinivalue_line("markers", "sandbox_only: runs only against the sandbox target")
+
+    env_file = config.getoption("env_file")
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and workerinput.get(SANDBOX_ENV_KEY):
+        env_file = workerinput[SANDBOX_ENV_KEY]
+    try:
+        settings = Settings.load(env_file=env_file)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"opsgate: {exc}") from None
+
+    state = GateState(settings=settings, gate_mode=_is_gate_run(config))
+    config.stash[STATE_KEY] = state
+    if not state.gate_mode:
+        return
+    config.pluginmanager.register(_ExecutionCounter(state), "opsgate-execution-counter")
+
+    if config.option.markexpr:
+        state.expression, state.expression_source = config.option.markexpr, "-m"
+    else:
+        expr = marker_expression(settings.flags)
+        if not expr:
+            raise pytest.UsageError(
+                "opsgate: every RUN_OPS_* flag is false, so the gate would check nothing; "
+                "turn at least one on or pass -m"
+            )
+        config.option.markexpr = expr
+        state.expression, state.expression_source = expr, "RUN_OPS_* flags"
+
+    if config.getoption("sandbox") and workerinput is None:
+        _start_sandbox(config, state)
+    elif workerinput is not None and workerinput.get(SANDBOX_ENV_KEY):
+        state.target_kind = "sandbox"
+    elif not settings.has_target:
+        raise pytest.UsageError(
+            "opsgate: no target configured: set DATABASE_URL (or POSTGRES_URL), OPS_BASE_URL "
+            "and the other variables of docs/configuration.md, pass --env-file PATH, "
+            "or run the gate on the sandbox with --sandbox"
+        )
+
+
+def _start_sandbox(config: pytest.Config, state: GateState) -> None:
+    try:
+        from .sandbox import Sandbox  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # pragma: no cover - only while the sandbox is being built
+        raise pytest.UsageError("opsgate: --sandbox is not available in this build") from None
+    try:
+        sandbox = Sandbox.start(scale=config.getoption("sandbox_scale"))
+    except OpsgateError as exc:
+        raise pytest.UsageError(f"opsgate: the sandbox did not start: {exc}") from None
+    state.sandbox = sandbox
+    state.target_kind = "sandbox"
+    state.settings = Settings.load(env_file=sandbox.env_file, environ=sandbox.environ())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist: hand the one sandbox of this run to every worker."""
+    state = node.config.stash.get(STATE_KEY, None)
+    if state is not None and state.sandbox is not None:
+        node.workerinput[SANDBOX_ENV_KEY] = str(state.sandbox.env_file)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.sandbox is not None:
+        state.sandbox.stop()
+        state.sandbox = None
+
+
+def get_state(config: pytest.Config) -> GateState:
+    return config.stash[STATE_KEY]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or not state.gate_mode:
+        return [f"opsgate {__version__}: self-test run (gate off)"]
+    ident = state.settings.target_identity()
+    where = ident["database"] or ident["base_url"] or "-"
+    return [
+        f"opsgate {__version__}: target {state.target_kind} "
+        f"{ident['name']} ({where})",
+        f"opsgate: marker expression: {state.expression}  (from {state.expression_source})",
+    ]
+
+
+def _check_markers(item: pytest.Item) -> list[str]:
+    return [m.name for m in item.iter_markers() if m.name in BY_MARKER]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """A selected check whose required variable is missing fails, naming it."""
+    state = item.config.stash.get(STATE_KEY, None)
+    if state is None or not state.gate_mode:
+        return
+    markers = _check_markers(item)
+    missing = missing_env(state.settings, markers)
+    if missing:
+        pytest.fail(
+            f"missing {', '.join(missing)}: required by the {'/'.join(markers)} check and "
+            "not set in the environment or the --env-file",
+            pytrace=False,
+        )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Scrub every known secret value from the report: the last line of defence."""
+    outcome = yield
+    state = item.config.stash.get(STATE_KEY, None)
+    if state is None:
+        return
+    redact = state.settings.redactor()
+    if not redact:
+        return
+    report: pytest.TestReport = outcome.get_result()
+    if report.longrepr is not None:
+        text = str(report.longrepr)
+        clean = redact(text)
+        if clean != text:
+            report.longrepr = clean
+    report.sections = [(title, redact(body)) for title, body in report.sections]
+
+
+class _ExecutionCounter:
+    """Counts checks that actually ran (on the xdist controller, from worker reports)."""
+
+    def __init__(self, state: GateState) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            self.state.executed += 1
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = session.config.stash.get(STATE_KEY, None)
+    if state is None or not state.gate_mode or hasattr(session.config, "workerinput"):
+        return
+    if state.executed == 0 and exitstatus in (
+        pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED
+    ):
+        state.extra["no_check_ran"] = True
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.extra.get("no_check_ran"):
+        terminalreporter.write_line(
+            f"opsgate: FAILED: no check ran (selection: {state.expression}); "
+            "a gate that checks nothing does not pass",
+            red=True,
+        )
+

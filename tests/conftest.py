@@ -1,0 +1,54 @@
+"""Shared fixtures of the self-tests: real, throwaway PostgreSQL clusters."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from opsgate.config import FLAG_DEFAULTS, VARIABLES
+from opsgate.embedded import EmbeddedPostgres
+
+CONTRACT_ENV = (*VARIABLES, *FLAG_DEFAULTS)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[EmbeddedPostgres]:
+    """One cluster per test process (each xdist worker has its own)."""
+    with EmbeddedPostgres() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def pg_other() -> Iterator[EmbeddedPostgres]:
+    """A second, independent cluster, for comparisons across servers."""
+    with EmbeddedPostgres() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No contract variable from the caller's environment leaks into a test."""
+    for name in CONTRACT_ENV:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def fresh_db(pg: EmbeddedPostgres, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new empty database on the session cluster; yields its URL (revealed)."""
+    import re
+    import uuid
+
+    name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:30] + "_" + (
+        uuid.uuid4().hex[:8]
+    )
+    url = pg.create_database(name)
+    yield url.reveal()
+    with pg.connect(autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pytest_report_header() -> str:
+    return f"opsgate self-tests; OPSGATE_PG_BINDIR={os.environ.get('OPSGATE_PG_BINDIR', '-')}"

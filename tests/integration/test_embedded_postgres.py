@@ -1,0 +1,68 @@
+"""The embedded provider works from the pip-installed distribution alone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from opsgate import pgtools
+from opsgate.embedded import EmbeddedPostgres
+from opsgate.errors import PostgresUnavailableError
+
+
+def test_wheel_is_found_with_no_postgres_on_path() -> None:
+    found = pgtools.discover(pgtools.SERVER_TOOLS + pgtools.CLIENT_TOOLS, path="",
+                             debian_root=None)
+    assert found, "the pgserver wheel must provide server and client binaries"
+    assert found[0].origin == "pgserver wheel"
+
+
+def test_cluster_from_the_wheel_starts_and_dumps(tmp_path: Path) -> None:
+    wheel = pgtools.discover(pgtools.SERVER_TOOLS + pgtools.CLIENT_TOOLS, path="",
+                             debian_root=None)[0]
+    with EmbeddedPostgres(wheel) as cluster:
+        with cluster.connect() as conn:
+            version = conn.execute("SHOW server_version_num").fetchone()[0]
+        assert int(version) // 10000 == wheel.major
+        out = tmp_path / "dump.pgc"
+        subprocess.run([str(wheel.tool("pg_dump")), "-Fc", "-f", str(out),
+                        "-d", cluster.url().reveal()], check=True, capture_output=True)
+        assert out.stat().st_size > 0
+        root = cluster.root
+    assert root is not None and not root.exists()
+
+
+def test_old_client_is_refused_with_the_versions_named() -> None:
+    with pytest.raises(PostgresUnavailableError, match=r"server is PostgreSQL 99.*found: "):
+        pgtools.find_client_tools(99)
+
+
+def test_cluster_is_reaped_when_its_owner_is_killed(tmp_path: Path) -> None:
+    script = (
+        "import sys, time\n"
+        "from opsgate.embedded import EmbeddedPostgres\n"
+        "pg = EmbeddedPostgres(); pg.start()\n"
+        "print(pg.root, pg.port, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    root_s, port_s = proc.stdout.readline().split()
+    root = Path(root_s)
+    assert (root / "data" / "postmaster.pid").exists()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while root.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not root.exists(), "the reaper must stop and delete an orphaned cluster"
+    import socket
+
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", int(port_s))) != 0, "server still listening"

@@ -1,0 +1,54 @@
+"""Hypothesis strategies for JSON documents and constellation payloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+# jsonb refuses NUL, and JSON text cannot carry lone surrogates.
+text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
+numbers = st.one_of(
+    st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1),
+    st.floats(allow_nan=False, allow_infinity=False, min_value=-1e15, max_value=1e15),
+)
+scalars = st.one_of(st.none(), st.booleans(), numbers, text)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(text, children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+ids = st.text("abcdefghijklmnop0123456789-", min_size=1, max_size=8)
+
+
+@st.composite
+def payloads(draw: Any) -> dict[str, Any]:
+    """A small legacy constellation payload with set-valued parts."""
+    node_ids = draw(st.lists(ids, min_size=1, max_size=8, unique=True))
+    domains = draw(st.lists(st.sampled_from(["craft", "systems", "writing", "music"]),
+                            min_size=1, max_size=4, unique=True))
+    nodes = [
+        {
+            "id": nid,
+            "type": draw(st.sampled_from(["build", "note", "concept"])),
+            "label": draw(text),
+            "domain": draw(st.sampled_from(domains)),
+            "tags": draw(st.lists(text, max_size=3, unique=True)),
+            "summary": draw(text),
+            "media": [],
+            "sources": draw(st.lists(text, max_size=2)),
+        }
+        for nid in node_ids
+    ]
+    pairs = draw(st.lists(st.tuples(st.sampled_from(node_ids), st.sampled_from(node_ids),
+                                    st.sampled_from(["relates", "builds-on"])),
+                          max_size=8, unique=True))
+    edges = [
+        {"source": s, "target": t, "relation": r, "weight": draw(st.integers(1, 5))}
+        for s, t, r in pairs
+    ]
+    return {"version": 1, "generatedAt": "2026-02-11T19:38:00.000Z", "domains": domains,
+            "nodes": nodes, "edges": edges}

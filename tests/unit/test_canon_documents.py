@@ -1,0 +1,131 @@
+"""Properties of canon-v1 for documents."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from opsgate import canon
+from opsgate.errors import CanonError
+from tests.strategies import json_values, payloads
+
+
+def _reorder_keys(value: Any, rnd: random.Random) -> Any:
+    if isinstance(value, dict):
+        items = list(value.items())
+        rnd.shuffle(items)
+        return {k: _reorder_keys(v, rnd) for k, v in items}
+    if isinstance(value, list):
+        return [_reorder_keys(v, rnd) for v in value]
+    return value
+
+
+@given(json_values, st.randoms(use_true_random=False))
+def test_invariant_under_key_order(doc: Any, rnd: random.Random) -> None:
+    assert canon.document_hash(_reorder_keys(doc, rnd)) == canon.document_hash(doc)
+
+
+@given(payloads(), st.randoms(use_true_random=False))
+def test_invariant_under_set_order(payload: dict[str, Any], rnd: random.Random) -> None:
+    shuffled = copy.deepcopy(payload)
+    for key in ("nodes", "edges", "domains"):
+        rnd.shuffle(shuffled[key])
+    for node in shuffled["nodes"]:
+        rnd.shuffle(node["tags"])
+    assert canon.document_hash(shuffled) == canon.document_hash(payload)
+
+
+@given(json_values, st.sampled_from([None, 1, 2, "\t"]), st.booleans())
+def test_invariant_under_whitespace(doc: Any, indent: Any, spaced: bool) -> None:
+    seps = (", ", ": ") if spaced else (",", ":")
+    text = json.dumps(doc, indent=indent, separators=seps, ensure_ascii=bool(indent))
+    assert canon.document_hash(json.loads(text)) == canon.document_hash(doc)
+
+
+def _leaf_paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _leaf_paths(v, (*path, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _leaf_paths(v, (*path, i))]
+    return [path]
+
+
+def _changed(value: Any) -> Any:
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 1 if abs(value) < 2**52 else value / 2
+    return value + "x"
+
+
+@given(payloads(), st.data())
+def test_any_single_changed_value_changes_the_hash(payload: dict[str, Any], data: Any) -> None:
+    before = canon.document_hash(payload)
+    paths = _leaf_paths(payload)
+    path = data.draw(st.sampled_from(paths))
+    doc = copy.deepcopy(payload)
+    target = doc
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = _changed(target[path[-1]])
+    # Changing a member of a set to a value already in it would not be a change of state.
+    if path[-2:-1] in (("tags",), ("domains",)) and target.count(target[path[-1]]) > 1:
+        return
+    if path[0] in ("nodes", "edges") and len(path) == 3 and path[2] in ("id", "source",
+            "target", "relation"):
+        keys = [canon.normalize(x) for x in doc[path[0]]]
+        if len({json.dumps(k, sort_keys=True) for k in keys}) < len(keys):
+            return
+    assert canon.document_hash(doc) != before, path
+
+
+@given(json_values)
+def test_hash_is_lowercase_sha256_hex(doc: Any) -> None:
+    h = canon.document_hash(doc)
+    assert len(h) == 64 and h == h.lower() and int(h, 16) >= 0
+
+
+def test_known_vector_is_stable_across_releases() -> None:
+    """Frozen: if this changes, canon-v1 changed, which is never allowed."""
+    doc = {"b": [3, 1.5, "z"], "a": {"tags": ["y", "x"]}, "n": 1e21, "e": "é"}
+    assert canon.canonical_json(doc) == (
+        b'{"a":{"tags":["x","y"]},"b":[3,1.5,"z"],"e":"\xc3\xa9","n":1e+21}'
+    )
+    assert canon.document_hash(doc) == (
+        "ca0298e9d494e3503883cdbdbc5d2bb14799c49efa38459b9dec19139e1a7af2"
+    )
+
+
+def test_big_integers_fold_to_doubles_like_json_numbers() -> None:
+    assert canon.document_hash({"x": 10**20}) == canon.document_hash({"x": 1e20})
+    assert canon.document_hash({"x": 2.0}) == canon.document_hash({"x": 2})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), {1: "a"}, object()])
+def test_values_outside_json_are_refused(bad: Any) -> None:
+    with pytest.raises(CanonError):
+        canon.document_hash({"x": bad})
+
+
+def test_admin_state_document_accepts_both_timestamp_spellings() -> None:
+    a = canon.admin_state_hash({"k": {"v": 1}}, [
+        {"id": 2, "key": "k", "payload": {}, "action": "save", "actor": "a",
+         "created_at": "2026-02-11T19:38:00Z"},
+        {"id": 1, "key": "k", "payload": {}, "action": "save", "actor": "a",
+         "createdAt": "2026-02-11T14:38:00-05:00"},
+    ])
+    b = canon.admin_state_hash({"k": {"v": 1}}, [
+        {"id": 1, "key": "k", "payload": {}, "action": "save", "actor": "a",
+         "createdAt": "2026-02-11T19:38:00.000000Z"},
+        {"id": 2, "key": "k", "payload": {}, "action": "save", "actor": "a",
+         "createdAt": "2026-02-11T19:38:00+00:00"},
+    ])
+    assert a == b

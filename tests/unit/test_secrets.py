@@ -1,0 +1,51 @@
+import pickle
+
+import pytest
+
+from opsgate.secrets import Redactor, Secret, SecretUrl, mask_url
+
+
+def test_secret_never_prints() -> None:
+    s = Secret("hunter2-canary")
+    shown_forms = (str(s), repr(s), f"{s}", f"{s!r}", "%s" % (s,), str([s]), str({"k": s}))  # noqa: UP031
+    for shown in shown_forms:
+        assert "hunter2" not in shown
+    assert s.reveal() == "hunter2-canary"
+
+
+def test_secret_cannot_be_pickled_or_mutated() -> None:
+    s = Secret("x-canary")
+    with pytest.raises(TypeError):
+        pickle.dumps(s)
+    with pytest.raises(AttributeError):
+        s._value = "y"  # type: ignore[misc]
+
+
+def test_secret_equality_compares_values_without_showing_them() -> None:
+    assert Secret("abc") == Secret("abc")
+    assert Secret("abc") != Secret("abd")
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://u:p4ss@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("postgres://h/db?sslmode=require&password=zz", "postgres://h/db?sslmode=require&password=***"),
+        ("postgresql://u:p%40ss@h/db", "postgresql://u:***@h/db"),
+    ],
+)
+def test_mask_url(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_secret_url_repr_is_masked() -> None:
+    u = SecretUrl("postgresql://admin:topsecret-canary@db.example/app")
+    assert "topsecret" not in repr(u) and "topsecret" not in str(u)
+    assert u.password == "topsecret-canary"
+
+
+def test_redactor_replaces_longest_first() -> None:
+    r = Redactor(["secret", "secret-long-value"])
+    assert r("a secret-long-value and a secret") == "a *** and a ***"
+    assert Redactor(["ab"])("ab") == "ab"  # too short to be worth redacting
