@@ -1,0 +1,188 @@
+"""Reading the admin state from the blob store: Vercel Blob's REST API, or a folder.
+
+Only the subset opsgate needs: list by prefix with cursor paging, and download by the
+URL the listing gives. The layout under ``ADMIN_BLOB_PREFIX`` is ``content-state.json``
+(object key -> payload) and ``history.json`` (list of history entries).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from . import http
+from .errors import OpsgateError
+from .secrets import Secret
+
+API_VERSION = "7"
+PAGE_LIMIT = 1000
+CONTENT_STATE = "content-state.json"
+HISTORY = "history.json"
+HISTORY_FIELDS = ("id", "key", "payload", "action", "actor")
+
+
+class BlobError(OpsgateError):
+    """The blob store did not give a usable answer."""
+
+
+class BlobAuthError(BlobError):
+    """The token was refused (401/403). The token itself is never shown."""
+
+
+class BlobFormatError(BlobError):
+    """An object exists but its content is not what the layout promises."""
+
+
+@dataclass(frozen=True)
+class BlobObject:
+    pathname: str
+    size: int
+    uploaded_at: str
+    url: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pathname": self.pathname, "size": self.size, "uploadedAt": self.uploaded_at}
+
+
+class BlobStore(Protocol):
+    def list(self, prefix: str) -> Iterator[BlobObject]: ...
+
+    def read(self, obj: BlobObject) -> bytes: ...
+
+    def describe(self) -> str: ...
+
+
+class VercelBlobStore:
+    """Vercel Blob over its REST API (the one the official SDK speaks)."""
+
+    def __init__(self, token: Secret, api_url: str, *, page_limit: int = PAGE_LIMIT,
+                 timeout: float | None = None) -> None:
+        self._token = token
+        self.api_url = api_url.rstrip("/")
+        self.page_limit = page_limit
+        self._client = http.client(timeout=timeout)
+
+    def describe(self) -> str:
+        return f"Vercel Blob at {self.api_url}"
+
+    def _headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self._token.reveal()}", "x-api-version": API_VERSION}
+
+    def _check(self, resp: httpx.Response, what: str) -> None:
+        if resp.status_code in (401, 403):
+            raise BlobAuthError(
+                f"{what}: the blob store refused BLOB_READ_WRITE_TOKEN (HTTP {resp.status_code})"
+            )
+
+    def list(self, prefix: str) -> Iterator[BlobObject]:
+        cursor: str | None = None
+        pages = 0
+        while True:
+            params = {"prefix": prefix, "limit": str(self.page_limit)}
+            if cursor:
+                params["cursor"] = cursor
+            try:
+                resp = http.request(self._client, "GET", self.api_url + "/", what="blob list",
+                                    params=params, headers=self._headers())
+                self._check(resp, "blob list")
+                body = http.expect_json(resp, what="blob list")
+            except http.HttpCheckError as exc:
+                raise BlobError(str(exc)) from None
+            if not isinstance(body, dict) or not isinstance(body.get("blobs"), list):
+                raise BlobFormatError("blob list: answer has no 'blobs' list")
+            for b in body["blobs"]:
+                try:
+                    yield BlobObject(str(b["pathname"]), int(b["size"]), str(b["uploadedAt"]),
+                                     str(b.get("downloadUrl") or b["url"]))
+                except (KeyError, TypeError, ValueError):
+                    raise BlobFormatError("blob list: an entry lacks pathname/size/url") from None
+            pages += 1
+            if not body.get("hasMore"):
+                return
+            cursor = body.get("cursor")
+            if not cursor or pages > 100_000:
+                raise BlobFormatError("blob list: hasMore without a cursor")
+
+    def read(self, obj: BlobObject) -> bytes:
+        try:
+            resp = http.request(self._client, "GET", obj.url, what=f"blob download {obj.pathname}")
+        except http.HttpCheckError as exc:
+            raise BlobError(str(exc)) from None
+        self._check(resp, f"blob download {obj.pathname}")
+        if resp.status_code >= 400:
+            raise BlobError(f"blob download {obj.pathname}: HTTP {resp.status_code}")
+        return resp.content
+
+
+class FileBlobStore:
+    """The same layout read from a folder (the ``file`` backend)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def describe(self) -> str:
+        return f"folder {self.root}"
+
+    def list(self, prefix: str) -> Iterator[BlobObject]:
+        if not self.root.is_dir():
+            raise BlobError(f"blob folder {self.root} does not exist")
+        from datetime import UTC, datetime
+
+        for p in sorted(self.root.rglob("*")):
+            if p.is_file():
+                rel = p.relative_to(self.root).as_posix()
+                if rel.startswith(prefix):
+                    st = p.stat()
+                    ts = datetime.fromtimestamp(st.st_mtime, UTC).isoformat()
+                    yield BlobObject(rel, st.st_size, ts, str(p))
+
+    def read(self, obj: BlobObject) -> bytes:
+        return Path(obj.url).read_bytes()
+
+
+@dataclass
+class AdminState:
+    """The admin state as read from a blob store, validated."""
+
+    content_state: dict[str, Any]
+    history: list[dict[str, Any]]
+    objects: list[BlobObject] = field(default_factory=list)
+
+
+def _load_json(store: BlobStore, obj: BlobObject) -> Any:
+    raw = store.read(obj)
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BlobFormatError(f"{obj.pathname}: not valid JSON ({exc})") from None
+
+
+def read_admin_state(store: BlobStore, prefix: str) -> AdminState:
+    """Read and validate ``content-state.json`` and ``history.json`` under ``prefix``."""
+    objects = list(store.list(prefix))
+    by_name = {o.pathname: o for o in objects}
+    missing = [n for n in (CONTENT_STATE, HISTORY) if prefix + n not in by_name]
+    if missing:
+        raise BlobFormatError(
+            f"{store.describe()}: missing {', '.join(prefix + m for m in missing)}"
+        )
+    content = _load_json(store, by_name[prefix + CONTENT_STATE])
+    if not isinstance(content, dict):
+        raise BlobFormatError(f"{prefix}{CONTENT_STATE}: expected an object of key -> payload")
+    history = _load_json(store, by_name[prefix + HISTORY])
+    if not isinstance(history, list):
+        raise BlobFormatError(f"{prefix}{HISTORY}: expected a list of entries")
+    for i, entry in enumerate(history):
+        if not isinstance(entry, dict):
+            raise BlobFormatError(f"{prefix}{HISTORY}[{i}]: expected an object")
+        lacking = [f for f in HISTORY_FIELDS if f not in entry]
+        if "created_at" not in entry and "createdAt" not in entry:
+            lacking.append("createdAt")
+        if lacking:
+            raise BlobFormatError(f"{prefix}{HISTORY}[{i}]: missing {', '.join(lacking)}")
+    return AdminState(content, history, objects)

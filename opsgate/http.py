@@ -1,0 +1,71 @@
+"""One place for opsgate's HTTP client settings: explicit timeouts, bounded retries.
+
+Retries cover transport errors only (connection refused/reset, read timeouts): an HTTP
+status is an answer, and retrying a 500 would hide the very fault a check exists to
+report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from .errors import OpsgateError
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+RETRIES = 2
+BACKOFF_S = 0.3
+
+
+class HttpCheckError(OpsgateError):
+    """An HTTP exchange that did not give a usable answer; the message says why."""
+
+
+def client(base_url: str = "", timeout: httpx.Timeout | float | None = None,
+           headers: Mapping[str, str] | None = None) -> httpx.Client:
+    return httpx.Client(
+        base_url=base_url,
+        timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+        headers=dict(headers or {}),
+        follow_redirects=False,
+        transport=httpx.HTTPTransport(retries=0),
+    )
+
+
+def request(cl: httpx.Client, method: str, url: str, *, what: str, **kw: Any) -> httpx.Response:
+    """Send with bounded retries on transport errors; a transport failure becomes an
+    `HttpCheckError` naming ``what`` and the URL (never headers: they carry tokens)."""
+    last: Exception | None = None
+    for attempt in range(RETRIES + 1):
+        try:
+            return cl.request(method, url, **kw)
+        except httpx.TimeoutException as exc:
+            last = exc
+            kind = "timed out"
+        except httpx.TransportError as exc:
+            last = exc
+            kind = f"transport error ({exc.__class__.__name__})"
+        if attempt < RETRIES:
+            time.sleep(BACKOFF_S * (attempt + 1))
+    shown = str(cl.base_url.join(url)) if cl.base_url else url
+    raise HttpCheckError(f"{what}: {method} {shown} {kind} after {RETRIES + 1} attempts") from last
+
+
+def expect_json(resp: httpx.Response, *, what: str) -> Any:
+    """The JSON body of a 2xx response, or an `HttpCheckError` saying what came instead."""
+    where = f"{resp.request.method} {resp.request.url.copy_with(query=None)}"
+    if resp.status_code >= 400:
+        snippet = resp.text[:200].replace("\n", " ")
+        raise HttpCheckError(f"{what}: {where} answered HTTP {resp.status_code}: {snippet!r}")
+    ctype = resp.headers.get("content-type", "")
+    try:
+        return resp.json()
+    except ValueError:
+        snippet = resp.text[:120].replace("\n", " ")
+        raise HttpCheckError(
+            f"{what}: {where} did not return JSON (content-type {ctype or 'none'!r}, "
+            f"body starts {snippet!r})"
+        ) from None

@@ -1,0 +1,153 @@
+"""The knowledge graph in the ``kb_*`` tables: writing a legacy payload into them and
+reading them back as a payload-shaped graph.
+
+Writes go through COPY so a million-entity backfill is bounded by the server, not by
+per-row round trips. A node's ``sources`` keep their order in ``kb_entities.body``
+(the relational rows in ``kb_entity_sources`` are a set), so a graph read back hashes
+like the payload it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from .schema import KB_TABLES
+
+GRAPH_KEYS = ("domains", "nodes", "edges")
+
+
+def graph_of(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The graph part of a legacy payload (envelope fields such as version dropped)."""
+    return {k: payload.get(k, []) for k in GRAPH_KEYS}
+
+
+def clear(conn: psycopg.Connection[Any]) -> None:
+    """Empty the graph tables (children cascade); provenance runs are kept as history."""
+    conn.execute("DELETE FROM kb_entity_sources")
+    conn.execute("DELETE FROM kb_entities")
+
+
+def write_graph(conn: psycopg.Connection[Any], nodes: Iterable[Mapping[str, Any]],
+                edges: Iterable[Mapping[str, Any]], run_id: int) -> dict[str, int]:
+    """Write nodes (with tags, media, derivatives, sources) and edges; returns row counts.
+
+    Nodes are streamed with COPY into a transaction-local staging table as jsonb and
+    fanned out into the kb tables by the server, so the client holds one node at a time
+    whatever the graph's size (COPY cannot interleave with other statements, which is
+    why children are not written from the client while the entity stream is open).
+    """
+    with conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE kb_stage_nodes (ord bigserial, doc jsonb NOT NULL) "
+                    "ON COMMIT DROP")
+        with cur.copy("COPY kb_stage_nodes (doc) FROM STDIN") as cp:
+            for n in nodes:
+                cp.write_row((Jsonb(n),))
+        cur.execute("""
+            INSERT INTO kb_entities (id, kind, slug, title, domain, summary, body)
+            SELECT doc->>'id', doc->>'type', doc->>'id', doc->>'label', doc->>'domain',
+                   doc->>'summary', jsonb_build_object('sources', doc->'sources')
+            FROM kb_stage_nodes ORDER BY ord""")
+        cur.execute("""
+            INSERT INTO kb_entity_tags (entity_id, tag)
+            SELECT n.doc->>'id', t FROM kb_stage_nodes n,
+                   jsonb_array_elements_text(n.doc->'tags') t""")
+        cur.execute("""
+            INSERT INTO kb_entity_sources (entity_id, provenance_run_id, source_ref)
+            SELECT n.doc->>'id', %s, s FROM kb_stage_nodes n,
+                   jsonb_array_elements_text(n.doc->'sources') s""", (run_id,))
+        cur.execute("""
+            CREATE TEMP TABLE kb_stage_media ON COMMIT DROP AS
+            SELECT nextval(pg_get_serial_sequence('kb_media_objects', 'id')) AS id,
+                   entity_id, media
+            FROM (SELECT n.doc->>'id' AS entity_id, m.value AS media
+                  FROM kb_stage_nodes n, jsonb_array_elements(n.doc->'media')
+                       WITH ORDINALITY AS m(value, pos)
+                  ORDER BY n.ord, m.pos) ordered""")
+        cur.execute("""
+            INSERT INTO kb_media_objects (id, entity_id, url, mime, bytes, sha256)
+            SELECT id, entity_id, media->>'url', media->>'mime', (media->>'bytes')::bigint,
+                   media->>'sha256'
+            FROM kb_stage_media ORDER BY id""")
+        cur.execute("""
+            INSERT INTO kb_media_derivatives (media_id, variant, url, width, height)
+            SELECT sm.id, d.value->>'variant', d.value->>'url', (d.value->>'width')::int,
+                   (d.value->>'height')::int
+            FROM kb_stage_media sm,
+                 jsonb_array_elements(COALESCE(sm.media->'derivatives', '[]'::jsonb))
+                 WITH ORDINALITY AS d(value, pos)
+            ORDER BY sm.id, d.pos""")
+        cur.execute("DROP TABLE kb_stage_media")
+        cur.execute("DROP TABLE kb_stage_nodes")
+        with cur.copy("COPY kb_edges (source_id, target_id, relation, weight) FROM STDIN") as cp:
+            for e in edges:
+                cp.write_row((e["source"], e["target"], e["relation"], e["weight"]))
+    return table_counts(conn, ("kb_entities", "kb_entity_tags", "kb_media_objects",
+                               "kb_media_derivatives", "kb_entity_sources", "kb_edges"))
+
+
+def iter_nodes(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
+    """Nodes in id order, payload-shaped, from a server-side cursor (bounded memory)."""
+    query = """
+        SELECT e.id, e.kind, e.title, e.domain, e.summary, e.body,
+          COALESCE((SELECT array_agg(t.tag ORDER BY t.tag) FROM kb_entity_tags t
+                    WHERE t.entity_id = e.id), '{}'),
+          COALESCE((SELECT array_agg(s.source_ref ORDER BY s.source_ref) FROM kb_entity_sources s
+                    WHERE s.entity_id = e.id), '{}'),
+          COALESCE((SELECT jsonb_agg(jsonb_build_object(
+                        'url', m.url, 'mime', m.mime, 'bytes', m.bytes, 'sha256', m.sha256,
+                        'derivatives', COALESCE((SELECT jsonb_agg(jsonb_build_object(
+                            'variant', d.variant, 'url', d.url, 'width', d.width,
+                            'height', d.height) ORDER BY d.id)
+                          FROM kb_media_derivatives d WHERE d.media_id = m.id), '[]'::jsonb))
+                      ORDER BY m.id)
+                    FROM kb_media_objects m WHERE m.entity_id = e.id), '[]'::jsonb)
+        FROM kb_entities e ORDER BY e.id
+    """
+    with conn.cursor(name="opsgate_kb_nodes") as cur:
+        cur.itersize = 5000
+        cur.execute(query)
+        for nid, kind, title, domain, summary, body, tags, srcs, media in cur:
+            ordered = (body or {}).get("sources")
+            if not (isinstance(ordered, list) and sorted(ordered) == list(srcs)):
+                ordered = list(srcs)
+            for m in media:
+                if not m["derivatives"]:
+                    m["derivatives"] = []
+            yield {"id": nid, "type": kind, "label": title, "domain": domain, "tags": list(tags),
+                   "summary": summary, "media": media, "sources": ordered}
+
+
+def iter_edges(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
+    """Edges ordered by (source, target, relation), from a server-side cursor."""
+    with conn.cursor(name="opsgate_kb_edges") as cur:
+        cur.itersize = 20000
+        cur.execute("SELECT source_id, target_id, relation, weight FROM kb_edges "
+                    "ORDER BY source_id, target_id, relation")
+        for s, t, r, w in cur:
+            yield {"source": s, "target": t, "relation": r, "weight": w}
+
+
+def domains(conn: psycopg.Connection[Any]) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT DISTINCT domain FROM kb_entities ORDER BY domain").fetchall()]
+
+
+def read_graph(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """The whole graph in memory (verification, the reference API at fixture scale)."""
+    return {"domains": domains(conn), "nodes": list(iter_nodes(conn)),
+            "edges": list(iter_edges(conn))}
+
+
+def table_counts(conn: psycopg.Connection[Any], tables: Iterable[str] = KB_TABLES
+                 ) -> dict[str, int]:
+    from psycopg import sql
+
+    out = {}
+    for t in tables:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()
+        out[t] = int(row[0]) if row else 0
+    return out

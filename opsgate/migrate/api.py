@@ -1,0 +1,47 @@
+"""What a migration script sees: its context and the plan it returns.
+
+A script module defines ``SOURCE``, ``TARGET``, ``DESCRIPTION``, ``TARGET_TABLES`` and
+four functions: ``preconditions(ctx) -> list[str]`` and ``plan(ctx) -> Plan`` (both read
+only; the runner checks they wrote nothing), ``apply(ctx, plan)`` (writes, inside the
+runner's transaction), ``verify(ctx, plan) -> list[str]`` (same transaction, before
+commit). Scripts never commit, roll back, lock or write the ledger: the runner does.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from ..config import Settings
+
+
+@dataclass
+class Plan:
+    """What a migration would do. ``payload`` is hashed with canon-v1 for the ledger."""
+
+    payload: Any
+    source_counts: dict[str, int] = field(default_factory=dict)
+    data: Any = None  # whatever apply() needs; not hashed, not reported
+
+
+@dataclass
+class MigrationContext:
+    conn: psycopg.Connection[Any]
+    settings: Settings
+    source: str | None = None
+    mode: str = "dry-run"
+    previous: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def log(self, message: str) -> None:
+        """Progress for humans: stderr, so stdout stays the JSON summary."""
+        print(f"opsgate-migrate: {message}", file=sys.stderr, flush=True)
+
+    def table_exists(self, table: str) -> bool:
+        row = self.conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (f"public.{table}",)
+        ).fetchone()
+        return bool(row and row[0])

@@ -1,0 +1,266 @@
+"""The guarded runner: every safeguard of the runbook is enforced here, not in scripts.
+
+One transaction holds everything: the advisory lock (transaction scoped, so a crash
+releases it), plan, preconditions, apply, verify and the ledger row. A dry run
+executes apply and verify too, then rolls back, so its counts are the real ones.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from .. import canon
+from ..config import Settings
+from ..errors import OpsgateError
+from . import ledger
+from .api import MigrationContext, Plan
+from .scripts import MigrationScript
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass
+class RunResult:
+    summary: dict[str, Any]
+    exit_code: int
+    message: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+class _Stop(Exception):
+    """Ends a run early with a status; the transaction is rolled back."""
+
+    def __init__(self, status: str, exit_code: int, message: str,
+                 problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.exit_code, self.message = status, exit_code, message
+        self.problems = problems or []
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _first_line(exc: BaseException, settings: Settings) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    return settings.redactor()(text)[:300]
+
+
+def _xact_stats(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, int, int]]:
+    """Rows inserted/updated/deleted per table by this transaction so far."""
+    cur = conn.execute(
+        "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_xact_user_tables "
+        "WHERE schemaname = 'public'"
+    )
+    return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in cur.fetchall()}
+
+
+def _diff_stats(before: dict[str, tuple[int, int, int]],
+                after: dict[str, tuple[int, int, int]]) -> dict[str, dict[str, int]]:
+    out = {}
+    for table in sorted(after):
+        b = before.get(table, (0, 0, 0))
+        a = after[table]
+        d = {"inserted": a[0] - b[0], "updated": a[1] - b[1], "deleted": a[2] - b[2]}
+        if any(d.values()):
+            out[table] = d
+    return out
+
+
+def _counts(conn: psycopg.Connection[Any], tables: tuple[str, ...]) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for t in tables:
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{t}",)).fetchone()
+        if exists and exists[0]:
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t)))
+            fetched = row.fetchone()
+            out[t] = int(fetched[0]) if fetched else 0
+        else:
+            out[t] = None
+    return out
+
+
+def _acquire_lock(conn: psycopg.Connection[Any], name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        row = conn.execute(
+            "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", (ledger.LOCK_CLASS, name)
+        ).fetchone()
+        if row and row[0]:
+            return
+        if time.monotonic() >= deadline:
+            holder = conn.execute(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
+                "AND objid = hashtext(%s)::oid AND granted LIMIT 1",
+                (ledger.LOCK_CLASS, name),
+            ).fetchone()
+            who = f" (server pid {holder[0]})" if holder else ""
+            raise _Stop("locked", EXIT_FAILED,
+                        f"another runner holds the lock of {name}{who}; waited {timeout:g}s")
+        time.sleep(0.2)
+
+
+def run_migration(
+    script: MigrationScript,
+    settings: Settings,
+    *,
+    apply: bool = False,
+    force: bool = False,
+    reason: str | None = None,
+    source: str | None = None,
+    lock_timeout: float = 30.0,
+) -> RunResult:
+    """Run one migration under every safeguard; never raises for expected failures."""
+    started = _now()
+    t0 = time.monotonic()
+    mode = "force" if force and apply else ("apply" if apply else "dry-run")
+    summary: dict[str, Any] = {
+        "migration": script.name,
+        "mode": mode,
+        "status": "failed",
+        "source": script.source,
+        "target": script.target,
+        "target_database": settings.database_url.masked if settings.database_url else None,
+        "script_checksum": script.checksum,
+        "payload_hash": None,
+        "hash_version": canon.VERSION,
+        "source_counts": {},
+        "target_counts": {"before": {}, "after": {}},
+        "changes": {},
+        "preconditions": [],
+        "verify": [],
+        "previous": None,
+        "reason": reason,
+        "ledger_id": None,
+        "started_at": _iso(started),
+        "finished_at": None,
+        "duration_s": None,
+        "timings_s": {},
+        "message": "",
+    }
+
+    def finish(status: str, code: int, message: str, problems: list[str] | None = None
+               ) -> RunResult:
+        summary["status"] = status
+        summary["message"] = message
+        summary["finished_at"] = _iso(_now())
+        summary["duration_s"] = round(time.monotonic() - t0, 3)
+        summary["exit_code"] = code
+        return RunResult(summary, code, message, problems or [])
+
+    if force and not (reason and reason.strip()):
+        return finish("refused", EXIT_USAGE,
+                      '--force needs --reason "..." (the reason is stored in the ledger)')
+    try:
+        url = settings.require_database_url()
+        module = script.load()
+    except OpsgateError as exc:
+        return finish("failed", EXIT_USAGE, str(exc))
+
+    try:
+        conn = psycopg.connect(url.reveal(), connect_timeout=10,
+                               application_name=f"opsgate-migrate {script.name}"[:63])
+    except psycopg.Error as exc:
+        return finish("failed", EXIT_USAGE,
+                      f"cannot connect to {url.masked}: {_first_line(exc, settings)}")
+
+    timings: dict[str, float] = summary["timings_s"]
+
+    def timed(label: str, fn: Any, *args: Any) -> Any:
+        s = time.monotonic()
+        try:
+            return fn(*args)
+        finally:
+            timings[label] = round(time.monotonic() - s, 3)
+
+    with conn:
+        try:
+            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(f"{int(lock_timeout)}s"))
+            timed("lock", _acquire_lock, conn, script.name, lock_timeout)
+            ledger.ensure_ledger(conn)
+            previous = ledger.latest_applied(conn, script.name)
+            if previous:
+                summary["previous"] = {
+                    "ledger_id": previous["id"], "payload_hash": previous["payload_hash"],
+                    "script_checksum": previous["script_checksum"], "mode": previous["mode"],
+                    "finished_at": _iso(previous["finished_at"]),
+                }
+            ctx = MigrationContext(conn, settings, source, mode, summary["previous"])
+            stats0 = _xact_stats(conn)
+            plan: Plan = timed("plan", module.plan, ctx)
+            payload_hash = canon.document_hash(plan.payload)
+            summary["payload_hash"] = payload_hash
+            summary["source_counts"] = plan.source_counts
+
+            if previous and not force:
+                if previous["payload_hash"] == payload_hash:
+                    raise _Stop("noop", EXIT_OK,
+                                f"{script.name} was already applied (ledger row {previous['id']}, "
+                                f"{_iso(previous['finished_at'])}) with payload hash "
+                                f"{payload_hash[:12]}…: nothing to do")
+                raise _Stop("refused", EXIT_FAILED,
+                            f"{script.name} was applied (ledger row {previous['id']}) with payload "
+                            f"hash {previous['payload_hash'][:12]}…, but the source now hashes "
+                            f"{payload_hash[:12]}…; re-run with --force --reason \"...\" to apply "
+                            "it again")
+
+            problems = list(timed("preconditions", module.preconditions, ctx))
+            summary["preconditions"] = problems
+            if _xact_stats(conn) != stats0:
+                raise _Stop("failed", EXIT_FAILED,
+                            f"{script.name}: plan or preconditions wrote to the database; "
+                            "they must only read")
+            if problems:
+                raise _Stop("precondition-failed", EXIT_FAILED,
+                            f"{len(problems)} precondition(s) failed: " + "; ".join(problems[:5]),
+                            problems)
+
+            tables = tuple(module.TARGET_TABLES)
+            summary["target_counts"]["before"] = _counts(conn, tables)
+            timed("apply", module.apply, ctx, plan)
+            vproblems = list(timed("verify", module.verify, ctx, plan))
+            summary["verify"] = vproblems
+            summary["changes"] = _diff_stats(stats0, _xact_stats(conn))
+            summary["target_counts"]["after"] = _counts(conn, tables)
+            if vproblems:
+                raise _Stop("verify-failed", EXIT_FAILED,
+                            "verify failed, nothing committed: " + "; ".join(vproblems[:5]),
+                            vproblems)
+            if mode == "dry-run":
+                raise _Stop("planned", EXIT_OK,
+                            "dry run: apply and verify ran and were rolled back; "
+                            "run again with --apply to write")
+            summary["ledger_id"] = ledger.append(
+                conn, name=script.name, mode=mode, payload_hash=payload_hash,
+                script_checksum=summary["script_checksum"],
+                source_counts=plan.source_counts,
+                target_counts={**summary["target_counts"], "changes": summary["changes"]},
+                reason=reason if force else None,
+                applied_by=f"{getpass.getuser()}@{socket.gethostname()}",
+                started_at=started,
+            )
+        except _Stop as stop:
+            conn.rollback()
+            return finish(stop.status, stop.exit_code, stop.message, stop.problems)
+        except OpsgateError as exc:
+            conn.rollback()
+            return finish("failed", EXIT_FAILED, f"{script.name}: {exc}")
+        except psycopg.Error as exc:
+            conn.rollback()
+            return finish("failed", EXIT_FAILED,
+                          f"{script.name}: database error: {_first_line(exc, settings)}")
+        conn.commit()
+    return finish("applied", EXIT_OK,
+                  f"{script.name} applied ({mode}), ledger row {summary['ledger_id']}")
