@@ -1,0 +1,69 @@
+"""Helpers shared by the migration tests: run the real CLI, hash the whole database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from opsgate import canon
+
+ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = ROOT / "migrations"
+ADMIN_SCHEMA = "20260210_1001_none_to_neon_admin_schema"
+BLOB_STATE = "20260211_1002_blob_to_neon_admin_state"
+KB_SCHEMA = "20260212_1003_none_to_neon_kb_schema"
+KB_BACKFILL = "20260213_1004_legacy_to_neon_kb_backfill"
+ALL = (ADMIN_SCHEMA, BLOB_STATE, KB_SCHEMA, KB_BACKFILL)
+
+
+def cli(url: str, *args: str, migrations: Path = MIGRATIONS, env: dict[str, str] | None = None,
+        timeout: float = 120) -> tuple[int, Any, str]:
+    """Run ``python -m opsgate.migrate``; returns (exit code, parsed stdout JSON, stderr)."""
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("DATABASE_URL", "POSTGRES_URL", "BLOB_", "VERCEL_"))}
+    full_env.update({"DATABASE_URL": url, **(env or {})})
+    p = subprocess.run(
+        [sys.executable, "-m", "opsgate.migrate", "--migrations-dir", str(migrations), *args],
+        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT,
+    )
+    try:
+        out = json.loads(p.stdout) if p.stdout.strip() else None
+    except json.JSONDecodeError:
+        out = p.stdout
+    return p.returncode, out, p.stderr
+
+
+def db_fingerprint(url: str) -> dict[str, str]:
+    """canon-v1 hash of every table in public (and the list of tables itself)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+        fp = {t: canon.table_hash(conn, t).sha256 for t in tables}
+        seqs = conn.execute("SELECT sequencename FROM pg_sequences WHERE schemaname='public'")
+        fp["__tables__"] = ",".join(tables)
+        fp["__sequences__"] = ",".join(sorted(r[0] for r in seqs))
+    return fp
+
+
+def ledger_rows(url: str) -> list[dict[str, Any]]:
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('admin_migrations') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return []
+        with conn.cursor(row_factory=dict_row) as cur:
+            return list(cur.execute("SELECT * FROM admin_migrations ORDER BY id"))
+
+
+def count(url: str, table: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        assert row is not None
+        return int(row[0])
