@@ -18,8 +18,17 @@ import pytest
 from opsgate import canon, datagen, kb
 from opsgate.migrate.scripts import ScriptError, discover_scripts, script_checksum
 from tests.migration_helpers import (
-    ADMIN_SCHEMA, ALL, BLOB_STATE, KB_BACKFILL, KB_SCHEMA, MIGRATIONS, ROOT, cli, count,
-    db_fingerprint, ledger_rows,
+    ADMIN_SCHEMA,
+    ALL,
+    BLOB_STATE,
+    KB_BACKFILL,
+    KB_SCHEMA,
+    MIGRATIONS,
+    ROOT,
+    cli,
+    count,
+    db_fingerprint,
+    ledger_rows,
 )
 
 FIXTURE = json.loads((ROOT / "fixtures" / "constellation.json").read_text())
@@ -90,7 +99,7 @@ def test_changed_source_is_refused_then_forced_with_a_reason(fresh_db: str, blob
     assert "--force --reason" in err
     assert db_fingerprint(fresh_db) == before
 
-    code, out, err = cli(fresh_db, "run", BLOB_STATE, "--apply", "--force")
+    code, _, err = cli(fresh_db, "run", BLOB_STATE, "--apply", "--force")
     assert code == 2 and "--reason" in err
 
     code, out, _ = cli(fresh_db, "run", BLOB_STATE, "--apply", "--force", "--reason",
@@ -251,7 +260,7 @@ def test_schema_invalid_payload_is_refused_with_the_path(fresh_db: str, tmp_path
 class _Handler(BaseHTTPRequestHandler):
     mode = "500"
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.mode == "hang":
             time.sleep(15)
         self.send_response(500 if self.mode == "500" else 401)
@@ -328,7 +337,7 @@ def test_status_tells_an_edited_script(fresh_db: str, tmp_path: Path, blob_dir: 
                                  "20260101_1_blob_neon_x.py"])
 def test_badly_named_script_is_rejected(tmp_path: Path, bad: str) -> None:
     (tmp_path / bad).write_text("")
-    with pytest.raises(ScriptError, match="YYYYMMDD|not a date"):
+    with pytest.raises(ScriptError, match=r"YYYYMMDD|not a date"):
         discover_scripts(tmp_path)
 
 
