@@ -250,7 +250,7 @@ def test_schema_invalid_payload_is_refused_with_the_path(fresh_db: str, tmp_path
     doc["nodes"][3]["tags"] = "not-a-list"
     bad = tmp_path / "invalid.json"
     bad.write_text(json.dumps(doc))
-    code, out, err = cli(fresh_db, "run", KB_BACKFILL, "--apply", "--force", "--reason", "t",
+    code, _out, err = cli(fresh_db, "run", KB_BACKFILL, "--apply", "--force", "--reason", "t",
                          "--source", str(bad))
     assert code == 1
     assert "$['nodes'][3]['tags']" in err
