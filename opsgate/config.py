@@ -39,6 +39,9 @@ VARIABLES: dict[str, str] = {
     "DRILL_DATABASE_URL": "restore target of the drill (default: a scratch database)",
     "OPSGATE_PG_BINDIR": "folder of pg_dump/pg_restore to use (default: discovered)",
     "OPSGATE_TARGET_NAME": "name of the target in reports (default: the database host)",
+    "OPSGATE_LEGACY_PAYLOAD_FILE": "legacy payload file for knowledge drift "
+    "(default: admin_content_state key 'constellation')",
+    "OPSGATE_MIGRATIONS_DIR": "folder of migration scripts (default: ./migrations)",
 }
 
 #: The gate flags and their defaults (DESIGN.md).
@@ -95,6 +98,8 @@ class Settings:
     drill_database_url: SecretUrl | None = None
     pg_bindir: str | None = None
     target_name: str | None = None
+    legacy_payload_file: str | None = None
+    migrations_dir: str = "migrations"
     flags: Mapping[str, bool] = field(default_factory=lambda: dict(FLAG_DEFAULTS))
     source: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -103,12 +108,21 @@ class Settings:
         cls,
         environ: Mapping[str, str] | None = None,
         env_file: str | os.PathLike[str] | None = None,
+        *,
+        file_wins: bool = False,
     ) -> Settings:
-        """Merge ``env_file`` under ``environ`` (default ``os.environ``) and parse it."""
+        """Merge ``env_file`` under ``environ`` (default ``os.environ``) and parse it.
+
+        ``file_wins`` is for the sandbox's own file: its target variables then override
+        the environment (a stray DATABASE_URL must never redirect a sandbox run), while
+        the RUN_OPS_* flags still come from the environment.
+        """
         env: dict[str, str] = {}
-        if env_file is not None:
-            env.update(read_env_file(env_file))
+        file_values = read_env_file(env_file) if env_file is not None else {}
+        env.update(file_values)
         env.update(os.environ if environ is None else environ)
+        if file_wins:
+            env.update({k: v for k, v in file_values.items() if k not in FLAG_DEFAULTS})
 
         def get(name: str) -> str | None:
             value = env.get(name)
@@ -136,6 +150,8 @@ class Settings:
             drill_database_url=SecretUrl(drill) if drill else None,
             pg_bindir=get("OPSGATE_PG_BINDIR"),
             target_name=get("OPSGATE_TARGET_NAME"),
+            legacy_payload_file=get("OPSGATE_LEGACY_PAYLOAD_FILE"),
+            migrations_dir=get("OPSGATE_MIGRATIONS_DIR") or "migrations",
             flags=flags,
             source={k: v for k, v in env.items() if k in VARIABLES or k in FLAG_DEFAULTS},
         )

@@ -9,6 +9,7 @@ self-tests in ``tests/`` run as an ordinary pytest suite.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,11 @@ from .config import Settings
 from .errors import ConfigError, OpsgateError
 from .gate import BY_MARKER, CHECKS, marker_expression, missing_env
 
+#: The checks' fixtures (settings, read-only database, deployment client, evidence).
+pytest_plugins = ["opsgate.fixtures"]
+
 STATE_KEY = pytest.StashKey["GateState"]()
+EVIDENCE_KEY = pytest.StashKey[dict[str, Any]]()
 SANDBOX_ENV_KEY = "opsgate_sandbox_env_file"
 
 
@@ -71,10 +76,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
     env_file = config.getoption("env_file")
     workerinput = getattr(config, "workerinput", None)
-    if workerinput is not None and workerinput.get(SANDBOX_ENV_KEY):
-        env_file = workerinput[SANDBOX_ENV_KEY]
+    sandbox_file = workerinput.get(SANDBOX_ENV_KEY) if workerinput is not None else None
     try:
-        settings = Settings.load(env_file=env_file)
+        settings = Settings.load(env_file=sandbox_file or env_file, file_wins=bool(sandbox_file))
     except ConfigError as exc:
         raise pytest.UsageError(f"opsgate: {exc}") from None
 
@@ -109,17 +113,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _start_sandbox(config: pytest.Config, state: GateState) -> None:
-    try:
-        from .sandbox import Sandbox  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # pragma: no cover - only while the sandbox is being built
-        raise pytest.UsageError("opsgate: --sandbox is not available in this build") from None
+    from .sandbox import Sandbox  # imported late: uvicorn and starlette only for --sandbox
+
     try:
         sandbox = Sandbox.start(scale=config.getoption("sandbox_scale"))
     except OpsgateError as exc:
         raise pytest.UsageError(f"opsgate: the sandbox did not start: {exc}") from None
     state.sandbox = sandbox
     state.target_kind = "sandbox"
-    state.settings = Settings.load(env_file=sandbox.env_file, environ=sandbox.environ())
+    state.settings = Settings.load(env_file=sandbox.env_file, file_wins=True)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -182,9 +184,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if state is None:
         return
     redact = state.settings.redactor()
+    report: pytest.TestReport = outcome.get_result()
+    found = item.stash.get(EVIDENCE_KEY, None)
+    if found and call.when == "call":
+        text = json.dumps(found, default=str, sort_keys=True)
+        report.user_properties.append(("opsgate_evidence", redact(text) if redact else text))
     if not redact:
         return
-    report: pytest.TestReport = outcome.get_result()
     if report.longrepr is not None:
         text = str(report.longrepr)
         clean = redact(text)

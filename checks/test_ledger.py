@@ -1,0 +1,77 @@
+"""Migration ledger (runbook: "the migration name exists in admin_migrations with its
+payload hash"): every script applied, none edited after apply, no unknown or failed rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from opsgate.config import Settings
+from opsgate.migrate import ledger
+from opsgate.migrate.scripts import discover_scripts
+
+pytestmark = pytest.mark.ledger
+
+
+@pytest.fixture
+def scripts(ops_settings: Settings, project_root: Path) -> list[Any]:
+    folder = Path(ops_settings.migrations_dir)
+    if not folder.is_absolute():
+        folder = project_root / folder
+    return discover_scripts(folder)
+
+
+@pytest.fixture
+def rows(target_db: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    if not ledger.ledger_exists(target_db):
+        pytest.fail("admin_migrations does not exist: no migration was ever recorded",
+                    pytrace=False)
+    return ledger.rows(target_db)
+
+
+def test_every_migration_is_applied_with_a_payload_hash(
+    scripts: list[Any], rows: list[dict[str, Any]], evidence: dict[str, Any]
+) -> None:
+    applied = {r["name"]: r for r in rows if r["status"] == "applied" and r["payload_hash"]}
+    evidence["migrations"] = [
+        {"name": s.name, "ledger_id": applied[s.name]["id"] if s.name in applied else None,
+         "payload_hash": applied[s.name]["payload_hash"] if s.name in applied else None}
+        for s in scripts
+    ]
+    missing = [s.name for s in scripts if s.name not in applied]
+    assert not missing, (
+        f"{len(missing)} migration(s) have no applied ledger row with a payload hash: "
+        + ", ".join(missing)
+    )
+
+
+def test_no_script_changed_after_apply(
+    scripts: list[Any], rows: list[dict[str, Any]], evidence: dict[str, Any]
+) -> None:
+    last: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["status"] == "applied":
+            last[r["name"]] = r
+    edited = [
+        f"{s.name} (ledger {last[s.name]['script_checksum'][:12]}…, "
+        f"file {s.checksum[:12]}…)"
+        for s in scripts if s.name in last and last[s.name]["script_checksum"] != s.checksum
+    ]
+    evidence["checksums"] = {s.name: s.checksum for s in scripts}
+    assert not edited, "script(s) edited after they were applied: " + "; ".join(edited)
+
+
+def test_ledger_names_only_known_successful_migrations(
+    scripts: list[Any], rows: list[dict[str, Any]], evidence: dict[str, Any]
+) -> None:
+    known = {s.name for s in scripts}
+    unknown = sorted({r["name"] for r in rows} - known)
+    failed = [f"row {r['id']} {r['name']} status {r['status']}" for r in rows
+              if r["status"] != "applied"]
+    evidence["ledger_rows"] = len(rows)
+    problems = ([f"unknown migrations in the ledger: {', '.join(unknown)}"] if unknown else []
+                ) + ([f"non-applied rows: {'; '.join(failed[:10])}"] if failed else [])
+    assert not problems, "; ".join(problems)

@@ -1,0 +1,60 @@
+"""Preflight (runbook: "Per deployment"): the backend is neon, the database answers
+with every contract table and column, the deployment answers. Read only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from opsgate import http
+from opsgate.config import Settings
+from opsgate.schema import CONTRACT_TABLES, missing_columns
+
+pytestmark = pytest.mark.preflight
+
+
+def test_storage_backend_is_neon(ops_settings: Settings, evidence: dict[str, Any]) -> None:
+    backend = ops_settings.admin_storage_backend
+    evidence["ADMIN_STORAGE_BACKEND"] = backend
+    assert backend is not None, (
+        "ADMIN_STORAGE_BACKEND is not set; the production backend must be 'neon'"
+    )
+    assert backend == "neon", (
+        f"ADMIN_STORAGE_BACKEND is {backend!r}; production must run on 'neon' "
+        "('file' and 'blob' are fallback or migration-source backends)"
+    )
+
+
+def test_database_answers_with_the_contract_schema(
+    target_db: psycopg.Connection[Any], evidence: dict[str, Any]
+) -> None:
+    row = target_db.execute("SELECT current_setting('server_version'), "
+                            "current_setting('server_version_num')::int, "
+                            "current_database()").fetchone()
+    assert row is not None
+    evidence["server_version"], evidence["server_version_num"], evidence["database"] = row
+    missing = missing_columns(target_db, CONTRACT_TABLES)
+    evidence["missing"] = missing
+    assert not missing, f"the database lacks {len(missing)} contract item(s): " + ", ".join(
+        missing[:15])
+
+
+def test_check_sessions_are_read_only(target_db: psycopg.Connection[Any]) -> None:
+    """Guards the rule 'checks never write': the session itself refuses writes."""
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        target_db.execute("CREATE TEMP TABLE opsgate_write_probe (x int)")
+
+
+def test_deployment_answers(deployment: httpx.Client, evidence: dict[str, Any]) -> None:
+    try:
+        resp = http.request(deployment, "GET", "/", what="deployment")
+    except http.HttpCheckError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    evidence["status"] = resp.status_code
+    evidence["elapsed_ms"] = round(resp.elapsed.total_seconds() * 1000, 1)
+    assert resp.status_code < 500, (
+        f"deployment at {deployment.base_url} answered HTTP {resp.status_code}"
+    )

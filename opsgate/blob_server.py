@@ -1,0 +1,135 @@
+"""A local blob server that speaks the Vercel Blob REST subset opsgate and the official
+SDK use: ``GET /?prefix&limit&cursor`` (list, cursor paging), ``PUT /<pathname>``
+(put), ``POST /delete``, and downloads at the URL a listing returns. Bearer token
+required on the API routes; downloads are public, as Vercel's are.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .secrets import Secret
+
+
+@dataclass
+class StoredBlob:
+    pathname: str
+    data: bytes
+    content_type: str
+    uploaded_at: str
+
+
+class BlobBucket:
+    """Thread-safe in-memory objects, listed in pathname order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._blobs: dict[str, StoredBlob] = {}
+
+    def put(self, pathname: str, data: bytes, content_type: str = "application/json") -> StoredBlob:
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        blob = StoredBlob(pathname, data, content_type, now)
+        with self._lock:
+            self._blobs[pathname] = blob
+        return blob
+
+    def get(self, pathname: str) -> StoredBlob | None:
+        with self._lock:
+            return self._blobs.get(pathname)
+
+    def delete(self, pathname: str) -> None:
+        with self._lock:
+            self._blobs.pop(pathname, None)
+
+    def listing(self, prefix: str) -> list[StoredBlob]:
+        with self._lock:
+            return sorted((b for p, b in self._blobs.items() if p.startswith(prefix)),
+                          key=lambda b: b.pathname)
+
+
+def _cursor(pathname: str) -> str:
+    return base64.urlsafe_b64encode(pathname.encode()).decode()
+
+
+def _uncursor(cursor: str) -> str:
+    return base64.urlsafe_b64decode(cursor.encode()).decode()
+
+
+def create_blob_app(token: Secret, bucket: BlobBucket, public_base: str,
+                    max_page: int = 1000) -> Starlette:
+    """``public_base`` is this server's own URL, used in the ``url`` of each blob."""
+
+    def authorized(request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        return hmac.compare_digest(header.encode(), f"Bearer {token.reveal()}".encode())
+
+    def denied() -> Response:
+        return JSONResponse({"error": {"code": "forbidden",
+                                       "message": "Access denied, please provide a valid token"}},
+                            status_code=401)
+
+    def describe(b: StoredBlob) -> dict[str, Any]:
+        url = f"{public_base}/files/{b.pathname}"
+        return {"url": url, "downloadUrl": url + "?download=1", "pathname": b.pathname,
+                "size": len(b.data), "uploadedAt": b.uploaded_at,
+                "contentType": b.content_type, "contentDisposition": "inline"}
+
+    def list_blobs(request: Request) -> Response:
+        if not authorized(request):
+            return denied()
+        prefix = request.query_params.get("prefix", "")
+        try:
+            limit = max(1, min(int(request.query_params.get("limit", max_page)), max_page))
+        except ValueError:
+            return JSONResponse({"error": {"code": "bad_request", "message": "limit"}}, 400)
+        items = bucket.listing(prefix)
+        cursor = request.query_params.get("cursor")
+        if cursor:
+            after = _uncursor(cursor)
+            items = [b for b in items if b.pathname > after]
+        page, more = items[:limit], len(items) > limit
+        body: dict[str, Any] = {"blobs": [describe(b) for b in page], "hasMore": more}
+        if more:
+            body["cursor"] = _cursor(page[-1].pathname)
+        return JSONResponse(body)
+
+    async def put_blob(request: Request) -> Response:
+        if not authorized(request):
+            return denied()
+        pathname = request.path_params["pathname"]
+        data = await request.body()
+        ctype = request.headers.get("x-content-type") or "application/octet-stream"
+        blob = bucket.put(pathname, data, ctype)
+        return JSONResponse(describe(blob))
+
+    async def delete_blobs(request: Request) -> Response:
+        if not authorized(request):
+            return denied()
+        body = json.loads(await request.body() or b"{}")
+        for url in body.get("urls", []):
+            bucket.delete(str(url).split("/files/", 1)[-1])
+        return JSONResponse({})
+
+    def download(request: Request) -> Response:
+        blob = bucket.get(request.path_params["pathname"])
+        if blob is None:
+            return Response("not found", status_code=404)
+        return Response(blob.data, media_type=blob.content_type)
+
+    return Starlette(routes=[
+        Route("/", list_blobs, methods=["GET"]),
+        Route("/delete", delete_blobs, methods=["POST"]),
+        Route("/files/{pathname:path}", download, methods=["GET"]),
+        Route("/{pathname:path}", put_blob, methods=["PUT"]),
+    ])

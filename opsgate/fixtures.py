@@ -1,0 +1,91 @@
+"""pytest fixtures the runbook checks use: the target's settings, a read-only database
+session, the deployment's HTTP client and the evidence dict.
+
+Every fixture turns a missing variable into a failure that names it, and an unreachable
+or misbehaving component into a failure that says what answered, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from . import http
+from .config import Settings
+from .errors import MissingEnvError
+from .plugin import EVIDENCE_KEY, get_state
+from .secrets import SecretUrl
+
+STATEMENT_TIMEOUT_MS = 120_000
+
+
+def connect_read_only(url: SecretUrl, settings: Settings) -> psycopg.Connection[Any]:
+    """A session in which every transaction is read-only (a write fails at the server)."""
+    try:
+        conn = psycopg.connect(url.reveal(), connect_timeout=10, autocommit=True,
+                               application_name="opsgate-check")
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        pytest.fail(f"cannot connect to {url.masked}: {settings.redactor()(first)}",
+                    pytrace=False)
+    conn.execute("SET default_transaction_read_only = on")
+    conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+    return conn
+
+
+@pytest.fixture(scope="session")
+def ops_settings(pytestconfig: pytest.Config) -> Settings:
+    return get_state(pytestconfig).settings
+
+
+@pytest.fixture(scope="session")
+def project_root(pytestconfig: pytest.Config) -> Path:
+    return pytestconfig.rootpath
+
+
+def _require(fn: Any) -> Any:
+    try:
+        return fn()
+    except MissingEnvError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def target_db(ops_settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    """Read-only connection to DATABASE_URL (or POSTGRES_URL)."""
+    url = _require(ops_settings.require_database_url)
+    conn = connect_read_only(url, ops_settings)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def http_timeout() -> float:
+    raw = os.environ.get("OPSGATE_HTTP_TIMEOUT", "")
+    try:
+        return float(raw) if raw else 15.0
+    except ValueError:
+        return 15.0
+
+
+@pytest.fixture
+def deployment(ops_settings: Settings) -> Iterator[httpx.Client]:
+    """HTTP client for OPS_BASE_URL: explicit timeout, no redirects, no retries on status."""
+    base = _require(ops_settings.require_base_url)
+    with http.client(base, timeout=http_timeout()) as client:
+        yield client
+
+
+@pytest.fixture
+def evidence(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The check's evidence, attached to its report (and so to every report file)."""
+    store: dict[str, Any] = {}
+    request.node.stash[EVIDENCE_KEY] = store
+    return store

@@ -1,0 +1,154 @@
+"""The reference deployment the sandbox serves: the web app's public and admin API,
+built from the database at request time, as DESIGN.md fixes them.
+
+It also carries the sandbox's fault switches (`Faults`), so the self-tests can make the
+API lie in one precise way and prove that exactly the intended check goes red.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from . import kb
+from .secrets import Secret
+
+SESSION_COOKIE = "opsgate_admin_session"
+
+#: Fault names the sandbox understands (tests and ``opsgate sandbox up --fault``).
+FAULTS = (
+    "api-missing-node", "api-extra-edge", "api-dangling-edge", "api-domain-renamed",
+    "api-build-as-note", "overview-count-off-by-one", "api-500", "api-html", "api-hang",
+)
+
+
+@dataclass
+class Faults:
+    active: set[str] = field(default_factory=set)
+    hang_seconds: float = 30.0
+
+    def set(self, *names: str) -> None:
+        unknown = [n for n in names if n not in FAULTS]
+        if unknown:
+            raise ValueError(f"unknown fault(s): {', '.join(unknown)}")
+        self.active = set(names)
+
+    def clear(self) -> None:
+        self.active = set()
+
+
+def _constellation(conn: psycopg.Connection[Any], faults: Faults) -> dict[str, Any]:
+    graph = kb.read_graph(conn)
+    nodes, edges, domains = graph["nodes"], graph["edges"], graph["domains"]
+    row = conn.execute("SELECT max(finished_at) FROM kb_provenance_runs "
+                       "WHERE status = 'succeeded'").fetchone()
+    generated = row[0].isoformat() if row and row[0] else None
+    if "api-missing-node" in faults.active and nodes:
+        removed = nodes.pop(len(nodes) // 2)["id"]
+        edges = [e for e in edges if removed not in (e["source"], e["target"])]
+    if "api-extra-edge" in faults.active and len(nodes) > 1:
+        edges.append({"source": nodes[0]["id"], "target": nodes[-1]["id"],
+                      "relation": "injected-extra", "weight": 1.0})
+    if "api-dangling-edge" in faults.active and nodes:
+        edges.append({"source": nodes[0]["id"], "target": "ghost-node-404",
+                      "relation": "relates-to", "weight": 0.5})
+    if "api-domain-renamed" in faults.active and domains:
+        old = domains[0]
+        domains = sorted(["renamed-" + old if d == old else d for d in domains])
+        for n in nodes:
+            if n["domain"] == old:
+                n["domain"] = "renamed-" + old
+    if "api-build-as-note" in faults.active:
+        for n in nodes:
+            if n["type"] == "build":
+                n["type"] = "note"
+                break
+    counts = {
+        "nodes": len(nodes),
+        "edges": len(edges),
+        "build": sum(1 for n in nodes if n["type"] == "build"),
+        "notes": sum(1 for n in nodes if n["type"] == "note"),
+    }
+    return {"nodes": nodes, "edges": edges,
+            "metadata": {"domains": domains, "counts": counts, "source": "kb",
+                         "generatedAt": generated}}
+
+
+def create_app(database_url: Secret, admin_password: Secret, faults: Faults | None = None
+               ) -> Starlette:
+    """The ASGI app. Each request opens its own short connection (as a serverless
+    function would), so the API always reflects the database at request time."""
+    faults = faults or Faults()
+    sessions: set[str] = set()
+
+    def connect() -> psycopg.Connection[Any]:
+        return psycopg.connect(database_url.reveal(), connect_timeout=5)
+
+    def misbehave() -> Response | None:
+        if "api-500" in faults.active:
+            return JSONResponse({"error": "internal"}, status_code=500)
+        if "api-html" in faults.active:
+            return HTMLResponse("<!doctype html><html><body>Deployment paused</body></html>")
+        if "api-hang" in faults.active:
+            time.sleep(faults.hang_seconds)
+        return None
+
+    def home(request: Request) -> Response:
+        return HTMLResponse("<!doctype html><title>constellation</title><h1>ok</h1>")
+
+    def constellation(request: Request) -> Response:
+        bad = misbehave()
+        if bad is not None:
+            return bad
+        with connect() as conn:
+            return JSONResponse(_constellation(conn, faults))
+
+    async def session(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "expected JSON"}, status_code=400)
+        given = body.get("password") if isinstance(body, dict) else None
+        if not isinstance(given, str) or not hmac.compare_digest(
+            given.encode(), admin_password.reveal().encode()
+        ):
+            return JSONResponse({"error": "invalid password"}, status_code=401)
+        token = secrets.token_urlsafe(24)
+        sessions.add(token)
+        resp = JSONResponse({"ok": True})
+        resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict")
+        return resp
+
+    def overview(request: Request) -> Response:
+        if request.cookies.get(SESSION_COOKIE) not in sessions:
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
+        bad = misbehave()
+        if bad is not None:
+            return bad
+        with connect() as conn:
+            counts = {}
+            for label, table in (("nodes", "kb_entities"), ("edges", "kb_edges"),
+                                 ("admin_content_state", "admin_content_state"),
+                                 ("admin_history", "admin_history"),
+                                 ("admin_migrations", "admin_migrations")):
+                row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+                counts[label] = int(row[0]) if row else 0
+        if "overview-count-off-by-one" in faults.active:
+            counts["admin_history"] += 1
+        return JSONResponse({"backend": "neon", "counts": counts})
+
+    return Starlette(routes=[
+        Route("/", home),
+        Route("/api/constellation", constellation),
+        Route("/api/admin/session", session, methods=["POST"]),
+        Route("/api/admin/overview", overview),
+    ])

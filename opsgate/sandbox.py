@@ -1,0 +1,146 @@
+"""The sandbox: a complete, self-contained target built for one session, then torn down.
+
+An embedded PostgreSQL cluster; every migration applied through the real runner with
+``--apply`` (the admin state travels blob -> Postgres over the blob server's REST API,
+as in production); the reference API and a Vercel-Blob-compatible server on
+127.0.0.1. Its settings are written as a dotenv file, so checks receive them exactly as
+they would receive a real target's.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import canon, datagen
+from .blob_server import BlobBucket, create_blob_app
+from .config import DEFAULT_BLOB_PREFIX, Settings
+from .embedded import EmbeddedPostgres
+from .errors import OpsgateError
+from .migrate.runner import run_migration
+from .migrate.scripts import discover_scripts
+from .reference_app import Faults, create_app
+from .secrets import Secret
+from .servers import ThreadedServer
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FIXTURE_PAYLOAD = PROJECT_ROOT / "fixtures" / "constellation.json"
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+BLOB_STATE_MIGRATION = "20260211_1002_blob_to_neon_admin_state"
+BACKFILL_MIGRATION = "20260213_1004_legacy_to_neon_kb_backfill"
+
+
+class Sandbox:
+    """Use `Sandbox.start()`; `stop()` is idempotent and leaves nothing running."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.pg: EmbeddedPostgres | None = None
+        self.api: ThreadedServer | None = None
+        self.blob: ThreadedServer | None = None
+        self.faults = Faults()
+        self.bucket = BlobBucket()
+        self.admin_password = Secret("sbx-admin-" + secrets.token_urlsafe(12))
+        self.blob_token = Secret("vercel_blob_rw_sbx_" + secrets.token_urlsafe(18))
+        self.env_file = root / "sandbox.env"
+        self.payload_file: Path | None = None
+        self.migrations: list[dict[str, Any]] = []
+
+    @classmethod
+    def start(cls, scale: int | None = None, env_file: str | Path | None = None,
+              migrations_dir: Path = MIGRATIONS_DIR) -> Sandbox:
+        sandbox = cls(Path(tempfile.mkdtemp(prefix="opsgate-sandbox-")))
+        if env_file is not None:
+            sandbox.env_file = Path(env_file)
+        try:
+            sandbox._build(scale, migrations_dir)
+        except BaseException:
+            sandbox.stop()
+            raise
+        return sandbox
+
+    def _build(self, scale: int | None, migrations_dir: Path) -> None:
+        self.pg = EmbeddedPostgres()
+        self.pg.start()
+        db_url = self.pg.create_database("app")
+
+        payload = json.loads(FIXTURE_PAYLOAD.read_text(encoding="utf-8"))
+        content, history = datagen.admin_state(payload)
+        prefix = DEFAULT_BLOB_PREFIX
+        self.blob = ThreadedServer(
+            lambda url: create_blob_app(self.blob_token, self.bucket, url), "blob"
+        ).start()
+        self.bucket.put(prefix + "content-state.json", json.dumps(content).encode())
+        self.bucket.put(prefix + "history.json", json.dumps(history).encode())
+
+        source: dict[str, str | None] = {}
+        if scale is not None:
+            if scale < 1:
+                raise OpsgateError("--sandbox-scale must be at least 1")
+            self.payload_file = self.root / f"constellation-{scale}.json"
+            with self.payload_file.open("w", encoding="utf-8") as out:
+                datagen.write_payload(out, scale)
+            source[BACKFILL_MIGRATION] = str(self.payload_file)
+
+        settings = Settings.load(environ=self._env_values(db_url.reveal()))
+        for script in discover_scripts(migrations_dir):
+            result = run_migration(script, settings, apply=True, source=source.get(script.name))
+            self.migrations.append(result.summary)
+            if result.exit_code != 0:
+                raise OpsgateError(f"sandbox migration {script.name}: {result.message}")
+
+        app_db = Secret(db_url.reveal())
+        self.api = ThreadedServer(
+            lambda url: create_app(app_db, self.admin_password, self.faults), "api"
+        ).start()
+        self._write_env_file(db_url.reveal())
+        self.expected_admin_hash = canon.admin_state_hash(content, history)
+
+    def _env_values(self, db_url: str) -> dict[str, str]:
+        assert self.pg is not None and self.blob is not None
+        values = {
+            "DATABASE_URL": db_url,
+            "ADMIN_PASSWORD": self.admin_password.reveal(),
+            "ADMIN_STORAGE_BACKEND": "neon",
+            "BLOB_READ_WRITE_TOKEN": self.blob_token.reveal(),
+            "VERCEL_BLOB_API_URL": self.blob.url,
+            "ADMIN_BLOB_PREFIX": DEFAULT_BLOB_PREFIX,
+            "OPSGATE_PG_BINDIR": str(self.pg.binaries.bindir),
+            "OPSGATE_TARGET_NAME": "sandbox",
+        }
+        if self.api is not None:
+            values["OPS_BASE_URL"] = self.api.url
+        if self.payload_file is not None:
+            values["OPSGATE_LEGACY_PAYLOAD_FILE"] = str(self.payload_file)
+        return values
+
+    def environ(self) -> dict[str, str]:
+        assert self.pg is not None
+        return self._env_values(self.pg.url("app").reveal())
+
+    def _write_env_file(self, db_url: str) -> None:
+        lines = ["# opsgate sandbox target; read with: pytest --env-file=THIS_FILE"]
+        lines += [f'{k}="{v}"' for k, v in self._env_values(db_url).items()]
+        self.env_file.parent.mkdir(parents=True, exist_ok=True)
+        self.env_file.write_text("\n".join(lines) + "\n")
+        self.env_file.chmod(0o600)
+
+    def stop(self) -> None:
+        for server in (self.api, self.blob):
+            if server is not None:
+                server.stop()
+        self.api = self.blob = None
+        if self.pg is not None:
+            self.pg.stop()
+            self.pg = None
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
