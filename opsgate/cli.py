@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from . import sandbox_cli
 from .migrate import cli as migrate_cli
 
 
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="area", required=True)
     m = sub.add_parser("migrate", help="data migrations under the runbook's safeguards")
     migrate_cli.add_arguments(m)
+    sandbox_cli.add_parser(sub)
     return p
 
 

@@ -1,0 +1,61 @@
+"""``opsgate sandbox up``: the sandbox target in the foreground, for operators and for
+testing the gate from outside. Prints one line saying where its settings are, then
+runs until Ctrl-C or SIGTERM and tears everything down."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from .errors import OpsgateError
+
+DEFAULT_ENV_FILE = ".env.sandbox"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("sandbox", help="the self-contained sandbox target")
+    inner = p.add_subparsers(dest="sandbox_command", required=True)
+    up = inner.add_parser("up", help="start the sandbox in the foreground")
+    up.add_argument("--env-file", default=DEFAULT_ENV_FILE, metavar="PATH",
+                    help=f"where to write the sandbox's settings (default {DEFAULT_ENV_FILE})")
+    up.add_argument("--scale", type=int, default=None, metavar="N",
+                    help="seed a generated graph of N entities instead of the fixture")
+    up.add_argument("--fault", action="append", default=[], metavar="NAME",
+                    help="make the reference API misbehave (see docs/sandbox.md)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .sandbox import Sandbox
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        sandbox = Sandbox.start(scale=args.scale, env_file=Path(args.env_file).resolve())
+    except OpsgateError as exc:
+        print(f"opsgate sandbox: did not start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.fault:
+            sandbox.faults.set(*args.fault)
+        print(f"opsgate sandbox: up; settings in {sandbox.env_file} "
+              f"(run: pytest --env-file={sandbox.env_file}); Ctrl-C to stop", flush=True)
+        while not stop.wait(0.5):
+            pass
+    except ValueError as exc:
+        print(f"opsgate sandbox: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        sandbox.stop()
+        Path(sandbox.env_file).unlink(missing_ok=True)
+    print("opsgate sandbox: stopped", flush=True)
+    return 0

@@ -1,0 +1,186 @@
+"""Each check against a sandbox with one injected fault: exactly the intended check goes
+red, with a message naming the fault; the clean sandbox passes every check."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from opsgate.sandbox import Sandbox
+from tests.gate_helpers import ROOT, clean_env, run_gate
+
+ALL_FOUR = "preflight or parity or ledger or health"
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox.start() as sb:
+        yield sb
+
+
+@pytest.fixture
+def clean(sandbox: Sandbox) -> Iterator[Sandbox]:
+    sandbox.faults.clear()
+    yield sandbox
+    sandbox.faults.clear()
+
+
+def gate(sandbox: Sandbox, tmp_path: Path, **env: str) -> Any:
+    return run_gate(tmp_path, f"--env-file={sandbox.env_file}", "-m", ALL_FOUR,
+                    env=clean_env(**env))
+
+
+def test_clean_sandbox_passes_every_check(clean: Sandbox, tmp_path: Path) -> None:
+    run = gate(clean, tmp_path)
+    assert run.code == 0, run.stdout[-3000:]
+    assert run.failed() == {}
+    modules = {k.split("::")[0] for k in run.outcomes}
+    assert modules == {"test_preflight", "test_parity", "test_ledger", "test_health"}
+
+
+API_FAULTS = [
+    ("api-missing-node", "test_node_and_edge_counts_aligned", "node ids in database but not in api"),
+    ("api-extra-edge", "test_node_and_edge_counts_aligned", "edges in api but not in database"),
+    ("api-dangling-edge", "test_edge_endpoint_integrity", "ghost-node-404"),
+    ("api-domain-renamed", "test_domains_aligned", "renamed-craft"),
+    ("api-build-as-note", "test_build_and_note_counts_aligned", "build nodes: api 95 != database 96"),
+    ("overview-count-off-by-one", "test_admin_overview_counts_match_the_database",
+     "admin_history: overview 4 != database 3"),
+    ("api-500", "test_node_and_edge_counts_aligned", "answered HTTP 500"),
+    ("api-html", "test_response_has_the_contract_shape", "did not return JSON"),
+]
+
+
+@pytest.mark.parametrize(("fault", "test", "needle"), API_FAULTS, ids=[f[0] for f in API_FAULTS])
+def test_api_fault_fails_parity_only(clean: Sandbox, tmp_path: Path, fault: str, test: str,
+                                     needle: str) -> None:
+    clean.faults.set(fault)
+    run = gate(clean, tmp_path)
+    assert run.code == 1
+    assert run.failed_modules() == {"test_parity"}, run.failed()
+    message = run.failed().get(f"test_parity::{test}")
+    assert message is not None, run.failed()
+    assert needle in message, message
+
+
+def test_api_that_hangs_past_the_timeout(clean: Sandbox, tmp_path: Path) -> None:
+    clean.faults.set("api-hang")
+    clean.faults.hang_seconds = 4
+    run = run_gate(tmp_path, f"--env-file={clean.env_file}", "-m", "parity",
+                   "-k", "counts_aligned and not build",
+                   env=clean_env(OPSGATE_HTTP_TIMEOUT="0.5"))
+    assert run.failed_modules() == {"test_parity"}
+    (message,) = run.failed().values()
+    assert "timed out after 3 attempts" in message
+
+
+def test_ledger_row_deleted_fails_the_ledger_check(clean: Sandbox, tmp_path: Path) -> None:
+    assert clean.pg is not None
+    with clean.pg.connect("app") as conn:
+        row = conn.execute("DELETE FROM admin_migrations WHERE name LIKE '%kb_schema' "
+                           "RETURNING *").fetchone()
+        conn.commit()
+        try:
+            run = gate(clean, tmp_path)
+        finally:
+            cols = ", ".join(f"%s" for _ in row)
+            conn.execute(f"INSERT INTO admin_migrations VALUES ({cols})",
+                         [psycopg.types.json.Jsonb(v) if isinstance(v, dict) else v for v in row])
+            conn.commit()
+    # Counting admin_migrations, the overview and the database still agree (both changed).
+    assert run.failed_modules() == {"test_ledger"}, run.failed()
+    message = run.failed()["test_ledger::test_every_migration_is_applied_with_a_payload_hash"]
+    assert "20260212_1003_none_to_neon_kb_schema" in message
+
+
+def test_script_edited_after_apply_fails_the_ledger_check(clean: Sandbox, tmp_path: Path) -> None:
+    edited = tmp_path / "migrations"
+    shutil.copytree(ROOT / "migrations", edited)
+    script = edited / "20260211_1002_blob_to_neon_admin_state.py"
+    script.write_text(script.read_text() + "\n# a quiet edit after apply\n")
+    run = gate(clean, tmp_path, OPSGATE_MIGRATIONS_DIR=str(edited))
+    assert run.failed_modules() == {"test_ledger"}, run.failed()
+    message = run.failed()["test_ledger::test_no_script_changed_after_apply"]
+    assert "20260211_1002_blob_to_neon_admin_state" in message
+
+
+def test_storage_backend_blob_fails_preflight(clean: Sandbox, tmp_path: Path) -> None:
+    run = gate(clean, tmp_path, ADMIN_STORAGE_BACKEND="blob")
+    assert run.failed_modules() == {"test_preflight"}, run.failed()
+    assert "ADMIN_STORAGE_BACKEND is 'blob'" in run.failed()[
+        "test_preflight::test_storage_backend_is_neon"]
+
+
+def test_empty_canonical_table_fails_health(clean: Sandbox, tmp_path: Path) -> None:
+    assert clean.pg is not None
+    with clean.pg.connect("app") as conn:
+        conn.execute("CREATE TABLE edges_backup AS SELECT * FROM kb_edges")
+        conn.execute("DELETE FROM kb_edges")
+        conn.commit()
+        try:
+            run = run_gate(tmp_path, f"--env-file={clean.env_file}", "-m", "health",
+                           env=clean_env())
+        finally:
+            conn.execute("INSERT INTO kb_edges SELECT * FROM edges_backup")
+            conn.execute("DROP TABLE edges_backup")
+            conn.commit()
+    assert "empty canonical tables: kb_edges" in run.failed()["test_health::test_row_counts"]
+
+
+def test_gate_against_a_target_given_only_by_environment(clean: Sandbox, tmp_path: Path) -> None:
+    env = clean.environ()
+    run = run_gate(tmp_path, "-m", ALL_FOUR, env=clean_env(
+        DATABASE_URL=env["DATABASE_URL"], OPS_BASE_URL=env["OPS_BASE_URL"],
+        ADMIN_PASSWORD=env["ADMIN_PASSWORD"], ADMIN_STORAGE_BACKEND="neon"))
+    assert run.code == 0, run.stdout[-3000:]
+    assert len(run.outcomes) == 14 and not run.failed()
+    assert "target environment 127.0.0.1" in run.stdout
+
+
+def test_wrong_admin_password_fails_parity_without_showing_it(clean: Sandbox, tmp_path: Path) -> None:
+    run = gate(clean, tmp_path, ADMIN_PASSWORD="wrong-canary-password")
+    assert run.failed_modules() == {"test_parity"}
+    assert "refused ADMIN_PASSWORD" in run.failed()[
+        "test_parity::test_admin_overview_counts_match_the_database"]
+    assert "wrong-canary-password" not in run.stdout + run.stderr
+
+
+def test_sandbox_up_serves_a_real_target_and_stops_on_sigterm(tmp_path: Path) -> None:
+    env_file = tmp_path / "sandbox.env"
+    proc = subprocess.Popen([sys.executable, "-m", "opsgate.cli", "sandbox", "up",
+                             "--env-file", str(env_file)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=clean_env())
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert f"settings in {env_file}" in line, line + proc.stderr.read() if proc.stderr else ""
+        port = next(ln.split(":")[-1].split("/")[0] for ln in env_file.read_text().splitlines()
+                    if ln.startswith("DATABASE_URL"))
+        run = run_gate(tmp_path, f"--env-file={env_file}", env=clean_env())
+        assert run.code == 0 and len(run.outcomes) == 13, run.stdout[-2000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+    assert not env_file.exists()
+    import socket
+
+    time.sleep(0.5)
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", int(port))) != 0, "database still listening"
+
+
+def test_pytest_sandbox_under_xdist_runs_one_sandbox(tmp_path: Path) -> None:
+    run = run_gate(tmp_path, "--sandbox", "-n", "2", env=clean_env(RUN_OPS_HEALTH="true"))
+    assert run.code == 0, run.stdout[-3000:]
+    assert len(run.outcomes) == 14
+    assert "target sandbox" in run.stdout
