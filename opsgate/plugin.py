@@ -208,6 +208,8 @@ class _ExecutionCounter:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self.state.executed += 1
+            seen = self.state.extra.setdefault("markers_seen", set())
+            seen.update(k for k in report.keywords if k in BY_MARKER)
 
 
 @pytest.hookimpl(trylast=True)
@@ -220,10 +222,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     ):
         state.extra["no_check_ran"] = True
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif state.expression_source != "-m" and exitstatus in (
+        pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED
+    ):
+        # A flag that asked for a check which did not run must not pass silently.
+        seen = state.extra.get("markers_seen", set())
+        asked = [c for c in CHECKS if state.settings.flags.get(c.flag) and c.marker not in seen]
+        if asked:
+            state.extra["flags_unserved"] = [f"{c.flag} ({c.marker})" for c in asked]
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.extra.get("flags_unserved"):
+        terminalreporter.write_line(
+            "opsgate: FAILED: flags on but their check did not run: "
+            + ", ".join(state.extra["flags_unserved"]),
+            red=True,
+        )
     if state is not None and state.extra.get("no_check_ran"):
         terminalreporter.write_line(
             f"opsgate: FAILED: no check ran (selection: {state.expression}); "

@@ -92,7 +92,7 @@ def test_ledger_row_deleted_fails_the_ledger_check(clean: Sandbox, tmp_path: Pat
         try:
             run = gate(clean, tmp_path)
         finally:
-            cols = ", ".join(f"%s" for _ in row)
+            cols = ", ".join("%s" for _ in row)
             conn.execute(f"INSERT INTO admin_migrations VALUES ({cols})",
                          [psycopg.types.json.Jsonb(v) if isinstance(v, dict) else v for v in row])
             conn.commit()

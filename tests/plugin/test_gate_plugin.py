@@ -130,6 +130,18 @@ def test_selection_that_runs_no_check_is_not_green(gate: pytest.Pytester, clean_
     result.stdout.fnmatch_lines(["*no check ran*"])
 
 
+def test_flag_whose_check_did_not_run_fails_the_gate(gate: pytest.Pytester, clean_env: pytest.MonkeyPatch) -> None:
+    _set(clean_env, FULL_ENV)
+    clean_env.setenv("RUN_OPS_NEON_DRILL", "true")
+    (gate.path / "checks" / "test_all.py").write_text(
+        "import pytest\n@pytest.mark.preflight\ndef test_preflight():\n    pass\n")
+    clean_env.setenv("RUN_OPS_PARITY", "false")
+    clean_env.setenv("RUN_OPS_LEDGER", "false")
+    result = gate.runpytest()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*flags on but their check did not run: RUN_OPS_NEON_DRILL (neon_drill)*"])
+
+
 def test_env_file_supplies_the_target_and_environment_wins(
     gate: pytest.Pytester, clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
