@@ -42,6 +42,7 @@ VARIABLES: dict[str, str] = {
     "OPSGATE_LEGACY_PAYLOAD_FILE": "legacy payload file for knowledge drift "
     "(default: admin_content_state key 'constellation')",
     "OPSGATE_MIGRATIONS_DIR": "folder of migration scripts (default: ./migrations)",
+    "OPSGATE_HTTP_TIMEOUT": "seconds per HTTP attempt (default 15)",
 }
 
 #: The gate flags and their defaults (DESIGN.md).
@@ -68,6 +69,18 @@ def parse_flag(name: str, raw: str | None, default: bool) -> bool:
     raise ConfigError(
         f"{name}={raw.strip()!r} is not a flag value; use true/false, 1/0 or yes/no"
     )
+
+
+def _positive_float(name: str, raw: str | None, default: float) -> float:
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} is not a positive number of seconds")
+    return value
 
 
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -100,6 +113,7 @@ class Settings:
     target_name: str | None = None
     legacy_payload_file: str | None = None
     migrations_dir: str = "migrations"
+    http_timeout: float = 15.0
     flags: Mapping[str, bool] = field(default_factory=lambda: dict(FLAG_DEFAULTS))
     source: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -152,6 +166,7 @@ class Settings:
             target_name=get("OPSGATE_TARGET_NAME"),
             legacy_payload_file=get("OPSGATE_LEGACY_PAYLOAD_FILE"),
             migrations_dir=get("OPSGATE_MIGRATIONS_DIR") or "migrations",
+            http_timeout=_positive_float("OPSGATE_HTTP_TIMEOUT", get("OPSGATE_HTTP_TIMEOUT"), 15.0),
             flags=flags,
             source={k: v for k, v in env.items() if k in VARIABLES or k in FLAG_DEFAULTS},
         )

@@ -7,7 +7,6 @@ or misbehaving component into a failure that says what answered, never a traceba
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,19 +66,11 @@ def target_db(ops_settings: Settings) -> Iterator[psycopg.Connection[Any]]:
         conn.close()
 
 
-def http_timeout() -> float:
-    raw = os.environ.get("OPSGATE_HTTP_TIMEOUT", "")
-    try:
-        return float(raw) if raw else 15.0
-    except ValueError:
-        return 15.0
-
-
 @pytest.fixture
 def deployment(ops_settings: Settings) -> Iterator[httpx.Client]:
     """HTTP client for OPS_BASE_URL: explicit timeout, no redirects, no retries on status."""
     base = _require(ops_settings.require_base_url)
-    with http.client(base, timeout=http_timeout()) as client:
+    with http.client(base, timeout=ops_settings.http_timeout) as client:
         yield client
 
 
