@@ -1,0 +1,28 @@
+"""Backup/restore drill (runbook: "Neon backup/restore drill"): pg_dump the target,
+pg_restore into a scratch database (or DRILL_DATABASE_URL), compare every contract
+table's row count and canon-v1 hash. Writes only to the scratch/restore database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from opsgate.config import Settings
+from opsgate.drill import DrillError, run_drill
+
+pytestmark = pytest.mark.neon_drill
+
+
+def test_backup_restores_to_identical_tables(ops_settings: Settings,
+                                             evidence: dict[str, Any]) -> None:
+    try:
+        result = run_drill(ops_settings)
+    except DrillError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    evidence.update(result.evidence())
+    problems = result.problems
+    assert not problems, (
+        f"{len(problems)} table(s) differ after restore: " + "; ".join(problems[:10])
+        + f" (canonical hash source {result.source_hash} vs restored {result.restored_hash})"
+    )

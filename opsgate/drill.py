@@ -1,0 +1,296 @@
+"""The runbook's backup/restore drill: dump the target, restore the dump elsewhere, and
+prove with canon-v1 table hashes that what came back is what went out.
+
+The source hashes are taken inside the very snapshot pg_dump reads (the drill's
+transaction exports it and pg_dump joins it with ``--snapshot``), so writes landing on
+a live target during the drill can neither fake a mismatch nor hide a real one. The
+source is hashed while pg_dump runs (both only read the same snapshot), which overlaps
+the two longest steps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from . import canon
+from .config import Settings
+from .errors import OpsgateError, PostgresUnavailableError
+from .pgtools import PgBinaries, find_client_tools
+from .schema import CONTRACT_TABLES
+from .secrets import SecretUrl
+
+DUMP_JOBS = 2
+
+
+class DrillError(OpsgateError):
+    """The drill could not be carried out (as opposed to: it ran and found a mismatch)."""
+
+
+@dataclass
+class TableResult:
+    table: str
+    source_rows: int
+    restored_rows: int | None
+    source_sha256: str
+    restored_sha256: str | None
+
+    @property
+    def match(self) -> bool:
+        return self.source_sha256 == self.restored_sha256 and self.source_rows == self.restored_rows
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "source_rows": self.source_rows,
+                "restored_rows": self.restored_rows, "source_sha256": self.source_sha256,
+                "restored_sha256": self.restored_sha256, "match": self.match}
+
+
+@dataclass
+class DrillResult:
+    tables: list[TableResult] = field(default_factory=list)
+    source_hash: str = ""
+    restored_hash: str = ""
+    archive_path: str = ""
+    archive_bytes: int = 0
+    archive_kept: bool = False
+    restore_target: str = ""
+    server_version: str = ""
+    client_tools: str = ""
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def problems(self) -> list[str]:
+        out = []
+        for t in self.tables:
+            if not t.match:
+                out.append(f"{t.table}: source {t.source_rows} rows sha256 {t.source_sha256[:12]}… "
+                           f"vs restored {t.restored_rows} rows sha256 "
+                           f"{(t.restored_sha256 or 'none')[:12]}…")
+        return out
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "tables": [t.as_dict() for t in self.tables],
+            "canonical_hash": {"source": self.source_hash, "restored": self.restored_hash,
+                               "match": self.source_hash == self.restored_hash},
+            "archive": {"path": self.archive_path, "bytes": self.archive_bytes,
+                        "kept": self.archive_kept, "format": "directory",
+                        "jobs": DUMP_JOBS},
+            "restore_target": self.restore_target,
+            "server_version": self.server_version,
+            "client_tools": self.client_tools,
+            "timings_s": self.timings_s,
+            "hash_version": canon.VERSION,
+        }
+
+
+def _with_db(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
+
+
+def _first_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _run_tool(args: list[str], what: str, redact: Callable[[str], str], env: dict[str, str]
+              ) -> None:
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise DrillError(f"{what} failed (exit {proc.returncode}): "
+                         f"{redact(_first_line(proc.stderr))}")
+
+
+def _tool_env(url: SecretUrl) -> dict[str, str]:
+    """Pass the password through PGPASSWORD, never on a command line (ps would show it)."""
+    env = dict(os.environ)
+    if url.password:
+        env["PGPASSWORD"] = url.password
+    return env
+
+
+def _no_password(url: SecretUrl) -> str:
+    parts = urlsplit(url.reveal())
+    netloc = parts.netloc.rsplit("@", 1)
+    host = netloc[-1]
+    user = netloc[0].split(":", 1)[0] if len(netloc) == 2 else ""
+    return urlunsplit((parts.scheme, f"{user}@{host}" if user else host, parts.path,
+                       parts.query, parts.fragment))
+
+
+def _table_list(conn: psycopg.Connection[Any]) -> list[str]:
+    present = {r[0] for r in conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    return [t for t in CONTRACT_TABLES if t in present]
+
+
+def _is_empty_database(conn: psycopg.Connection[Any]) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%' "
+        "AND c.relkind IN ('r', 'p', 'v', 'm', 'S') LIMIT 5")]
+
+
+def scratch_name() -> str:
+    worker = re.sub(r"[^a-z0-9]", "", os.environ.get("PYTEST_XDIST_WORKER", "main").lower())
+    return f"opsgate_drill_{os.getpid()}_{worker}_{secrets.token_hex(4)}"
+
+
+def run_drill(
+    settings: Settings,
+    *,
+    tools: PgBinaries | None = None,
+    tool_search: dict[str, Any] | None = None,
+    after_dump: Callable[[Path], None] | None = None,
+    before_verify: Callable[[SecretUrl], None] | None = None,
+) -> DrillResult:
+    """Dump, restore, verify. Raises `DrillError` when the drill cannot be carried out;
+    returns a result whose ``problems`` list the mismatches when it can.
+
+    ``after_dump`` and ``before_verify`` exist for the self-tests' fault injection.
+    """
+    url = settings.require_database_url()
+    redact = settings.redactor()
+    result = DrillResult()
+    t_all = time.monotonic()
+    try:
+        src = psycopg.connect(url.reveal(), connect_timeout=10, application_name="opsgate-drill")
+    except psycopg.Error as exc:
+        raise DrillError(f"cannot connect to {url.masked}: {redact(_first_line(str(exc)))}"
+                         ) from None
+    workdir = Path(tempfile.mkdtemp(prefix="opsgate-drill-"))
+    scratch: str | None = None
+    admin_url: str | None = None
+    try:
+        src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        row = src.execute("SELECT pg_export_snapshot(), current_setting('server_version'), "
+                          "current_setting('server_version_num')::int").fetchone()
+        assert row is not None
+        snapshot, result.server_version, version_num = row
+        if tools is None:
+            try:
+                tools = find_client_tools(version_num // 10000, settings.pg_bindir,
+                                          **(tool_search or {}))
+            except PostgresUnavailableError as exc:
+                raise DrillError(str(exc)) from None
+        result.client_tools = tools.describe()
+        tables = _table_list(src)
+        if not tables:
+            raise DrillError("the target has none of the contract tables; nothing to drill")
+
+        # -- restore target: given and empty, or a scratch database we create -----------
+        if settings.drill_database_url is not None:
+            target = settings.drill_database_url
+            try:
+                with psycopg.connect(target.reveal(), connect_timeout=10, autocommit=True) as t:
+                    occupied = _is_empty_database(t)
+            except psycopg.Error as exc:
+                raise DrillError(f"cannot connect to DRILL_DATABASE_URL {target.masked}: "
+                                 f"{redact(_first_line(str(exc)))}") from None
+            if occupied:
+                raise DrillError(
+                    f"DRILL_DATABASE_URL {target.masked} is not empty (has "
+                    f"{', '.join(occupied)}); the drill restores only into an empty database "
+                    "and never overwrites one")
+        else:
+            scratch = scratch_name()
+            admin_url = url.reveal()
+            try:
+                with psycopg.connect(admin_url, connect_timeout=10, autocommit=True) as a:
+                    a.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+            except psycopg.errors.InsufficientPrivilege:
+                scratch = None
+                raise DrillError(
+                    f"no permission to create a scratch database on {url.masked}; grant "
+                    "CREATEDB to this role or set DRILL_DATABASE_URL to an empty database "
+                    "the drill may restore into") from None
+            target = SecretUrl(_with_db(url.reveal(), scratch))
+        result.restore_target = target.masked
+
+        # -- dump (pg_dump joins our snapshot) while we hash the source in it ----------
+        archive = Path(settings.backup_output_path) if settings.backup_output_path else (
+            workdir / "archive")
+        if archive.exists():
+            raise DrillError(f"BACKUP_OUTPUT_PATH {archive} already exists; "
+                             "the drill never overwrites an archive")
+        result.archive_kept = settings.backup_output_path is not None
+        result.archive_path = str(archive)
+        dump_error: list[BaseException] = []
+
+        def dump() -> None:
+            try:
+                _run_tool([str(tools.tool("pg_dump")), "--format=directory",
+                           f"--jobs={DUMP_JOBS}", "--compress=0", f"--snapshot={snapshot}",
+                           "--no-owner", "--no-privileges", f"--file={archive}",
+                           f"--dbname={_no_password(url)}"],
+                          "pg_dump", redact, _tool_env(url))
+            except BaseException as exc:  # reported on the main thread
+                dump_error.append(exc)
+
+        t = time.monotonic()
+        dumper = threading.Thread(target=dump, name="opsgate-pg-dump")
+        dumper.start()
+        source_hashes = {tbl: canon.table_hash(src, tbl) for tbl in tables}
+        result.timings_s["hash_source"] = round(time.monotonic() - t, 3)
+        dumper.join()
+        result.timings_s["dump"] = round(time.monotonic() - t, 3)
+        src.execute("COMMIT")
+        if dump_error:
+            raise dump_error[0]
+        result.archive_bytes = sum(p.stat().st_size for p in archive.rglob("*") if p.is_file())
+        if after_dump is not None:
+            after_dump(archive)
+
+        # -- restore ---------------------------------------------------------------
+        t = time.monotonic()
+        _run_tool([str(tools.tool("pg_restore")), f"--jobs={DUMP_JOBS}", "--no-owner",
+                   "--no-privileges", "--exit-on-error", f"--dbname={_no_password(target)}",
+                   str(archive)], "pg_restore", redact, _tool_env(target))
+        result.timings_s["restore"] = round(time.monotonic() - t, 3)
+        if before_verify is not None:
+            before_verify(target)
+
+        # -- verify ----------------------------------------------------------------
+        t = time.monotonic()
+        with psycopg.connect(target.reveal(), connect_timeout=10, autocommit=True) as r:
+            r.execute("SET default_transaction_read_only = on")
+            restored_tables = set(_table_list(r))
+            for tbl in tables:
+                sh = source_hashes[tbl]
+                if tbl in restored_tables:
+                    rh = canon.table_hash(r, tbl)
+                    result.tables.append(TableResult(tbl, sh.rows, rh.rows, sh.sha256, rh.sha256))
+                else:
+                    result.tables.append(TableResult(tbl, sh.rows, None, sh.sha256, None))
+        result.timings_s["verify"] = round(time.monotonic() - t, 3)
+        result.source_hash = canon.document_hash({x.table: x.source_sha256 for x in result.tables})
+        result.restored_hash = canon.document_hash(
+            {x.table: x.restored_sha256 for x in result.tables})
+        return result
+    finally:
+        src.close()
+        if scratch is not None and admin_url is not None:
+            try:
+                with psycopg.connect(admin_url, connect_timeout=10, autocommit=True) as a:
+                    a.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(scratch)))
+            except psycopg.Error:
+                pass  # reported by the scratch-leak test; never masks the drill's own error
+        shutil.rmtree(workdir, ignore_errors=True)
+        result.timings_s["total"] = round(time.monotonic() - t_all, 3)
