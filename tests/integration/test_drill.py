@@ -1,0 +1,165 @@
+"""The backup/restore drill against real PostgreSQL servers, with each fault alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from opsgate import pgtools
+from opsgate.config import Settings
+from opsgate.drill import DrillError, run_drill
+from opsgate.embedded import EmbeddedPostgres
+from opsgate.sandbox import Sandbox
+from opsgate.schema import CONTRACT_TABLES
+from opsgate.secrets import SecretUrl
+from tests.migration_helpers import db_fingerprint
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox.start() as sb:
+        yield sb
+
+
+def settings_for(sb: Sandbox, **extra: str) -> Settings:
+    return Settings.load(environ={**sb.environ(), **extra})
+
+
+def scratch_dbs(sb: Sandbox) -> list[str]:
+    assert sb.pg is not None
+    with sb.pg.connect() as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'opsgate_drill_%'")]
+
+
+def test_clean_drill_matches_every_table_and_writes_nothing_to_the_target(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    before = db_fingerprint(sandbox.environ()["DATABASE_URL"])
+    archive = tmp_path / "backup"
+    result = run_drill(settings_for(sandbox, BACKUP_OUTPUT_PATH=str(archive)))
+    assert result.problems == []
+    assert [t.table for t in result.tables] == list(CONTRACT_TABLES)
+    assert result.source_hash == result.restored_hash and len(result.source_hash) == 64
+    by_table = {t.table: t for t in result.tables}
+    assert by_table["kb_entities"].source_rows == by_table["kb_entities"].restored_rows == 360
+    assert by_table["admin_content_state"].restored_rows == 3
+    assert archive.is_dir() and result.archive_kept and result.archive_bytes > 0
+    assert {"dump", "restore", "verify", "hash_source"} <= set(result.timings_s)
+    assert db_fingerprint(sandbox.environ()["DATABASE_URL"]) == before
+    assert scratch_dbs(sandbox) == []
+
+
+def test_lost_rows_after_restore_are_named(sandbox: Sandbox) -> None:
+    def lose_a_row(target: SecretUrl) -> None:
+        with psycopg.connect(target.reveal(), autocommit=True) as conn:
+            conn.execute("DELETE FROM kb_edges WHERE id = (SELECT min(id) FROM kb_edges)")
+
+    result = run_drill(settings_for(sandbox), before_verify=lose_a_row)
+    assert len(result.problems) == 1
+    assert result.problems[0].startswith("kb_edges: source 436 rows")
+    assert "restored 435 rows" in result.problems[0]
+    assert result.source_hash != result.restored_hash
+    assert scratch_dbs(sandbox) == []
+
+
+def test_truncated_archive_fails_the_restore(sandbox: Sandbox) -> None:
+    def truncate(archive: Path) -> None:
+        biggest = max((p for p in archive.iterdir() if p.name != "toc.dat"),
+                      key=lambda p: p.stat().st_size)
+        data = biggest.read_bytes()
+        biggest.write_bytes(data[: len(data) // 3])
+
+    with pytest.raises(DrillError, match="pg_restore failed"):
+        run_drill(settings_for(sandbox), after_dump=truncate)
+    assert scratch_dbs(sandbox) == []
+
+
+def test_non_empty_restore_target_is_refused_and_untouched(sandbox: Sandbox) -> None:
+    assert sandbox.pg is not None
+    url = sandbox.pg.create_database("occupied")
+    with psycopg.connect(url.reveal(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE precious (id int)")
+        conn.execute("INSERT INTO precious VALUES (1), (2)")
+    with pytest.raises(DrillError, match="is not empty .*precious.*never overwrites"):
+        run_drill(settings_for(sandbox, DRILL_DATABASE_URL=url.reveal()))
+    with psycopg.connect(url.reveal(), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM precious").fetchone() == (2,)
+
+
+def test_given_empty_restore_target_is_used(sandbox: Sandbox) -> None:
+    assert sandbox.pg is not None
+    url = sandbox.pg.create_database("drill_target_empty")
+    result = run_drill(settings_for(sandbox, DRILL_DATABASE_URL=url.reveal()))
+    assert result.problems == [] and "drill_target_empty" in result.restore_target
+
+
+def test_no_permission_for_a_scratch_database_points_at_drill_database_url(
+    sandbox: Sandbox,
+) -> None:
+    assert sandbox.pg is not None
+    with sandbox.pg.connect("app", autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS reader")
+        conn.execute("CREATE ROLE reader LOGIN PASSWORD 'reader-canary-pw' NOCREATEDB")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader")
+    url = sandbox.environ()["DATABASE_URL"].replace(
+        f"opsgate:{sandbox.pg.url().password}@", "reader:reader-canary-pw@")
+    with pytest.raises(DrillError, match="no permission to create a scratch database") as info:
+        run_drill(Settings.load(environ={"DATABASE_URL": url}))
+    assert "DRILL_DATABASE_URL" in str(info.value)
+    assert "reader-canary-pw" not in str(info.value)
+
+
+def test_only_an_older_pg_dump_is_refused_naming_both_versions(tmp_path: Path) -> None:
+    wheel = pgtools.discover(pgtools.SERVER_TOOLS + pgtools.CLIENT_TOOLS, path="",
+                             debian_root=None)[0]
+    older = [b for b in pgtools.discover(pgtools.CLIENT_TOOLS, include_wheel=False)
+             if b.major < wheel.major]
+    with EmbeddedPostgres(wheel) as pg16:
+        settings = Settings.load(environ={"DATABASE_URL": pg16.url().reveal()})
+        with pg16.connect(autocommit=True) as conn:
+            conn.execute("CREATE TABLE admin_content_state (key text PRIMARY KEY, payload jsonb)")
+        with pytest.raises(DrillError) as info:
+            run_drill(settings, tool_search={"include_wheel": False})
+    message = str(info.value)
+    assert f"server is PostgreSQL {wheel.major}" in message
+    if older:
+        assert f"PostgreSQL {older[0].version}" in message
+
+
+def test_writes_during_the_drill_do_not_make_a_false_red(sandbox: Sandbox) -> None:
+    url = sandbox.environ()["DATABASE_URL"]
+    stop = threading.Event()
+    written = [0]
+
+    def writer() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            next_id = 10_000
+            while not stop.is_set():
+                conn.execute("INSERT INTO admin_history (id, key, payload, action, actor) "
+                             "VALUES (%s, 'homepage', '{}', 'save', 'load-test')", (next_id,))
+                conn.execute("UPDATE admin_content_state SET version = version + 1 "
+                             "WHERE key = 'homepage'")
+                next_id += 1
+                written[0] += 1
+                time.sleep(0.005)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.2)
+        before = written[0]
+        result = run_drill(settings_for(sandbox))
+        during = written[0] - before
+    finally:
+        stop.set()
+        thread.join()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DELETE FROM admin_history WHERE actor = 'load-test'")
+    assert during > 5, "the writer must have been writing while the drill ran"
+    assert result.problems == [], result.problems
