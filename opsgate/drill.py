@@ -139,7 +139,7 @@ def _table_list(conn: psycopg.Connection[Any]) -> list[str]:
     return [t for t in CONTRACT_TABLES if t in present]
 
 
-def _is_empty_database(conn: psycopg.Connection[Any]) -> list[str]:
+def _relations_in(conn: psycopg.Connection[Any]) -> list[str]:
     return [r[0] for r in conn.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') "
@@ -198,8 +198,8 @@ def run_drill(
         if settings.drill_database_url is not None:
             target = settings.drill_database_url
             try:
-                with psycopg.connect(target.reveal(), connect_timeout=10, autocommit=True) as t:
-                    occupied = _is_empty_database(t)
+                with psycopg.connect(target.reveal(), connect_timeout=10, autocommit=True) as probe:
+                    occupied = _relations_in(probe)
             except psycopg.Error as exc:
                 raise DrillError(f"cannot connect to DRILL_DATABASE_URL {target.masked}: "
                                  f"{redact(_first_line(str(exc)))}") from None

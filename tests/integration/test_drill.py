@@ -86,7 +86,7 @@ def test_non_empty_restore_target_is_refused_and_untouched(sandbox: Sandbox) -> 
     with psycopg.connect(url.reveal(), autocommit=True) as conn:
         conn.execute("CREATE TABLE precious (id int)")
         conn.execute("INSERT INTO precious VALUES (1), (2)")
-    with pytest.raises(DrillError, match="is not empty .*precious.*never overwrites"):
+    with pytest.raises(DrillError, match=r"is not empty .*precious.*never overwrites"):
         run_drill(settings_for(sandbox, DRILL_DATABASE_URL=url.reveal()))
     with psycopg.connect(url.reveal(), autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM precious").fetchone() == (2,)
