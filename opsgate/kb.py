@@ -105,9 +105,10 @@ def iter_nodes(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
                           FROM kb_media_derivatives d WHERE d.media_id = m.id), '[]'::jsonb))
                       ORDER BY m.id)
                     FROM kb_media_objects m WHERE m.entity_id = e.id), '[]'::jsonb)
-        FROM kb_entities e ORDER BY e.id
+        FROM kb_entities e ORDER BY e.id COLLATE "C"
     """
-    with conn.cursor(name="opsgate_kb_nodes") as cur:
+    # Server-side cursors live in a transaction (a savepoint if one is already open).
+    with conn.transaction(), conn.cursor(name="opsgate_kb_nodes") as cur:
         cur.itersize = 5000
         cur.execute(query)
         for nid, kind, title, domain, summary, body, tags, srcs, media in cur:
@@ -123,17 +124,17 @@ def iter_nodes(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
 
 def iter_edges(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
     """Edges ordered by (source, target, relation), from a server-side cursor."""
-    with conn.cursor(name="opsgate_kb_edges") as cur:
+    with conn.transaction(), conn.cursor(name="opsgate_kb_edges") as cur:
         cur.itersize = 20000
-        cur.execute("SELECT source_id, target_id, relation, weight FROM kb_edges "
-                    "ORDER BY source_id, target_id, relation")
+        cur.execute('SELECT source_id, target_id, relation, weight FROM kb_edges ORDER BY '
+                    'source_id COLLATE "C", target_id COLLATE "C", relation COLLATE "C"')
         for s, t, r, w in cur:
             yield {"source": s, "target": t, "relation": r, "weight": w}
 
 
 def domains(conn: psycopg.Connection[Any]) -> list[str]:
     return [r[0] for r in conn.execute(
-        "SELECT DISTINCT domain FROM kb_entities ORDER BY domain").fetchall()]
+        'SELECT DISTINCT domain COLLATE "C" FROM kb_entities ORDER BY 1').fetchall()]
 
 
 def read_graph(conn: psycopg.Connection[Any]) -> dict[str, Any]:

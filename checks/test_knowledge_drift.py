@@ -1,0 +1,36 @@
+"""Knowledge drift (runbook): the legacy constellation payload (admin_content_state key
+'constellation', or OPSGATE_LEGACY_PAYLOAD_FILE) against the DB-backed kb_* graph,
+node by node and edge by edge, streamed on both sides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from opsgate.config import Settings
+from opsgate.drift import compare, payload_from_database, payload_from_file
+from opsgate.errors import OpsgateError
+
+pytestmark = pytest.mark.knowledge_drift
+
+
+def test_legacy_payload_matches_the_kb_graph(
+    ops_settings: Settings, target_db: psycopg.Connection[Any], evidence: dict[str, Any]
+) -> None:
+    try:
+        if ops_settings.legacy_payload_file:
+            payload = payload_from_file(ops_settings.legacy_payload_file)
+            source = f"file {ops_settings.legacy_payload_file}"
+        else:
+            payload = payload_from_database(target_db)
+            source = "admin_content_state['constellation']"
+        result = compare(payload, target_db, source)
+    except OpsgateError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    evidence.update(result.evidence())
+    assert not result.drifted, (
+        "the kb graph drifted from the legacy payload: " + " | ".join(result.summary_lines())
+        + f" (graph hash payload {result.payload.graph_hash} vs kb {result.kb.graph_hash})"
+    )

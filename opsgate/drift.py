@@ -1,0 +1,300 @@
+"""Knowledge drift: the legacy constellation payload against the DB-backed kb_* graph.
+
+Both sides are streams in key order: the payload is parsed incrementally (ijson) and
+sorted in bounded memory, the tables are read through server-side cursors ordered with
+the "C" collation (code point order, the order Python compares strings in). A merge
+walk reports missing, extra and changed nodes and edges with the fields that differ,
+and each side's canon-v1 graph hash is computed on the fly, byte for byte the hash
+``canon.document_hash`` gives the same graph in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import ijson
+import jsonschema
+import psycopg
+import rfc8785
+
+from . import canon, contracts, kb
+from .errors import OpsgateError
+from .evidence import MAX_EXAMPLES
+from .extsort import external_sorted
+
+NODE_FIELDS = ("type", "label", "domain", "tags", "summary", "media", "sources")
+EDGE_FIELDS = ("weight",)
+
+
+class DriftInputError(OpsgateError):
+    """The payload cannot be read or does not match its contract."""
+
+
+def node_key(n: dict[str, Any]) -> str:
+    return str(n["id"])
+
+
+def edge_key(e: dict[str, Any]) -> tuple[str, str, str]:
+    return (str(e["source"]), str(e["target"]), str(e["relation"]))
+
+
+class StreamingGraphHash:
+    """canon-v1 hash of {"domains", "edges", "nodes"} fed piece by piece, in key order.
+
+    RFC 8785 serialises an array as "[" + ",".join(members) + "]" and an object with its
+    keys sorted, so feeding canonical members in canon-v1 order gives exactly the bytes
+    of the whole document's canonical form.
+    """
+
+    def __init__(self, domains: list[str]) -> None:
+        self._h = hashlib.sha256()
+        self._h.update(b'{"domains":' + canon.canonical_json(sorted(domains)) + b',"edges":[')
+        self._section = "edges"
+        self._first = True
+
+    def add(self, item: dict[str, Any]) -> None:
+        if not self._first:
+            self._h.update(b",")
+        self._first = False
+        self._h.update(bytes(rfc8785.dumps(canon.normalize(item))))
+
+    def start_nodes(self) -> None:
+        self._h.update(b'],"nodes":[')
+        self._first = True
+
+    def hexdigest(self) -> str:
+        h = self._h.copy()
+        h.update(b"]}")
+        return h.hexdigest()
+
+
+@dataclass
+class Side:
+    label: str
+    nodes: int = 0
+    edges: int = 0
+    domains: list[str] = field(default_factory=list)
+    graph_hash: str = ""
+
+
+@dataclass
+class DriftResult:
+    payload: Side
+    kb: Side
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[Any]] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    source: str = ""
+
+    def note(self, kind: str, example: Any) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        bucket = self.examples.setdefault(kind, [])
+        if len(bucket) < MAX_EXAMPLES:
+            bucket.append(example)
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.counts) or self.payload.graph_hash != self.kb.graph_hash
+
+    def summary_lines(self) -> list[str]:
+        lines = []
+        for kind in ("nodes missing from kb", "extra kb nodes", "changed nodes",
+                     "edges missing from kb", "extra kb edges", "changed edges",
+                     "domains missing from kb", "extra kb domains"):
+            if kind in self.counts:
+                lines.append(f"{self.counts[kind]} {kind}, e.g. "
+                             + "; ".join(map(_show, self.examples[kind][:5])))
+        return lines
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "payload": vars(self.payload), "kb": vars(self.kb),
+            "hash_match": self.payload.graph_hash == self.kb.graph_hash,
+            "differences": self.counts, "examples": self.examples,
+            "timings_s": self.timings_s, "hash_version": canon.VERSION,
+        }
+
+
+def _show(example: Any) -> str:
+    if isinstance(example, dict) and "fields" in example:
+        return f"{example['key']} ({', '.join(example['fields'])})"
+    return str(example)
+
+
+# -- payload side ---------------------------------------------------------------------
+
+
+class PayloadReader:
+    """Incremental reads of a payload file (or bytes), validated item by item."""
+
+    def __init__(self, opener: Any, label: str) -> None:
+        self._open = opener
+        self.label = label
+        full = contracts.schema("constellation-payload")
+        defs = full["$defs"]
+        self._node_v = jsonschema.Draft202012Validator({"$ref": "#/$defs/node", "$defs": defs})
+        self._edge_v = jsonschema.Draft202012Validator({"$ref": "#/$defs/edge", "$defs": defs})
+
+    def _items(self, prefix: str) -> Iterator[Any]:
+        handle: IO[bytes] = self._open()
+        try:
+            yield from ijson.items(handle, prefix, use_float=True)
+        except ijson.JSONError as exc:
+            raise DriftInputError(f"{self.label}: not valid JSON ({exc})") from None
+        finally:
+            handle.close()
+
+    def header(self) -> dict[str, Any]:
+        handle: IO[bytes] = self._open()
+        found: dict[str, Any] = {}
+        try:
+            for prefix, event, value in ijson.parse(handle, use_float=True):
+                if prefix in ("version", "generatedAt") and event in ("string", "number"):
+                    found[prefix] = value
+                elif prefix == "" and event == "start_map":
+                    found["_object"] = True
+                elif prefix == "domains.item":
+                    found.setdefault("domains", []).append(value)
+                elif prefix == "domains" and event == "start_array":
+                    found.setdefault("domains", [])
+                elif prefix in ("nodes", "edges") and event == "start_array":
+                    found["_" + prefix] = True
+        except ijson.JSONError as exc:
+            raise DriftInputError(f"{self.label}: not valid JSON ({exc})") from None
+        finally:
+            handle.close()
+        missing = [k for k in ("version", "generatedAt", "domains") if k not in found]
+        missing += [k for k in ("nodes", "edges") if "_" + k not in found]
+        if not found.get("_object") or missing:
+            raise DriftInputError(f"{self.label} does not match its contract: "
+                                  f"missing {', '.join(missing) or 'top-level object'}")
+        return found
+
+    def _validated(self, prefix: str, validator: jsonschema.Draft202012Validator
+                   ) -> Iterator[dict[str, Any]]:
+        for i, item in enumerate(self._items(prefix)):
+            err = next(iter(validator.iter_errors(item)), None)
+            if err is not None:
+                path = "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]"
+                               for p in err.absolute_path)
+                raise DriftInputError(f"{self.label} does not match its contract: "
+                                      f"$['{prefix.split('.')[0]}'][{i}]{path}: "
+                                      f"{err.message[:120]}")
+            yield item
+
+    def nodes(self) -> Iterator[dict[str, Any]]:
+        return self._validated("nodes.item", self._node_v)
+
+    def edges(self) -> Iterator[dict[str, Any]]:
+        return self._validated("edges.item", self._edge_v)
+
+
+def payload_from_file(path: str | Path) -> PayloadReader:
+    p = Path(path)
+    if not p.is_file():
+        raise DriftInputError(f"payload file {p} does not exist")
+    return PayloadReader(lambda: p.open("rb"), f"payload file {p.name}")
+
+
+def payload_from_database(conn: psycopg.Connection[Any]) -> PayloadReader:
+    row = conn.execute("SELECT payload::text FROM admin_content_state "
+                       "WHERE key = 'constellation'").fetchone()
+    if row is None:
+        raise DriftInputError("admin_content_state has no 'constellation' key "
+                              "(set OPSGATE_LEGACY_PAYLOAD_FILE to compare a file instead)")
+    data = row[0].encode("utf-8")
+    return PayloadReader(lambda: io.BytesIO(data), "admin_content_state['constellation']")
+
+
+# -- the merge --------------------------------------------------------------------------
+
+
+def _differing(a: dict[str, Any], b: dict[str, Any], fields: tuple[str, ...]) -> list[str]:
+    return [f for f in fields
+            if canon.canonical_json(a.get(f)) != canon.canonical_json(b.get(f))]
+
+
+def _merge(result: DriftResult, left: Iterator[dict[str, Any]], right: Iterator[dict[str, Any]],
+           key: Any, fields: tuple[str, ...], noun: str, hashes: tuple[StreamingGraphHash,
+                                                                       StreamingGraphHash],
+           show: Any) -> tuple[int, int]:
+    """Walk two key-ordered streams; returns (left count, right count)."""
+    nl = nr = 0
+    lh, rh = hashes
+    sentinel = object()
+    a = next(left, sentinel)
+    b = next(right, sentinel)
+    last_b: Any = None
+    while a is not sentinel or b is not sentinel:
+        ka = key(a) if a is not sentinel else None
+        kb_ = key(b) if b is not sentinel else None
+        if kb_ is not None and last_b is not None and kb_ < last_b:
+            raise OpsgateError(f"kb {noun}s are not in key order; the database collation "
+                               "is not honoured")
+        if kb_ is not None and (ka is None or kb_ < ka):
+            result.note(f"extra kb {noun}s", show(b))
+            rh.add(b)  # type: ignore[arg-type]
+            nr += 1
+            last_b = kb_
+            b = next(right, sentinel)
+        elif ka is not None and (kb_ is None or ka < kb_):
+            result.note(f"{noun}s missing from kb", show(a))
+            lh.add(a)  # type: ignore[arg-type]
+            nl += 1
+            a = next(left, sentinel)
+        else:
+            diff = _differing(a, b, fields)  # type: ignore[arg-type]
+            if diff:
+                result.note(f"changed {noun}s", {"key": show(a), "fields": diff})
+            lh.add(a)  # type: ignore[arg-type]
+            rh.add(b)  # type: ignore[arg-type]
+            nl += 1
+            nr += 1
+            last_b = kb_
+            a = next(left, sentinel)
+            b = next(right, sentinel)
+    return nl, nr
+
+
+def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
+            chunk_size: int = 50_000) -> DriftResult:
+    """Compare ``payload`` with the kb graph on ``conn`` (read only). Memory is bounded
+    by the sort chunk, not by the graph."""
+    t0 = time.monotonic()
+    header = payload.header()
+    pdomains = list(header.get("domains", []))
+    kdomains = kb.domains(conn)
+    result = DriftResult(Side("payload"), Side("kb"), source=source)
+    result.payload.domains, result.kb.domains = sorted(pdomains), kdomains
+    for d in sorted(set(pdomains) - set(kdomains)):
+        result.note("domains missing from kb", d)
+    for d in sorted(set(kdomains) - set(pdomains)):
+        result.note("extra kb domains", d)
+    hashes = (StreamingGraphHash(pdomains), StreamingGraphHash(kdomains))
+
+    t = time.monotonic()
+    payload_edges = external_sorted(payload.edges(), key=edge_key, chunk_size=chunk_size)
+    result.payload.edges, result.kb.edges = _merge(
+        result, payload_edges, kb.iter_edges(conn), edge_key,
+        EDGE_FIELDS, "edge", hashes, lambda e: f"{e['source']}-[{e['relation']}]->{e['target']}")
+    result.timings_s["edges"] = round(time.monotonic() - t, 3)
+    for h in hashes:
+        h.start_nodes()
+    t = time.monotonic()
+    payload_nodes = external_sorted(payload.nodes(), key=node_key, chunk_size=chunk_size)
+    result.payload.nodes, result.kb.nodes = _merge(
+        result, payload_nodes, kb.iter_nodes(conn), node_key,
+        NODE_FIELDS, "node", hashes, lambda n: n["id"])
+    result.timings_s["nodes"] = round(time.monotonic() - t, 3)
+    result.payload.graph_hash, result.kb.graph_hash = (h.hexdigest() for h in hashes)
+    result.timings_s["total"] = round(time.monotonic() - t0, 3)
+    return result
+
+

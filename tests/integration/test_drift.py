@@ -1,0 +1,144 @@
+"""Knowledge drift against a real sandbox: each fault alone, streamed hashes, bad input."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from opsgate import canon, kb
+from opsgate.drift import DriftInputError, compare, payload_from_database, payload_from_file
+from opsgate.extsort import external_sorted
+from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox
+from tests.gate_helpers import clean_env, run_gate
+
+FIXTURE = json.loads(FIXTURE_PAYLOAD.read_text())
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox.start() as sb:
+        yield sb
+
+
+@pytest.fixture
+def ro(sandbox: Sandbox) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(sandbox.environ()["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("SET default_transaction_read_only = on")
+        yield conn
+
+
+def write(tmp_path: Path, doc: dict[str, Any]) -> Path:
+    path = tmp_path / "payload.json"
+    path.write_text(json.dumps(doc, ensure_ascii=False))
+    return path
+
+
+def test_clean_graph_has_no_drift_and_streamed_hashes_equal_in_memory_ones(
+    ro: psycopg.Connection[Any],
+) -> None:
+    result = compare(payload_from_database(ro), ro, "db")
+    assert not result.drifted, result.summary_lines()
+    expected = canon.document_hash(kb.graph_of(FIXTURE))
+    assert result.payload.graph_hash == result.kb.graph_hash == expected
+    assert canon.document_hash(kb.read_graph(ro)) == expected
+    assert (result.payload.nodes, result.payload.edges) == (360, 436)
+
+
+def test_small_sort_chunks_give_the_same_answer(ro: psycopg.Connection[Any], tmp_path: Path) -> None:
+    doc = copy.deepcopy(FIXTURE)
+    doc["nodes"].reverse()
+    doc["edges"].reverse()
+    result = compare(payload_from_file(write(tmp_path, doc)), ro, "file", chunk_size=37)
+    assert not result.drifted
+    assert result.payload.graph_hash == canon.document_hash(kb.graph_of(FIXTURE))
+
+
+def test_external_sort_spills_and_merges() -> None:
+    items = [{"k": (i * 7919) % 1000} for i in range(1000)]
+    assert [x["k"] for x in external_sorted(items, key=lambda x: x["k"], chunk_size=64)] == \
+        sorted(x["k"] for x in items)
+
+
+def _mutate(fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    doc = copy.deepcopy(FIXTURE)
+    fn(doc)
+    return doc
+
+
+def _node(doc: dict[str, Any], i: int = 5) -> dict[str, Any]:
+    return sorted(doc["nodes"], key=lambda n: n["id"])[i]
+
+
+def _with_media(doc: dict[str, Any]) -> dict[str, Any]:
+    return next(n for n in sorted(doc["nodes"], key=lambda n: n["id"]) if n["media"])
+
+
+PAYLOAD_FAULTS: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
+    ("node missing from kb", lambda d: d["nodes"].append({**_node(d), "id": "zz-new-node"}),
+     "nodes missing from kb", "zz-new-node"),
+    ("label changed", lambda d: _node(d).update(label="Renamed Label"),
+     "changed nodes", "(label)"),
+    ("tag added", lambda d: _node(d)["tags"].append("zz-added-tag"), "changed nodes", "(tags)"),
+    ("edge weight changed", lambda d: sorted(d["edges"], key=lambda e: e["source"])[0].update(
+        weight=0.123456), "changed edges", "(weight)"),
+    ("edge relation changed", lambda d: sorted(d["edges"], key=lambda e: e["source"])[0].update(
+        relation="zz-relation"), "edges missing from kb", "-[zz-relation]->"),
+    ("media sha256 changed", lambda d: _with_media(d)["media"][0].update(sha256="0" * 64),
+     "changed nodes", "(media)"),
+]
+
+
+@pytest.mark.parametrize(("name", "fn", "kind", "needle"), PAYLOAD_FAULTS,
+                         ids=[f[0] for f in PAYLOAD_FAULTS])
+def test_payload_fault_is_reported(ro: psycopg.Connection[Any], tmp_path: Path, name: str,
+                                   fn: Callable[[dict[str, Any]], None], kind: str,
+                                   needle: str) -> None:
+    result = compare(payload_from_file(write(tmp_path, _mutate(fn))), ro, "file")
+    assert result.drifted
+    assert kind in result.counts, result.summary_lines()
+    assert needle in " | ".join(result.summary_lines())
+    assert result.payload.graph_hash != result.kb.graph_hash
+
+
+def test_extra_kb_entity_is_reported(sandbox: Sandbox, ro: psycopg.Connection[Any]) -> None:
+    url = sandbox.environ()["DATABASE_URL"]
+    with psycopg.connect(url, autocommit=True) as rw:
+        rw.execute("INSERT INTO kb_entities (id, kind, slug, title, domain) "
+                   "VALUES ('zz-extra', 'note', 'zz-extra', 'Extra', 'craft')")
+        try:
+            result = compare(payload_from_database(ro), ro, "db")
+        finally:
+            rw.execute("DELETE FROM kb_entities WHERE id = 'zz-extra'")
+    assert result.counts == {"extra kb nodes": 1}
+    assert result.examples["extra kb nodes"] == ["zz-extra"]
+
+
+def test_invalid_payload_is_a_clear_failure(ro: psycopg.Connection[Any], tmp_path: Path) -> None:
+    doc = _mutate(lambda d: _node(d).update(tags="not-a-list"))
+    with pytest.raises(DriftInputError, match=r"does not match its contract: \$\['nodes'\]"):
+        compare(payload_from_file(write(tmp_path, doc)), ro, "file")
+    (tmp_path / "broken.json").write_text('{"version": 1, "nodes": [')
+    with pytest.raises(DriftInputError, match=r"not valid JSON|does not match"):
+        compare(payload_from_file(tmp_path / "broken.json"), ro, "file")
+
+
+@pytest.mark.parametrize("fault", ["label changed", "invalid"])
+def test_gate_fails_exactly_the_drift_check(sandbox: Sandbox, tmp_path: Path, fault: str) -> None:
+    if fault == "invalid":
+        doc = _mutate(lambda d: d["edges"][0].pop("weight"))
+    else:
+        doc = _mutate(lambda d: _node(d).update(label="Renamed Label"))
+    path = write(tmp_path, doc)
+    run = run_gate(tmp_path, f"--env-file={sandbox.env_file}", "-m",
+                   "knowledge_drift or parity or ledger or preflight",
+                   env=clean_env(OPSGATE_LEGACY_PAYLOAD_FILE=str(path)))
+    assert run.failed_modules() == {"test_knowledge_drift"}, run.failed()
+    message = next(iter(run.failed().values()))
+    assert ("changed nodes" in message and "(label)" in message) if fault != "invalid" else \
+        "'weight' is a required property" in message
