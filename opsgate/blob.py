@@ -65,6 +65,7 @@ class VercelBlobStore:
         self._token = token
         self.api_url = api_url.rstrip("/")
         self.page_limit = page_limit
+        self.pages = 0
         self._client = http.client(timeout=timeout)
 
     def describe(self) -> str:
@@ -102,6 +103,7 @@ class VercelBlobStore:
                 except (KeyError, TypeError, ValueError):
                     raise BlobFormatError("blob list: an entry lacks pathname/size/url") from None
             pages += 1
+            self.pages = pages
             if not body.get("hasMore"):
                 return
             cursor = body.get("cursor")

@@ -10,6 +10,7 @@ import base64
 import hmac
 import json
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .reference_app import Faults
 from .secrets import Secret
 
 
@@ -67,8 +69,17 @@ def _uncursor(cursor: str) -> str:
 
 
 def create_blob_app(token: Secret, bucket: BlobBucket, public_base: str,
-                    max_page: int = 1000) -> Starlette:
-    """``public_base`` is this server's own URL, used in the ``url`` of each blob."""
+                    faults: Faults | None = None) -> Starlette:
+    """``public_base`` is this server's own URL, used in the ``url`` of each blob.
+    ``faults`` (shared with the reference API) can make it fail or page small."""
+    faults = faults or Faults()
+
+    def misbehave() -> Response | None:
+        if "blob-500" in faults.active:
+            return JSONResponse({"error": {"code": "internal"}}, status_code=503)
+        if "blob-hang" in faults.active:
+            time.sleep(faults.hang_seconds)
+        return None
 
     def authorized(request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -88,6 +99,10 @@ def create_blob_app(token: Secret, bucket: BlobBucket, public_base: str,
     def list_blobs(request: Request) -> Response:
         if not authorized(request):
             return denied()
+        bad = misbehave()
+        if bad is not None:
+            return bad
+        max_page = faults.blob_page_limit
         prefix = request.query_params.get("prefix", "")
         try:
             limit = max(1, min(int(request.query_params.get("limit", max_page)), max_page))
@@ -122,6 +137,9 @@ def create_blob_app(token: Secret, bucket: BlobBucket, public_base: str,
         return JSONResponse({})
 
     def download(request: Request) -> Response:
+        bad = misbehave()
+        if bad is not None:
+            return bad
         blob = bucket.get(request.path_params["pathname"])
         if blob is None:
             return Response("not found", status_code=404)

@@ -43,6 +43,7 @@ VARIABLES: dict[str, str] = {
     "(default: admin_content_state key 'constellation')",
     "OPSGATE_MIGRATIONS_DIR": "folder of migration scripts (default: ./migrations)",
     "OPSGATE_HTTP_TIMEOUT": "seconds per HTTP attempt (default 15)",
+    "OPSGATE_BLOB_DIR": "read the blob layout from this folder (the 'file' backend)",
 }
 
 #: The gate flags and their defaults (DESIGN.md).
@@ -114,6 +115,7 @@ class Settings:
     legacy_payload_file: str | None = None
     migrations_dir: str = "migrations"
     http_timeout: float = 15.0
+    blob_dir: str | None = None
     flags: Mapping[str, bool] = field(default_factory=lambda: dict(FLAG_DEFAULTS))
     source: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -167,6 +169,7 @@ class Settings:
             legacy_payload_file=get("OPSGATE_LEGACY_PAYLOAD_FILE"),
             migrations_dir=get("OPSGATE_MIGRATIONS_DIR") or "migrations",
             http_timeout=_positive_float("OPSGATE_HTTP_TIMEOUT", get("OPSGATE_HTTP_TIMEOUT"), 15.0),
+            blob_dir=get("OPSGATE_BLOB_DIR"),
             flags=flags,
             source={k: v for k, v in env.items() if k in VARIABLES or k in FLAG_DEFAULTS},
         )
@@ -177,12 +180,14 @@ class Settings:
     def has_target(self) -> bool:
         """True when anything to check is configured; a gate with no target must fail."""
         return any(
-            (self.database_url, self.ops_base_url, self.blob_read_write_token)
+            (self.database_url, self.ops_base_url, self.blob_read_write_token, self.blob_dir)
         )
 
     def is_set(self, variable: str) -> bool:
         if variable == "DATABASE_URL":
             return self.database_url is not None
+        if variable == "BLOB_READ_WRITE_TOKEN" and self.blob_dir:
+            return True  # the file backend needs no token
         value = self.source.get(variable)
         return value is not None and value.strip() != ""
 

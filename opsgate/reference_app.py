@@ -28,6 +28,7 @@ SESSION_COOKIE = "opsgate_admin_session"
 FAULTS = (
     "api-missing-node", "api-extra-edge", "api-dangling-edge", "api-domain-renamed",
     "api-build-as-note", "overview-count-off-by-one", "api-500", "api-html", "api-hang",
+    "blob-500", "blob-hang",
 )
 
 
@@ -35,6 +36,7 @@ FAULTS = (
 class Faults:
     active: set[str] = field(default_factory=set)
     hang_seconds: float = 30.0
+    blob_page_limit: int = 1000
 
     def set(self, *names: str) -> None:
         unknown = [n for n in names if n not in FAULTS]
@@ -44,6 +46,8 @@ class Faults:
 
     def clear(self) -> None:
         self.active = set()
+        self.hang_seconds = 30.0
+        self.blob_page_limit = 1000
 
 
 def _constellation(conn: psycopg.Connection[Any], faults: Faults) -> dict[str, Any]:

@@ -72,7 +72,7 @@ class Sandbox:
         content, history = datagen.admin_state(payload)
         prefix = DEFAULT_BLOB_PREFIX
         self.blob = ThreadedServer(
-            lambda url: create_blob_app(self.blob_token, self.bucket, url), "blob"
+            lambda url: create_blob_app(self.blob_token, self.bucket, url, self.faults), "blob"
         ).start()
         self.bucket.put(prefix + "content-state.json", json.dumps(content).encode())
         self.bucket.put(prefix + "history.json", json.dumps(history).encode())

@@ -1,0 +1,128 @@
+"""Blob fallback against the sandbox's blob server, each fault alone, through the gate."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opsgate import datagen
+from opsgate.blob import VercelBlobStore
+from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox
+from tests.gate_helpers import GateRun, clean_env, run_gate
+
+PREFIX = "admin/"
+SELECTION = "blob_fallback or parity or ledger or preflight"
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox.start() as sb:
+        yield sb
+
+
+@pytest.fixture
+def sb(sandbox: Sandbox) -> Iterator[Sandbox]:
+    """The sandbox with its blob objects restored and its faults cleared after each test."""
+    content, history = datagen.admin_state(json.loads(FIXTURE_PAYLOAD.read_text()))
+    yield sandbox
+    sandbox.faults.clear()
+    for pathname in [b.pathname for b in sandbox.bucket.listing("")]:
+        sandbox.bucket.delete(pathname)
+    sandbox.bucket.put(PREFIX + "content-state.json", json.dumps(content).encode())
+    sandbox.bucket.put(PREFIX + "history.json", json.dumps(history).encode())
+
+
+def gate(sb: Sandbox, tmp_path: Path, **env: str) -> GateRun:
+    return run_gate(tmp_path, f"--env-file={sb.env_file}", "-m", SELECTION,
+                    env=clean_env(**env))
+
+
+def edit(sb: Sandbox, name: str, fn: Any) -> None:
+    blob = sb.bucket.get(PREFIX + name)
+    assert blob is not None
+    doc = json.loads(blob.data)
+    fn(doc)
+    sb.bucket.put(PREFIX + name, json.dumps(doc).encode())
+
+
+def only_blob_fails(run: GateRun, test: str, needle: str) -> None:
+    assert run.failed_modules() == {"test_blob_fallback"}, run.failed()
+    message = run.failed()[f"test_blob_fallback::{test}"]
+    assert needle in message, message
+
+
+def test_clean_blob_matches_neon(sb: Sandbox, tmp_path: Path) -> None:
+    run = gate(sb, tmp_path)
+    assert run.code == 0 and not run.failed(), run.stdout[-2000:]
+    assert sb.expected_admin_hash  # the hash the migration recorded
+
+
+def test_key_missing_from_blob(sb: Sandbox, tmp_path: Path) -> None:
+    edit(sb, "content-state.json", lambda d: d.pop("homepage"))
+    only_blob_fails(gate(sb, tmp_path), "test_blob_and_neon_hashes_match",
+                    "keys missing in blob: homepage")
+
+
+def test_stale_key(sb: Sandbox, tmp_path: Path) -> None:
+    edit(sb, "content-state.json", lambda d: d["site-settings"].update(theme="older-theme"))
+    only_blob_fails(gate(sb, tmp_path), "test_blob_and_neon_hashes_match",
+                    "keys with a different payload: site-settings")
+
+
+def test_extra_history_entry(sb: Sandbox, tmp_path: Path) -> None:
+    edit(sb, "history.json", lambda d: d.append({
+        "id": 99, "key": "homepage", "payload": {}, "action": "save", "actor": "admin",
+        "createdAt": "2026-02-12T10:00:00Z"}))
+    only_blob_fails(gate(sb, tmp_path), "test_blob_and_neon_hashes_match",
+                    "history entries missing in neon: 99")
+
+
+def test_listing_split_across_pages_still_matches(sb: Sandbox, tmp_path: Path) -> None:
+    for i in range(23):
+        sb.bucket.put(f"{PREFIX}attachments/{i:03d}.bin", b"x" * i)
+    sb.faults.blob_page_limit = 4
+    run = gate(sb, tmp_path)
+    assert run.code == 0, run.failed()
+    store = VercelBlobStore(sb.blob_token, sb.environ()["VERCEL_BLOB_API_URL"])
+    names = [o.pathname for o in store.list(PREFIX)]
+    assert len(names) == len(set(names)) == 25 and store.pages == 7  # 4 per page
+
+
+def test_bad_token_is_401_and_never_printed(sb: Sandbox, tmp_path: Path) -> None:
+    token = "vercel_blob_rw_canary_wrong_token_77"
+    run = gate(sb, tmp_path, BLOB_READ_WRITE_TOKEN=token)
+    only_blob_fails(run, "test_blob_state_is_complete_and_well_formed",
+                    "refused BLOB_READ_WRITE_TOKEN (HTTP 401)")
+    assert token not in run.stdout + run.stderr + json.dumps(run.outcomes)
+
+
+def test_server_error(sb: Sandbox, tmp_path: Path) -> None:
+    sb.faults.set("blob-500")
+    only_blob_fails(gate(sb, tmp_path), "test_blob_state_is_complete_and_well_formed",
+                    "HTTP 503")
+
+
+def test_timeout(sb: Sandbox, tmp_path: Path) -> None:
+    sb.faults.set("blob-hang")
+    sb.faults.hang_seconds = 3
+    only_blob_fails(gate(sb, tmp_path, OPSGATE_HTTP_TIMEOUT="0.5"),
+                    "test_blob_state_is_complete_and_well_formed", "timed out after 3 attempts")
+
+
+def test_malformed_json(sb: Sandbox, tmp_path: Path) -> None:
+    sb.bucket.put(PREFIX + "content-state.json", b'{"homepage": {"hero": ')
+    only_blob_fails(gate(sb, tmp_path), "test_blob_state_is_complete_and_well_formed",
+                    "admin/content-state.json: not valid JSON")
+
+
+def test_file_backend_reads_the_same_layout(sb: Sandbox, tmp_path: Path) -> None:
+    folder = tmp_path / "blobcopy"
+    datagen.write_blob_folder(folder, PREFIX, json.loads(FIXTURE_PAYLOAD.read_text()))
+    env = sb.environ()
+    run = run_gate(tmp_path, "-m", "blob_fallback", env=clean_env(
+        OPSGATE_BLOB_DIR=str(folder), DATABASE_URL=env["DATABASE_URL"]))
+    assert run.code == 0 and len(run.outcomes) == 2, run.stdout[-2000:]
