@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import secrets
 import json
 import threading
 import time
@@ -120,9 +121,21 @@ def create_blob_app(token: Secret, bucket: BlobBucket, public_base: str,
         return JSONResponse(body)
 
     async def put_blob(request: Request) -> Response:
+        """``PUT /?pathname=P`` (SDK 1.x and later) or ``PUT /P`` (earlier SDKs)."""
         if not authorized(request):
             return denied()
-        pathname = request.path_params["pathname"]
+        pathname = request.query_params.get("pathname") or request.path_params.get("pathname")
+        if not pathname:
+            return JSONResponse({"error": {"code": "bad_request",
+                                           "message": "pathname is required"}}, 400)
+        if request.headers.get("x-add-random-suffix") == "1":
+            stem, dot, ext = pathname.rpartition(".")
+            suffix = secrets.token_hex(8)
+            pathname = f"{stem}-{suffix}.{ext}" if dot else f"{pathname}-{suffix}"
+        elif bucket.get(pathname) is not None and request.headers.get("x-allow-overwrite") != "1":
+            return JSONResponse({"error": {"code": "bad_request", "message":
+                                           "This blob already exists, use `allowOverwrite: true`"
+                                           " if you want to overwrite it."}}, 400)
         data = await request.body()
         ctype = request.headers.get("x-content-type") or "application/octet-stream"
         blob = bucket.put(pathname, data, ctype)
@@ -147,6 +160,7 @@ def create_blob_app(token: Secret, bucket: BlobBucket, public_base: str,
 
     return Starlette(routes=[
         Route("/", list_blobs, methods=["GET"]),
+        Route("/", put_blob, methods=["PUT"]),
         Route("/delete", delete_blobs, methods=["POST"]),
         Route("/files/{pathname:path}", download, methods=["GET"]),
         Route("/{pathname:path}", put_blob, methods=["PUT"]),
