@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import base64
 import hmac
-import secrets
 import json
+import secrets
 import threading
 import time
 from dataclasses import dataclass
