@@ -44,19 +44,34 @@ def edge_key(e: dict[str, Any]) -> tuple[str, str, str]:
     return (str(e["source"]), str(e["target"]), str(e["relation"]))
 
 
-class StreamingGraphHash:
-    """canon-v1 hash of {"domains", "edges", "nodes"} fed piece by piece, in key order.
+class StreamingDocumentHash:
+    """canon-v1 hash of a document whose ``edges`` and ``nodes`` arrays are fed member by
+    member in canon-v1 order, the other (small) fields given up front.
 
     RFC 8785 serialises an array as "[" + ",".join(members) + "]" and an object with its
-    keys sorted, so feeding canonical members in canon-v1 order gives exactly the bytes
-    of the whole document's canonical form.
+    keys sorted (by UTF-16 code units), so emitting the pieces in that order gives exactly
+    the bytes of the whole document's canonical form, without holding the document.
     """
 
-    def __init__(self, domains: list[str]) -> None:
+    def __init__(self, envelope: dict[str, Any]) -> None:
+        keys = sorted([*envelope, "edges", "nodes"], key=lambda k: k.encode("utf-16-be"))
+        if keys.index("edges") > keys.index("nodes"):  # pragma: no cover - fixed key names
+            raise OpsgateError("canon-v1 streaming needs 'edges' before 'nodes'")
+        self._parts = {"before": keys[: keys.index("edges")],
+                       "between": keys[keys.index("edges") + 1: keys.index("nodes")],
+                       "after": keys[keys.index("nodes") + 1:]}
+        self._env = envelope
         self._h = hashlib.sha256()
-        self._h.update(b'{"domains":' + canon.canonical_json(sorted(domains)) + b',"edges":[')
-        self._section = "edges"
+        self._h.update(b"{" + self._fields("before", trailing=True) + b'"edges":[')
         self._first = True
+
+    def _fields(self, part: str, trailing: bool = False, leading: bool = False) -> bytes:
+        items = [canon.canonical_json(k) + b":" + canon.canonical_json(self._env[k])
+                 for k in self._parts[part]]
+        if not items:
+            return b""
+        body = b",".join(items)
+        return (b"," if leading else b"") + body + (b"," if trailing else b"")
 
     def add(self, item: dict[str, Any]) -> None:
         if not self._first:
@@ -65,13 +80,18 @@ class StreamingGraphHash:
         self._h.update(bytes(rfc8785.dumps(canon.normalize(item))))
 
     def start_nodes(self) -> None:
-        self._h.update(b'],"nodes":[')
+        self._h.update(b"]," + self._fields("between", trailing=True) + b'"nodes":[')
         self._first = True
 
     def hexdigest(self) -> str:
         h = self._h.copy()
-        h.update(b"]}")
+        h.update(b"]" + self._fields("after", leading=True) + b"}")
         return h.hexdigest()
+
+
+def graph_hasher(domains: list[str]) -> StreamingDocumentHash:
+    """The hasher of the graph part ({"domains", "edges", "nodes"}) of a payload."""
+    return StreamingDocumentHash({"domains": domains})
 
 
 @dataclass
@@ -122,6 +142,12 @@ class DriftResult:
         }
 
 
+def _first_line(exc: BaseException) -> str:
+    """The parser's message without its multi-line caret drawing."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
+
+
 def _show(example: Any) -> str:
     if isinstance(example, dict) and "fields" in example:
         return f"{example['key']} ({', '.join(example['fields'])})"
@@ -147,9 +173,24 @@ class PayloadReader:
         try:
             yield from ijson.items(handle, prefix, use_float=True)
         except ijson.JSONError as exc:
-            raise DriftInputError(f"{self.label}: not valid JSON ({exc})") from None
+            raise DriftInputError(f"{self.label}: not valid JSON ({_first_line(exc)})") from None
         finally:
             handle.close()
+
+    def payload_hash(self, chunk_size: int = 50_000) -> tuple[str, dict[str, int]]:
+        """canon-v1 hash of the whole payload, streamed (validated on the way), and counts."""
+        header = self.header()
+        envelope = {k: header[k] for k in ("version", "generatedAt", "domains")}
+        h = StreamingDocumentHash(envelope)
+        counts = {"nodes": 0, "edges": 0, "domains": len(header["domains"])}
+        for e in external_sorted(self.edges(), key=edge_key, chunk_size=chunk_size):
+            h.add(e)
+            counts["edges"] += 1
+        h.start_nodes()
+        for n in external_sorted(self.nodes(), key=node_key, chunk_size=chunk_size):
+            h.add(n)
+            counts["nodes"] += 1
+        return h.hexdigest(), counts
 
     def header(self) -> dict[str, Any]:
         handle: IO[bytes] = self._open()
@@ -167,7 +208,7 @@ class PayloadReader:
                 elif prefix in ("nodes", "edges") and event == "start_array":
                     found["_" + prefix] = True
         except ijson.JSONError as exc:
-            raise DriftInputError(f"{self.label}: not valid JSON ({exc})") from None
+            raise DriftInputError(f"{self.label}: not valid JSON ({_first_line(exc)})") from None
         finally:
             handle.close()
         missing = [k for k in ("version", "generatedAt", "domains") if k not in found]
@@ -222,8 +263,8 @@ def _differing(a: dict[str, Any], b: dict[str, Any], fields: tuple[str, ...]) ->
 
 
 def _merge(result: DriftResult, left: Iterator[dict[str, Any]], right: Iterator[dict[str, Any]],
-           key: Any, fields: tuple[str, ...], noun: str, hashes: tuple[StreamingGraphHash,
-                                                                       StreamingGraphHash],
+           key: Any, fields: tuple[str, ...], noun: str, hashes: tuple[StreamingDocumentHash,
+                                                                       StreamingDocumentHash],
            show: Any) -> tuple[int, int]:
     """Walk two key-ordered streams; returns (left count, right count)."""
     nl = nr = 0
@@ -277,7 +318,7 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
         result.note("domains missing from kb", d)
     for d in sorted(set(kdomains) - set(pdomains)):
         result.note("extra kb domains", d)
-    hashes = (StreamingGraphHash(pdomains), StreamingGraphHash(kdomains))
+    hashes = (graph_hasher(pdomains), graph_hasher(kdomains))
 
     t = time.monotonic()
     payload_edges = external_sorted(payload.edges(), key=edge_key, chunk_size=chunk_size)

@@ -25,6 +25,9 @@ class Plan:
     payload: Any
     source_counts: dict[str, int] = field(default_factory=dict)
     data: Any = None  # whatever apply() needs; not hashed, not reported
+    #: A canon-v1 hash computed by the script (streamed, for payloads too large to hold);
+    #: when set, ``payload`` is not hashed again.
+    payload_hash: str | None = None
 
 
 @dataclass

@@ -200,7 +200,7 @@ def run_migration(
             ctx = MigrationContext(conn, settings, source, mode, summary["previous"])
             stats0 = _xact_stats(conn)
             plan: Plan = timed("plan", module.plan, ctx)
-            payload_hash = canon.document_hash(plan.payload)
+            payload_hash = plan.payload_hash or canon.document_hash(plan.payload)
             summary["payload_hash"] = payload_hash
             summary["source_counts"] = plan.source_counts
 
