@@ -1,0 +1,234 @@
+"""Benchmarks at scale: opsgate against the baselines a user would otherwise run.
+
+    python -m bench.run --scale 100000 [--scale 1000000] [--reps 3]
+
+Builds a sandbox target per scale (seeded generator: about 4 edges and 3 tags per
+entity) on the embedded PostgreSQL, then measures each task in its own process, taking
+wall time and the process tree's peak RSS from wait4(2). Writes
+bench/results/<date>-<scale>.json and bench/results/latest.md. Nothing here is a test:
+no timing is asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from opsgate import canon
+from opsgate.sandbox import Sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def _tree_hwm_kib(pid: int) -> int:
+    """Sum of VmHWM over a process and its descendants (kB), via /proc.
+
+    wait4's ru_maxrss cannot be used: Linux carries the parent's high-water mark into a
+    child across exec, so every child of this (large) runner would report the runner's
+    size. VmHWM belongs to the new address space and is not inherited.
+    """
+    import psutil
+
+    total = 0
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for proc in procs:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``cmd``; wall seconds, peak RSS (MiB) of its process tree (sampled every
+    20 ms, and the task's own VmHWM at exit where it reports it), parsed output."""
+    import threading
+
+    t = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                            env=env or os.environ.copy())
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _tree_hwm_kib(proc.pid))
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    wall = time.monotonic() - t
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[:3]} failed: {err.decode()[-800:]}")
+    last = out.decode().strip().splitlines()[-1] if out.strip() else "{}"
+    try:
+        parsed = json.loads(last)
+    except json.JSONDecodeError:
+        parsed = {"stdout": last[:200]}
+    rss_kib = max(peak[0], int(parsed.get("vm_hwm_kib", 0)) if isinstance(parsed, dict) else 0)
+    return {"wall_s": wall, "rss_mib": rss_kib / 1024, "out": parsed}
+
+
+def task(name: str, args: dict[str, Any]) -> list[str]:
+    return [sys.executable, "-m", "bench.tasks", name, json.dumps(args)]
+
+
+def shell(script: str, env: dict[str, str]) -> list[str]:
+    return ["bash", "-o", "pipefail", "-c", script]
+
+
+def reps(label: str, make: Any, n: int) -> dict[str, Any]:
+    runs = [measure(*make()) for _ in range(n)]
+    walls = [r["wall_s"] for r in runs]
+    return {"label": label, "median_s": statistics.median(walls), "min_s": min(walls),
+            "max_s": max(walls), "rss_mib": max(r["rss_mib"] for r in runs),
+            "last": runs[-1]["out"], "reps": n}
+
+
+def bench_scale(scale: int, n: int) -> dict[str, Any]:
+    t = time.monotonic()
+    sb = Sandbox.start(scale=scale)
+    build_s = time.monotonic() - t
+    try:
+        env = sb.environ()
+        url = env["DATABASE_URL"]
+        bindir = env["OPSGATE_PG_BINDIR"]
+        psql = str(Path(bindir) / "psql")
+        with psycopg.connect(url, autocommit=True) as conn:
+            counts = {tb: conn.execute(f"SELECT count(*) FROM {tb}").fetchone()[0]  # type: ignore[index]
+                      for tb in ("kb_entities", "kb_edges", "kb_entity_tags")}
+            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]  # type: ignore[index]
+            cols, order = canon.table_shape(conn, "kb_entities")
+        query = canon.table_copy_query("kb_entities", cols, order).as_string()
+        sets = " ".join(f"-c {shlex.quote(f'SET {k} = {chr(39)}{v}{chr(39)}')}"
+                        for k, v in canon.TABLE_SESSION_SETTINGS)
+        pg_env = {**os.environ, "PGPASSWORD": sb.pg.url().password or ""}  # type: ignore[union-attr]
+        dsn = url.replace(f":{sb.pg.url().password}@", "@")  # type: ignore[union-attr]
+        out: dict[str, Any] = {"scale": scale, "build_s": round(build_s, 1), "counts": counts,
+                               "database_bytes": size, "comparisons": []}
+
+        hash_ours = reps("opsgate canon-v1 table hash",
+                         lambda: (task("opsgate_hash", {"url": url, "table": "kb_entities"}),),
+                         n)
+        hash_psql = reps("psql COPY \\| sha256sum", lambda: (shell(
+            f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} {sets} "
+            f"-c {shlex.quote(query)} | sha256sum", pg_env), pg_env), n)
+        hash_py = reps("psycopg COPY into hashlib", lambda: (task("psycopg_copy_hash", {
+            "url": url, "query": query, "settings": list(canon.TABLE_SESSION_SETTINGS)}),), n)
+        out["comparisons"].append({"what": "hash kb_entities", "ours": hash_ours,
+                                   "baselines": [hash_psql, hash_py], "target_ratio": 1.05})
+
+        drill_ours = reps("opsgate drill", lambda: (task("opsgate_drill", {
+            "url": url, "bindir": bindir}),), n)
+        tables = ["admin_content_state", "admin_history", "admin_migrations", "kb_entities",
+                  "kb_entity_tags", "kb_edges", "kb_media_objects", "kb_media_derivatives",
+                  "kb_workflows", "kb_workflow_steps", "kb_provenance_runs",
+                  "kb_entity_sources"]
+
+        def hand_drill() -> tuple[list[str], dict[str, str]]:
+            work = tempfile.mkdtemp(prefix="bench-drill-")
+            db = f"bench_hand_{int(time.time() * 1000)}"
+            rdsn = dsn.rsplit("/", 1)[0] + "/" + db
+            hashes = []
+            for tb in tables:
+                for target in (dsn, rdsn):
+                    hashes.append(f"{shlex.quote(psql)} -X -q -d {shlex.quote(target)} {sets} "
+                                  f"-c {shlex.quote(f'COPY (SELECT * FROM {tb} ORDER BY 1) TO STDOUT')}"
+                                  " | sha256sum >/dev/null")
+            script = " && ".join([
+                f"{shlex.quote(str(Path(bindir) / 'pg_dump'))} -Fc -f {work}/a.dump -d {shlex.quote(dsn)}",
+                f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} -c 'CREATE DATABASE {db}'",
+                f"{shlex.quote(str(Path(bindir) / 'pg_restore'))} -j2 --no-owner -d {shlex.quote(rdsn)} {work}/a.dump",
+                *hashes,
+                f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} -c 'DROP DATABASE {db}'",
+                f"rm -rf {work}",
+            ])
+            return shell(script, pg_env), pg_env
+
+        drill_hand = reps("pg_dump -Fc, pg_restore -j2, psql-hash every table", hand_drill, n)
+        out["comparisons"].append({"what": "backup/restore drill", "ours": drill_ours,
+                                   "baselines": [drill_hand], "target_ratio": 0.8})
+
+        if sb.payload_file is not None and scale <= 200_000:
+            drift_ours = reps("opsgate knowledge drift", lambda: (task("opsgate_drift", {
+                "url": url, "payload": str(sb.payload_file)}),), n)
+            drift_base = reps("parse payload + COPY kb tables", lambda: (task("parse_and_copy", {
+                "url": url, "payload": str(sb.payload_file)}),), n)
+            out["comparisons"].append({"what": "knowledge drift", "ours": drift_ours,
+                                       "baselines": [drift_base], "target_ratio": 1.5})
+        return out
+    finally:
+        sb.stop()
+
+
+def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [f"# Benchmark results ({meta['date']})", "",
+             f"Machine: {meta['machine']}; PostgreSQL {meta['postgres']}; "
+             f"{meta['reps']} repetitions, median (min–max) wall seconds; peak RSS of the "
+             "client process tree.", ""]
+    for r in results:
+        lines += [f"## {r['scale']:,} entities", "",
+                  f"Target: {r['counts']['kb_entities']:,} entities, "
+                  f"{r['counts']['kb_edges']:,} edges, {r['counts']['kb_entity_tags']:,} tags, "
+                  f"database {r['database_bytes'] / 2**20:,.0f} MiB; built in {r['build_s']} s.",
+                  "", "| task | tool | median s | min–max s | client RSS MiB | ratio to baseline | target |",
+                  "|---|---|---|---|---|---|---|"]
+        for c in r["comparisons"]:
+            base = c["baselines"][0]
+            ratio = c["ours"]["median_s"] / base["median_s"]
+            verdict = "met" if ratio <= c["target_ratio"] else "missed"
+            for row in [c["ours"], *c["baselines"]]:
+                is_ours = row is c["ours"]
+                lines.append(
+                    f"| {c['what'] if is_ours else ''} | {row['label']} | {row['median_s']:.2f} | "
+                    f"{row['min_s']:.2f}–{row['max_s']:.2f} | {row['rss_mib']:.0f} | "
+                    + (f"{ratio:.2f}x vs first baseline | <= {c['target_ratio']}x: {verdict} |"
+                       if is_ours else " | |"))
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--scale", type=int, action="append", required=True)
+    p.add_argument("--reps", type=int, default=3)
+    args = p.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = [bench_scale(s, args.reps) for s in args.scale]
+    meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d"),
+            "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
+                       f"{platform.python_version()}",
+            "postgres": "embedded", "reps": args.reps}
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for r in results:
+        (RESULTS / f"{stamp}-{r['scale']}.json").write_text(json.dumps({"meta": meta, **r},
+                                                                        indent=2))
+    (RESULTS / "latest.md").write_text(markdown(results, meta))
+    print((RESULTS / "latest.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

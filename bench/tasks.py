@@ -1,0 +1,86 @@
+"""One measured task per process, so peak RSS is the task's own (bench/run.py).
+
+Usage: python -m bench.tasks TASK JSON_ARGS ; prints one JSON line with the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from typing import Any
+
+import psycopg
+
+
+def opsgate_hash(args: dict[str, Any]) -> dict[str, Any]:
+    from opsgate import canon
+
+    with psycopg.connect(args["url"], autocommit=True) as conn:
+        h = canon.table_hash(conn, args["table"])
+    return {"sha256": h.sha256, "rows": h.rows}
+
+
+def psycopg_copy_hash(args: dict[str, Any]) -> dict[str, Any]:
+    """The bare baseline: one COPY statement streamed into hashlib, nothing else."""
+    digest = hashlib.sha256()
+    with psycopg.connect(args["url"], autocommit=True) as conn:
+        for k, v in args["settings"]:
+            conn.execute(f"SET {k} = '{v}'")
+        with conn.cursor() as cur, cur.copy(args["query"]) as cp:
+            for chunk in cp:
+                digest.update(chunk)
+    return {"sha256": digest.hexdigest()}
+
+
+def opsgate_drill(args: dict[str, Any]) -> dict[str, Any]:
+    from opsgate.config import Settings
+    from opsgate.drill import run_drill
+
+    result = run_drill(Settings.load(environ={"DATABASE_URL": args["url"],
+                                              "OPSGATE_PG_BINDIR": args["bindir"]}))
+    return {"problems": result.problems, "timings_s": result.timings_s,
+            "archive_bytes": result.archive_bytes}
+
+
+def opsgate_drift(args: dict[str, Any]) -> dict[str, Any]:
+    from opsgate.drift import compare, payload_from_file
+
+    with psycopg.connect(args["url"], autocommit=True) as conn:
+        result = compare(payload_from_file(args["payload"]), conn, "file")
+    return {"drifted": result.drifted, "nodes": result.payload.nodes,
+            "edges": result.payload.edges, "timings_s": result.timings_s}
+
+
+def parse_and_copy(args: dict[str, Any]) -> dict[str, Any]:
+    """Baseline for drift: parse the payload (ijson) and COPY the kb tables out, no more."""
+    import ijson
+
+    items = 0
+    with open(args["payload"], "rb") as f:
+        for _ in ijson.items(f, "nodes.item", use_float=True):
+            items += 1
+    with open(args["payload"], "rb") as f:
+        for _ in ijson.items(f, "edges.item", use_float=True):
+            items += 1
+    size = 0
+    with psycopg.connect(args["url"], autocommit=True) as conn:
+        for table in ("kb_entities", "kb_entity_tags", "kb_edges", "kb_media_objects",
+                      "kb_media_derivatives", "kb_entity_sources"):
+            with conn.cursor() as cur, cur.copy(f"COPY {table} TO STDOUT") as cp:
+                for chunk in cp:
+                    size += len(chunk)
+    return {"items": items, "bytes": size}
+
+
+TASKS = {f.__name__: f for f in (opsgate_hash, psycopg_copy_hash, opsgate_drill, opsgate_drift,
+                                 parse_and_copy)}
+
+if __name__ == "__main__":
+    t = time.monotonic()
+    out = TASKS[sys.argv[1]](json.loads(sys.argv[2]))
+    out["task_wall_s"] = round(time.monotonic() - t, 3)
+    with open("/proc/self/status") as status:
+        out["vm_hwm_kib"] = next(int(ln.split()[1]) for ln in status if ln.startswith("VmHWM:"))
+    print(json.dumps(out))
