@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import allure
 import httpx
 import psycopg
 import pytest
@@ -31,11 +32,13 @@ class Fetched:
 
 @pytest.fixture
 def api(deployment: httpx.Client) -> Fetched:
-    try:
-        resp = http.request(deployment, "GET", "/api/constellation", what="constellation API")
-        return Fetched(http.expect_json(resp, what="constellation API"))
-    except http.HttpCheckError as exc:
-        return Fetched(error=str(exc))
+    with allure.step("read: GET /api/constellation"):
+        try:
+            resp = http.request(deployment, "GET", "/api/constellation",
+                                what="constellation API")
+            return Fetched(http.expect_json(resp, what="constellation API"))
+        except http.HttpCheckError as exc:
+            return Fetched(error=str(exc))
 
 
 @pytest.fixture
@@ -58,6 +61,7 @@ class DbGraph:
 
 
 @pytest.fixture
+@allure.step("read: kb_entities and kb_edges")
 def db_graph(target_db: psycopg.Connection[Any]) -> DbGraph:
     ids = {r[0] for r in target_db.execute("SELECT id FROM kb_entities")}
     edges = {(r[0], r[1], r[2]) for r in target_db.execute(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import allure
 import ijson
 import jsonschema
 import jsonschema_rs
@@ -352,18 +353,21 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
     hashes = (graph_hasher(pdomains), graph_hasher(kdomains))
 
     t = time.monotonic()
-    payload_edges = external_sorted(payload.edges(), key=edge_key, chunk_size=chunk_size)
-    result.payload.edges, result.kb.edges = _merge(
-        result, payload_edges, kb.iter_edges(conn), edge_key,
-        EDGE_FIELDS, "edge", hashes, lambda e: f"{e['source']}-[{e['relation']}]->{e['target']}")
+    with allure.step("compare: edges by (source, target, relation)"):
+        payload_edges = external_sorted(payload.edges(), key=edge_key, chunk_size=chunk_size)
+        result.payload.edges, result.kb.edges = _merge(
+            result, payload_edges, kb.iter_edges(conn), edge_key,
+            EDGE_FIELDS, "edge", hashes,
+            lambda e: f"{e['source']}-[{e['relation']}]->{e['target']}")
     result.timings_s["edges"] = round(time.monotonic() - t, 3)
     for h in hashes:
         h.start_nodes()
     t = time.monotonic()
     payload_nodes = external_sorted(payload.nodes(), key=node_key, chunk_size=chunk_size)
-    result.payload.nodes, result.kb.nodes = _merge(
-        result, payload_nodes, kb.iter_nodes(conn), node_key,
-        NODE_FIELDS, "node", hashes, lambda n: n["id"])
+    with allure.step("compare: nodes by id, field by field"):
+        result.payload.nodes, result.kb.nodes = _merge(
+            result, payload_nodes, kb.iter_nodes(conn), node_key,
+            NODE_FIELDS, "node", hashes, lambda n: n["id"])
     result.timings_s["nodes"] = round(time.monotonic() - t, 3)
     result.payload.graph_hash, result.kb.graph_hash = (h.hexdigest() for h in hashes)
     result.timings_s["total"] = round(time.monotonic() - t0, 3)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import allure
 import psycopg
 from psycopg import sql
 
@@ -244,13 +245,16 @@ def run_drill(
                 dump_error.append(exc)
 
         t = time.monotonic()
-        dumper = threading.Thread(target=dump, name="opsgate-pg-dump")
-        dumper.start()
-        source_hashes = {tbl: canon.table_hash(src, tbl) for tbl in tables}
-        result.timings_s["hash_source"] = round(time.monotonic() - t, 3)
-        dumper.join()
-        result.timings_s["dump"] = round(time.monotonic() - t, 3)
-        src.execute("COMMIT")
+        with allure.step(f"dump (pg_dump --snapshot, {DUMP_JOBS} jobs) and hash the source"):
+            dumper = threading.Thread(target=dump, name="opsgate-pg-dump")
+            dumper.start()
+            try:
+                source_hashes = {tbl: canon.table_hash(src, tbl) for tbl in tables}
+                result.timings_s["hash_source"] = round(time.monotonic() - t, 3)
+            finally:
+                dumper.join()
+            result.timings_s["dump"] = round(time.monotonic() - t, 3)
+            src.execute("COMMIT")
         if dump_error:
             raise dump_error[0]
         result.archive_bytes = sum(p.stat().st_size for p in archive.rglob("*") if p.is_file())
@@ -259,16 +263,18 @@ def run_drill(
 
         # -- restore ---------------------------------------------------------------
         t = time.monotonic()
-        _run_tool([str(tools.tool("pg_restore")), f"--jobs={DUMP_JOBS}", "--no-owner",
-                   "--no-privileges", "--exit-on-error", f"--dbname={_no_password(target)}",
-                   str(archive)], "pg_restore", redact, _tool_env(target))
+        with allure.step(f"restore (pg_restore into {target.masked})"):
+            _run_tool([str(tools.tool("pg_restore")), f"--jobs={DUMP_JOBS}", "--no-owner",
+                       "--no-privileges", "--exit-on-error", f"--dbname={_no_password(target)}",
+                       str(archive)], "pg_restore", redact, _tool_env(target))
         result.timings_s["restore"] = round(time.monotonic() - t, 3)
         if before_verify is not None:
             before_verify(target)
 
         # -- verify ----------------------------------------------------------------
         t = time.monotonic()
-        with psycopg.connect(target.reveal(), connect_timeout=10, autocommit=True) as r:
+        with allure.step("verify: canon-v1 hash of every table, source vs restored"), \
+                psycopg.connect(target.reveal(), connect_timeout=10, autocommit=True) as r:
             r.execute("SET default_transaction_read_only = on")
             restored_tables = set(_table_list(r))
             for tbl in tables:

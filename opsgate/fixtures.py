@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import allure
 import httpx
 import psycopg
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from . import http
 from .config import Settings
 from .errors import MissingEnvError
+from .gate import BY_MARKER
 from .plugin import EVIDENCE_KEY, get_state
 from .secrets import SecretUrl
 
@@ -59,7 +61,8 @@ def _require(fn: Any) -> Any:
 def target_db(ops_settings: Settings) -> Iterator[psycopg.Connection[Any]]:
     """Read-only connection to DATABASE_URL (or POSTGRES_URL)."""
     url = _require(ops_settings.require_database_url)
-    conn = connect_read_only(url, ops_settings)
+    with allure.step(f"connect: read-only session to {url.masked}"):
+        conn = connect_read_only(url, ops_settings)
     try:
         yield conn
     finally:
@@ -70,6 +73,7 @@ def target_db(ops_settings: Settings) -> Iterator[psycopg.Connection[Any]]:
 def deployment(ops_settings: Settings) -> Iterator[httpx.Client]:
     """HTTP client for OPS_BASE_URL: explicit timeout, no redirects, no retries on status."""
     base = _require(ops_settings.require_base_url)
+    allure.dynamic.parameter("OPS_BASE_URL", base)
     with http.client(base, timeout=ops_settings.http_timeout) as client:
         yield client
 
@@ -80,3 +84,18 @@ def evidence(request: pytest.FixtureRequest) -> dict[str, Any]:
     store: dict[str, Any] = {}
     request.node.stash[EVIDENCE_KEY] = store
     return store
+
+
+@pytest.fixture(autouse=True)
+def _allure_labels(request: pytest.FixtureRequest) -> None:
+    """Epic, feature, severity and check labels for every runbook check's Allure result."""
+    spec = next((BY_MARKER[m.name] for m in request.node.iter_markers()
+                 if m.name in BY_MARKER), None)
+    if spec is None:
+        return
+    default_on = spec.flag in ("RUN_OPS_PREFLIGHT", "RUN_OPS_PARITY", "RUN_OPS_LEDGER")
+    allure.dynamic.epic("runbook")
+    allure.dynamic.feature(spec.title)
+    allure.dynamic.label("check", spec.marker)
+    allure.dynamic.severity(allure.severity_level.CRITICAL if default_on
+                            else allure.severity_level.NORMAL)

@@ -9,6 +9,7 @@ self-tests in ``tests/`` run as an ordinary pytest suite.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ pytest_plugins = ["opsgate.fixtures"]
 STATE_KEY = pytest.StashKey["GateState"]()
 EVIDENCE_KEY = pytest.StashKey[dict[str, Any]]()
 SANDBOX_ENV_KEY = "opsgate_sandbox_env_file"
+ALLURE_DIR_KEY = "opsgate_allure_dir"
 
 
 @dataclass
@@ -51,6 +53,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "the fixture payload")
     group.addoption("--env-file", default=None, metavar="PATH",
                     help="dotenv file with the target's variables (the environment wins)")
+    group.addoption("--reports-dir", default=None, metavar="DIR",
+                    help="where run reports go (default: <rootdir>/reports)")
+    group.addoption("--no-reports", action="store_true", default=False,
+                    help="write no report files for this run")
     parser.addini("opsgate_checks_dir", "folder that holds the runbook checks",
                   default="checks")
 
@@ -66,7 +72,9 @@ def _is_gate_run(config: pytest.Config) -> bool:
     return False
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    """tryfirst: junitxml and allure-pytest read the report paths set here."""
     for spec in CHECKS:
         config.addinivalue_line(
             "markers", f"{spec.marker}: {spec.title} (flag {spec.flag}; "
@@ -110,6 +118,13 @@ def pytest_configure(config: pytest.Config) -> None:
             "and the other variables of docs/configuration.md, pass --env-file PATH, "
             "or run the gate on the sandbox with --sandbox"
         )
+    if workerinput is not None:
+        if workerinput.get(ALLURE_DIR_KEY) and not config.option.allure_report_dir:
+            config.option.allure_report_dir = workerinput[ALLURE_DIR_KEY]
+    elif not config.getoption("no_reports"):
+        from .reports.collector import start_run
+
+        start_run(config, state)
 
 
 def _start_sandbox(config: pytest.Config, state: GateState) -> None:
@@ -130,6 +145,9 @@ def pytest_configure_node(node: Any) -> None:
     state = node.config.stash.get(STATE_KEY, None)
     if state is not None and state.sandbox is not None:
         node.workerinput[SANDBOX_ENV_KEY] = str(state.sandbox.env_file)
+    allure_dir = getattr(node.config.option, "allure_report_dir", None)
+    if allure_dir:
+        node.workerinput[ALLURE_DIR_KEY] = allure_dir
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -188,7 +206,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     found = item.stash.get(EVIDENCE_KEY, None)
     if found and call.when == "call":
         text = json.dumps(found, default=str, sort_keys=True)
-        report.user_properties.append(("opsgate_evidence", redact(text) if redact else text))
+        text = redact(text) if redact else text
+        report.user_properties.append(("opsgate_evidence", text))
+        _attach_to_allure(text)
     if not redact:
         return
     if report.longrepr is not None:
@@ -197,6 +217,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if clean != text:
             report.longrepr = clean
     report.sections = [(title, redact(body)) for title, body in report.sections]
+
+
+def _attach_to_allure(evidence_json: str) -> None:
+    """The check's evidence as a JSON attachment of its Allure result (when Allure runs)."""
+    import allure
+
+    # Reporting must never turn a verdict: an attachment that fails is dropped.
+    with contextlib.suppress(Exception):
+        allure.attach(json.dumps(json.loads(evidence_json), indent=2), name="evidence",
+                      attachment_type=allure.attachment_type.JSON)
 
 
 class _ExecutionCounter:
@@ -231,10 +261,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if asked:
             state.extra["flags_unserved"] = [f"{c.flag} ({c.marker})" for c in asked]
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    collector = state.extra.get("collector")
+    if collector is not None:
+        collector.finish(session, int(session.exitstatus))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.extra.get("reports_written"):
+        terminalreporter.write_line(f"opsgate: reports in {state.extra['reports_written']}")
+    if state is not None and state.extra.get("reports_error"):
+        terminalreporter.write_line(f"opsgate: reports NOT written: {state.extra['reports_error']}",
+                                    red=True)
     if state is not None and state.extra.get("flags_unserved"):
         terminalreporter.write_line(
             "opsgate: FAILED: flags on but their check did not run: "

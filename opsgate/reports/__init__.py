@@ -1,0 +1,1 @@
+"""Reports of a gate run, for CI and auditors (docs/reports.md)."""

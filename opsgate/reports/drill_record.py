@@ -1,0 +1,96 @@
+"""The runbook's "Latest verified drill record", filled in from one run's evidence."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .model import RunRecord
+
+RUNBOOK_ZONE = "America/New_York"
+
+PARITY_KEY_CHECKS = (
+    ("test_node_and_edge_counts_aligned", "nodes/edges counts aligned"),
+    ("test_domains_aligned", "domains aligned"),
+    ("test_build_and_note_counts_aligned", "build/notes node counts aligned"),
+    ("test_edge_endpoint_integrity", "edge endpoint integrity valid"),
+    ("test_admin_overview_counts_match_the_database", "admin overview counts aligned"),
+    ("test_response_has_the_contract_shape", "response shape valid"),
+)
+
+
+def _window(record: RunRecord) -> str:
+    start = datetime.fromisoformat(record.started_at.replace("Z", "+00:00"))
+    end = datetime.fromisoformat(record.finished_at.replace("Z", "+00:00"))
+    try:
+        zone = ZoneInfo(RUNBOOK_ZONE)
+        s, e = start.astimezone(zone), end.astimezone(zone)
+        local = f"{s:%Y-%m-%d %H:%M}-{e:%H:%M} {s:%Z} ({RUNBOOK_ZONE})"
+    except ZoneInfoNotFoundError:
+        local = "local zone unavailable"
+    return f"{start:%Y-%m-%d %H:%M:%S}-{end:%H:%M:%S} UTC; {local}"
+
+
+def _status(check: dict[str, Any]) -> str:
+    return {"passed": "pass", "failed": "FAIL", "skipped": "skipped", "not run": "not run"}[
+        check["status"]]
+
+
+def render(record: RunRecord) -> str:
+    checks = {c["marker"]: c for c in record.checks()}
+    tests = {t.name: t for t in record.tests.values()}
+    out = [
+        "# Latest verified drill record",
+        "",
+        f"Run `{record.run_id}` against {record.target_kind} target "
+        f"`{record.target.get('name')}` ({record.target.get('database') or '-'}); "
+        f"verdict: **{record.verdict}**.",
+        "",
+        f"- Verification window: {_window(record)}",
+    ]
+    parity = checks["parity"]
+    line = f"- Post-deploy parity check: {_status(parity)}."
+    if parity["status"] != "not run":
+        keys = []
+        for name, label in PARITY_KEY_CHECKS:
+            t = tests.get(name)
+            if t is not None:
+                keys.append(label if t.outcome == "passed"
+                            else f"{label}: FAIL ({t.message[:160]})")
+        line += " Key checks: " + ", ".join(keys) + "."
+    out.append(line)
+
+    drill = checks["neon_drill"]
+    line = f"- Neon backup/restore drill: {_status(drill)}."
+    ev = record.evidence_of("neon_drill").get("test_backup_restores_to_identical_tables", {})
+    if ev.get("tables"):
+        rows = ", ".join(f"`{t['table']}={t['source_rows']}/{t['restored_rows']}`"
+                         for t in ev["tables"])
+        ch = ev.get("canonical_hash", {})
+        match = "match" if ch.get("match") else "MISMATCH"
+        line += (f" Source/restored rows: {rows}. Canonical hash {match}: "
+                 f"`{ch.get('source')}`" + ("" if ch.get("match") else
+                                             f" vs restored `{ch.get('restored')}`") + ".")
+    elif drill["status"] == "failed":
+        line += " " + drill["tests"][0]["message"][:300] if drill["tests"] else ""
+    out.append(line)
+
+    blob = checks["blob_fallback"]
+    line = f"- Blob fallback verification: {_status(blob)}."
+    ev = record.evidence_of("blob_fallback").get("test_blob_and_neon_hashes_match", {})
+    if ev.get("blob_hash"):
+        if ev.get("blob_hash") == ev.get("neon_hash"):
+            line += f" Canonical parity hash match: blob and neon both `{ev['blob_hash']}`."
+        else:
+            line += (f" Canonical parity hash MISMATCH: blob `{ev['blob_hash']}`, "
+                     f"neon `{ev.get('neon_hash')}`.")
+    out.append(line)
+
+    for marker, label in (("knowledge_drift", "Knowledge drift verification"),
+                          ("ledger", "Migration ledger"), ("preflight", "Preflight"),
+                          ("health", "Health counts")):
+        out.append(f"- {label}: {_status(checks[marker])}.")
+    out += ["", "Hashes are canon-v1 (docs/canonical-hashing.md); secrets are never recorded.",
+            ""]
+    return "\n".join(out)

@@ -1,0 +1,75 @@
+"""``reports/history.jsonl``: one line per run, each carrying the SHA-256 of the line
+before it, so an edit, a deletion or a reordering of history is detectable.
+
+The first line's ``prev_sha256`` is 64 zeros. A line's hash is SHA-256 of its exact
+bytes without the trailing newline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+def line_hash(line: str) -> str:
+    return hashlib.sha256(line.encode("utf-8")).hexdigest()
+
+
+def read_lines(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [ln for ln in path.read_text(encoding="utf-8").split("\n") if ln != ""]
+
+
+def append(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """Append ``entry`` chained to the last line; returns the entry as written.
+
+    Callers hold a file lock (filelock) so concurrent runs cannot fork the chain.
+    """
+    lines = read_lines(path)
+    record = {**entry, "prev_sha256": line_hash(lines[-1]) if lines else GENESIS}
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(text + "\n")
+    return record
+
+
+@dataclass
+class ChainCheck:
+    ok: bool
+    lines: int
+    broken_at: int | None = None  # 1-based line number
+    reason: str = ""
+
+
+def verify(path: Path) -> ChainCheck:
+    lines = read_lines(path)
+    expected = GENESIS
+    for i, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            return ChainCheck(False, len(lines), i, "not valid JSON")
+        if not isinstance(record, dict) or record.get("prev_sha256") != expected:
+            what = ("the line before it was edited, removed or moved"
+                    if i > 1 else "the first line does not start the chain")
+            return ChainCheck(False, len(lines), i,
+                              f"prev_sha256 does not match: {what}")
+        expected = line_hash(line)
+    return ChainCheck(True, len(lines))
+
+
+def entries(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in read_lines(path):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
