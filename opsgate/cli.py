@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import sandbox_cli
+from . import reports_cli, sandbox_cli
 from .migrate import cli as migrate_cli
 
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("migrate", help="data migrations under the runbook's safeguards")
     migrate_cli.add_arguments(m)
     sandbox_cli.add_parser(sub)
+    reports_cli.add_parser(sub)
     return p
 
 

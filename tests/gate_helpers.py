@@ -38,9 +38,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 def run_gate(tmp: Path, *args: str, env: dict[str, str] | None = None,
              timeout: float = 300) -> GateRun:
     junit = tmp / f"junit-{len(list(tmp.glob('junit-*')))}.xml"
+    reports = [] if any(a.startswith(("--reports-dir", "--no-reports")) for a in args) else [
+        f"--reports-dir={tmp / 'reports'}"]
     p = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={junit}",
-         "-o", "junit_family=xunit2", *args],
+         "-o", "junit_family=xunit2", *reports, *args],
         capture_output=True, text=True, cwd=ROOT, env=env or clean_env(), timeout=timeout,
     )
     outcomes: dict[str, tuple[str, str]] = {}

@@ -122,7 +122,14 @@ def _message(report: Any) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     # The assertion line (E ...) says what differs; keep it and bound the size.
     errors = [ln.strip()[1:].strip() for ln in lines if ln.lstrip().startswith("E ")]
-    chosen = " ".join(errors) if errors else (lines[-1] if lines else "")
+    # Keep the assertion's own message; drop pytest's rewriting detail ("assert ...",
+    # "+  where ..."), which repeats values and can be long.
+    kept: list[str] = []
+    for ln in errors:
+        if kept and (ln.startswith(("assert ", "+", "where ")) or ln == ""):
+            break
+        kept.append(ln)
+    chosen = " ".join(kept) if kept else (lines[-1] if lines else "")
     return chosen[:4000]
 
 

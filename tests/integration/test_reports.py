@@ -1,0 +1,224 @@
+"""Reports of real gate runs on the sandbox: every artefact, valid, secret-free, one per
+run under xdist, and a history whose tampering is detected."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from opsgate.contracts import schema
+from opsgate.reports import history
+from opsgate.sandbox import Sandbox
+from tests.gate_helpers import ROOT, clean_env, run_gate
+
+ALL = "preflight or parity or ledger or health or neon_drill or blob_fallback or knowledge_drift"
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox.start() as sb:
+        yield sb
+
+
+def only_run_dir(reports: Path) -> Path:
+    runs = sorted((reports / "runs").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_a_gate_run_writes_all_five_artefacts(sandbox: Sandbox, tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    run = run_gate(tmp_path, f"--env-file={sandbox.env_file}", "-m", ALL,
+                   f"--reports-dir={reports}", "--junitxml=", env=clean_env())
+    assert run.code == 0, run.stdout[-3000:]
+    d = only_run_dir(reports)
+    assert f"opsgate: reports in {d}" in run.stdout
+    assert {p.name for p in d.iterdir()} >= {"allure-results", "junit.xml", "summary.json",
+                                              "drill-record.md", "report.html"}
+
+    summary = json.loads((d / "summary.json").read_text())
+    jsonschema.Draft202012Validator(schema("report-summary")).validate(summary)
+    assert summary["verdict"] == "passed" and summary["target_kind"] == "environment"
+    statuses = {c["marker"]: c["status"] for c in summary["checks"]}
+    assert set(statuses.values()) == {"passed"}
+    passed = int(re.search(r"(\d+) passed", run.stdout).group(1))  # type: ignore[union-attr]
+    assert summary["counts"]["passed"] == passed
+
+    suite = ET.parse(d / "junit.xml").getroot()
+    cases = list(suite.iter("testcase"))
+    assert len(cases) == passed
+
+    results = list((d / "allure-results").glob("*-result.json"))
+    assert len(results) == passed
+    for path in results:
+        result = json.loads(path.read_text())
+        assert {"uuid", "name", "status", "labels"} <= set(result)
+        labels = {lab["name"]: lab["value"] for lab in result["labels"]}
+        assert labels["epic"] == "runbook" and "feature" in labels and "severity" in labels
+        for att in result.get("attachments", []):
+            assert (d / "allure-results" / att["source"]).exists()
+    props = (d / "allure-results" / "environment.properties").read_text()
+    assert "marker.expression=" in props and "server.version=" in props
+    drill_results = [json.loads(p.read_text()) for p in results]
+    drill = next(r for r in drill_results if r["name"] == "test_backup_restores_to_identical_tables")
+    assert [s["name"] for s in drill["steps"]][:1] == [
+        "dump (pg_dump --snapshot, 2 jobs) and hash the source"]
+    assert any(a["name"] == "evidence" for a in drill["attachments"])
+
+    record = (d / "drill-record.md").read_text()
+    assert "- Post-deploy parity check: pass. Key checks: nodes/edges counts aligned" in record
+    assert re.search(r"Canonical hash match: `[0-9a-f]{64}`", record)
+    assert "`kb_entities=360/360`" in record
+    assert re.search(r"Canonical parity hash match: blob and neon both `[0-9a-f]{64}`", record)
+    assert "UTC" in record
+
+    page = (d / "report.html").read_text()
+    assert "Verdict: PASSED" in page and "<script" not in page and "http" not in page.split(
+        "<body>")[0].replace("http-equiv", "")
+    for marker in statuses:
+        assert f"<b>{marker}</b>" in page
+
+
+def test_failing_run_writes_reports_without_any_secret(sandbox: Sandbox, tmp_path: Path) -> None:
+    canaries = {"ADMIN_PASSWORD": "canary-admin-31b7",
+                "BLOB_READ_WRITE_TOKEN": "vercel_blob_rw_canary-token-9e0f"}
+    env = sandbox.environ()
+    good_pw = sandbox.pg.url().password  # type: ignore[union-attr]
+    bad_url = env["DATABASE_URL"].replace(f":{good_pw}@", ":canary-dbpw-5d21@")
+    reports = tmp_path / "reports"
+    run = run_gate(tmp_path, f"--env-file={sandbox.env_file}", "-m", ALL,
+                   f"--reports-dir={reports}", env=clean_env(DATABASE_URL=bad_url, **canaries))
+    assert run.code == 1
+    d = only_run_dir(reports)
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["verdict"] == "failed"
+    assert {c["status"] for c in summary["checks"]} == {"failed"}
+    everything = run.stdout + run.stderr
+    for path in d.rglob("*"):
+        if path.is_file():
+            everything += path.read_text(errors="replace")
+    everything += (reports / "history.jsonl").read_text()
+    assert "password authentication failed" in everything  # the failure is explained
+    for secret in ("canary-admin-31b7", "canary-token-9e0f", "canary-dbpw-5d21", good_pw):
+        assert secret not in everything, f"{secret[:8]}… leaked"
+
+
+def test_xdist_run_has_one_report_directory_and_one_history_line(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    run = run_gate(tmp_path, "--sandbox", "-n", "2", f"--reports-dir={reports}",
+                   env=clean_env(RUN_OPS_HEALTH="true"))
+    assert run.code == 0, run.stdout[-2000:]
+    d = only_run_dir(reports)
+    assert len(history.read_lines(reports / "history.jsonl")) == 1
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["counts"]["passed"] == 14 and summary["target_kind"] == "sandbox"
+    assert len(list((d / "allure-results").glob("*-result.json"))) == 14
+
+
+def test_no_reports_writes_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    run = run_gate(tmp_path, f"--env-file={sandbox.env_file}", "--no-reports",
+                   "--junitxml=", env=clean_env())
+    assert run.code == 0
+    assert not reports.exists()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "opsgate.cli", "reports", *args],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def _history(tmp_path: Path, n: int = 4) -> Path:
+    path = tmp_path / "history.jsonl"
+    for i in range(n):
+        history.append(path, {"run_id": f"run-{i}", "verdict": "passed", "dir": f"runs/run-{i}"})
+    return path
+
+
+def test_history_verify_passes_untouched_and_names_the_broken_line(tmp_path: Path) -> None:
+    path = _history(tmp_path)
+    root = str(tmp_path)
+    assert _cli("--reports-dir", root, "verify").returncode == 0
+    original = path.read_text()
+    lines = original.splitlines()
+
+    edited = lines.copy()
+    edited[1] = edited[1].replace('"passed"', '"failed"')
+    path.write_text("\n".join(edited) + "\n")
+    out = _cli("--reports-dir", root, "verify")
+    assert out.returncode == 1 and "BROKEN at line 3 of 4" in out.stdout
+
+    path.write_text("\n".join(lines[:1] + lines[2:]) + "\n")  # line 2 deleted
+    out = _cli("--reports-dir", root, "verify")
+    assert out.returncode == 1 and "BROKEN at line 2 of 3" in out.stdout
+
+    path.write_text("\n".join([lines[0], lines[2], lines[1], lines[3]]) + "\n")  # swapped
+    out = _cli("--reports-dir", root, "verify")
+    assert out.returncode == 1 and "BROKEN at line 2 of 4" in out.stdout
+
+    path.write_text(original)
+    assert _cli("--reports-dir", root, "verify").returncode == 0
+
+
+def test_verify_detects_an_edited_summary(sandbox: Sandbox, tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    run_gate(tmp_path, f"--env-file={sandbox.env_file}", f"--reports-dir={reports}",
+             env=clean_env())
+    assert _cli("--reports-dir", str(reports), "verify").returncode == 0
+    listing = _cli("--reports-dir", str(reports), "list")
+    assert "passed" in listing.stdout
+    shown = _cli("--reports-dir", str(reports), "show", "latest")
+    assert "PASSED" in shown.stdout and "parity" in shown.stdout
+    summary = only_run_dir(reports) / "summary.json"
+    summary.write_text(summary.read_text().replace('"passed"', '"failed"', 1))
+    out = _cli("--reports-dir", str(reports), "verify")
+    assert out.returncode == 1 and "summary.json changed after the run" in out.stdout
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (CI installs it)")
+def test_report_html_renders_in_headless_chromium(sandbox: Sandbox, tmp_path: Path,
+                                                  request: pytest.FixtureRequest) -> None:
+    sandbox.faults.set("api-dangling-edge")
+    try:
+        reports = tmp_path / "reports"
+        run_gate(tmp_path, f"--env-file={sandbox.env_file}", f"--reports-dir={reports}",
+                 env=clean_env())
+    finally:
+        sandbox.faults.clear()
+    page = only_run_dir(reports) / "report.html"
+    browser = _chromium()
+    assert browser is not None
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True,
+                         text=True, timeout=120)
+    assert "Verdict: FAILED" in dom.stdout
+    for marker in ("preflight", "parity", "ledger", "neon_drill", "blob_fallback",
+                   "knowledge_drift", "health"):
+        assert f"<b>{marker}</b>" in dom.stdout
+    assert "ghost-node-404" in dom.stdout
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,1600",
+                    page.as_uri()], capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
+    out_dir = ROOT / "tests" / "output"
+    out_dir.mkdir(exist_ok=True)
+    shutil.copy(shot, out_dir / "report-html-screenshot.png")
