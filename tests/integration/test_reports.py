@@ -222,3 +222,30 @@ def test_report_html_renders_in_headless_chromium(sandbox: Sandbox, tmp_path: Pa
     out_dir = ROOT / "tests" / "output"
     out_dir.mkdir(exist_ok=True)
     shutil.copy(shot, out_dir / "report-html-screenshot.png")
+
+
+@pytest.mark.skipif(shutil.which("npm") is None or shutil.which("node") is None,
+                    reason="Node.js and npm are needed for Allure 3 (opsgate does not need them)")
+def test_allure3_generates_a_report_from_the_results(sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox.faults.set("api-build-as-note")
+    try:
+        reports = tmp_path / "reports"
+        run_gate(tmp_path, f"--env-file={sandbox.env_file}", f"--reports-dir={reports}",
+                 env=clean_env())
+    finally:
+        sandbox.faults.clear()
+    results = only_run_dir(reports) / "allure-results"
+    tool = tmp_path / "allure-tool"
+    tool.mkdir()
+    (tool / "package.json").write_text('{"name": "allure-probe", "private": true}')
+    install = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
+                              "allure@3"], cwd=tool, capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-500:]
+    out = tmp_path / "allure-report"
+    gen = subprocess.run(["npx", "allure", "generate", str(results), "-o", str(out)], cwd=tool,
+                         capture_output=True, text=True, timeout=300)
+    assert gen.returncode == 0, gen.stdout[-500:] + gen.stderr[-500:]
+    assert (out / "index.html").exists()
+    stats = json.loads((out / "summary.json").read_text())["stats"]
+    assert stats["total"] == len(list(results.glob("*-result.json"))) == 13
+    assert stats["failed"] == 1
