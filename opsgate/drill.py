@@ -28,7 +28,7 @@ import allure
 import psycopg
 from psycopg import sql
 
-from . import canon
+from . import canon, rowdiff
 from .config import Settings
 from .errors import OpsgateError, PostgresUnavailableError
 from .pgtools import PgBinaries, find_client_tools
@@ -49,15 +49,19 @@ class TableResult:
     restored_rows: int | None
     source_sha256: str
     restored_sha256: str | None
+    differing_rows: str = ""
 
     @property
     def match(self) -> bool:
         return self.source_sha256 == self.restored_sha256 and self.source_rows == self.restored_rows
 
     def as_dict(self) -> dict[str, Any]:
-        return {"table": self.table, "source_rows": self.source_rows,
-                "restored_rows": self.restored_rows, "source_sha256": self.source_sha256,
-                "restored_sha256": self.restored_sha256, "match": self.match}
+        out = {"table": self.table, "source_rows": self.source_rows,
+               "restored_rows": self.restored_rows, "source_sha256": self.source_sha256,
+               "restored_sha256": self.restored_sha256, "match": self.match}
+        if self.differing_rows:
+            out["differing_rows"] = self.differing_rows
+        return out
 
 
 @dataclass
@@ -80,7 +84,8 @@ class DrillResult:
             if not t.match:
                 out.append(f"{t.table}: source {t.source_rows} rows sha256 {t.source_sha256[:12]}… "
                            f"vs restored {t.restored_rows} rows sha256 "
-                           f"{(t.restored_sha256 or 'none')[:12]}…")
+                           f"{(t.restored_sha256 or 'none')[:12]}…"
+                           + (f" ({t.differing_rows})" if t.differing_rows else ""))
         return out
 
     def evidence(self) -> dict[str, Any]:
@@ -284,6 +289,14 @@ def run_drill(
                     result.tables.append(TableResult(tbl, sh.rows, rh.rows, sh.sha256, rh.sha256))
                 else:
                     result.tables.append(TableResult(tbl, sh.rows, None, sh.sha256, None))
+            # Name the rows behind a mismatch. The source has moved on since the snapshot
+            # on a live target, so on a busy one this may also list rows written since.
+            mismatched = [x for x in result.tables if not x.match and x.restored_rows is not None]
+            if mismatched:
+                with psycopg.connect(url.reveal(), connect_timeout=10, autocommit=True) as s2:
+                    s2.execute("SET default_transaction_read_only = on")
+                    for x in mismatched:
+                        x.differing_rows = rowdiff.locate(s2, r, x.table).describe()
         result.timings_s["verify"] = round(time.monotonic() - t, 3)
         result.source_hash = canon.document_hash({x.table: x.source_sha256 for x in result.tables})
         result.restored_hash = canon.document_hash(

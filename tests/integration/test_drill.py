@@ -64,6 +64,7 @@ def test_lost_rows_after_restore_are_named(sandbox: Sandbox) -> None:
     assert len(result.problems) == 1
     assert result.problems[0].startswith("kb_edges: source 436 rows")
     assert "restored 435 rows" in result.problems[0]
+    assert "1 missing from the copy (id: 1)" in result.problems[0]
     assert result.source_hash != result.restored_hash
     assert scratch_dbs(sandbox) == []
 
