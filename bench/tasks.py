@@ -74,8 +74,18 @@ def parse_and_copy(args: dict[str, Any]) -> dict[str, Any]:
     return {"items": items, "bytes": size}
 
 
+def opsgate_rowdiff(args: dict[str, Any]) -> dict[str, Any]:
+    from opsgate import rowdiff
+
+    with psycopg.connect(args["a"], autocommit=True) as a, \
+            psycopg.connect(args["b"], autocommit=True) as b:
+        diff = rowdiff.locate(a, b, args["table"])
+    return {"changed": [k[0] for k in diff.changed], "only_in_a": len(diff.only_in_a),
+            "only_in_b": len(diff.only_in_b), "buckets_differing": diff.buckets_differing}
+
+
 TASKS = {f.__name__: f for f in (opsgate_hash, psycopg_copy_hash, opsgate_drill, opsgate_drift,
-                                 parse_and_copy)}
+                                 parse_and_copy, opsgate_rowdiff)}
 
 if __name__ == "__main__":
     t = time.monotonic()

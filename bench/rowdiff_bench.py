@@ -1,0 +1,87 @@
+"""Locating 10 changed rows between two 1M-row tables on two databases: opsgate's row
+diff against reladiff (if installed in its own environment; pass --reladiff PATH).
+
+    python -m bench.rowdiff_bench [--rows 1000000] [--reps 3] [--reladiff /path/to/reladiff]
+
+Integer keys, because reladiff bisects numeric key ranges; the table is shaped like
+kb_entities (a title, a summary of realistic length, a float and a timestamp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from datetime import UTC, datetime
+from typing import Any
+
+from bench.run import RESULTS, measure
+from opsgate.embedded import EmbeddedPostgres
+
+CHANGED = (11, 98_765, 123_457, 250_001, 333_333, 500_000, 611_111, 777_777, 888_888, 999_999)
+
+
+def build(pg: EmbeddedPostgres, rows: int) -> tuple[str, str]:
+    urls = []
+    for name in ("rd_source", "rd_restore"):
+        url = pg.create_database(name)
+        with pg.connect(name, autocommit=True) as conn:
+            conn.execute("CREATE TABLE things (id bigint PRIMARY KEY, title text, summary text, "
+                         "score double precision, updated_at timestamptz)")
+            conn.execute(
+                "INSERT INTO things SELECT g, 'title ' || g, repeat(md5(g::text), 6), g / 7.0, "
+                "'2026-01-01'::timestamptz + g * interval '1 second' "
+                "FROM generate_series(1, %s) g", (rows,))
+            conn.execute("VACUUM ANALYZE things")
+        urls.append(url.reveal())
+    with pg.connect("rd_restore", autocommit=True) as conn:
+        conn.execute("UPDATE things SET title = title || ' (doctored)' WHERE id = ANY(%s)",
+                     (list(CHANGED),))
+    return urls[0], urls[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reladiff", default=None)
+    args = p.parse_args()
+    with EmbeddedPostgres() as pg:
+        a, b = build(pg, args.rows)
+        env = dict(os.environ)
+        ours = [measure(["python", "-m", "bench.tasks", "opsgate_rowdiff",
+                         json.dumps({"a": a, "b": b, "table": "things"})], env)
+                for _ in range(args.reps)]
+        found = ours[-1]["out"]["changed"]
+        assert sorted(found) == sorted(c for c in CHANGED if c <= args.rows), found
+        rows: list[dict[str, Any]] = [{"tool": "opsgate rowdiff.locate", "runs": ours}]
+        if args.reladiff:
+            theirs = [measure([args.reladiff, a, "things", b, "things", "-k", "id", "-c", "title",
+                               "-c", "summary", "-c", "score", "-c", "updated_at"], env)
+                      for _ in range(args.reps)]
+            rows.append({"tool": "reladiff (hashdiff, cross-database)", "runs": theirs})
+    out = {"rows": args.rows, "changed": len(CHANGED), "results": []}
+    for r in rows:
+        walls = [x["wall_s"] for x in r["runs"]]
+        out["results"].append({"tool": r["tool"], "median_s": statistics.median(walls),
+                               "min_s": min(walls), "max_s": max(walls),
+                               "rss_mib": max(x["rss_mib"] for x in r["runs"])})
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stamp}-rowdiff-{args.rows}.json").write_text(json.dumps(out, indent=2))
+    lines = [f"## Locating {len(CHANGED)} changed rows in {args.rows:,}-row tables", "",
+             "| tool | median s | min–max s | client RSS MiB |", "|---|---|---|---|"]
+    for r in out["results"]:
+        lines.append(f"| {r['tool']} | {r['median_s']:.2f} | {r['min_s']:.2f}–{r['max_s']:.2f} "
+                     f"| {r['rss_mib']:.0f} |")
+    if len(out["results"]) == 2:
+        ratio = out["results"][0]["median_s"] / out["results"][1]["median_s"]
+        lines.append(f"\nRatio opsgate/reladiff: {ratio:.2f}x (target <= 0.5x: "
+                     f"{'met' if ratio <= 0.5 else 'missed'}).")
+    (RESULTS / "rowdiff.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
