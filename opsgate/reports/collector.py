@@ -66,7 +66,12 @@ def start_run(config: pytest.Config, state: Any) -> RunCollector:
     while run_dir.exists():
         n += 1
         run_dir = runs / f"{name}-{n}"
-    (run_dir / "allure-results").mkdir(parents=True)
+    try:
+        (run_dir / "allure-results").mkdir(parents=True)
+    except OSError as exc:
+        raise pytest.UsageError(
+            f"opsgate: cannot create the run's reports in {runs} ({exc.strerror}); "
+            "pass --reports-dir DIR or --no-reports") from None
     if not config.option.xmlpath:
         config.option.xmlpath = str(run_dir / "junit.xml")
     if not getattr(config.option, "allure_report_dir", None):

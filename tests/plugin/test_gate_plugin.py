@@ -216,3 +216,29 @@ def test_no_secret_in_output_of_a_failing_run(
     assert "login failed with ***" in everything  # the message is still useful
     for canary in ("canary-admin-7f3a91", "canary-token-0c44e2", "canary-dbpw-55d1b0"):
         assert canary not in everything, f"secret {canary[:10]}... leaked"
+
+
+def test_unwritable_reports_dir_is_a_usage_error(gate: pytest.Pytester, clean_env: pytest.MonkeyPatch) -> None:
+    _set(clean_env, FULL_ENV)
+    blocker = gate.path / "not-a-dir"
+    blocker.write_text("a file where the reports folder should be")
+    result = gate.runpytest(f"--reports-dir={blocker}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*cannot create the run's reports*--no-reports*"])
+
+
+def test_reports_are_written_for_a_failing_run_and_named(gate: pytest.Pytester, clean_env: pytest.MonkeyPatch) -> None:
+    _set(clean_env, FULL_ENV)
+    (gate.path / "checks" / "test_all.py").write_text(
+        "import pytest\n@pytest.mark.preflight\ndef test_preflight():\n    assert 1 == 2, 'boom'\n")
+    clean_env.setenv("RUN_OPS_PARITY", "false")
+    clean_env.setenv("RUN_OPS_LEDGER", "false")
+    result = gate.runpytest()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["opsgate: reports in *reports/runs/*_127.0.0.1"])
+    import json
+    (run_dir,) = (gate.path / "reports" / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["verdict"] == "failed"
+    (check,) = [c for c in summary["checks"] if c["marker"] == "preflight"]
+    assert check["tests"][0]["message"].startswith("AssertionError: boom")
