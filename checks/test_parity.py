@@ -15,6 +15,7 @@ import pytest
 from opsgate import contracts, http
 from opsgate.config import Settings
 from opsgate.evidence import bounded, count_lines, set_diff
+from opsgate.schema import OVERVIEW_COUNTS
 
 pytestmark = pytest.mark.parity
 
@@ -163,10 +164,7 @@ def test_admin_overview_counts_match_the_database(
     found = contracts.problems("admin-overview", body)
     assert not found, "admin overview does not match the contract: " + "; ".join(found)
     db: dict[str, int] = {}
-    for label, table in (("nodes", "kb_entities"), ("edges", "kb_edges"),
-                         ("admin_content_state", "admin_content_state"),
-                         ("admin_history", "admin_history"),
-                         ("admin_migrations", "admin_migrations")):
+    for label, table in OVERVIEW_COUNTS:
         row = target_db.execute(f"SELECT count(*) FROM {table}").fetchone()
         db[label] = int(row[0]) if row else 0
     evidence["overview"] = body

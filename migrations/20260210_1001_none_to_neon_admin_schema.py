@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from opsgate.migrate import MigrationContext, Plan
-from opsgate.schema import ADMIN_DDL, ADMIN_TABLES, missing_columns
+from opsgate.migrate import MigrationContext, Plan, ddl
+from opsgate.schema import ADMIN_DDL, ADMIN_TABLES
 
 SOURCE = "none"
 TARGET = "neon"
@@ -16,17 +16,12 @@ def preconditions(ctx: MigrationContext) -> list[str]:
 
 
 def plan(ctx: MigrationContext) -> Plan:
-    existing = [t for t in ADMIN_TABLES if ctx.table_exists(t)]
-    return Plan(payload={"ddl": list(ADMIN_DDL)},
-                source_counts={"statements": len(ADMIN_DDL), "tables_existing": len(existing)})
+    return ddl.plan(ctx, ADMIN_DDL, ADMIN_TABLES)
 
 
 def apply(ctx: MigrationContext, plan: Plan) -> None:
-    for statement in ADMIN_DDL:
-        ctx.conn.execute(statement)
+    ddl.apply(ctx, ADMIN_DDL)
 
 
 def verify(ctx: MigrationContext, plan: Plan) -> list[str]:
-    return [f"missing after apply: {m}" for m in missing_columns(ctx.conn, ADMIN_TABLES)]
-
-
+    return ddl.verify(ctx, ADMIN_TABLES)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from opsgate.migrate import MigrationContext, Plan
-from opsgate.schema import KB_DDL, KB_TABLES, missing_columns
+from opsgate.migrate import MigrationContext, Plan, ddl
+from opsgate.schema import KB_DDL, KB_TABLES
 
 SOURCE = "none"
 TARGET = "neon"
@@ -16,15 +16,12 @@ def preconditions(ctx: MigrationContext) -> list[str]:
 
 
 def plan(ctx: MigrationContext) -> Plan:
-    existing = [t for t in KB_TABLES if ctx.table_exists(t)]
-    return Plan(payload={"ddl": list(KB_DDL)},
-                source_counts={"statements": len(KB_DDL), "tables_existing": len(existing)})
+    return ddl.plan(ctx, KB_DDL, KB_TABLES)
 
 
 def apply(ctx: MigrationContext, plan: Plan) -> None:
-    for statement in KB_DDL:
-        ctx.conn.execute(statement)
+    ddl.apply(ctx, KB_DDL)
 
 
 def verify(ctx: MigrationContext, plan: Plan) -> list[str]:
-    return [f"missing after apply: {m}" for m in missing_columns(ctx.conn, KB_TABLES)]
+    return ddl.verify(ctx, KB_TABLES)

@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from . import kb
+from .schema import OVERVIEW_COUNTS
 from .secrets import Secret
 
 SESSION_COOKIE = "opsgate_admin_session"
@@ -140,10 +141,7 @@ def create_app(database_url: Secret, admin_password: Secret, faults: Faults | No
             return bad
         with connect() as conn:
             counts = {}
-            for label, table in (("nodes", "kb_entities"), ("edges", "kb_edges"),
-                                 ("admin_content_state", "admin_content_state"),
-                                 ("admin_history", "admin_history"),
-                                 ("admin_migrations", "admin_migrations")):
+            for label, table in OVERVIEW_COUNTS:
                 row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
                 counts[label] = int(row[0]) if row else 0
         if "overview-count-off-by-one" in faults.active:

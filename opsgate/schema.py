@@ -6,6 +6,10 @@ tables cascade on delete so a backfill can replace the graph in one statement.
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
+
 from .migrate.ledger import LEDGER_DDL
 
 ADMIN_TABLES = ("admin_content_state", "admin_history", "admin_migrations")
@@ -14,6 +18,13 @@ KB_TABLES = (
     "kb_workflows", "kb_workflow_steps", "kb_provenance_runs", "kb_entity_sources",
 )
 CONTRACT_TABLES = ADMIN_TABLES + KB_TABLES
+
+#: The admin overview's counts (DESIGN.md: GET /api/admin/overview) and their tables.
+OVERVIEW_COUNTS: tuple[tuple[str, str], ...] = (
+    ("nodes", "kb_entities"), ("edges", "kb_edges"),
+    ("admin_content_state", "admin_content_state"), ("admin_history", "admin_history"),
+    ("admin_migrations", "admin_migrations"),
+)
 
 ADMIN_DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS admin_content_state (
@@ -132,11 +143,8 @@ CONTRACT_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-def missing_columns(conn: object, tables: tuple[str, ...]) -> list[str]:
+def missing_columns(conn: psycopg.Connection[Any], tables: tuple[str, ...]) -> list[str]:
     """'table' or 'table.column' for everything of the contract the database lacks."""
-    import psycopg
-
-    assert isinstance(conn, psycopg.Connection)
     cur = conn.execute(
         "SELECT table_name, column_name FROM information_schema.columns "
         "WHERE table_schema = 'public' AND table_name = ANY(%s)", (list(tables),)

@@ -18,11 +18,6 @@ PREFIX = "admin/"
 SELECTION = "blob_fallback or parity or ledger or preflight"
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox.start() as sb:
-        yield sb
-
 
 @pytest.fixture
 def sb(sandbox: Sandbox) -> Iterator[Sandbox]:

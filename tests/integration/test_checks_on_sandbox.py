@@ -21,11 +21,6 @@ from tests.gate_helpers import ROOT, clean_env, run_gate
 ALL_FOUR = "preflight or parity or ledger or health"
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox.start() as sb:
-        yield sb
-
 
 @pytest.fixture
 def clean(sandbox: Sandbox) -> Iterator[Sandbox]:

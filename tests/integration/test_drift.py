@@ -20,11 +20,6 @@ from tests.gate_helpers import clean_env, run_gate
 FIXTURE = json.loads(FIXTURE_PAYLOAD.read_text())
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox.start() as sb:
-        yield sb
-
 
 @pytest.fixture
 def ro(sandbox: Sandbox) -> Iterator[psycopg.Connection[Any]]:

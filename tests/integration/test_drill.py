@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -18,12 +17,6 @@ from opsgate.sandbox import Sandbox
 from opsgate.schema import CONTRACT_TABLES
 from opsgate.secrets import SecretUrl
 from tests.migration_helpers import db_fingerprint
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox.start() as sb:
-        yield sb
 
 
 def settings_for(sb: Sandbox, **extra: str) -> Settings:

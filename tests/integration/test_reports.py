@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
@@ -23,16 +22,23 @@ from tests.gate_helpers import ROOT, clean_env, run_gate
 ALL = "preflight or parity or ledger or health or neon_drill or blob_fallback or knowledge_drift"
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox.start() as sb:
-        yield sb
-
 
 def only_run_dir(reports: Path) -> Path:
     runs = sorted((reports / "runs").iterdir())
     assert len(runs) == 1, runs
     return runs[0]
+
+
+def run_with_fault(sandbox: Sandbox, tmp_path: Path, fault: str) -> Path:
+    """Run the default gate with one fault on; returns the run's report directory."""
+    sandbox.faults.set(fault)
+    try:
+        reports = tmp_path / "reports"
+        run_gate(tmp_path, f"--env-file={sandbox.env_file}", f"--reports-dir={reports}",
+                 env=clean_env())
+    finally:
+        sandbox.faults.clear()
+    return only_run_dir(reports)
 
 
 def test_a_gate_run_writes_all_five_artefacts(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -195,14 +201,7 @@ def _chromium() -> str | None:
 @pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (CI installs it)")
 def test_report_html_renders_in_headless_chromium(sandbox: Sandbox, tmp_path: Path,
                                                   request: pytest.FixtureRequest) -> None:
-    sandbox.faults.set("api-dangling-edge")
-    try:
-        reports = tmp_path / "reports"
-        run_gate(tmp_path, f"--env-file={sandbox.env_file}", f"--reports-dir={reports}",
-                 env=clean_env())
-    finally:
-        sandbox.faults.clear()
-    page = only_run_dir(reports) / "report.html"
+    page = run_with_fault(sandbox, tmp_path, "api-dangling-edge") / "report.html"
     browser = _chromium()
     assert browser is not None
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -227,14 +226,7 @@ def test_report_html_renders_in_headless_chromium(sandbox: Sandbox, tmp_path: Pa
 @pytest.mark.skipif(shutil.which("npm") is None or shutil.which("node") is None,
                     reason="Node.js and npm are needed for Allure 3 (opsgate does not need them)")
 def test_allure3_generates_a_report_from_the_results(sandbox: Sandbox, tmp_path: Path) -> None:
-    sandbox.faults.set("api-build-as-note")
-    try:
-        reports = tmp_path / "reports"
-        run_gate(tmp_path, f"--env-file={sandbox.env_file}", f"--reports-dir={reports}",
-                 env=clean_env())
-    finally:
-        sandbox.faults.clear()
-    results = only_run_dir(reports) / "allure-results"
+    results = run_with_fault(sandbox, tmp_path, "api-build-as-note") / "allure-results"
     tool = tmp_path / "allure-tool"
     tool.mkdir()
     (tool / "package.json").write_text('{"name": "allure-probe", "private": true}')

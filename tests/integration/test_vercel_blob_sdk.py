@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,11 +66,6 @@ def sdk_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "probe.mjs").write_text(SDK_SCRIPT)
     return folder
 
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox.start() as sb:
-        yield sb
 
 
 def run_sdk(sdk_dir: Path, sb: Sandbox, files: dict[str, bytes]) -> dict[str, object]:
