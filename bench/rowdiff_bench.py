@@ -49,9 +49,9 @@ def main() -> None:
     args = p.parse_args()
     with EmbeddedPostgres() as pg:
         a, b = build(pg, args.rows)
-        env = dict(os.environ)
+        env = dict(os.environ, BENCH_URL=a, BENCH_URL_B=b)
         ours = [measure(["python", "-m", "bench.tasks", "opsgate_rowdiff",
-                         json.dumps({"a": a, "b": b, "table": "things"})], env)
+                         json.dumps({"table": "things"})], env)
                 for _ in range(args.reps)]
         found = ours[-1]["out"]["changed"]
         assert sorted(found) == sorted(c for c in CHANGED if c <= args.rows), found

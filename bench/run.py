@@ -92,8 +92,13 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]
     return {"wall_s": wall, "rss_mib": rss_kib / 1024, "out": parsed}
 
 
-def task(name: str, args: dict[str, Any]) -> list[str]:
-    return [sys.executable, "-m", "bench.tasks", name, json.dumps(args)]
+def task(name: str, args: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """A bench task command and its environment: URLs travel in BENCH_URL/BENCH_URL_B."""
+    env = dict(os.environ)
+    for key, var in (("url", "BENCH_URL"), ("a", "BENCH_URL"), ("b", "BENCH_URL_B")):
+        if key in args:
+            env[var] = str(args.pop(key))
+    return [sys.executable, "-m", "bench.tasks", name, json.dumps(args)], env
 
 
 def shell(script: str, env: dict[str, str]) -> list[str]:
@@ -131,18 +136,18 @@ def bench_scale(scale: int, n: int) -> dict[str, Any]:
                                "database_bytes": size, "comparisons": []}
 
         hash_ours = reps("opsgate canon-v1 table hash",
-                         lambda: (task("opsgate_hash", {"url": url, "table": "kb_entities"}),),
+                         lambda: task("opsgate_hash", {"url": url, "table": "kb_entities"}),
                          n)
         hash_psql = reps("psql COPY \\| sha256sum", lambda: (shell(
             f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} {sets} "
             f"-c {shlex.quote(query)} | sha256sum", pg_env), pg_env), n)
-        hash_py = reps("psycopg COPY into hashlib", lambda: (task("psycopg_copy_hash", {
-            "url": url, "query": query, "settings": list(canon.TABLE_SESSION_SETTINGS)}),), n)
+        hash_py = reps("psycopg COPY into hashlib", lambda: task("psycopg_copy_hash", {
+            "url": url, "query": query, "settings": list(canon.TABLE_SESSION_SETTINGS)}), n)
         out["comparisons"].append({"what": "hash kb_entities", "ours": hash_ours,
                                    "baselines": [hash_psql, hash_py], "target_ratio": 1.05})
 
-        drill_ours = reps("opsgate drill", lambda: (task("opsgate_drill", {
-            "url": url, "bindir": bindir}),), n)
+        drill_ours = reps("opsgate drill", lambda: task("opsgate_drill", {
+            "url": url, "bindir": bindir}), n)
         tables = ["admin_content_state", "admin_history", "admin_migrations", "kb_entities",
                   "kb_entity_tags", "kb_edges", "kb_media_objects", "kb_media_derivatives",
                   "kb_workflows", "kb_workflow_steps", "kb_provenance_runs",
@@ -173,10 +178,10 @@ def bench_scale(scale: int, n: int) -> dict[str, Any]:
                                    "baselines": [drill_hand], "target_ratio": 0.8})
 
         if sb.payload_file is not None and scale <= 200_000:
-            drift_ours = reps("opsgate knowledge drift", lambda: (task("opsgate_drift", {
-                "url": url, "payload": str(sb.payload_file)}),), n)
-            drift_base = reps("parse payload + COPY kb tables", lambda: (task("parse_and_copy", {
-                "url": url, "payload": str(sb.payload_file)}),), n)
+            drift_ours = reps("opsgate knowledge drift", lambda: task("opsgate_drift", {
+                "url": url, "payload": str(sb.payload_file)}), n)
+            drift_base = reps("parse payload + COPY kb tables", lambda: task("parse_and_copy", {
+                "url": url, "payload": str(sb.payload_file)}), n)
             out["comparisons"].append({"what": "knowledge drift", "ours": drift_ours,
                                        "baselines": [drift_base], "target_ratio": 1.5})
         return out

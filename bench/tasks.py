@@ -1,12 +1,15 @@
 """One measured task per process, so peak RSS is the task's own (bench/run.py).
 
 Usage: python -m bench.tasks TASK JSON_ARGS ; prints one JSON line with the result.
+Connection URLs come from the environment (BENCH_URL, BENCH_URL_B), never the command
+line, where any user of the machine could read their passwords.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -17,7 +20,7 @@ import psycopg
 def opsgate_hash(args: dict[str, Any]) -> dict[str, Any]:
     from opsgate import canon
 
-    with psycopg.connect(args["url"], autocommit=True) as conn:
+    with psycopg.connect(os.environ["BENCH_URL"], autocommit=True) as conn:
         h = canon.table_hash(conn, args["table"])
     return {"sha256": h.sha256, "rows": h.rows}
 
@@ -25,7 +28,7 @@ def opsgate_hash(args: dict[str, Any]) -> dict[str, Any]:
 def psycopg_copy_hash(args: dict[str, Any]) -> dict[str, Any]:
     """The bare baseline: one COPY statement streamed into hashlib, nothing else."""
     digest = hashlib.sha256()
-    with psycopg.connect(args["url"], autocommit=True) as conn:
+    with psycopg.connect(os.environ["BENCH_URL"], autocommit=True) as conn:
         for k, v in args["settings"]:
             conn.execute(f"SET {k} = '{v}'")
         with conn.cursor() as cur, cur.copy(args["query"]) as cp:
@@ -38,7 +41,7 @@ def opsgate_drill(args: dict[str, Any]) -> dict[str, Any]:
     from opsgate.config import Settings
     from opsgate.drill import run_drill
 
-    result = run_drill(Settings.load(environ={"DATABASE_URL": args["url"],
+    result = run_drill(Settings.load(environ={"DATABASE_URL": os.environ["BENCH_URL"],
                                               "OPSGATE_PG_BINDIR": args["bindir"]}))
     return {"problems": result.problems, "timings_s": result.timings_s,
             "archive_bytes": result.archive_bytes}
@@ -47,7 +50,7 @@ def opsgate_drill(args: dict[str, Any]) -> dict[str, Any]:
 def opsgate_drift(args: dict[str, Any]) -> dict[str, Any]:
     from opsgate.drift import compare, payload_from_file
 
-    with psycopg.connect(args["url"], autocommit=True) as conn:
+    with psycopg.connect(os.environ["BENCH_URL"], autocommit=True) as conn:
         result = compare(payload_from_file(args["payload"]), conn, "file")
     return {"drifted": result.drifted, "nodes": result.payload.nodes,
             "edges": result.payload.edges, "timings_s": result.timings_s}
@@ -65,7 +68,7 @@ def parse_and_copy(args: dict[str, Any]) -> dict[str, Any]:
         for _ in ijson.items(f, "edges.item", use_float=True):
             items += 1
     size = 0
-    with psycopg.connect(args["url"], autocommit=True) as conn:
+    with psycopg.connect(os.environ["BENCH_URL"], autocommit=True) as conn:
         for table in ("kb_entities", "kb_entity_tags", "kb_edges", "kb_media_objects",
                       "kb_media_derivatives", "kb_entity_sources"):
             with conn.cursor() as cur, cur.copy(f"COPY {table} TO STDOUT") as cp:
@@ -77,8 +80,8 @@ def parse_and_copy(args: dict[str, Any]) -> dict[str, Any]:
 def opsgate_rowdiff(args: dict[str, Any]) -> dict[str, Any]:
     from opsgate import rowdiff
 
-    with psycopg.connect(args["a"], autocommit=True) as a, \
-            psycopg.connect(args["b"], autocommit=True) as b:
+    with psycopg.connect(os.environ["BENCH_URL"], autocommit=True) as a, \
+            psycopg.connect(os.environ["BENCH_URL_B"], autocommit=True) as b:
         diff = rowdiff.locate(a, b, args["table"])
     return {"changed": [k[0] for k in diff.changed], "only_in_a": len(diff.only_in_a),
             "only_in_b": len(diff.only_in_b), "buckets_differing": diff.buckets_differing}

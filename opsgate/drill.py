@@ -153,6 +153,28 @@ def _relations_in(conn: psycopg.Connection[Any]) -> list[str]:
         "AND c.relkind IN ('r', 'p', 'v', 'm', 'S') LIMIT 5")]
 
 
+def _hash_all(target: SecretUrl, tables: list[str], workers: int = 2
+              ) -> dict[str, canon.TableHash]:
+    """canon-v1 hashes of ``tables`` on ``target`` over ``workers`` read-only connections,
+    largest tables first so the two streams finish together."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with psycopg.connect(target.reveal(), connect_timeout=10, autocommit=True) as probe:
+        present = set(_table_list(probe))
+        sizes: dict[str, int] = dict(probe.execute(
+            "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
+            "WHERE relname = ANY(%s) AND relkind = 'r'", (tables,)).fetchall())
+    todo = sorted((t for t in tables if t in present), key=lambda t: -int(sizes.get(t, 0)))
+
+    def one(table: str) -> canon.TableHash:
+        with psycopg.connect(target.reveal(), connect_timeout=10, autocommit=True) as conn:
+            conn.execute("SET default_transaction_read_only = on")
+            return canon.table_hash(conn, table)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="opsgate-verify") as pool:
+        return {h.table: h for h in pool.map(one, todo)}
+
+
 def scratch_name() -> str:
     worker = re.sub(r"[^a-z0-9]", "", os.environ.get("PYTEST_XDIST_WORKER", "main").lower())
     return f"opsgate_drill_{os.getpid()}_{worker}_{secrets.token_hex(4)}"
@@ -237,63 +259,71 @@ def run_drill(
                              "the drill never overwrites an archive")
         result.archive_kept = settings.backup_output_path is not None
         result.archive_path = str(archive)
-        dump_error: list[BaseException] = []
+        pipeline_error: list[BaseException] = []
+        dumped = threading.Event()  # the snapshot must live until pg_dump has finished
 
-        def dump() -> None:
+        def dump_then_restore() -> None:
+            """pg_dump joins the snapshot; as soon as it is done the restore starts,
+            while the main thread is still hashing the source in the same snapshot."""
             try:
-                _run_tool([str(tools.tool("pg_dump")), "--format=directory",
-                           f"--jobs={DUMP_JOBS}", "--compress=0", f"--snapshot={snapshot}",
-                           "--no-owner", "--no-privileges", f"--file={archive}",
-                           f"--dbname={_no_password(url)}"],
-                          "pg_dump", redact, _tool_env(url))
+                t_dump = time.monotonic()
+                try:
+                    _run_tool([str(tools.tool("pg_dump")), "--format=directory",
+                               f"--jobs={DUMP_JOBS}", "--compress=0", f"--snapshot={snapshot}",
+                               "--no-owner", "--no-privileges", f"--file={archive}",
+                               f"--dbname={_no_password(url)}"],
+                              "pg_dump", redact, _tool_env(url))
+                finally:
+                    dumped.set()
+                result.timings_s["dump"] = round(time.monotonic() - t_dump, 3)
+                result.archive_bytes = sum(p.stat().st_size for p in archive.rglob("*")
+                                           if p.is_file())
+                if after_dump is not None:
+                    after_dump(archive)
+                t_restore = time.monotonic()
+                _run_tool([str(tools.tool("pg_restore")), f"--jobs={DUMP_JOBS}",
+                           "--no-owner", "--no-privileges", "--exit-on-error",
+                           f"--dbname={_no_password(target)}", str(archive)],
+                          "pg_restore", redact, _tool_env(target))
+                result.timings_s["restore"] = round(time.monotonic() - t_restore, 3)
             except BaseException as exc:  # reported on the main thread
-                dump_error.append(exc)
+                pipeline_error.append(exc)
 
         t = time.monotonic()
-        with allure.step(f"dump (pg_dump --snapshot, {DUMP_JOBS} jobs) and hash the source"):
-            dumper = threading.Thread(target=dump, name="opsgate-pg-dump")
-            dumper.start()
+        worker = threading.Thread(target=dump_then_restore, name="opsgate-dump-restore")
+        worker.start()
+        # Allure steps belong to the test's thread, so the step spans the whole pipeline.
+        with allure.step(f"dump and restore ({DUMP_JOBS} jobs each) while hashing the source "
+                         f"in the dump's snapshot; restore into {target.masked}"):
             try:
                 source_hashes = {tbl: canon.table_hash(src, tbl) for tbl in tables}
                 result.timings_s["hash_source"] = round(time.monotonic() - t, 3)
+                dumped.wait()
+                src.execute("COMMIT")
             finally:
-                dumper.join()
-            result.timings_s["dump"] = round(time.monotonic() - t, 3)
-            src.execute("COMMIT")
-        if dump_error:
-            raise dump_error[0]
-        result.archive_bytes = sum(p.stat().st_size for p in archive.rglob("*") if p.is_file())
-        if after_dump is not None:
-            after_dump(archive)
-
-        # -- restore ---------------------------------------------------------------
-        t = time.monotonic()
-        with allure.step(f"restore (pg_restore into {target.masked})"):
-            _run_tool([str(tools.tool("pg_restore")), f"--jobs={DUMP_JOBS}", "--no-owner",
-                       "--no-privileges", "--exit-on-error", f"--dbname={_no_password(target)}",
-                       str(archive)], "pg_restore", redact, _tool_env(target))
-        result.timings_s["restore"] = round(time.monotonic() - t, 3)
+                dumped.wait()
+                worker.join()
+        result.timings_s["dump_restore_and_source_hash"] = round(time.monotonic() - t, 3)
+        if pipeline_error:
+            raise pipeline_error[0]
         if before_verify is not None:
             before_verify(target)
 
-        # -- verify ----------------------------------------------------------------
+        # -- verify: the restored copy, two tables at a time --------------------------
         t = time.monotonic()
-        with allure.step("verify: canon-v1 hash of every table, source vs restored"), \
-                psycopg.connect(target.reveal(), connect_timeout=10, autocommit=True) as r:
-            r.execute("SET default_transaction_read_only = on")
-            restored_tables = set(_table_list(r))
+        with allure.step("verify: canon-v1 hash of every table, source vs restored"):
+            restored = _hash_all(target, tables)
             for tbl in tables:
-                sh = source_hashes[tbl]
-                if tbl in restored_tables:
-                    rh = canon.table_hash(r, tbl)
-                    result.tables.append(TableResult(tbl, sh.rows, rh.rows, sh.sha256, rh.sha256))
-                else:
-                    result.tables.append(TableResult(tbl, sh.rows, None, sh.sha256, None))
+                sh, rh = source_hashes[tbl], restored.get(tbl)
+                result.tables.append(TableResult(tbl, sh.rows, rh.rows if rh else None,
+                                                 sh.sha256, rh.sha256 if rh else None))
             # Name the rows behind a mismatch. The source has moved on since the snapshot
             # on a live target, so on a busy one this may also list rows written since.
             mismatched = [x for x in result.tables if not x.match and x.restored_rows is not None]
             if mismatched:
-                with psycopg.connect(url.reveal(), connect_timeout=10, autocommit=True) as s2:
+                with psycopg.connect(url.reveal(), connect_timeout=10, autocommit=True) as s2, \
+                        psycopg.connect(target.reveal(), connect_timeout=10,
+                                        autocommit=True) as r:
                     s2.execute("SET default_transaction_read_only = on")
                     for x in mismatched:
                         x.differing_rows = rowdiff.locate(s2, r, x.table).describe()

@@ -76,8 +76,9 @@ def test_a_gate_run_writes_all_five_artefacts(sandbox: Sandbox, tmp_path: Path) 
     assert "marker.expression=" in props and "server.version=" in props
     drill_results = [json.loads(p.read_text()) for p in results]
     drill = next(r for r in drill_results if r["name"] == "test_backup_restores_to_identical_tables")
-    assert [s["name"] for s in drill["steps"]][:1] == [
-        "dump (pg_dump --snapshot, 2 jobs) and hash the source"]
+    steps = [s["name"] for s in drill["steps"]]
+    assert steps[0].startswith("dump and restore (2 jobs each) while hashing the source")
+    assert steps[1] == "verify: canon-v1 hash of every table, source vs restored"
     assert any(a["name"] == "evidence" for a in drill["attachments"])
 
     record = (d / "drill-record.md").read_text()
