@@ -283,6 +283,7 @@ def table_hash(conn: Connection[Any], table: str, schema: str = "public") -> Tab
     return TableHash(table, digest.hexdigest(), rows, size, columns, order_by)
 
 
-def combined_hash(hashes: Iterable[TableHash]) -> str:
-    """One hash over many tables: canon-v1 document hash of {table: sha256}."""
-    return document_hash({h.table: h.sha256 for h in hashes})
+def combined_hash(hashes: Mapping[str, str | None]) -> str:
+    """One hash over many tables: canon-v1 document hash of {table: sha256} (null for a
+    table that is missing on that side)."""
+    return document_hash(dict(hashes))

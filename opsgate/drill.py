@@ -328,8 +328,8 @@ def run_drill(
                     for x in mismatched:
                         x.differing_rows = rowdiff.locate(s2, r, x.table).describe()
         result.timings_s["verify"] = round(time.monotonic() - t, 3)
-        result.source_hash = canon.document_hash({x.table: x.source_sha256 for x in result.tables})
-        result.restored_hash = canon.document_hash(
+        result.source_hash = canon.combined_hash({x.table: x.source_sha256 for x in result.tables})
+        result.restored_hash = canon.combined_hash(
             {x.table: x.restored_sha256 for x in result.tables})
         return result
     finally:

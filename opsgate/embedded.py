@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -279,17 +278,6 @@ class EmbeddedPostgres:
                 psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name))
             )
         return self.url(name)
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with self.connect(connect_timeout=2):
-                    return
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
 
     def __repr__(self) -> str:
         where = self.url().masked if self.port else "not started"

@@ -5,12 +5,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 from ..errors import ConfigError
 
@@ -59,10 +57,6 @@ class MigrationScript:
                 f"{self.source} -> {self.target}"
             )
         return module
-
-    def step(self, module: ModuleType, name: str) -> Callable[..., Any]:
-        fn: Callable[..., Any] = getattr(module, name)
-        return fn
 
 
 def parse_name(stem: str) -> re.Match[str]:
