@@ -26,7 +26,7 @@ import psycopg
 import rfc8785
 
 from . import canon, contracts, kb
-from .errors import OpsgateError
+from .errors import OpsgateError, first_line
 from .evidence import MAX_EXAMPLES
 from .extsort import external_sorted
 
@@ -165,12 +165,6 @@ def kb_graph_hash(conn: psycopg.Connection[Any]) -> str:
     return h.hexdigest()
 
 
-def _first_line(exc: BaseException) -> str:
-    """The parser's message without its multi-line caret drawing."""
-    lines = str(exc).strip().splitlines()
-    return lines[0].strip() if lines else type(exc).__name__
-
-
 def _show(example: Any) -> str:
     if isinstance(example, dict) and "fields" in example:
         return f"{example['key']} ({', '.join(example['fields'])})"
@@ -200,7 +194,7 @@ class PayloadReader:
         try:
             yield from ijson.items(handle, prefix, use_float=True)
         except ijson.JSONError as exc:
-            raise DriftInputError(f"{self.label}: not valid JSON ({_first_line(exc)})") from None
+            raise self._not_json(exc) from None
         finally:
             handle.close()
 
@@ -221,6 +215,9 @@ class PayloadReader:
             counts["nodes"] += 1
         return full.hexdigest(), graph.hexdigest(), counts
 
+    def _not_json(self, exc: BaseException) -> DriftInputError:
+        return DriftInputError(f"{self.label}: not valid JSON ({first_line(exc)[:300]})")
+
     def header(self) -> dict[str, Any]:
         handle: IO[bytes] = self._open()
         found: dict[str, Any] = {}
@@ -237,7 +234,7 @@ class PayloadReader:
                 elif prefix in ("nodes", "edges") and event == "start_array":
                     found["_" + prefix] = True
         except ijson.JSONError as exc:
-            raise DriftInputError(f"{self.label}: not valid JSON ({_first_line(exc)})") from None
+            raise self._not_json(exc) from None
         finally:
             handle.close()
         missing = [k for k in ("version", "generatedAt", "domains") if k not in found]

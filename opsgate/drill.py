@@ -30,7 +30,7 @@ from psycopg import sql
 
 from . import canon, rowdiff
 from .config import Settings
-from .errors import OpsgateError, PostgresUnavailableError
+from .errors import OpsgateError, PostgresUnavailableError, first_line
 from .pgtools import PgBinaries, find_client_tools
 from .schema import CONTRACT_TABLES
 from .secrets import SecretUrl
@@ -109,7 +109,8 @@ def _with_db(url: str, dbname: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
 
 
-def _first_line(text: str) -> str:
+def _last_line(text: str) -> str:
+    """A tool's verdict: pg_dump and pg_restore end their stderr with the error itself."""
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1][:300] if lines else ""
 
@@ -119,7 +120,7 @@ def _run_tool(args: list[str], what: str, redact: Callable[[str], str], env: dic
     proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise DrillError(f"{what} failed (exit {proc.returncode}): "
-                         f"{redact(_first_line(proc.stderr))}")
+                         f"{redact(_last_line(proc.stderr))}")
 
 
 def _tool_env(url: SecretUrl) -> dict[str, str]:
@@ -200,7 +201,7 @@ def run_drill(
     try:
         src = psycopg.connect(url.reveal(), connect_timeout=10, application_name="opsgate-drill")
     except psycopg.Error as exc:
-        raise DrillError(f"cannot connect to {url.masked}: {redact(_first_line(str(exc)))}"
+        raise DrillError(f"cannot connect to {url.masked}: {redact(first_line(exc))[:300]}"
                          ) from None
     workdir = Path(tempfile.mkdtemp(prefix="opsgate-drill-"))
     scratch: str | None = None
@@ -230,7 +231,7 @@ def run_drill(
                     occupied = _relations_in(probe)
             except psycopg.Error as exc:
                 raise DrillError(f"cannot connect to DRILL_DATABASE_URL {target.masked}: "
-                                 f"{redact(_first_line(str(exc)))}") from None
+                                 f"{redact(first_line(exc))[:300]}") from None
             if occupied:
                 raise DrillError(
                     f"DRILL_DATABASE_URL {target.masked} is not empty (has "

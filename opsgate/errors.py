@@ -34,3 +34,14 @@ class PostgresUnavailableError(OpsgateError):
 
 class CanonError(OpsgateError):
     """A document or table cannot be hashed under canon-v1 (e.g. a value outside its domain)."""
+
+
+def first_line(error: BaseException | str) -> str:
+    """An error as one line: its first non-empty line (libraries such as libpq and yajl
+    add detail and caret drawings below it), or the exception's class name. Not cut:
+    callers redact first and shorten after, so no secret is ever half shown."""
+    text = str(error)
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return type(error).__name__ if isinstance(error, BaseException) else ""

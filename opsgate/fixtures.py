@@ -18,7 +18,7 @@ import pytest
 
 from . import http
 from .config import Settings
-from .errors import MissingEnvError
+from .errors import MissingEnvError, first_line
 from .gate import BY_MARKER
 from .plugin import EVIDENCE_KEY, get_state
 from .secrets import SecretUrl
@@ -32,8 +32,7 @@ def connect_read_only(url: SecretUrl, settings: Settings) -> psycopg.Connection[
         conn = psycopg.connect(url.reveal(), connect_timeout=10, autocommit=True,
                                application_name="opsgate-check")
     except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        pytest.fail(f"cannot connect to {url.masked}: {settings.redactor()(first)}",
+        pytest.fail(f"cannot connect to {url.masked}: {settings.redactor()(first_line(exc))[:300]}",
                     pytrace=False)
     conn.execute("SET default_transaction_read_only = on")
     conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")

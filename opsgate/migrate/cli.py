@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 
 from ..config import Settings
-from ..errors import ConfigError, OpsgateError
+from ..errors import ConfigError, OpsgateError, first_line
 from . import ledger
 from .runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_migration
 from .scripts import discover_scripts, find_script
@@ -69,7 +69,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     try:
         conn = psycopg.connect(url.reveal(), connect_timeout=10, autocommit=True)
     except psycopg.Error as exc:
-        _err(f"cannot connect to {url.masked}: {settings.redactor()(str(exc).splitlines()[0])}")
+        _err(f"cannot connect to {url.masked}: {settings.redactor()(first_line(exc))[:300]}")
         return EXIT_USAGE
     with conn:
         conn.execute("SET default_transaction_read_only = on")

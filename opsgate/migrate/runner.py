@@ -19,7 +19,7 @@ from psycopg import sql
 
 from .. import canon
 from ..config import Settings
-from ..errors import OpsgateError
+from ..errors import OpsgateError, first_line
 from . import ledger
 from .api import MigrationContext, Plan
 from .scripts import MigrationScript
@@ -54,8 +54,7 @@ def _iso(ts: datetime) -> str:
 
 
 def _first_line(exc: BaseException, settings: Settings) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-    return settings.redactor()(text)[:300]
+    return settings.redactor()(first_line(exc))[:300]
 
 
 def _xact_stats(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, int, int]]:
