@@ -21,6 +21,7 @@ from . import __version__
 from .config import Settings
 from .errors import ConfigError, OpsgateError
 from .gate import BY_MARKER, CHECKS, marker_expression, missing_env
+from .secrets import Redactor
 
 #: The checks' fixtures (settings, read-only database, deployment client, evidence).
 pytest_plugins = ["opsgate.fixtures"]
@@ -33,6 +34,8 @@ ALLURE_DIR_KEY = "opsgate_allure_dir"
 
 @dataclass
 class GateState:
+    """What the plugin knows about this run, on the controller and on each worker."""
+
     settings: Settings
     gate_mode: bool
     expression: str | None = None
@@ -40,7 +43,20 @@ class GateState:
     sandbox: Any = None
     target_kind: str = "environment"
     executed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    markers_seen: set[str] = field(default_factory=set)
+    no_check_ran: bool = False
+    flags_unserved: list[str] = field(default_factory=list)
+    collector: Any = None  # reports.collector.RunCollector, on the controller
+    reports_written: str | None = None
+    reports_error: str | None = None
+    _redactor: Redactor | None = None
+
+    @property
+    def redact(self) -> Redactor:
+        """The settings' redactor, built once (settings never change once tests run)."""
+        if self._redactor is None:
+            self._redactor = self.settings.redactor()
+        return self._redactor
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -80,7 +96,6 @@ def pytest_configure(config: pytest.Config) -> None:
             "markers", f"{spec.marker}: {spec.title} (flag {spec.flag}; "
             f"needs {', '.join(spec.required_env)})"
         )
-    config.addinivalue_line("markers", "sandbox_only: runs only against the sandbox target")
 
     env_file = config.getoption("env_file")
     workerinput = getattr(config, "workerinput", None)
@@ -110,7 +125,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if config.getoption("sandbox") and workerinput is None:
         _start_sandbox(config, state)
-    elif workerinput is not None and workerinput.get(SANDBOX_ENV_KEY):
+    elif sandbox_file:
         state.target_kind = "sandbox"
     elif not settings.has_target:
         raise pytest.UsageError(
@@ -137,6 +152,7 @@ def _start_sandbox(config: pytest.Config, state: GateState) -> None:
     state.sandbox = sandbox
     state.target_kind = "sandbox"
     state.settings = Settings.load(env_file=sandbox.env_file, file_wins=True)
+    state._redactor = None  # the sandbox's secrets replace the environment's
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -201,7 +217,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     state = item.config.stash.get(STATE_KEY, None)
     if state is None:
         return
-    redact = state.settings.redactor()
+    redact = state.redact
     report: pytest.TestReport = outcome.get_result()
     found = item.stash.get(EVIDENCE_KEY, None)
     if found and call.when == "call":
@@ -238,8 +254,7 @@ class _ExecutionCounter:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self.state.executed += 1
-            seen = self.state.extra.setdefault("markers_seen", set())
-            seen.update(k for k in report.keywords if k in BY_MARKER)
+            self.state.markers_seen.update(k for k in report.keywords if k in BY_MARKER)
 
 
 @pytest.hookimpl(trylast=True)
@@ -250,39 +265,39 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state.executed == 0 and exitstatus in (
         pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED
     ):
-        state.extra["no_check_ran"] = True
+        state.no_check_ran = True
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     elif state.expression_source != "-m" and exitstatus in (
         pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED
     ):
         # A flag that asked for a check which did not run must not pass silently.
-        seen = state.extra.get("markers_seen", set())
-        asked = [c for c in CHECKS if state.settings.flags.get(c.flag) and c.marker not in seen]
+        asked = [c for c in CHECKS
+                 if state.settings.flags.get(c.flag) and c.marker not in state.markers_seen]
         if asked:
-            state.extra["flags_unserved"] = [f"{c.flag} ({c.marker})" for c in asked]
+            state.flags_unserved = [f"{c.flag} ({c.marker})" for c in asked]
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    collector = state.extra.get("collector")
-    if collector is not None:
-        collector.finish(session, int(session.exitstatus))
+    if state.collector is not None:
+        state.collector.finish(session, int(session.exitstatus))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(STATE_KEY, None)
-    if state is not None and state.extra.get("reports_written"):
-        terminalreporter.write_line(f"opsgate: reports in {state.extra['reports_written']}")
-    if state is not None and state.extra.get("reports_error"):
-        terminalreporter.write_line(f"opsgate: reports NOT written: {state.extra['reports_error']}",
+    if state is None:
+        return
+    if state.reports_written:
+        terminalreporter.write_line(f"opsgate: reports in {state.reports_written}")
+    if state.reports_error:
+        terminalreporter.write_line(f"opsgate: reports NOT written: {state.reports_error}",
                                     red=True)
-    if state is not None and state.extra.get("flags_unserved"):
+    if state.flags_unserved:
         terminalreporter.write_line(
             "opsgate: FAILED: flags on but their check did not run: "
-            + ", ".join(state.extra["flags_unserved"]),
+            + ", ".join(state.flags_unserved),
             red=True,
         )
-    if state is not None and state.extra.get("no_check_ran"):
+    if state.no_check_ran:
         terminalreporter.write_line(
             f"opsgate: FAILED: no check ran (selection: {state.expression}); "
             "a gate that checks nothing does not pass",
             red=True,
         )
-

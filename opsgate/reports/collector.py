@@ -42,15 +42,16 @@ class RunCollector:
         self.record.finished_at = _iso(end)
         self.record.duration_s = (end - self._t0).total_seconds()
         self.record.exit_status = exit_status
-        for key, note in (("no_check_ran", "no check ran"),
-                          ("flags_unserved", "flags on but their check did not run")):
-            if self.state.extra.get(key):
-                self.record.notes.append(note)
+        if self.state.no_check_ran:
+            self.record.notes.append("no check ran")
+        if self.state.flags_unserved:
+            self.record.notes.append("flags on but their check did not run: "
+                                     + ", ".join(self.state.flags_unserved))
         try:
-            write_run(self.record, self.root, self.run_dir, self.state.settings.redactor())
-            self.state.extra["reports_written"] = str(self.run_dir)
+            write_run(self.record, self.root, self.run_dir, self.state.redact)
+            self.state.reports_written = str(self.run_dir)
         except OSError as exc:
-            self.state.extra["reports_error"] = f"{exc.__class__.__name__}: {exc}"
+            self.state.reports_error = f"{exc.__class__.__name__}: {exc}"
 
 
 def start_run(config: pytest.Config, state: Any) -> RunCollector:
@@ -83,5 +84,5 @@ def start_run(config: pytest.Config, state: Any) -> RunCollector:
     )
     collector = RunCollector(state, root, run_dir, record)
     config.pluginmanager.register(collector, "opsgate-run-collector")
-    state.extra["collector"] = collector
+    state.collector = collector
     return collector
