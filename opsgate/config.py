@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -222,8 +223,6 @@ class Settings:
         }
 
     def _default_target_name(self) -> str:
-        from urllib.parse import urlsplit
-
         for url in (
             self.database_url.reveal() if self.database_url else None,
             self.ops_base_url,
@@ -245,6 +244,7 @@ class Settings:
                 r.add(s.reveal())
         for u in (self.database_url, self.drill_database_url):
             if u is not None:
-                r.add(u.password)
+                r.add(u.password)  # decoded, as tools and servers see it
+                r.add(urlsplit(u.reveal()).password)  # as written in the URL
                 r.add(u.reveal())
         return r

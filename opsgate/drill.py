@@ -131,15 +131,6 @@ def _tool_env(url: SecretUrl) -> dict[str, str]:
     return env
 
 
-def _no_password(url: SecretUrl) -> str:
-    parts = urlsplit(url.reveal())
-    netloc = parts.netloc.rsplit("@", 1)
-    host = netloc[-1]
-    user = netloc[0].split(":", 1)[0] if len(netloc) == 2 else ""
-    return urlunsplit((parts.scheme, f"{user}@{host}" if user else host, parts.path,
-                       parts.query, parts.fragment))
-
-
 def _table_list(conn: psycopg.Connection[Any]) -> list[str]:
     present = {r[0] for r in conn.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
@@ -272,7 +263,7 @@ def run_drill(
                     _run_tool([str(tools.tool("pg_dump")), "--format=directory",
                                f"--jobs={DUMP_JOBS}", "--compress=0", f"--snapshot={snapshot}",
                                "--no-owner", "--no-privileges", f"--file={archive}",
-                               f"--dbname={_no_password(url)}"],
+                               f"--dbname={url.without_password}"],
                               "pg_dump", redact, _tool_env(url))
                 finally:
                     dumped.set()
@@ -284,7 +275,7 @@ def run_drill(
                 t_restore = time.monotonic()
                 _run_tool([str(tools.tool("pg_restore")), f"--jobs={DUMP_JOBS}",
                            "--no-owner", "--no-privileges", "--exit-on-error",
-                           f"--dbname={_no_password(target)}", str(archive)],
+                           f"--dbname={target.without_password}", str(archive)],
                           "pg_restore", redact, _tool_env(target))
                 result.timings_s["restore"] = round(time.monotonic() - t_restore, 3)
             except BaseException as exc:  # reported on the main thread

@@ -9,7 +9,7 @@ password of a connection URL for headers, reports and error messages.
 from __future__ import annotations
 
 from typing import Any, NoReturn
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 MASK = "***"
 
@@ -52,25 +52,33 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
-def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (user and host kept).
-
-    Query parameters named ``password`` are masked too (libpq accepts them).
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return MASK
+def _replace_password(url: str, replacement: str | None) -> str:
+    """``url`` with its password (in the userinfo, or a ``password`` query parameter,
+    which libpq also accepts) replaced by ``replacement``, or removed when it is None."""
+    parts = urlsplit(url)
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:{MASK}@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
-    query = "&".join(
-        f"{k}={MASK}" if k.lower() == "password" else (f"{k}={v}" if sep else k)
-        for k, sep, v in (p.partition("=") for p in parts.query.split("&") if p)
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        keep = ":" in userinfo and replacement is not None
+        netloc = f"{user}:{replacement}@{hostport}" if keep else (
+            f"{user}@{hostport}" if user else hostport)
+    params = []
+    for k, sep, v in (p.partition("=") for p in parts.query.split("&") if p):
+        if k.lower() == "password":
+            if replacement is not None:
+                params.append(f"{k}={replacement}")
+        else:
+            params.append(f"{k}={v}" if sep else k)
+    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(params), parts.fragment))
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (user and host kept)."""
+    try:
+        return _replace_password(url, MASK)
+    except ValueError:
+        return MASK
 
 
 class SecretUrl:
@@ -90,10 +98,23 @@ class SecretUrl:
 
     @property
     def password(self) -> str | None:
+        """From the userinfo, or else a ``password`` query parameter."""
         try:
-            return urlsplit(self.reveal()).password
+            parts = urlsplit(self.reveal())
         except ValueError:
             return None
+        if parts.password:
+            return unquote(parts.password)
+        for k, _, v in (p.partition("=") for p in parts.query.split("&") if p):
+            if k.lower() == "password" and v:
+                return unquote(v)
+        return None
+
+    @property
+    def without_password(self) -> str:
+        """The URL with no password anywhere in it, for a command line; the password
+        travels separately (``PGPASSWORD``), where ``ps`` cannot show it."""
+        return _replace_password(self.reveal(), None)
 
     def __repr__(self) -> str:
         return f"SecretUrl('{self.masked}')"

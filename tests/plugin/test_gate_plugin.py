@@ -46,6 +46,15 @@ def _set(mp: pytest.MonkeyPatch, env: dict[str, str]) -> None:
         mp.setenv(k, v)
 
 
+def only_preflight(gate: pytest.Pytester, mp: pytest.MonkeyPatch, body: str) -> None:
+    """A checks folder with one preflight test whose body is ``body``; only its flag on."""
+    _set(mp, FULL_ENV)
+    (gate.path / "checks" / "test_all.py").write_text(
+        f"import pytest\n@pytest.mark.preflight\ndef test_preflight():\n    {body}\n")
+    mp.setenv("RUN_OPS_PARITY", "false")
+    mp.setenv("RUN_OPS_LEDGER", "false")
+
+
 def test_default_flags_select_preflight_parity_ledger(gate: pytest.Pytester, clean_env: pytest.MonkeyPatch) -> None:
     _set(clean_env, FULL_ENV)
     result = gate.runpytest("-v")
@@ -131,12 +140,8 @@ def test_selection_that_runs_no_check_is_not_green(gate: pytest.Pytester, clean_
 
 
 def test_flag_whose_check_did_not_run_fails_the_gate(gate: pytest.Pytester, clean_env: pytest.MonkeyPatch) -> None:
-    _set(clean_env, FULL_ENV)
+    only_preflight(gate, clean_env, "pass")
     clean_env.setenv("RUN_OPS_NEON_DRILL", "true")
-    (gate.path / "checks" / "test_all.py").write_text(
-        "import pytest\n@pytest.mark.preflight\ndef test_preflight():\n    pass\n")
-    clean_env.setenv("RUN_OPS_PARITY", "false")
-    clean_env.setenv("RUN_OPS_LEDGER", "false")
     result = gate.runpytest()
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*flags on but their check did not run: RUN_OPS_NEON_DRILL (neon_drill)*"])
@@ -228,11 +233,7 @@ def test_unwritable_reports_dir_is_a_usage_error(gate: pytest.Pytester, clean_en
 
 
 def test_reports_are_written_for_a_failing_run_and_named(gate: pytest.Pytester, clean_env: pytest.MonkeyPatch) -> None:
-    _set(clean_env, FULL_ENV)
-    (gate.path / "checks" / "test_all.py").write_text(
-        "import pytest\n@pytest.mark.preflight\ndef test_preflight():\n    assert 1 == 2, 'boom'\n")
-    clean_env.setenv("RUN_OPS_PARITY", "false")
-    clean_env.setenv("RUN_OPS_LEDGER", "false")
+    only_preflight(gate, clean_env, "assert 1 == 2, 'boom'")
     result = gate.runpytest()
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["opsgate: reports in *reports/runs/*_127.0.0.1"])

@@ -49,3 +49,18 @@ def test_redactor_replaces_longest_first() -> None:
     r = Redactor(["secret", "secret-long-value"])
     assert r("a secret-long-value and a secret") == "a *** and a ***"
     assert Redactor(["ab"])("ab") == "ab"  # too short to be worth redacting
+
+
+@pytest.mark.parametrize(
+    ("url", "bare", "password"),
+    [
+        ("postgresql://u:p4ss@h:5432/db", "postgresql://u@h:5432/db", "p4ss"),
+        ("postgresql://u:p%40ss@h/db?sslmode=require", "postgresql://u@h/db?sslmode=require", "p@ss"),
+        ("postgres://u@h/db?password=zz&sslmode=require", "postgres://u@h/db?sslmode=require", "zz"),
+        ("postgresql://h/db", "postgresql://h/db", None),
+    ],
+)
+def test_url_without_password_for_command_lines(url: str, bare: str, password: str | None) -> None:
+    u = SecretUrl(url)
+    assert u.without_password == bare
+    assert u.password == password
