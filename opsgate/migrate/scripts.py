@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import re
@@ -38,8 +39,9 @@ class MigrationScript:
     target: str
     number: str
 
-    @property
+    @functools.cached_property
     def checksum(self) -> str:
+        """Read once per process: status and the ledger check compare and report it."""
         return script_checksum(self.path)
 
     def load(self) -> ModuleType:
