@@ -6,6 +6,11 @@ its folder deleted by `stop()`, by ``atexit``, and by a small reaper process tha
 watches the owner and cleans up if the owner dies without doing so (SIGKILL, crash).
 Under root, PostgreSQL refuses to run, so the server runs as an unprivileged system
 user (created once if missing) while the client tools keep running as the caller.
+
+With ``tls=`` the cluster is shaped like Neon instead: TLS only (``ssl=on``, every
+non-TLS TCP connection rejected by pg_hba.conf), SCRAM-SHA-256 passwords, and URLs that
+carry ``sslmode=require``. The superuser keeps trust over the unix socket in the data
+folder, so the harness can still administer the cluster whatever happens on TCP.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from typing import Any
 import psycopg
 
 from .errors import PostgresUnavailableError
-from .pgtools import PgBinaries, find_server_binaries
+from .pgtools import CLIENT_TOOLS, SERVER_TOOLS, PgBinaries, discover, find_server_binaries
 from .secrets import SecretUrl
+from .tlsfiles import TlsFiles, write_private
 
 SERVICE_USER = "opsgate-pg"
 _START_ATTEMPTS = 5
@@ -116,8 +122,60 @@ def _reachable_binaries(binaries: PgBinaries, user: pwd.struct_passwd | None) ->
     return copied
 
 
+def ssl_support(binaries: PgBinaries) -> bool | None:
+    """Whether the server was built with OpenSSL, as ``pg_config --configure`` says
+    (PostgreSQL 14+ spells it ``--with-ssl=openssl``); None when there is no pg_config
+    to ask, and then the server's start with ``ssl=on`` tells."""
+    pg_config = binaries.tool("pg_config")
+    if not os.access(pg_config, os.X_OK):
+        return None
+    try:
+        proc = subprocess.run([str(pg_config), "--configure"], capture_output=True, text=True,
+                              timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        return None
+    return "--with-openssl" in proc.stdout or "--with-ssl=openssl" in proc.stdout
+
+
+def _no_ssl_error(binaries: PgBinaries) -> PostgresUnavailableError:
+    return PostgresUnavailableError(
+        f"{binaries.describe()} was built without OpenSSL and cannot serve TLS; install "
+        "PostgreSQL with SSL (Debian: postgresql) or set OPSGATE_PG_BINDIR to such binaries"
+    )
+
+
+def _tls_binaries() -> PgBinaries:
+    """The first discovered server distribution that can serve TLS (the pgserver wheel,
+    last in the search order, cannot), or else the usual choice, refused later by name."""
+    for found in discover((*SERVER_TOOLS, *CLIENT_TOOLS)):
+        if ssl_support(found) is not False:
+            return found
+    return find_server_binaries()
+
+
+def _hba_tls(superuser: str) -> str:
+    """pg_hba.conf of TLS mode. First match wins: TLS with SCRAM on loopback, every
+    other TCP connection without TLS refused outright (as Neon does)."""
+    quoted = '"' + superuser.replace('"', '""') + '"'
+    return (
+        "# Written by opsgate (TLS mode): only TLS with SCRAM over TCP, as on Neon.\n"
+        f"local     all  {quoted}  trust\n"
+        "hostssl   all  all  127.0.0.1/32  scram-sha-256\n"
+        "hostssl   all  all  ::1/128       scram-sha-256\n"
+        "hostnossl all  all  0.0.0.0/0     reject\n"
+        "hostnossl all  all  ::/0          reject\n"
+    )
+
+
 class EmbeddedPostgres:
-    """Start with ``with EmbeddedPostgres() as pg:``; ``pg.url`` is the DSN (a SecretUrl)."""
+    """Start with ``with EmbeddedPostgres() as pg:``; ``pg.url`` is the DSN (a SecretUrl).
+
+    ``tls=`` (see `opsgate.tlsfiles.make_tls_files`) makes a TLS-only cluster; without
+    explicit binaries it then takes the first discovered distribution built with OpenSSL,
+    unless ``OPSGATE_PG_BINDIR`` names one, and refuses binaries without SSL.
+    """
 
     def __init__(
         self,
@@ -126,8 +184,15 @@ class EmbeddedPostgres:
         base_dir: str | os.PathLike[str] | None = None,
         settings: dict[str, str] | None = None,
         superuser: str = "opsgate",
+        tls: TlsFiles | None = None,
     ) -> None:
-        self.binaries = binaries or find_server_binaries(os.environ.get("OPSGATE_PG_BINDIR"))
+        explicit = os.environ.get("OPSGATE_PG_BINDIR")
+        if binaries is None and tls is not None and not explicit:
+            binaries = _tls_binaries()
+        self.binaries = binaries or find_server_binaries(explicit)
+        self.tls = tls
+        if tls is not None and ssl_support(self.binaries) is False:
+            raise _no_ssl_error(self.binaries)
         self._base_dir = base_dir
         self._settings = {
             # A throwaway cluster needs no durability; these make tests several times faster.
@@ -137,6 +202,14 @@ class EmbeddedPostgres:
             "max_connections": "60",
             **(settings or {}),
         }
+        if tls is not None:
+            # Last, so that no caller setting can quietly turn TLS mode off.
+            self._settings.update({
+                "ssl": "on",
+                "ssl_cert_file": "server.crt",
+                "ssl_key_file": "server.key",
+                "password_encryption": "scram-sha-256",
+            })
         self.superuser = superuser
         self._password = secrets.token_urlsafe(18)
         self.root: Path | None = None
@@ -177,6 +250,8 @@ class EmbeddedPostgres:
         atexit.register(self.stop)
         try:
             self._initdb()
+            if self.tls is not None:
+                self._configure_tls(self.tls)
             self._spawn_reaper()
             self._start_server()
         except BaseException:
@@ -204,6 +279,13 @@ class EmbeddedPostgres:
                 f"initdb failed ({self.binaries.describe()}): {proc.stderr.strip()[-500:]}"
             )
 
+    def _configure_tls(self, tls: TlsFiles) -> None:
+        """Certificate and key into the data folder (0600, the server's user: PostgreSQL
+        refuses a key others can read) and the TLS-only pg_hba.conf."""
+        tls.install(self.datadir, self._user)
+        write_private(self.datadir / "pg_hba.conf", _hba_tls(self.superuser).encode(),
+                      self._user)
+
     def _start_server(self) -> None:
         last = ""
         for _ in range(_START_ATTEMPTS):
@@ -219,6 +301,8 @@ class EmbeddedPostgres:
                 return
             log = self.datadir / "server.log"
             last = log.read_text(errors="replace")[-800:] if log.exists() else proc.stderr
+            if self.tls is not None and "SSL is not supported by this build" in last:
+                raise _no_ssl_error(self.binaries)
             if "already in use" not in last and "could not bind" not in last:
                 break
         raise PostgresUnavailableError(f"PostgreSQL did not start: {last.strip()}")
@@ -265,8 +349,10 @@ class EmbeddedPostgres:
     def url(self, dbname: str = "postgres") -> SecretUrl:
         if self.port is None:
             raise PostgresUnavailableError("cluster not started")
+        query = "?sslmode=require" if self.tls is not None else ""
         return SecretUrl(
             f"postgresql://{self.superuser}:{self._password}@127.0.0.1:{self.port}/{dbname}"
+            f"{query}"
         )
 
     def connect(self, dbname: str = "postgres", **kw: Any) -> psycopg.Connection[Any]:
