@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from opsgate import db
 from opsgate.config import Settings
 from opsgate.drift import compare, payload_from_database, payload_from_file
 from opsgate.errors import OpsgateError
@@ -26,6 +27,9 @@ def test_legacy_payload_matches_the_kb_graph(
         else:
             payload = payload_from_database(target_db)
             source = "admin_content_state['constellation']"
+        # compare() sorts the payload first and then reads the kb in a snapshot of its
+        # own: the fixture's transaction must not sit idle through the sort.
+        db.release(target_db)
         result = compare(payload, target_db, source)
     except OpsgateError as exc:
         pytest.fail(str(exc), pytrace=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 import rfc8785
 from psycopg import Connection, sql
 
+from . import db
+from .db import OUTPUT_SETTINGS
 from .errors import CanonError
 
 VERSION = "canon-v1"
@@ -28,16 +31,10 @@ VERSION = "canon-v1"
 #: 2**53 - 1: the largest integer a JSON number (an IEEE double) holds exactly.
 _SAFE_INT = 2**53 - 1
 
-#: Session settings pinned before a table is streamed, so that two servers print the
-#: same value the same way whatever their configuration.
-TABLE_SESSION_SETTINGS: tuple[tuple[str, str], ...] = (
-    ("TimeZone", "UTC"),
-    ("DateStyle", "ISO, YMD"),
-    ("IntervalStyle", "iso_8601"),
-    ("extra_float_digits", "3"),
-    ("bytea_output", "hex"),
-    ("client_encoding", "UTF8"),
-)
+#: The session settings canon-v1 table encodings are read under. They are opsgate's
+#: output settings (`opsgate.db.OUTPUT_SETTINGS`), pinned inside every transaction;
+#: changing them changes the bytes, and so would be a new canon version.
+TABLE_SESSION_SETTINGS: tuple[tuple[str, str], ...] = OUTPUT_SETTINGS
 
 _SORTED_STRING_SETS = frozenset({"domains", "tags"})
 
@@ -189,10 +186,17 @@ class TableHash:
 
 
 def pin_session(conn: Connection[Any]) -> None:
-    """Apply `TABLE_SESSION_SETTINGS` to ``conn`` (session level)."""
-    with conn.cursor() as cur:
-        for name, value in TABLE_SESSION_SETTINGS:
-            cur.execute(sql.SQL("SELECT set_config({}, {}, false)").format(name, value))
+    """Apply `TABLE_SESSION_SETTINGS` to ``conn``'s current transaction (never to its
+    session: on a pooled connection a session setting outlives us and reaches the app)."""
+    db.pin(conn, TABLE_SESSION_SETTINGS)
+
+
+def _reading(conn: Connection[Any]) -> AbstractContextManager[Any]:
+    """The caller's transaction when there is one (the drill hashes inside its snapshot),
+    else a read-only transaction of our own, so the pinned settings hold and end."""
+    if db.in_transaction(conn):
+        return nullcontext()
+    return db.transaction(conn, read_only=True, settings=())
 
 
 def table_shape(conn: Connection[Any], table: str, schema: str = "public") -> tuple[
@@ -246,12 +250,14 @@ def table_copy_query(
 def iter_table_copy(
     conn: Connection[Any], table: str, schema: str = "public"
 ) -> Iterator[bytes]:
-    """Yield the canon-v1 COPY stream of ``table`` in chunks; the session is pinned first."""
-    pin_session(conn)
-    columns, order_by = table_shape(conn, table, schema)
-    with conn.cursor() as cur, cur.copy(table_copy_query(table, columns, order_by, schema)) as cp:
-        for chunk in cp:
-            yield bytes(chunk)
+    """Yield the canon-v1 COPY stream of ``table`` in chunks, under pinned settings."""
+    with _reading(conn):
+        pin_session(conn)
+        columns, order_by = table_shape(conn, table, schema)
+        with conn.cursor() as cur, \
+                cur.copy(table_copy_query(table, columns, order_by, schema)) as cp:
+            for chunk in cp:
+                yield bytes(chunk)
 
 
 #: Bytes gathered before they are hashed and counted: COPY arrives one message per row,
@@ -262,21 +268,22 @@ HASH_BUFFER = 1 << 20
 
 def table_hash(conn: Connection[Any], table: str, schema: str = "public") -> TableHash:
     """canon-v1 hash of ``table``: constant client memory whatever the table's size."""
-    pin_session(conn)
-    columns, order_by = table_shape(conn, table, schema)
     digest = hashlib.sha256()
     size = 0
     rows = 0
     buf = bytearray()
-    query = table_copy_query(table, columns, order_by, schema)
-    with conn.cursor() as cur, cur.copy(query) as cp:
-        for chunk in cp:
-            buf += chunk
-            if len(buf) >= HASH_BUFFER:
-                digest.update(buf)
-                size += len(buf)
-                rows += buf.count(b"\n")
-                buf.clear()
+    with _reading(conn):
+        pin_session(conn)
+        columns, order_by = table_shape(conn, table, schema)
+        query = table_copy_query(table, columns, order_by, schema)
+        with conn.cursor() as cur, cur.copy(query) as cp:
+            for chunk in cp:
+                buf += chunk
+                if len(buf) >= HASH_BUFFER:
+                    digest.update(buf)
+                    size += len(buf)
+                    rows += buf.count(b"\n")
+                    buf.clear()
     digest.update(buf)
     size += len(buf)
     rows += buf.count(b"\n")

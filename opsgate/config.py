@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from .errors import ConfigError, MissingEnvError
+from .db import host_of, is_pooler_host
+from .errors import ConfigError, MissingEnvError, SessionEndpointError
 from .secrets import Redactor, Secret, SecretUrl
 
 TRUE_WORDS = frozenset({"true", "1", "yes"})
@@ -28,8 +29,16 @@ DEFAULT_BLOB_API_URL = "https://blob.vercel-storage.com"
 #: Every variable opsgate reads, with what it is for (shown by ``opsgate env``-style
 #: help and checked by the docs test).
 VARIABLES: dict[str, str] = {
-    "DATABASE_URL": "target database (wins over POSTGRES_URL)",
+    "DATABASE_URL": "target database (wins over POSTGRES_URL); on Neon via Vercel the "
+    "POOLED endpoint",
     "POSTGRES_URL": "target database, when DATABASE_URL is not set",
+    "DATABASE_URL_UNPOOLED": "the DIRECT endpoint, for work that needs a session (drill, "
+    "migrations, scratch databases); wins over POSTGRES_URL_NON_POOLING",
+    "POSTGRES_URL_NON_POOLING": "the direct endpoint, when DATABASE_URL_UNPOOLED is not set",
+    "OPSGATE_DATABASE_POOLED": "true when DATABASE_URL is a transaction pooler whose host "
+    "does not end in -pooler (default: judged from the host)",
+    "OPSGATE_STATEMENT_TIMEOUT": "seconds a migration statement may run (default 0: the "
+    "server's own setting)",
     "OPS_BASE_URL": "base URL of the deployment",
     "ADMIN_PASSWORD": "admin API login (secret)",
     "ADMIN_STORAGE_BACKEND": "must be 'neon' in production",
@@ -73,14 +82,15 @@ def parse_flag(name: str, raw: str | None, default: bool) -> bool:
     )
 
 
-def _positive_float(name: str, raw: str | None, default: float) -> float:
+def _positive_float(name: str, raw: str | None, default: float, *, zero: bool = False
+                    ) -> float:
     if raw is None:
         return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if value <= 0:
+    if value < 0 or (value == 0 and not zero):
         raise ConfigError(f"{name}={raw!r} is not a positive number of seconds")
     return value
 
@@ -103,6 +113,10 @@ class Settings:
 
     database_url: SecretUrl | None = None
     database_url_variable: str | None = None
+    database_url_unpooled: SecretUrl | None = None
+    database_url_unpooled_variable: str | None = None
+    declared_pooled: bool | None = None
+    statement_timeout: float = 0.0
     ops_base_url: str | None = None
     admin_password: Secret | None = None
     admin_storage_backend: str | None = None
@@ -149,6 +163,11 @@ class Settings:
             "POSTGRES_URL" if get("POSTGRES_URL") else None
         )
         db_url = get(db_var) if db_var else None
+        direct_var = "DATABASE_URL_UNPOOLED" if get("DATABASE_URL_UNPOOLED") else (
+            "POSTGRES_URL_NON_POOLING" if get("POSTGRES_URL_NON_POOLING") else None
+        )
+        direct_url = get(direct_var) if direct_var else None
+        pooled_raw = get("OPSGATE_DATABASE_POOLED")
         flags = {name: parse_flag(name, env.get(name), d) for name, d in FLAG_DEFAULTS.items()}
         password = get("ADMIN_PASSWORD")
         token = get("BLOB_READ_WRITE_TOKEN")
@@ -157,6 +176,12 @@ class Settings:
         return cls(
             database_url=SecretUrl(db_url) if db_url else None,
             database_url_variable=db_var,
+            database_url_unpooled=SecretUrl(direct_url) if direct_url else None,
+            database_url_unpooled_variable=direct_var,
+            declared_pooled=(parse_flag("OPSGATE_DATABASE_POOLED", pooled_raw, False)
+                             if pooled_raw is not None else None),
+            statement_timeout=_positive_float(
+                "OPSGATE_STATEMENT_TIMEOUT", get("OPSGATE_STATEMENT_TIMEOUT"), 0.0, zero=True),
             ops_base_url=base.rstrip("/") if base else None,
             admin_password=Secret(password) if password else None,
             admin_storage_backend=get("ADMIN_STORAGE_BACKEND"),
@@ -197,6 +222,35 @@ class Settings:
             raise MissingEnvError("DATABASE_URL", "this check (POSTGRES_URL also accepted)")
         return self.database_url
 
+    @property
+    def database_url_pooled(self) -> bool:
+        """Whether ``DATABASE_URL`` is (or must be treated as) a transaction pooler: as
+        declared by OPSGATE_DATABASE_POOLED, else a Neon ``-pooler`` host."""
+        if self.declared_pooled is not None:
+            return self.declared_pooled
+        return self.database_url is not None and is_pooler_host(self.database_url)
+
+    def session_url(self, purpose: str) -> SecretUrl:
+        """The URL for work that needs a real database session (a snapshot shared with
+        pg_dump, CREATE/DROP DATABASE, a migration's long transaction): the direct
+        endpoint when given, else ``DATABASE_URL`` if it is not a pooler.
+
+        A pooled-only configuration fails here, in one line naming the variable to set,
+        rather than half-way through the work with a pooler's error.
+        """
+        if self.database_url_unpooled is not None:
+            return self.database_url_unpooled
+        url = self.require_database_url()
+        if self.database_url_pooled:
+            why = ("OPSGATE_DATABASE_POOLED says so" if self.declared_pooled
+                   else f"its host {host_of(url)} is a -pooler endpoint")
+            raise SessionEndpointError(
+                f"{purpose} needs a direct database session, but {self.database_url_variable} "
+                f"is a transaction pooler ({why}); set DATABASE_URL_UNPOOLED (or "
+                "POSTGRES_URL_NON_POOLING) to the direct endpoint, as `vercel env pull` "
+                "writes it")
+        return url
+
     def require_base_url(self) -> str:
         if self.ops_base_url is None:
             raise MissingEnvError("OPS_BASE_URL", "this check")
@@ -212,11 +266,14 @@ class Settings:
             raise MissingEnvError("BLOB_READ_WRITE_TOKEN", "the blob store")
         return self.blob_read_write_token
 
-    def target_identity(self) -> dict[str, str | None]:
+    def target_identity(self) -> dict[str, str | bool | None]:
         """The target as reports show it: no secret in any value."""
         return {
             "name": self.target_name or self._default_target_name(),
             "database": self.database_url.masked if self.database_url else None,
+            "database_direct": (self.database_url_unpooled.masked
+                                if self.database_url_unpooled else None),
+            "database_pooled": self.database_url_pooled if self.database_url else None,
             "base_url": self.ops_base_url,
             "blob_api": self.vercel_blob_api_url if self.blob_read_write_token else None,
             "storage_backend": self.admin_storage_backend,
@@ -242,7 +299,7 @@ class Settings:
         for s in (self.admin_password, self.blob_read_write_token):
             if s is not None:
                 r.add(s.reveal())
-        for u in (self.database_url, self.drill_database_url):
+        for u in (self.database_url, self.database_url_unpooled, self.drill_database_url):
             if u is not None:
                 r.add(u.password)  # decoded, as tools and servers see it
                 r.add(urlsplit(u.reveal()).password)  # as written in the URL

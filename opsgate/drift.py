@@ -14,6 +14,7 @@ import hashlib
 import io
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -25,10 +26,10 @@ import jsonschema_rs
 import psycopg
 import rfc8785
 
-from . import canon, contracts, kb
+from . import canon, contracts, db, kb
 from .errors import OpsgateError, first_line
 from .evidence import MAX_EXAMPLES
-from .extsort import external_sorted
+from .extsort import external_sorted, sort_now, spooled
 
 NODE_FIELDS = ("type", "label", "domain", "tags", "summary", "media", "sources")
 EDGE_FIELDS = ("weight",)
@@ -336,12 +337,34 @@ def _merge(result: DriftResult, left: Iterator[dict[str, Any]], right: Iterator[
 def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
             chunk_size: int = 50_000) -> DriftResult:
     """Compare ``payload`` with the kb graph on ``conn`` (read only). Memory is bounded
-    by the sort chunk, not by the graph."""
+    by the sort chunk, not by the graph.
+
+    The client's work and the database's are kept apart: the payload is sorted first;
+    then one read-only snapshot copies the kb side to local spool files as fast as it
+    arrives; the merge runs after that transaction has ended, so it is never idle while
+    the client works. Called inside the caller's transaction (a migration's verify),
+    the kb side is read in that transaction instead, which the caller owns.
+    """
     t0 = time.monotonic()
+    own = not db.in_transaction(conn)
     header = payload.header()
     pdomains = list(header.get("domains", []))
-    kdomains = kb.domains(conn)
+    t = time.monotonic()
+    with allure.step("sort: the payload's edges and nodes by key, in bounded memory"):
+        payload_edges = sort_now(payload.edges(), key=edge_key, chunk_size=chunk_size)
+        payload_nodes = sort_now(payload.nodes(), key=node_key, chunk_size=chunk_size)
+    result_timings = {"sort_payload": round(time.monotonic() - t, 3)}
+    t = time.monotonic()
+    snapshot: AbstractContextManager[Any] = (
+        db.transaction(conn, read_only=True, isolation=psycopg.IsolationLevel.REPEATABLE_READ,
+                       application_name="opsgate-drift") if own else nullcontext())
+    with allure.step("read: kb domains, edges and nodes in one read-only snapshot"), snapshot:
+        kdomains = kb.domains(conn)
+        kb_edges = spooled(kb.iter_edges(conn))
+        kb_nodes = spooled(kb.iter_nodes(conn))
+    result_timings["read_kb"] = round(time.monotonic() - t, 3)
     result = DriftResult(Side("payload"), Side("kb"), source=source)
+    result.timings_s.update(result_timings)
     result.payload.domains, result.kb.domains = sorted(pdomains), kdomains
     for d in sorted(set(pdomains) - set(kdomains)):
         result.note("domains missing from kb", d)
@@ -351,23 +374,19 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
 
     t = time.monotonic()
     with allure.step("compare: edges by (source, target, relation)"):
-        payload_edges = external_sorted(payload.edges(), key=edge_key, chunk_size=chunk_size)
         result.payload.edges, result.kb.edges = _merge(
-            result, payload_edges, kb.iter_edges(conn), edge_key,
+            result, payload_edges, kb_edges, edge_key,
             EDGE_FIELDS, "edge", hashes,
             lambda e: f"{e['source']}-[{e['relation']}]->{e['target']}")
     result.timings_s["edges"] = round(time.monotonic() - t, 3)
     for h in hashes:
         h.start_nodes()
     t = time.monotonic()
-    payload_nodes = external_sorted(payload.nodes(), key=node_key, chunk_size=chunk_size)
     with allure.step("compare: nodes by id, field by field"):
         result.payload.nodes, result.kb.nodes = _merge(
-            result, payload_nodes, kb.iter_nodes(conn), node_key,
+            result, payload_nodes, kb_nodes, node_key,
             NODE_FIELDS, "node", hashes, lambda n: n["id"])
     result.timings_s["nodes"] = round(time.monotonic() - t, 3)
     result.payload.graph_hash, result.kb.graph_hash = (h.hexdigest() for h in hashes)
     result.timings_s["total"] = round(time.monotonic() - t0, 3)
     return result
-
-

@@ -15,6 +15,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,10 +29,16 @@ import allure
 import psycopg
 from psycopg import sql
 
-from . import canon, rowdiff
+from . import canon, db, rowdiff
 from .config import Settings
-from .errors import OpsgateError, PostgresUnavailableError, first_line
-from .pgtools import PgBinaries, find_client_tools
+from .errors import (
+    ConfigError,
+    DatabaseUnavailableError,
+    OpsgateError,
+    PostgresUnavailableError,
+    first_line,
+)
+from .pgtools import PgBinaries, find_client_tools, url_wants_tls
 from .schema import CONTRACT_TABLES
 from .secrets import SecretUrl
 
@@ -75,6 +82,7 @@ class DrillResult:
     restore_target: str = ""
     server_version: str = ""
     client_tools: str = ""
+    leftovers_removed: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -99,6 +107,7 @@ class DrillResult:
             "restore_target": self.restore_target,
             "server_version": self.server_version,
             "client_tools": self.client_tools,
+            "leftover_scratch_databases_removed": self.leftovers_removed,
             "timings_s": self.timings_s,
             "hash_version": canon.VERSION,
         }
@@ -151,7 +160,8 @@ def _hash_all(target: SecretUrl, tables: list[str], workers: int = 2
     largest tables first so the two streams finish together."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with psycopg.connect(target.reveal(), connect_timeout=10, autocommit=True) as probe:
+    with db.connect(target, what="the restored database") as probe, \
+            db.transaction(probe, read_only=True):
         present = set(_table_list(probe))
         sizes: dict[str, int] = dict(probe.execute(
             "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
@@ -159,17 +169,57 @@ def _hash_all(target: SecretUrl, tables: list[str], workers: int = 2
     todo = sorted((t for t in tables if t in present), key=lambda t: -int(sizes.get(t, 0)))
 
     def one(table: str) -> canon.TableHash:
-        with psycopg.connect(target.reveal(), connect_timeout=10, autocommit=True) as conn:
-            conn.execute("SET default_transaction_read_only = on")
-            return canon.table_hash(conn, table)
+        with db.connect(target, what="the restored database") as conn:
+            return canon.table_hash(conn, table)  # in a read-only transaction of its own
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="opsgate-verify") as pool:
         return {h.table: h for h in pool.map(one, todo)}
 
 
+#: Every scratch database the drill creates starts with this, so a leftover from a
+#: drill that was killed says what it is (and its COMMENT says whose and when).
+SCRATCH_PREFIX = "opsgate_drill_scratch_"
+
+#: Advisory-lock class of a running drill's scratch database: the drill holds
+#: (DRILL_LOCK_CLASS, hashtext(name)) on its direct session while the database exists,
+#: so a later drill can tell a live drill's scratch copy from a dead one's.
+DRILL_LOCK_CLASS = 0x0D1E
+
+
 def scratch_name() -> str:
     worker = re.sub(r"[^a-z0-9]", "", os.environ.get("PYTEST_XDIST_WORKER", "main").lower())
-    return f"opsgate_drill_{os.getpid()}_{worker}_{secrets.token_hex(4)}"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"{SCRATCH_PREFIX}{stamp}_{os.getpid()}_{worker}_{secrets.token_hex(3)}"
+
+
+def _drop_database(admin: psycopg.Connection[Any], name: str) -> None:
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+        sql.Identifier(name)))
+
+
+def sweep_leftovers(session: psycopg.Connection[Any], redact: Callable[[str], str]
+                    ) -> tuple[list[str], list[str]]:
+    """Remove scratch databases of drills that died (their lock is free); returns
+    (removed, could not be removed with why). A live drill's copy is left alone."""
+    rows = session.execute(
+        "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1",
+        (SCRATCH_PREFIX.replace("_", r"\_") + "%",)).fetchall()
+    removed: list[str] = []
+    stuck: list[str] = []
+    for (name,) in rows:
+        got = session.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                              (DRILL_LOCK_CLASS, name)).fetchone()
+        if not (got and got[0]):
+            continue  # a drill running right now owns it
+        try:
+            _drop_database(session, name)
+            removed.append(name)
+        except psycopg.Error as exc:
+            stuck.append(f"{name} ({redact(first_line(exc))[:200]})")
+        finally:
+            session.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
+                            (DRILL_LOCK_CLASS, name))
+    return removed, stuck
 
 
 def run_drill(
@@ -185,28 +235,45 @@ def run_drill(
 
     ``after_dump`` and ``before_verify`` exist for the self-tests' fault injection.
     """
-    url = settings.require_database_url()
+    try:
+        # pg_dump joins a snapshot this session exports, and the scratch database is
+        # created and dropped from it: a real session, so the direct endpoint.
+        url = settings.session_url("the backup/restore drill")
+    except ConfigError as exc:
+        raise DrillError(str(exc)) from None
     redact = settings.redactor()
     result = DrillResult()
     t_all = time.monotonic()
     try:
-        src = psycopg.connect(url.reveal(), connect_timeout=10, application_name="opsgate-drill")
-    except psycopg.Error as exc:
-        raise DrillError(f"cannot connect to {url.masked}: {redact(first_line(exc))[:300]}"
-                         ) from None
+        session = db.connect(url, redact=redact, application_name="opsgate-drill")
+        src = db.connect(url, redact=redact, autocommit=False, application_name="opsgate-drill")
+    except DatabaseUnavailableError as exc:
+        raise DrillError(str(exc)) from None
     workdir = Path(tempfile.mkdtemp(prefix="opsgate-drill-"))
     scratch: str | None = None
-    admin_url: str | None = None
     try:
-        src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if settings.drill_database_url is None:
+            removed, stuck = sweep_leftovers(session, redact)
+            result.leftovers_removed = removed
+            if stuck:
+                raise DrillError(
+                    f"{len(stuck)} scratch database(s) left by an earlier drill could not be "
+                    f"removed: {'; '.join(stuck[:5])}; each is a full copy of the data: drop "
+                    "it as its owner (DROP DATABASE name WITH (FORCE))")
+        # Every transaction of this session: BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY.
+        src.read_only = True
+        src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         row = src.execute("SELECT pg_export_snapshot(), current_setting('server_version'), "
                           "current_setting('server_version_num')::int").fetchone()
         assert row is not None
         snapshot, result.server_version, version_num = row
         if tools is None:
             try:
+                wants_tls = url_wants_tls(url.reveal()) or (
+                    settings.drill_database_url is not None
+                    and url_wants_tls(settings.drill_database_url.reveal()))
                 tools = find_client_tools(version_num // 10000, settings.pg_bindir,
-                                          **(tool_search or {}))
+                                          tls=wants_tls, **(tool_search or {}))
             except PostgresUnavailableError as exc:
                 raise DrillError(str(exc)) from None
         result.client_tools = tools.describe()
@@ -218,29 +285,38 @@ def run_drill(
         if settings.drill_database_url is not None:
             target = settings.drill_database_url
             try:
-                with psycopg.connect(target.reveal(), connect_timeout=10, autocommit=True) as probe:
+                with db.connect(target, redact=redact, what="DRILL_DATABASE_URL") as probe, \
+                        db.transaction(probe, read_only=True):
                     occupied = _relations_in(probe)
-            except psycopg.Error as exc:
-                raise DrillError(f"cannot connect to DRILL_DATABASE_URL {target.masked}: "
-                                 f"{redact(first_line(exc))[:300]}") from None
+            except DatabaseUnavailableError as exc:
+                raise DrillError(str(exc)) from None
             if occupied:
                 raise DrillError(
                     f"DRILL_DATABASE_URL {target.masked} is not empty (has "
                     f"{', '.join(occupied)}); the drill restores only into an empty database "
                     "and never overwrites one")
         else:
-            scratch = scratch_name()
-            admin_url = url.reveal()
+            name = scratch_name()
+            # Held until the session ends: a later drill sees this copy is in use.
+            session.execute("SELECT pg_advisory_lock(%s, hashtext(%s))",
+                            (DRILL_LOCK_CLASS, name))
             try:
-                with psycopg.connect(admin_url, connect_timeout=10, autocommit=True) as a:
-                    a.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+                session.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                scratch = name
+                session.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    sql.Identifier(name), sql.Literal(
+                        f"opsgate drill scratch copy of {url.masked}, created "
+                        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} by pid "
+                        f"{os.getpid()}; dropped when the drill ends: safe to drop")))
             except psycopg.errors.InsufficientPrivilege:
-                scratch = None
                 raise DrillError(
                     f"no permission to create a scratch database on {url.masked}; grant "
                     "CREATEDB to this role or set DRILL_DATABASE_URL to an empty database "
                     "the drill may restore into") from None
-            target = SecretUrl(_with_db(url.reveal(), scratch))
+            except psycopg.Error as exc:
+                raise DrillError(f"creating the scratch database {name} failed: "
+                                 f"{redact(first_line(exc))[:300]}") from None
+            target = SecretUrl(_with_db(url.reveal(), name))
         result.restore_target = target.masked
 
         # -- dump (pg_dump joins our snapshot) while we hash the source in it ----------
@@ -291,7 +367,7 @@ def run_drill(
                 source_hashes = {tbl: canon.table_hash(src, tbl) for tbl in tables}
                 result.timings_s["hash_source"] = round(time.monotonic() - t, 3)
                 dumped.wait()
-                src.execute("COMMIT")
+                src.commit()
             finally:
                 dumped.wait()
                 worker.join()
@@ -313,10 +389,9 @@ def run_drill(
             # on a live target, so on a busy one this may also list rows written since.
             mismatched = [x for x in result.tables if not x.match and x.restored_rows is not None]
             if mismatched:
-                with psycopg.connect(url.reveal(), connect_timeout=10, autocommit=True) as s2, \
-                        psycopg.connect(target.reveal(), connect_timeout=10,
-                                        autocommit=True) as r:
-                    s2.execute("SET default_transaction_read_only = on")
+                with db.connect(url, redact=redact) as s2, \
+                        db.connect(target, redact=redact, what="the restored database") as r, \
+                        db.transaction(s2, read_only=True), db.transaction(r, read_only=True):
                     for x in mismatched:
                         x.differing_rows = rowdiff.locate(s2, r, x.table).describe()
         result.timings_s["verify"] = round(time.monotonic() - t, 3)
@@ -326,12 +401,30 @@ def run_drill(
         return result
     finally:
         src.close()
-        if scratch is not None and admin_url is not None:
-            try:
-                with psycopg.connect(admin_url, connect_timeout=10, autocommit=True) as a:
-                    a.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(scratch)))
-            except psycopg.Error:
-                pass  # reported by the scratch-leak test; never masks the drill's own error
+        leftover = _drop_scratch(session, scratch, redact) if scratch else None
+        session.close()
         shutil.rmtree(workdir, ignore_errors=True)
         result.timings_s["total"] = round(time.monotonic() - t_all, 3)
+        if leftover and sys.exc_info()[0] is None:
+            raise DrillError(leftover)
+        if leftover:
+            # The drill's own error is on its way up; the leftover must not be lost
+            # behind it, so the two travel as one line.
+            pending = sys.exc_info()[1]
+            raise DrillError(f"{first_line(pending) if pending else 'the drill failed'}; "
+                             f"and {leftover}") from None
+
+
+def _drop_scratch(session: psycopg.Connection[Any], name: str, redact: Callable[[str], str]
+                  ) -> str | None:
+    """Drop the drill's scratch copy; a failure is returned as the line that fails the
+    check, because a copy of production left on the server is a fault, not a detail."""
+    try:
+        if session.closed or session.broken:
+            raise DatabaseUnavailableError("the drill's session was lost")
+        _drop_database(session, name)
+        return None
+    except (psycopg.Error, DatabaseUnavailableError) as exc:
+        return (f"the scratch database {name} could not be dropped "
+                f"({redact(first_line(exc))[:200]}); it is a full copy of the data: drop it "
+                "(DROP DATABASE ... WITH (FORCE)); the next drill also removes it")

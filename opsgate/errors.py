@@ -32,6 +32,16 @@ class PostgresUnavailableError(OpsgateError):
     """No usable PostgreSQL server binaries, or the embedded cluster failed to start."""
 
 
+class DatabaseUnavailableError(OpsgateError):
+    """The database could not be reached or the connection was lost. The message names
+    the masked URL and libpq's reason in one line."""
+
+
+class SessionEndpointError(ConfigError):
+    """Work that needs a database session (a snapshot, CREATE DATABASE, a migration) was
+    given only a pooled endpoint. The message names the variable to set."""
+
+
 class CanonError(OpsgateError):
     """A document or table cannot be hashed under canon-v1 (e.g. a value outside its domain)."""
 

@@ -7,6 +7,7 @@ or misbehaving component into a failure that says what answered, never a traceba
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,9 @@ import httpx
 import psycopg
 import pytest
 
-from . import http
+from . import db, http
 from .config import Settings
-from .errors import MissingEnvError, first_line
+from .errors import DatabaseUnavailableError, MissingEnvError
 from .gate import BY_MARKER
 from .plugin import EVIDENCE_KEY, get_state
 from .secrets import SecretUrl
@@ -27,15 +28,21 @@ STATEMENT_TIMEOUT_MS = 120_000
 
 
 def connect_read_only(url: SecretUrl, settings: Settings) -> psycopg.Connection[Any]:
-    """A session in which every transaction is read-only (a write fails at the server)."""
+    """A connection whose every transaction begins ``BEGIN ISOLATION LEVEL REPEATABLE
+    READ READ ONLY`` (psycopg's own transaction settings), already inside its first
+    transaction with the output settings and a statement timeout pinned to it.
+
+    Nothing is set on the session: through Neon's pooler the server connection is shared
+    with the app, and a session ``SET`` would follow it there. A check reads one
+    consistent snapshot; `release` ends it before long client-side work.
+    """
     try:
-        conn = psycopg.connect(url.reveal(), connect_timeout=10, autocommit=True,
-                               application_name="opsgate-check")
-    except psycopg.Error as exc:
-        pytest.fail(f"cannot connect to {url.masked}: {settings.redactor()(first_line(exc))[:300]}",
-                    pytrace=False)
-    conn.execute("SET default_transaction_read_only = on")
-    conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+        conn = db.connect(url, redact=settings.redactor(), autocommit=False)
+    except DatabaseUnavailableError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    conn.read_only = True
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    db.pin(conn, statement_timeout_ms=STATEMENT_TIMEOUT_MS, application_name="opsgate-check")
     return conn
 
 
@@ -58,13 +65,16 @@ def _require(fn: Any) -> Any:
 
 @pytest.fixture
 def target_db(ops_settings: Settings) -> Iterator[psycopg.Connection[Any]]:
-    """Read-only connection to DATABASE_URL (or POSTGRES_URL)."""
+    """Read-only transaction on DATABASE_URL (or POSTGRES_URL), rolled back at the end."""
     url = _require(ops_settings.require_database_url)
     with allure.step(f"connect: read-only session to {url.masked}"):
         conn = connect_read_only(url, ops_settings)
     try:
         yield conn
     finally:
+        if not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
         conn.close()
 
 

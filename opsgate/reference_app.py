@@ -96,7 +96,8 @@ def create_app(database_url: Secret, admin_password: Secret, faults: Faults | No
     sessions: set[str] = set()
 
     def connect() -> psycopg.Connection[Any]:
-        return psycopg.connect(database_url.reveal(), connect_timeout=5)
+        # Like the real app behind Neon's pooler: no prepared statements.
+        return psycopg.connect(database_url.reveal(), connect_timeout=5, prepare_threshold=None)
 
     def misbehave() -> Response | None:
         if "api-500" in faults.active:

@@ -18,8 +18,9 @@ from typing import Any
 
 import psycopg
 
+from .. import db
 from ..config import Settings
-from ..errors import ConfigError, OpsgateError, first_line
+from ..errors import ConfigError, DatabaseUnavailableError, OpsgateError, first_line
 from . import ledger
 from .runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_migration
 from .scripts import discover_scripts, find_script
@@ -52,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="read the migration's source from this file or folder")
     run.add_argument("--lock-timeout", type=float, default=30.0, metavar="SECONDS",
                      help="how long to wait for another runner of the same migration")
+    run.add_argument("--statement-timeout", type=float, default=None, metavar="SECONDS",
+                     help="cancel any statement running longer (default: "
+                     "OPSGATE_STATEMENT_TIMEOUT, else the server's own setting)")
 
 
 def _emit(doc: Any) -> None:
@@ -67,13 +71,16 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     scripts = discover_scripts(args.migrations_dir)
     url = settings.require_database_url()
     try:
-        conn = psycopg.connect(url.reveal(), connect_timeout=10, autocommit=True)
-    except psycopg.Error as exc:
-        _err(f"cannot connect to {url.masked}: {settings.redactor()(first_line(exc))[:300]}")
+        with db.connect(url, redact=settings.redactor()) as conn, \
+                db.transaction(conn, read_only=True, application_name="opsgate-migrate status"):
+            all_rows = ledger.rows(conn)
+    except DatabaseUnavailableError as exc:
+        _err(str(exc))
         return EXIT_USAGE
-    with conn:
-        conn.execute("SET default_transaction_read_only = on")
-        all_rows = ledger.rows(conn)
+    except psycopg.Error as exc:
+        _err(f"reading the ledger on {url.masked} failed: "
+             f"{settings.redactor()(first_line(exc))[:300]}")
+        return EXIT_FAILED
     known = {s.name for s in scripts}
     report = []
     drift = False
@@ -127,7 +134,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     result = run_migration(script, settings, apply=args.apply, force=args.force,
                            reason=args.reason, source=args.source,
-                           lock_timeout=args.lock_timeout)
+                           lock_timeout=args.lock_timeout,
+                           statement_timeout=args.statement_timeout)
     _emit(result.summary)
     _err(f"{result.summary['status']}: {result.message}")
     return result.exit_code

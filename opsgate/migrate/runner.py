@@ -7,6 +7,7 @@ executes apply and verify too, then rolls back, so its counts are the real ones.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import socket
 import time
@@ -17,9 +18,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .. import canon
+from .. import canon, db
 from ..config import Settings
-from ..errors import OpsgateError, first_line
+from ..errors import DatabaseUnavailableError, OpsgateError, first_line
 from . import ledger
 from .api import MigrationContext, Plan
 from .scripts import MigrationScript
@@ -91,6 +92,30 @@ def _counts(conn: psycopg.Connection[Any], tables: tuple[str, ...]) -> dict[str,
     return out
 
 
+def _begin(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """Open the run's one transaction (psycopg begins it with the first statement)."""
+    conn.execute("SELECT 1")
+    return conn
+
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    """Roll back if the connection still can; a lost connection has rolled back
+    already (the server ends the transaction with the session)."""
+    if conn.closed or conn.broken:
+        return
+    with contextlib.suppress(psycopg.Error):
+        conn.rollback()
+
+
+def _db_failure(conn: psycopg.Connection[Any], exc: psycopg.Error, settings: Settings) -> str:
+    if conn.closed or conn.broken:
+        return (f"the database connection was lost ({_first_line(exc, settings)}); "
+                "nothing was committed")
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return f"a statement was cancelled ({_first_line(exc, settings)}); nothing was committed"
+    return f"database error: {_first_line(exc, settings)}"
+
+
 def _acquire_lock(conn: psycopg.Connection[Any], name: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -120,6 +145,7 @@ def run_migration(
     reason: str | None = None,
     source: str | None = None,
     lock_timeout: float = 30.0,
+    statement_timeout: float | None = None,
 ) -> RunResult:
     """Run one migration under every safeguard; never raises for expected failures."""
     started = _now()
@@ -163,17 +189,19 @@ def run_migration(
         return finish("refused", EXIT_USAGE,
                       '--force needs --reason "..." (the reason is stored in the ledger)')
     try:
-        url = settings.require_database_url()
+        # The direct endpoint when there is one; else DATABASE_URL, pooled or not: the
+        # whole run is one transaction with transaction-scoped lock and settings, which
+        # a transaction pooler keeps on one server connection (docs/neon.md).
+        url = settings.database_url_unpooled or settings.require_database_url()
         module = script.load()
     except OpsgateError as exc:
         return finish("failed", EXIT_USAGE, str(exc))
+    summary["target_database"] = url.masked
 
     try:
-        conn = psycopg.connect(url.reveal(), connect_timeout=10,
-                               application_name=f"opsgate-migrate {script.name}"[:63])
-    except psycopg.Error as exc:
-        return finish("failed", EXIT_USAGE,
-                      f"cannot connect to {url.masked}: {_first_line(exc, settings)}")
+        conn = db.connect(url, redact=settings.redactor(), autocommit=False)
+    except DatabaseUnavailableError as exc:
+        return finish("failed", EXIT_USAGE, str(exc))
 
     timings: dict[str, float] = summary["timings_s"]
 
@@ -184,9 +212,13 @@ def run_migration(
         finally:
             timings[label] = round(time.monotonic() - s, 3)
 
-    with conn:
+    timeout = statement_timeout if statement_timeout is not None else settings.statement_timeout
+    summary["statement_timeout_s"] = timeout or None
+    try:
         try:
-            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(f"{int(lock_timeout)}s"))
+            db.pin(_begin(conn), lock_timeout_ms=int(lock_timeout * 1000),
+                   statement_timeout_ms=int(timeout * 1000) if timeout else None,
+                   application_name=f"opsgate-migrate {script.name}")
             timed("lock", _acquire_lock, conn, script.name, lock_timeout)
             ledger.ensure_ledger(conn)
             previous = ledger.latest_applied(conn, script.name)
@@ -251,15 +283,24 @@ def run_migration(
                 started_at=started,
             )
         except _Stop as stop:
-            conn.rollback()
+            _rollback(conn)
             return finish(stop.status, stop.exit_code, stop.message, stop.problems)
         except OpsgateError as exc:
-            conn.rollback()
+            _rollback(conn)
             return finish("failed", EXIT_FAILED, f"{script.name}: {exc}")
         except psycopg.Error as exc:
-            conn.rollback()
+            _rollback(conn)
             return finish("failed", EXIT_FAILED,
-                          f"{script.name}: database error: {_first_line(exc, settings)}")
-        conn.commit()
+                          f"{script.name}: {_db_failure(conn, exc, settings)}")
+        try:
+            conn.commit()
+        except psycopg.Error as exc:
+            summary["ledger_id"] = None
+            return finish("failed", EXIT_FAILED,
+                          f"{script.name}: COMMIT did not complete "
+                          f"({_first_line(exc, settings)}); whether it took effect is "
+                          "unknown: run `opsgate migrate status` before anything else")
+    finally:
+        conn.close()
     return finish("applied", EXIT_OK,
                   f"{script.name} applied ({mode}), ledger row {summary['ledger_id']}")

@@ -1,0 +1,178 @@
+"""Connections and transactions that leave nothing behind on a shared server connection.
+
+Production's ``DATABASE_URL`` is a PgBouncer endpoint in transaction mode: the server
+connection a client talks to changes between transactions and is handed to the app's
+own clients afterwards. So nothing opsgate needs may live in the session:
+
+- every setting (read-only, timeouts, the canon-v1 output settings, even
+  ``application_name``) is set inside the transaction that needs it (``BEGIN ... READ
+  ONLY`` through psycopg's own ``read_only``/``isolation_level`` attributes, and
+  ``set_config(name, value, true)``, which ends with the transaction);
+- no startup parameter is sent that PgBouncer would replay onto a server connection
+  (``application_name`` is one it tracks);
+- no prepared statement is ever created (``prepare_threshold=None``): on a pooler a
+  statement prepared in one transaction is gone, or someone else's, in the next.
+
+The same rules hold on a direct connection; they cost one round trip per transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import IsolationLevel, sql
+from psycopg.conninfo import conninfo_to_dict
+
+from .errors import DatabaseUnavailableError, first_line
+from .secrets import SecretUrl
+
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "OUTPUT_SETTINGS",
+    "connect",
+    "host_of",
+    "in_transaction",
+    "is_pooler_host",
+    "pin",
+    "release",
+    "transaction",
+]
+
+CONNECT_TIMEOUT_S = 10
+
+#: Settings that decide how values come back as text: pinned in every opsgate
+#: transaction, so a role or database whose defaults differ reads the same bytes
+#: (canon-v1 depends on them; docs/canonical-hashing.md).
+OUTPUT_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("TimeZone", "UTC"),
+    ("DateStyle", "ISO, YMD"),
+    ("IntervalStyle", "iso_8601"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+    ("client_encoding", "UTF8"),
+)
+
+
+def host_of(url: SecretUrl | str) -> str:
+    """The host a URL or libpq keyword string names ("" for a local socket), parsed by
+    libpq's rules through psycopg rather than by hand."""
+    raw = url.reveal() if isinstance(url, SecretUrl) else url
+    try:
+        params = conninfo_to_dict(raw)
+    except psycopg.ProgrammingError:
+        return ""
+    return str(params.get("host") or "")
+
+
+def is_pooler_host(url: SecretUrl | str) -> bool:
+    """True for a Neon pooled endpoint: its first host label ends in ``-pooler``
+    (``ep-name-123-pooler.region.aws.neon.tech``)."""
+    return any(h.split(".", 1)[0].endswith("-pooler") for h in host_of(url).split(",") if h)
+
+
+def connect(
+    url: SecretUrl,
+    *,
+    redact: Callable[[str], str] = lambda s: s,
+    what: str = "the database",
+    autocommit: bool = True,
+    application_name: str | None = None,
+    connect_timeout: int = CONNECT_TIMEOUT_S,
+) -> psycopg.Connection[Any]:
+    """Connect with no prepared statements; a failure is one line naming the masked URL.
+
+    ``application_name`` goes into the startup packet, so pass it only for a connection
+    to a direct endpoint (the drill's, the runner's); on a pooled one use
+    `transaction`'s parameter instead.
+    """
+    kwargs: dict[str, Any] = {}
+    if application_name:
+        kwargs["application_name"] = application_name[:63]
+    try:
+        conn = psycopg.connect(url.reveal(), connect_timeout=connect_timeout,
+                               autocommit=autocommit, prepare_threshold=None, **kwargs)
+    except psycopg.Error as exc:
+        raise DatabaseUnavailableError(
+            f"cannot connect to {what} at {url.masked}: {redact(first_line(exc))[:300]}"
+        ) from None
+    return conn
+
+
+def in_transaction(conn: psycopg.Connection[Any]) -> bool:
+    return conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+
+def pin(
+    conn: psycopg.Connection[Any],
+    settings: Iterable[tuple[str, str]] = OUTPUT_SETTINGS,
+    *,
+    statement_timeout_ms: int | None = None,
+    lock_timeout_ms: int | None = None,
+    application_name: str | None = None,
+) -> None:
+    """Set ``settings`` for the current transaction only, in one round trip.
+
+    On a non-autocommit connection this statement opens the transaction if none is
+    open. On an autocommit one outside a transaction it refuses: ``set_config(...,
+    true)`` would be lost at once and the caller would believe the settings held.
+    """
+    if conn.autocommit and not in_transaction(conn):
+        raise psycopg.ProgrammingError("opsgate.db.pin needs an open transaction")
+    pairs = list(settings)
+    if statement_timeout_ms is not None:
+        pairs.append(("statement_timeout", str(int(statement_timeout_ms))))
+    if lock_timeout_ms is not None:
+        pairs.append(("lock_timeout", str(int(lock_timeout_ms))))
+    if application_name:
+        pairs.append(("application_name", application_name[:63]))
+    if not pairs:
+        return
+    calls = sql.SQL(", ").join(
+        sql.SQL("set_config({}, {}, true)").format(sql.Literal(n), sql.Literal(v))
+        for n, v in pairs
+    )
+    conn.execute(sql.SQL("SELECT {}").format(calls))
+
+
+def release(conn: psycopg.Connection[Any]) -> None:
+    """End the connection's open transaction, if any, by rolling it back: for a
+    read-only connection about to do long client-side work (opsgate's transactions
+    never stay open, idle, while the client computes)."""
+    if in_transaction(conn) and not conn.closed:
+        conn.rollback()
+
+
+@contextmanager
+def transaction(
+    conn: psycopg.Connection[Any],
+    *,
+    read_only: bool,
+    isolation: IsolationLevel | None = None,
+    settings: Iterable[tuple[str, str]] = OUTPUT_SETTINGS,
+    statement_timeout_ms: int | None = None,
+    application_name: str | None = None,
+) -> Iterator[psycopg.Connection[Any]]:
+    """One transaction on an autocommit connection, begun as ``BEGIN [ISOLATION LEVEL
+    ...] READ ONLY|READ WRITE`` and pinned with `pin`; everything it set ends with it.
+
+    Read-only is part of BEGIN itself, so a write fails at the server even through a
+    pooler (a session ``SET`` followed by a statement may reach two different server
+    connections there).
+    """
+    if in_transaction(conn):
+        raise psycopg.ProgrammingError(
+            "opsgate.db.transaction must begin the transaction itself (found one open)")
+    before = (conn.read_only, conn.isolation_level)
+    conn.read_only = read_only
+    conn.isolation_level = isolation
+    try:
+        with conn.transaction():
+            pin(conn, settings, statement_timeout_ms=statement_timeout_ms,
+                application_name=application_name)
+            yield conn
+    finally:
+        if not conn.closed:
+            conn.read_only, conn.isolation_level = before
