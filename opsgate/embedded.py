@@ -32,7 +32,14 @@ from typing import Any
 import psycopg
 
 from .errors import PostgresUnavailableError
-from .pgtools import CLIENT_TOOLS, SERVER_TOOLS, PgBinaries, discover, find_server_binaries
+from .pgtools import (
+    CLIENT_TOOLS,
+    SERVER_TOOLS,
+    PgBinaries,
+    built_with_tls,
+    discover,
+    find_server_binaries,
+)
 from .secrets import SecretUrl
 from .tlsfiles import TlsFiles, write_private
 
@@ -122,21 +129,10 @@ def _reachable_binaries(binaries: PgBinaries, user: pwd.struct_passwd | None) ->
     return copied
 
 
-def ssl_support(binaries: PgBinaries) -> bool | None:
-    """Whether the server was built with OpenSSL, as ``pg_config --configure`` says
-    (PostgreSQL 14+ spells it ``--with-ssl=openssl``); None when there is no pg_config
-    to ask, and then the server's start with ``ssl=on`` tells."""
-    pg_config = binaries.tool("pg_config")
-    if not os.access(pg_config, os.X_OK):
-        return None
-    try:
-        proc = subprocess.run([str(pg_config), "--configure"], capture_output=True, text=True,
-                              timeout=20, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if proc.returncode != 0:
-        return None
-    return "--with-openssl" in proc.stdout or "--with-ssl=openssl" in proc.stdout
+def _tls_capable(binaries: PgBinaries) -> bool | None:
+    """Built with OpenSSL? None when pg_config cannot tell; the server's start with
+    ``ssl=on`` then does."""
+    return binaries.tls if binaries.tls is not None else built_with_tls(binaries.bindir)
 
 
 def _no_ssl_error(binaries: PgBinaries) -> PostgresUnavailableError:
@@ -150,7 +146,7 @@ def _tls_binaries() -> PgBinaries:
     """The first discovered server distribution that can serve TLS (the pgserver wheel,
     last in the search order, cannot), or else the usual choice, refused later by name."""
     for found in discover((*SERVER_TOOLS, *CLIENT_TOOLS)):
-        if ssl_support(found) is not False:
+        if _tls_capable(found) is not False:
             return found
     return find_server_binaries()
 
@@ -191,7 +187,7 @@ class EmbeddedPostgres:
             binaries = _tls_binaries()
         self.binaries = binaries or find_server_binaries(explicit)
         self.tls = tls
-        if tls is not None and ssl_support(self.binaries) is False:
+        if tls is not None and _tls_capable(self.binaries) is False:
             raise _no_ssl_error(self.binaries)
         self._base_dir = base_dir
         self._settings = {
