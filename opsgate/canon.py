@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -191,14 +190,6 @@ def pin_session(conn: Connection[Any]) -> None:
     db.pin(conn, TABLE_SESSION_SETTINGS)
 
 
-def _reading(conn: Connection[Any]) -> AbstractContextManager[Any]:
-    """The caller's transaction when there is one (the drill hashes inside its snapshot),
-    else a read-only transaction of our own, so the pinned settings hold and end."""
-    if db.in_transaction(conn):
-        return nullcontext()
-    return db.transaction(conn, read_only=True, settings=())
-
-
 def table_shape(conn: Connection[Any], table: str, schema: str = "public") -> tuple[
     tuple[str, ...], tuple[str, ...]
 ]:
@@ -251,7 +242,7 @@ def iter_table_copy(
     conn: Connection[Any], table: str, schema: str = "public"
 ) -> Iterator[bytes]:
     """Yield the canon-v1 COPY stream of ``table`` in chunks, under pinned settings."""
-    with _reading(conn):
+    with db.reading(conn):
         pin_session(conn)
         columns, order_by = table_shape(conn, table, schema)
         with conn.cursor() as cur, \
@@ -272,7 +263,7 @@ def table_hash(conn: Connection[Any], table: str, schema: str = "public") -> Tab
     size = 0
     rows = 0
     buf = bytearray()
-    with _reading(conn):
+    with db.reading(conn):
         pin_session(conn)
         columns, order_by = table_shape(conn, table, schema)
         query = table_copy_query(table, columns, order_by, schema)

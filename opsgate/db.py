@@ -19,7 +19,7 @@ The same rules hold on a direct connection; they cost one round trip per transac
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import psycopg
@@ -37,6 +37,7 @@ __all__ = [
     "in_transaction",
     "is_pooler_host",
     "pin",
+    "reading",
     "release",
     "transaction",
 ]
@@ -77,7 +78,7 @@ def connect(
     url: SecretUrl,
     *,
     redact: Callable[[str], str] = lambda s: s,
-    what: str = "the database",
+    what: str = "",
     autocommit: bool = True,
     application_name: str | None = None,
     connect_timeout: int = CONNECT_TIMEOUT_S,
@@ -96,7 +97,8 @@ def connect(
                                autocommit=autocommit, prepare_threshold=None, **kwargs)
     except psycopg.Error as exc:
         raise DatabaseUnavailableError(
-            f"cannot connect to {what} at {url.masked}: {redact(first_line(exc))[:300]}"
+            f"cannot connect to {what + ' ' if what else ''}{url.masked}: "
+            f"{redact(first_line(exc))[:300]}"
         ) from None
     return conn
 
@@ -143,6 +145,15 @@ def release(conn: psycopg.Connection[Any]) -> None:
     never stay open, idle, while the client computes)."""
     if in_transaction(conn) and not conn.closed:
         conn.rollback()
+
+
+def reading(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
+    """The caller's transaction when one is open (the drill hashes inside its exported
+    snapshot), else a read-only transaction of our own, so that settings pinned with
+    `pin` hold for the work and end with it."""
+    if in_transaction(conn):
+        return nullcontext()
+    return transaction(conn, read_only=True, settings=())
 
 
 @contextmanager

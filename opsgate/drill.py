@@ -10,6 +10,7 @@ the two longest steps.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -83,6 +84,7 @@ class DrillResult:
     server_version: str = ""
     client_tools: str = ""
     leftovers_removed: list[str] = field(default_factory=list)
+    restore_method: str = ""
     timings_s: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -103,7 +105,7 @@ class DrillResult:
                                "match": self.source_hash == self.restored_hash},
             "archive": {"path": self.archive_path, "bytes": self.archive_bytes,
                         "kept": self.archive_kept, "format": "directory",
-                        "jobs": DUMP_JOBS},
+                        "jobs": DUMP_JOBS, "restore_method": self.restore_method},
             "restore_target": self.restore_target,
             "server_version": self.server_version,
             "client_tools": self.client_tools,
@@ -130,6 +132,73 @@ def _run_tool(args: list[str], what: str, redact: Callable[[str], str], env: dic
     if proc.returncode != 0:
         raise DrillError(f"{what} failed (exit {proc.returncode}): "
                          f"{redact(_last_line(proc.stderr))}")
+
+
+#: The one line pg_restore 17+ always writes that servers before 17 reject (the setting
+#: appeared in 17). pg_dump must be at least the server's version, so on Neon's 14-16 a
+#: 17 client is the norm, and pg_restore offers no switch to leave the line out.
+_PG17_ONLY_SET = b"SET transaction_timeout = 0;\n"
+
+
+def _restore(tools: PgBinaries, archive: Path, target: SecretUrl, target_major: int,
+             redact: Callable[[str], str], workdir: Path) -> str:
+    """Restore ``archive`` into ``target``; returns how, for the evidence."""
+    if tools.major < 17 or target_major >= 17:
+        _run_tool([str(tools.tool("pg_restore")), f"--jobs={DUMP_JOBS}",
+                   "--no-owner", "--no-privileges", "--exit-on-error",
+                   f"--dbname={target.without_password}", str(archive)],
+                  "pg_restore", redact, _tool_env(target))
+        return f"pg_restore --jobs={DUMP_JOBS}"
+    _restore_through_psql(tools, archive, target, redact, workdir)
+    return (f"pg_restore {tools.version} script through psql, without its "
+            f"PostgreSQL 17-only 'SET transaction_timeout' (server is {target_major})")
+
+
+def _restore_through_psql(tools: PgBinaries, archive: Path, target: SecretUrl,
+                          redact: Callable[[str], str], workdir: Path) -> None:
+    """pg_restore's SQL script, streamed into psql with that one line dropped (outside
+    COPY data, where the same text could be a row). Memory stays one line deep.
+    Hand-written because no tool offers it: the filter is the whole point."""
+    psql = tools.tool("psql")
+    if not os.access(psql, os.X_OK):
+        raise DrillError(f"restoring a PostgreSQL {tools.major} dump into an older server "
+                         f"needs psql beside pg_restore in {tools.bindir}")
+    restore_err = (workdir / "pg_restore.err").open("w+b")
+    psql_err = (workdir / "psql.err").open("w+b")
+    with restore_err, psql_err:
+        restore = subprocess.Popen(
+            [str(tools.tool("pg_restore")), "--no-owner", "--no-privileges", "--file=-",
+             str(archive)], stdout=subprocess.PIPE, stderr=restore_err, env=_tool_env(target))
+        sink = subprocess.Popen(
+            [str(psql), "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1",
+             f"--dbname={target.without_password}"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_err,
+            env=_tool_env(target))
+        assert restore.stdout is not None and sink.stdin is not None
+        in_copy = False
+        try:
+            for line in restore.stdout:
+                if in_copy:
+                    in_copy = line != b"\\.\n"
+                elif line == _PG17_ONLY_SET:
+                    continue
+                elif line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
+                    in_copy = True
+                sink.stdin.write(line)
+        except BrokenPipeError:
+            pass  # psql stopped on an error: its own message says which
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                sink.stdin.close()
+            restore.stdout.close()
+            restore.wait()
+            sink.wait()
+        for proc, err, what in ((sink, psql_err, "psql"), (restore, restore_err,
+                                                            "pg_restore")):
+            if proc.returncode != 0:
+                err.seek(0)
+                raise DrillError(f"{what} failed (exit {proc.returncode}): "
+                                 f"{redact(_last_line(err.read().decode(errors='replace')))}")
 
 
 def _tool_env(url: SecretUrl) -> dict[str, str]:
@@ -288,6 +357,7 @@ def run_drill(
                 with db.connect(target, redact=redact, what="DRILL_DATABASE_URL") as probe, \
                         db.transaction(probe, read_only=True):
                     occupied = _relations_in(probe)
+                    target_major = int(probe.info.server_version) // 10000
             except DatabaseUnavailableError as exc:
                 raise DrillError(str(exc)) from None
             if occupied:
@@ -296,6 +366,7 @@ def run_drill(
                     f"{', '.join(occupied)}); the drill restores only into an empty database "
                     "and never overwrites one")
         else:
+            target_major = version_num // 10000
             name = scratch_name()
             # Held until the session ends: a later drill sees this copy is in use.
             session.execute("SELECT pg_advisory_lock(%s, hashtext(%s))",
@@ -349,10 +420,8 @@ def run_drill(
                 if after_dump is not None:
                     after_dump(archive)
                 t_restore = time.monotonic()
-                _run_tool([str(tools.tool("pg_restore")), f"--jobs={DUMP_JOBS}",
-                           "--no-owner", "--no-privileges", "--exit-on-error",
-                           f"--dbname={target.without_password}", str(archive)],
-                          "pg_restore", redact, _tool_env(target))
+                result.restore_method = _restore(tools, archive, target, target_major,
+                                                 redact, workdir)
                 result.timings_s["restore"] = round(time.monotonic() - t_restore, 3)
             except BaseException as exc:  # reported on the main thread
                 pipeline_error.append(exc)

@@ -67,6 +67,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--sandbox-scale", type=int, default=None, metavar="N",
                     help="seed the sandbox with a generated graph of N entities instead of "
                     "the fixture payload")
+    group.addoption("--sandbox-profile", choices=("plain", "neon"), default="plain",
+                    help="plain: one local server; neon: production's topology (TLS-only "
+                    "server, non-superuser owner, PgBouncer in transaction mode in front, "
+                    "pooled and direct URLs as Vercel writes them)")
     group.addoption("--env-file", default=None, metavar="PATH",
                     help="dotenv file with the target's variables (the environment wins)")
     group.addoption("--reports-dir", default=None, metavar="DIR",
@@ -146,7 +150,8 @@ def _start_sandbox(config: pytest.Config, state: GateState) -> None:
     from .sandbox import Sandbox  # imported late: uvicorn and starlette only for --sandbox
 
     try:
-        sandbox = Sandbox.start(scale=config.getoption("sandbox_scale"))
+        sandbox = Sandbox.start(scale=config.getoption("sandbox_scale"),
+                                profile=config.getoption("sandbox_profile"))
     except OpsgateError as exc:
         raise pytest.UsageError(f"opsgate: the sandbox did not start: {exc}") from None
     state.sandbox = sandbox

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from . import db
 from .canon import pin_session, table_shape
 
 BUCKETS = 4096
@@ -62,7 +63,6 @@ def _bucket_expr(key: Sequence[str], buckets: int) -> sql.Composable:
 
 def _bucket_digests(conn: psycopg.Connection[Any], table: str, columns: Sequence[str],
                     key: Sequence[str], buckets: int) -> dict[int, tuple[int, str]]:
-    pin_session(conn)
     # An order-free digest per bucket (sum of 60 bits of each row's md5, as numeric so it
     # cannot overflow): no per-bucket sort, one sequential scan per server.
     query = sql.SQL(
@@ -84,7 +84,17 @@ def _bucket_rows(conn: psycopg.Connection[Any], table: str, columns: Sequence[st
 
 def locate(conn_a: psycopg.Connection[Any], conn_b: psycopg.Connection[Any], table: str,
            buckets: int = BUCKETS) -> RowDiff:
-    """Keys of rows that differ between ``table`` on ``conn_a`` and on ``conn_b``."""
+    """Keys of rows that differ between ``table`` on ``conn_a`` and on ``conn_b``, each
+    read in a read-only transaction under canon-v1's pinned settings (the callers', or
+    one of our own)."""
+    with db.reading(conn_a), db.reading(conn_b):
+        pin_session(conn_a)
+        pin_session(conn_b)
+        return _locate(conn_a, conn_b, table, buckets)
+
+
+def _locate(conn_a: psycopg.Connection[Any], conn_b: psycopg.Connection[Any], table: str,
+            buckets: int) -> RowDiff:
     columns, key = table_shape(conn_a, table)
     out = RowDiff(table, tuple(key))
     results: dict[str, dict[int, tuple[int, str]]] = {}

@@ -5,6 +5,12 @@ An embedded PostgreSQL cluster; every migration applied through the real runner 
 as in production); the reference API and a Vercel-Blob-compatible server on
 127.0.0.1. Its settings are written as a dotenv file, so checks receive them exactly as
 they would receive a real target's.
+
+Two profiles. ``plain``: one cluster, one URL, fastest. ``neon``: production's
+topology (`NeonShapedTarget`): a TLS-only server, an owner role that is not a
+superuser, PgBouncer in transaction mode in front, and an env file shaped like
+``vercel env pull``'s (pooled ``DATABASE_URL``, direct ``DATABASE_URL_UNPOOLED``); the
+reference API reads through the pooler, as the real app does.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from .embedded import EmbeddedPostgres
 from .errors import OpsgateError
 from .migrate.runner import run_migration
 from .migrate.scripts import discover_scripts
+from .neon_shape import NeonShapedTarget
 from .reference_app import Faults, create_app
 from .secrets import Secret
 from .servers import ThreadedServer
@@ -32,14 +39,20 @@ FIXTURE_PAYLOAD = PROJECT_ROOT / "fixtures" / "constellation.json"
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 BLOB_STATE_MIGRATION = "20260211_1002_blob_to_neon_admin_state"
 BACKFILL_MIGRATION = "20260213_1004_legacy_to_neon_kb_backfill"
+PROFILES = ("plain", "neon")
 
 
 class Sandbox:
     """Use `Sandbox.start()`; `stop()` is idempotent and leaves nothing running."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, profile: str = "plain") -> None:
+        if profile not in PROFILES:
+            raise OpsgateError(f"unknown sandbox profile {profile!r}; use one of "
+                               + ", ".join(PROFILES))
         self.root = root
+        self.profile = profile
         self.pg: EmbeddedPostgres | None = None
+        self.neon: NeonShapedTarget | None = None
         self.api: ThreadedServer | None = None
         self.blob: ThreadedServer | None = None
         self.faults = Faults()
@@ -52,8 +65,11 @@ class Sandbox:
 
     @classmethod
     def start(cls, scale: int | None = None, env_file: str | Path | None = None,
-              migrations_dir: Path = MIGRATIONS_DIR) -> Sandbox:
-        sandbox = cls(Path(tempfile.mkdtemp(prefix="opsgate-sandbox-")))
+              migrations_dir: Path = MIGRATIONS_DIR, profile: str = "plain") -> Sandbox:
+        if profile not in PROFILES:
+            raise OpsgateError(f"unknown sandbox profile {profile!r}; use one of "
+                               + ", ".join(PROFILES))
+        sandbox = cls(Path(tempfile.mkdtemp(prefix="opsgate-sandbox-")), profile)
         if env_file is not None:
             sandbox.env_file = Path(env_file)
         try:
@@ -64,9 +80,15 @@ class Sandbox:
         return sandbox
 
     def _build(self, scale: int | None, migrations_dir: Path) -> None:
-        self.pg = EmbeddedPostgres()
-        self.pg.start()
-        db_url = self.pg.create_database("app")
+        if self.profile == "neon":
+            self.neon = NeonShapedTarget(dbname="app")
+            self.neon.start()
+            self.pg = self.neon.cluster
+            db_url = self.neon.pooled_url
+        else:
+            self.pg = EmbeddedPostgres()
+            self.pg.start()
+            db_url = self.pg.create_database("app")
 
         payload = json.loads(FIXTURE_PAYLOAD.read_text(encoding="utf-8"))
         content, history = datagen.admin_state(payload)
@@ -86,7 +108,7 @@ class Sandbox:
                 datagen.write_payload(out, scale)
             source[BACKFILL_MIGRATION] = str(self.payload_file)
 
-        settings = Settings.load(environ=self._env_values(db_url.reveal()))
+        settings = Settings.load(environ=self._env_values())
         for script in discover_scripts(migrations_dir):
             result = run_migration(script, settings, apply=True, source=source.get(script.name))
             self.migrations.append(result.summary)
@@ -97,21 +119,25 @@ class Sandbox:
         self.api = ThreadedServer(
             lambda url: create_app(app_db, self.admin_password, self.faults), "api"
         ).start()
-        self._write_env_file(db_url.reveal())
+        self._write_env_file()
         self.expected_admin_hash = canon.admin_state_hash(content, history)
 
-    def _env_values(self, db_url: str) -> dict[str, str]:
+    def _env_values(self) -> dict[str, str]:
         assert self.pg is not None and self.blob is not None
-        values = {
-            "DATABASE_URL": db_url,
+        values = (self.neon.vercel_env() if self.neon is not None
+                  else {"DATABASE_URL": self.pg.url("app").reveal()})
+        values.update({
             "ADMIN_PASSWORD": self.admin_password.reveal(),
             "ADMIN_STORAGE_BACKEND": "neon",
             "BLOB_READ_WRITE_TOKEN": self.blob_token.reveal(),
             "VERCEL_BLOB_API_URL": self.blob.url,
             "ADMIN_BLOB_PREFIX": DEFAULT_BLOB_PREFIX,
             "OPSGATE_PG_BINDIR": str(self.pg.binaries.bindir),
-            "OPSGATE_TARGET_NAME": "sandbox",
-        }
+            "OPSGATE_TARGET_NAME": "sandbox" if self.neon is None else "sandbox-neon",
+        })
+        if self.neon is not None:
+            # The pooler's host is 127.0.0.1, not a *-pooler name: say what it is.
+            values["OPSGATE_DATABASE_POOLED"] = "true"
         if self.api is not None:
             values["OPS_BASE_URL"] = self.api.url
         if self.payload_file is not None:
@@ -119,12 +145,13 @@ class Sandbox:
         return values
 
     def environ(self) -> dict[str, str]:
-        assert self.pg is not None
-        return self._env_values(self.pg.url("app").reveal())
+        """The target's variables, revealed: for a child process or `Settings.load`."""
+        return self._env_values()
 
-    def _write_env_file(self, db_url: str) -> None:
-        lines = ["# opsgate sandbox target; read with: pytest --env-file=THIS_FILE"]
-        lines += [f'{k}="{v}"' for k, v in self._env_values(db_url).items()]
+    def _write_env_file(self) -> None:
+        lines = [f"# opsgate sandbox target ({self.profile} profile); read with: "
+                 "pytest --env-file=THIS_FILE"]
+        lines += [f'{k}="{v}"' for k, v in self._env_values().items()]
         self.env_file.parent.mkdir(parents=True, exist_ok=True)
         self.env_file.write_text("\n".join(lines) + "\n")
         self.env_file.chmod(0o600)
@@ -134,9 +161,12 @@ class Sandbox:
             if server is not None:
                 server.stop()
         self.api = self.blob = None
-        if self.pg is not None:
+        if self.neon is not None:
+            self.neon.stop()
+            self.neon = None
+        elif self.pg is not None:
             self.pg.stop()
-            self.pg = None
+        self.pg = None
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> Sandbox:

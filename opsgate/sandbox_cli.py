@@ -24,6 +24,10 @@ def add_parser(sub: Any) -> None:
                     help=f"where to write the sandbox's settings (default {DEFAULT_ENV_FILE})")
     up.add_argument("--scale", type=int, default=None, metavar="N",
                     help="seed a generated graph of N entities instead of the fixture")
+    up.add_argument("--profile", choices=("plain", "neon"), default="plain",
+                    help="plain: one local server; neon: production's topology (TLS-only "
+                    "server, non-superuser owner, PgBouncer in transaction mode, Vercel-shaped "
+                    "pooled and direct URLs; needs the pgbouncer program)")
     up.add_argument("--fault", action="append", default=[], metavar="NAME",
                     help="make the reference API misbehave (see docs/sandbox.md)")
     p.set_defaults(handler=run)
@@ -40,14 +44,15 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        sandbox = Sandbox.start(scale=args.scale, env_file=Path(args.env_file).resolve())
+        sandbox = Sandbox.start(scale=args.scale, env_file=Path(args.env_file).resolve(),
+                                profile=args.profile)
     except OpsgateError as exc:
         print(f"opsgate sandbox: did not start: {exc}", file=sys.stderr)
         return 1
     try:
         if args.fault:
             sandbox.faults.set(*args.fault)
-        print(f"opsgate sandbox: up; settings in {sandbox.env_file} "
+        print(f"opsgate sandbox: up ({sandbox.profile} profile); settings in {sandbox.env_file} "
               f"(run: pytest --env-file={sandbox.env_file}); Ctrl-C to stop", flush=True)
         while not stop.wait(0.5):
             pass

