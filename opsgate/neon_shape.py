@@ -46,6 +46,17 @@ PER_CONNECTION_SETTINGS: dict[str, str] = {}
 
 _SETTINGS_SQL = "SELECT name, setting FROM pg_settings"
 
+_SESSION_STATE_NAMES = ("prepared_statements", "advisory_locks", "listening", "cursors",
+                        "temp_tables")
+_SESSION_STATE_SQL = """
+SELECT pg_backend_pid(),
+  (SELECT count(*) FROM pg_prepared_statements),
+  (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()),
+  (SELECT count(*) FROM pg_listening_channels()),
+  (SELECT count(*) FROM pg_cursors),
+  (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema())
+"""
+
 
 class NeonShapedTarget:
     """``with NeonShapedTarget() as target:``; then ``target.pooled_url`` and friends."""
@@ -214,6 +225,30 @@ class NeonShapedTarget:
                 f"{count} pooled transactions shared {len(by_pid)} server connections: "
                 "the pooler is not in transaction mode with its own pool")
         return by_pid
+
+    def pooled_session_state(self) -> dict[int, dict[str, int]]:
+        """Session state other than settings on every server connection of the pool, by
+        backend pid: prepared statements, advisory locks held, LISTEN channels, open
+        cursors and temporary tables. All of it would reach the next client."""
+        count = self.pool_size
+        opened: list[psycopg.Connection[Any]] = []
+        state: dict[int, dict[str, int]] = {}
+        try:
+            for _ in range(count):
+                conn = psycopg.connect(self.pooled_url.reveal(), connect_timeout=10,
+                                       prepare_threshold=None)
+                opened.append(conn)
+                row = conn.execute(_SESSION_STATE_SQL).fetchone()
+                assert row is not None
+                pid, *counts = row
+                state[int(pid)] = dict(zip(_SESSION_STATE_NAMES, map(int, counts),
+                                           strict=True))
+        finally:
+            for conn in opened:
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
+                conn.close()
+        return state
 
     def fresh_pooled_settings(self, connections: int | None = None) -> dict[str, str]:
         """The union of `pooled_settings_by_backend`: a setting on which the server

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -102,14 +104,20 @@ def test_table_hash_is_what_psql_copy_gives(pg: EmbeddedPostgres) -> None:
                      "'2026-02-11 14:38:00-05' , jsonb_build_object('g', g) "
                      "FROM generate_series(1, 500) g")
         h = canon.table_hash(conn, "sample")
-    settings_sql = "; ".join(f"SET {k} = '{v}'" for k, v in canon.TABLE_SESSION_SETTINGS)
+    # The recipe of the docs, word for word: SET LOCAL inside one transaction (-1), so
+    # that through a pooler nothing outlives it.
+    sets = [a for k, v in canon.TABLE_SESSION_SETTINGS if k != "client_encoding"
+            for a in ("-c", f"SET LOCAL {k} = '{v}'")]
     psql = pg.binaries.tool("psql")
     out = subprocess.run(
-        [str(psql), "-X", "-q", "-d", pg.url().reveal(), "-c", settings_sql, "-c",
+        [str(psql), "-X", "-q", "-1", "-d", pg.url().reveal(), *sets, "-c",
          "COPY (SELECT body, id, label, score, seen_at FROM sample ORDER BY id) TO STDOUT"],
-        capture_output=True, check=True,
+        capture_output=True, check=True, env={**os.environ, "PGCLIENTENCODING": "UTF8"},
     ).stdout
     assert hashlib.sha256(out).hexdigest() == h.sha256
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "canonical-hashing.md").read_text()
+    assert all(f"SET LOCAL {k}" in doc for k, _ in canon.TABLE_SESSION_SETTINGS
+               if k != "client_encoding")
 
 
 def test_table_hash_streams_in_constant_memory(pg: EmbeddedPostgres) -> None:

