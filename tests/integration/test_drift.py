@@ -151,7 +151,7 @@ class _SlowFile:
         import time
 
         time.sleep(self._delay)
-        return self._buf.read(min(n, 16384) if n and n > 0 else 16384)
+        return self._buf.read(n)
 
     def close(self) -> None:
         self._buf.close()
@@ -164,12 +164,28 @@ class _SlowFile:
 
 
 def test_drift_never_holds_a_transaction_idle_while_the_client_works(
-    sandbox: Sandbox,
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With idle_in_transaction_session_timeout at 200 ms, a transaction left open while
-    the client reads a slow payload is killed; drift's is not, because it has none open
-    then, and copies the kb side in one quick snapshot before it merges."""
+    the client works is killed. Drift's client is made slow where it works: reading the
+    payload (a slow disk) and merging (a pause of 0.5 s in the middle of each merge).
+    Drift has no transaction open then: it copies the kb side in one quick snapshot
+    between the two."""
+    from opsgate import drift
     from opsgate.drift import PayloadReader
+
+    merge = drift._merge
+
+    def paused(items: Iterator[Any]) -> Iterator[Any]:
+        import time
+
+        for n, item in enumerate(items):
+            if n == 10:
+                time.sleep(0.5)
+            yield item
+
+    monkeypatch.setattr(drift, "_merge", lambda result, left, right, *rest: merge(
+        result, paused(left), right, *rest))
 
     assert sandbox.pg is not None
     url = sandbox.environ()["DATABASE_URL"]
@@ -181,10 +197,11 @@ def test_drift_never_holds_a_transaction_idle_while_the_client_works(
             import time
 
             time.sleep(0.6)
-            with pytest.raises(psycopg.OperationalError):
+            with pytest.raises((psycopg.errors.IdleInTransactionSessionTimeout,
+                                psycopg.OperationalError)):
                 victim.execute("SELECT 1")
         data = FIXTURE_PAYLOAD.read_bytes()
-        slow = PayloadReader(lambda: _SlowFile(data, 0.05), "slow file")
+        slow = PayloadReader(lambda: _SlowFile(data, 0.2), "slow file")
         with psycopg.connect(url, autocommit=True) as conn:
             result = compare(slow, conn, "slow file")
         assert not result.drifted, result.summary_lines()
