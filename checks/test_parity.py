@@ -12,7 +12,7 @@ import httpx
 import psycopg
 import pytest
 
-from opsgate import contracts, http
+from opsgate import contracts, db, http
 from opsgate.config import Settings
 from opsgate.evidence import bounded, count_lines, set_diff
 from opsgate.schema import OVERVIEW_COUNTS
@@ -70,6 +70,7 @@ def db_graph(target_db: psycopg.Connection[Any]) -> DbGraph:
     domains = {r[0] for r in target_db.execute("SELECT DISTINCT domain FROM kb_entities")}
     kinds = dict(target_db.execute(
         "SELECT kind, count(*) FROM kb_entities GROUP BY kind").fetchall())
+    db.release(target_db)  # no transaction stays open while the API is compared
     return DbGraph(ids, edges, domains, {
         "nodes": len(ids), "edges": len(edges),
         "build": int(kinds.get("build", 0)), "notes": int(kinds.get("note", 0)),
@@ -150,6 +151,11 @@ def test_admin_overview_counts_match_the_database(
     evidence: dict[str, Any],
 ) -> None:
     password = ops_settings.require_admin_password()
+    counts: dict[str, int] = {}
+    for label, table in OVERVIEW_COUNTS:
+        row = target_db.execute(f"SELECT count(*) FROM {table}").fetchone()
+        counts[label] = int(row[0]) if row else 0
+    db.release(target_db)  # the HTTP calls below run with no transaction open
     try:
         login = http.request(deployment, "POST", "/api/admin/session", what="admin login",
                              json={"password": password.reveal()})
@@ -163,12 +169,8 @@ def test_admin_overview_counts_match_the_database(
         pytest.fail(str(exc), pytrace=False)
     found = contracts.problems("admin-overview", body)
     assert not found, "admin overview does not match the contract: " + "; ".join(found)
-    db: dict[str, int] = {}
-    for label, table in OVERVIEW_COUNTS:
-        row = target_db.execute(f"SELECT count(*) FROM {table}").fetchone()
-        db[label] = int(row[0]) if row else 0
     evidence["overview"] = body
-    evidence["database"] = db
-    problems = count_lines({k: (body["counts"][k], v) for k, v in db.items()},
+    evidence["database"] = counts
+    problems = count_lines({k: (body["counts"][k], v) for k, v in counts.items()},
                            "overview", "database")
     assert not problems, "admin overview counts differ: " + "; ".join(problems)

@@ -26,12 +26,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import psycopg
 
 from .errors import PostgresUnavailableError
+from .lifecycle import Service
 from .pgtools import (
     CLIENT_TOOLS,
     SERVER_TOOLS,
@@ -165,7 +165,7 @@ def _hba_tls(superuser: str) -> str:
     )
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(Service):
     """Start with ``with EmbeddedPostgres() as pg:``; ``pg.url`` is the DSN (a SecretUrl).
 
     ``tls=`` (see `opsgate.tlsfiles.make_tls_files`) makes a TLS-only cluster; without
@@ -215,15 +215,6 @@ class EmbeddedPostgres:
         self._reaper: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
-
-    def __enter__(self) -> EmbeddedPostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     @property
     def datadir(self) -> Path:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -30,6 +29,7 @@ from psycopg import sql
 
 from .embedded import EmbeddedPostgres
 from .errors import PostgresUnavailableError
+from .lifecycle import Service
 from .pgbouncer import PgBouncer, find_pgbouncer, read_scram_verifier
 from .pgtools import PgBinaries
 from .secrets import Secret, SecretUrl
@@ -58,7 +58,7 @@ SELECT pg_backend_pid(),
 """
 
 
-class NeonShapedTarget:
+class NeonShapedTarget(Service):
     """``with NeonShapedTarget() as target:``; then ``target.pooled_url`` and friends."""
 
     def __init__(
@@ -82,15 +82,6 @@ class NeonShapedTarget:
         self.pooler: PgBouncer | None = None
 
     # -- lifecycle ---------------------------------------------------------------
-
-    def __enter__(self) -> NeonShapedTarget:
-        self.start()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         if self.pooler is not None:

@@ -40,7 +40,6 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -48,6 +47,7 @@ import psycopg
 
 from .embedded import _free_port, _service_user
 from .errors import PostgresUnavailableError, first_line
+from .lifecycle import Service
 from .secrets import Secret, SecretUrl
 from .tlsfiles import TlsFiles, write_private
 
@@ -114,7 +114,7 @@ def _quoted(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-class PgBouncer:
+class PgBouncer(Service):
     """``with PgBouncer(server_port=..., users=..., tls=...) as pooler:``; then
     ``pooler.url(role, password, dbname)``. Every database of the server is reachable."""
 
@@ -148,15 +148,6 @@ class PgBouncer:
         self._output: IO[bytes] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
-
-    def __enter__(self) -> PgBouncer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     @property
     def pid(self) -> int | None:

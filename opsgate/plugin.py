@@ -188,11 +188,17 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return [f"opsgate {__version__}: self-test run (gate off)"]
     ident = state.settings.target_identity()
     where = ident["database"] or ident["base_url"] or "-"
-    return [
+    lines = [
         f"opsgate {__version__}: target {state.target_kind} "
         f"{ident['name']} ({where})",
-        f"opsgate: marker expression: {state.expression}  (from {state.expression_source})",
     ]
+    if ident["database"]:
+        kind = "pooled" if ident["database_pooled"] else "not a pooler"
+        direct = ident["database_direct"] or "none (session work uses DATABASE_URL)"
+        lines.append(f"opsgate: database {kind}; direct endpoint: {direct}")
+    lines.append(
+        f"opsgate: marker expression: {state.expression}  (from {state.expression_source})")
+    return lines
 
 
 def _check_markers(item: pytest.Item) -> list[str]:
