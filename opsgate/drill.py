@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,7 @@ class DrillResult:
     server_version: str = ""
     client_tools: str = ""
     leftovers_removed: list[str] = field(default_factory=list)
+    other_scratch_databases: list[str] = field(default_factory=list)
     restore_method: str = ""
     timings_s: dict[str, float] = field(default_factory=dict)
 
@@ -110,6 +112,9 @@ class DrillResult:
             "server_version": self.server_version,
             "client_tools": self.client_tools,
             "leftover_scratch_databases_removed": self.leftovers_removed,
+            # On the server, not from this database (or killed before their comment):
+            # listed for the operator, never dropped by this drill.
+            "other_scratch_databases": self.other_scratch_databases,
             "timings_s": self.timings_s,
             "hash_version": canon.VERSION,
         }
@@ -254,6 +259,9 @@ SCRATCH_PREFIX = "opsgate_drill_scratch_"
 #: so a later drill can tell a live drill's scratch copy from a dead one's.
 DRILL_LOCK_CLASS = 0x0D1E
 
+#: How a scratch database's comment begins; the source database's name follows.
+SCRATCH_COMMENT = "opsgate drill scratch copy of database "
+
 
 def scratch_name() -> str:
     worker = re.sub(r"[^a-z0-9]", "", os.environ.get("PYTEST_XDIST_WORKER", "main").lower())
@@ -266,29 +274,45 @@ def _drop_database(admin: psycopg.Connection[Any], name: str) -> None:
         sql.Identifier(name)))
 
 
-def sweep_leftovers(session: psycopg.Connection[Any], redact: Callable[[str], str]
-                    ) -> tuple[list[str], list[str]]:
-    """Remove scratch databases of drills that died (their lock is free); returns
-    (removed, could not be removed with why). A live drill's copy is left alone."""
+@dataclass
+class Sweep:
+    """What a drill found of earlier drills' scratch databases before it began."""
+
+    removed: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)  # "name (why)"
+    not_ours: list[str] = field(default_factory=list)
+
+
+def sweep_leftovers(session: psycopg.Connection[Any], redact: Callable[[str], str]) -> Sweep:
+    """Remove scratch databases of drills that died (their lock is free). A live
+    drill's copy is left alone.
+
+    Advisory locks are per database, so only copies made from this database can be told
+    live or dead from here: only those (their comment names their source) are removed;
+    the others are listed, never touched.
+    """
     rows = session.execute(
-        "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1",
-        (SCRATCH_PREFIX.replace("_", r"\_") + "%",)).fetchall()
-    removed: list[str] = []
-    stuck: list[str] = []
-    for (name,) in rows:
+        "SELECT datname, starts_with(coalesce(shobj_description(oid, 'pg_database'), ''), "
+        "%s || current_database() || ':') FROM pg_database WHERE starts_with(datname, %s) "
+        "ORDER BY 1", (SCRATCH_COMMENT, SCRATCH_PREFIX)).fetchall()
+    sweep = Sweep()
+    for name, ours in rows:
+        if not ours:
+            sweep.not_ours.append(name)
+            continue
         got = session.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
                               (DRILL_LOCK_CLASS, name)).fetchone()
         if not (got and got[0]):
             continue  # a drill running right now owns it
         try:
             _drop_database(session, name)
-            removed.append(name)
+            sweep.removed.append(name)
         except psycopg.Error as exc:
-            stuck.append(f"{name} ({redact(first_line(exc))[:200]})")
+            sweep.stuck.append(f"{name} ({redact(first_line(exc))[:200]})")
         finally:
             session.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
                             (DRILL_LOCK_CLASS, name))
-    return removed, stuck
+    return sweep
 
 
 def run_drill(
@@ -315,19 +339,25 @@ def run_drill(
     t_all = time.monotonic()
     try:
         session = db.connect(url, redact=redact, application_name="opsgate-drill")
+    except DatabaseUnavailableError as exc:
+        raise DrillError(str(exc)) from None
+    try:
         src = db.connect(url, redact=redact, autocommit=False, application_name="opsgate-drill")
     except DatabaseUnavailableError as exc:
+        session.close()
         raise DrillError(str(exc)) from None
     workdir = Path(tempfile.mkdtemp(prefix="opsgate-drill-"))
     scratch: str | None = None
     try:
         if settings.drill_database_url is None:
-            removed, stuck = sweep_leftovers(session, redact)
-            result.leftovers_removed = removed
-            if stuck:
+            sweep = sweep_leftovers(session, redact)
+            result.leftovers_removed = sweep.removed
+            result.other_scratch_databases = sweep.not_ours
+            if sweep.stuck:
                 raise DrillError(
-                    f"{len(stuck)} scratch database(s) left by an earlier drill could not be "
-                    f"removed: {'; '.join(stuck[:5])}; each is a full copy of the data: drop "
+                    f"{len(sweep.stuck)} scratch database(s) left by an earlier drill could "
+                    f"not be removed: {'; '.join(sweep.stuck[:5])}; each is a full copy of "
+                    "the data: drop "
                     "it as its owner (DROP DATABASE name WITH (FORCE))")
         # Every transaction of this session: BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY.
         src.read_only = True
@@ -376,9 +406,10 @@ def run_drill(
                 scratch = name
                 session.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                     sql.Identifier(name), sql.Literal(
-                        f"opsgate drill scratch copy of {url.masked}, created "
+                        f"{SCRATCH_COMMENT}{src.info.dbname}: {url.masked}, created "
                         f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} by pid "
-                        f"{os.getpid()}; dropped when the drill ends: safe to drop")))
+                        f"{os.getpid()} on {socket.gethostname()}; dropped when the drill "
+                        "ends: safe to drop")))
             except psycopg.errors.InsufficientPrivilege:
                 raise DrillError(
                     f"no permission to create a scratch database on {url.masked}; grant "

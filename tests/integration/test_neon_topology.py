@@ -298,16 +298,50 @@ def test_the_drill_given_only_the_pooled_url_names_the_variable(neon: Sandbox) -
     assert scratch_databases(neon) == []
 
 
-def test_a_killed_drills_scratch_copy_is_removed_by_the_next_drill(neon: Sandbox) -> None:
-    assert neon.neon is not None
-    leftover = SCRATCH_PREFIX + "20260101T000000Z_1_main_dead00"
-    with psycopg.connect(neon.neon.direct_url.reveal(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(leftover)))
-    result = run_drill(Settings.load(environ=neon.environ()))
-    assert result.problems == []
-    assert result.leftovers_removed == [leftover]
-    assert result.evidence()["leftover_scratch_databases_removed"] == [leftover]
-    assert scratch_databases(neon) == []
+def commented_copies(sb: Sandbox) -> list[str]:
+    """Scratch copies that say they were made from database app (a drill's comment)."""
+    assert sb.pg is not None
+    with sb.pg.connect() as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(coalesce(shobj_description("
+            "oid, 'pg_database'), ''), 'opsgate drill scratch copy of database app: ')")]
+
+
+def test_a_killed_drills_scratch_copy_is_removed_by_the_next_drill(
+    neon: Sandbox, tmp_path: Path
+) -> None:
+    """A drill SIGKILLed while its scratch copy exists leaves a database whose name and
+    comment say what it is; the next drill sees its lock is free and drops it. A
+    database named like a scratch copy but not made from this database is listed,
+    never dropped."""
+    import signal
+
+    assert neon.pg is not None
+    foreign = SCRATCH_PREFIX + "20260101T000000Z_1_main_other0"
+    with neon.pg.connect(autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(foreign)))
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from opsgate.config import Settings; "
+             "from opsgate.drill import run_drill; "
+             "run_drill(Settings.load(env_file=sys.argv[1]))", str(neon.env_file)],
+            cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not (copies := commented_copies(neon)):
+            assert time.monotonic() < deadline and proc.poll() is None, "no scratch copy seen"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert copies[0] in scratch_databases(neon)
+        result = run_drill(Settings.load(environ=neon.environ()))
+        assert result.problems == []
+        assert result.leftovers_removed == copies
+        assert result.evidence()["other_scratch_databases"] == [foreign]
+        assert scratch_databases(neon) == [foreign]
+    finally:
+        with neon.pg.connect(autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(foreign)))
 
 
 def test_a_scratch_copy_that_cannot_be_dropped_fails_the_drill_naming_it(
