@@ -18,7 +18,7 @@ from dotenv import dotenv_values
 
 from .db import host_of, is_pooler_host
 from .errors import ConfigError, MissingEnvError, SessionEndpointError
-from .secrets import Redactor, Secret, SecretUrl
+from .secrets import MASK, Redactor, Secret, SecretUrl, mask_url
 
 TRUE_WORDS = frozenset({"true", "1", "yes"})
 FALSE_WORDS = frozenset({"false", "0", "no"})
@@ -92,6 +92,22 @@ def _positive_float(name: str, raw: str | None, default: float, *, zero: bool = 
         value = -1.0
     if value < 0 or (value == 0 and not zero):
         raise ConfigError(f"{name}={raw!r} is not a positive number of seconds")
+    return value
+
+
+#: Variables whose whole value is a secret; URL variables keep their host, not password.
+SECRET_VARIABLES = frozenset({"ADMIN_PASSWORD", "BLOB_READ_WRITE_TOKEN"})
+URL_VARIABLES = frozenset({"DATABASE_URL", "POSTGRES_URL", "DATABASE_URL_UNPOOLED",
+                           "POSTGRES_URL_NON_POOLING", "DRILL_DATABASE_URL"})
+
+
+def _shown(name: str, value: str) -> str:
+    """How `Settings.source` keeps a variable: never a secret's value (``source`` is
+    for "is it set?" questions and may end up in a repr or a report)."""
+    if name in SECRET_VARIABLES:
+        return MASK if value.strip() else value
+    if name in URL_VARIABLES:
+        return mask_url(value)
     return value
 
 
@@ -197,7 +213,8 @@ class Settings:
             http_timeout=_positive_float("OPSGATE_HTTP_TIMEOUT", get("OPSGATE_HTTP_TIMEOUT"), 15.0),
             blob_dir=get("OPSGATE_BLOB_DIR"),
             flags=flags,
-            source={k: v for k, v in env.items() if k in VARIABLES or k in FLAG_DEFAULTS},
+            source={k: _shown(k, v) for k, v in env.items()
+                    if k in VARIABLES or k in FLAG_DEFAULTS},
         )
 
     # -- questions the gate asks -------------------------------------------------

@@ -121,6 +121,12 @@ class DrillResult:
 
 
 def _with_db(url: str, dbname: str) -> str:
+    """The same server and credentials, another database: a URL stays a URL (so it
+    still reads as one in reports); a keyword string goes through psycopg's rules."""
+    if not url.lstrip().lower().startswith(("postgresql://", "postgres://")):
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(url, dbname=dbname)
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
 

@@ -8,10 +8,14 @@ password of a connection URL for headers, reports and error messages.
 
 from __future__ import annotations
 
+import re
 from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 MASK = "***"
+
+#: Secrets shorter than this are masked only where they stand alone (see `Redactor`).
+SHORT = 4
 
 
 class Secret:
@@ -73,11 +77,40 @@ def _replace_password(url: str, replacement: str | None) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "&".join(params), parts.fragment))
 
 
+def _is_url(conninfo: str) -> bool:
+    return conninfo.lstrip().lower().startswith(("postgresql://", "postgres://"))
+
+
+def _keywords(conninfo: str) -> dict[str, Any]:
+    """A libpq keyword string (``host=h password=p ...``) parsed by psycopg, which
+    follows libpq's quoting rules; a hand-written split would miss ``'a b'`` values."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    return conninfo_to_dict(conninfo)
+
+
+#: ``password = value`` in a keyword string, the value bare or single-quoted with
+#: backslash escapes (libpq's rules). Used only on strings psycopg has parsed, to keep
+#: the user's order and spelling in what is shown (psycopg would rebuild the string).
+_PASSWORD_KEYWORD = re.compile(
+    r"(?<![\w])password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']\S*)(\s*)")
+
+
+def _keywords_with_password(conninfo: str, replacement: str | None) -> str:
+    _keywords(conninfo)  # unparseable: raises, and the caller hides it whole
+    if replacement is None:
+        return _PASSWORD_KEYWORD.sub("", conninfo).strip()
+    return _PASSWORD_KEYWORD.sub(lambda m: f"password={replacement}{m.group(2)}", conninfo)
+
+
 def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (user and host kept)."""
+    """Return ``url`` (a URL or a libpq keyword string) with any password replaced by
+    ``***`` (user and host kept); something that parses as neither is masked whole."""
     try:
+        if not _is_url(url):
+            return _keywords_with_password(url, MASK)
         return _replace_password(url, MASK)
-    except ValueError:
+    except Exception:  # psycopg's ProgrammingError, ValueError: unparseable, hide it all
         return MASK
 
 
@@ -98,7 +131,13 @@ class SecretUrl:
 
     @property
     def password(self) -> str | None:
-        """From the userinfo, or else a ``password`` query parameter."""
+        """From the userinfo, or else a ``password`` query parameter (or keyword)."""
+        if not _is_url(self.reveal()):
+            try:
+                value = _keywords(self.reveal()).get("password")
+            except Exception:
+                return None
+            return str(value) if value else None
         try:
             parts = urlsplit(self.reveal())
         except ValueError:
@@ -114,6 +153,8 @@ class SecretUrl:
     def without_password(self) -> str:
         """The URL with no password anywhere in it, for a command line; the password
         travels separately (``PGPASSWORD``), where ``ps`` cannot show it."""
+        if not _is_url(self.reveal()):
+            return _keywords_with_password(self.reveal(), None)
         return _replace_password(self.reveal(), None)
 
     def __repr__(self) -> str:
@@ -140,20 +181,26 @@ class Redactor:
 
     def __init__(self, values: list[str] | None = None) -> None:
         self._values: list[str] = []
+        self._short: list[re.Pattern[str]] = []
         for v in values or []:
             self.add(v)
 
     def add(self, value: str | None) -> None:
-        # Very short values would redact ordinary words; secrets that short are refused
-        # elsewhere anyway, so they are not worth mangling output for.
-        if value and len(value) >= 4 and value not in self._values:
+        if value and value not in self._values:
             self._values.append(value)
             self._values.sort(key=len, reverse=True)
+            self._short = [re.compile(r"(?<![A-Za-z0-9])" + re.escape(v) + r"(?![A-Za-z0-9])")
+                           for v in self._values if len(v) < SHORT]
 
     def __call__(self, text: str) -> str:
         for v in self._values:
-            if v in text:
+            if len(v) >= SHORT and v in text:
                 text = text.replace(v, MASK)
+        # A short secret ("abc") is masked where it stands alone, not inside other words,
+        # which it would otherwise mangle ("abcdef"); where a secret is used (a URL's
+        # userinfo, a password= keyword, a header value) it stands alone.
+        for pattern in self._short:
+            text = pattern.sub(MASK, text)
         return text
 
     def __bool__(self) -> bool:

@@ -48,7 +48,50 @@ def test_secret_url_repr_is_masked() -> None:
 def test_redactor_replaces_longest_first() -> None:
     r = Redactor(["secret", "secret-long-value"])
     assert r("a secret-long-value and a secret") == "a *** and a ***"
-    assert Redactor(["ab"])("ab") == "ab"  # too short to be worth redacting
+
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("password abc", "password ***"),
+    ("postgresql://u:abc@h/db", "postgresql://u:***@h/db"),
+    ("host=h password=abc", "host=h password=***"),
+    ("abcdef and xabc stay", "abcdef and xabc stay"),
+])
+def test_a_short_secret_is_masked_where_it_stands_alone(text: str, shown: str) -> None:
+    assert Redactor(["abc"])(text) == shown
+
+
+@pytest.mark.parametrize(("conninfo", "masked"), [
+    ("host=db.example user=u password=kw-canary dbname=app",
+     "host=db.example user=u password=*** dbname=app"),
+    ("host=h password='two words' dbname=d", "host=h password=*** dbname=d"),
+    ("host=h dbname=d", "host=h dbname=d"),
+])
+def test_keyword_conninfo_is_masked(conninfo: str, masked: str) -> None:
+    u = SecretUrl(conninfo)
+    assert u.masked == masked and str(u) == masked and masked in repr(u)
+    assert "canary" not in u.without_password and "two words" not in u.without_password
+
+
+def test_keyword_conninfo_password_reaches_the_tools_separately() -> None:
+    u = SecretUrl("host=h user=u password='p w' dbname=d")
+    assert u.password == "p w"
+    assert u.without_password == "host=h user=u dbname=d"
+
+
+def test_unparseable_connection_string_is_hidden_whole() -> None:
+    assert mask_url("host='unterminated password=x") == "***"
+
+
+def test_settings_source_keeps_no_secret() -> None:
+    from opsgate.config import Settings
+
+    s = Settings.load(environ={"ADMIN_PASSWORD": "src-canary-pw",
+                               "DATABASE_URL": "postgresql://u:src-canary-db@h/d",
+                               "BLOB_READ_WRITE_TOKEN": "src-canary-token"})
+    shown = str(dict(s.source)) + repr(s)
+    assert "src-canary" not in shown
+    assert s.is_set("ADMIN_PASSWORD") and s.is_set("BLOB_READ_WRITE_TOKEN")
 
 
 @pytest.mark.parametrize(
