@@ -13,12 +13,14 @@ from opsgate import db
 from opsgate.config import Settings
 from opsgate.drift import compare, payload_from_database, payload_from_file
 from opsgate.errors import OpsgateError
+from opsgate.expectations import Expectations
 
 pytestmark = pytest.mark.knowledge_drift
 
 
 def test_legacy_payload_matches_the_kb_graph(
-    ops_settings: Settings, target_db: psycopg.Connection[Any], evidence: dict[str, Any]
+    ops_settings: Settings, target_db: psycopg.Connection[Any], expectations: Expectations,
+    evidence: dict[str, Any]
 ) -> None:
     try:
         if ops_settings.legacy_payload_file:
@@ -34,6 +36,12 @@ def test_legacy_payload_matches_the_kb_graph(
     except OpsgateError as exc:
         pytest.fail(str(exc), pytrace=False)
     evidence.update(result.evidence())
+    pinned = expectations.pinned.get("kb_graph_sha256")
+    if pinned:
+        evidence["pinned_kb_graph_sha256"] = pinned
+        assert result.kb.graph_hash == pinned, (
+            f"the kb graph changed: canon-v1 hash {result.kb.graph_hash}, pinned "
+            f"{pinned} in {expectations.source}")
     assert not result.drifted, (
         "the kb graph drifted from the legacy payload: " + " | ".join(result.summary_lines())
         + f" (graph hash payload {result.payload.graph_hash} vs kb {result.kb.graph_hash})"

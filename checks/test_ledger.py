@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from opsgate.config import Settings
+from opsgate.expectations import Expectations
 from opsgate.migrate import ledger
 from opsgate.migrate.scripts import discover_scripts
 
@@ -33,7 +34,8 @@ def rows(target_db: psycopg.Connection[Any]) -> list[dict[str, Any]]:
 
 
 def test_every_migration_is_applied_with_a_payload_hash(
-    scripts: list[Any], rows: list[dict[str, Any]], evidence: dict[str, Any]
+    scripts: list[Any], rows: list[dict[str, Any]], expectations: Expectations,
+    evidence: dict[str, Any]
 ) -> None:
     applied = {r["name"]: r for r in rows if r["status"] == "applied" and r["payload_hash"]}
     evidence["migrations"] = [
@@ -42,6 +44,11 @@ def test_every_migration_is_applied_with_a_payload_hash(
         for s in scripts
     ]
     missing = [s.name for s in scripts if s.name not in applied]
+    # Required by the expectations even if the script folder lacks them (a checkout
+    # that lost a migration must not make its absence from the ledger look fine).
+    missing += [m for m in expectations.required_migrations
+                if m not in applied and m not in missing]
+    evidence["required_migrations"] = list(expectations.required_migrations)
     assert not missing, (
         f"{len(missing)} migration(s) have no applied ledger row with a payload hash: "
         + ", ".join(missing)

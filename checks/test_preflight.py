@@ -1,5 +1,6 @@
 """Preflight (runbook: "Per deployment"): the backend is neon, the database answers
-with every contract table and column, the deployment answers. Read only."""
+with every contract table and column and holds the expected production markers, the
+deployment answers. Read only."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import httpx
 import psycopg
 import pytest
 
-from opsgate import http
+from opsgate import db, http
 from opsgate.config import Settings
+from opsgate.expectations import Expectations
 from opsgate.schema import CONTRACT_TABLES, missing_columns
 
 pytestmark = pytest.mark.preflight
@@ -40,6 +42,26 @@ def test_database_answers_with_the_contract_schema(
     evidence["missing"] = missing
     assert not missing, f"the database lacks {len(missing)} contract item(s): " + ", ".join(
         missing[:15])
+
+
+def test_expected_production_markers(
+    target_db: psycopg.Connection[Any], expectations: Expectations, evidence: dict[str, Any]
+) -> None:
+    """Runbook: "verify expected production markers". Row floors per table and the
+    required domains: an empty or gutted target is red even when every comparison of
+    two empty things would agree."""
+    counts = db.count_rows(target_db, expectations.floors)
+    evidence["expectations"] = expectations.as_evidence()
+    evidence["counts"] = counts
+    problems = expectations.floor_problems(counts)
+    if expectations.required_domains and counts.get("kb_entities") is not None:
+        present = {r[0] for r in target_db.execute("SELECT DISTINCT domain FROM kb_entities")}
+        missing = [d for d in expectations.required_domains if d not in present]
+        evidence["domains"] = sorted(present)
+        if missing:
+            problems.append(f"required domains missing from kb_entities: {', '.join(missing)}")
+    assert not problems, (f"expected production markers missing ({expectations.source}): "
+                          + "; ".join(problems))
 
 
 def test_check_sessions_are_read_only(target_db: psycopg.Connection[Any]) -> None:

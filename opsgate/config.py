@@ -54,6 +54,8 @@ VARIABLES: dict[str, str] = {
     "OPSGATE_MIGRATIONS_DIR": "folder of migration scripts (default: ./migrations)",
     "OPSGATE_HTTP_TIMEOUT": "seconds per HTTP attempt (default 15)",
     "OPSGATE_BLOB_DIR": "read the blob layout from this folder (the 'file' backend)",
+    "OPSGATE_EXPECTATIONS_FILE": "expected production markers (TOML: floors, domains, "
+    "migrations, pinned hashes); default: built-in floors",
 }
 
 #: The gate flags and their defaults (DESIGN.md).
@@ -147,6 +149,7 @@ class Settings:
     migrations_dir: str = "migrations"
     http_timeout: float = 15.0
     blob_dir: str | None = None
+    expectations_file: str | None = None
     flags: Mapping[str, bool] = field(default_factory=lambda: dict(FLAG_DEFAULTS))
     source: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -212,6 +215,7 @@ class Settings:
             migrations_dir=get("OPSGATE_MIGRATIONS_DIR") or "migrations",
             http_timeout=_positive_float("OPSGATE_HTTP_TIMEOUT", get("OPSGATE_HTTP_TIMEOUT"), 15.0),
             blob_dir=get("OPSGATE_BLOB_DIR"),
+            expectations_file=get("OPSGATE_EXPECTATIONS_FILE"),
             flags=flags,
             source={k: _shown(k, v) for k, v in env.items()
                     if k in VARIABLES or k in FLAG_DEFAULTS},

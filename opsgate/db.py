@@ -33,6 +33,7 @@ __all__ = [
     "CONNECT_TIMEOUT_S",
     "OUTPUT_SETTINGS",
     "connect",
+    "count_rows",
     "host_of",
     "in_transaction",
     "is_pooler_host",
@@ -137,6 +138,26 @@ def pin(
         for n, v in pairs
     )
     conn.execute(sql.SQL("SELECT {}").format(calls))
+
+
+def count_rows(conn: psycopg.Connection[Any], tables: Iterable[str], schema: str = "public"
+               ) -> dict[str, int | None]:
+    """Exact row counts of ``tables`` in two round trips (None for a missing table):
+    which exist, then one ``UNION ALL`` of their ``count(*)``."""
+    wanted = list(tables)
+    present = {r[0] for r in conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')",
+        (schema, wanted))}
+    counts: dict[str, int | None] = {t: None for t in wanted}
+    existing = [t for t in wanted if t in present]
+    if existing:
+        query = sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {}, count(*) FROM {}").format(sql.Literal(t),
+                                                          sql.Identifier(schema, t))
+            for t in existing)
+        counts.update({str(t): int(n) for t, n in conn.execute(query)})
+    return counts
 
 
 def release(conn: psycopg.Connection[Any]) -> None:

@@ -20,6 +20,7 @@ import pytest
 from . import db, http
 from .config import Settings
 from .errors import DatabaseUnavailableError, MissingEnvError
+from .expectations import Expectations
 from .gate import BY_MARKER
 from .plugin import EVIDENCE_KEY, get_state
 from .secrets import SecretUrl
@@ -49,6 +50,19 @@ def connect_read_only(url: SecretUrl, settings: Settings) -> psycopg.Connection[
 @pytest.fixture(scope="session")
 def ops_settings(pytestconfig: pytest.Config) -> Settings:
     return get_state(pytestconfig).settings
+
+
+@pytest.fixture(scope="session")
+def expectations(pytestconfig: pytest.Config) -> Expectations:
+    """Expected production markers (OPSGATE_EXPECTATIONS_FILE, or the built-in floors)."""
+    return get_state(pytestconfig).expectations
+
+
+@pytest.fixture(scope="session")
+def reports_root(pytestconfig: pytest.Config) -> Path:
+    """Where this run's reports and the history of earlier runs live."""
+    return Path(pytestconfig.getoption("reports_dir")
+                or (pytestconfig.rootpath / "reports")).resolve()
 
 
 @pytest.fixture(scope="session")

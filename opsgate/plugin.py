@@ -20,6 +20,7 @@ import pytest
 from . import __version__
 from .config import Settings
 from .errors import ConfigError, OpsgateError
+from .expectations import Expectations
 from .gate import BY_MARKER, CHECKS, marker_expression, missing_env
 from .secrets import Redactor
 
@@ -42,13 +43,18 @@ class GateState:
     expression_source: str = ""
     sandbox: Any = None
     target_kind: str = "environment"
+    inspect_only: bool = False  # --collect-only, --markers, --fixtures, --help, --version
+    narrowed: bool = False  # paths, node ids, -k, --lf, --sw, --deselect narrowed the gate
     executed: int = 0
     markers_seen: set[str] = field(default_factory=set)
+    skipped: list[str] = field(default_factory=list)  # "nodeid: reason"
+    partial: list[str] = field(default_factory=list)  # "nodeid: what was not checked"
     no_check_ran: bool = False
     flags_unserved: list[str] = field(default_factory=list)
     collector: Any = None  # reports.collector.RunCollector, on the controller
     reports_written: str | None = None
     reports_error: str | None = None
+    expectations: Expectations = field(default_factory=Expectations)
     _redactor: Redactor | None = None
 
     @property
@@ -81,6 +87,54 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default="checks")
 
 
+#: Options with which pytest only shows something (and runs no test): they need no
+#: target, build no sandbox and write no report or history line.
+_INSPECT_OPTIONS = ("collectonly", "markers", "showfixtures", "show_fixtures_per_test",
+                    "help", "version")
+
+
+def _inspect_only(config: pytest.Config) -> bool:
+    return any(getattr(config.option, name, False) for name in _INSPECT_OPTIONS)
+
+
+def _narrowed(config: pytest.Config) -> bool:
+    """True when the user narrowed the gate the pytest way: a path or node id below the
+    checks folder, ``-k``, ``--lf``, ``--sw`` or ``--deselect``. Flags then say what
+    may run, not what must."""
+    checks = (config.rootpath / str(config.getini("opsgate_checks_dir"))).resolve()
+    for arg in config.args:
+        path, _, rest = str(arg).partition("::")
+        p = (config.invocation_params.dir / path).resolve()
+        if rest or (p != checks and checks in p.parents):
+            return True
+    option = config.option
+    return bool(getattr(option, "keyword", "") or getattr(option, "lf", False)
+                or getattr(option, "stepwise", False) or getattr(option, "deselect", None))
+
+
+def _validate_markexpr(config: pytest.Config, expr: str) -> None:
+    """Refuse a -m that cannot select what it names before anything is built: a
+    syntax error, or a name that is no registered marker (a typo would otherwise
+    build a sandbox, select nothing, and record a failed run)."""
+    import re
+
+    from _pytest.mark.expression import Expression  # pytest's own parser of -m
+
+    try:
+        Expression.compile(expr)
+    except Exception as exc:  # ParseError (pytest 8) or UsageError (pytest 9)
+        raise pytest.UsageError(f"opsgate: -m {expr!r} is not a marker expression: {exc}"
+                                ) from None
+    known = {line.split(":", 1)[0].split("(", 1)[0].strip()
+             for line in config.getini("markers")}
+    names = set(re.findall(r"[A-Za-z_][\w.]*", expr)) - {"and", "or", "not", "True", "False"}
+    unknown = sorted(names - known)
+    if unknown:
+        raise pytest.UsageError(
+            f"opsgate: -m {expr!r} names no registered marker: {', '.join(unknown)}; "
+            f"the checks' markers are {', '.join(c.marker for c in CHECKS)}")
+
+
 def _is_gate_run(config: pytest.Config) -> bool:
     """True when the run collects the checks folder (or something inside it)."""
     checks = (config.rootpath / str(config.getini("opsgate_checks_dir"))).resolve()
@@ -109,13 +163,15 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(f"opsgate: {exc}") from None
 
-    state = GateState(settings=settings, gate_mode=_is_gate_run(config))
+    state = GateState(settings=settings, gate_mode=_is_gate_run(config),
+                      inspect_only=_inspect_only(config), narrowed=_narrowed(config))
     config.stash[STATE_KEY] = state
     if not state.gate_mode:
         return
     config.pluginmanager.register(_ExecutionCounter(state), "opsgate-execution-counter")
 
     if config.option.markexpr:
+        _validate_markexpr(config, config.option.markexpr)
         state.expression, state.expression_source = config.option.markexpr, "-m"
     else:
         expr = marker_expression(settings.flags)
@@ -127,6 +183,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.markexpr = expr
         state.expression, state.expression_source = expr, "RUN_OPS_* flags"
 
+    if state.inspect_only:
+        # Showing markers, fixtures or the collection needs no target and leaves no trace.
+        state.target_kind = "none (inspection only)"
+        return
     if config.getoption("sandbox") and workerinput is None:
         _start_sandbox(config, state)
     elif sandbox_file:
@@ -137,6 +197,10 @@ def pytest_configure(config: pytest.Config) -> None:
             "and the other variables of docs/configuration.md, pass --env-file PATH, "
             "or run the gate on the sandbox with --sandbox"
         )
+    try:
+        state.expectations = Expectations.load(state.settings.expectations_file)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"opsgate: {exc}") from None
     if workerinput is not None:
         if workerinput.get(ALLURE_DIR_KEY) and not config.option.allure_report_dir:
             config.option.allure_report_dir = workerinput[ALLURE_DIR_KEY]
@@ -263,22 +327,42 @@ class _ExecutionCounter:
         self.state = state
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "call" or (report.when == "setup" and not report.passed):
+        if report.skipped:
+            # A selected check that skipped did not run: it is not a pass.
+            self.state.skipped.append(f"{report.nodeid}: {_skip_reason(report)}")
+            return
+        if report.when == "call" or (report.when == "setup" and report.failed):
             self.state.executed += 1
             self.state.markers_seen.update(k for k in report.keywords if k in BY_MARKER)
+        for name, value in report.user_properties:
+            if name == "opsgate_evidence":
+                with contextlib.suppress(TypeError, ValueError, AttributeError):
+                    partial = json.loads(str(value)).get("partial")
+                    if partial:
+                        self.state.partial.append(f"{report.nodeid}: {partial}")
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr or "skipped").splitlines()[0]
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(STATE_KEY, None)
-    if state is None or not state.gate_mode or hasattr(session.config, "workerinput"):
+    if (state is None or not state.gate_mode or state.inspect_only
+            or hasattr(session.config, "workerinput")):
         return
+    if state.skipped and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if state.executed == 0 and exitstatus in (
         pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED
     ):
         state.no_check_ran = True
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    elif state.expression_source != "-m" and exitstatus in (
+    elif state.expression_source != "-m" and not state.narrowed and exitstatus in (
         pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED
     ):
         # A flag that asked for a check which did not run must not pass silently.
@@ -304,6 +388,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(
             "opsgate: FAILED: flags on but their check did not run: "
             + ", ".join(state.flags_unserved),
+            red=True,
+        )
+    for line in state.partial:
+        terminalreporter.write_line(f"opsgate: PARTIAL: {state.redact(line)}", yellow=True)
+    if state.skipped:
+        terminalreporter.write_line(
+            f"opsgate: FAILED: {len(state.skipped)} selected check(s) skipped, and a skipped "
+            "check did not run: " + "; ".join(state.redact(s) for s in state.skipped[:5]),
             red=True,
         )
     if state.no_check_ran:

@@ -36,6 +36,7 @@ from .servers import ThreadedServer
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_PAYLOAD = PROJECT_ROOT / "fixtures" / "constellation.json"
+FIXTURE_EXPECTATIONS = PROJECT_ROOT / "fixtures" / "expectations" / "sandbox.toml"
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 BLOB_STATE_MIGRATION = "20260211_1002_blob_to_neon_admin_state"
 BACKFILL_MIGRATION = "20260213_1004_legacy_to_neon_kb_backfill"
@@ -61,6 +62,7 @@ class Sandbox:
         self.blob_token = Secret("vercel_blob_rw_sbx_" + secrets.token_urlsafe(18))
         self.env_file = root / "sandbox.env"
         self.payload_file: Path | None = None
+        self.scale: int | None = None
         self.migrations: list[dict[str, Any]] = []
 
     @classmethod
@@ -103,6 +105,7 @@ class Sandbox:
         if scale is not None:
             if scale < 1:
                 raise OpsgateError("--sandbox-scale must be at least 1")
+            self.scale = scale
             self.payload_file = self.root / f"constellation-{scale}.json"
             with self.payload_file.open("w", encoding="utf-8") as out:
                 datagen.write_payload(out, scale)
@@ -142,6 +145,11 @@ class Sandbox:
             values["OPS_BASE_URL"] = self.api.url
         if self.payload_file is not None:
             values["OPSGATE_LEGACY_PAYLOAD_FILE"] = str(self.payload_file)
+            values["OPSGATE_TARGET_NAME"] += f"-scale-{self.scale}"
+        else:
+            # Fixture scale: the committed expectations hold (a scaled graph has its own
+            # counts, so it is held to the built-in floors instead).
+            values["OPSGATE_EXPECTATIONS_FILE"] = str(FIXTURE_EXPECTATIONS)
         return values
 
     def environ(self) -> dict[str, str]:

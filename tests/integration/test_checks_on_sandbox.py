@@ -91,10 +91,13 @@ def test_ledger_row_deleted_fails_the_ledger_check(clean: Sandbox, tmp_path: Pat
             conn.execute(f"INSERT INTO admin_migrations VALUES ({cols})",
                          [psycopg.types.json.Jsonb(v) if isinstance(v, dict) else v for v in row])
             conn.commit()
-    # Counting admin_migrations, the overview and the database still agree (both changed).
-    assert run.failed_modules() == {"test_ledger"}, run.failed()
+    # Counting admin_migrations, the overview and the database still agree (both changed);
+    # the expected markers (the ledger rows of fixtures/expectations/sandbox.toml) do not.
+    assert run.failed_modules() == {"test_ledger", "test_preflight"}, run.failed()
     message = run.failed()["test_ledger::test_every_migration_is_applied_with_a_payload_hash"]
     assert "20260212_1003_none_to_neon_kb_schema" in message
+    floors = run.failed()["test_preflight::test_expected_production_markers"]
+    assert "admin_migrations has " in floors and "expected at least" in floors
 
 
 def test_script_edited_after_apply_fails_the_ledger_check(clean: Sandbox, tmp_path: Path) -> None:
@@ -128,7 +131,8 @@ def test_empty_canonical_table_fails_health(clean: Sandbox, tmp_path: Path) -> N
             conn.execute("INSERT INTO kb_edges SELECT * FROM edges_backup")
             conn.execute("DROP TABLE edges_backup")
             conn.commit()
-    assert "empty canonical tables: kb_edges" in run.failed()["test_health::test_row_counts"]
+    assert "kb_edges has 0 rows, expected at least 436" in run.failed()[
+        "test_health::test_row_counts"]
 
 
 def test_gate_against_a_target_given_only_by_environment(clean: Sandbox, tmp_path: Path) -> None:
@@ -137,7 +141,7 @@ def test_gate_against_a_target_given_only_by_environment(clean: Sandbox, tmp_pat
         DATABASE_URL=env["DATABASE_URL"], OPS_BASE_URL=env["OPS_BASE_URL"],
         ADMIN_PASSWORD=env["ADMIN_PASSWORD"], ADMIN_STORAGE_BACKEND="neon"))
     assert run.code == 0, run.stdout[-3000:]
-    assert len(run.outcomes) == 14 and not run.failed()
+    assert len(run.outcomes) == 15 and not run.failed()
     assert "target environment 127.0.0.1" in run.stdout
 
 
@@ -170,7 +174,7 @@ def test_sandbox_up_serves_a_real_target_and_stops_on_sigterm(tmp_path: Path,
             assert "channel_binding=require" in variables["DATABASE_URL_UNPOOLED"]
             assert variables["POSTGRES_URL_NON_POOLING"] == variables["DATABASE_URL_UNPOOLED"]
         run = run_gate(tmp_path, f"--env-file={env_file}", env=clean_env())
-        assert run.code == 0 and len(run.outcomes) == 13, run.stdout[-2000:]
+        assert run.code == 0 and len(run.outcomes) == 14, run.stdout[-2000:]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -186,5 +190,63 @@ def test_sandbox_up_serves_a_real_target_and_stops_on_sigterm(tmp_path: Path,
 def test_pytest_sandbox_under_xdist_runs_one_sandbox(tmp_path: Path) -> None:
     run = run_gate(tmp_path, "--sandbox", "-n", "2", env=clean_env(RUN_OPS_HEALTH="true"))
     assert run.code == 0, run.stdout[-3000:]
-    assert len(run.outcomes) == 14
+    assert len(run.outcomes) == 15
     assert "target sandbox" in run.stdout
+
+
+# -- green means checked ------------------------------------------------------------
+
+
+@pytest.fixture
+def scratch_sandbox() -> Iterator[Sandbox]:
+    """A sandbox of its own, for faults that are cheaper to build again than to undo."""
+    with Sandbox.start() as sb:
+        yield sb
+
+
+@pytest.mark.parametrize("expectations", ["committed", "built-in"])
+def test_a_wiped_graph_is_never_green(scratch_sandbox: Sandbox, tmp_path: Path,
+                                      expectations: str) -> None:
+    """0 nodes in the API equals 0 rows in the database: parity alone would pass."""
+    assert scratch_sandbox.pg is not None
+    with scratch_sandbox.pg.connect("app") as conn:
+        conn.execute("TRUNCATE kb_entities, kb_edges, kb_provenance_runs CASCADE")
+        conn.commit()
+    extra = {"OPSGATE_EXPECTATIONS_FILE": ""} if expectations == "built-in" else {}
+    run = gate(scratch_sandbox, tmp_path, **extra)
+    assert run.code == 1
+    assert run.failed_modules() == {"test_preflight", "test_health"}, run.failed()
+    message = run.failed()["test_preflight::test_expected_production_markers"]
+    floor = "360" if expectations == "committed" else "1"
+    assert f"kb_entities has 0 rows, expected at least {floor}" in message
+    assert "kb_edges has 0 rows" in message
+
+
+def test_a_table_emptied_since_the_last_green_run_turns_health_red(
+    scratch_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """kb_entity_sources has no floor by default: only the trend can see it go."""
+    assert scratch_sandbox.pg is not None
+    env = {"OPSGATE_EXPECTATIONS_FILE": ""}
+    first = run_gate(tmp_path, f"--env-file={scratch_sandbox.env_file}", "-m", "health",
+                     env=clean_env(**env))
+    assert first.code == 0, first.stdout[-2000:]
+    with scratch_sandbox.pg.connect("app") as conn:
+        conn.execute("DELETE FROM kb_entity_sources")
+        conn.commit()
+    second = run_gate(tmp_path, f"--env-file={scratch_sandbox.env_file}", "-m", "health",
+                      env=clean_env(**env))
+    assert second.code == 1
+    message = second.failed()["test_health::test_row_counts"]
+    assert "kb_entity_sources was emptied: 578 rows in run " in message and "0 now" in message
+
+
+def test_narrowing_the_gate_the_pytest_way_passes(clean: Sandbox, tmp_path: Path) -> None:
+    """A path, a node id or -k narrows the gate as -m does: the flags say what may run."""
+    for args in (("checks/test_parity.py",),
+                 ("checks/test_preflight.py::test_storage_backend_is_neon",),
+                 ("-k", "counts")):
+        run = run_gate(tmp_path, f"--env-file={clean.env_file}", *args, env=clean_env())
+        assert run.code == 0, (args, run.stdout[-1500:])
+        assert run.outcomes and not run.failed()
+        assert "flags on but their check did not run" not in run.stdout

@@ -243,3 +243,93 @@ def test_reports_are_written_for_a_failing_run_and_named(gate: pytest.Pytester, 
     assert summary["verdict"] == "failed"
     (check,) = [c for c in summary["checks"] if c["marker"] == "preflight"]
     assert check["tests"][0]["message"].startswith("AssertionError: boom")
+
+
+# -- selection the pytest way, inspection without a target, skips are not passes ----
+
+
+def _reports(gate: pytest.Pytester) -> list[str]:
+    root = gate.path / "reports"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+@pytest.mark.parametrize("args", [
+    ("checks/test_all.py::test_parity",),
+    ("-k", "preflight"),
+    ("checks/test_all.py", "--deselect", "checks/test_all.py::test_ledger"),
+], ids=["node-id", "-k", "--deselect"])
+def test_pytest_narrowing_narrows_the_gate(gate: pytest.Pytester, clean_env: pytest.MonkeyPatch,
+                                           args: tuple[str, ...]) -> None:
+    _set(clean_env, FULL_ENV)
+    result = gate.runpytest("-v", *args)
+    assert result.ret == 0, result.stdout.str()[-1500:]
+    assert "flags on but their check did not run" not in result.stdout.str()
+
+
+def test_last_failed_and_stepwise_after_a_pass(gate: pytest.Pytester,
+                                               clean_env: pytest.MonkeyPatch) -> None:
+    _set(clean_env, FULL_ENV)
+    assert gate.runpytest("-p", "cacheprovider").ret == 0
+    for option in ("--lf", "--sw"):
+        result = gate.runpytest("-p", "cacheprovider", option, "-v")
+        assert result.ret == 0, (option, result.stdout.str()[-1500:])
+        assert _ran(result) == {"preflight", "parity", "ledger"}
+
+
+@pytest.mark.parametrize("args", [("--co", "-q"), ("--markers",), ("--fixtures",),
+                                  ("--help",), ("--version",)])
+def test_inspection_needs_no_target_and_leaves_no_trace(gate: pytest.Pytester,
+                                                        args: tuple[str, ...]) -> None:
+    result = gate.runpytest(*args)
+    assert result.ret == 0, result.stderr.str()[-1500:]
+    assert "no target configured" not in result.stderr.str()
+    assert _reports(gate) == []
+
+
+def test_collect_only_with_a_target_shows_the_gate_and_writes_no_history(
+    gate: pytest.Pytester, clean_env: pytest.MonkeyPatch
+) -> None:
+    _set(clean_env, FULL_ENV)
+    result = gate.runpytest("--co", "-q")
+    assert result.ret == 0
+    listed = {ln.split("::")[-1] for ln in result.outlines if "::test_" in ln}
+    assert listed == {"test_preflight", "test_parity", "test_ledger"}
+    assert _reports(gate) == []
+
+
+@pytest.mark.parametrize(("expr", "says"), [
+    ("paritty", "names no registered marker: paritty"),
+    ("parity or", "is not a marker expression"),
+])
+def test_a_bad_m_is_a_usage_error_that_writes_nothing(
+    gate: pytest.Pytester, clean_env: pytest.MonkeyPatch, expr: str, says: str
+) -> None:
+    _set(clean_env, FULL_ENV)
+    result = gate.runpytest("-m", expr)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert says in result.stderr.str()
+    assert _reports(gate) == []
+
+
+def test_a_run_whose_checks_all_skip_is_not_green(gate: pytest.Pytester,
+                                                  clean_env: pytest.MonkeyPatch) -> None:
+    _set(clean_env, FULL_ENV)
+    (gate.path / "checks" / "test_all.py").write_text(
+        "import pytest\n" + "\n".join(
+            f"@pytest.mark.{m}\ndef test_{m}():\n    pytest.skip('nothing to see')\n"
+            for m in ("preflight", "parity", "ledger")))
+    result = gate.runpytest()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*3 selected check(s) skipped, and a skipped check did not "
+                                 "run*nothing to see*"])
+
+
+def test_a_partial_check_says_so(gate: pytest.Pytester, clean_env: pytest.MonkeyPatch) -> None:
+    only_preflight(gate, clean_env, "pass")
+    (gate.path / "checks" / "test_all.py").write_text(
+        "import pytest\n@pytest.mark.preflight\ndef test_preflight(evidence):\n"
+        "    evidence['partial'] = 'the other half was not compared'\n")
+    result = gate.runpytest()
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*opsgate: PARTIAL: *test_preflight: the other half was not "
+                                 "compared*"])
