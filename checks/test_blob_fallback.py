@@ -14,7 +14,7 @@ from opsgate.blob import AdminState, BlobError, read_admin_state
 from opsgate.blob_parity import compare, store_for
 from opsgate.config import Settings
 from opsgate.expectations import Expectations
-from opsgate.fixtures import connect_read_only
+from opsgate.fixtures import connect_read_only, fail
 
 pytestmark = pytest.mark.blob_fallback
 
@@ -26,7 +26,7 @@ def blob_state(ops_settings: Settings, evidence: dict[str, Any]) -> AdminState:
     try:
         state = read_admin_state(store, ops_settings.admin_blob_prefix)
     except BlobError as exc:
-        pytest.fail(f"the blob fallback is not usable: {exc}", pytrace=False)
+        fail(f"the blob fallback is not usable: {exc}")
     evidence["objects"] = [o.as_dict() for o in state.objects]
     evidence["list_pages"] = getattr(store, "pages", None)
     return state

@@ -14,6 +14,7 @@ from opsgate.config import Settings
 from opsgate.drift import compare, payload_from_database, payload_from_file
 from opsgate.errors import OpsgateError
 from opsgate.expectations import Expectations
+from opsgate.fixtures import fail
 
 pytestmark = pytest.mark.knowledge_drift
 
@@ -34,7 +35,7 @@ def test_legacy_payload_matches_the_kb_graph(
         db.release(target_db)
         result = compare(payload, target_db, source)
     except OpsgateError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail(str(exc))
     evidence.update(result.evidence())
     pinned = expectations.pinned.get("kb_graph_sha256")
     if pinned:

@@ -11,6 +11,7 @@ import pytest
 
 from opsgate.config import Settings
 from opsgate.expectations import Expectations
+from opsgate.fixtures import fail
 from opsgate.migrate import ledger
 from opsgate.migrate.scripts import discover_scripts
 
@@ -28,8 +29,7 @@ def scripts(ops_settings: Settings, project_root: Path) -> list[Any]:
 @pytest.fixture
 def rows(target_db: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     if not ledger.ledger_exists(target_db):
-        pytest.fail("admin_migrations does not exist: no migration was ever recorded",
-                    pytrace=False)
+        fail("admin_migrations does not exist: no migration was ever recorded")
     return ledger.rows(target_db)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from opsgate.config import Settings
 from opsgate.drill import DrillError, run_drill
+from opsgate.fixtures import fail
 
 pytestmark = pytest.mark.neon_drill
 
@@ -19,7 +20,7 @@ def test_backup_restores_to_identical_tables(ops_settings: Settings,
     try:
         result = run_drill(ops_settings)
     except DrillError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail(str(exc))
     evidence.update(result.evidence())
     problems = result.problems
     assert not problems, (

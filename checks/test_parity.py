@@ -15,6 +15,7 @@ import pytest
 from opsgate import contracts, db, http
 from opsgate.config import Settings
 from opsgate.evidence import bounded, count_lines, set_diff
+from opsgate.fixtures import fail
 from opsgate.schema import OVERVIEW_COUNTS
 
 pytestmark = pytest.mark.parity
@@ -27,7 +28,7 @@ class Fetched:
 
     def require(self) -> Any:
         if self.error is not None:
-            pytest.fail(self.error, pytrace=False)
+            fail(self.error)
         return self.body
 
 
@@ -47,8 +48,7 @@ def shaped(api: Fetched) -> dict[str, Any]:
     body = api.require()
     found = contracts.problems("constellation-api", body)
     if found:
-        pytest.fail("GET /api/constellation does not match the contract: " + "; ".join(found),
-                    pytrace=False)
+        fail("GET /api/constellation does not match the contract: " + "; ".join(found))
     result: dict[str, Any] = body
     return result
 
@@ -160,13 +160,13 @@ def test_admin_overview_counts_match_the_database(
         login = http.request(deployment, "POST", "/api/admin/session", what="admin login",
                              json={"password": password.reveal()})
         if login.status_code in (401, 403):
-            pytest.fail("admin login refused ADMIN_PASSWORD (HTTP "
-                        f"{login.status_code})", pytrace=False)
+            fail("admin login refused ADMIN_PASSWORD (HTTP "
+                        f"{login.status_code})")
         http.expect_json(login, what="admin login")
         resp = http.request(deployment, "GET", "/api/admin/overview", what="admin overview")
         body = http.expect_json(resp, what="admin overview")
     except http.HttpCheckError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail(str(exc))
     found = contracts.problems("admin-overview", body)
     assert not found, "admin overview does not match the contract: " + "; ".join(found)
     evidence["overview"] = body

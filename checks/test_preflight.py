@@ -13,6 +13,7 @@ import pytest
 from opsgate import db, http
 from opsgate.config import Settings
 from opsgate.expectations import Expectations
+from opsgate.fixtures import fail
 from opsgate.schema import CONTRACT_TABLES, missing_columns
 
 pytestmark = pytest.mark.preflight
@@ -74,9 +75,12 @@ def test_deployment_answers(deployment: httpx.Client, evidence: dict[str, Any]) 
     try:
         resp = http.request(deployment, "GET", "/", what="deployment")
     except http.HttpCheckError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail(str(exc))
     evidence["status"] = resp.status_code
     evidence["elapsed_ms"] = round(resp.elapsed.total_seconds() * 1000, 1)
-    assert resp.status_code < 500, (
-        f"deployment at {deployment.base_url} answered HTTP {resp.status_code}"
+    if resp.is_redirect:
+        evidence["location"] = resp.headers.get("location")
+    assert 200 <= resp.status_code < 400, (
+        f"deployment at {deployment.base_url} answered HTTP {resp.status_code}; a serving "
+        "deployment answers 2xx (or 3xx, a redirect)"
     )

@@ -11,7 +11,7 @@ import psycopg
 from . import canon
 from .blob import AdminState, BlobStore, FileBlobStore, VercelBlobStore
 from .config import Settings
-from .evidence import MAX_EXAMPLES
+from .evidence import MAX_EXAMPLES, value_differences
 
 
 def store_for(settings: Settings) -> BlobStore:
@@ -65,13 +65,16 @@ def compare(state: AdminState, conn: psycopg.Connection[Any]) -> ParityResult:
     bk, nk = blob_doc["contentState"], neon_doc["contentState"]
     result.differences["keys missing in blob"] = sorted(set(nk) - set(bk))
     result.differences["keys missing in neon"] = sorted(set(bk) - set(nk))
-    result.differences["keys with a different payload"] = sorted(
-        k for k in set(bk) & set(nk)
-        if canon.document_hash(bk[k]) != canon.document_hash(nk[k]))
+    result.differences["keys with a different payload"] = [
+        f"{k} ({'; '.join(value_differences(bk[k], nk[k], 'blob', 'neon'))})"
+        for k in sorted(set(bk) & set(nk))
+        if canon.document_hash(bk[k]) != canon.document_hash(nk[k])]
     bh = {str(h["id"]): h for h in blob_doc["history"]}
     nh = {str(h["id"]): h for h in neon_doc["history"]}
     result.differences["history entries missing in blob"] = sorted(set(nh) - set(bh))
     result.differences["history entries missing in neon"] = sorted(set(bh) - set(nh))
-    result.differences["history entries that differ"] = sorted(
-        i for i in set(bh) & set(nh) if canon.document_hash(bh[i]) != canon.document_hash(nh[i]))
+    result.differences["history entries that differ"] = [
+        f"{i} ({'; '.join(value_differences(bh[i], nh[i], 'blob', 'neon'))})"
+        for i in sorted(set(bh) & set(nh))
+        if canon.document_hash(bh[i]) != canon.document_hash(nh[i])]
     return result

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import allure
 import httpx
@@ -28,6 +28,17 @@ from .secrets import SecretUrl
 STATEMENT_TIMEOUT_MS = 120_000
 
 
+def fail(message: str) -> NoReturn:
+    """Fail the check with one line: no traceback, and no "During handling of the above
+    exception" chain when called from an ``except`` block."""
+    raise pytest.fail.Exception(message, pytrace=False) from None
+
+
+#: Databases that could not be reached in this process, with the line that said so:
+#: each later check fails at once with that line instead of connecting again.
+_UNREACHABLE: dict[str, str] = {}
+
+
 def connect_read_only(url: SecretUrl, settings: Settings) -> psycopg.Connection[Any]:
     """A connection whose every transaction begins ``BEGIN ISOLATION LEVEL REPEATABLE
     READ READ ONLY`` (psycopg's own transaction settings), already inside its first
@@ -37,10 +48,13 @@ def connect_read_only(url: SecretUrl, settings: Settings) -> psycopg.Connection[
     with the app, and a session ``SET`` would follow it there. A check reads one
     consistent snapshot; `release` ends it before long client-side work.
     """
+    if url.masked in _UNREACHABLE:
+        fail(f"{_UNREACHABLE[url.masked]} (earlier in this run; not tried again)")
     try:
         conn = db.connect(url, redact=settings.redactor(), autocommit=False)
     except DatabaseUnavailableError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        _UNREACHABLE[url.masked] = str(exc)
+        fail(str(exc))
     conn.read_only = True
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     db.pin(conn, statement_timeout_ms=STATEMENT_TIMEOUT_MS, application_name="opsgate-check")
@@ -74,7 +88,7 @@ def _require(fn: Any) -> Any:
     try:
         return fn()
     except MissingEnvError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail(str(exc))
 
 
 @pytest.fixture

@@ -35,28 +35,43 @@ def client(base_url: str = "", timeout: httpx.Timeout | float | None = None,
     )
 
 
+#: Hosts that did not answer at all in this process, with the line that said so: a
+#: deployment that is down is reported once, at full retry cost; the checks after it
+#: fail at once with the same cause instead of waiting out the retries again.
+_UNREACHABLE: dict[str, str] = {}
+
+
 def request(cl: httpx.Client, method: str, url: str, *, what: str, **kw: Any) -> httpx.Response:
     """Send with bounded retries on transport errors; a transport failure becomes an
     `HttpCheckError` naming ``what`` and the URL (never headers: they carry tokens)."""
-    last: Exception | None = None
+    target = cl.base_url.join(url) if cl.base_url else httpx.URL(url)
+    origin = f"{target.scheme}://{target.netloc.decode('ascii', 'replace')}"
+    if origin in _UNREACHABLE:
+        raise HttpCheckError(f"{what}: {origin} did not answer earlier in this run "
+                             f"({_UNREACHABLE[origin]}); not tried again")
     for attempt in range(RETRIES + 1):
         try:
             return cl.request(method, url, **kw)
-        except httpx.TimeoutException as exc:
-            last = exc
+        except httpx.TimeoutException:
             kind = "timed out"
         except httpx.TransportError as exc:
-            last = exc
             kind = f"transport error ({exc.__class__.__name__})"
         if attempt < RETRIES:
             time.sleep(BACKOFF_S * (attempt + 1))
-    shown = str(cl.base_url.join(url)) if cl.base_url else url
-    raise HttpCheckError(f"{what}: {method} {shown} {kind} after {RETRIES + 1} attempts") from last
+    _UNREACHABLE[origin] = f"{kind} after {RETRIES + 1} attempts"
+    # The transport's own exception adds nothing the line does not say: not chained.
+    raise HttpCheckError(
+        f"{what}: {method} {target} {kind} after {RETRIES + 1} attempts") from None
 
 
 def expect_json(resp: httpx.Response, *, what: str) -> Any:
     """The JSON body of a 2xx response, or an `HttpCheckError` saying what came instead."""
     where = f"{resp.request.method} {resp.request.url.copy_with(query=None)}"
+    if resp.is_redirect:
+        # A login wall or a moved deployment answers 30x: say where it points, not
+        # "not JSON" (redirects are never followed: they would hide that answer).
+        raise HttpCheckError(f"{what}: {where} answered HTTP {resp.status_code} redirecting to "
+                             f"{resp.headers.get('location', '(no Location header)')}")
     if resp.status_code >= 400:
         snippet = resp.text[:200].replace("\n", " ")
         raise HttpCheckError(f"{what}: {where} answered HTTP {resp.status_code}: {snippet!r}")

@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from opsgate.sandbox import Sandbox
 from tests.gate_helpers import ROOT, clean_env, run_gate
@@ -250,3 +252,33 @@ def test_narrowing_the_gate_the_pytest_way_passes(clean: Sandbox, tmp_path: Path
         assert run.code == 0, (args, run.stdout[-1500:])
         assert run.outcomes and not run.failed()
         assert "flags on but their check did not run" not in run.stdout
+
+
+def test_all_seven_checks_are_green_whatever_the_checks_role_defaults(
+    scratch_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A role may carry its own defaults; the checks pin what they read under inside
+    their own transactions, so these change nothing on clean data."""
+    assert scratch_sandbox.pg is not None
+    password = "checker-" + uuid.uuid4().hex
+    with scratch_sandbox.pg.connect("app", autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE checker LOGIN CREATEDB PASSWORD {}").format(
+            sql.Literal(password)))
+        conn.execute("GRANT pg_read_all_data TO checker")
+        for setting, value in (("DateStyle", "SQL, DMY"), ("TimeZone", "Asia/Kathmandu"),
+                               ("extra_float_digits", "0"), ("IntervalStyle", "sql_standard"),
+                               ("bytea_output", "escape")):
+            conn.execute(sql.SQL("ALTER ROLE checker SET {} = {}").format(
+                sql.Identifier(setting), sql.Literal(value)))
+    url = scratch_sandbox.environ()["DATABASE_URL"]
+    checker_url = url.replace(f"{scratch_sandbox.pg.superuser}:", "checker:", 1).replace(
+        f":{scratch_sandbox.pg.url().password}@", f":{password}@", 1)
+    with psycopg.connect(checker_url) as probe:
+        assert probe.execute("SHOW DateStyle").fetchone() == ("SQL, DMY",)
+    run = run_gate(tmp_path, f"--env-file={scratch_sandbox.env_file}", env=clean_env(
+        DATABASE_URL=checker_url, RUN_OPS_NEON_DRILL="true", RUN_OPS_BLOB_FALLBACK="true",
+        RUN_OPS_KNOWLEDGE_DRIFT="true", RUN_OPS_HEALTH="true"))
+    assert run.code == 0, run.failed() or run.stdout[-2000:]
+    assert {k.split("::")[0] for k in run.outcomes} == {
+        "test_preflight", "test_parity", "test_ledger", "test_neon_drill", "test_blob_fallback",
+        "test_knowledge_drift", "test_health"}
