@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from . import kb
@@ -29,7 +29,7 @@ SESSION_COOKIE = "opsgate_admin_session"
 FAULTS = (
     "api-missing-node", "api-extra-edge", "api-dangling-edge", "api-domain-renamed",
     "api-build-as-note", "overview-count-off-by-one", "api-500", "api-html", "api-hang",
-    "blob-500", "blob-hang",
+    "api-login-redirect", "site-404", "blob-500", "blob-hang",
 )
 
 
@@ -100,6 +100,9 @@ def create_app(database_url: Secret, admin_password: Secret, faults: Faults | No
         return psycopg.connect(database_url.reveal(), connect_timeout=5, prepare_threshold=None)
 
     def misbehave() -> Response | None:
+        if "api-login-redirect" in faults.active:
+            # What a deployment behind a login wall (Vercel's protection) answers.
+            return RedirectResponse("/login?next=/api/constellation", status_code=302)
         if "api-500" in faults.active:
             return JSONResponse({"error": "internal"}, status_code=500)
         if "api-html" in faults.active:
@@ -109,6 +112,8 @@ def create_app(database_url: Secret, admin_password: Secret, faults: Faults | No
         return None
 
     def home(request: Request) -> Response:
+        if "site-404" in faults.active:
+            return HTMLResponse("<!doctype html><h1>404: NOT_FOUND</h1>", status_code=404)
         return HTMLResponse("<!doctype html><title>constellation</title><h1>ok</h1>")
 
     def constellation(request: Request) -> Response:

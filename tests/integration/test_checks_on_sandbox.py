@@ -54,6 +54,8 @@ API_FAULTS = [
      "admin_history: overview 4 != database 3"),
     ("api-500", "test_node_and_edge_counts_aligned", "answered HTTP 500"),
     ("api-html", "test_response_has_the_contract_shape", "did not return JSON"),
+    ("api-login-redirect", "test_response_has_the_contract_shape",
+     "answered HTTP 302 redirecting to /login?next=/api/constellation"),
 ]
 
 
@@ -282,3 +284,72 @@ def test_all_seven_checks_are_green_whatever_the_checks_role_defaults(
     assert {k.split("::")[0] for k in run.outcomes} == {
         "test_preflight", "test_parity", "test_ledger", "test_neon_drill", "test_blob_fallback",
         "test_knowledge_drift", "test_health"}
+
+
+# -- every red path of every check, shown red ----------------------------------------
+
+
+def test_a_deployment_that_answers_404_fails_preflight(clean: Sandbox, tmp_path: Path) -> None:
+    clean.faults.set("site-404")
+    run = gate(clean, tmp_path)
+    assert run.failed_modules() == {"test_preflight"}, run.failed()
+    assert "answered HTTP 404" in run.failed()["test_preflight::test_deployment_answers"]
+
+
+def test_a_missing_column_and_a_missing_table_fail_preflight_and_health(
+    scratch_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    assert scratch_sandbox.pg is not None
+    with scratch_sandbox.pg.connect("app") as conn:
+        conn.execute("ALTER TABLE kb_edges DROP COLUMN weight")
+        conn.execute("DROP TABLE kb_entity_sources")
+        conn.commit()
+    run = run_gate(tmp_path, f"--env-file={scratch_sandbox.env_file}", "-m",
+                   "preflight or health", env=clean_env())
+    schema = run.failed()["test_preflight::test_database_answers_with_the_contract_schema"]
+    assert "kb_edges.weight" in schema and "kb_entity_sources" in schema
+    assert "missing tables: kb_entity_sources" in run.failed()["test_health::test_row_counts"]
+
+
+@pytest.mark.parametrize(("row", "needle"), [
+    (("20990101_9999_none_to_neon_ghost", "applied"),
+     "unknown migrations in the ledger: 20990101_9999_none_to_neon_ghost"),
+    (("20260210_1001_none_to_neon_admin_schema", "failed"),
+     "20260210_1001_none_to_neon_admin_schema status failed"),
+], ids=["unknown-migration", "failed-row"])
+def test_ledger_rows_that_are_unknown_or_failed_fail_the_ledger(
+    clean: Sandbox, tmp_path: Path, row: tuple[str, str], needle: str
+) -> None:
+    assert clean.pg is not None
+    with clean.pg.connect("app") as conn:
+        added = conn.execute(
+            "INSERT INTO admin_migrations (name, mode, status, payload_hash, script_checksum, "
+            "started_at) VALUES (%s, 'apply', %s, 'h', 'c', now()) RETURNING id", row).fetchone()
+        conn.commit()
+        try:
+            run = run_gate(tmp_path, f"--env-file={clean.env_file}", "-m", "ledger",
+                           env=clean_env())
+        finally:
+            conn.execute("DELETE FROM admin_migrations WHERE id = %s", added)
+            conn.commit()
+    message = run.failed()["test_ledger::test_ledger_names_only_known_successful_migrations"]
+    assert needle in message
+
+
+def test_the_drill_through_the_gate_goes_red_on_a_restore_target_that_is_not_empty(
+    clean: Sandbox, tmp_path: Path
+) -> None:
+    assert clean.pg is not None
+    occupied = clean.pg.create_database("occupied_" + uuid.uuid4().hex[:8])
+    with psycopg.connect(occupied.reveal(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE precious (id int)")
+    try:
+        run = run_gate(tmp_path, f"--env-file={clean.env_file}", "-m", "neon_drill",
+                       env=clean_env(DRILL_DATABASE_URL=occupied.reveal()))
+    finally:
+        with clean.pg.connect(autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(
+                sql.Identifier(occupied.reveal().rsplit("/", 1)[1])))
+    message = run.failed()["test_neon_drill::test_backup_restores_to_identical_tables"]
+    assert "is not empty (has precious)" in message and "never overwrites" in message
+    assert occupied.password not in run.stdout
