@@ -1,12 +1,16 @@
 """The controller-side collector: one record per run, whatever the number of workers.
 
 Registered on the pytest-xdist controller (or the only process), it folds every test
-report into a `RunRecord`; at session end it writes the run's files. Workers write
-nothing but their Allure result files, into the directory the controller chose.
+report into a `RunRecord`; at session end it writes the run's files, redacts every file
+of the run directory, seals them into a history line and prints the new history head.
+Workers write nothing but their Allure result files, into the directory the controller
+chose.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Generator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,31 +31,118 @@ def _iso(ts: datetime) -> str:
 
 
 class RunCollector:
-    def __init__(self, state: Any, root: Path, run_dir: Path, record: RunRecord) -> None:
+    """Folds reports into the run's record; at the very end of the session writes,
+    redacts and seals the run's reports and chains the run into the history."""
+
+    def __init__(self, state: Any, root: Path, run_dir: Path, record: RunRecord,
+                 junit: Path | None = None, allure: Path | None = None) -> None:
         self.state = state
         self.root = root
         self.run_dir = run_dir
         self.record = record
+        self.junit = junit
+        self.allure = allure  # the caller's --alluredir, when not the run's own
+        self.head: str | None = None
+        self.done = False
         self._t0 = _now()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.record.record(report, marker_of(report.keywords))
 
     def finish(self, session: pytest.Session, exit_status: int) -> None:
+        """Called by the plugin's own ``pytest_sessionfinish`` once it has settled the
+        exit status and the gate's notes. Nothing is written here: see below."""
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
+        """Write the reports after every plain ``pytest_sessionfinish``: the plugin's
+        (exit status, "no check ran"), pytest's junitxml (writes junit.xml), xdist's
+        (workers, and so their Allure files, are done). ``trylast`` makes this wrapper
+        the innermost, so it also runs before the terminal reporter's wrapper calls
+        ``pytest_terminal_summary``, where the head is printed."""
+        try:
+            return (yield)
+        finally:
+            self.complete(session)
+
+    def complete(self, session: pytest.Session) -> None:
+        if self.done:
+            return
+        self.done = True
         end = _now()
         self.record.finished_at = _iso(end)
         self.record.duration_s = (end - self._t0).total_seconds()
-        self.record.exit_status = exit_status
-        if self.state.no_check_ran:
-            self.record.notes.append("no check ran")
-        if self.state.flags_unserved:
-            self.record.notes.append("flags on but their check did not run: "
-                                     + ", ".join(self.state.flags_unserved))
+        self.record.exit_status = int(session.exitstatus)
+        self.record.notes.extend(gate_notes(self.state))
         try:
-            write_run(self.record, self.root, self.run_dir, self.state.redact)
+            _entry, self.head = write_run(self.record, self.root, self.run_dir,
+                                          self.state.redact, self.junit, self.allure)
             self.state.reports_written = str(self.run_dir)
-        except OSError as exc:
+        except (OSError, ValueError, SyntaxError) as exc:  # SyntaxError: XML ParseError
             self.state.reports_error = f"{exc.__class__.__name__}: {exc}"
+            return
+        summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary_file:
+            try:
+                with open(summary_file, "a", encoding="utf-8") as f:
+                    f.write(step_summary(self.record, self.head, self.root, self.state.redact,
+                                         session.config.invocation_params.dir))
+            except OSError as exc:
+                self.state.reports_error = (f"GITHUB_STEP_SUMMARY not written: "
+                                            f"{exc.__class__.__name__}: {exc}")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.head:
+            terminalreporter.write_line(f"opsgate: history head {self.head}")
+
+
+def gate_notes(state: Any) -> list[str]:
+    """Why the gate failed beyond any one check, as every report states it."""
+    notes = []
+    if getattr(state, "no_check_ran", False):
+        notes.append("no check ran")
+    if getattr(state, "flags_unserved", None):
+        notes.append("flags on but their check did not run: "
+                     + ", ".join(state.flags_unserved))
+    skipped = getattr(state, "skipped", None)
+    if skipped:
+        notes.append(f"{len(skipped)} selected check(s) skipped, and a skipped check did not "
+                     "run: " + "; ".join(str(s) for s in skipped[:5]))
+    return notes
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("`", "'").replace("\n", " ")
+
+
+def step_summary(record: RunRecord, head: str, root: Path, redact: Callable[[str], str],
+                 cwd: Path) -> str:
+    """The run in a short Markdown block for ``$GITHUB_STEP_SUMMARY``."""
+    counts = ", ".join(f"{k} {v}" for k, v in record.counts().items())
+    failed = [c["marker"] for c in record.checks() if c["status"] == "failed"]
+    try:
+        where = root.relative_to(cwd.resolve()).as_posix() or "."
+    except ValueError:
+        where = str(root)
+    rows = [
+        ("verdict", f"**{record.verdict.upper()}** (exit status {record.exit_status})"),
+        ("target", f"{_cell(record.target_kind)} `{_cell(record.target.get('name'))}`"),
+        ("marker expression", f"`{_cell(record.expression)}` "
+                              f"({_cell(record.expression_source)})"),
+        ("tests", _cell(counts)),
+        ("failed checks", _cell(", ".join(failed) or "none")),
+        ("run", f"`{_cell(record.run_id)}`"),
+    ]
+    out = [f"### opsgate release gate: {record.verdict.upper()}", "", "| | |", "|---|---|"]
+    out += [f"| {k} | {redact(v)} |" for k, v in rows]
+    out.append(f"| history head | `{head}` |")  # never through the redactor: a digest
+    if record.notes:
+        out += ["", "Gate failures:", *[f"- {_cell(redact(n))}" for n in record.notes]]
+    out += ["", "Check the run's reports later against this head (with its reports folder "
+            "restored from the CI artefacts):", "", "```sh",
+            f"opsgate reports verify --reports-dir {where} --expect-head {head}", "```", ""]
+    return "\n".join(out) + "\n"
 
 
 def start_run(config: pytest.Config, state: Any) -> RunCollector:
@@ -75,14 +166,21 @@ def start_run(config: pytest.Config, state: Any) -> RunCollector:
             "pass --reports-dir DIR or --no-reports") from None
     if not config.option.xmlpath:
         config.option.xmlpath = str(run_dir / "junit.xml")
-    if not getattr(config.option, "allure_report_dir", None):
+    allure = getattr(config.option, "allure_report_dir", None)
+    if not allure:
         config.option.allure_report_dir = str(run_dir / "allure-results")
     record = RunRecord(
         run_id=run_dir.name, started_at=_iso(start), target=dict(ident),
         target_kind=state.target_kind, expression=state.expression or "",
         expression_source=state.expression_source, opsgate_version=__version__,
     )
-    collector = RunCollector(state, root, run_dir, record)
+    # The JUnit XML pytest will write: ours in the run directory, or the caller's
+    # --junitxml PATH, resolved the way pytest's junitxml resolves it.
+    xmlpath = config.option.xmlpath
+    junit = Path(os.path.abspath(os.path.expanduser(os.path.expandvars(xmlpath)))
+                 ) if xmlpath else None
+    collector = RunCollector(state, root, run_dir, record, junit,
+                             Path(os.path.abspath(allure)) if allure else None)
     config.pluginmanager.register(collector, "opsgate-run-collector")
     state.collector = collector
     return collector

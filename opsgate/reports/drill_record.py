@@ -47,8 +47,10 @@ def render(record: RunRecord) -> str:
         f"`{record.target.get('name')}` ({record.target.get('database') or '-'}); "
         f"verdict: **{record.verdict}**.",
         "",
-        f"- Verification window: {_window(record)}",
     ]
+    # Failures of the gate itself ("no check ran"), which no check line below shows.
+    out += [f"- Gate failure: {note}" for note in record.notes]
+    out.append(f"- Verification window: {_window(record)}")
     parity = checks["parity"]
     line = f"- Post-deploy parity check: {_status(parity)}."
     if parity["status"] != "not run":

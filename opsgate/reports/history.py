@@ -2,13 +2,16 @@
 before it, so an edit, a deletion or a reordering of history is detectable.
 
 The first line's ``prev_sha256`` is 64 zeros. A line's hash is SHA-256 of its exact
-bytes without the trailing newline.
+bytes without the trailing newline. The *head* is the last line's hash: a chain cannot
+tell that lines were dropped from its end, so each run prints its head (terminal, JUnit
+property, GitHub step summary) and ``opsgate reports verify --expect-head`` compares.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,13 @@ def read_lines(path: Path) -> list[str]:
 
 
 def append(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """Append ``entry`` chained to the last line; returns the entry as written.
+    """Append ``entry`` chained to the last line; returns the entry as written."""
+    return append_entry(path, entry)[0]
+
+
+def append_entry(path: Path, entry: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Append ``entry`` chained to the last line; returns it as written and the new head
+    (the SHA-256 of the line just written).
 
     Callers hold a file lock (filelock) so concurrent runs cannot fork the chain.
     """
@@ -35,9 +44,22 @@ def append(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
     record = {**entry, "prev_sha256": line_hash(lines[-1]) if lines else GENESIS}
     text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(text + "\n")
-    return record
+    with path.open("ab") as f:
+        if f.tell() > 0:
+            with path.open("rb") as r:
+                r.seek(-1, os.SEEK_END)
+                if r.read(1) != b"\n":  # a last line left without its newline
+                    f.write(b"\n")
+        f.write(text.encode("utf-8") + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return record, line_hash(text)
+
+
+def head(path: Path) -> str | None:
+    """The SHA-256 of the last line, or None for an empty or missing history."""
+    lines = read_lines(path)
+    return line_hash(lines[-1]) if lines else None
 
 
 @dataclass

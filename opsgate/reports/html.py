@@ -25,6 +25,8 @@ pre{background:#f8fafc;padding:.7rem;overflow:auto;font-size:12.5px;border-radiu
 white-space:pre-wrap;word-break:break-word}
 .msg{color:#7f1d1d;white-space:pre-wrap}
 code{font-size:12.5px}
+.gate{background:#fde8e8;color:#7f1d1d;padding:.6rem 1.2rem;border-radius:8px;margin:1rem 0}
+.gate ul{margin:.3rem 0}
 """
 
 
@@ -62,6 +64,11 @@ def render(record: RunRecord, previous_href: str | None) -> str:
     prev = (f"<a href='{escape(previous_href)}'>previous run ({escape(s['previous_run'] or '')})"
             "</a>" if previous_href else "no previous run")
     counts = ", ".join(f"{k} {v}" for k, v in s["counts"].items())
+    gate = ""
+    if s["notes"]:  # failures of the gate itself ("no check ran"), not of one check
+        gate = ("<div class='gate' id='gate-failures'><b>Gate failures</b> (the gate "
+                "failed for these, whatever the checks below say)<ul>"
+                + "".join(f"<li>{escape(n)}</li>" for n in s["notes"]) + "</ul></div>")
     target_rows = "".join(f"<tr><th>{escape(k)}</th><td><code>{escape(str(v))}</code></td></tr>"
                           for k, v in target.items() if v is not None)
     return f"""<!doctype html>
@@ -73,6 +80,7 @@ def render(record: RunRecord, previous_href: str | None) -> str:
 <h1>Release gate report</h1>
 <div class="verdict {escape(s['verdict'])}" id="verdict">Verdict: {escape(s['verdict'].upper())}
 <span class="muted" style="font-size:1rem;font-weight:400"> — {escape(counts)}</span></div>
+{gate}
 <table><tr><th>started</th><td>{escape(s['started_at'])}</td></tr>
 <tr><th>finished</th><td>{escape(s['finished_at'])} ({s['duration_s']:.1f} s)</td></tr>
 <tr><th>target kind</th><td>{escape(s['target_kind'])}</td></tr>{target_rows}

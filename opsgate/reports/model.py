@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..gate import BY_MARKER, CHECKS
@@ -110,6 +111,21 @@ class RunRecord:
             "previous_run": self.previous_run,
             "notes": self.notes,
         }
+
+    def redacted(self, redact: Callable[[str], str]) -> RunRecord:
+        """A copy with every string redacted: what every report is rendered from, so a
+        secret is gone before any format (JSON, HTML, Markdown) escapes it."""
+        from .redaction import redact_data
+
+        tests = {
+            redact(nodeid): replace(t, nodeid=redact(t.nodeid), name=redact(t.name),
+                                    message=redact_data(t.message, redact),
+                                    evidence=redact_data(t.evidence, redact))
+            for nodeid, t in self.tests.items()
+        }
+        return replace(self, tests=tests, target=redact_data(self.target, redact),
+                       expression=redact(self.expression),
+                       notes=[redact(n) for n in self.notes])
 
     def evidence_of(self, marker: str) -> dict[str, dict[str, Any]]:
         return {t.name: t.evidence for t in self.tests.values() if t.marker == marker}

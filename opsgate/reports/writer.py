@@ -1,11 +1,15 @@
 """Writing a run's reports: summary.json (schema-checked), drill-record.md, report.html,
-Allure's environment.properties, and the history line. Everything passes through the
-run's redactor first, so no secret reaches a file."""
+Allure's environment.properties, the JUnit XML's head, and the history line.
+
+Everything passes through the run's redactor: opsgate's own files are rendered from a
+redacted record, and then every file of the run directory (Allure's and pytest's too)
+is redacted in place (reports/redaction.py) before it is hashed (reports/seal.py)."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +17,7 @@ from typing import Any
 from filelock import FileLock
 
 from .. import contracts
-from . import drill_record, history, html
+from . import drill_record, history, html, redaction, seal
 from .model import RunRecord
 
 HISTORY = "history.jsonl"
@@ -37,39 +41,56 @@ def _environment_properties(record: RunRecord, server_version: str | None) -> st
 
 
 def write_run(record: RunRecord, reports_root: Path, run_dir: Path,
-              redact: Callable[[str], str]) -> dict[str, Any]:
-    """Write every artefact into ``run_dir`` and chain the run into the history."""
+              redact: Callable[[str], str], junit: Path | None = None,
+              allure: Path | None = None) -> tuple[dict[str, Any], str]:
+    """Write every artefact into ``run_dir``, redact every file of it, seal it and chain
+    it into the history. Returns the history line as written and the new head.
+
+    ``junit`` is the JUnit XML pytest wrote for this run, when there is one; written
+    elsewhere (``--junitxml PATH``), it is redacted and headed there too, and copied into
+    the run directory so the run's record is complete. ``allure`` is the caller's
+    ``--alluredir``, when it is not the run directory's: redacted too, not sealed (it
+    may hold other runs' results).
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(reports_root / ".history.lock")):
         entries = history.entries(reports_root / HISTORY)
         if entries:
             record.previous_run = entries[-1].get("run_id")
-        summary = record.summary()
-        text = redact(json.dumps(summary, indent=2, sort_keys=True, default=str))
-        summary = json.loads(text)
+        clean = record.redacted(redact)
+        summary = clean.summary()
         problems = contracts.problems("report-summary", summary)
         if problems:  # a bug in opsgate, never the target's fault: say so loudly
-            summary["notes"].append("summary failed its own schema: " + "; ".join(problems))
-            text = json.dumps(summary, indent=2, sort_keys=True)
+            note = "summary failed its own schema: " + "; ".join(problems)
+            record.notes.append(note)
+            clean.notes.append(redact(note))
+            summary = clean.summary()
+        text = json.dumps(summary, indent=2, sort_keys=True, default=str)
         (run_dir / "summary.json").write_text(text + "\n", encoding="utf-8")
-        (run_dir / "drill-record.md").write_text(redact(drill_record.render(record)),
-                                                 encoding="utf-8")
-        prev_href = (f"../{record.previous_run}/report.html" if record.previous_run else None)
-        (run_dir / "report.html").write_text(redact(html.render(record, prev_href)),
-                                             encoding="utf-8")
-        allure_dir = run_dir / "allure-results"
+        (run_dir / "drill-record.md").write_text(drill_record.render(clean), encoding="utf-8")
+        prev_href = (f"../{clean.previous_run}/report.html" if clean.previous_run else None)
+        (run_dir / "report.html").write_text(html.render(clean, prev_href), encoding="utf-8")
+        allure_dir = run_dir / seal.ALLURE_DIR
         allure_dir.mkdir(exist_ok=True)
         server = None
-        for ev in record.evidence_of("preflight").values():
+        for ev in clean.evidence_of("preflight").values():
             server = server or ev.get("server_version")
         (allure_dir / "environment.properties").write_text(
-            redact(_environment_properties(record, server)), encoding="utf-8")
-        import hashlib
+            _environment_properties(clean, server), encoding="utf-8")
 
-        entry = history.append(reports_root / HISTORY, {
-            "run_id": record.run_id,
-            "dir": str(run_dir.relative_to(reports_root)) if run_dir.is_relative_to(
-                reports_root) else str(run_dir),
+        # JUnit XML and Allure's files were written by pytest and allure-pytest (on every
+        # xdist worker), not from the redacted record: every file passes through the
+        # redactor before anything is hashed.
+        junits = _junit_copies(junit, run_dir, redact)
+        redaction.redact_tree(run_dir, redact)
+        if allure is not None and allure.is_dir() and not allure.is_relative_to(run_dir):
+            redaction.redact_tree(allure, redact)
+        for path in junits:  # after redaction: nothing may touch the placeholder
+            seal.junit_add_head_placeholder(path)
+        where = {"run_id": record.run_id,
+                 "dir": run_dir.relative_to(reports_root).as_posix()
+                 if run_dir.is_relative_to(reports_root) else str(run_dir)}
+        described = redaction.redact_data({
             "verdict": record.verdict,
             "started_at": record.started_at,
             "finished_at": record.finished_at,
@@ -77,6 +98,26 @@ def write_run(record: RunRecord, reports_root: Path, run_dir: Path,
             "target_kind": record.target_kind,
             "marker_expression": record.expression,
             "counts": summary["counts"],
-            "summary_sha256": hashlib.sha256((text + "\n").encode()).hexdigest(),
-        })
-    return entry
+            "notes": summary["notes"],
+        }, redact)
+        # The run's name and folder are on disk as they are; the hashes are added after
+        # redaction too: a redactor must never rewrite a digest.
+        entry, head = history.append_entry(reports_root / HISTORY,
+                                           {**where, **described, **seal.seal(run_dir)})
+    for path in junits:
+        seal.junit_set_head(path, head)
+    return entry, head
+
+
+def _junit_copies(junit: Path | None, run_dir: Path,
+                  redact: Callable[[str], str]) -> list[Path]:
+    """The JUnit XML files of this run: the run directory's, and the one pytest wrote
+    elsewhere (redacted here, since it is outside the run directory)."""
+    if junit is None or not junit.is_file():
+        return []
+    inside = run_dir / "junit.xml"
+    if junit.resolve() == inside.resolve():
+        return [inside]
+    redaction.redact_file(junit, redact)
+    shutil.copyfile(junit, inside)
+    return [junit, inside]
