@@ -3,61 +3,135 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
-from .reports import history
+from .reports import history, seal
 from .reports.writer import HISTORY
+
+#: Problems printed per run before "... and N more" (a deleted allure-results/ folder
+#: would otherwise print one line per file).
+MAX_PER_RUN = 10
+
+
+def _reports_dir(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--reports-dir", default=default, metavar="DIR",
+                        help="the reports folder (default ./reports)")
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("reports", help="verify and read the run history")
-    p.add_argument("--reports-dir", default="reports", metavar="DIR",
-                   help="the reports folder (default ./reports)")
+    _reports_dir(p, "reports")
     inner = p.add_subparsers(dest="reports_command", required=True)
-    inner.add_parser("verify", help="check the history chain and each run's summary.json")
+    verify = inner.add_parser(
+        "verify", help="check the history chain and every artefact of every run")
+    verify.add_argument(
+        "--expect-head", metavar="HASH",
+        help="also fail unless the last line's SHA-256 is HASH (the head a run printed "
+        "and CI kept): detects lines dropped from the end, which the chain cannot")
     ls = inner.add_parser("list", help="recent runs")
     ls.add_argument("-n", type=int, default=20, help="how many (default 20)")
     show = inner.add_parser("show", help="one run's checks and messages")
     show.add_argument("run", help="run id (or 'latest')")
     show.add_argument("--json", action="store_true", help="print summary.json as is")
+    # Accepted after the subcommand too (`opsgate reports verify --reports-dir DIR`);
+    # SUPPRESS keeps the value given before it when this one is absent.
+    for parser in (verify, ls, show):
+        _reports_dir(parser, argparse.SUPPRESS)
     p.set_defaults(handler=run)
 
 
-def _verify(root: Path) -> int:
+def _say(text: str) -> None:
+    print(f"opsgate reports: {text}")
+
+
+def _verify(root: Path, expect_head: str | None) -> int:
+    if expect_head is not None:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", expect_head):
+            _say("--expect-head takes a history head: 64 hexadecimal digits")
+            return 2
+        expect_head = expect_head.lower()
     path = root / HISTORY
     if not path.exists():
-        print(f"opsgate reports: no history at {path}")
+        if expect_head:
+            _say(f"history MISSING: no {path}, but --expect-head names a head it had "
+                 "(history deleted, or the wrong --reports-dir)")
+            return 1
+        _say(f"no history at {path}")
         return 2
-    check = history.verify(path)
-    if not check.ok:
-        print(f"opsgate reports: history BROKEN at line {check.broken_at} of {check.lines}: "
-              f"{check.reason}")
+    try:
+        lines = history.read_lines(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        _say(f"history unreadable: {exc.__class__.__name__}: {exc}")
         return 1
-    altered = []
-    for entry in history.entries(path):
-        summary = root / entry.get("dir", "") / "summary.json"
-        if summary.exists():
-            digest = hashlib.sha256(summary.read_bytes()).hexdigest()
-            if digest != entry.get("summary_sha256"):
-                altered.append(entry["run_id"])
-    if altered:
-        print("opsgate reports: history intact, but summary.json changed after the run for: "
-              + ", ".join(altered))
+    problems: list[str] = []
+    chain = history.verify(path)
+    if not chain.ok:
+        problems.append(f"history BROKEN at line {chain.broken_at} of {chain.lines}: "
+                        f"{chain.reason}")
+    listed_dirs = set()
+    for i, line in enumerate(lines, start=1):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the chain check named it
+        if not isinstance(entry, dict):
+            continue
+        run_name = f"run {entry.get('run_id', '?')} (line {i})"
+        where = entry.get("dir")
+        if not isinstance(where, str) or not where:
+            problems.append(f"{run_name}: the line names no run directory")
+            continue
+        run_dir = root / where
+        listed_dirs.add(run_dir.resolve())
+        try:
+            found = seal.check(run_dir, entry, history.line_hash(line))
+        except OSError as exc:
+            found = [f"unreadable: {exc.__class__.__name__}: {exc}"]
+        problems += [f"{run_name}: {p}" for p in found[:MAX_PER_RUN]]
+        if len(found) > MAX_PER_RUN:
+            problems.append(f"{run_name}: ... and {len(found) - MAX_PER_RUN} more")
+    head = history.line_hash(lines[-1]) if lines else None
+    if expect_head and head != expect_head:
+        hashes = [history.line_hash(ln) for ln in lines]
+        if expect_head in hashes:
+            k = hashes.index(expect_head) + 1
+            problems.append(f"head is line {len(lines)}'s {head}, not {expect_head}, which "
+                            f"is line {k}: {len(lines) - k} line(s) added after it")
+        else:
+            problems.append(f"head is {head or 'none (empty history)'}, and {expect_head} is "
+                            "no line of the history: lines were dropped from its end, or it "
+                            "was rewritten")
+    for extra in _unlisted_runs(root, listed_dirs):
+        _say(f"note: {extra} is not in the history (a run still going, one killed before "
+             "its end, or one added by hand): nothing in it is vouched for")
+    if problems:
+        for p in problems:
+            _say(p)
         return 1
-    print(f"opsgate reports: history intact ({check.lines} runs)")
+    _say(f"history intact ({len(lines)} runs, every listed artefact unchanged); "
+         f"head {head or 'none'}")
     return 0
+
+
+def _unlisted_runs(root: Path, listed: set[Path]) -> list[str]:
+    runs = root / "runs"
+    if not runs.is_dir():
+        return []
+    return [f"runs/{d.name}" for d in sorted(runs.iterdir())
+            if d.is_dir() and d.resolve() not in listed]
 
 
 def _list(root: Path, n: int) -> int:
     entries = history.entries(root / HISTORY)
     for e in entries[-n:]:
         c = e.get("counts", {})
+        gate = "  gate: " + "; ".join(e["notes"]) if e.get("notes") else ""
         print(f"{e['run_id']:<45} {e['verdict']:<7} {e.get('target_kind', ''):<11} "
               f"passed {c.get('passed', 0)} failed {c.get('failed', 0)} "
-              f"error {c.get('error', 0)}  {e.get('marker_expression', '')}")
+              f"error {c.get('error', 0)}  {e.get('marker_expression', '')}{gate}")
     if not entries:
         print("opsgate reports: no runs yet")
     return 0
@@ -67,7 +141,7 @@ def _show(root: Path, run_id: str, as_json: bool) -> int:
     entries = history.entries(root / HISTORY)
     if run_id == "latest" and entries:
         run_id = entries[-1]["run_id"]
-    match = [e for e in entries if e["run_id"] == run_id]
+    match = [e for e in entries if e.get("run_id") == run_id]
     summary_path = root / (match[0]["dir"] if match else f"runs/{run_id}") / "summary.json"
     if not summary_path.exists():
         print(f"opsgate reports: no run {run_id!r}")
@@ -78,6 +152,10 @@ def _show(root: Path, run_id: str, as_json: bool) -> int:
         return 0
     print(f"{summary['run_id']}: {summary['verdict'].upper()} ({summary['target_kind']} "
           f"{summary['target'].get('name')}, {summary['marker_expression']})")
+    if not match:
+        print("  NOT IN THE HISTORY: nothing vouches for this run's files")
+    for note in summary.get("notes", []):
+        print(f"  gate FAILED: {note}")
     for c in summary["checks"]:
         print(f"  {c['status']:<8} {c['marker']}")
         for t in c["tests"]:
@@ -90,7 +168,7 @@ def _show(root: Path, run_id: str, as_json: bool) -> int:
 def run(args: argparse.Namespace) -> int:
     root = Path(args.reports_dir)
     if args.reports_command == "verify":
-        return _verify(root)
+        return _verify(root, args.expect_head)
     if args.reports_command == "list":
         return _list(root, args.n)
     return _show(root, args.run, args.json)
