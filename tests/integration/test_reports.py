@@ -15,12 +15,21 @@ import jsonschema
 import pytest
 
 from opsgate.contracts import schema
-from opsgate.reports import history
+from opsgate.reports import history, seal
 from opsgate.sandbox import Sandbox
-from tests.gate_helpers import ROOT, clean_env, run_gate
+from tests.gate_helpers import ROOT, run_gate
+from tests.gate_helpers import clean_env as _clean_env
 
 ALL = "preflight or parity or ledger or health or neon_drill or blob_fallback or knowledge_drift"
+HEAD = re.compile(r"^opsgate: history head ([0-9a-f]{64})$", re.M)
 
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The gate's clean environment, without CI's step summary (these runs are not CI's)."""
+    env = _clean_env(**extra)
+    if "GITHUB_STEP_SUMMARY" not in extra:
+        env.pop("GITHUB_STEP_SUMMARY", None)
+    return env
 
 
 def only_run_dir(reports: Path) -> Path:
@@ -93,6 +102,19 @@ def test_a_gate_run_writes_all_five_artefacts(sandbox: Sandbox, tmp_path: Path) 
         "<body>")[0].replace("http-equiv", "")
     for marker in statuses:
         assert f"<b>{marker}</b>" in page
+    assert "Gate failures" not in page
+
+    # The run is sealed: its head is printed, in junit.xml, and vouches for every file.
+    (head,) = HEAD.findall(run.stdout)
+    (line,) = history.read_lines(reports / "history.jsonl")
+    assert history.line_hash(line) == head
+    assert seal.junit_heads((d / "junit.xml").read_bytes()) == [head]
+    entry = json.loads(line)
+    assert entry["allure_files"] == len(list((d / "allure-results").iterdir()))
+    assert set(entry["artefacts"]) >= {"summary.json", "junit.xml", "drill-record.md",
+                                       "report.html", "allure-results.sha256"}
+    out = _cli("verify", "--reports-dir", str(reports), "--expect-head", head)
+    assert out.returncode == 0, out.stdout
 
 
 def test_failing_run_writes_reports_without_any_secret(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -102,18 +124,21 @@ def test_failing_run_writes_reports_without_any_secret(sandbox: Sandbox, tmp_pat
     good_pw = sandbox.pg.url().password  # type: ignore[union-attr]
     bad_url = env["DATABASE_URL"].replace(f":{good_pw}@", ":canary-dbpw-5d21@")
     reports = tmp_path / "reports"
+    step_summary = tmp_path / "step-summary.md"
     run = run_gate(tmp_path, f"--env-file={sandbox.env_file}", "-m", ALL,
-                   f"--reports-dir={reports}", env=clean_env(DATABASE_URL=bad_url, **canaries))
+                   f"--reports-dir={reports}", env=clean_env(
+                       DATABASE_URL=bad_url, GITHUB_STEP_SUMMARY=str(step_summary), **canaries))
     assert run.code == 1
     d = only_run_dir(reports)
     summary = json.loads((d / "summary.json").read_text())
     assert summary["verdict"] == "failed"
     assert {c["status"] for c in summary["checks"]} == {"failed"}
-    everything = run.stdout + run.stderr
-    for path in d.rglob("*"):
+    everything = run.stdout + run.stderr + step_summary.read_text()
+    for path in reports.rglob("*"):  # every artefact, Allure's and the history included
         if path.is_file():
             everything += path.read_text(errors="replace")
-    everything += (reports / "history.jsonl").read_text()
+    for junit in tmp_path.glob("junit-*.xml"):  # the --junitxml the caller asked for
+        everything += junit.read_text()
     assert "password authentication failed" in everything  # the failure is explained
     for secret in ("canary-admin-31b7", "canary-token-9e0f", "canary-dbpw-5d21", good_pw):
         assert secret not in everything, f"{secret[:8]}… leaked"
@@ -127,8 +152,15 @@ def test_xdist_run_has_one_report_directory_and_one_history_line(tmp_path: Path)
     d = only_run_dir(reports)
     assert len(history.read_lines(reports / "history.jsonl")) == 1
     summary = json.loads((d / "summary.json").read_text())
-    assert summary["counts"]["passed"] == 14 and summary["target_kind"] == "sandbox"
-    assert len(list((d / "allure-results").glob("*-result.json"))) == 14
+    passed = int(re.search(r"(\d+) passed", run.stdout).group(1))  # type: ignore[union-attr]
+    assert summary["counts"] == {"passed": passed, "failed": 0, "error": 0, "skipped": 0}
+    assert summary["target_kind"] == "sandbox"
+    assert len(list((d / "allure-results").glob("*-result.json"))) == passed
+    # Sealed once, by the controller, after both workers wrote their Allure files.
+    assert len((d / "allure-results.sha256").read_text().splitlines()) == len(
+        list((d / "allure-results").iterdir()))
+    (head,) = HEAD.findall(run.stdout)
+    assert _cli("verify", "--reports-dir", str(reports), "--expect-head", head).returncode == 0
 
 
 def test_no_reports_writes_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -145,9 +177,15 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _history(tmp_path: Path, n: int = 4) -> Path:
+    """``n`` sealed runs (a summary and one Allure file each) chained in a history."""
     path = tmp_path / "history.jsonl"
     for i in range(n):
-        history.append(path, {"run_id": f"run-{i}", "verdict": "passed", "dir": f"runs/run-{i}"})
+        run = tmp_path / "runs" / f"run-{i}"
+        (run / "allure-results").mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({"run_id": f"run-{i}"}) + "\n")
+        (run / "allure-results" / f"{i}-result.json").write_text("{}")
+        history.append(path, {"run_id": f"run-{i}", "verdict": "passed", "dir": f"runs/run-{i}",
+                              **seal.seal(run)})
     return path
 
 
@@ -174,6 +212,13 @@ def test_history_verify_passes_untouched_and_names_the_broken_line(tmp_path: Pat
 
     path.write_text(original)
     assert _cli("--reports-dir", root, "verify").returncode == 0
+    assert _cli("verify", "--reports-dir", root).returncode == 0  # after the subcommand too
+
+    path.write_text("\n".join(lines[:-1]) + "\n")  # the last line dropped: a valid chain
+    out = _cli("verify", "--reports-dir", root)
+    assert out.returncode == 0 and "runs/run-3 is not in the history" in out.stdout
+    out = _cli("verify", "--reports-dir", root, "--expect-head", history.line_hash(lines[-1]))
+    assert out.returncode == 1 and "no line of the history" in out.stdout
 
 
 def test_verify_detects_an_edited_summary(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -189,6 +234,10 @@ def test_verify_detects_an_edited_summary(sandbox: Sandbox, tmp_path: Path) -> N
     summary.write_text(summary.read_text().replace('"passed"', '"failed"', 1))
     out = _cli("--reports-dir", str(reports), "verify")
     assert out.returncode == 1 and "summary.json changed after the run" in out.stdout
+    summary.unlink()
+    out = _cli("verify", "--reports-dir", str(reports))
+    assert out.returncode == 1
+    assert f"run {summary.parent.name} (line 1): summary.json missing" in out.stdout
 
 
 def _chromium() -> str | None:
@@ -240,5 +289,7 @@ def test_allure3_generates_a_report_from_the_results(sandbox: Sandbox, tmp_path:
     assert gen.returncode == 0, gen.stdout[-500:] + gen.stderr[-500:]
     assert (out / "index.html").exists()
     stats = json.loads((out / "summary.json").read_text())["stats"]
-    assert stats["total"] == len(list(results.glob("*-result.json"))) == 13
+    summary = json.loads((results.parent / "summary.json").read_text())
+    assert stats["total"] == len(list(results.glob("*-result.json"))) == sum(
+        summary["counts"].values())
     assert stats["failed"] == 1
