@@ -11,6 +11,8 @@ too. The admin password carries characters each format escapes.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 #: variable -> value; CORES below are what is searched for.
@@ -115,6 +117,9 @@ def test_no_canary_in_any_artefact_or_output_of_a_failing_run(
     attachments = list((run_dir / "allure-results").glob("*-attachment*"))
     assert len(results) == 3 and len(attachments) >= 6  # the evidence, text, binary, json, ...
     assert (reports / "history.jsonl").is_file() and (reports / "step-summary.md").is_file()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["notes"] == []  # valid against its schema, masked conninfo included
+    assert summary["target"]["database_direct"].endswith("password=***")
 
     texts = {"stdout": result.stdout.str(), "stderr": result.stderr.str()}
     texts.update({str(p.relative_to(reports)): p.read_bytes().decode("utf-8", "replace")
