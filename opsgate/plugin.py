@@ -371,8 +371,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if asked:
             state.flags_unserved = [f"{c.flag} ({c.marker})" for c in asked]
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if state.collector is not None:
-        state.collector.finish(session, int(session.exitstatus))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -8,6 +8,7 @@ password of a connection URL for headers, reports and error messages.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -186,6 +187,14 @@ class Redactor:
             self.add(v)
 
     def add(self, value: str | None) -> None:
+        if not value:
+            return
+        # Also the forms in which text shows a value: repr() and JSON escape
+        # backslashes and quotes, so a secret with a "\" prints as something else.
+        for form in (value, repr(value)[1:-1], json.dumps(value)[1:-1]):
+            self._add(form)
+
+    def _add(self, value: str) -> None:
         if value and value not in self._values:
             self._values.append(value)
             self._values.sort(key=len, reverse=True)

@@ -10,7 +10,9 @@ import pytest
 from opsgate.config import FLAG_DEFAULTS, VARIABLES
 from opsgate.embedded import EmbeddedPostgres
 
-CONTRACT_ENV = (*VARIABLES, *FLAG_DEFAULTS)
+#: The gate's variables, and where CI collects a Markdown summary (a self-test's inner
+#: gate run must not append to the real one).
+CONTRACT_ENV = (*VARIABLES, *FLAG_DEFAULTS, "GITHUB_STEP_SUMMARY")
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,8 @@ class GateRun:
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in VARIABLES and k not in FLAG_DEFAULTS and not k.startswith("PYTEST_")}
+           if k not in VARIABLES and k not in FLAG_DEFAULTS and not k.startswith("PYTEST_")
+           and k != "GITHUB_STEP_SUMMARY"}
     env.update(extra)
     return env
 

@@ -49,10 +49,6 @@ class RunCollector:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.record.record(report, marker_of(report.keywords))
 
-    def finish(self, session: pytest.Session, exit_status: int) -> None:
-        """Called by the plugin's own ``pytest_sessionfinish`` once it has settled the
-        exit status and the gate's notes. Nothing is written here: see below."""
-
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
         """Write the reports after every plain ``pytest_sessionfinish``: the plugin's
