@@ -158,6 +158,8 @@ def _show(root: Path, run_id: str, as_json: bool) -> int:
         print(f"  gate FAILED: {note}")
     for c in summary["checks"]:
         print(f"  {c['status']:<8} {c['marker']}")
+        for reason in c.get("partial", []):
+            print(f"      partial: {reason}")
         for t in c["tests"]:
             if t["outcome"] != "passed":
                 print(f"      {t['outcome']}: {t['name']}: {t['message'][:300]}")

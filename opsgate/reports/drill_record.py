@@ -33,8 +33,11 @@ def _window(record: RunRecord) -> str:
 
 
 def _status(check: dict[str, Any]) -> str:
-    return {"passed": "pass", "failed": "FAIL", "skipped": "skipped", "not run": "not run"}[
-        check["status"]]
+    shown = {"passed": "pass", "partial": "pass, PARTIAL", "failed": "FAIL",
+             "skipped": "SKIPPED (did not run)", "not run": "not run"}[check["status"]]
+    if check.get("partial"):
+        shown += " (" + "; ".join(check["partial"]) + ")"
+    return shown
 
 
 def render(record: RunRecord) -> str:

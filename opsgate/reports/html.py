@@ -13,7 +13,7 @@ body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2r
 max-width:1100px;color:#1d2330;padding:0 1rem}
 h1{font-size:1.5rem;margin:.2rem 0}.muted{color:#5b6475}
 .verdict{padding:1rem 1.2rem;border-radius:8px;font-size:1.3rem;font-weight:700;margin:1rem 0}
-.passed{background:#e4f6e8;color:#14532d}.failed{background:#fde8e8;color:#7f1d1d}
+.passed{background:#e4f6e8;color:#14532d}.partial{background:#fef3c7;color:#78350f}.failed{background:#fde8e8;color:#7f1d1d}
 .skipped,.notrun{background:#f1f3f7;color:#374151}
 table{border-collapse:collapse;width:100%;margin:.5rem 0 1.5rem}
 th,td{text-align:left;padding:.45rem .6rem;border-bottom:1px solid #e5e7eb;vertical-align:top}
@@ -49,6 +49,7 @@ def render(record: RunRecord, previous_href: str | None) -> str:
             continue
         parts = [f"<h3 id='{escape(c['marker'])}'>{escape(c['marker'])} "
                  f"{_badge(c['status'])}</h3>"]
+        parts += [f"<p class='msg'>Partial: {escape(p)}</p>" for p in c.get("partial", [])]
         for t in c["tests"]:
             body = ""
             if t["message"]:

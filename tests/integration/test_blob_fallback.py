@@ -121,3 +121,34 @@ def test_file_backend_reads_the_same_layout(sb: Sandbox, tmp_path: Path) -> None
     run = run_gate(tmp_path, "-m", "blob_fallback", env=clean_env(
         OPSGATE_BLOB_DIR=str(folder), DATABASE_URL=env["DATABASE_URL"]))
     assert run.code == 0 and len(run.outcomes) == 2, run.stdout[-2000:]
+
+
+def test_without_database_url_the_check_is_partial_in_every_report(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    """The runbook makes Neon parity optional: the check then passes, as partial, and
+    every report says what it did not compare (not a plain "pass")."""
+    env = sb.environ()
+    run = run_gate(tmp_path, "-m", "blob_fallback", env=clean_env(
+        BLOB_READ_WRITE_TOKEN=env["BLOB_READ_WRITE_TOKEN"],
+        VERCEL_BLOB_API_URL=env["VERCEL_BLOB_API_URL"]))
+    assert run.code == 0, run.stdout[-2000:]
+    assert "opsgate: PARTIAL: " in run.stdout and "DATABASE_URL is not set" in run.stdout
+    (run_dir,) = (tmp_path / "reports" / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (blob,) = [c for c in summary["checks"] if c["marker"] == "blob_fallback"]
+    assert blob["status"] == "partial" and "Neon parity not compared" in blob["partial"][0]
+    record = (run_dir / "drill-record.md").read_text()
+    assert "Blob fallback verification: pass, PARTIAL (Neon parity not compared" in record
+    assert "Partial: Neon parity not compared" in (run_dir / "report.html").read_text()
+
+
+def test_a_changed_payload_shows_old_and_new_values(sb: Sandbox, tmp_path: Path) -> None:
+    def retitle(doc: dict[str, Any]) -> None:
+        doc["homepage"]["hero"] = "A title nobody approved"
+
+    edit(sb, "content-state.json", retitle)
+    run = gate(sb, tmp_path)
+    message = run.failed()["test_blob_fallback::test_blob_and_neon_hashes_match"]
+    assert ('homepage ($.hero: blob "A title nobody approved" vs neon "Builds, notes and '
+            'the threads between them.")') in message, message
