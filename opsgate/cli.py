@@ -1,8 +1,11 @@
-"""``opsgate``: the commands that are not a pytest run.
+"""``opsgate``: the one front door.
 
-``opsgate migrate ...`` (the guarded runner), ``opsgate sandbox up`` (the sandbox in
-the foreground), ``opsgate reports verify|list|show``. Exit codes: 0 success, 1 a
-check or migration failed or was refused, 2 usage or configuration error.
+``opsgate gate [pytest args]`` is the release gate from an installed package (exactly
+``pytest`` on the runbook checks opsgate ships); ``opsgate migrate ...`` the guarded
+runner; ``opsgate sandbox up`` the sandbox in the foreground; ``opsgate reports
+verify|list|show`` the history. Options go before or after the subcommand. Exit codes:
+0 success, 1 a check or migration failed or was refused, 2 usage or configuration error
+(``gate`` returns pytest's own codes).
 """
 
 from __future__ import annotations
@@ -10,14 +13,20 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from . import reports_cli, sandbox_cli
+from . import __version__, reports_cli, resources, sandbox_cli
 from .migrate import cli as migrate_cli
+
+EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="opsgate", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="area", required=True)
+    p.add_argument("--version", action="version", version=f"opsgate {__version__}")
+    sub = p.add_subparsers(dest="area", metavar="{gate,migrate,sandbox,reports}")
+    sub.add_parser("gate", help="the release gate: pytest on the runbook checks opsgate "
+                   "ships (pytest's options and arguments pass through)", add_help=False)
     m = sub.add_parser("migrate", help="data migrations under the runbook's safeguards")
     migrate_cli.add_arguments(m)
     sandbox_cli.add_parser(sub)
@@ -25,13 +34,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def gate(args: Sequence[str]) -> int:
+    """``pytest`` with the packaged checks, the packaged pytest settings and the current
+    folder as rootdir (so reports land in ./reports), whatever folder it runs in."""
+    import pytest
+
+    ini = Path(__file__).resolve().parent / "gate.ini"
+    argv = ["-c", str(ini), f"--rootdir={Path.cwd()}", *args]
+    if not any(_names_checks(a) for a in args):
+        argv.append(str(resources.checks_dir()))
+    return int(pytest.main(argv))
+
+
+def _names_checks(arg: str) -> bool:
+    """An argument naming some of the packaged checks (``.../test_parity.py::test_x``):
+    then it, not the whole checks folder, is what the gate collects."""
+    checks = resources.checks_dir().resolve()
+    path = Path(arg.split("::", 1)[0]).resolve()
+    return path == checks or checks in path.parents
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["gate"]:
+        # Everything after `gate` is pytest's, unparsed here ("--env-file PATH" included).
+        return gate(args_list[1:])
+    parser = build_parser()
+    if not args_list:
+        parser.print_help()
+        return 0
+    args = parser.parse_args(args_list)
     if args.area == "migrate":
         return migrate_cli.dispatch(args)
     handler = getattr(args, "handler", None)
-    if handler is None:  # pragma: no cover
-        return 2
+    if handler is None:
+        parser.print_help()
+        return EXIT_USAGE
     code: int = handler(args)
     return code
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from . import resources
 from .db import host_of, is_pooler_host
 from .errors import ConfigError, MissingEnvError, SessionEndpointError
 from .secrets import MASK, Redactor, Secret, SecretUrl, mask_url
@@ -51,7 +52,8 @@ VARIABLES: dict[str, str] = {
     "OPSGATE_TARGET_NAME": "name of the target in reports (default: the database host)",
     "OPSGATE_LEGACY_PAYLOAD_FILE": "legacy payload file for knowledge drift "
     "(default: admin_content_state key 'constellation')",
-    "OPSGATE_MIGRATIONS_DIR": "folder of migration scripts (default: ./migrations)",
+    "OPSGATE_MIGRATIONS_DIR": "folder of migration scripts (default: the runbook's, "
+    "shipped with opsgate)",
     "OPSGATE_HTTP_TIMEOUT": "seconds per HTTP attempt (default 15)",
     "OPSGATE_BLOB_DIR": "read the blob layout from this folder (the 'file' backend)",
     "OPSGATE_EXPECTATIONS_FILE": "expected production markers (TOML: floors, domains, "
@@ -146,7 +148,7 @@ class Settings:
     pg_bindir: str | None = None
     target_name: str | None = None
     legacy_payload_file: str | None = None
-    migrations_dir: str = "migrations"
+    migrations_dir: str = field(default_factory=lambda: str(resources.migrations_dir()))
     http_timeout: float = 15.0
     blob_dir: str | None = None
     expectations_file: str | None = None
@@ -212,7 +214,7 @@ class Settings:
             pg_bindir=get("OPSGATE_PG_BINDIR"),
             target_name=get("OPSGATE_TARGET_NAME"),
             legacy_payload_file=get("OPSGATE_LEGACY_PAYLOAD_FILE"),
-            migrations_dir=get("OPSGATE_MIGRATIONS_DIR") or "migrations",
+            migrations_dir=get("OPSGATE_MIGRATIONS_DIR") or str(resources.migrations_dir()),
             http_timeout=_positive_float("OPSGATE_HTTP_TIMEOUT", get("OPSGATE_HTTP_TIMEOUT"), 15.0),
             blob_dir=get("OPSGATE_BLOB_DIR"),
             expectations_file=get("OPSGATE_EXPECTATIONS_FILE"),

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 
+from . import resources
 from .errors import OpsgateError
 
-CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "contracts"
+CONTRACTS_DIR = resources.fixtures_dir() / "contracts"
 MAX_ERRORS = 5
 
 

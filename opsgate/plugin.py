@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from . import __version__
+from . import __version__, resources
 from .config import Settings
 from .errors import ConfigError, OpsgateError
 from .expectations import Expectations
@@ -101,12 +101,12 @@ def _narrowed(config: pytest.Config) -> bool:
     """True when the user narrowed the gate the pytest way: a path or node id below the
     checks folder, ``-k``, ``--lf``, ``--sw`` or ``--deselect``. Flags then say what
     may run, not what must."""
-    checks = (config.rootpath / str(config.getini("opsgate_checks_dir"))).resolve()
-    for arg in config.args:
-        path, _, rest = str(arg).partition("::")
-        p = (config.invocation_params.dir / path).resolve()
-        if rest or (p != checks and checks in p.parents):
-            return True
+    for checks in _checks_dirs(config):
+        for arg in config.args:
+            path, _, rest = str(arg).partition("::")
+            p = (config.invocation_params.dir / path).resolve()
+            if rest or (p != checks and checks in p.parents):
+                return True
     option = config.option
     return bool(getattr(option, "keyword", "") or getattr(option, "lf", False)
                 or getattr(option, "stepwise", False) or getattr(option, "deselect", None))
@@ -135,14 +135,21 @@ def _validate_markexpr(config: pytest.Config, expr: str) -> None:
             f"the checks' markers are {', '.join(c.marker for c in CHECKS)}")
 
 
+def _checks_dirs(config: pytest.Config) -> list[Path]:
+    """The folders whose collection makes a run the gate: this rootdir's checks folder
+    (ini ``opsgate_checks_dir``) and the runbook checks opsgate ships (`opsgate gate`)."""
+    return [(config.rootpath / str(config.getini("opsgate_checks_dir"))).resolve(),
+            resources.checks_dir().resolve()]
+
+
 def _is_gate_run(config: pytest.Config) -> bool:
-    """True when the run collects the checks folder (or something inside it)."""
-    checks = (config.rootpath / str(config.getini("opsgate_checks_dir"))).resolve()
-    for arg in config.args:
-        path = Path(str(arg).split("::", 1)[0])
-        p = (config.invocation_params.dir / path).resolve()
-        if p == checks or checks in p.parents or p in checks.parents:
-            return True
+    """True when the run collects a checks folder (or something inside it)."""
+    for checks in _checks_dirs(config):
+        for arg in config.args:
+            path = Path(str(arg).split("::", 1)[0])
+            p = (config.invocation_params.dir / path).resolve()
+            if p == checks or checks in p.parents or p in checks.parents:
+                return True
     return False
 
 
@@ -158,12 +165,17 @@ def pytest_configure(config: pytest.Config) -> None:
     env_file = config.getoption("env_file")
     workerinput = getattr(config, "workerinput", None)
     sandbox_file = workerinput.get(SANDBOX_ENV_KEY) if workerinput is not None else None
+    gate_mode = _is_gate_run(config)
     try:
         settings = Settings.load(env_file=sandbox_file or env_file, file_wins=bool(sandbox_file))
     except ConfigError as exc:
-        raise pytest.UsageError(f"opsgate: {exc}") from None
+        if gate_mode:
+            raise pytest.UsageError(f"opsgate: {exc}") from None
+        # Installed by entry point, the plugin sees every pytest run of the environment:
+        # a run that is not the gate must not fail on the gate's variables.
+        settings = Settings()
 
-    state = GateState(settings=settings, gate_mode=_is_gate_run(config),
+    state = GateState(settings=settings, gate_mode=gate_mode,
                       inspect_only=_inspect_only(config), narrowed=_narrowed(config))
     config.stash[STATE_KEY] = state
     if not state.gate_mode:

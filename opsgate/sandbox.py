@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import canon, datagen
+from . import canon, datagen, resources
 from .blob_server import BlobBucket, create_blob_app
 from .config import DEFAULT_BLOB_PREFIX, Settings
 from .embedded import EmbeddedPostgres
@@ -34,10 +34,9 @@ from .reference_app import Faults, create_app
 from .secrets import Secret
 from .servers import ThreadedServer
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-FIXTURE_PAYLOAD = PROJECT_ROOT / "fixtures" / "constellation.json"
-FIXTURE_EXPECTATIONS = PROJECT_ROOT / "fixtures" / "expectations" / "sandbox.toml"
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+FIXTURE_PAYLOAD = resources.fixtures_dir() / "constellation.json"
+FIXTURE_EXPECTATIONS = resources.fixtures_dir() / "expectations" / "sandbox.toml"
+MIGRATIONS_DIR = resources.migrations_dir()
 BLOB_STATE_MIGRATION = "20260211_1002_blob_to_neon_admin_state"
 BACKFILL_MIGRATION = "20260213_1004_legacy_to_neon_kb_backfill"
 PROFILES = ("plain", "neon")

@@ -52,5 +52,12 @@ def fresh_db(pg: EmbeddedPostgres, request: pytest.FixtureRequest) -> Iterator[s
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """pytester drives the plugin's self-tests. It is loaded here, for the self-tests
+    only: a release gate never loads a test-only plugin."""
+    if not config.pluginmanager.has_plugin("pytester"):
+        config.pluginmanager.import_plugin("pytester")
+
+
 def pytest_report_header() -> str:
     return f"opsgate self-tests; OPSGATE_PG_BINDIR={os.environ.get('OPSGATE_PG_BINDIR', '-')}"

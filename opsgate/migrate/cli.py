@@ -18,14 +18,15 @@ from typing import Any
 
 import psycopg
 
-from .. import db
+from .. import db, resources
 from ..config import Settings
 from ..errors import ConfigError, DatabaseUnavailableError, OpsgateError, first_line
 from . import ledger
 from .runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_migration
 from .scripts import discover_scripts, find_script
 
-DEFAULT_DIR = "migrations"
+#: The runbook's migrations, shipped with opsgate (OPSGATE_MIGRATIONS_DIR overrides).
+DEFAULT_DIR = str(resources.migrations_dir())
 
 
 def build_parser(prog: str = "opsgate-migrate") -> argparse.ArgumentParser:
@@ -39,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env-file", metavar="PATH", help="dotenv file with DATABASE_URL etc.")
     p.add_argument("--migrations-dir", metavar="DIR",
                    default=os.environ.get("OPSGATE_MIGRATIONS_DIR", DEFAULT_DIR),
-                   help="folder of migration scripts (default: ./migrations)")
+                   help="folder of migration scripts (default: the runbook's, shipped "
+                   "with opsgate)")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the migration scripts, in order")
     sub.add_parser("status", help="each script against the ledger (exit 1 on drift)")

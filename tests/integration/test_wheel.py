@@ -1,0 +1,83 @@
+"""The package as users get it: a built wheel, installed (not editable) into a fresh
+virtualenv, run from an empty folder, with no checkout anywhere in sight."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.gate_helpers import ROOT, clean_env
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """bin/ of a fresh virtualenv with the wheel built from this checkout."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    dist = tmp / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w",
+                    str(dist), str(ROOT)], check=True, capture_output=True, timeout=600)
+    (wheel,) = dist.glob("opsgate-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in ("opsgate/py.typed", "opsgate/gate.ini",
+                   "opsgate/_data/checks/test_parity.py",
+                   "opsgate/_data/migrations/20260210_1001_none_to_neon_admin_schema.py",
+                   "opsgate/_data/fixtures/constellation.json",
+                   "opsgate/_data/fixtures/contracts/constellation-api.schema.json",
+                   "opsgate/_data/fixtures/expectations/sandbox.toml"):
+        assert needed in names, needed
+    assert not any(n.startswith("tests/") for n in names)
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                    str(wheel)], check=True, capture_output=True, timeout=1200)
+    yield venv / "bin"
+
+
+def test_opsgate_gate_on_the_sandbox_from_an_empty_folder(installed: Path,
+                                                         tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = subprocess.run([str(installed / "opsgate"), "gate", "--sandbox", "-q"], cwd=empty,
+                         capture_output=True, text=True, env=clean_env(), timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and "failed" not in run.stdout
+    assert "site-packages/opsgate/_data/checks" in run.stdout or (empty / "reports").is_dir()
+    assert list((empty / "reports" / "runs").iterdir())
+    assert not (empty / "checks").exists()
+
+
+def test_opsgate_gate_with_space_form_options_against_sandbox_up(installed: Path,
+                                                                 tmp_path: Path) -> None:
+    elsewhere = tmp_path / "outside" / "target.env"
+    elsewhere.parent.mkdir()
+    up = subprocess.Popen([str(installed / "opsgate"), "sandbox", "up", "--env-file",
+                           str(elsewhere)], cwd=tmp_path, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=clean_env())
+    try:
+        assert up.stdout is not None
+        line = up.stdout.readline()
+        assert "settings in" in line, line + (up.stderr.read() if up.stderr else "")
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        reports = tmp_path / "reports-elsewhere"
+        run = subprocess.run([str(installed / "opsgate"), "gate", "--env-file", str(elsewhere),
+                              "--reports-dir", str(reports), "-q"], cwd=empty,
+                             capture_output=True, text=True, env=clean_env(), timeout=600)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+        assert list((reports / "runs").iterdir())
+        verify = subprocess.run([str(installed / "opsgate"), "reports", "verify",
+                                 "--reports-dir", str(reports)], capture_output=True,
+                                text=True, env=clean_env(), timeout=120)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=60)
+    assert up.returncode == 0 and not elsewhere.exists()
+    assert os.listdir(tmp_path / "outside") == []
