@@ -64,14 +64,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     args = parser.parse_args(args_list)
-    if args.area == "migrate":
-        return migrate_cli.dispatch(args)
-    handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return EXIT_USAGE
-    code: int = handler(args)
-    return code
+    try:
+        if args.area == "migrate":
+            return migrate_cli.dispatch(args)
+        handler = getattr(args, "handler", None)
+        if handler is None:
+            parser.print_help()
+            return EXIT_USAGE
+        code: int = handler(args)
+        return code
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handling: no traceback
+        print("opsgate: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ printable copy.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -94,7 +95,7 @@ def _positive_float(name: str, raw: str | None, default: float, *, zero: bool = 
         value = float(raw)
     except ValueError:
         value = -1.0
-    if value < 0 or (value == 0 and not zero):
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
         raise ConfigError(f"{name}={raw!r} is not a positive number of seconds")
     return value
 

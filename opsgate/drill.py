@@ -85,6 +85,8 @@ class DrillResult:
     server_version: str = ""
     client_tools: str = ""
     leftovers_removed: list[str] = field(default_factory=list)
+    dump_folders_removed: list[str] = field(default_factory=list)
+    source: str = ""
     other_scratch_databases: list[str] = field(default_factory=list)
     restore_method: str = ""
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -108,10 +110,12 @@ class DrillResult:
             "archive": {"path": self.archive_path, "bytes": self.archive_bytes,
                         "kept": self.archive_kept, "format": "directory",
                         "jobs": DUMP_JOBS, "restore_method": self.restore_method},
+            "source": self.source,
             "restore_target": self.restore_target,
             "server_version": self.server_version,
             "client_tools": self.client_tools,
             "leftover_scratch_databases_removed": self.leftovers_removed,
+            "leftover_dump_folders_removed": self.dump_folders_removed,
             # On the server, not from this database (or killed before their comment):
             # listed for the operator, never dropped by this drill.
             "other_scratch_databases": self.other_scratch_databases,
@@ -289,6 +293,33 @@ class Sweep:
     not_ours: list[str] = field(default_factory=list)
 
 
+#: The drill's temporary dump folders: ``opsgate-drill-<pid>-<random>`` under the
+#: temporary directory (BACKUP_OUTPUT_PATH, the operator's own, is never touched).
+DUMP_FOLDER_PREFIX = "opsgate-drill-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def sweep_dump_folders() -> list[str]:
+    """Remove dump folders of drills whose process is gone (killed mid-dump, they hold
+    plain-text rows of the data). Returns the folders removed."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{DUMP_FOLDER_PREFIX}*-*"):
+        pid_text = folder.name.removeprefix(DUMP_FOLDER_PREFIX).split("-", 1)[0]
+        if folder.is_dir() and pid_text.isdigit() and not _alive(int(pid_text)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder))
+    return removed
+
+
 def sweep_leftovers(session: psycopg.Connection[Any], redact: Callable[[str], str]) -> Sweep:
     """Remove scratch databases of drills that died (their lock is free). A live
     drill's copy is left alone.
@@ -343,16 +374,20 @@ def run_drill(
     redact = settings.redactor()
     result = DrillResult()
     t_all = time.monotonic()
+    # No application_name in the startup packet: if the "direct" URL is a pooler after
+    # all, PgBouncer would replay it onto a server connection the app then inherits.
     try:
-        session = db.connect(url, redact=redact, application_name="opsgate-drill")
+        session = db.connect(url, redact=redact)
     except DatabaseUnavailableError as exc:
         raise DrillError(str(exc)) from None
     try:
-        src = db.connect(url, redact=redact, autocommit=False, application_name="opsgate-drill")
+        src = db.connect(url, redact=redact, autocommit=False)
     except DatabaseUnavailableError as exc:
         session.close()
         raise DrillError(str(exc)) from None
-    workdir = Path(tempfile.mkdtemp(prefix="opsgate-drill-"))
+    result.source = url.masked
+    result.dump_folders_removed = sweep_dump_folders()
+    workdir = Path(tempfile.mkdtemp(prefix=f"{DUMP_FOLDER_PREFIX}{os.getpid()}-"))
     scratch: str | None = None
     try:
         if settings.drill_database_url is None:
@@ -368,6 +403,7 @@ def run_drill(
         # Every transaction of this session: BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY.
         src.read_only = True
         src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        db.pin(src, (), application_name="opsgate-drill")  # this transaction only
         row = src.execute("SELECT pg_export_snapshot(), current_setting('server_version'), "
                           "current_setting('server_version_num')::int").fetchone()
         assert row is not None

@@ -270,7 +270,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
     if ident["database"]:
         kind = "pooled" if ident["database_pooled"] else "not a pooler"
-        direct = ident["database_direct"] or "none (session work uses DATABASE_URL)"
+        direct = ident["database_direct"] or (
+            "none: the drill needs DATABASE_URL_UNPOOLED" if ident["database_pooled"]
+            else "none (session work uses DATABASE_URL)")
         lines.append(f"opsgate: database {kind}; direct endpoint: {direct}")
     lines.append(
         f"opsgate: marker expression: {state.expression}  (from {state.expression_source})")

@@ -16,6 +16,7 @@ reference API reads through the pooler, as the real app does.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import tempfile
@@ -159,9 +160,11 @@ class Sandbox:
         lines = [f"# opsgate sandbox target ({self.profile} profile); read with: "
                  "pytest --env-file=THIS_FILE"]
         lines += [f'{k}="{v}"' for k, v in self._env_values().items()]
-        self.env_file.parent.mkdir(parents=True, exist_ok=True)
-        self.env_file.write_text("\n".join(lines) + "\n")
-        self.env_file.chmod(0o600)
+        # Created 0600 and exclusively: secrets are never readable by others, not even
+        # for a moment, and an existing file is never overwritten.
+        fd = os.open(self.env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write("\n".join(lines) + "\n")
 
     def stop(self) -> None:
         for server in (self.api, self.blob):

@@ -43,9 +43,18 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    env_file = Path(args.env_file).resolve()
+    # The file is the sandbox's and is deleted when it stops: never someone else's.
+    if env_file.exists():
+        print(f"opsgate sandbox: {env_file} already exists; the sandbox writes its settings "
+              "to a new file and deletes it when it stops, so give a path that does not "
+              "exist yet", file=sys.stderr)
+        return 2
+    if not env_file.parent.is_dir():
+        print(f"opsgate sandbox: {env_file.parent} is not a folder", file=sys.stderr)
+        return 2
     try:
-        sandbox = Sandbox.start(scale=args.scale, env_file=Path(args.env_file).resolve(),
-                                profile=args.profile)
+        sandbox = Sandbox.start(scale=args.scale, env_file=env_file, profile=args.profile)
     except OpsgateError as exc:
         print(f"opsgate sandbox: did not start: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -36,16 +37,39 @@ def build_parser(prog: str = "opsgate-migrate") -> argparse.ArgumentParser:
     return p
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env-file", metavar="PATH", help="dotenv file with DATABASE_URL etc.")
+def seconds(text: str) -> float:
+    """A number of seconds: finite and not negative (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
+def _common(p: argparse.ArgumentParser, default: Any) -> None:
+    """The options every migrate command takes, accepted before or after the command:
+    after it they default to SUPPRESS, so a value given before is kept."""
+    p.add_argument("--env-file", metavar="PATH", default=default,
+                   help="dotenv file with DATABASE_URL etc.")
     p.add_argument("--migrations-dir", metavar="DIR",
-                   default=os.environ.get("OPSGATE_MIGRATIONS_DIR", DEFAULT_DIR),
+                   default=(os.environ.get("OPSGATE_MIGRATIONS_DIR", DEFAULT_DIR)
+                            if default is None else default),
                    help="folder of migration scripts (default: the runbook's, shipped "
                    "with opsgate)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    _common(p, None)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="the migration scripts, in order")
-    sub.add_parser("status", help="each script against the ledger (exit 1 on drift)")
-    run = sub.add_parser("run", help="run one migration (dry run unless --apply)")
+    ls = sub.add_parser("list", help="the migration scripts, in order")
+    ls.add_argument("--json", action="store_true", help="JSON for scripts (default: a table)")
+    status = sub.add_parser("status", help="each script against the ledger (exit 1 on drift)")
+    status.add_argument("--json", action="store_true",
+                        help="JSON for scripts (default: a table)")
+    run = sub.add_parser("run", help="run one migration (dry run unless --apply); stdout "
+                         "is its JSON summary")
     run.add_argument("name")
     run.add_argument("--apply", action="store_true", help="write (default: dry run)")
     run.add_argument("--force", action="store_true",
@@ -53,11 +77,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--reason", help="why a forced run is needed (stored in the ledger)")
     run.add_argument("--source", metavar="PATH",
                      help="read the migration's source from this file or folder")
-    run.add_argument("--lock-timeout", type=float, default=30.0, metavar="SECONDS",
+    run.add_argument("--lock-timeout", type=seconds, default=30.0, metavar="SECONDS",
                      help="how long to wait for another runner of the same migration")
-    run.add_argument("--statement-timeout", type=float, default=None, metavar="SECONDS",
+    run.add_argument("--statement-timeout", type=seconds, default=None, metavar="SECONDS",
                      help="cancel any statement running longer (default: "
                      "OPSGATE_STATEMENT_TIMEOUT, else the server's own setting)")
+
+
+    for command in (ls, status, run):
+        _common(command, argparse.SUPPRESS)
 
 
 def _emit(doc: Any) -> None:
@@ -103,13 +131,27 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     unknown = sorted({r["name"] for r in all_rows} - known)
     failed = [r["id"] for r in all_rows if r["status"] != "applied"]
     drift = drift or bool(unknown) or bool(failed)
-    _emit({"migrations": report, "unknown_in_ledger": unknown, "non_applied_rows": failed,
-           "target_database": url.masked})
-    for r in report:
-        _err(f"{r['state']:>19}  {r['name']}")
+    doc = {"migrations": report, "unknown_in_ledger": unknown, "non_applied_rows": failed,
+           "target_database": url.masked}
+    if args.json:
+        _emit(doc)
+    else:
+        _table(["state", "migration", "ledger row", "payload hash"],
+               [[str(r["state"]), str(r["name"]), str(r["ledger_id"] or "-"),
+                 str(r["payload_hash"] or "-")[:12]] for r in report])
+        print(f"target: {url.masked}")
     if unknown:
         _err(f"ledger names unknown migrations: {', '.join(unknown)}")
+    if failed:
+        _err(f"ledger rows not applied: {', '.join(map(str, failed))}")
     return EXIT_FAILED if drift else EXIT_OK
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    """A plain aligned table on stdout, for people (``--json`` is for scripts)."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    for line in (header, *rows):
+        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=False)).rstrip())
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "opsgate-migrate") -> int:
@@ -122,8 +164,12 @@ def dispatch(args: argparse.Namespace) -> int:
         settings = Settings.load(env_file=args.env_file)
         if args.command == "list":
             scripts = discover_scripts(args.migrations_dir)
-            _emit([{"name": s.name, "source": s.source, "target": s.target,
-                    "checksum": s.checksum, "path": str(Path(s.path))} for s in scripts])
+            if args.json:
+                _emit([{"name": s.name, "source": s.source, "target": s.target,
+                        "checksum": s.checksum, "path": str(Path(s.path))} for s in scripts])
+            else:
+                _table(["migration", "from", "to", "checksum"],
+                       [[s.name, s.source, s.target, s.checksum[:12]] for s in scripts])
             return EXIT_OK
         if args.command == "status":
             return _status(args, settings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import math
 import socket
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from .api import MigrationContext, Plan
 from .scripts import MigrationScript
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 
 
 @dataclass
@@ -216,8 +218,9 @@ def run_migration(
     summary["statement_timeout_s"] = timeout or None
     try:
         try:
-            db.pin(_begin(conn), lock_timeout_ms=int(lock_timeout * 1000),
-                   statement_timeout_ms=int(timeout * 1000) if timeout else None,
+            # At least 1 ms: 0 would mean "no timeout" to PostgreSQL.
+            db.pin(_begin(conn), lock_timeout_ms=max(1, math.ceil(lock_timeout * 1000)),
+                   statement_timeout_ms=max(1, math.ceil(timeout * 1000)) if timeout else None,
                    application_name=f"opsgate-migrate {script.name}")
             timed("lock", _acquire_lock, conn, script.name, lock_timeout)
             ledger.ensure_ledger(conn)
@@ -292,6 +295,15 @@ def run_migration(
             _rollback(conn)
             return finish("failed", EXIT_FAILED,
                           f"{script.name}: {_db_failure(conn, exc, settings)}")
+        except KeyboardInterrupt:
+            _rollback(conn)
+            return finish("failed", EXIT_INTERRUPTED,
+                          f"{script.name}: interrupted; nothing was committed")
+        except Exception as exc:  # a script's own bug: still one summary, nothing written
+            _rollback(conn)
+            return finish("failed", EXIT_FAILED,
+                          f"{script.name}: the script raised {exc.__class__.__name__}: "
+                          f"{_first_line(exc, settings)}; nothing was committed")
         try:
             conn.commit()
         except psycopg.Error as exc:

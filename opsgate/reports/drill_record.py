@@ -69,6 +69,8 @@ def render(record: RunRecord) -> str:
     drill = checks["neon_drill"]
     line = f"- Neon backup/restore drill: {_status(drill)}."
     ev = record.evidence_of("neon_drill").get("test_backup_restores_to_identical_tables", {})
+    if ev.get("source"):
+        line += f" Dumped from {ev['source']} (restored into {ev.get('restore_target')})."
     if ev.get("tables"):
         rows = ", ".join(f"`{t['table']}={t['source_rows']}/{t['restored_rows']}`"
                          for t in ev["tables"])

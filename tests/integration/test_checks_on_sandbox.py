@@ -353,3 +353,13 @@ def test_the_drill_through_the_gate_goes_red_on_a_restore_target_that_is_not_emp
     message = run.failed()["test_neon_drill::test_backup_restores_to_identical_tables"]
     assert "is not empty (has precious)" in message and "never overwrites" in message
     assert occupied.password not in run.stdout
+
+
+def test_sandbox_up_never_overwrites_an_existing_env_file(tmp_path: Path) -> None:
+    existing = tmp_path / ".env.production.local"
+    existing.write_text('DATABASE_URL="postgresql://prod@prod-pooler.example/app"\n')
+    p = subprocess.run([sys.executable, "-m", "opsgate.cli", "sandbox", "up", "--env-file",
+                        str(existing)], cwd=ROOT, capture_output=True, text=True,
+                       env=clean_env(), timeout=60)
+    assert p.returncode == 2 and "already exists" in p.stderr
+    assert existing.read_text().startswith('DATABASE_URL="postgresql://prod@')

@@ -192,3 +192,24 @@ def scratch_databases_on(server: EmbeddedPostgres) -> list[str]:
     with server.connect() as conn:
         return [r[0] for r in conn.execute(
             "SELECT datname FROM pg_database WHERE datname LIKE 'opsgate%'")]
+
+
+def test_a_killed_drills_dump_folder_is_removed_by_the_next_drill(sandbox: Sandbox) -> None:
+    """A drill killed mid-dump leaves plain-text rows in its temporary folder; the next
+    drill removes folders whose process is gone, and says so."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from opsgate.drill import DUMP_FOLDER_PREFIX
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = Path(tempfile.gettempdir()) / f"{DUMP_FOLDER_PREFIX}{dead.pid}-killed"
+    (left / "archive").mkdir(parents=True)
+    (left / "archive" / "3466.dat").write_text("1\tconstellation\t{}\n")
+    result = run_drill(settings_for(sandbox))
+    assert result.problems == []
+    assert str(left) in result.dump_folders_removed
+    assert result.evidence()["leftover_dump_folders_removed"] == result.dump_folders_removed
+    assert not left.exists()

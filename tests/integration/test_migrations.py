@@ -25,6 +25,7 @@ from tests.migration_helpers import (
     KB_SCHEMA,
     MIGRATIONS,
     ROOT,
+    WIDGETS,
     cli,
     count,
     db_fingerprint,
@@ -284,14 +285,14 @@ def test_backfill_round_trips_to_the_same_hash(fresh_db: str, blob_dir: Path) ->
 def test_status_tells_an_edited_script(fresh_db: str, tmp_path: Path, blob_dir: Path) -> None:
     d = widget_dir(tmp_path)
     cli(fresh_db, "run", "20260301_2001_none_to_neon_widgets", "--apply", migrations=d)
-    code, out, _ = cli(fresh_db, "status", migrations=d)
+    code, out, _ = cli(fresh_db, "status", "--json", migrations=d)
     assert code == 0 and out["migrations"][0]["state"] == "applied"
     script = d / "20260301_2001_none_to_neon_widgets.py"
     script.write_bytes(script.read_bytes().replace(b"\n", b"\r\n"))  # line endings only
-    code, out, _ = cli(fresh_db, "status", migrations=d)
+    code, out, _ = cli(fresh_db, "status", "--json", migrations=d)
     assert code == 0 and out["migrations"][0]["state"] == "applied"
     script.write_text(script.read_text() + "\n# edited\n")
-    code, out, _ = cli(fresh_db, "status", migrations=d)
+    code, out, _ = cli(fresh_db, "status", "--json", migrations=d)
     assert code == 1 and out["migrations"][0]["state"] == "edited-after-apply"
 
 
@@ -360,5 +361,65 @@ def test_statement_timeout_cancels_and_writes_nothing(fresh_db: str, tmp_path: P
     assert code == 1 and out["status"] == "failed", err
     assert out["statement_timeout_s"] == 0.5
     assert "cancelled" in out["message"] and "nothing was committed" in out["message"]
+    assert "Traceback" not in err
+    assert db_fingerprint(fresh_db)["__tables__"] == ""
+
+
+def test_options_go_before_or_after_the_command_and_tables_are_for_people(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    env_file = tmp_path / "target.env"
+    env_file.write_text(f"DATABASE_URL={fresh_db}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "POSTGRES"))}
+    for argv in (["migrate", f"--env-file={env_file}", "status"],
+                 ["migrate", "status", "--env-file", str(env_file)]):
+        p = subprocess.run([sys.executable, "-m", "opsgate.cli", *argv], capture_output=True,
+                           text=True, env=env, cwd=ROOT, timeout=120)
+        assert p.returncode == 0 or "pending" in p.stdout, p.stderr
+        assert "state" in p.stdout.splitlines()[0] and "pending" in p.stdout
+    listing = subprocess.run([sys.executable, "-m", "opsgate.cli", "migrate", "list"],
+                             capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert listing.stdout.splitlines()[0].split() == ["migration", "from", "to", "checksum"]
+    as_json = subprocess.run([sys.executable, "-m", "opsgate.cli", "migrate", "list", "--json"],
+                             capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert json.loads(as_json.stdout)[0]["name"] == ADMIN_SCHEMA
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-5", "soon"])
+def test_a_bad_timeout_is_a_usage_error(fresh_db: str, value: str) -> None:
+    for option in ("--statement-timeout", "--lock-timeout"):
+        code, _out, err = cli(fresh_db, "run", ADMIN_SCHEMA, f"{option}={value}")
+        assert code == 2 and "is not a number of seconds" in err, err
+        assert "Traceback" not in err
+
+
+def test_a_script_that_raises_is_one_failed_summary(fresh_db: str, tmp_path: Path) -> None:
+    d = widget_dir(tmp_path, verify="raise RuntimeError('verify blew up')")
+    code, out, err = cli(fresh_db, "run", WIDGETS, "--apply", migrations=d)
+    assert code == 1 and out["status"] == "failed"
+    assert "the script raised RuntimeError: verify blew up; nothing was committed" in \
+        out["message"]
+    assert "Traceback" not in err
+    assert db_fingerprint(fresh_db)["__tables__"] == ""
+
+
+def test_ctrl_c_mid_apply_is_one_summary_and_nothing_written(fresh_db: str,
+                                                             tmp_path: Path) -> None:
+    d = widget_dir(tmp_path)
+    marker = tmp_path / "in-apply"
+    env = {**os.environ, "DATABASE_URL": fresh_db, "WIDGET_MARKER": str(marker),
+           "WIDGET_SLEEP": "30"}
+    proc = subprocess.Popen([sys.executable, "-m", "opsgate.migrate", "--migrations-dir",
+                             str(d), "run", WIDGETS, "--apply"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    summary = json.loads(out)
+    assert summary["status"] == "failed" and "interrupted" in summary["message"]
     assert "Traceback" not in err
     assert db_fingerprint(fresh_db)["__tables__"] == ""

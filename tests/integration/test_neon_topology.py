@@ -171,7 +171,7 @@ def test_the_gate_with_all_seven_checks_is_green_and_leaves_the_pool_clean(
 
 def test_migrate_status_through_the_pool_leaves_it_clean(neon: Sandbox) -> None:
     env = neon.environ()
-    code, out, err = cli(env["DATABASE_URL"], "status")
+    code, out, err = cli(env["DATABASE_URL"], "status", "--json")
     assert code == 0, err
     assert {m["state"] for m in out["migrations"]} == {"applied"}
     assert_pool_clean(neon, "opsgate migrate status")
