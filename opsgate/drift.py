@@ -31,8 +31,13 @@ from .errors import OpsgateError, first_line
 from .evidence import MAX_EXAMPLES
 from .extsort import external_sorted, sort_now, spooled
 
-NODE_FIELDS = ("type", "label", "domain", "tags", "summary", "media", "sources")
+NODE_FIELDS = ("type", "label", "domain", "tags", "summary", "media", "sources", "workflows")
 EDGE_FIELDS = ("weight",)
+
+#: A changed node or edge names at most this many differing places, each value shown
+#: in at most `MAX_VALUE_CHARS` characters of its canonical JSON.
+MAX_DIFFS = 3
+MAX_VALUE_CHARS = 80
 
 
 class DriftInputError(OpsgateError):
@@ -54,9 +59,15 @@ class StreamingDocumentHash:
     RFC 8785 serialises an array as "[" + ",".join(members) + "]" and an object with its
     keys sorted (by UTF-16 code units), so emitting the pieces in that order gives exactly
     the bytes of the whole document's canonical form, without holding the document.
+
+    The envelope is normalised as the whole document would be (`canon.normalize`), so
+    its sets (``domains``) may come in any order. The members must come in canon-v1
+    order (edges by (source, target, relation), nodes by id); each one is normalised
+    on its own (its ``tags`` sorted, its ordered arrays kept).
     """
 
     def __init__(self, envelope: dict[str, Any]) -> None:
+        envelope = canon.normalize(envelope)
         keys = sorted([*envelope, "edges", "nodes"], key=lambda k: k.encode("utf-16-be"))
         if keys.index("edges") > keys.index("nodes"):  # pragma: no cover - fixed key names
             raise OpsgateError("canon-v1 streaming needs 'edges' before 'nodes'")
@@ -99,12 +110,106 @@ class StreamingDocumentHash:
 
 
 def canonical_member(item: dict[str, Any]) -> bytes:
+    """canon-v1 bytes of one node or edge, as they appear inside the whole document's."""
     return bytes(rfc8785.dumps(canon.normalize(item)))
 
 
 def graph_hasher(domains: list[str]) -> StreamingDocumentHash:
-    """The hasher of the graph part ({"domains", "edges", "nodes"}) of a payload."""
+    """The hasher of the graph part ({"domains", "edges", "nodes"}) of a payload; the
+    domains in any order (canon-v1 sorts them)."""
     return StreamingDocumentHash({"domains": domains})
+
+
+class StreamingArrayHash:
+    """canon-v1 hash of the one-key document ``{key: [members]}``, members fed in canon-v1
+    order (for ``nodes``: by id), one at a time: the migration of workflows hashes its
+    projection ``{"nodes": [{"id", "workflows"}]}`` of a payload this way."""
+
+    def __init__(self, key: str) -> None:
+        self._h = hashlib.sha256(b"{" + canon.canonical_json(key) + b":[")
+        self._first = True
+        self.count = 0
+
+    def add(self, item: dict[str, Any]) -> bytes:
+        """Feed one member; returns its canonical bytes (callers compare with them)."""
+        data = canonical_member(item)
+        if not self._first:
+            self._h.update(b",")
+        self._first = False
+        self._h.update(data)
+        self.count += 1
+        return data
+
+    def hexdigest(self) -> str:
+        h = self._h.copy()
+        h.update(b"]}")
+        return h.hexdigest()
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+ABSENT: Any = _Absent()
+
+
+def _brief(value: Any) -> str:
+    """A value for a message: its canonical JSON, cut to `MAX_VALUE_CHARS`."""
+    if value is ABSENT:
+        return "(absent)"
+    text = canon.canonical_json(value).decode("utf-8")
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
+
+
+def differences(path: str, a: Any, b: Any, limit: int = MAX_DIFFS) -> list[dict[str, str]]:
+    """Where ``a`` (payload) and ``b`` (kb) differ, deepest first: up to ``limit``
+    ``{"path", "payload", "kb"}`` entries, values cut short (`ABSENT` for a missing key
+    or member), e.g. ``workflows[1](Publish).steps[2](Render media).status``.
+
+    Lists of objects line up by index; when their lengths differ and every member has a
+    distinct ``name`` (workflows, steps), by name instead, so that one member missing
+    from the middle is one difference, not a shift of all that follow."""
+    out: list[dict[str, str]] = []
+    _walk(path, a, b, out, limit)
+    return out
+
+
+def _names(items: list[Any]) -> list[str] | None:
+    names = [x["name"] for x in items if isinstance(x, dict) and isinstance(x.get("name"), str)]
+    return names if len(names) == len(items) == len(set(names)) else None
+
+
+def _walk(path: str, a: Any, b: Any, out: list[dict[str, str]], limit: int) -> None:
+    if len(out) >= limit or (a is not ABSENT and b is not ABSENT
+                             and canon.canonical_json(a) == canon.canonical_json(b)):
+        return
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            _walk(f"{path}.{k}", a.get(k, ABSENT), b.get(k, ABSENT), out, limit)
+        return
+    # Lists of objects (media, workflows, steps) member by member; lists of strings (tags,
+    # sources) are shown whole, as a set's members do not line up by index.
+    if isinstance(a, list) and isinstance(b, list) and any(isinstance(x, dict) for x in a + b):
+        an, bn = _names(a), _names(b)
+        if len(a) != len(b) and an is not None and bn is not None:
+            for i, name in enumerate(an):
+                _walk(f"{path}[{i}]({name})", a[i],
+                      b[bn.index(name)] if name in bn else ABSENT, out, limit)
+            for j, name in enumerate(bn):
+                if name not in an:
+                    _walk(f"{path}[{j}]({name})", ABSENT, b[j], out, limit)
+            _walk(f"{path}(order)", [n for n in an if n in bn], [n for n in bn if n in an],
+                  out, limit)
+            return
+        for i in range(max(len(a), len(b))):
+            x = a[i] if i < len(a) else ABSENT
+            y = b[i] if i < len(b) else ABSENT
+            named = x if isinstance(x, dict) else y
+            label = f"({named['name']})" if isinstance(named, dict) and "name" in named else ""
+            _walk(f"{path}[{i}]{label}", x, y, out, limit)
+        return
+    out.append({"path": path, "payload": _brief(a), "kb": _brief(b)})
 
 
 @dataclass
@@ -142,7 +247,7 @@ class DriftResult:
                      "domains missing from kb", "extra kb domains"):
             if kind in self.counts:
                 lines.append(f"{self.counts[kind]} {kind}, e.g. "
-                             + "; ".join(map(_show, self.examples[kind][:5])))
+                             + "; ".join(map(show_example, self.examples[kind][:5])))
         return lines
 
     def evidence(self) -> dict[str, Any]:
@@ -166,9 +271,15 @@ def kb_graph_hash(conn: psycopg.Connection[Any]) -> str:
     return h.hexdigest()
 
 
-def _show(example: Any) -> str:
+def show_example(example: Any) -> str:
+    """One example of a difference as a line of text (bounded)."""
     if isinstance(example, dict) and "fields" in example:
-        return f"{example['key']} ({', '.join(example['fields'])})"
+        text = f"{example['key']} ({', '.join(example['fields'])})"
+        diffs = example.get("diffs") or []
+        if diffs:
+            text += " " + ", ".join(f"{d['path']}: payload {d['payload']} vs kb {d['kb']}"
+                                    for d in diffs)
+        return text
     return str(example)
 
 
@@ -293,6 +404,17 @@ def _differing(a: dict[str, Any], b: dict[str, Any], fields: tuple[str, ...]) ->
             if canon.canonical_json(a.get(f)) != canon.canonical_json(b.get(f))]
 
 
+def changed_example(key: Any, a: dict[str, Any], b: dict[str, Any],
+                    fields: tuple[str, ...]) -> dict[str, Any]:
+    """The example of a changed node or edge: its key, the fields that differ and where
+    (bounded, with both values)."""
+    diff = _differing(a, b, fields)
+    diffs: list[dict[str, str]] = []
+    for f in diff:
+        diffs += differences(f, a.get(f, ABSENT), b.get(f, ABSENT), MAX_DIFFS - len(diffs))
+    return {"key": key, "fields": diff or ["canonical form"], "diffs": diffs}
+
+
 def _merge(result: DriftResult, left: Iterator[dict[str, Any]], right: Iterator[dict[str, Any]],
            key: Any, fields: tuple[str, ...], noun: str, hashes: tuple[StreamingDocumentHash,
                                                                        StreamingDocumentHash],
@@ -324,8 +446,8 @@ def _merge(result: DriftResult, left: Iterator[dict[str, Any]], right: Iterator[
         else:
             # Equal canonical bytes mean equal items; fields are compared only on a change.
             if lh.add(a) != rh.add(b):  # type: ignore[arg-type]
-                diff = _differing(a, b, fields) or ["canonical form"]  # type: ignore[arg-type]
-                result.note(f"changed {noun}s", {"key": show(a), "fields": diff})
+                example = changed_example(show(a), a, b, fields)  # type: ignore[arg-type]
+                result.note(f"changed {noun}s", example)
             nl += 1
             nr += 1
             last_b = kb_

@@ -5,14 +5,20 @@ Writes go through COPY so a million-entity backfill is bounded by the server, no
 per-row round trips. A node's ``sources`` keep their order in ``kb_entities.body``
 (the relational rows in ``kb_entity_sources`` are a set), so a graph read back hashes
 like the payload it came from.
+
+Workflows (``kb_workflows``, ``kb_workflow_steps``) are ordered like media: a node's
+workflows in id order (ids are handed out in payload order), a workflow's steps by
+``position``, which is the step's 0-based index in the payload's ``steps``. A node
+without workflows carries no ``workflows`` key (the contract never has it empty).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from .schema import KB_TABLES
@@ -33,7 +39,8 @@ def clear(conn: psycopg.Connection[Any]) -> None:
 
 def write_graph(conn: psycopg.Connection[Any], nodes: Iterable[Mapping[str, Any]],
                 edges: Iterable[Mapping[str, Any]], run_id: int) -> dict[str, int]:
-    """Write nodes (with tags, media, derivatives, sources) and edges; returns row counts.
+    """Write nodes (with tags, media, derivatives, workflows and their steps, sources) and
+    edges; returns row counts.
 
     Nodes are streamed with COPY into a transaction-local staging table as jsonb and
     fanned out into the kb tables by the server, so the client holds one node at a time
@@ -81,16 +88,76 @@ def write_graph(conn: psycopg.Connection[Any], nodes: Iterable[Mapping[str, Any]
                  WITH ORDINALITY AS d(value, pos)
             ORDER BY sm.id, d.pos""")
         cur.execute("DROP TABLE kb_stage_media")
+        _fan_out_workflows(cur, "kb_stage_nodes")
         cur.execute("DROP TABLE kb_stage_nodes")
         with cur.copy("COPY kb_edges (source_id, target_id, relation, weight) FROM STDIN") as cp:
             for e in edges:
                 cp.write_row((e["source"], e["target"], e["relation"], e["weight"]))
     return table_counts(conn, ("kb_entities", "kb_entity_tags", "kb_media_objects",
-                               "kb_media_derivatives", "kb_entity_sources", "kb_edges"))
+                               "kb_media_derivatives", "kb_workflows", "kb_workflow_steps",
+                               "kb_entity_sources", "kb_edges"))
+
+
+def _fan_out_workflows(cur: psycopg.Cursor[Any], stage: str) -> tuple[int, int]:
+    """Insert the workflows (and steps) of the nodes staged in ``stage`` (``ord``, ``doc``
+    with ``id`` and an optional ``workflows``); returns (workflows, steps) inserted. Ids
+    are taken in (node, workflow) order, the order they are read back in."""
+    cur.execute(sql.SQL("""
+        CREATE TEMP TABLE kb_stage_workflows ON COMMIT DROP AS
+        SELECT nextval(pg_get_serial_sequence('kb_workflows', 'id')) AS id, entity_id, wf
+        FROM (SELECT n.doc->>'id' AS entity_id, w.value AS wf
+              FROM {stage} n,
+                   jsonb_array_elements(COALESCE(n.doc->'workflows', '[]'::jsonb))
+                   WITH ORDINALITY AS w(value, pos)
+              ORDER BY n.ord, w.pos) ordered""").format(stage=sql.Identifier(stage)))
+    cur.execute("""
+        INSERT INTO kb_workflows (id, entity_id, name, status)
+        SELECT id, entity_id, wf->>'name', wf->>'status' FROM kb_stage_workflows ORDER BY id""")
+    workflows = cur.rowcount
+    cur.execute("""
+        INSERT INTO kb_workflow_steps (workflow_id, position, name, status)
+        SELECT sw.id, s.pos - 1, s.value->>'name', s.value->>'status'
+        FROM kb_stage_workflows sw,
+             jsonb_array_elements(COALESCE(sw.wf->'steps', '[]'::jsonb))
+             WITH ORDINALITY AS s(value, pos)
+        ORDER BY sw.id, s.pos""")
+    steps = cur.rowcount
+    cur.execute("DROP TABLE kb_stage_workflows")
+    return workflows, steps
+
+
+def replace_workflows(conn: psycopg.Connection[Any], nodes: Iterable[Mapping[str, Any]]
+                      ) -> dict[str, int]:
+    """Make each given node's workflows in the kb exactly its ``workflows`` (none when it
+    has no such key); nodes not given are left as they are. Streamed like `write_graph`:
+    the client holds one node at a time. Returns the rows written per table (the runner
+    reports deletions from the server's own statistics). In the caller's transaction
+    (as a savepoint), or in one of its own on an autocommit connection."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE kb_stage_wf_nodes (ord bigserial, doc jsonb NOT NULL) "
+                    "ON COMMIT DROP")
+        with cur.copy("COPY kb_stage_wf_nodes (doc) FROM STDIN") as cp:
+            for n in nodes:
+                doc = {"id": n["id"]}
+                if n.get("workflows"):
+                    doc["workflows"] = n["workflows"]
+                cp.write_row((Jsonb(doc),))
+        cur.execute("ANALYZE kb_stage_wf_nodes")
+        # Steps go with their workflows (ON DELETE CASCADE).
+        cur.execute("DELETE FROM kb_workflows w USING kb_stage_wf_nodes n "
+                    "WHERE w.entity_id = n.doc->>'id'")
+        workflows, steps = _fan_out_workflows(cur, "kb_stage_wf_nodes")
+        cur.execute("DROP TABLE kb_stage_wf_nodes")
+    return {"kb_workflows": workflows, "kb_workflow_steps": steps}
 
 
 def iter_nodes(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
-    """Nodes in id order, payload-shaped, from a server-side cursor (bounded memory)."""
+    """Nodes in id order, payload-shaped, from a server-side cursor (bounded memory).
+
+    Workflows come from a second cursor in the same order (`iter_workflows`) and are
+    merged in here, so the plan of neither query depends on an index on
+    ``kb_workflows.entity_id``.
+    """
     query = """
         SELECT e.id, e.kind, e.title, e.domain, e.summary, e.body,
           COALESCE((SELECT array_agg(t.tag ORDER BY t.tag) FROM kb_entity_tags t
@@ -111,15 +178,67 @@ def iter_nodes(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
     with conn.transaction(), conn.cursor(name="opsgate_kb_nodes") as cur:
         cur.itersize = 5000
         cur.execute(query)
-        for nid, kind, title, domain, summary, body, tags, srcs, media in cur:
-            ordered = (body or {}).get("sources")
-            if not (isinstance(ordered, list) and sorted(ordered) == list(srcs)):
-                ordered = list(srcs)
-            for m in media:
-                if not m["derivatives"]:
-                    m["derivatives"] = []
-            yield {"id": nid, "type": kind, "label": title, "domain": domain, "tags": list(tags),
-                   "summary": summary, "media": media, "sources": ordered}
+        workflows = iter_workflows(conn)
+        try:
+            pending = next(workflows, None)
+            for nid, kind, title, domain, summary, body, tags, srcs, media in cur:
+                ordered = (body or {}).get("sources")
+                if not (isinstance(ordered, list) and sorted(ordered) == list(srcs)):
+                    ordered = list(srcs)
+                for m in media:
+                    if not m["derivatives"]:
+                        m["derivatives"] = []
+                node = {"id": nid, "type": kind, "label": title, "domain": domain,
+                        "tags": list(tags), "summary": summary, "media": media,
+                        "sources": ordered}
+                # Both streams are in "C" order. Under READ COMMITTED the two cursors take
+                # their snapshots a moment apart: skip workflows of entities not seen here.
+                while pending is not None and pending[0] < nid:
+                    pending = next(workflows, None)
+                if pending is not None and pending[0] == nid:
+                    node["workflows"] = pending[1]
+                    pending = next(workflows, None)
+                yield node
+        finally:
+            # Its savepoint must end before ours does, also when our reader stops early.
+            workflows.close()
+
+
+def iter_workflows(conn: psycopg.Connection[Any]
+                   ) -> Generator[tuple[str, list[dict[str, Any]]], None, None]:
+    """(entity id, its workflows payload-shaped) for every entity that has workflows, in
+    entity id order ("C" collation); workflows in id order, steps by position.
+
+    A step is ``{"name", "status"}``; if its ``position`` is not its index among the
+    workflow's steps (a gap, or a row written by hand), the step also carries
+    ``"position"``, so that a comparison with the payload shows it.
+    """
+    query = """
+        SELECT w.entity_id, w.name, w.status,
+          COALESCE((SELECT jsonb_agg(jsonb_build_array(s.position, s.name, s.status)
+                                     ORDER BY s.position)
+                    FROM kb_workflow_steps s WHERE s.workflow_id = w.id), '[]'::jsonb)
+        FROM kb_workflows w ORDER BY w.entity_id COLLATE "C", w.id
+    """
+    with conn.transaction(), conn.cursor(name="opsgate_kb_workflows") as cur:
+        cur.itersize = 5000
+        cur.execute(query)
+        current: str | None = None
+        group: list[dict[str, Any]] = []
+        for entity_id, name, status, raw_steps in cur:
+            if entity_id != current:
+                if current is not None:
+                    yield current, group
+                current, group = entity_id, []
+            steps = []
+            for index, (position, step_name, step_status) in enumerate(raw_steps):
+                step: dict[str, Any] = {"name": step_name, "status": step_status}
+                if position != index:
+                    step["position"] = position
+                steps.append(step)
+            group.append({"name": name, "status": status, "steps": steps})
+        if current is not None:
+            yield current, group
 
 
 def iter_edges(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
@@ -145,8 +264,6 @@ def read_graph(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 
 def table_counts(conn: psycopg.Connection[Any], tables: Iterable[str] = KB_TABLES
                  ) -> dict[str, int]:
-    from psycopg import sql
-
     out = {}
     for t in tables:
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import random
 from typing import Any
@@ -11,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from opsgate import canon
+from opsgate import canon, drift, kb
 from opsgate.errors import CanonError
-from tests.strategies import json_values, payloads
+from tests.strategies import json_values, payloads, shuffled
 
 
 def _reorder_keys(value: Any, rnd: random.Random) -> Any:
@@ -33,12 +34,90 @@ def test_invariant_under_key_order(doc: Any, rnd: random.Random) -> None:
 
 @given(payloads(), st.randoms(use_true_random=False))
 def test_invariant_under_set_order(payload: dict[str, Any], rnd: random.Random) -> None:
-    shuffled = copy.deepcopy(payload)
-    for key in ("nodes", "edges", "domains"):
-        rnd.shuffle(shuffled[key])
-    for node in shuffled["nodes"]:
-        rnd.shuffle(node["tags"])
-    assert canon.document_hash(shuffled) == canon.document_hash(payload)
+    assert canon.document_hash(shuffled(payload, rnd)) == canon.document_hash(payload)
+
+
+def _streamed(doc: dict[str, Any], chunk_size: int) -> tuple[str, str, dict[str, int]]:
+    data = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    return drift.PayloadReader(lambda: io.BytesIO(data), "payload").hashes(chunk_size)
+
+
+@given(payloads(), st.randoms(use_true_random=False), st.sampled_from([1, 3, 50_000]))
+def test_streamed_hash_equals_the_in_memory_hash_for_any_set_order(
+    payload: dict[str, Any], rnd: random.Random, chunk_size: int
+) -> None:
+    """The streamed path (ijson, item validation, external sort in runs of ``chunk_size``,
+    member-by-member hashing) gives canon.document_hash's bytes whatever the order of the
+    payload's domains, tags, nodes and edges."""
+    doc = shuffled(payload, rnd)
+    full, graph, counts = _streamed(doc, chunk_size)
+    assert full == canon.document_hash(payload) == canon.document_hash(doc)
+    assert graph == canon.document_hash(kb.graph_of(payload))
+    assert counts == {"nodes": len(payload["nodes"]), "edges": len(payload["edges"]),
+                      "domains": len(payload["domains"])}
+
+
+@given(st.lists(st.sampled_from(["writing", "craft", "music", "systems", "é", "Z"]),
+                unique=True))
+def test_graph_hasher_takes_domains_in_display_order(domains: list[str]) -> None:
+    h = drift.graph_hasher(domains)
+    h.start_nodes()
+    expected = canon.document_hash({"domains": domains, "edges": [], "nodes": []})
+    assert h.hexdigest() == expected
+    assert drift.graph_hasher(sorted(domains, reverse=True)).hexdigest() == \
+        drift.graph_hasher(sorted(domains)).hexdigest()
+
+
+def test_display_order_domains_streamed_like_sorted_ones() -> None:
+    """The fault that was: a payload listing its domains in display order hashed
+    differently streamed than in memory, so drift was red with nothing to show."""
+    doc = {"version": 1, "generatedAt": "2026-02-11T19:38:00.000Z",
+           "domains": ["writing", "craft"], "nodes": [], "edges": []}
+    full, graph, _ = _streamed(doc, 10)
+    assert full == canon.document_hash(doc)
+    assert graph == canon.document_hash(kb.graph_of(doc))
+
+
+@given(payloads())
+def test_streaming_array_hash_is_the_document_hash(payload: dict[str, Any]) -> None:
+    members = [{"id": n["id"], **({"workflows": n["workflows"]} if "workflows" in n else {})}
+               for n in sorted(payload["nodes"], key=drift.node_key)]
+    h = drift.StreamingArrayHash("nodes")
+    for m in members:
+        h.add(m)
+    assert h.hexdigest() == canon.document_hash({"nodes": list(reversed(members))})
+    assert h.count == len(members)
+
+
+def test_workflows_and_steps_are_ordered_not_sets() -> None:
+    """canon-v1 has no rule for ``workflows``: their order (and their steps') is part of
+    the state, as it is for media and sources."""
+    steps = [{"name": "a", "status": "done"}, {"name": "b", "status": "todo"}]
+    wfs = [{"name": "x", "status": "active", "steps": steps},
+           {"name": "y", "status": "draft", "steps": []}]
+    node = {"id": "n", "workflows": wfs}
+    swapped = {"id": "n", "workflows": [wfs[1], wfs[0]]}
+    reordered_steps = {"id": "n", "workflows": [{**wfs[0], "steps": steps[::-1]}, wfs[1]]}
+    assert len({canon.document_hash({"nodes": [d]})
+                for d in (node, swapped, reordered_steps)}) == 3
+
+
+def test_differences_name_the_place_with_both_values_bounded() -> None:
+    a = {"name": "Publish", "status": "active",
+         "steps": [{"name": "Draft", "status": "done"}, {"name": "Review", "status": "todo"}]}
+    b = {**a, "steps": [a["steps"][0], {"name": "Review", "status": "done"}]}
+    assert drift.differences("workflows", [a], [b]) == [
+        {"path": "workflows[0](Publish).steps[1](Review).status",
+         "payload": '"todo"', "kb": '"done"'}]
+    long_wf = {**a, "name": "x" * 200}
+    (diff,) = drift.differences("workflows", [a, long_wf], [a])
+    assert diff["path"].startswith("workflows[1](xxx") and diff["kb"] == "(absent)"
+    assert len(diff["payload"]) <= drift.MAX_VALUE_CHARS and diff["payload"].endswith("…")
+    many = drift.differences("tags", {"k": list("abcdef")}, {"k": list("abcdeg")})
+    assert many == [{"path": "tags.k", "payload": '["a","b","c","d","e","f"]',
+                     "kb": '["a","b","c","d","e","g"]'}]
+    wide = drift.differences("w", [{"name": str(i), "s": i} for i in range(9)], [])
+    assert len(wide) == drift.MAX_DIFFS
 
 
 @given(json_values, st.sampled_from([None, 1, 2, "\t"]), st.booleans())
