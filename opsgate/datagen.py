@@ -62,6 +62,22 @@ WORDS = [
 MIMES = (("image/png", "png"), ("image/jpeg", "jpg"), ("video/mp4", "mp4"))
 GENERATED_AT = "2026-02-11T19:38:00.000Z"
 
+#: Runbook workflows a node may carry: name -> its steps in order (a workflow takes the
+#: first 2 to 6 of them).
+WORKFLOWS: dict[str, tuple[str, ...]] = {
+    "Publish": ("Draft copy", "Peer review", "Render media", "Publish page", "Announce",
+                "Archive drafts"),
+    "Media refresh": ("Collect originals", "Re-encode", "Regenerate thumbnails",
+                      "Verify checksums", "Swap URLs"),
+    "Source audit": ("List sources", "Check links", "Replace dead links", "Record provenance"),
+    "Editorial review": ("Read through", "Fact check", "Copy edit", "Sign off"),
+    "Build log": ("Sketch", "Prototype", "Test", "Write up", "Photograph", "Publish"),
+    "Retire": ("Mark deprecated", "Redirect links", "Remove from index"),
+}
+WORKFLOW_NAMES = tuple(WORKFLOWS)
+#: About one node in four carries workflows.
+WORKFLOW_SHARE = 0.25
+
 
 def _words(rnd: random.Random, lo: int, hi: int) -> str:
     return " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(lo, hi)))
@@ -71,8 +87,34 @@ def node_id(i: int) -> str:
     return f"n{i:07d}"
 
 
+def workflows(rnd: random.Random) -> list[dict[str, Any]]:
+    """1 to 3 workflows of 2 to 6 steps, statuses consistent with each other: a ``done``
+    workflow has its steps done (one maybe skipped), an ``active`` one some done, one
+    active and the rest to do, a ``draft`` one all to do."""
+    out = []
+    for name in rnd.sample(WORKFLOW_NAMES, rnd.choice((1, 1, 1, 2, 2, 3))):
+        template = WORKFLOWS[name]
+        count = rnd.randint(2, min(6, len(template)))
+        status = rnd.choices(("draft", "active", "done"), (2, 3, 5))[0]
+        if status == "done":
+            skipped = rnd.randrange(count) if rnd.random() < 0.2 else -1
+            states = ["skipped" if k == skipped else "done" for k in range(count)]
+        elif status == "active":
+            current = rnd.randrange(count)
+            states = ["done"] * current + ["active"] + ["todo"] * (count - current - 1)
+        else:
+            states = ["todo"] * count
+        out.append({"name": name, "status": status,
+                    "steps": [{"name": step, "status": state}
+                              for step, state in zip(template[:count], states, strict=True)]})
+    return out
+
+
 def iter_nodes(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
     rnd = random.Random(seed)
+    # Workflows draw from a stream of their own, so the rest of each node is what the
+    # generator made before nodes had workflows (and node i is the same for any n).
+    wrnd = random.Random(seed * 7919 + 1)
     for i in range(n):
         nid = node_id(i)
         kind = rnd.choices(KINDS, KIND_WEIGHTS)[0]
@@ -97,7 +139,7 @@ def iter_nodes(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
                     ],
                 }
             )
-        yield {
+        node: dict[str, Any] = {
             "id": nid,
             "type": kind,
             "label": _words(rnd, 2, 5).title(),
@@ -112,6 +154,9 @@ def iter_nodes(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
                 }
             ),
         }
+        if wrnd.random() < WORKFLOW_SHARE:
+            node["workflows"] = workflows(wrnd)
+        yield node
 
 
 def iter_edges(n: int, per_node: float = 4.0, seed: int = 11) -> Iterator[dict[str, Any]]:
