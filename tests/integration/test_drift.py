@@ -12,13 +12,20 @@ import psycopg
 import pytest
 
 from opsgate import canon, kb
-from opsgate.drift import DriftInputError, compare, payload_from_database, payload_from_file
+from opsgate.drift import (
+    MAX_DIFFS,
+    MAX_VALUE_CHARS,
+    DriftInputError,
+    DriftResult,
+    compare,
+    payload_from_database,
+    payload_from_file,
+)
 from opsgate.extsort import external_sorted
 from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox
 from tests.gate_helpers import clean_env, run_gate
 
 FIXTURE = json.loads(FIXTURE_PAYLOAD.read_text())
-
 
 
 @pytest.fixture
@@ -89,6 +96,158 @@ PAYLOAD_FAULTS: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
 ]
 
 
+def test_domains_in_display_order_are_not_drift(ro: psycopg.Connection[Any],
+                                                 tmp_path: Path) -> None:
+    """canon-v1 sorts domains: the streamed hash of a payload listing them in display
+    order is the in-memory one, and the kb's."""
+    doc = _mutate(lambda d: d["domains"].sort(key=lambda x: (len(x), x), reverse=True))
+    assert doc["domains"] != sorted(doc["domains"])
+    result = compare(payload_from_file(write(tmp_path, doc)), ro, "file", chunk_size=50)
+    assert not result.drifted, result.summary_lines()
+    assert result.payload.graph_hash == result.kb.graph_hash == \
+        canon.document_hash(kb.graph_of(FIXTURE))
+
+
+def _with_workflows(doc: dict[str, Any], workflows: int = 1) -> dict[str, Any]:
+    """The first node (by id) with at least ``workflows`` workflows."""
+    return next(n for n in sorted(doc["nodes"], key=lambda n: n["id"])
+                if len(n.get("workflows", [])) >= workflows)
+
+
+def _without_workflows(doc: dict[str, Any]) -> dict[str, Any]:
+    return next(n for n in sorted(doc["nodes"], key=lambda n: n["id"]) if "workflows" not in n)
+
+
+N2 = _with_workflows(FIXTURE, 2)  # e.g. n0000010, with two or three workflows
+W0, W_LAST = N2["workflows"][0], N2["workflows"][-1]
+W1 = N2["workflows"][1]
+S_LAST = W1["steps"][-1]
+K_LAST = len(W1["steps"]) - 1
+BARE = _without_workflows(FIXTURE)
+EXTRA_WF = {"name": "Retire", "status": "draft",
+            "steps": [{"name": "Mark deprecated", "status": "todo"},
+                      {"name": "Redirect links", "status": "todo"}]}
+EXTRA_STEP = {"name": "Announce", "status": "todo"}
+
+
+def _wf_payload_fault(fn: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    return lambda d: fn(_with_workflows(d, 2))
+
+
+#: (name, change to the payload, node, text that must be in the message)
+WORKFLOW_PAYLOAD_FAULTS: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
+    ("workflow status changed",
+     _wf_payload_fault(lambda n: n["workflows"][0].update(status="archived")), N2["id"],
+     f'workflows[0]({W0["name"]}).status: payload "archived" vs kb "{W0["status"]}"'),
+    ("step renamed",
+     _wf_payload_fault(lambda n: n["workflows"][1]["steps"][K_LAST].update(name="Renamed step")),
+     N2["id"], f'workflows[1]({W1["name"]}).steps[{K_LAST}](Renamed step).name: payload '
+     f'"Renamed step" vs kb "{S_LAST["name"]}"'),
+    ("step status changed",
+     _wf_payload_fault(lambda n: n["workflows"][1]["steps"][0].update(status="blocked")),
+     N2["id"], f'workflows[1]({W1["name"]}).steps[0]({W1["steps"][0]["name"]}).status: '
+     f'payload "blocked" vs kb "{W1["steps"][0]["status"]}"'),
+    ("workflow missing from kb",
+     _wf_payload_fault(lambda n: n["workflows"].append(EXTRA_WF)), N2["id"],
+     f'workflows[{len(N2["workflows"])}](Retire): payload {{"name":"Retire","status":"draft",'),
+    ("extra kb workflow", _wf_payload_fault(lambda n: n["workflows"].pop()), N2["id"],
+     f'workflows[{len(N2["workflows"]) - 1}]({W_LAST["name"]}): payload (absent) vs kb '
+     f'{{"name":"{W_LAST["name"]}"'),
+    ("step missing from kb",
+     _wf_payload_fault(lambda n: n["workflows"][1]["steps"].append(EXTRA_STEP)), N2["id"],
+     f'workflows[1]({W1["name"]}).steps[{K_LAST + 1}](Announce): payload '
+     '{"name":"Announce","status":"todo"} vs kb (absent)'),
+    ("extra kb step", _wf_payload_fault(lambda n: n["workflows"][1]["steps"].pop()), N2["id"],
+     f'workflows[1]({W1["name"]}).steps[{K_LAST}]({S_LAST["name"]}): payload (absent) vs kb '
+     f'{{"name":"{S_LAST["name"]}","status":"{S_LAST["status"]}"}}'),
+    ("workflows of a node missing from kb",
+     lambda d: _without_workflows(d).update(workflows=[EXTRA_WF]), BARE["id"],
+     'workflows: payload [{"name":"Retire","status":"draft","steps":[{"name":"Mark deprecated",'),
+    ("extra kb workflows of a node",
+     _wf_payload_fault(lambda n: n.pop("workflows")), N2["id"],
+     "workflows: payload (absent) vs kb [{"),
+]
+
+
+def _assert_named(result: DriftResult, node: str, needle: str) -> None:
+    assert result.drifted and result.counts == {"changed nodes": 1}, result.summary_lines()
+    (example,) = result.examples["changed nodes"]
+    assert example["key"] == node and example["fields"] == ["workflows"]
+    assert 1 <= len(example["diffs"]) <= MAX_DIFFS
+    for diff in example["diffs"]:
+        assert len(diff["payload"]) <= MAX_VALUE_CHARS and len(diff["kb"]) <= MAX_VALUE_CHARS
+    line = " | ".join(result.summary_lines())
+    assert f"{node} (workflows) " in line and needle in line, line
+    assert result.payload.graph_hash != result.kb.graph_hash
+
+
+@pytest.mark.parametrize(("name", "fn", "node", "needle"), WORKFLOW_PAYLOAD_FAULTS,
+                         ids=[f[0] for f in WORKFLOW_PAYLOAD_FAULTS])
+def test_workflow_fault_in_the_payload_is_named(
+    ro: psycopg.Connection[Any], tmp_path: Path, name: str,
+    fn: Callable[[dict[str, Any]], None], node: str, needle: str
+) -> None:
+    result = compare(payload_from_file(write(tmp_path, _mutate(fn))), ro, "file")
+    _assert_named(result, node, needle)
+
+
+def _first_workflow_id(rw: psycopg.Connection[Any], node: str, index: int) -> int:
+    row = rw.execute("SELECT id FROM kb_workflows WHERE entity_id = %s ORDER BY id "
+                     "OFFSET %s LIMIT 1", (node, index)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+#: (name, SQL run against the kb with (node, workflow id) parameters, node, needle)
+WORKFLOW_KB_FAULTS: list[tuple[str, str, str, str]] = [
+    ("kb step status changed",
+     "UPDATE kb_workflow_steps SET status = 'blocked' WHERE workflow_id = %(wf)s "
+     "AND position = 0", N2["id"],
+     f'workflows[1]({W1["name"]}).steps[0]({W1["steps"][0]["name"]}).status: payload '
+     f'"{W1["steps"][0]["status"]}" vs kb "blocked"'),
+    ("kb workflow renamed",
+     "UPDATE kb_workflows SET name = 'Renamed' WHERE id = %(wf)s", N2["id"],
+     f'workflows[1]({W1["name"]}).name: payload "{W1["name"]}" vs kb "Renamed"'),
+    ("kb step deleted",
+     f"DELETE FROM kb_workflow_steps WHERE workflow_id = %(wf)s AND position = {K_LAST}",
+     N2["id"], f'workflows[1]({W1["name"]}).steps[{K_LAST}]({S_LAST["name"]}): payload '
+     f'{{"name":"{S_LAST["name"]}","status":"{S_LAST["status"]}"}} vs kb (absent)'),
+    ("kb extra step",
+     f"INSERT INTO kb_workflow_steps (workflow_id, position, name, status) "
+     f"VALUES (%(wf)s, {K_LAST + 1}, 'Extra', 'todo')", N2["id"],
+     f'workflows[1]({W1["name"]}).steps[{K_LAST + 1}](Extra): payload (absent) vs kb '
+     '{"name":"Extra","status":"todo"}'),
+    ("kb extra workflow",
+     "INSERT INTO kb_workflows (entity_id, name, status) VALUES (%(node)s, 'Extra', 'draft')",
+     N2["id"], f'workflows[{len(N2["workflows"])}](Extra): payload (absent) vs kb '
+     '{"name":"Extra","status":"draft","steps":[]}'),
+    ("kb workflow deleted", "DELETE FROM kb_workflows WHERE id = %(wf)s", N2["id"],
+     f'workflows[1]({W1["name"]}): payload {{"name":"{W1["name"]}"'),
+    ("kb step position gap",
+     f"UPDATE kb_workflow_steps SET position = {K_LAST + 10} WHERE workflow_id = %(wf)s "
+     f"AND position = {K_LAST}", N2["id"],
+     f'workflows[1]({W1["name"]}).steps[{K_LAST}]({S_LAST["name"]}).position: payload '
+     f'(absent) vs kb {K_LAST + 10}'),
+]
+
+
+@pytest.mark.parametrize(("name", "statement", "node", "needle"), WORKFLOW_KB_FAULTS,
+                         ids=[f[0] for f in WORKFLOW_KB_FAULTS])
+def test_workflow_fault_in_the_kb_is_named(
+    sandbox: Sandbox, ro: psycopg.Connection[Any], name: str, statement: str, node: str,
+    needle: str
+) -> None:
+    url = sandbox.environ()["DATABASE_URL"]
+    with psycopg.connect(url, autocommit=True) as rw:
+        rw.execute(statement, {"node": node, "wf": _first_workflow_id(rw, node, 1)})
+        try:
+            result = compare(payload_from_database(ro), ro, "db")
+        finally:
+            kb.replace_workflows(rw, [n for n in FIXTURE["nodes"] if n["id"] == node])
+    _assert_named(result, node, needle)
+    assert not compare(payload_from_database(ro), ro, "db").drifted  # restored
+
+
 @pytest.mark.parametrize(("name", "fn", "kind", "needle"), PAYLOAD_FAULTS,
                          ids=[f[0] for f in PAYLOAD_FAULTS])
 def test_payload_fault_is_reported(ro: psycopg.Connection[Any], tmp_path: Path, name: str,
@@ -123,10 +282,12 @@ def test_invalid_payload_is_a_clear_failure(ro: psycopg.Connection[Any], tmp_pat
         compare(payload_from_file(tmp_path / "broken.json"), ro, "file")
 
 
-@pytest.mark.parametrize("fault", ["label changed", "invalid"])
+@pytest.mark.parametrize("fault", ["label changed", "invalid", "step status changed"])
 def test_gate_fails_exactly_the_drift_check(sandbox: Sandbox, tmp_path: Path, fault: str) -> None:
     if fault == "invalid":
         doc = _mutate(lambda d: d["edges"][0].pop("weight"))
+    elif fault == "step status changed":
+        doc = _mutate(dict((f[0], f[1]) for f in WORKFLOW_PAYLOAD_FAULTS)[fault])
     else:
         doc = _mutate(lambda d: _node(d).update(label="Renamed Label"))
     path = write(tmp_path, doc)
@@ -135,8 +296,13 @@ def test_gate_fails_exactly_the_drift_check(sandbox: Sandbox, tmp_path: Path, fa
                    env=clean_env(OPSGATE_LEGACY_PAYLOAD_FILE=str(path)))
     assert run.failed_modules() == {"test_knowledge_drift"}, run.failed()
     message = next(iter(run.failed().values()))
-    assert ("changed nodes" in message and "(label)" in message) if fault != "invalid" else \
-        "'weight' is a required property" in message
+    if fault == "invalid":
+        assert "'weight' is a required property" in message
+    elif fault == "label changed":
+        assert "changed nodes" in message and "(label) label: payload \"Renamed Label\"" in message
+    else:
+        expected = dict((f[0], f[3]) for f in WORKFLOW_PAYLOAD_FAULTS)[fault]
+        assert f"changed nodes, e.g. {N2['id']} (workflows) {expected}" in message
 
 
 class _SlowFile:
