@@ -113,7 +113,10 @@ class Sandbox:
 
         settings = Settings.load(environ=self._env_values())
         for script in discover_scripts(migrations_dir):
-            result = run_migration(script, settings, apply=True, source=source.get(script.name))
+            # Every migration from the legacy payload reads the scaled file, not the
+            # fixture's copy in admin_content_state.
+            given = source.get(BACKFILL_MIGRATION) if script.source == "legacy" else None
+            result = run_migration(script, settings, apply=True, source=given)
             self.migrations.append(result.summary)
             if result.exit_code != 0:
                 raise OpsgateError(f"sandbox migration {script.name}: {result.message}")

@@ -97,7 +97,7 @@ def test_ledger_row_deleted_fails_the_ledger_check(clean: Sandbox, tmp_path: Pat
             conn.commit()
     # Counting admin_migrations, the overview and the database still agree (both changed);
     # the expected markers (the ledger rows of fixtures/expectations/sandbox.toml) do not.
-    assert run.failed_modules() == {"test_ledger", "test_preflight"}, run.failed()
+    assert run.failed_modules() == {"test_ledger", "test_preflight", "test_health"}, run.failed()
     message = run.failed()["test_ledger::test_every_migration_is_applied_with_a_payload_hash"]
     assert "20260212_1003_none_to_neon_kb_schema" in message
     floors = run.failed()["test_preflight::test_expected_production_markers"]
