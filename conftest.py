@@ -1,3 +1,3 @@
 """Loads the opsgate plugin for this rootdir; everything else lives in ``opsgate/``."""
 
-pytest_plugins = ["opsgate.plugin"]
+pytest_plugins = ["opsgate.pytest_plugin.plugin"]

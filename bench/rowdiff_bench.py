@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.run import RESULTS, measure
-from opsgate.embedded import EmbeddedPostgres
+from opsgate.sandbox.embedded import EmbeddedPostgres
 
 CHANGED = (11, 98_765, 123_457, 250_001, 333_333, 500_000, 611_111, 777_777, 888_888, 999_999)
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import psycopg
 
-from opsgate import canon
 from opsgate.sandbox import Sandbox
+from opsgate.verify import canon
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -18,7 +18,7 @@ import psycopg
 
 
 def opsgate_hash(args: dict[str, Any]) -> dict[str, Any]:
-    from opsgate import canon
+    from opsgate.verify import canon
 
     with psycopg.connect(os.environ["BENCH_URL"], autocommit=True) as conn:
         h = canon.table_hash(conn, args["table"])
@@ -39,7 +39,7 @@ def psycopg_copy_hash(args: dict[str, Any]) -> dict[str, Any]:
 
 def opsgate_drill(args: dict[str, Any]) -> dict[str, Any]:
     from opsgate.config import Settings
-    from opsgate.drill import run_drill
+    from opsgate.verify.drill import run_drill
 
     result = run_drill(Settings.load(environ={"DATABASE_URL": os.environ["BENCH_URL"],
                                               "OPSGATE_PG_BINDIR": args["bindir"]}))
@@ -48,7 +48,7 @@ def opsgate_drill(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def opsgate_drift(args: dict[str, Any]) -> dict[str, Any]:
-    from opsgate.drift import compare, payload_from_file
+    from opsgate.verify.drift import compare, payload_from_file
 
     with psycopg.connect(os.environ["BENCH_URL"], autocommit=True) as conn:
         result = compare(payload_from_file(args["payload"]), conn, "file")
@@ -78,7 +78,7 @@ def parse_and_copy(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def opsgate_rowdiff(args: dict[str, Any]) -> dict[str, Any]:
-    from opsgate import rowdiff
+    from opsgate.verify import rowdiff
 
     with psycopg.connect(os.environ["BENCH_URL"], autocommit=True) as a, \
             psycopg.connect(os.environ["BENCH_URL_B"], autocommit=True) as b:

@@ -9,12 +9,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from opsgate import canon
-from opsgate.blob import AdminState, BlobError, read_admin_state
-from opsgate.blob_parity import compare, store_for
 from opsgate.config import Settings
-from opsgate.expectations import Expectations
-from opsgate.fixtures import connect_read_only, fail
+from opsgate.errors import BlobError
+from opsgate.pytest_plugin.fixtures import connect_read_only, fail
+from opsgate.target.blob import AdminState, read_admin_state
+from opsgate.verify import canon
+from opsgate.verify.blob_parity import compare, store_for
+from opsgate.verify.expectations import Expectations
 
 pytestmark = pytest.mark.blob_fallback
 

@@ -11,11 +11,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from opsgate import db
 from opsgate.config import Settings
-from opsgate.expectations import Expectations
-from opsgate.schema import CONTRACT_TABLES
-from opsgate.trend import last_green_counts, trend
+from opsgate.target import db
+from opsgate.target.schema import CONTRACT_TABLES
+from opsgate.verify.expectations import Expectations
+from opsgate.verify.trend import last_green_counts, trend
 
 pytestmark = pytest.mark.health
 

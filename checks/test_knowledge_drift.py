@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import allure
 import psycopg
 import pytest
 
-from opsgate import db
 from opsgate.config import Settings
-from opsgate.drift import compare, payload_from_database, payload_from_file
 from opsgate.errors import OpsgateError
-from opsgate.expectations import Expectations
-from opsgate.fixtures import fail
+from opsgate.pytest_plugin.fixtures import fail
+from opsgate.target import db
+from opsgate.verify.drift import compare, payload_from_database, payload_from_file
+from opsgate.verify.expectations import Expectations
 
 pytestmark = pytest.mark.knowledge_drift
 
@@ -33,7 +34,7 @@ def test_legacy_payload_matches_the_kb_graph(
         # compare() sorts the payload first and then reads the kb in a snapshot of its
         # own: the fixture's transaction must not sit idle through the sort.
         db.release(target_db)
-        result = compare(payload, target_db, source)
+        result = compare(payload, target_db, source, steps=allure.step)
     except OpsgateError as exc:
         fail(str(exc))
     evidence.update(result.evidence())

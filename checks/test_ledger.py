@@ -10,10 +10,10 @@ import psycopg
 import pytest
 
 from opsgate.config import Settings
-from opsgate.expectations import Expectations
-from opsgate.fixtures import fail
 from opsgate.migrate import ledger
 from opsgate.migrate.scripts import discover_scripts
+from opsgate.pytest_plugin.fixtures import fail
+from opsgate.verify.expectations import Expectations
 
 pytestmark = pytest.mark.ledger
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import allure
 import pytest
 
 from opsgate.config import Settings
-from opsgate.drill import DrillError, run_drill
-from opsgate.fixtures import fail
+from opsgate.errors import DrillError
+from opsgate.pytest_plugin.fixtures import fail
+from opsgate.verify.drill import run_drill
 
 pytestmark = pytest.mark.neon_drill
 
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.neon_drill
 def test_backup_restores_to_identical_tables(ops_settings: Settings,
                                              evidence: dict[str, Any]) -> None:
     try:
-        result = run_drill(ops_settings)
+        result = run_drill(ops_settings, steps=allure.step)
     except DrillError as exc:
         fail(str(exc))
     evidence.update(result.evidence())

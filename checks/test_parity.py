@@ -12,11 +12,13 @@ import httpx
 import psycopg
 import pytest
 
-from opsgate import contracts, db, http
 from opsgate.config import Settings
-from opsgate.evidence import bounded, count_lines, set_diff
-from opsgate.fixtures import fail
-from opsgate.schema import OVERVIEW_COUNTS
+from opsgate.errors import HttpCheckError
+from opsgate.pytest_plugin.fixtures import fail
+from opsgate.target import contracts, db
+from opsgate.target import web as http
+from opsgate.target.schema import OVERVIEW_COUNTS
+from opsgate.verify.evidence import bounded, count_lines, set_diff
 
 pytestmark = pytest.mark.parity
 
@@ -39,7 +41,7 @@ def api(deployment: httpx.Client) -> Fetched:
             resp = http.request(deployment, "GET", "/api/constellation",
                                 what="constellation API")
             return Fetched(http.expect_json(resp, what="constellation API"))
-        except http.HttpCheckError as exc:
+        except HttpCheckError as exc:
             return Fetched(error=str(exc))
 
 
@@ -165,7 +167,7 @@ def test_admin_overview_counts_match_the_database(
         http.expect_json(login, what="admin login")
         resp = http.request(deployment, "GET", "/api/admin/overview", what="admin overview")
         body = http.expect_json(resp, what="admin overview")
-    except http.HttpCheckError as exc:
+    except HttpCheckError as exc:
         fail(str(exc))
     found = contracts.problems("admin-overview", body)
     assert not found, "admin overview does not match the contract: " + "; ".join(found)

@@ -10,11 +10,13 @@ import httpx
 import psycopg
 import pytest
 
-from opsgate import db, http
 from opsgate.config import Settings
-from opsgate.expectations import Expectations
-from opsgate.fixtures import fail
-from opsgate.schema import CONTRACT_TABLES, missing_columns
+from opsgate.errors import HttpCheckError
+from opsgate.pytest_plugin.fixtures import fail
+from opsgate.target import db
+from opsgate.target import web as http
+from opsgate.target.schema import CONTRACT_TABLES, missing_columns
+from opsgate.verify.expectations import Expectations
 
 pytestmark = pytest.mark.preflight
 
@@ -74,7 +76,7 @@ def test_check_sessions_are_read_only(target_db: psycopg.Connection[Any]) -> Non
 def test_deployment_answers(deployment: httpx.Client, evidence: dict[str, Any]) -> None:
     try:
         resp = http.request(deployment, "GET", "/", what="deployment")
-    except http.HttpCheckError as exc:
+    except HttpCheckError as exc:
         fail(str(exc))
     evidence["status"] = resp.status_code
     evidence["elapsed_ms"] = round(resp.elapsed.total_seconds() * 1000, 1)

@@ -26,9 +26,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from opsgate import drift, kb
-from opsgate.extsort import external_sorted
+from opsgate.errors import DriftInputError
 from opsgate.migrate import MigrationContext, Plan
+from opsgate.target import kb
+from opsgate.verify import drift
+from opsgate.verify.extsort import external_sorted
 
 SOURCE = "legacy"
 TARGET = "neon"
@@ -44,7 +46,7 @@ def _reader(ctx: MigrationContext) -> tuple[drift.PayloadReader, str]:
     if ctx.source:
         return drift.payload_from_file(ctx.source), f"file:{ctx.source.rsplit('/', 1)[-1]}"
     if not ctx.table_exists("admin_content_state"):
-        raise drift.DriftInputError("admin_content_state does not exist; pass --source FILE")
+        raise DriftInputError("admin_content_state does not exist; pass --source FILE")
     return drift.payload_from_database(ctx.conn), "admin_content_state:constellation"
 
 

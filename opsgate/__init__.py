@@ -8,3 +8,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0+source"
 
 __all__ = ["__version__"]
+
+from opsgate import _legacy
+
+_legacy.install()

@@ -15,8 +15,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, reports_cli, resources, sandbox_cli
-from .migrate import cli as migrate_cli
+from opsgate import __version__, resources
+from opsgate.migrate import cli as migrate_cli
+from opsgate.reports import cli as reports_cli
+from opsgate.sandbox import cli as sandbox_cli
 
 EXIT_USAGE = 2
 
@@ -39,7 +41,7 @@ def gate(args: Sequence[str]) -> int:
     folder as rootdir (so reports land in ./reports), whatever folder it runs in."""
     import pytest
 
-    ini = Path(__file__).resolve().parent / "gate.ini"
+    ini = Path(__file__).resolve().parent / "pytest_plugin" / "gate.ini"
     argv = ["-c", str(ini), f"--rootdir={Path.cwd()}", *args]
     if not any(_names_checks(a) for a in args):
         argv.append(str(resources.checks_dir()))

@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from . import resources
-from .db import host_of, is_pooler_host
-from .errors import ConfigError, MissingEnvError, SessionEndpointError
-from .secrets import MASK, Redactor, Secret, SecretUrl, mask_url
+from opsgate import resources
+from opsgate.errors import ConfigError, MissingEnvError, SessionEndpointError
+from opsgate.sensitive import MASK, Redactor, Secret, SecretUrl, mask_url
+from opsgate.target.db import host_of, is_pooler_host
 
 TRUE_WORDS = frozenset({"true", "1", "yes"})
 FALSE_WORDS = frozenset({"false", "0", "no"})

@@ -1,7 +1,24 @@
-"""Explicit error types, so callers can tell a usage mistake from a failed check.
+"""Every error opsgate raises on purpose, in one hierarchy, so a caller can tell a
+usage mistake from a failed check from a target that did not answer.
 
-Every error carries a one-line message meant for a human; none of them may embed a
-secret value (callers pass masked forms).
+    OpsgateError
+    ├── ConfigError                 bad configuration: a usage error (exit 2 / pytest 4)
+    │   ├── MissingEnvError         a required variable is not set (names it)
+    │   ├── SessionEndpointError    session work given only a pooled URL (names the variable)
+    │   └── ScriptError             a migration script badly named, duplicated, incomplete
+    ├── DatabaseUnavailableError    the database could not be reached, or the connection was lost
+    ├── PostgresUnavailableError    no usable PostgreSQL binaries, or a cluster did not start
+    ├── HttpCheckError              an HTTP exchange gave no usable answer
+    ├── BlobError                   the blob store gave no usable answer
+    │   ├── BlobAuthError           the token was refused (never shown)
+    │   └── BlobFormatError         an object is not what the layout promises
+    ├── ContractError               a document does not match its JSON Schema
+    ├── CanonError                  a value outside canon-v1's domain
+    ├── DriftInputError             the legacy payload cannot be read or is not valid
+    └── DrillError                  the drill could not be carried out
+
+Every error carries a one-line message meant for a human; none may embed a secret value
+(callers pass masked forms).
 """
 
 
@@ -44,6 +61,42 @@ class SessionEndpointError(ConfigError):
 
 class CanonError(OpsgateError):
     """A document or table cannot be hashed under canon-v1 (e.g. a value outside its domain)."""
+
+
+class ScriptError(ConfigError):
+    """A migration script is badly named, duplicated or incomplete."""
+
+
+class HttpCheckError(OpsgateError):
+    """An HTTP exchange that did not give a usable answer; the message says why."""
+
+
+class BlobError(OpsgateError):
+    """The blob store did not give a usable answer."""
+
+
+class BlobAuthError(BlobError):
+    """The token was refused (401/403). The token itself is never shown."""
+
+
+class BlobFormatError(BlobError):
+    """An object exists but its content is not what the layout promises."""
+
+
+class ContractError(OpsgateError):
+    """A document does not match its contract schema."""
+
+    def __init__(self, what: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{what} does not match its contract: " + "; ".join(problems))
+
+
+class DriftInputError(OpsgateError):
+    """The payload cannot be read or does not match its contract."""
+
+
+class DrillError(OpsgateError):
+    """The drill could not be carried out (as opposed to: it ran and found a mismatch)."""
 
 
 def first_line(error: BaseException | str) -> str:

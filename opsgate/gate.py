@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .config import Settings
+from opsgate.config import Settings
 
 
 @dataclass(frozen=True)

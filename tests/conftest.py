@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from opsgate.config import FLAG_DEFAULTS, VARIABLES
-from opsgate.embedded import EmbeddedPostgres
+from opsgate.sandbox.embedded import EmbeddedPostgres
 
 #: The gate's variables, and where CI collects a Markdown summary (a self-test's inner
 #: gate run must not append to the real one).

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from opsgate import canon
+from opsgate.verify import canon
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 # jsonb refuses NUL, and JSON text cannot carry lone surrogates.
-text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
+text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=12)
 numbers = st.one_of(
     st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1),
     st.floats(allow_nan=False, allow_infinity=False, min_value=-1e15, max_value=1e15),
@@ -24,7 +24,7 @@ json_values = st.recursive(
 )
 
 ids = st.text("abcdefghijklmnop0123456789-", min_size=1, max_size=8)
-names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+names = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
                 min_size=1, max_size=12)
 
 steps = st.fixed_dictionaries({"name": names,

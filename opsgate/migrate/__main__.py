@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from opsgate.migrate.cli import main
 
 sys.exit(main(prog="python -m opsgate.migrate"))

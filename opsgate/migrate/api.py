@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from ..config import Settings
+from opsgate.config import Settings
 
 
 @dataclass

@@ -19,12 +19,13 @@ from typing import Any
 
 import psycopg
 
-from .. import db, resources
-from ..config import Settings
-from ..errors import ConfigError, DatabaseUnavailableError, OpsgateError, first_line
-from . import ledger
-from .runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_migration
-from .scripts import discover_scripts, find_script
+from opsgate import resources
+from opsgate.config import Settings
+from opsgate.errors import ConfigError, DatabaseUnavailableError, OpsgateError, first_line
+from opsgate.migrate import ledger
+from opsgate.migrate.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_migration
+from opsgate.migrate.scripts import discover_scripts, find_script
+from opsgate.target import db
 
 #: The runbook's migrations, shipped with opsgate (OPSGATE_MIGRATIONS_DIR overrides).
 DEFAULT_DIR = str(resources.migrations_dir())

@@ -19,12 +19,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .. import canon, db
-from ..config import Settings
-from ..errors import DatabaseUnavailableError, OpsgateError, first_line
-from . import ledger
-from .api import MigrationContext, Plan
-from .scripts import MigrationScript
+from opsgate.config import Settings
+from opsgate.errors import DatabaseUnavailableError, OpsgateError, first_line
+from opsgate.migrate import ledger
+from opsgate.migrate.api import MigrationContext, Plan
+from opsgate.migrate.scripts import MigrationScript
+from opsgate.target import db
+from opsgate.verify import canon
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C

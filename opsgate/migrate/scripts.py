@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from types import ModuleType
 
-from ..errors import ConfigError
+from opsgate.errors import ScriptError
 
 NAME_RE = re.compile(
     r"^(?P<date>\d{8})_(?P<project>\d+)_(?P<source>[a-z0-9]+)_to_(?P<target>[a-z0-9]+)"
@@ -19,10 +19,6 @@ NAME_RE = re.compile(
 )
 REQUIRED = ("SOURCE", "TARGET", "DESCRIPTION", "TARGET_TABLES", "preconditions", "plan",
             "apply", "verify")
-
-
-class ScriptError(ConfigError):
-    """A migration script is badly named, duplicated or incomplete."""
 
 
 def script_checksum(path: Path) -> str:

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from .. import __version__
-from .model import RunRecord, marker_of
-from .writer import run_dir_name, write_run
+from opsgate import __version__
+from opsgate.reports.model import RunRecord, marker_of
+from opsgate.reports.writer import run_dir_name, write_run
 
 
 def _now() -> datetime:

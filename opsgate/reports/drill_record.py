@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .model import RunRecord
+from opsgate.reports.model import RunRecord
 
 RUNBOOK_ZONE = "America/New_York"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from html import escape
 
-from .model import RunRecord
+from opsgate.reports.model import RunRecord
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..gate import BY_MARKER, CHECKS
+from opsgate.gate import BY_MARKER, CHECKS
 
 
 @dataclass
@@ -122,7 +122,7 @@ class RunRecord:
     def redacted(self, redact: Callable[[str], str]) -> RunRecord:
         """A copy with every string redacted: what every report is rendered from, so a
         secret is gone before any format (JSON, HTML, Markdown) escapes it."""
-        from .redaction import redact_data
+        from opsgate.reports.redaction import redact_data
 
         tests = {
             redact(nodeid): replace(t, nodeid=redact(t.nodeid), name=redact(t.name),

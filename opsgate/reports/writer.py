@@ -16,9 +16,9 @@ from typing import Any
 
 from filelock import FileLock
 
-from .. import contracts
-from . import drill_record, history, html, redaction, seal
-from .model import RunRecord
+from opsgate.reports import drill_record, history, html, redaction, seal
+from opsgate.reports.model import RunRecord
+from opsgate.target import contracts
 
 HISTORY = "history.jsonl"
 

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from opsgate import datagen
-from opsgate.blob import VercelBlobStore
-from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox
+from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox, datagen
+from opsgate.target.blob import VercelBlobStore
 from tests.gate_helpers import GateRun, clean_env, run_gate
 
 PREFIX = "admin/"

@@ -91,6 +91,7 @@ def test_ledger_row_deleted_fails_the_ledger_check(clean: Sandbox, tmp_path: Pat
         try:
             run = gate(clean, tmp_path)
         finally:
+            assert row is not None
             cols = ", ".join("%s" for _ in row)
             conn.execute(f"INSERT INTO admin_migrations VALUES ({cols})",
                          [psycopg.types.json.Jsonb(v) if isinstance(v, dict) else v for v in row])
@@ -352,7 +353,7 @@ def test_the_drill_through_the_gate_goes_red_on_a_restore_target_that_is_not_emp
                 sql.Identifier(occupied.reveal().rsplit("/", 1)[1])))
     message = run.failed()["test_neon_drill::test_backup_restores_to_identical_tables"]
     assert "is not empty (has precious)" in message and "never overwrites" in message
-    assert occupied.password not in run.stdout
+    assert occupied.password and occupied.password not in run.stdout
 
 
 def test_sandbox_up_never_overwrites_an_existing_env_file(tmp_path: Path) -> None:
@@ -363,3 +364,23 @@ def test_sandbox_up_never_overwrites_an_existing_env_file(tmp_path: Path) -> Non
                        env=clean_env(), timeout=60)
     assert p.returncode == 2 and "already exists" in p.stderr
     assert existing.read_text().startswith('DATABASE_URL="postgresql://prod@')
+
+
+def test_every_gate_option_works_in_the_space_form_with_paths_outside_the_project(
+    clean: Sandbox, tmp_path: Path
+) -> None:
+    """The plugin is a pytest11 entry point: pytest knows its options before it parses
+    the command line, so "--env-file PATH" is never taken for a test path."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env_copy = outside / "target.env"
+    env_copy.write_text(clean.env_file.read_text())
+    reports = outside / "reports"
+    run = run_gate(tmp_path, "--env-file", str(env_copy), "--reports-dir", str(reports),
+                   env=clean_env())
+    assert run.code == 0, run.stdout[-2000:]
+    assert list((reports / "runs").iterdir())
+    scaled = run_gate(tmp_path, "--sandbox", "--sandbox-scale", "40", "--sandbox-profile",
+                      "plain", "--no-reports", env=clean_env())
+    assert scaled.code == 0, scaled.stdout[-2000:]
+    assert "target sandbox sandbox-scale-40" in scaled.stdout

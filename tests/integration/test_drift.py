@@ -11,18 +11,19 @@ from typing import Any
 import psycopg
 import pytest
 
-from opsgate import canon, kb
-from opsgate.drift import (
+from opsgate.errors import DriftInputError
+from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox
+from opsgate.target import kb
+from opsgate.verify import canon
+from opsgate.verify.drift import (
     MAX_DIFFS,
     MAX_VALUE_CHARS,
-    DriftInputError,
     DriftResult,
     compare,
     payload_from_database,
     payload_from_file,
 )
-from opsgate.extsort import external_sorted
-from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox
+from opsgate.verify.extsort import external_sorted
 from tests.gate_helpers import clean_env, run_gate
 
 FIXTURE = json.loads(FIXTURE_PAYLOAD.read_text())
@@ -68,13 +69,14 @@ def test_external_sort_spills_and_merges() -> None:
 
 
 def _mutate(fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    doc = copy.deepcopy(FIXTURE)
+    doc: dict[str, Any] = copy.deepcopy(FIXTURE)
     fn(doc)
     return doc
 
 
 def _node(doc: dict[str, Any], i: int = 5) -> dict[str, Any]:
-    return sorted(doc["nodes"], key=lambda n: n["id"])[i]
+    node: dict[str, Any] = sorted(doc["nodes"], key=lambda n: n["id"])[i]
+    return node
 
 
 def _with_media(doc: dict[str, Any]) -> dict[str, Any]:
@@ -337,8 +339,8 @@ def test_drift_never_holds_a_transaction_idle_while_the_client_works(
     payload (a slow disk) and merging (a pause of 0.5 s in the middle of each merge).
     Drift has no transaction open then: it copies the kb side in one quick snapshot
     between the two."""
-    from opsgate import drift
-    from opsgate.drift import PayloadReader
+    from opsgate.verify import drift
+    from opsgate.verify.drift import PayloadReader
 
     merge = drift._merge
 

@@ -9,13 +9,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from opsgate import pgtools
 from opsgate.config import Settings
-from opsgate.drill import DrillError, run_drill
-from opsgate.embedded import EmbeddedPostgres
+from opsgate.errors import DrillError
 from opsgate.sandbox import Sandbox
-from opsgate.schema import CONTRACT_TABLES
-from opsgate.secrets import SecretUrl
+from opsgate.sandbox.embedded import EmbeddedPostgres
+from opsgate.sensitive import SecretUrl
+from opsgate.target import pgtools
+from opsgate.target.schema import CONTRACT_TABLES
+from opsgate.verify.drill import run_drill
 from tests.migration_helpers import db_fingerprint
 
 
@@ -201,7 +202,7 @@ def test_a_killed_drills_dump_folder_is_removed_by_the_next_drill(sandbox: Sandb
     import sys
     import tempfile
 
-    from opsgate.drill import DUMP_FOLDER_PREFIX
+    from opsgate.verify.drill import DUMP_FOLDER_PREFIX
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

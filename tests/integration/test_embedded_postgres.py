@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from opsgate import pgtools
-from opsgate.embedded import EmbeddedPostgres
 from opsgate.errors import PostgresUnavailableError
+from opsgate.sandbox.embedded import EmbeddedPostgres
+from opsgate.target import pgtools
 
 
 def test_wheel_is_found_with_no_postgres_on_path() -> None:
@@ -29,7 +29,9 @@ def test_cluster_from_the_wheel_starts_and_dumps(tmp_path: Path) -> None:
                              debian_root=None)[0]
     with EmbeddedPostgres(wheel) as cluster:
         with cluster.connect() as conn:
-            version = conn.execute("SHOW server_version_num").fetchone()[0]
+            row = conn.execute("SHOW server_version_num").fetchone()
+            assert row is not None
+            version = row[0]
         assert int(version) // 10000 == wheel.major
         out = tmp_path / "dump.pgc"
         subprocess.run([str(wheel.tool("pg_dump")), "-Fc", "-f", str(out),
@@ -47,7 +49,7 @@ def test_old_client_is_refused_with_the_versions_named() -> None:
 def test_cluster_is_reaped_when_its_owner_is_killed(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
-        "from opsgate.embedded import EmbeddedPostgres\n"
+        "from opsgate.sandbox.embedded import EmbeddedPostgres\n"
         "pg = EmbeddedPostgres(); pg.start()\n"
         "print(pg.root, pg.port, flush=True)\n"
         "time.sleep(600)\n"

@@ -15,8 +15,11 @@ from typing import Any
 
 import pytest
 
-from opsgate import canon, datagen, kb
-from opsgate.migrate.scripts import ScriptError, discover_scripts, script_checksum
+from opsgate.errors import ScriptError
+from opsgate.migrate.scripts import discover_scripts, script_checksum
+from opsgate.sandbox import datagen
+from opsgate.target import kb
+from opsgate.verify import canon
 from tests.migration_helpers import (
     ADMIN_SCHEMA,
     ALL,

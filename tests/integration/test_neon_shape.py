@@ -14,11 +14,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from opsgate import pgtools
-from opsgate.embedded import EmbeddedPostgres
 from opsgate.errors import PostgresUnavailableError
-from opsgate.neon_shape import NeonShapedTarget
-from opsgate.tlsfiles import make_tls_files
+from opsgate.sandbox.embedded import EmbeddedPostgres
+from opsgate.sandbox.neon_shape import NeonShapedTarget
+from opsgate.sandbox.tlsfiles import make_tls_files
+from opsgate.target import pgtools
 
 
 @pytest.fixture(scope="session")
@@ -183,7 +183,7 @@ def test_pooler_dies_with_its_owner() -> None:
     reaper ends PostgreSQL and deletes the folder, the pooler's included."""
     script = (
         "import time\n"
-        "from opsgate.neon_shape import NeonShapedTarget\n"
+        "from opsgate.sandbox.neon_shape import NeonShapedTarget\n"
         "t = NeonShapedTarget(pool_size=1); t.start()\n"
         "print(t.cluster.root, t.pooler.pid, flush=True)\n"
         "time.sleep(600)\n"

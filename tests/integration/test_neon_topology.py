@@ -27,9 +27,10 @@ import pytest
 from psycopg import sql
 
 from opsgate.config import Settings
-from opsgate.drill import SCRATCH_PREFIX, DrillError, run_drill
+from opsgate.errors import DrillError
 from opsgate.sandbox import Sandbox
-from opsgate.secrets import SecretUrl
+from opsgate.sensitive import SecretUrl
+from opsgate.verify.drill import SCRATCH_PREFIX, run_drill
 from tests.gate_helpers import ROOT, clean_env, run_gate
 from tests.migration_helpers import ALL, WIDGETS, cli, widget_dir
 
@@ -127,8 +128,8 @@ def test_prepared_statements_break_through_the_pooler_but_opsgate_makes_none(
     """psycopg prepares a statement after five runs of it; through PgBouncer 1.18 the
     next client on that server connection then meets "prepared statement "_pg3_0"
     already exists". opsgate's connections never prepare."""
-    from opsgate import db
-    from opsgate.secrets import SecretUrl
+    from opsgate.sensitive import SecretUrl
+    from opsgate.target import db
 
     url = neon.environ()["DATABASE_URL"]
 
@@ -323,7 +324,7 @@ def test_a_killed_drills_scratch_copy_is_removed_by_the_next_drill(
     try:
         proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from opsgate.config import Settings; "
-             "from opsgate.drill import run_drill; "
+             "from opsgate.verify.drill import run_drill; "
              "run_drill(Settings.load(env_file=sys.argv[1]))", str(neon.env_file)],
             cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60

@@ -14,9 +14,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from opsgate.contracts import schema
 from opsgate.reports import history, seal
 from opsgate.sandbox import Sandbox
+from opsgate.target.contracts import schema
 from tests.gate_helpers import ROOT, run_gate
 from tests.gate_helpers import clean_env as _clean_env
 
@@ -121,7 +121,8 @@ def test_failing_run_writes_reports_without_any_secret(sandbox: Sandbox, tmp_pat
     canaries = {"ADMIN_PASSWORD": "canary-admin-31b7",
                 "BLOB_READ_WRITE_TOKEN": "vercel_blob_rw_canary-token-9e0f"}
     env = sandbox.environ()
-    good_pw = sandbox.pg.url().password  # type: ignore[union-attr]
+    assert sandbox.pg is not None
+    good_pw = sandbox.pg.url().password or ""
     bad_url = env["DATABASE_URL"].replace(f":{good_pw}@", ":canary-dbpw-5d21@")
     reports = tmp_path / "reports"
     step_summary = tmp_path / "step-summary.md"

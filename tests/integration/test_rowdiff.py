@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from opsgate import rowdiff
-from opsgate.embedded import EmbeddedPostgres
+from opsgate.sandbox.embedded import EmbeddedPostgres
+from opsgate.verify import rowdiff
 
 
 def _load(pg: EmbeddedPostgres) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from opsgate import canon, datagen
-from opsgate.blob import VercelBlobStore, read_admin_state
-from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox
+from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox, datagen
+from opsgate.target.blob import VercelBlobStore, read_admin_state
+from opsgate.verify import canon
 
 SDK_SCRIPT = r"""
 import { put, list } from '@vercel/blob';
@@ -87,7 +87,8 @@ def test_sdk_put_list_download_and_opsgate_reads_it_back(sdk_dir: Path, sandbox:
     files = {f"sdk-test/file-{i}.bin": os.urandom(100 + 977 * i) for i in range(5)}
     files["sdk-test/unicode-ä.json"] = json.dumps({"ü": "✓"}, ensure_ascii=False).encode()
     out = run_sdk(sdk_dir, sandbox, files)
-    assert sorted(out["written"]) == sorted(files)  # type: ignore[arg-type]
+    written = out["written"]
+    assert isinstance(written, dict) and sorted(written) == sorted(files)
     assert out["pages"] == 3  # six objects, two per page, cursor paging
     digests = {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}
     assert out["downloaded"] == digests

@@ -19,13 +19,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opsgate import canon, contracts, datagen, drift, kb
 from opsgate.config import Settings
-from opsgate.embedded import EmbeddedPostgres
 from opsgate.migrate import MigrationContext
 from opsgate.migrate.scripts import discover_scripts
-from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox
-from opsgate.schema import CONTRACT_TABLES, KB_DDL
+from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox, datagen
+from opsgate.sandbox.embedded import EmbeddedPostgres
+from opsgate.target import contracts, kb
+from opsgate.target.schema import CONTRACT_TABLES, KB_DDL
+from opsgate.verify import canon, drift
 from tests.migration_helpers import ALL, BLOB_STATE, MIGRATIONS, cli, count, ledger_rows
 from tests.strategies import payloads, shuffled
 
@@ -59,7 +60,7 @@ def test_the_fixture_has_realistic_workflows_and_matches_the_contract() -> None:
 
 
 def test_the_fixture_is_what_the_seeded_generator_writes() -> None:
-    """Regenerating fixtures/ (python -m opsgate.datagen fixtures) changes nothing."""
+    """Regenerating fixtures/ (python -m opsgate.sandbox.datagen fixtures) changes nothing."""
     assert datagen.payload(360, per_node=1.2) == FIXTURE
 
 
@@ -123,7 +124,7 @@ def test_reading_nodes_can_stop_early(sandbox: Sandbox) -> None:
     with psycopg.connect(sandbox.environ()["DATABASE_URL"]) as conn:
         nodes = kb.iter_nodes(conn)
         assert next(nodes)["id"] == "n0000000"
-        nodes.close()
+        nodes.close()  # type: ignore[attr-defined]  # a generator, typed as an Iterator
         assert conn.execute("SELECT count(*) FROM kb_workflows").fetchone() == (
             _fixture_counts(FIXTURE)[0],)
 
@@ -283,7 +284,7 @@ def kb_db(pg: EmbeddedPostgres) -> Iterator[str]:
     url = pg.create_database(name).reveal()
     with psycopg.connect(url, autocommit=True) as conn:
         for stmt in KB_DDL:
-            conn.execute(stmt)  # type: ignore[arg-type]
+            conn.execute(stmt)
     yield url
     with pg.connect(autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

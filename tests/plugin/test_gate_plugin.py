@@ -27,7 +27,7 @@ FULL_ENV = {
 
 @pytest.fixture
 def gate(pytester: pytest.Pytester, clean_env: pytest.MonkeyPatch) -> pytest.Pytester:
-    pytester.makeini("[pytest]\ntestpaths = checks\naddopts = --strict-markers -p opsgate.plugin\n")
+    pytester.makeini("[pytest]\ntestpaths = checks\naddopts = --strict-markers -p opsgate.pytest_plugin.plugin\n")
     pytester.mkdir("checks")
     (pytester.path / "checks" / "test_all.py").write_text("import pytest\n" + CHECKS_MODULE)
     return pytester
@@ -167,7 +167,7 @@ def test_header_masks_the_password(gate: pytest.Pytester, clean_env: pytest.Monk
 
 
 def test_self_test_runs_are_not_gated(pytester: pytest.Pytester, clean_env: pytest.MonkeyPatch) -> None:
-    pytester.makeini("[pytest]\ntestpaths = checks\naddopts = -p opsgate.plugin\n")
+    pytester.makeini("[pytest]\ntestpaths = checks\naddopts = -p opsgate.pytest_plugin.plugin\n")
     pytester.mkdir("tests")
     (pytester.path / "tests" / "test_unit.py").write_text("def test_ok():\n    pass\n")
     result = pytester.runpytest("tests")
@@ -194,7 +194,7 @@ def test_exception_with_url():
 
 @pytest.mark.ledger
 def test_settings_objects(request):
-    from opsgate.plugin import get_state
+    from opsgate.pytest_plugin.plugin import get_state
     s = get_state(request.config).settings
     assert s.admin_password == s.blob_read_write_token, (s, s.database_url)
 '''

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ HEAD_LINE = re.compile(r"^opsgate: history head ([0-9a-f]{64})$", re.M)
 
 @pytest.fixture
 def gate(pytester: pytest.Pytester, clean_env: pytest.MonkeyPatch) -> pytest.Pytester:
-    pytester.makeini("[pytest]\ntestpaths = checks\naddopts = --strict-markers -p opsgate.plugin\n")
+    pytester.makeini("[pytest]\ntestpaths = checks\naddopts = --strict-markers -p opsgate.pytest_plugin.plugin\n")
     pytester.mkdir("checks")
     (pytester.path / "checks" / "test_all.py").write_text(CHECKS)
     for k, v in ENV.items():
@@ -117,7 +118,7 @@ def _first_result(d: Path) -> Path:
     return sorted((d / "allure-results").glob("*-result.json"))[0]
 
 
-TAMPER = {
+TAMPER: dict[str, tuple[Callable[[Path], object], str]] = {
     "summary deleted": (lambda d: (d / "summary.json").unlink(), "summary.json missing"),
     "summary edited": (lambda d: (d / "summary.json").write_text(
         (d / "summary.json").read_text().replace('"failed"', '"passed"')),

@@ -96,7 +96,7 @@ def test_setup_error(broken_connection):
 
 @pytest.fixture
 def gate(pytester: pytest.Pytester, clean_env: pytest.MonkeyPatch) -> pytest.Pytester:
-    pytester.makeini("[pytest]\ntestpaths = checks\naddopts = --strict-markers -p opsgate.plugin\n")
+    pytester.makeini("[pytest]\ntestpaths = checks\naddopts = --strict-markers -p opsgate.pytest_plugin.plugin\n")
     pytester.mkdir("checks")
     (pytester.path / "checks" / "test_all.py").write_text(LEAKY_CHECKS)
     for k, v in CANARY_ENV.items():

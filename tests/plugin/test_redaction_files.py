@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from opsgate.reports.redaction import redact_data, redact_file, redact_tree
-from opsgate.secrets import Redactor
+from opsgate.sensitive import Redactor
 
 SECRET = 'pw"<&é\\-canary-5e6f'
 redact = Redactor([SECRET, "tok-canary-77aa"])

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from opsgate import canon, drift, kb
 from opsgate.errors import CanonError
+from opsgate.target import kb
+from opsgate.verify import canon, drift
 from tests.strategies import json_values, payloads, shuffled
 
 
@@ -93,8 +94,8 @@ def test_workflows_and_steps_are_ordered_not_sets() -> None:
     """canon-v1 has no rule for ``workflows``: their order (and their steps') is part of
     the state, as it is for media and sources."""
     steps = [{"name": "a", "status": "done"}, {"name": "b", "status": "todo"}]
-    wfs = [{"name": "x", "status": "active", "steps": steps},
-           {"name": "y", "status": "draft", "steps": []}]
+    wfs: list[dict[str, Any]] = [{"name": "x", "status": "active", "steps": steps},
+                                 {"name": "y", "status": "draft", "steps": []}]
     node = {"id": "n", "workflows": wfs}
     swapped = {"id": "n", "workflows": [wfs[1], wfs[0]]}
     reordered_steps = {"id": "n", "workflows": [{**wfs[0], "steps": steps[::-1]}, wfs[1]]}
@@ -151,7 +152,7 @@ def test_any_single_changed_value_changes_the_hash(payload: dict[str, Any], data
     paths = _leaf_paths(payload)
     path = data.draw(st.sampled_from(paths))
     doc = copy.deepcopy(payload)
-    target = doc
+    target: Any = doc
     for step in path[:-1]:
         target = target[step]
     target[path[-1]] = _changed(target[path[-1]])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from opsgate import db
 from opsgate.config import Settings
 from opsgate.errors import MissingEnvError, SessionEndpointError
-from opsgate.pgtools import url_wants_tls
+from opsgate.target import db
+from opsgate.target.pgtools import url_wants_tls
 
 POOLED = ("postgresql://neondb_owner:npg_s3cret@ep-cool-darkness-123456-pooler.us-east-2"
           ".aws.neon.tech/neondb?sslmode=require&channel_binding=require")
@@ -90,3 +90,35 @@ def test_statement_timeout_must_be_seconds(raw: str) -> None:
     with pytest.raises(ConfigError, match="OPSGATE_STATEMENT_TIMEOUT"):
         Settings.load(environ={"OPSGATE_STATEMENT_TIMEOUT": raw})
     assert Settings.load(environ={"OPSGATE_STATEMENT_TIMEOUT": "0"}).statement_timeout == 0
+
+
+#: Migration scripts released and applied: their checksums are in production ledgers, so
+#: no refactoring may touch them (the old module names they import stay valid through
+#: opsgate._legacy). A new script joins this list once it is released.
+FROZEN_SCRIPTS = {
+    "20260210_1001_none_to_neon_admin_schema":
+        "c1681e4114a8161bc17b86878bfcabc2a81dcfb7c95fc46788fde2a64b6f24f1",
+    "20260211_1002_blob_to_neon_admin_state":
+        "fd4e0151c9c188464759a1be910e4771c92b79bac1e6cdfb663fa736255ee0b3",
+    "20260212_1003_none_to_neon_kb_schema":
+        "a68fd0fc96fc666c7e1dd9bb468d7401f9732770996bd83c5098bfc6cd20cd69",
+    "20260213_1004_legacy_to_neon_kb_backfill":
+        "9b887566c54d0395a7dddeb1b2094e1a50cea8287340fe8405db7426b51a805f",
+}
+
+
+def test_released_migration_scripts_are_never_edited() -> None:
+    from opsgate import resources
+    from opsgate.migrate.scripts import discover_scripts
+
+    found = {s.name: s.checksum for s in discover_scripts(resources.migrations_dir())}
+    assert {n: found.get(n) for n in FROZEN_SCRIPTS} == FROZEN_SCRIPTS
+
+
+def test_the_old_module_names_of_released_scripts_still_import() -> None:
+    import importlib
+
+    from opsgate._legacy import ALIASES
+
+    for old, new in ALIASES.items():
+        assert importlib.import_module(old) is importlib.import_module(new)

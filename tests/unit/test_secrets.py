@@ -2,7 +2,7 @@ import pickle
 
 import pytest
 
-from opsgate.secrets import Redactor, Secret, SecretUrl, mask_url
+from opsgate.sensitive import Redactor, Secret, SecretUrl, mask_url
 
 
 def test_secret_never_prints() -> None:
@@ -18,7 +18,7 @@ def test_secret_cannot_be_pickled_or_mutated() -> None:
     with pytest.raises(TypeError):
         pickle.dumps(s)
     with pytest.raises(AttributeError):
-        s._value = "y"  # type: ignore[misc]
+        s._value = "y"
 
 
 def test_secret_equality_compares_values_without_showing_them() -> None:

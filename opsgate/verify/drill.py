@@ -27,28 +27,25 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import allure
 import psycopg
 from psycopg import sql
 
-from . import canon, db, rowdiff
-from .config import Settings
-from .errors import (
+from opsgate.config import Settings
+from opsgate.errors import (
     ConfigError,
     DatabaseUnavailableError,
-    OpsgateError,
+    DrillError,
     PostgresUnavailableError,
     first_line,
 )
-from .pgtools import PgBinaries, find_client_tools, url_wants_tls
-from .schema import CONTRACT_TABLES
-from .secrets import SecretUrl
+from opsgate.sensitive import SecretUrl
+from opsgate.target import db
+from opsgate.target.pgtools import PgBinaries, find_client_tools, url_wants_tls
+from opsgate.target.schema import CONTRACT_TABLES
+from opsgate.verify import canon, rowdiff
+from opsgate.verify.steps import StepFn, no_steps
 
 DUMP_JOBS = 2
-
-
-class DrillError(OpsgateError):
-    """The drill could not be carried out (as opposed to: it ran and found a mismatch)."""
 
 
 @dataclass
@@ -359,6 +356,7 @@ def run_drill(
     tool_search: dict[str, Any] | None = None,
     after_dump: Callable[[Path], None] | None = None,
     before_verify: Callable[[SecretUrl], None] | None = None,
+    steps: StepFn = no_steps,
 ) -> DrillResult:
     """Dump, restore, verify. Raises `DrillError` when the drill cannot be carried out;
     returns a result whose ``problems`` list the mismatches when it can.
@@ -503,7 +501,7 @@ def run_drill(
         worker = threading.Thread(target=dump_then_restore, name="opsgate-dump-restore")
         worker.start()
         # Allure steps belong to the test's thread, so the step spans the whole pipeline.
-        with allure.step(f"dump and restore ({DUMP_JOBS} jobs each) while hashing the source "
+        with steps(f"dump and restore ({DUMP_JOBS} jobs each) while hashing the source "
                          f"in the dump's snapshot; restore into {target.masked}"):
             try:
                 source_hashes = {tbl: canon.table_hash(src, tbl) for tbl in tables}
@@ -521,7 +519,7 @@ def run_drill(
 
         # -- verify: the restored copy, two tables at a time --------------------------
         t = time.monotonic()
-        with allure.step("verify: canon-v1 hash of every table, source vs restored"):
+        with steps("verify: canon-v1 hash of every table, source vs restored"):
             restored = _hash_all(target, tables)
             for tbl in tables:
                 sh, rh = source_hashes[tbl], restored.get(tbl)

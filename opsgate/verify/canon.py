@@ -21,9 +21,9 @@ from typing import Any
 import rfc8785
 from psycopg import Connection, sql
 
-from . import db
-from .db import OUTPUT_SETTINGS
-from .errors import CanonError
+from opsgate.errors import CanonError
+from opsgate.target import db
+from opsgate.target.db import OUTPUT_SETTINGS
 
 VERSION = "canon-v1"
 
@@ -31,7 +31,7 @@ VERSION = "canon-v1"
 _SAFE_INT = 2**53 - 1
 
 #: The session settings canon-v1 table encodings are read under. They are opsgate's
-#: output settings (`opsgate.db.OUTPUT_SETTINGS`), pinned inside every transaction;
+#: output settings (`opsgate.target.db.OUTPUT_SETTINGS`), pinned inside every transaction;
 #: changing them changes the bytes, and so would be a new canon version.
 TABLE_SESSION_SETTINGS: tuple[tuple[str, str], ...] = OUTPUT_SETTINGS
 

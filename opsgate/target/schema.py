@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from .migrate.ledger import LEDGER_DDL
+from opsgate.migrate.ledger import LEDGER_DDL
 
 ADMIN_TABLES = ("admin_content_state", "admin_history", "admin_migrations")
 KB_TABLES = (

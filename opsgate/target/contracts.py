@@ -9,19 +9,11 @@ from typing import Any
 
 import jsonschema
 
-from . import resources
-from .errors import OpsgateError
+from opsgate import resources
+from opsgate.errors import ContractError
 
 CONTRACTS_DIR = resources.fixtures_dir() / "contracts"
 MAX_ERRORS = 5
-
-
-class ContractError(OpsgateError):
-    """A document does not match its contract schema."""
-
-    def __init__(self, what: str, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__(f"{what} does not match its contract: " + "; ".join(problems))
 
 
 @functools.cache

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .reports import history
+from opsgate.reports import history
 
 __all__ = ["Trend", "last_green_counts", "trend"]
 

@@ -19,17 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import allure
 import ijson
 import jsonschema
 import jsonschema_rs
 import psycopg
 import rfc8785
 
-from . import canon, contracts, db, kb
-from .errors import OpsgateError, first_line
-from .evidence import MAX_EXAMPLES
-from .extsort import external_sorted, sort_now, spooled
+from opsgate.errors import DriftInputError, OpsgateError, first_line
+from opsgate.target import contracts, db, kb
+from opsgate.verify import canon
+from opsgate.verify.evidence import MAX_EXAMPLES
+from opsgate.verify.extsort import external_sorted, sort_now, spooled
+from opsgate.verify.steps import StepFn, no_steps
 
 NODE_FIELDS = ("type", "label", "domain", "tags", "summary", "media", "sources", "workflows")
 EDGE_FIELDS = ("weight",)
@@ -38,10 +39,6 @@ EDGE_FIELDS = ("weight",)
 #: in at most `MAX_VALUE_CHARS` characters of its canonical JSON.
 MAX_DIFFS = 3
 MAX_VALUE_CHARS = 80
-
-
-class DriftInputError(OpsgateError):
-    """The payload cannot be read or does not match its contract."""
 
 
 def node_key(n: dict[str, Any]) -> str:
@@ -457,7 +454,7 @@ def _merge(result: DriftResult, left: Iterator[dict[str, Any]], right: Iterator[
 
 
 def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
-            chunk_size: int = 50_000) -> DriftResult:
+            chunk_size: int = 50_000, steps: StepFn = no_steps) -> DriftResult:
     """Compare ``payload`` with the kb graph on ``conn`` (read only). Memory is bounded
     by the sort chunk, not by the graph.
 
@@ -472,7 +469,7 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
     header = payload.header()
     pdomains = list(header.get("domains", []))
     t = time.monotonic()
-    with allure.step("sort: the payload's edges and nodes by key, in bounded memory"):
+    with steps("sort: the payload's edges and nodes by key, in bounded memory"):
         payload_edges = sort_now(payload.edges(), key=edge_key, chunk_size=chunk_size)
         payload_nodes = sort_now(payload.nodes(), key=node_key, chunk_size=chunk_size)
     result_timings = {"sort_payload": round(time.monotonic() - t, 3)}
@@ -480,7 +477,7 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
     snapshot: AbstractContextManager[Any] = (
         db.transaction(conn, read_only=True, isolation=psycopg.IsolationLevel.REPEATABLE_READ,
                        application_name="opsgate-drift") if own else nullcontext())
-    with allure.step("read: kb domains, edges and nodes in one read-only snapshot"), snapshot:
+    with steps("read: kb domains, edges and nodes in one read-only snapshot"), snapshot:
         kdomains = kb.domains(conn)
         kb_edges = spooled(kb.iter_edges(conn))
         kb_nodes = spooled(kb.iter_nodes(conn))
@@ -495,7 +492,7 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
     hashes = (graph_hasher(pdomains), graph_hasher(kdomains))
 
     t = time.monotonic()
-    with allure.step("compare: edges by (source, target, relation)"):
+    with steps("compare: edges by (source, target, relation)"):
         result.payload.edges, result.kb.edges = _merge(
             result, payload_edges, kb_edges, edge_key,
             EDGE_FIELDS, "edge", hashes,
@@ -504,7 +501,7 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
     for h in hashes:
         h.start_nodes()
     t = time.monotonic()
-    with allure.step("compare: nodes by id, field by field"):
+    with steps("compare: nodes by id, field by field"):
         result.payload.nodes, result.kb.nodes = _merge(
             result, payload_nodes, kb_nodes, node_key,
             NODE_FIELDS, "node", hashes, lambda n: n["id"])

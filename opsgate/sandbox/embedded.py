@@ -30,9 +30,11 @@ from typing import Any
 
 import psycopg
 
-from .errors import PostgresUnavailableError
-from .lifecycle import Service
-from .pgtools import (
+from opsgate.errors import PostgresUnavailableError
+from opsgate.sandbox.lifecycle import Service
+from opsgate.sandbox.tlsfiles import TlsFiles, write_private
+from opsgate.sensitive import SecretUrl
+from opsgate.target.pgtools import (
     CLIENT_TOOLS,
     SERVER_TOOLS,
     PgBinaries,
@@ -40,8 +42,6 @@ from .pgtools import (
     discover,
     find_server_binaries,
 )
-from .secrets import SecretUrl
-from .tlsfiles import TlsFiles, write_private
 
 SERVICE_USER = "opsgate-pg"
 _START_ATTEMPTS = 5
@@ -168,7 +168,7 @@ def _hba_tls(superuser: str) -> str:
 class EmbeddedPostgres(Service):
     """Start with ``with EmbeddedPostgres() as pg:``; ``pg.url`` is the DSN (a SecretUrl).
 
-    ``tls=`` (see `opsgate.tlsfiles.make_tls_files`) makes a TLS-only cluster; without
+    ``tls=`` (see `opsgate.sandbox.tlsfiles.make_tls_files`) makes a TLS-only cluster; without
     explicit binaries it then takes the first discovered distribution built with OpenSSL,
     unless ``OPSGATE_PG_BINDIR`` names one, and refuses binaries without SSL.
     """
@@ -297,7 +297,7 @@ class EmbeddedPostgres(Service):
     def _spawn_reaper(self) -> None:
         assert self.root is not None
         self._reaper = subprocess.Popen(
-            [sys.executable, "-m", "opsgate._reaper", str(os.getpid()),
+            [sys.executable, "-m", "opsgate.sandbox._reaper", str(os.getpid()),
              str(self.binaries.tool("pg_ctl")), str(self.root),
              str(self._user.pw_uid if self._user else -1),
              str(self._user.pw_gid if self._user else -1)],

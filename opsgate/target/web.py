@@ -13,15 +13,11 @@ from typing import Any
 
 import httpx
 
-from .errors import OpsgateError
+from opsgate.errors import HttpCheckError
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 RETRIES = 2
 BACKOFF_S = 0.3
-
-
-class HttpCheckError(OpsgateError):
-    """An HTTP exchange that did not give a usable answer; the message says why."""
 
 
 def client(base_url: str = "", timeout: httpx.Timeout | float | None = None,

@@ -45,11 +45,11 @@ from urllib.parse import quote
 
 import psycopg
 
-from .embedded import _free_port, _service_user
-from .errors import PostgresUnavailableError, first_line
-from .lifecycle import Service
-from .secrets import Secret, SecretUrl
-from .tlsfiles import TlsFiles, write_private
+from opsgate.errors import PostgresUnavailableError, first_line
+from opsgate.sandbox.embedded import _free_port, _service_user
+from opsgate.sandbox.lifecycle import Service
+from opsgate.sandbox.tlsfiles import TlsFiles, write_private
+from opsgate.sensitive import Secret, SecretUrl
 
 DEBIAN_BINARY = Path("/usr/sbin/pgbouncer")
 _START_ATTEMPTS = 5

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .schema import CONTRACT_TABLES
+from opsgate.errors import ConfigError
+from opsgate.target.schema import CONTRACT_TABLES
 
 __all__ = ["DEFAULT_FLOORS", "DEFAULT_MAX_SHRINK", "Expectations"]
 

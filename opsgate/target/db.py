@@ -26,8 +26,8 @@ import psycopg
 from psycopg import IsolationLevel, sql
 from psycopg.conninfo import conninfo_to_dict
 
-from .errors import DatabaseUnavailableError, first_line
-from .secrets import SecretUrl
+from opsgate.errors import DatabaseUnavailableError, first_line
+from opsgate.sensitive import SecretUrl
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -123,7 +123,7 @@ def pin(
     true)`` would be lost at once and the caller would believe the settings held.
     """
     if conn.autocommit and not in_transaction(conn):
-        raise psycopg.ProgrammingError("opsgate.db.pin needs an open transaction")
+        raise psycopg.ProgrammingError("opsgate.target.db.pin needs an open transaction")
     pairs = list(settings)
     if statement_timeout_ms is not None:
         pairs.append(("statement_timeout", str(int(statement_timeout_ms))))
@@ -196,7 +196,7 @@ def transaction(
     """
     if in_transaction(conn):
         raise psycopg.ProgrammingError(
-            "opsgate.db.transaction must begin the transaction itself (found one open)")
+            "opsgate.target.db.transaction must begin the transaction itself (found one open)")
     before = (conn.read_only, conn.isolation_level)
     conn.read_only = read_only
     conn.isolation_level = isolation

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PostgresUnavailableError
+from opsgate.errors import PostgresUnavailableError
 
 _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 SERVER_TOOLS = ("initdb", "pg_ctl", "postgres")

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from .schema import KB_TABLES
+from opsgate.target.schema import KB_TABLES
 
 GRAPH_KEYS = ("domains", "nodes", "edges")
 

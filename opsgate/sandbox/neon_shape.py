@@ -27,13 +27,13 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-from .embedded import EmbeddedPostgres
-from .errors import PostgresUnavailableError
-from .lifecycle import Service
-from .pgbouncer import PgBouncer, find_pgbouncer, read_scram_verifier
-from .pgtools import PgBinaries
-from .secrets import Secret, SecretUrl
-from .tlsfiles import TlsFiles, make_tls_files
+from opsgate.errors import PostgresUnavailableError
+from opsgate.sandbox.embedded import EmbeddedPostgres
+from opsgate.sandbox.lifecycle import Service
+from opsgate.sandbox.pgbouncer import PgBouncer, find_pgbouncer, read_scram_verifier
+from opsgate.sandbox.tlsfiles import TlsFiles, make_tls_files
+from opsgate.sensitive import Secret, SecretUrl
+from opsgate.target.pgtools import PgBinaries
 
 NEON_SUPERUSER = "neon_superuser"
 

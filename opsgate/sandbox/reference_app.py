@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from . import kb
-from .schema import OVERVIEW_COUNTS
-from .secrets import Secret
+from opsgate.sensitive import Secret
+from opsgate.target import kb
+from opsgate.target.schema import OVERVIEW_COUNTS
 
 SESSION_COOKIE = "opsgate_admin_session"
 

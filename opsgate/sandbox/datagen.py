@@ -255,7 +255,7 @@ def write_blob_folder(root: Path, prefix: str, payload_doc: dict[str, Any]) -> N
 
 
 def main() -> None:  # pragma: no cover - regeneration helper
-    """Regenerate fixtures/ from the seed: python -m opsgate.datagen ROOT."""
+    """Regenerate fixtures/ from the seed: python -m opsgate.sandbox.datagen ROOT."""
     import sys
 
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "fixtures")

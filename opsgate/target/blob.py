@@ -15,27 +15,15 @@ from typing import Any, Protocol
 
 import httpx
 
-from . import http
-from .errors import OpsgateError
-from .secrets import Secret
+from opsgate.errors import BlobAuthError, BlobError, BlobFormatError, HttpCheckError
+from opsgate.sensitive import Secret
+from opsgate.target import web as http
 
 API_VERSION = "7"
 PAGE_LIMIT = 1000
 CONTENT_STATE = "content-state.json"
 HISTORY = "history.json"
 HISTORY_FIELDS = ("id", "key", "payload", "action", "actor")
-
-
-class BlobError(OpsgateError):
-    """The blob store did not give a usable answer."""
-
-
-class BlobAuthError(BlobError):
-    """The token was refused (401/403). The token itself is never shown."""
-
-
-class BlobFormatError(BlobError):
-    """An object exists but its content is not what the layout promises."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +80,7 @@ class VercelBlobStore:
                                     params=params, headers=self._headers())
                 self._check(resp, "blob list")
                 body = http.expect_json(resp, what="blob list")
-            except http.HttpCheckError as exc:
+            except HttpCheckError as exc:
                 raise BlobError(str(exc)) from None
             if not isinstance(body, dict) or not isinstance(body.get("blobs"), list):
                 raise BlobFormatError("blob list: answer has no 'blobs' list")
@@ -113,7 +101,7 @@ class VercelBlobStore:
     def read(self, obj: BlobObject) -> bytes:
         try:
             resp = http.request(self._client, "GET", obj.url, what=f"blob download {obj.pathname}")
-        except http.HttpCheckError as exc:
+        except HttpCheckError as exc:
             raise BlobError(str(exc)) from None
         self._check(resp, f"blob download {obj.pathname}")
         if resp.status_code >= 400:

@@ -18,8 +18,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from . import db
-from .canon import pin_session, table_shape
+from opsgate.target import db
+from opsgate.verify.canon import pin_session, table_shape
 
 BUCKETS = 4096
 

@@ -23,17 +23,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import canon, datagen, resources
-from .blob_server import BlobBucket, create_blob_app
-from .config import DEFAULT_BLOB_PREFIX, Settings
-from .embedded import EmbeddedPostgres
-from .errors import OpsgateError
-from .migrate.runner import run_migration
-from .migrate.scripts import discover_scripts
-from .neon_shape import NeonShapedTarget
-from .reference_app import Faults, create_app
-from .secrets import Secret
-from .servers import ThreadedServer
+from opsgate import resources
+from opsgate.config import DEFAULT_BLOB_PREFIX, Settings
+from opsgate.errors import OpsgateError
+from opsgate.migrate.runner import run_migration
+from opsgate.migrate.scripts import discover_scripts
+from opsgate.sandbox import datagen
+from opsgate.sandbox.blob_server import BlobBucket, create_blob_app
+from opsgate.sandbox.embedded import EmbeddedPostgres
+from opsgate.sandbox.neon_shape import NeonShapedTarget
+from opsgate.sandbox.reference_app import Faults, create_app
+from opsgate.sandbox.servers import ThreadedServer
+from opsgate.sensitive import Secret
+from opsgate.verify import canon
 
 FIXTURE_PAYLOAD = resources.fixtures_dir() / "constellation.json"
 FIXTURE_EXPECTATIONS = resources.fixtures_dir() / "expectations" / "sandbox.toml"

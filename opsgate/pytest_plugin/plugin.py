@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
-from . import __version__, resources
-from .config import Settings
-from .errors import ConfigError, OpsgateError
-from .expectations import Expectations
-from .gate import BY_MARKER, CHECKS, marker_expression, missing_env
-from .secrets import Redactor
+from opsgate import __version__, resources
+from opsgate.config import Settings
+from opsgate.errors import ConfigError, OpsgateError
+from opsgate.gate import BY_MARKER, CHECKS, marker_expression, missing_env
+from opsgate.sensitive import Redactor
+from opsgate.verify.expectations import Expectations
 
 #: The checks' fixtures (settings, read-only database, deployment client, evidence).
-pytest_plugins = ["opsgate.fixtures"]
+pytest_plugins = ["opsgate.pytest_plugin.fixtures"]
 
 STATE_KEY = pytest.StashKey["GateState"]()
 EVIDENCE_KEY = pytest.StashKey[dict[str, Any]]()
@@ -217,13 +217,13 @@ def pytest_configure(config: pytest.Config) -> None:
         if workerinput.get(ALLURE_DIR_KEY) and not config.option.allure_report_dir:
             config.option.allure_report_dir = workerinput[ALLURE_DIR_KEY]
     elif not config.getoption("no_reports"):
-        from .reports.collector import start_run
+        from opsgate.reports.collector import start_run
 
         start_run(config, state)
 
 
 def _start_sandbox(config: pytest.Config, state: GateState) -> None:
-    from .sandbox import Sandbox  # imported late: uvicorn and starlette only for --sandbox
+    from opsgate.sandbox import Sandbox  # imported late: uvicorn and starlette only for --sandbox
 
     try:
         sandbox = Sandbox.start(scale=config.getoption("sandbox_scale"),

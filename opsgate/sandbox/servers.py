@@ -10,7 +10,7 @@ from typing import Any
 
 import uvicorn
 
-from .errors import OpsgateError
+from opsgate.errors import OpsgateError
 
 
 class ThreadedServer:

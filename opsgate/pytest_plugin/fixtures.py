@@ -17,13 +17,14 @@ import httpx
 import psycopg
 import pytest
 
-from . import db, http
-from .config import Settings
-from .errors import DatabaseUnavailableError, MissingEnvError
-from .expectations import Expectations
-from .gate import BY_MARKER
-from .plugin import EVIDENCE_KEY, get_state
-from .secrets import SecretUrl
+from opsgate.config import Settings
+from opsgate.errors import DatabaseUnavailableError, MissingEnvError
+from opsgate.gate import BY_MARKER
+from opsgate.pytest_plugin.plugin import EVIDENCE_KEY, get_state
+from opsgate.sensitive import SecretUrl
+from opsgate.target import db
+from opsgate.target import web as http
+from opsgate.verify.expectations import Expectations
 
 STATEMENT_TIMEOUT_MS = 120_000
 

@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .reports import history, seal
-from .reports.writer import HISTORY
+from opsgate.reports import history, seal
+from opsgate.reports.writer import HISTORY
 
 #: Problems printed per run before "... and N more" (a deleted allure-results/ folder
 #: would otherwise print one line per file).

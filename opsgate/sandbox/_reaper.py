@@ -3,7 +3,7 @@
 Runs in its own session (so Ctrl-C in the owner's terminal does not reach it), polls
 the owner's pid, and when the owner is gone stops the cluster immediately and deletes
 its folder. When the owner stops the cluster itself, it terminates this process.
-Usage: python -m opsgate._reaper OWNER_PID PG_CTL ROOT UID GID
+Usage: python -m opsgate.sandbox._reaper OWNER_PID PG_CTL ROOT UID GID
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .errors import OpsgateError
+from opsgate.errors import OpsgateError
 
 DEFAULT_ENV_FILE = ".env.sandbox"
 
@@ -34,7 +34,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .sandbox import Sandbox
+    from opsgate.sandbox import Sandbox
 
     stop = threading.Event()
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import psycopg
 
-from . import canon
-from .blob import AdminState, BlobStore, FileBlobStore, VercelBlobStore
-from .config import Settings
-from .evidence import MAX_EXAMPLES, value_differences
+from opsgate.config import Settings
+from opsgate.target.blob import AdminState, BlobStore, FileBlobStore, VercelBlobStore
+from opsgate.verify import canon
+from opsgate.verify.evidence import MAX_EXAMPLES, value_differences
 
 
 def store_for(settings: Settings) -> BlobStore:

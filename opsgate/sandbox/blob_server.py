@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .reference_app import Faults
-from .secrets import Secret
+from opsgate.sandbox.reference_app import Faults
+from opsgate.sensitive import Secret
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The pytest plugin that makes a plain `pytest` the release gate."""

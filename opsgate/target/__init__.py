@@ -1,0 +1,1 @@
+"""Talking to the target: database sessions, HTTP, blob store, PostgreSQL tools, contract."""

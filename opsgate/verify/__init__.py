@@ -1,0 +1,1 @@
+"""Verification engines: canon-v1 hashing, drift, drill, row diff, parity, expectations."""
