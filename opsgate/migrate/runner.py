@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from opsgate.config import Settings
 from opsgate.errors import DatabaseUnavailableError, OpsgateError, first_line
@@ -79,19 +78,6 @@ def _diff_stats(before: dict[str, tuple[int, int, int]],
         d = {"inserted": a[0] - b[0], "updated": a[1] - b[1], "deleted": a[2] - b[2]}
         if any(d.values()):
             out[table] = d
-    return out
-
-
-def _counts(conn: psycopg.Connection[Any], tables: tuple[str, ...]) -> dict[str, int | None]:
-    out: dict[str, int | None] = {}
-    for t in tables:
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{t}",)).fetchone()
-        if exists and exists[0]:
-            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t)))
-            fetched = row.fetchone()
-            out[t] = int(fetched[0]) if fetched else 0
-        else:
-            out[t] = None
     return out
 
 
@@ -263,12 +249,12 @@ def run_migration(
                             problems)
 
             tables = tuple(module.TARGET_TABLES)
-            summary["target_counts"]["before"] = _counts(conn, tables)
+            summary["target_counts"]["before"] = db.count_rows(conn, tables)
             timed("apply", module.apply, ctx, plan)
             vproblems = list(timed("verify", module.verify, ctx, plan))
             summary["verify"] = vproblems
             summary["changes"] = _diff_stats(stats0, _xact_stats(conn))
-            summary["target_counts"]["after"] = _counts(conn, tables)
+            summary["target_counts"]["after"] = db.count_rows(conn, tables)
             if vproblems:
                 raise _Stop("verify-failed", EXIT_FAILED,
                             "verify failed, nothing committed: " + "; ".join(vproblems[:5]),
