@@ -8,7 +8,6 @@ Usage: python -m opsgate.sandbox._reaper OWNER_PID PG_CTL ROOT UID GID
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -16,21 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from opsgate.processes import alive
 
 
 def main(argv: list[str]) -> int:
     owner, pg_ctl, root, uid, gid = int(argv[0]), argv[1], Path(argv[2]), int(argv[3]), int(argv[4])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    while _alive(owner):
+    while alive(owner):
         if not root.exists():
             return 0
         time.sleep(0.5)

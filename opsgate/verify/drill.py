@@ -38,6 +38,7 @@ from opsgate.errors import (
     PostgresUnavailableError,
     first_line,
 )
+from opsgate.processes import alive
 from opsgate.sensitive import SecretUrl
 from opsgate.target import db
 from opsgate.target.pgtools import PgBinaries, find_client_tools, url_wants_tls
@@ -295,23 +296,13 @@ class Sweep:
 DUMP_FOLDER_PREFIX = "opsgate-drill-"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
 def sweep_dump_folders() -> list[str]:
     """Remove dump folders of drills whose process is gone (killed mid-dump, they hold
     plain-text rows of the data). Returns the folders removed."""
     removed = []
     for folder in Path(tempfile.gettempdir()).glob(f"{DUMP_FOLDER_PREFIX}*-*"):
         pid_text = folder.name.removeprefix(DUMP_FOLDER_PREFIX).split("-", 1)[0]
-        if folder.is_dir() and pid_text.isdigit() and not _alive(int(pid_text)):
+        if folder.is_dir() and pid_text.isdigit() and not alive(int(pid_text)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(str(folder))
     return removed
