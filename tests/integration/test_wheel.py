@@ -4,6 +4,7 @@ virtualenv, run from an empty folder, with no checkout anywhere in sight."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,12 +21,22 @@ from tests.gate_helpers import ROOT, clean_env
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """bin/ of a fresh virtualenv with the wheel built from this checkout."""
     tmp = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of the project's own files: a build/ folder left in the checkout
+    # by an earlier build would otherwise slip stale modules into the wheel.
+    source = tmp / "source"
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    for name in listed:
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     dist = tmp / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w",
-                    str(dist), str(ROOT)], check=True, capture_output=True, timeout=600)
+                    str(dist), str(source)], check=True, capture_output=True, timeout=600)
     (wheel,) = dist.glob("opsgate-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("opsgate/py.typed", "opsgate/gate.ini",
+    for needed in ("opsgate/py.typed", "opsgate/pytest_plugin/gate.ini",
+                   "opsgate/target/db.py", "opsgate/verify/canon.py",
                    "opsgate/_data/checks/test_parity.py",
                    "opsgate/_data/migrations/20260210_1001_none_to_neon_admin_schema.py",
                    "opsgate/_data/fixtures/constellation.json",
@@ -33,6 +44,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                    "opsgate/_data/fixtures/expectations/sandbox.toml"):
         assert needed in names, needed
     assert not any(n.startswith("tests/") for n in names)
+    # Only what the tree holds now: no module of an older layout.
+    assert "opsgate/db.py" not in names and "opsgate/plugin.py" not in names
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
