@@ -35,12 +35,8 @@ def fail(message: str) -> NoReturn:
     raise pytest.fail.Exception(message, pytrace=False) from None
 
 
-#: Databases that could not be reached in this process, with the line that said so:
-#: each later check fails at once with that line instead of connecting again.
-_UNREACHABLE: dict[str, str] = {}
-
-
-def connect_read_only(url: SecretUrl, settings: Settings) -> psycopg.Connection[Any]:
+def connect_read_only(url: SecretUrl, settings: Settings,
+                      unreachable: dict[str, str] | None = None) -> psycopg.Connection[Any]:
     """A connection whose every transaction begins ``BEGIN ISOLATION LEVEL REPEATABLE
     READ READ ONLY`` (psycopg's own transaction settings), already inside its first
     transaction with the output settings and a statement timeout pinned to it.
@@ -49,12 +45,15 @@ def connect_read_only(url: SecretUrl, settings: Settings) -> psycopg.Connection[
     with the app, and a session ``SET`` would follow it there. A check reads one
     consistent snapshot; `release` ends it before long client-side work.
     """
-    if url.masked in _UNREACHABLE:
-        fail(f"{_UNREACHABLE[url.masked]} (earlier in this run; not tried again)")
+    # ``unreachable``: the run's record of targets that did not answer, so each later
+    # check fails at once with the first line instead of connecting again.
+    if unreachable is not None and url.masked in unreachable:
+        fail(f"{unreachable[url.masked]} (earlier in this run; not tried again)")
     try:
         conn = db.connect(url, redact=settings.redactor(), autocommit=False)
     except DatabaseUnavailableError as exc:
-        _UNREACHABLE[url.masked] = str(exc)
+        if unreachable is not None:
+            unreachable[url.masked] = str(exc)
         fail(str(exc))
     conn.read_only = True
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -93,11 +92,12 @@ def _require(fn: Any) -> Any:
 
 
 @pytest.fixture
-def target_db(ops_settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+def target_db(ops_settings: Settings, pytestconfig: pytest.Config
+              ) -> Iterator[psycopg.Connection[Any]]:
     """Read-only transaction on DATABASE_URL (or POSTGRES_URL), rolled back at the end."""
     url = _require(ops_settings.require_database_url)
     with allure.step(f"connect: read-only session to {url.masked}"):
-        conn = connect_read_only(url, ops_settings)
+        conn = connect_read_only(url, ops_settings, get_state(pytestconfig).unreachable)
     try:
         yield conn
     finally:
@@ -108,11 +108,12 @@ def target_db(ops_settings: Settings) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture
-def deployment(ops_settings: Settings) -> Iterator[httpx.Client]:
+def deployment(ops_settings: Settings, pytestconfig: pytest.Config) -> Iterator[httpx.Client]:
     """HTTP client for OPS_BASE_URL: explicit timeout, no redirects, no retries on status."""
     base = _require(ops_settings.require_base_url)
     allure.dynamic.parameter("OPS_BASE_URL", base)
-    with http.client(base, timeout=ops_settings.http_timeout) as client:
+    with http.client(base, timeout=ops_settings.http_timeout,
+                     unreachable=get_state(pytestconfig).unreachable) as client:
         yield client
 
 

@@ -55,6 +55,9 @@ class GateState:
     reports_written: str | None = None
     reports_error: str | None = None
     expectations: Expectations = field(default_factory=Expectations)
+    #: Databases and deployments that did not answer in this run, with the line that
+    #: said so (one clear failure per cause; checks after the first fail at once).
+    unreachable: dict[str, str] = field(default_factory=dict)
     _redactor: Redactor | None = None
 
     @property

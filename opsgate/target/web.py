@@ -8,6 +8,7 @@ report.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,20 +22,28 @@ BACKOFF_S = 0.3
 
 
 def client(base_url: str = "", timeout: httpx.Timeout | float | None = None,
-           headers: Mapping[str, str] | None = None) -> httpx.Client:
-    return httpx.Client(
+           headers: Mapping[str, str] | None = None,
+           unreachable: dict[str, str] | None = None) -> httpx.Client:
+    """A client with opsgate's settings. ``unreachable``, when given, is shared by every
+    client of one run: an origin that did not answer at all is recorded there with the
+    line that said so, and later requests to it fail at once with that line."""
+    cl = httpx.Client(
         base_url=base_url,
         timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
         headers=dict(headers or {}),
         follow_redirects=False,
         transport=httpx.HTTPTransport(retries=0),
     )
+    if unreachable is not None:
+        _RUN_MEMO[cl] = unreachable
+    return cl
 
 
-#: Hosts that did not answer at all in this process, with the line that said so: a
-#: deployment that is down is reported once, at full retry cost; the checks after it
-#: fail at once with the same cause instead of waiting out the retries again.
-_UNREACHABLE: dict[str, str] = {}
+#: Client -> its run's record of origins that did not answer: a deployment that is
+#: down is reported once, at full retry cost; the checks after it fail at once with
+#: the same cause instead of waiting out the retries again.
+_RUN_MEMO: weakref.WeakKeyDictionary[httpx.Client, dict[str, str]] = (
+    weakref.WeakKeyDictionary())
 
 
 def request(cl: httpx.Client, method: str, url: str, *, what: str, **kw: Any) -> httpx.Response:
@@ -42,9 +51,10 @@ def request(cl: httpx.Client, method: str, url: str, *, what: str, **kw: Any) ->
     `HttpCheckError` naming ``what`` and the URL (never headers: they carry tokens)."""
     target = cl.base_url.join(url) if cl.base_url else httpx.URL(url)
     origin = f"{target.scheme}://{target.netloc.decode('ascii', 'replace')}"
-    if origin in _UNREACHABLE:
+    memo = _RUN_MEMO.get(cl)
+    if memo is not None and origin in memo:
         raise HttpCheckError(f"{what}: {origin} did not answer earlier in this run "
-                             f"({_UNREACHABLE[origin]}); not tried again")
+                             f"({memo[origin]}); not tried again")
     for attempt in range(RETRIES + 1):
         try:
             return cl.request(method, url, **kw)
@@ -54,7 +64,8 @@ def request(cl: httpx.Client, method: str, url: str, *, what: str, **kw: Any) ->
             kind = f"transport error ({exc.__class__.__name__})"
         if attempt < RETRIES:
             time.sleep(BACKOFF_S * (attempt + 1))
-    _UNREACHABLE[origin] = f"{kind} after {RETRIES + 1} attempts"
+    if memo is not None:
+        memo[origin] = f"{kind} after {RETRIES + 1} attempts"
     # The transport's own exception adds nothing the line does not say: not chained.
     raise HttpCheckError(
         f"{what}: {method} {target} {kind} after {RETRIES + 1} attempts") from None
