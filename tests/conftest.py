@@ -57,6 +57,28 @@ def pytest_configure(config: pytest.Config) -> None:
     only: a release gate never loads a test-only plugin."""
     if not config.pluginmanager.has_plugin("pytester"):
         config.pluginmanager.import_plugin("pytester")
+    config.addinivalue_line(
+        "markers", "pgbouncer: needs the pgbouncer program (the Neon-shaped topology)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of the Neon-shaped topology need PgBouncer, a system program. CI installs it
+    and must run them (a missing one fails there, naming it); on a laptop without it
+    they are skipped, with the reason and the package to install."""
+    from opsgate.errors import PostgresUnavailableError
+    from opsgate.sandbox.pgbouncer import find_pgbouncer
+
+    try:
+        find_pgbouncer()
+        return
+    except PostgresUnavailableError as exc:
+        reason = str(exc)
+    if os.environ.get("CI", "").lower() == "true":
+        return  # let them fail with that very message
+    skip = pytest.mark.skip(reason=f"{reason} (CI installs it; these tests run there)")
+    for item in items:
+        if item.get_closest_marker("pgbouncer") is not None:
+            item.add_marker(skip)
 
 
 def pytest_report_header() -> str:

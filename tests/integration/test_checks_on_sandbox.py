@@ -158,7 +158,7 @@ def test_wrong_admin_password_fails_parity_without_showing_it(clean: Sandbox, tm
     assert "wrong-canary-password" not in run.stdout + run.stderr
 
 
-@pytest.mark.parametrize("profile", ["plain", "neon"])
+@pytest.mark.parametrize("profile", ["plain", pytest.param("neon", marks=pytest.mark.pgbouncer)])
 def test_sandbox_up_serves_a_real_target_and_stops_on_sigterm(tmp_path: Path,
                                                                profile: str) -> None:
     env_file = tmp_path / "sandbox.env"

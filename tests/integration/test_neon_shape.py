@@ -20,6 +20,8 @@ from opsgate.sandbox.neon_shape import NeonShapedTarget
 from opsgate.sandbox.tlsfiles import make_tls_files
 from opsgate.target import pgtools
 
+pytestmark = pytest.mark.pgbouncer
+
 
 @pytest.fixture(scope="session")
 def neon_target() -> Iterator[NeonShapedTarget]:

@@ -39,6 +39,8 @@ ALL_SEVEN = {"RUN_OPS_NEON_DRILL": "true", "RUN_OPS_BLOB_FALLBACK": "true",
 CHECK_MODULES = {"test_preflight", "test_parity", "test_ledger", "test_neon_drill",
                  "test_blob_fallback", "test_knowledge_drift", "test_health"}
 
+pytestmark = pytest.mark.pgbouncer
+
 
 @pytest.fixture(scope="module")
 def neon() -> Iterator[Sandbox]:
