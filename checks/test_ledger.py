@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from opsgate.config import Settings
+from opsgate.errors import OpsgateError
 from opsgate.migrate import ledger
 from opsgate.migrate.scripts import discover_scripts
 from opsgate.pytest_plugin.fixtures import fail
@@ -23,7 +24,10 @@ def scripts(ops_settings: Settings, project_root: Path) -> list[Any]:
     folder = Path(ops_settings.migrations_dir)
     if not folder.is_absolute():
         folder = project_root / folder
-    return discover_scripts(folder)
+    try:
+        return discover_scripts(folder)
+    except OpsgateError as exc:  # a stray or badly named script: one line, naming it
+        fail(str(exc))
 
 
 @pytest.fixture

@@ -1,4 +1,8 @@
-"""opsgate: the operations runbook of a PostgreSQL-backed web app, as a release gate."""
+"""opsgate: the operations runbook of a PostgreSQL-backed web app, as a release gate.
+
+PYTEST_DONT_REWRITE: the package holds no test assertions (the checks are test modules
+of their own), and `opsgate gate` imports it before pytest starts.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -16,14 +16,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from opsgate import __version__, resources
-from opsgate.migrate import cli as migrate_cli
-from opsgate.reports import cli as reports_cli
-from opsgate.sandbox import cli as sandbox_cli
 
 EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Imported here, not at the top: `opsgate gate` must reach pytest having imported
+    # as little as possible (pytest rewrites asserts only in modules it imports itself).
+    from opsgate.migrate import cli as migrate_cli
+    from opsgate.reports import cli as reports_cli
+    from opsgate.sandbox import cli as sandbox_cli
+
     p = argparse.ArgumentParser(prog="opsgate", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"opsgate {__version__}")
     sub = p.add_subparsers(dest="area", metavar="{gate,migrate,sandbox,reports}")
@@ -42,10 +45,21 @@ def gate(args: Sequence[str]) -> int:
     import pytest
 
     ini = Path(__file__).resolve().parent / "pytest_plugin" / "gate.ini"
-    argv = ["-c", str(ini), f"--rootdir={Path.cwd()}", *args]
-    if not any(_names_checks(a) for a in args):
+    given = [_packaged(a) for a in args]
+    argv = ["-c", str(ini), f"--rootdir={Path.cwd()}", *given]
+    if not any(_names_checks(a) for a in given):
         argv.append(str(resources.checks_dir()))
     return int(pytest.main(argv))
+
+
+def _packaged(arg: str) -> str:
+    """``test_parity.py::test_x`` (as the gate's own output names a check) -> the same
+    node in the packaged checks, when no such file is in the current folder."""
+    path, sep, rest = arg.partition("::")
+    if arg.startswith("-") or not path.endswith(".py") or Path(path).exists():
+        return arg
+    shipped = resources.checks_dir() / Path(path).name
+    return f"{shipped}{sep}{rest}" if shipped.is_file() else arg
 
 
 def _names_checks(arg: str) -> bool:
@@ -68,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     try:
         if args.area == "migrate":
+            from opsgate.migrate import cli as migrate_cli
+
             return migrate_cli.dispatch(args)
         handler = getattr(args, "handler", None)
         if handler is None:

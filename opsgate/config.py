@@ -19,7 +19,7 @@ from dotenv import dotenv_values
 
 from opsgate import resources
 from opsgate.errors import ConfigError, MissingEnvError, SessionEndpointError
-from opsgate.sensitive import MASK, Redactor, Secret, SecretUrl, mask_url
+from opsgate.sensitive import MASK, Redactor, Secret, SecretUrl, mask_url, secret_parts
 from opsgate.target.db import host_of, is_pooler_host
 
 TRUE_WORDS = frozenset({"true", "1", "yes"})
@@ -111,7 +111,7 @@ def _shown(name: str, value: str) -> str:
     for "is it set?" questions and may end up in a repr or a report)."""
     if name in SECRET_VARIABLES:
         return MASK if value.strip() else value
-    if name in URL_VARIABLES:
+    if name in URL_VARIABLES or name == "OPS_BASE_URL":
         return mask_url(value)
     return value
 
@@ -243,7 +243,8 @@ class Settings:
 
     def require_database_url(self) -> SecretUrl:
         if self.database_url is None:
-            raise MissingEnvError("DATABASE_URL", "this check (POSTGRES_URL also accepted)")
+            raise MissingEnvError("DATABASE_URL", "the target database; POSTGRES_URL is also "
+                                  "accepted")
         return self.database_url
 
     @property
@@ -298,7 +299,7 @@ class Settings:
             "database_direct": (self.database_url_unpooled.masked
                                 if self.database_url_unpooled else None),
             "database_pooled": self.database_url_pooled if self.database_url else None,
-            "base_url": self.ops_base_url,
+            "base_url": mask_url(self.ops_base_url) if self.ops_base_url else None,
             "blob_api": self.vercel_blob_api_url if self.blob_read_write_token else None,
             "storage_backend": self.admin_storage_backend,
         }
@@ -326,6 +327,10 @@ class Settings:
         for u in (self.database_url, self.database_url_unpooled, self.drill_database_url):
             if u is not None:
                 r.add(u.password)  # decoded, as tools and servers see it
-                r.add(urlsplit(u.reveal()).password)  # as written in the URL
+                for part in secret_parts(u.reveal()):  # as written in the URL, too
+                    r.add(part)
                 r.add(u.reveal())
+        if self.ops_base_url:
+            for part in secret_parts(self.ops_base_url):
+                r.add(part)
         return r

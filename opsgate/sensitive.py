@@ -57,29 +57,77 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)$", re.S)
+
+#: Query parameters whose values are secrets (a password, a token, Vercel's protection
+#: bypass): masked like a password. Matched as substrings of the parameter's name.
+SECRET_PARAMS = ("password", "token", "secret", "bypass", "signature", "apikey", "api_key")
+
+
+def _is_secret_param(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_PARAMS)
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None, str]:
+    """(``scheme://``, userinfo or None, the rest). The userinfo ends at the LAST "@":
+    a password may hold "/", "?", "#" or "@" unencoded, which ``urlsplit`` would take
+    for the end of the host (and then show the password as a path or a fragment)."""
+    m = _SCHEME.match(url)
+    if m is None:
+        raise ValueError("not a URL")
+    scheme, body = m.groups()
+    at = body.rfind("@")
+    if at < 0:
+        return scheme, None, body
+    return scheme, body[:at], body[at + 1:]
+
+
 def _replace_password(url: str, replacement: str | None) -> str:
-    """``url`` with its password (in the userinfo, or a ``password`` query parameter,
-    which libpq also accepts) replaced by ``replacement``, or removed when it is None."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        keep = ":" in userinfo and replacement is not None
-        netloc = f"{user}:{replacement}@{hostport}" if keep else (
-            f"{user}@{hostport}" if user else hostport)
+    """``url`` with its password (in the userinfo, or a secret query parameter such as
+    ``password``, which libpq also accepts) replaced by ``replacement``, or removed when
+    it is None."""
+    scheme, userinfo, rest = _split_userinfo(url)
+    parts = urlsplit(scheme + rest)
     params = []
     for k, sep, v in (p.partition("=") for p in parts.query.split("&") if p):
-        if k.lower() == "password":
+        if _is_secret_param(k):
             if replacement is not None:
                 params.append(f"{k}={replacement}")
         else:
             params.append(f"{k}={v}" if sep else k)
-    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(params), parts.fragment))
+    tail = urlunsplit(("", parts.netloc, parts.path, "&".join(params), parts.fragment))
+    rest = tail.removeprefix("//")
+    if userinfo is None:
+        return scheme + rest
+    user, sep, _ = userinfo.partition(":")
+    if sep and replacement is not None:
+        return f"{scheme}{user}:{replacement}@{rest}"
+    return f"{scheme}{user}@{rest}" if user else scheme + rest
+
+
+def secret_parts(url: str) -> list[str]:
+    """The secret values inside a URL as written and as decoded (the userinfo password,
+    secret query parameters), for a redactor."""
+    try:
+        _, userinfo, rest = _split_userinfo(url)
+    except ValueError:
+        return []
+    found = []
+    if userinfo and ":" in userinfo:
+        password = userinfo.partition(":")[2]
+        found.append(password)
+        # libpq ends the userinfo at the FIRST "@" or "/": the rest of such a password
+        # then reaches error messages as a host name. Its pieces are secrets too.
+        found += [piece for piece in re.split(r"[@/?#]", password) if piece != password]
+    for k, _, v in (p.partition("=") for p in urlsplit("x://" + rest).query.split("&") if p):
+        if _is_secret_param(k) and v:
+            found.append(v)
+    return [x for v in found for x in (v, unquote(v)) if x]
 
 
 def _is_url(conninfo: str) -> bool:
-    return conninfo.lstrip().lower().startswith(("postgresql://", "postgres://"))
+    return _SCHEME.match(conninfo.lstrip()) is not None
 
 
 def _keywords(conninfo: str) -> dict[str, Any]:
@@ -140,12 +188,13 @@ class SecretUrl:
                 return None
             return str(value) if value else None
         try:
-            parts = urlsplit(self.reveal())
+            _, userinfo, rest = _split_userinfo(self.reveal())
         except ValueError:
             return None
-        if parts.password:
-            return unquote(parts.password)
-        for k, _, v in (p.partition("=") for p in parts.query.split("&") if p):
+        if userinfo and ":" in userinfo and userinfo.partition(":")[2]:
+            return unquote(userinfo.partition(":")[2])
+        for k, _, v in (p.partition("=") for p in urlsplit("x://" + rest).query.split("&")
+                        if p):
             if k.lower() == "password" and v:
                 return unquote(v)
         return None

@@ -130,7 +130,9 @@ def _validate_markexpr(config: pytest.Config, expr: str) -> None:
                                 ) from None
     known = {line.split(":", 1)[0].split("(", 1)[0].strip()
              for line in config.getini("markers")}
-    names = set(re.findall(r"[A-Za-z_][\w.]*", expr)) - {"and", "or", "not", "True", "False"}
+    # pytest's own identifier rule (_pytest.mark.expression), digits and dashes included.
+    names = set(re.findall(r"(?:\w|:|\+|-|\.|\[|\]|\\|/)+", expr)) - {
+        "and", "or", "not", "True", "False"}
     unknown = sorted(names - known)
     if unknown:
         raise pytest.UsageError(
@@ -140,18 +142,25 @@ def _validate_markexpr(config: pytest.Config, expr: str) -> None:
 
 def _checks_dirs(config: pytest.Config) -> list[Path]:
     """The folders whose collection makes a run the gate: this rootdir's checks folder
-    (ini ``opsgate_checks_dir``) and the runbook checks opsgate ships (`opsgate gate`)."""
-    return [(config.rootpath / str(config.getini("opsgate_checks_dir"))).resolve(),
-            resources.checks_dir().resolve()]
+    (ini ``opsgate_checks_dir``) when it exists, and the runbook checks opsgate ships
+    (`opsgate gate`)."""
+    local = (config.rootpath / str(config.getini("opsgate_checks_dir"))).resolve()
+    return [d for d in (local, resources.checks_dir().resolve()) if d.is_dir()]
 
 
 def _is_gate_run(config: pytest.Config) -> bool:
-    """True when the run collects a checks folder (or something inside it)."""
+    """True when the run collects a checks folder or something inside it; a run of the
+    rootdir itself counts only for the rootdir's own checks folder. Installed by entry
+    point, the plugin sees every pytest run of the environment: an unrelated project's
+    run (whose virtualenv may even sit inside it) is never the gate."""
+    local = (config.rootpath / str(config.getini("opsgate_checks_dir"))).resolve()
     for checks in _checks_dirs(config):
         for arg in config.args:
             path = Path(str(arg).split("::", 1)[0])
             p = (config.invocation_params.dir / path).resolve()
-            if p == checks or checks in p.parents or p in checks.parents:
+            if p == checks or checks in p.parents:
+                return True
+            if checks == local and p == config.rootpath.resolve():
                 return True
     return False
 
@@ -264,7 +273,7 @@ def get_state(config: pytest.Config) -> GateState:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(STATE_KEY, None)
     if state is None or not state.gate_mode:
-        return [f"opsgate {__version__}: self-test run (gate off)"]
+        return []  # not the gate: nothing to say in someone else's run
     ident = state.settings.target_identity()
     where = ident["database"] or ident["base_url"] or "-"
     lines = [

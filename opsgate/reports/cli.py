@@ -111,8 +111,8 @@ def _verify(root: Path, expect_head: str | None) -> int:
         for p in problems:
             _say(p)
         return 1
-    _say(f"history intact ({len(lines)} runs, every listed artefact unchanged); "
-         f"head {head or 'none'}")
+    runs = f"{len(lines)} run{'' if len(lines) == 1 else 's'}"
+    _say(f"history intact ({runs}, every listed artefact unchanged); head {head or 'none'}")
     return 0
 
 
@@ -124,12 +124,22 @@ def _unlisted_runs(root: Path, listed: set[Path]) -> list[str]:
             if d.is_dir() and d.resolve() not in listed]
 
 
+def _damaged(root: Path) -> None:
+    bad = history.unreadable_lines(root / HISTORY)
+    if bad:
+        _say(f"{bad} line(s) of {root / HISTORY} are not run records (damaged or edited): "
+             "run `opsgate reports verify`")
+
+
 def _list(root: Path, n: int) -> int:
+    _damaged(root)
     entries = history.entries(root / HISTORY)
     for e in entries[-n:]:
         c = e.get("counts", {})
         gate = "  gate: " + "; ".join(e["notes"]) if e.get("notes") else ""
-        print(f"{e['run_id']:<45} {e['verdict']:<7} {e.get('target_kind', ''):<11} "
+        if e.get("partial_checks"):
+            gate += "  PARTIAL: " + ", ".join(e["partial_checks"])
+        print(f"{e['run_id']:<45} {e.get('verdict', '?'):<7} {e.get('target_kind', ''):<11} "
               f"passed {c.get('passed', 0)} failed {c.get('failed', 0)} "
               f"error {c.get('error', 0)}  {e.get('marker_expression', '')}{gate}")
     if not entries:
@@ -138,19 +148,30 @@ def _list(root: Path, n: int) -> int:
 
 
 def _show(root: Path, run_id: str, as_json: bool) -> int:
+    _damaged(root)
     entries = history.entries(root / HISTORY)
     if run_id == "latest" and entries:
         run_id = entries[-1]["run_id"]
     match = [e for e in entries if e.get("run_id") == run_id]
-    summary_path = root / (match[0]["dir"] if match else f"runs/{run_id}") / "summary.json"
+    summary_path = root / str(match[0].get("dir", f"runs/{run_id}") if match
+                              else f"runs/{run_id}") / "summary.json"
     if not summary_path.exists():
         print(f"opsgate reports: no run {run_id!r}")
         return 2
-    summary = json.loads(summary_path.read_text())
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        if not isinstance(summary, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as exc:
+        print(f"opsgate reports: {summary_path} is not a readable summary "
+              f"({exc.__class__.__name__}); run `opsgate reports verify`")
+        return 2
     if as_json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"{summary['run_id']}: {summary['verdict'].upper()} ({summary['target_kind']} "
+    partial = summary.get("partial_checks") or []
+    verdict = summary["verdict"].upper() + (", PARTIAL" if partial else "")
+    print(f"{summary['run_id']}: {verdict} ({summary['target_kind']} "
           f"{summary['target'].get('name')}, {summary['marker_expression']})")
     if not match:
         print("  NOT IN THE HISTORY: nothing vouches for this run's files")

@@ -122,7 +122,9 @@ def step_summary(record: RunRecord, head: str, root: Path, redact: Callable[[str
     except ValueError:
         where = str(root)
     rows = [
-        ("verdict", f"**{record.verdict.upper()}** (exit status {record.exit_status})"),
+        ("verdict", f"**{record.verdict.upper()}** (exit status {record.exit_status})"
+         + ("; PARTIAL: " + ", ".join(partial) if (partial := [
+             c["marker"] for c in record.checks() if c["status"] == "partial"]) else "")),
         ("target", f"{_cell(record.target_kind)} `{_cell(record.target.get('name'))}`"),
         ("marker expression", f"`{_cell(record.expression)}` "
                               f"({_cell(record.expression_source)})"),

@@ -87,7 +87,10 @@ def render(record: RunRecord) -> str:
     line = f"- Blob fallback verification: {_status(blob)}."
     ev = record.evidence_of("blob_fallback").get("test_blob_and_neon_hashes_match", {})
     if ev.get("blob_hash"):
-        if ev.get("blob_hash") == ev.get("neon_hash"):
+        if ev.get("partial") or ev.get("neon_hash") is None:
+            line += (f" Blob canonical hash `{ev['blob_hash']}`; Neon parity not compared "
+                     "(no DATABASE_URL).")
+        elif ev.get("blob_hash") == ev.get("neon_hash"):
             line += f" Canonical parity hash match: blob and neon both `{ev['blob_hash']}`."
         else:
             line += (f" Canonical parity hash MISMATCH: blob `{ev['blob_hash']}`, "

@@ -88,10 +88,27 @@ def verify(path: Path) -> ChainCheck:
 
 
 def entries(path: Path) -> list[dict[str, Any]]:
+    """The readable run lines of the history, for listing and trends; a line that is
+    not a run record (damage, tampering) is left out here and reported by `verify`."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    except OSError:
+        return []
     out = []
-    for line in read_lines(path):
+    for line in (ln for ln in text.split("\n") if ln):
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except ValueError:
             continue
+        if isinstance(record, dict) and isinstance(record.get("run_id"), str):
+            out.append(record)
     return out
+
+
+def unreadable_lines(path: Path) -> int:
+    """How many lines of the history are not run records (0 for a missing file)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    except OSError:
+        return 0
+    return sum(1 for ln in text.split("\n") if ln) - len(entries(path))

@@ -65,6 +65,9 @@ def render(record: RunRecord, previous_href: str | None) -> str:
     prev = (f"<a href='{escape(previous_href)}'>previous run ({escape(s['previous_run'] or '')})"
             "</a>" if previous_href else "no previous run")
     counts = ", ".join(f"{k} {v}" for k, v in s["counts"].items())
+    verdict = escape(s["verdict"].upper()) + (
+        ", PARTIAL (" + escape(", ".join(s["partial_checks"])) + " did not verify everything: "
+        "see below)" if s.get("partial_checks") else "")
     gate = ""
     if s["notes"]:  # failures of the gate itself ("no check ran"), not of one check
         gate = ("<div class='gate' id='gate-failures'><b>Gate failures</b> (the gate "
@@ -79,7 +82,7 @@ def render(record: RunRecord, previous_href: str | None) -> str:
 <style>{CSS}</style></head><body>
 <p class="muted">opsgate {escape(s['opsgate_version'])} · run {escape(s['run_id'])} · {prev}</p>
 <h1>Release gate report</h1>
-<div class="verdict {escape(s['verdict'])}" id="verdict">Verdict: {escape(s['verdict'].upper())}
+<div class="verdict {escape(s['verdict'])}" id="verdict">Verdict: {verdict}
 <span class="muted" style="font-size:1rem;font-weight:400"> — {escape(counts)}</span></div>
 {gate}
 <table><tr><th>started</th><td>{escape(s['started_at'])}</td></tr>

@@ -115,6 +115,7 @@ class RunRecord:
             "hash_version": "canon-v1",
             "counts": self.counts(),
             "checks": self.checks(),
+            "partial_checks": [c["marker"] for c in self.checks() if c["status"] == "partial"],
             "previous_run": self.previous_run,
             "notes": self.notes,
         }

@@ -92,6 +92,7 @@ def write_run(record: RunRecord, reports_root: Path, run_dir: Path,
                  if run_dir.is_relative_to(reports_root) else str(run_dir)}
         described = redaction.redact_data({
             "verdict": record.verdict,
+            "partial_checks": summary.get("partial_checks", []),
             "started_at": record.started_at,
             "finished_at": record.finished_at,
             "target": summary["target"].get("name"),

@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if args.scale is not None and args.scale < 1:
+        print("opsgate sandbox: --scale must be at least 1", file=sys.stderr)
+        return 2
     env_file = Path(args.env_file).resolve()
     # The file is the sandbox's and is deleted when it stops: never someone else's.
     if env_file.exists():
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         if args.fault:
             sandbox.faults.set(*args.fault)
         print(f"opsgate sandbox: up ({sandbox.profile} profile); settings in {sandbox.env_file} "
-              f"(run: pytest --env-file={sandbox.env_file}); Ctrl-C to stop", flush=True)
+              f"(run: opsgate gate --env-file={sandbox.env_file}); Ctrl-C to stop", flush=True)
         while not stop.wait(0.5):
             pass
     except ValueError as exc:

@@ -27,8 +27,13 @@ def client(base_url: str = "", timeout: httpx.Timeout | float | None = None,
     """A client with opsgate's settings. ``unreachable``, when given, is shared by every
     client of one run: an origin that did not answer at all is recorded there with the
     line that said so, and later requests to it fail at once with that line."""
+    # A query on the base URL (Vercel's x-vercel-protection-bypass, say) goes with every
+    # request; left on base_url, httpx would join paths after it and lose them.
+    base = httpx.URL(base_url)
+    params = dict(base.params)
     cl = httpx.Client(
-        base_url=base_url,
+        base_url=base.copy_with(query=None) if params else base_url,
+        params=params,
         timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
         headers=dict(headers or {}),
         follow_redirects=False,

@@ -139,12 +139,12 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _run_tool(args: list[str], what: str, redact: Callable[[str], str], env: dict[str, str]
-              ) -> None:
+def _run_tool(args: list[str], what: str, redact: Callable[[str], str], env: dict[str, str],
+              hint: str = "") -> None:
     proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise DrillError(f"{what} failed (exit {proc.returncode}): "
-                         f"{redact(_last_line(proc.stderr))}")
+                         f"{redact(_last_line(proc.stderr))}{hint}")
 
 
 #: The one line pg_restore 17+ always writes that servers before 17 reject (the setting
@@ -212,6 +212,22 @@ def _restore_through_psql(tools: PgBinaries, archive: Path, target: SecretUrl,
                 err.seek(0)
                 raise DrillError(f"{what} failed (exit {proc.returncode}): "
                                  f"{redact(_last_line(err.read().decode(errors='replace')))}")
+
+
+def _pooler_hint(url: SecretUrl, server_port: int | None) -> str:
+    """A clue for a failed pg_dump: the server accepted us on another port than the URL
+    names, as it does behind a pooler (or a port mapping). Not proof, so only a hint."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        given = str(conninfo_to_dict(url.reveal()).get("port") or "5432")
+    except Exception:
+        return ""
+    if server_port is None or given == str(server_port):
+        return ""
+    return (f" (the URL names port {given} but the server accepted the connection on "
+            f"{server_port}: if it goes through a pooler, set DATABASE_URL_UNPOOLED to the "
+            "direct endpoint)")
 
 
 def _tool_env(url: SecretUrl) -> dict[str, str]:
@@ -394,9 +410,11 @@ def run_drill(
         src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         db.pin(src, (), application_name="opsgate-drill")  # this transaction only
         row = src.execute("SELECT pg_export_snapshot(), current_setting('server_version'), "
-                          "current_setting('server_version_num')::int").fetchone()
+                          "current_setting('server_version_num')::int, "
+                          "inet_server_port()").fetchone()
         assert row is not None
-        snapshot, result.server_version, version_num = row
+        snapshot, result.server_version, version_num, server_port = row
+        pooler_hint = _pooler_hint(url, server_port)
         if tools is None:
             try:
                 wants_tls = url_wants_tls(url.reveal()) or (
@@ -473,7 +491,7 @@ def run_drill(
                                f"--jobs={DUMP_JOBS}", "--compress=0", f"--snapshot={snapshot}",
                                "--no-owner", "--no-privileges", f"--file={archive}",
                                f"--dbname={url.without_password}"],
-                              "pg_dump", redact, _tool_env(url))
+                              "pg_dump", redact, _tool_env(url), hint=pooler_hint)
                 finally:
                     dumped.set()
                 result.timings_s["dump"] = round(time.monotonic() - t_dump, 3)

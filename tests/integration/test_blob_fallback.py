@@ -139,7 +139,11 @@ def test_without_database_url_the_check_is_partial_in_every_report(
     assert blob["status"] == "partial" and "Neon parity not compared" in blob["partial"][0]
     record = (run_dir / "drill-record.md").read_text()
     assert "Blob fallback verification: pass, PARTIAL (Neon parity not compared" in record
-    assert "Partial: Neon parity not compared" in (run_dir / "report.html").read_text()
+    html = (run_dir / "report.html").read_text()
+    assert "Partial: Neon parity not compared" in html
+    assert "Verdict: PASSED, PARTIAL (blob_fallback" in html
+    assert summary["partial_checks"] == ["blob_fallback"]
+    assert "Neon parity not compared (no DATABASE_URL)" in record and "MISMATCH" not in record
 
 
 def test_a_changed_payload_shows_old_and_new_values(sb: Sandbox, tmp_path: Path) -> None:

@@ -64,6 +64,28 @@ def test_opsgate_gate_on_the_sandbox_from_an_empty_folder(installed: Path,
     assert "site-packages/opsgate/_data/checks" in run.stdout or (empty / "reports").is_dir()
     assert list((empty / "reports" / "runs").iterdir())
     assert not (empty / "checks").exists()
+    assert "PytestAssertRewriteWarning" not in run.stdout + run.stderr
+    # A node id as the gate's own output names it reaches the packaged check.
+    one = subprocess.run([str(installed / "opsgate"), "gate", "--sandbox", "-q",
+                          "test_preflight.py::test_storage_backend_is_neon"], cwd=empty,
+                         capture_output=True, text=True, env=clean_env(), timeout=600)
+    assert one.returncode == 0 and "1 passed" in one.stdout, one.stdout[-2000:]
+
+
+def test_the_installed_plugin_stays_out_of_an_unrelated_project(installed: Path,
+                                                               tmp_path: Path) -> None:
+    """Registered by entry point, the plugin sees every pytest run of the virtualenv:
+    another project's tests (its venv even inside it) must run as if it were absent."""
+    project = tmp_path / "app"
+    project.mkdir()
+    (project / "test_app.py").write_text("def test_sum():\n    assert 1 + 1 == 2\n")
+    env = clean_env(RUN_OPS_PARITY="garbage", DATABASE_URL="postgresql://u@127.0.0.1:9/x")
+    run = subprocess.run([str(installed / "python"), "-m", "pytest", "-q", "-p",
+                          "no:cacheprovider"], cwd=project, capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout + run.stderr
+    assert "opsgate" not in run.stdout + run.stderr
+    assert not (project / "reports").exists()
 
 
 def test_opsgate_gate_with_space_form_options_against_sandbox_up(installed: Path,

@@ -107,3 +107,29 @@ def test_url_without_password_for_command_lines(url: str, bare: str, password: s
     u = SecretUrl(url)
     assert u.without_password == bare
     assert u.password == password
+
+
+@pytest.mark.parametrize(("url", "masked", "secret"), [
+    ("postgresql://opsgate:abc/Secr3tTail@127.0.0.1:5/app",
+     "postgresql://opsgate:***@127.0.0.1:5/app", "Secr3tTail"),
+    ("postgresql://opsgate:Cn@ry#Pw42@127.0.0.1:5/app?sslmode=require",
+     "postgresql://opsgate:***@127.0.0.1:5/app?sslmode=require", "Pw42"),
+    ("http://admin:BaseCnry_2718@127.0.0.1:5/?x-vercel-protection-bypass=BypassCnry_1618",
+     "http://admin:***@127.0.0.1:5/?x-vercel-protection-bypass=***", "Cnry"),
+])
+def test_passwords_with_url_delimiters_and_secret_parameters_are_masked(
+    url: str, masked: str, secret: str
+) -> None:
+    assert mask_url(url) == masked
+    assert secret not in mask_url(url)
+
+
+def test_the_redactor_knows_every_piece_of_a_url_password_and_the_base_url_secrets() -> None:
+    from opsgate.config import Settings
+
+    s = Settings.load(environ={
+        "DATABASE_URL": "postgresql://opsgate:Cn@ry#Pw42@127.0.0.1:5/app",
+        "OPS_BASE_URL": "http://admin:BaseCnry_2718@h/?x-vercel-protection-bypass=BypassCnry_1"})
+    shown = s.redactor()("host 'ry#Pw42@127.0.0.1' BaseCnry_2718 BypassCnry_1 Cn@ry#Pw42")
+    assert "Pw42" not in shown and "Cnry" not in shown
+    assert "BaseCnry" not in str(s.target_identity()) + str(dict(s.source))
