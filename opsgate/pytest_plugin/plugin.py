@@ -165,9 +165,34 @@ def _is_gate_run(config: pytest.Config) -> bool:
     return False
 
 
+#: Gate options that take a path: given as "--opt PATH", pytest reads PATH as a test
+#: path while it looks for its rootdir and ini file, before any plugin's options are
+#: known (a limitation of pytest's start-up, not of the entry point).
+_PATH_OPTIONS = ("--env-file", "--reports-dir")
+
+
+def _misread_rootdir(config: pytest.Config) -> str | None:
+    """The option whose space-form value sent pytest's rootdir search astray, if one
+    did: pytest found no ini file, and an existing path was given as "--opt PATH"."""
+    if config.inipath is not None:
+        return None
+    raw = [str(a) for a in config.invocation_params.args]
+    for i, arg in enumerate(raw[:-1]):
+        if arg in _PATH_OPTIONS and Path(raw[i + 1]).exists():
+            return arg
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     """tryfirst: junitxml and allure-pytest read the report paths set here."""
+    misread = _misread_rootdir(config)
+    if misread is not None:
+        raise pytest.UsageError(
+            f"opsgate: pytest took the value of {misread} for a test path while it looked "
+            f"for its rootdir (it reads the command line before plugins add their "
+            f"options), so it found rootdir {config.rootpath} and no configuration; write "
+            f"{misread}=PATH, or run `opsgate gate`, which fixes its rootdir")
     for spec in CHECKS:
         config.addinivalue_line(
             "markers", f"{spec.marker}: {spec.title} (flag {spec.flag}; "
