@@ -3,7 +3,9 @@
 Runs in its own session (so Ctrl-C in the owner's terminal does not reach it), polls
 the owner's pid, and when the owner is gone stops the cluster immediately and deletes
 its folder. When the owner stops the cluster itself, it terminates this process.
-Usage: python -m opsgate.sandbox._reaper OWNER_PID PG_CTL ROOT UID GID
+Usage: python -m opsgate.sandbox._reaper OWNER_PID PG_CTL ROOT UID GID [ALSO ...]
+(ALSO: further files or folders of the owner's to delete, such as a sandbox's folder
+and its settings file, which holds passwords.)
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ def main(argv: list[str]) -> int:
             user=uid if uid >= 0 else None, group=gid if gid >= 0 else None,
         )
     shutil.rmtree(root, ignore_errors=True)
+    for extra in map(Path, argv[5:]):
+        if extra.is_dir() and not extra.is_symlink():
+            shutil.rmtree(extra, ignore_errors=True)
+        else:
+            extra.unlink(missing_ok=True)
     return 0
 
 

@@ -76,6 +76,11 @@ class Sandbox:
         sandbox = cls(Path(tempfile.mkdtemp(prefix="opsgate-sandbox-")), profile)
         if env_file is not None:
             sandbox.env_file = Path(env_file)
+            if sandbox.env_file.exists():
+                # The sandbox (and its watchdog) delete this file: never someone else's.
+                shutil.rmtree(sandbox.root, ignore_errors=True)
+                raise OpsgateError(f"{sandbox.env_file} already exists; give the sandbox "
+                                   "a settings file of its own")
         try:
             sandbox._build(scale, migrations_dir)
         except BaseException:
@@ -84,13 +89,16 @@ class Sandbox:
         return sandbox
 
     def _build(self, scale: int | None, migrations_dir: Path) -> None:
+        # Should this process die without stopping (SIGKILL), the cluster's watchdog also
+        # deletes the sandbox's folder and its settings file, which holds passwords.
+        leftovers = (self.root, self.env_file)
         if self.profile == "neon":
-            self.neon = NeonShapedTarget(dbname="app")
+            self.neon = NeonShapedTarget(dbname="app", also_remove=leftovers)
             self.neon.start()
             self.pg = self.neon.cluster
             db_url = self.neon.pooled_url
         else:
-            self.pg = EmbeddedPostgres()
+            self.pg = EmbeddedPostgres(also_remove=leftovers)
             self.pg.start()
             db_url = self.pg.create_database("app")
 

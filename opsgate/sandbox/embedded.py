@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,11 @@ class EmbeddedPostgres(Service):
         settings: dict[str, str] | None = None,
         superuser: str = "opsgate",
         tls: TlsFiles | None = None,
+        also_remove: Sequence[Path] = (),
     ) -> None:
+        """``also_remove``: files or folders of the caller's that the watchdog deletes too
+        if this process dies without stopping the cluster (a normal stop leaves them to
+        the caller)."""
         explicit = os.environ.get("OPSGATE_PG_BINDIR")
         if binaries is None and tls is not None and not explicit:
             binaries = _tls_binaries()
@@ -207,6 +212,7 @@ class EmbeddedPostgres(Service):
                 "password_encryption": "scram-sha-256",
             })
         self.superuser = superuser
+        self._also_remove = tuple(also_remove)
         self._password = secrets.token_urlsafe(18)
         self.root: Path | None = None
         self.port: int | None = None
@@ -300,7 +306,8 @@ class EmbeddedPostgres(Service):
             [sys.executable, "-m", "opsgate.sandbox._reaper", str(os.getpid()),
              str(self.binaries.tool("pg_ctl")), str(self.root),
              str(self._user.pw_uid if self._user else -1),
-             str(self._user.pw_gid if self._user else -1)],
+             str(self._user.pw_gid if self._user else -1),
+             *map(str, self._also_remove)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )

@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -69,6 +71,7 @@ class NeonShapedTarget(Service):
         dbname: str = "neondb",
         binaries: PgBinaries | None = None,
         base_dir: str | os.PathLike[str] | None = None,
+        also_remove: Sequence[Path] = (),
     ) -> None:
         self.pool_size = pool_size
         self.owner = owner
@@ -78,7 +81,8 @@ class NeonShapedTarget(Service):
         # reported before anything is started.
         self._pgbouncer_binary = find_pgbouncer()
         self.tls: TlsFiles = make_tls_files()
-        self.cluster = EmbeddedPostgres(binaries, tls=self.tls, base_dir=base_dir)
+        self.cluster = EmbeddedPostgres(binaries, tls=self.tls, base_dir=base_dir,
+                                        also_remove=also_remove)
         self.pooler: PgBouncer | None = None
 
     # -- lifecycle ---------------------------------------------------------------

@@ -392,3 +392,27 @@ def test_gate_options_with_paths_outside_the_project(clean: Sandbox, tmp_path: P
                       "plain", "--no-reports", env=clean_env(), timeout=300)
     assert scaled.code == 0, scaled.stdout[-2000:]
     assert "target sandbox sandbox-scale-40" in scaled.stdout
+
+
+def test_a_killed_sandbox_up_leaves_no_settings_file_behind(tmp_path: Path) -> None:
+    """SIGKILL runs no cleanup of the process itself: the cluster's watchdog stops the
+    server and also deletes the sandbox's folder and its settings file (passwords)."""
+    env_file = tmp_path / "sandbox.env"
+    proc = subprocess.Popen([sys.executable, "-m", "opsgate.cli", "sandbox", "up",
+                             "--env-file", str(env_file)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=clean_env())
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "settings in" in line, line
+    port = next(ln.split(":")[-1].split("/")[0] for ln in env_file.read_text().splitlines()
+                if ln.startswith("DATABASE_URL"))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while env_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not env_file.exists(), "the watchdog must delete the settings file"
+    import socket
+
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", int(port))) != 0, "database still listening"
