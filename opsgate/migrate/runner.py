@@ -81,12 +81,6 @@ def _diff_stats(before: dict[str, tuple[int, int, int]],
     return out
 
 
-def _begin(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    """Open the run's one transaction (psycopg begins it with the first statement)."""
-    conn.execute("SELECT 1")
-    return conn
-
-
 def _rollback(conn: psycopg.Connection[Any]) -> None:
     """Roll back if the connection still can; a lost connection has rolled back
     already (the server ends the transaction with the session)."""
@@ -206,7 +200,7 @@ def run_migration(
     try:
         try:
             # At least 1 ms: 0 would mean "no timeout" to PostgreSQL.
-            db.pin(_begin(conn), lock_timeout_ms=max(1, math.ceil(lock_timeout * 1000)),
+            db.pin(conn, lock_timeout_ms=max(1, math.ceil(lock_timeout * 1000)),
                    statement_timeout_ms=max(1, math.ceil(timeout * 1000)) if timeout else None,
                    application_name=f"opsgate-migrate {script.name}")
             timed("lock", _acquire_lock, conn, script.name, lock_timeout)

@@ -124,16 +124,17 @@ def _unlisted_runs(root: Path, listed: set[Path]) -> list[str]:
             if d.is_dir() and d.resolve() not in listed]
 
 
-def _damaged(root: Path) -> None:
-    bad = history.unreadable_lines(root / HISTORY)
+def _entries(root: Path) -> list[dict[str, Any]]:
+    """The history's run records, saying first if some lines are not run records."""
+    found, bad = history.read_entries(root / HISTORY)
     if bad:
         _say(f"{bad} line(s) of {root / HISTORY} are not run records (damaged or edited): "
              "run `opsgate reports verify`")
+    return found
 
 
 def _list(root: Path, n: int) -> int:
-    _damaged(root)
-    entries = history.entries(root / HISTORY)
+    entries = _entries(root)
     for e in entries[-n:]:
         c = e.get("counts", {})
         gate = "  gate: " + "; ".join(e["notes"]) if e.get("notes") else ""
@@ -148,8 +149,7 @@ def _list(root: Path, n: int) -> int:
 
 
 def _show(root: Path, run_id: str, as_json: bool) -> int:
-    _damaged(root)
-    entries = history.entries(root / HISTORY)
+    entries = _entries(root)
     if run_id == "latest" and entries:
         run_id = entries[-1]["run_id"]
     match = [e for e in entries if e.get("run_id") == run_id]

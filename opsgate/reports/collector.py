@@ -116,15 +116,16 @@ def step_summary(record: RunRecord, head: str, root: Path, redact: Callable[[str
                  cwd: Path) -> str:
     """The run in a short Markdown block for ``$GITHUB_STEP_SUMMARY``."""
     counts = ", ".join(f"{k} {v}" for k, v in record.counts().items())
-    failed = [c["marker"] for c in record.checks() if c["status"] == "failed"]
+    checks = record.checks()
+    failed = [c["marker"] for c in checks if c["status"] == "failed"]
+    partial = [c["marker"] for c in checks if c["status"] == "partial"]
     try:
         where = root.relative_to(cwd.resolve()).as_posix() or "."
     except ValueError:
         where = str(root)
     rows = [
         ("verdict", f"**{record.verdict.upper()}** (exit status {record.exit_status})"
-         + ("; PARTIAL: " + ", ".join(partial) if (partial := [
-             c["marker"] for c in record.checks() if c["status"] == "partial"]) else "")),
+         + ("; PARTIAL: " + ", ".join(partial) if partial else "")),
         ("target", f"{_cell(record.target_kind)} `{_cell(record.target.get('name'))}`"),
         ("marker expression", f"`{_cell(record.expression)}` "
                               f"({_cell(record.expression_source)})"),

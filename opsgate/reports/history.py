@@ -87,28 +87,27 @@ def verify(path: Path) -> ChainCheck:
     return ChainCheck(True, len(lines))
 
 
-def entries(path: Path) -> list[dict[str, Any]]:
-    """The readable run lines of the history, for listing and trends; a line that is
-    not a run record (damage, tampering) is left out here and reported by `verify`."""
+def read_entries(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """(the run records of the history, how many of its lines are not run records):
+    damaged or edited lines are left out here, counted, and explained by `verify`."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
     except OSError:
-        return []
+        return [], 0
     out = []
+    bad = 0
     for line in (ln for ln in text.split("\n") if ln):
         try:
             record = json.loads(line)
         except ValueError:
-            continue
+            record = None
         if isinstance(record, dict) and isinstance(record.get("run_id"), str):
             out.append(record)
-    return out
+        else:
+            bad += 1
+    return out, bad
 
 
-def unreadable_lines(path: Path) -> int:
-    """How many lines of the history are not run records (0 for a missing file)."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-    except OSError:
-        return 0
-    return sum(1 for ln in text.split("\n") if ln) - len(entries(path))
+def entries(path: Path) -> list[dict[str, Any]]:
+    """The readable run lines of the history, for listing and trends."""
+    return read_entries(path)[0]

@@ -99,6 +99,7 @@ class RunRecord:
         return "passed" if self.exit_status == 0 else "failed"
 
     def summary(self) -> dict[str, Any]:
+        checks = self.checks()
         return {
             "schema": "opsgate-summary/1",
             "run_id": self.run_id,
@@ -114,8 +115,8 @@ class RunRecord:
             "expression_source": self.expression_source,
             "hash_version": "canon-v1",
             "counts": self.counts(),
-            "checks": self.checks(),
-            "partial_checks": [c["marker"] for c in self.checks() if c["status"] == "partial"],
+            "checks": checks,
+            "partial_checks": [c["marker"] for c in checks if c["status"] == "partial"],
             "previous_run": self.previous_run,
             "notes": self.notes,
         }
