@@ -218,6 +218,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not state.gate_mode:
         return
     config.pluginmanager.register(_ExecutionCounter(state), "opsgate-execution-counter")
+    _route_progress(config)
 
     if config.option.markexpr:
         _validate_markexpr(config, config.option.markexpr)
@@ -259,6 +260,19 @@ def pytest_configure(config: pytest.Config) -> None:
         start_run(config, state)
 
 
+def _route_progress(config: pytest.Config) -> None:
+    """Bars of long work (sandbox build, drill, drift, parity) reach the terminal past
+    pytest's capture; ``-q`` and xdist workers (no terminal) draw none."""
+    from opsgate import progress
+
+    if config.option.verbose < 0 or hasattr(config, "workerinput"):
+        progress.silence()
+        return
+    capman = config.pluginmanager.getplugin("capturemanager")
+    suspend = getattr(capman, "global_and_fixture_disabled", None)
+    progress.route_to(progress.UncapturedStderr(suspend))
+
+
 def _start_sandbox(config: pytest.Config, state: GateState) -> None:
     from opsgate.sandbox import Sandbox  # imported late: uvicorn and starlette only for --sandbox
 
@@ -289,6 +303,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if state is not None and state.sandbox is not None:
         state.sandbox.stop()
         state.sandbox = None
+    if state is not None and state.gate_mode:
+        from opsgate import progress
+
+        progress.route_to(None)
+        progress.silence(False)
 
 
 def get_state(config: pytest.Config) -> GateState:
