@@ -27,6 +27,13 @@ FALSE_WORDS = frozenset({"false", "0", "no"})
 
 DEFAULT_BLOB_PREFIX = "admin/"
 DEFAULT_BLOB_API_URL = "https://blob.vercel-storage.com"
+DEFAULT_VERCEL_API_URL = "https://api.vercel.com"
+DEFAULT_VERCEL_PROJECT_FILE = ".vercel/project.json"
+#: Where change control looks, relative to the repository's top (docs/checks.md).
+DEFAULT_CHANGE_MIGRATIONS = "migrations/"
+DEFAULT_CHANGE_INDEX = "docs/migrations.md"
+DEFAULT_CHANGE_CHANGELOG = "CHANGELOG.md"
+DEFAULT_CHANGE_CHECKPOINT = "docs/checkpoints.md"
 
 #: Every variable opsgate reads, with what it is for (shown by ``opsgate env``-style
 #: help and checked by the docs test).
@@ -59,6 +66,22 @@ VARIABLES: dict[str, str] = {
     "OPSGATE_BLOB_DIR": "read the blob layout from this folder (the 'file' backend)",
     "OPSGATE_EXPECTATIONS_FILE": "expected production markers (TOML: floors, domains, "
     "migrations, pinned hashes); default: built-in floors",
+    "VERCEL_TOKEN": "Vercel REST API token for the deployment check (secret)",
+    "VERCEL_PROJECT_ID": "the Vercel project the deployment check inspects (default: "
+    "projectId of .vercel/project.json)",
+    "VERCEL_ORG_ID": "the project's team or account id, sent as teamId (default: orgId of "
+    ".vercel/project.json)",
+    "VERCEL_API_URL": f"Vercel REST API base, default {DEFAULT_VERCEL_API_URL}",
+    "OPSGATE_VERCEL_PROJECT_FILE": "the project link file, default .vercel/project.json "
+    "in the current directory",
+    "OPSGATE_CHANGE_RANGE": "git range the change-control check inspects, base..head",
+    "OPSGATE_CHANGE_REPO": "git repository of the change-control check (default: the "
+    "current directory's)",
+    "OPSGATE_CHANGE_MIGRATIONS": f"where migration scripts live, default "
+    f"{DEFAULT_CHANGE_MIGRATIONS!r}",
+    "OPSGATE_CHANGE_INDEX": f"the migration index, default {DEFAULT_CHANGE_INDEX!r}",
+    "OPSGATE_CHANGE_CHANGELOG": f"the changelog, default {DEFAULT_CHANGE_CHANGELOG!r}",
+    "OPSGATE_CHANGE_CHECKPOINT": f"the checkpoint log, default {DEFAULT_CHANGE_CHECKPOINT!r}",
 }
 
 #: The gate flags and their defaults (DESIGN.md).
@@ -70,6 +93,8 @@ FLAG_DEFAULTS: dict[str, bool] = {
     "RUN_OPS_BLOB_FALLBACK": False,
     "RUN_OPS_KNOWLEDGE_DRIFT": False,
     "RUN_OPS_HEALTH": False,
+    "RUN_OPS_DEPLOYMENT": False,
+    "RUN_OPS_CHANGE_CONTROL": False,
 }
 
 
@@ -101,7 +126,7 @@ def _positive_float(name: str, raw: str | None, default: float, *, zero: bool = 
 
 
 #: Variables whose whole value is a secret; URL variables keep their host, not password.
-SECRET_VARIABLES = frozenset({"ADMIN_PASSWORD", "BLOB_READ_WRITE_TOKEN"})
+SECRET_VARIABLES = frozenset({"ADMIN_PASSWORD", "BLOB_READ_WRITE_TOKEN", "VERCEL_TOKEN"})
 URL_VARIABLES = frozenset({"DATABASE_URL", "POSTGRES_URL", "DATABASE_URL_UNPOOLED",
                            "POSTGRES_URL_NON_POOLING", "DRILL_DATABASE_URL"})
 
@@ -153,6 +178,17 @@ class Settings:
     http_timeout: float = 15.0
     blob_dir: str | None = None
     expectations_file: str | None = None
+    vercel_token: Secret | None = None
+    vercel_project_id: str | None = None
+    vercel_org_id: str | None = None
+    vercel_api_url: str = DEFAULT_VERCEL_API_URL
+    vercel_project_file: str = DEFAULT_VERCEL_PROJECT_FILE
+    change_range: str | None = None
+    change_repo: str | None = None
+    change_migrations: str = DEFAULT_CHANGE_MIGRATIONS
+    change_index: str = DEFAULT_CHANGE_INDEX
+    change_changelog: str = DEFAULT_CHANGE_CHANGELOG
+    change_checkpoint: str = DEFAULT_CHANGE_CHECKPOINT
     flags: Mapping[str, bool] = field(default_factory=lambda: dict(FLAG_DEFAULTS))
     source: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -195,6 +231,7 @@ class Settings:
         token = get("BLOB_READ_WRITE_TOKEN")
         drill = get("DRILL_DATABASE_URL")
         base = get("OPS_BASE_URL")
+        vercel_token = get("VERCEL_TOKEN")
         return cls(
             database_url=SecretUrl(db_url) if db_url else None,
             database_url_variable=db_var,
@@ -219,6 +256,18 @@ class Settings:
             http_timeout=_positive_float("OPSGATE_HTTP_TIMEOUT", get("OPSGATE_HTTP_TIMEOUT"), 15.0),
             blob_dir=get("OPSGATE_BLOB_DIR"),
             expectations_file=get("OPSGATE_EXPECTATIONS_FILE"),
+            vercel_token=Secret(vercel_token) if vercel_token else None,
+            vercel_project_id=get("VERCEL_PROJECT_ID"),
+            vercel_org_id=get("VERCEL_ORG_ID"),
+            vercel_api_url=(get("VERCEL_API_URL") or DEFAULT_VERCEL_API_URL).rstrip("/"),
+            vercel_project_file=(get("OPSGATE_VERCEL_PROJECT_FILE")
+                                 or DEFAULT_VERCEL_PROJECT_FILE),
+            change_range=get("OPSGATE_CHANGE_RANGE"),
+            change_repo=get("OPSGATE_CHANGE_REPO"),
+            change_migrations=get("OPSGATE_CHANGE_MIGRATIONS") or DEFAULT_CHANGE_MIGRATIONS,
+            change_index=get("OPSGATE_CHANGE_INDEX") or DEFAULT_CHANGE_INDEX,
+            change_changelog=get("OPSGATE_CHANGE_CHANGELOG") or DEFAULT_CHANGE_CHANGELOG,
+            change_checkpoint=get("OPSGATE_CHANGE_CHECKPOINT") or DEFAULT_CHANGE_CHECKPOINT,
             flags=flags,
             source={k: _shown(k, v) for k, v in env.items()
                     if k in VARIABLES or k in FLAG_DEFAULTS},
@@ -230,7 +279,8 @@ class Settings:
     def has_target(self) -> bool:
         """True when anything to check is configured; a gate with no target must fail."""
         return any(
-            (self.database_url, self.ops_base_url, self.blob_read_write_token, self.blob_dir)
+            (self.database_url, self.ops_base_url, self.blob_read_write_token, self.blob_dir,
+             self.vercel_token)
         )
 
     def is_set(self, variable: str) -> bool:
@@ -291,6 +341,17 @@ class Settings:
             raise MissingEnvError("BLOB_READ_WRITE_TOKEN", "the blob store")
         return self.blob_read_write_token
 
+    def require_vercel_token(self) -> Secret:
+        if self.vercel_token is None:
+            raise MissingEnvError("VERCEL_TOKEN", "the Vercel REST API")
+        return self.vercel_token
+
+    def require_change_range(self) -> str:
+        if self.change_range is None:
+            raise MissingEnvError("OPSGATE_CHANGE_RANGE", "the change-control check, "
+                                  "as base..head")
+        return self.change_range
+
     def target_identity(self) -> dict[str, str | bool | None]:
         """The target as reports show it: no secret in any value."""
         return {
@@ -321,7 +382,7 @@ class Settings:
     def redactor(self) -> Redactor:
         """A redactor that knows every secret value of these settings."""
         r = Redactor()
-        for s in (self.admin_password, self.blob_read_write_token):
+        for s in (self.admin_password, self.blob_read_write_token, self.vercel_token):
             if s is not None:
                 r.add(s.reveal())
         for u in (self.database_url, self.database_url_unpooled, self.drill_database_url):

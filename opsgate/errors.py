@@ -9,13 +9,15 @@ usage mistake from a failed check from a target that did not answer.
     ├── DatabaseUnavailableError    the database could not be reached, or the connection was lost
     ├── PostgresUnavailableError    no usable PostgreSQL binaries, or a cluster did not start
     ├── HttpCheckError              an HTTP exchange gave no usable answer
+    │   └── VercelApiError          the Vercel REST API refused or gave no usable answer
     ├── BlobError                   the blob store gave no usable answer
     │   ├── BlobAuthError           the token was refused (never shown)
     │   └── BlobFormatError         an object is not what the layout promises
     ├── ContractError               a document does not match its JSON Schema
     ├── CanonError                  a value outside canon-v1's domain
     ├── DriftInputError             the legacy payload cannot be read or is not valid
-    └── DrillError                  the drill could not be carried out
+    ├── DrillError                  the drill could not be carried out
+    └── ChangeRangeError            the git range of change control cannot be inspected
 
 Every error carries a one-line message meant for a human; none may embed a secret value
 (callers pass masked forms).
@@ -97,6 +99,16 @@ class DriftInputError(OpsgateError):
 
 class DrillError(OpsgateError):
     """The drill could not be carried out (as opposed to: it ran and found a mismatch)."""
+
+
+class VercelApiError(HttpCheckError):
+    """The Vercel REST API refused a request or answered something unusable. The message
+    carries Vercel's error code and message, never the token."""
+
+
+class ChangeRangeError(OpsgateError):
+    """The change-control range cannot be inspected: no repository, no git, a malformed
+    range or an unknown revision. The message names the variable to fix."""
 
 
 def first_line(error: BaseException | str) -> str:

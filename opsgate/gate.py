@@ -16,6 +16,9 @@ class CheckSpec:
     required_env: tuple[str, ...]
     module: str
     title: str
+    #: False for a check that reads no target (a git range): a run of such checks only
+    #: needs no DATABASE_URL, OPS_BASE_URL or blob token.
+    needs_target: bool = True
 
 
 CHECKS: tuple[CheckSpec, ...] = (
@@ -33,6 +36,12 @@ CHECKS: tuple[CheckSpec, ...] = (
               "checks/test_knowledge_drift.py", "Knowledge drift verification"),
     CheckSpec("health", "RUN_OPS_HEALTH", ("DATABASE_URL",), "checks/test_health.py",
               "Health counts"),
+    CheckSpec("deployment", "RUN_OPS_DEPLOYMENT", ("VERCEL_TOKEN", "OPS_BASE_URL"),
+              "checks/test_deployment.py", "Deployment: Vercel project, env and production "
+              "deployment"),
+    CheckSpec("change_control", "RUN_OPS_CHANGE_CONTROL", ("OPSGATE_CHANGE_RANGE",),
+              "checks/test_change_control.py", "Change control: migrations with index, "
+              "changelog and checkpoint", needs_target=False),
 )
 
 BY_MARKER: Mapping[str, CheckSpec] = {c.marker: c for c in CHECKS}
@@ -41,6 +50,28 @@ BY_MARKER: Mapping[str, CheckSpec] = {c.marker: c for c in CHECKS}
 def marker_expression(flags: Mapping[str, bool]) -> str:
     """``preflight or parity or ledger`` for the default flags; "" when all are off."""
     return " or ".join(c.marker for c in CHECKS if flags.get(c.flag, False))
+
+
+def selected_checks(expression: str) -> list[CheckSpec]:
+    """The checks a marker expression can select: those it is true for when a test
+    carries that check's marker alone (how every check module is marked)."""
+    from _pytest.mark.expression import Expression  # pytest's own -m parser
+
+    compiled = Expression.compile(expression)
+
+    def alone(marker: str) -> bool:
+        return compiled.evaluate(lambda name, /, **kw: name == marker)
+
+    return [c for c in CHECKS if alone(c.marker)]
+
+
+def needs_target(expression: str) -> bool:
+    """Whether a run of ``expression`` needs a configured target: true unless every
+    check it selects reads none (an expression that selects no check keeps the rule)."""
+    if not expression:
+        return True
+    chosen = selected_checks(expression)
+    return not chosen or any(c.needs_target for c in chosen)
 
 
 def missing_env(settings: Settings, markers: Iterable[str]) -> list[str]:

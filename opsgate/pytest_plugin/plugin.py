@@ -20,7 +20,7 @@ import pytest
 from opsgate import __version__, resources
 from opsgate.config import Settings
 from opsgate.errors import ConfigError, OpsgateError
-from opsgate.gate import BY_MARKER, CHECKS, marker_expression, missing_env
+from opsgate.gate import BY_MARKER, CHECKS, marker_expression, missing_env, needs_target
 from opsgate.sensitive import Redactor
 from opsgate.verify.expectations import Expectations
 
@@ -241,7 +241,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _start_sandbox(config, state)
     elif sandbox_file:
         state.target_kind = "sandbox"
-    elif not settings.has_target:
+    elif not settings.has_target and needs_target(state.expression or ""):
         raise pytest.UsageError(
             "opsgate: no target configured: set DATABASE_URL (or POSTGRES_URL), OPS_BASE_URL "
             "and the other variables of docs/configuration.md, pass --env-file PATH, "
