@@ -34,6 +34,7 @@ from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.sandbox.neon_shape import NeonShapedTarget
 from opsgate.sandbox.reference_app import Faults, create_app
 from opsgate.sandbox.servers import ThreadedServer
+from opsgate.sandbox.vercel_api import SandboxVercel, create_vercel_app
 from opsgate.sensitive import Secret
 from opsgate.verify import canon
 
@@ -58,6 +59,9 @@ class Sandbox:
         self.neon: NeonShapedTarget | None = None
         self.api: ThreadedServer | None = None
         self.blob: ThreadedServer | None = None
+        self.vercel_server: ThreadedServer | None = None
+        self.vercel: SandboxVercel | None = None
+        self.vercel_token = Secret("sbx_vercel_" + secrets.token_urlsafe(18))
         self.faults = Faults()
         self.bucket = BlobBucket()
         self.admin_password = Secret("sbx-admin-" + secrets.token_urlsafe(12))
@@ -135,6 +139,11 @@ class Sandbox:
         self.api = ThreadedServer(
             lambda url: create_app(app_db, self.admin_password, self.faults), "api"
         ).start()
+        # The Vercel API of this deployment: its production domain is the API's address.
+        self.vercel = SandboxVercel(self.vercel_token, self.api.url.split("://", 1)[1])
+        vercel = self.vercel
+        self.vercel_server = ThreadedServer(
+            lambda url: create_vercel_app(vercel, self.faults), "vercel").start()
         self._write_env_file()
         self.expected_admin_hash = canon.admin_state_hash(content, history)
 
@@ -156,6 +165,9 @@ class Sandbox:
             values["OPSGATE_DATABASE_POOLED"] = "true"
         if self.api is not None:
             values["OPS_BASE_URL"] = self.api.url
+        if self.vercel is not None and self.vercel_server is not None:
+            values.update(self.vercel.env_values())
+            values["VERCEL_API_URL"] = self.vercel_server.url
         if self.payload_file is not None:
             values["OPSGATE_LEGACY_PAYLOAD_FILE"] = str(self.payload_file)
             values["OPSGATE_TARGET_NAME"] += f"-scale-{self.scale}"
@@ -180,10 +192,10 @@ class Sandbox:
             out.write("\n".join(lines) + "\n")
 
     def stop(self) -> None:
-        for server in (self.api, self.blob):
+        for server in (self.api, self.blob, self.vercel_server):
             if server is not None:
                 server.stop()
-        self.api = self.blob = None
+        self.api = self.blob = self.vercel_server = None
         if self.neon is not None:
             self.neon.stop()
             self.neon = None

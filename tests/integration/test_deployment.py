@@ -1,0 +1,110 @@
+"""The deployment check through the gate against the sandbox's Vercel API: green on the
+clean sandbox, red with a message naming the fault for each fault it exists to catch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from opsgate.sandbox import Sandbox
+from tests.gate_helpers import GateRun, clean_env, run_gate
+
+MODULE = "test_deployment"
+
+
+@pytest.fixture
+def clean(sandbox: Sandbox) -> Iterator[Sandbox]:
+    sandbox.faults.clear()
+    yield sandbox
+    sandbox.faults.clear()
+
+
+def gate(sandbox: Sandbox, tmp_path: Path, **env: str) -> GateRun:
+    return run_gate(tmp_path, f"--env-file={sandbox.env_file}", "-m", "deployment",
+                    env=clean_env(**env))
+
+
+def test_clean_sandbox_is_green(clean: Sandbox, tmp_path: Path) -> None:
+    run = gate(clean, tmp_path)
+    assert run.code == 0, run.stdout[-3000:]
+    assert {k for k, (o, _) in run.outcomes.items() if o == "passed"} == {
+        f"{MODULE}::test_project_is_the_linked_one", f"{MODULE}::test_env_by_target",
+        f"{MODULE}::test_latest_production_deployment_is_ready",
+        f"{MODULE}::test_base_url_is_served_by_it"}
+    (run_dir,) = (tmp_path / "reports" / "runs").iterdir()
+    summary = (run_dir / "summary.json").read_text()
+    # Evidence: the variables by target with their types, never an encrypted value.
+    assert '"DATABASE_URL": "encrypted"' in summary.replace('\\"', '"')
+
+
+FAULTS = [
+    ("vercel-backend-blob", {"test_env_by_target":
+                             "ADMIN_STORAGE_BACKEND is 'blob' for production; it must be 'neon'"}),
+    ("vercel-no-database-url", {"test_env_by_target": "DATABASE_URL is not set for production"}),
+    ("vercel-deploy-error", {
+        "test_latest_production_deployment_is_ready":
+            'is ERROR (BUILD_FAILED: Command "next build" exited with 1), not READY',
+        "test_base_url_is_served_by_it": "is not served by the latest production deployment"}),
+    ("vercel-deploy-building", {
+        "test_latest_production_deployment_is_ready": "is BUILDING, not READY",
+        "test_base_url_is_served_by_it": "is not served by the latest production deployment"}),
+    ("vercel-wrong-project", {
+        "test_project_is_the_linked_one": "the API answered with",
+        "test_base_url_is_served_by_it": "of project constellation-staging"}),
+]
+
+
+@pytest.mark.parametrize(("fault", "expected"), FAULTS, ids=[f[0] for f in FAULTS])
+def test_fault_turns_the_check_red(clean: Sandbox, tmp_path: Path, fault: str,
+                                   expected: dict[str, str]) -> None:
+    clean.faults.set(fault)
+    run = gate(clean, tmp_path)
+    assert run.code == 1
+    failed = {k.split("::")[1]: m for k, m in run.failed().items()}
+    assert set(failed) == set(expected), failed
+    for test, needle in expected.items():
+        assert needle in failed[test], failed[test]
+    assert "Traceback" not in run.stdout
+
+
+def test_project_linked_to_the_wrong_project_is_red(clean: Sandbox, tmp_path: Path) -> None:
+    """The real-world fault: the link names the staging project, which is fine in
+    itself; only that it does not serve OPS_BASE_URL gives it away."""
+    assert clean.vercel is not None
+    run = gate(clean, tmp_path, VERCEL_PROJECT_ID=clean.vercel.staging.id)
+    failed = {k.split("::")[1]: m for k, m in run.failed().items()}
+    assert set(failed) == {"test_base_url_is_served_by_it"}, failed
+    assert "is not served by the latest production deployment" in failed[
+        "test_base_url_is_served_by_it"]
+
+
+def test_project_file_is_read_and_a_disagreeing_one_is_red(clean: Sandbox, tmp_path: Path
+                                                           ) -> None:
+    assert clean.vercel is not None
+    link = tmp_path / "project.json"
+    link.write_text(json.dumps({"projectId": clean.vercel.project.id,
+                                "orgId": clean.vercel.team_id}))
+    run = gate(clean, tmp_path, VERCEL_PROJECT_ID="", VERCEL_ORG_ID="",
+               OPSGATE_VERCEL_PROJECT_FILE=str(link))
+    assert run.code == 0, run.stdout[-3000:]
+    link.write_text(json.dumps({"projectId": clean.vercel.staging.id}))
+    run = gate(clean, tmp_path, OPSGATE_VERCEL_PROJECT_FILE=str(link))
+    message = run.failed()[f"{MODULE}::test_project_is_the_linked_one"]
+    assert f"the project file names {clean.vercel.staging.id}" in message
+
+
+@pytest.mark.parametrize(("env", "needle"), [
+    ({"VERCEL_PROJECT_ID": "prj_unknown"}, "answered HTTP 404 not_found: Project not found"),
+    ({"VERCEL_TOKEN": "wrong-token-e5a1"}, "answered HTTP 403 forbidden: Not authorized"),
+    ({"VERCEL_TOKEN": ""}, "VERCEL_TOKEN is not set"),
+    ({"VERCEL_PROJECT_ID": "", "VERCEL_ORG_ID": ""}, "VERCEL_PROJECT_ID is not set"),
+], ids=["unknown-project", "refused-token", "no-token", "no-project"])
+def test_refusals_fail_in_one_line(clean: Sandbox, tmp_path: Path, env: dict[str, str],
+                                   needle: str) -> None:
+    run = gate(clean, tmp_path, **env)
+    message = run.failed()[f"{MODULE}::test_project_is_the_linked_one"]
+    assert needle in message, message
+    assert "Traceback" not in run.stdout and "wrong-token-e5a1" not in run.stdout
