@@ -244,7 +244,8 @@ def pytest_configure(config: pytest.Config) -> None:
     elif not settings.has_target and needs_target(state.expression or ""):
         raise pytest.UsageError(
             "opsgate: no target configured: set DATABASE_URL (or POSTGRES_URL), OPS_BASE_URL "
-            "and the other variables of docs/configuration.md, pass --env-file PATH, "
+            "(VERCEL_TOKEN for the deployment check) and the other variables of "
+            "docs/configuration.md, pass --env-file PATH, "
             "or run the gate on the sandbox with --sandbox"
         )
     try:

@@ -5,6 +5,7 @@ for a bad range; and a run of change_control alone needs no database."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -90,6 +91,11 @@ def test_migration_with_all_three_entries_is_green(repo: Path, tmp_path: Path) -
     run = gate(tmp_path, repo, f"{base}..HEAD")
     assert run.code == 0, run.stdout[-3000:]
     assert run.outcomes[CHECK][0] == "passed"
+    (run_dir,) = (tmp_path / "reports" / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["notes"] == []  # valid against its schema
+    status = {c["marker"]: c["status"] for c in summary["checks"]}
+    assert status["change_control"] == "passed" and status["ledger"] == "not run"
 
 
 def test_edited_migration_needs_entries_too(repo: Path, tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ def test_clean_sandbox_is_green(clean: Sandbox, tmp_path: Path) -> None:
         f"{MODULE}::test_base_url_is_served_by_it"}
     (run_dir,) = (tmp_path / "reports" / "runs").iterdir()
     summary = (run_dir / "summary.json").read_text()
+    assert json.loads(summary)["notes"] == []  # valid against its schema
     # Evidence: the variables by target with their types, never an encrypted value.
     assert '"DATABASE_URL": "encrypted"' in summary.replace('\\"', '"')
 
