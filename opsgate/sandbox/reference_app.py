@@ -31,8 +31,9 @@ FAULTS = (
     "api-build-as-note", "overview-count-off-by-one", "api-500", "api-html", "api-hang",
     "api-login-redirect", "site-404", "blob-500", "blob-hang",
     # the Vercel REST API's (opsgate.sandbox.vercel_api)
-    "vercel-wrong-project", "vercel-backend-blob", "vercel-no-database-url",
-    "vercel-deploy-error", "vercel-deploy-building",
+    "vercel-wrong-project", "vercel-backend-blob", "vercel-backend-sensitive",
+    "vercel-preview-backend-blob", "vercel-no-database-url", "vercel-deploy-error",
+    "vercel-deploy-building",
 )
 
 

@@ -33,7 +33,8 @@ from opsgate.sandbox.reference_app import Faults
 from opsgate.sensitive import Secret
 
 #: The faults this API understands (part of `reference_app.FAULTS`).
-VERCEL_FAULTS = ("vercel-wrong-project", "vercel-backend-blob", "vercel-no-database-url",
+VERCEL_FAULTS = ("vercel-wrong-project", "vercel-backend-blob", "vercel-backend-sensitive",
+                 "vercel-preview-backend-blob", "vercel-no-database-url",
                  "vercel-deploy-error", "vercel-deploy-building")
 
 
@@ -86,7 +87,9 @@ def _deployment(project: SandboxProject, state: str, aliases: list[str],
 def _project(name: str, team_id: str, domain: str) -> SandboxProject:
     p = SandboxProject(_id("prj_"), name, team_id, domain)
     p.envs = [
-        _env("ADMIN_STORAGE_BACKEND", "plain", ["production", "preview"], "neon"),
+        _env("ADMIN_STORAGE_BACKEND", "plain", ["production"], "neon"),
+        # Encrypted for preview, so that a clean run reads one value back decrypted.
+        _env("ADMIN_STORAGE_BACKEND", "encrypted", ["preview"], "neon"),
         _env("ADMIN_STORAGE_BACKEND", "plain", ["development"], "file"),
         # A branch's own value, which is not the preview target's: the check skips it.
         _env("ADMIN_STORAGE_BACKEND", "plain", ["preview"], "blob", git_branch="legacy-blob"),
@@ -117,7 +120,6 @@ class SandboxVercel:
                                   errorCode="BUILD_FAILED",
                                   errorMessage='Command "next build" exited with 1')
         self.building = _deployment(self.project, "BUILDING", [], age_s=30)
-        self.blob_backend = _env("ADMIN_STORAGE_BACKEND", "plain", ["production"], "blob")
 
     def env_values(self) -> dict[str, str]:
         """The sandbox's VERCEL_* variables (the token revealed, for its env file)."""
@@ -135,11 +137,15 @@ class SandboxVercel:
         p = copy.deepcopy(found)
         if found is not self.project:
             return p
-        if "vercel-backend-blob" in faults.active:
-            for e in p.envs:
-                if e["key"] == "ADMIN_STORAGE_BACKEND" and "production" in e["target"]:
-                    e["target"] = [t for t in e["target"] if t != "production"]
-            p.envs.append(copy.deepcopy(self.blob_backend))
+        for e in p.envs:
+            if e["key"] != "ADMIN_STORAGE_BACKEND" or e["gitBranch"]:
+                continue
+            if "production" in e["target"] and "vercel-backend-blob" in faults.active:
+                e["value"] = "blob"
+            if "production" in e["target"] and "vercel-backend-sensitive" in faults.active:
+                e["type"] = "sensitive"
+            if "preview" in e["target"] and "vercel-preview-backend-blob" in faults.active:
+                e["value"] = "blob"  # encrypted: the check may compare it, never show it
         if "vercel-no-database-url" in faults.active:
             for e in p.envs:
                 if e["key"] == "DATABASE_URL":

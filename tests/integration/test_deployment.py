@@ -39,11 +39,17 @@ def test_clean_sandbox_is_green(clean: Sandbox, tmp_path: Path) -> None:
     assert json.loads(summary)["notes"] == []  # valid against its schema
     # Evidence: the variables by target with their types, never an encrypted value.
     assert '"DATABASE_URL": "encrypted"' in summary.replace('\\"', '"')
+    assert "(encrypted; compared, not shown)" in summary  # preview's backend, read back
 
 
 FAULTS = [
     ("vercel-backend-blob", {"test_env_by_target":
                              "ADMIN_STORAGE_BACKEND is 'blob' for production; it must be 'neon'"}),
+    ("vercel-backend-sensitive", {"test_env_by_target":
+                                  "ADMIN_STORAGE_BACKEND for production is of type sensitive"}),
+    ("vercel-preview-backend-blob", {"test_env_by_target":
+                                     "ADMIN_STORAGE_BACKEND for preview is not 'neon' (value "
+                                     "not shown: the variable is encrypted)"}),
     ("vercel-no-database-url", {"test_env_by_target": "DATABASE_URL is not set for production"}),
     ("vercel-deploy-error", {
         "test_latest_production_deployment_is_ready":
@@ -68,6 +74,8 @@ def test_fault_turns_the_check_red(clean: Sandbox, tmp_path: Path, fault: str,
     assert set(failed) == set(expected), failed
     for test, needle in expected.items():
         assert needle in failed[test], failed[test]
+    if fault == "vercel-preview-backend-blob":  # compared, never shown
+        assert "'blob'" not in run.stdout and '"blob"' not in json.dumps(run.outcomes)
     assert "Traceback" not in run.stdout
 
 
