@@ -197,7 +197,11 @@ def review(range_text: str, paths: ChangePaths, repo_given: str | None = None,
     head = _resolve(repo, head_rev, range_text)
     commits = [line for line in _git_ok(
         repo, "log", "--no-color", "--format=%h %s", f"{base}..{head}").splitlines() if line]
-    merge_base = _git_ok(repo, "merge-base", base, head).strip()
+    found_base = _git(repo, "merge-base", base, head)
+    if found_base.returncode != 0:
+        raise ChangeRangeError(f"{RANGE_VARIABLE}={range_text!r}: {base_rev} and {head_rev} "
+                               "share no history (no merge base)")
+    merge_base = found_base.stdout.strip()
     changed = _git_ok(repo, "diff", "--no-renames", "--name-status", "-z", merge_base, head,
                       "--", paths.migrations.rstrip("/") or ".")
     fields = changed.split("\0")

@@ -143,6 +143,24 @@ def test_missing_range_names_the_variable(repo: Path, tmp_path: Path) -> None:
     assert "missing OPSGATE_CHANGE_RANGE" in run.failed()[CHECK]
 
 
+def test_the_flag_alone_needs_no_target(repo: Path, tmp_path: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    commit(repo, "docs only", {"README.md": "hello\n"})
+    run = run_gate(tmp_path, env=clean_env(
+        RUN_OPS_PREFLIGHT="false", RUN_OPS_PARITY="false", RUN_OPS_LEDGER="false",
+        RUN_OPS_CHANGE_CONTROL="true", OPSGATE_CHANGE_REPO=str(repo),
+        OPSGATE_CHANGE_RANGE=f"{base}..HEAD"))
+    assert run.code == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "marker expression: change_control  (from RUN_OPS_* flags)" in run.stdout
+
+
+def test_unrelated_histories_fail_in_one_line(repo: Path, tmp_path: Path) -> None:
+    git(repo, "checkout", "-q", "--orphan", "other")
+    commit(repo, "unrelated", {"other.txt": "x\n"})
+    message = gate(tmp_path, repo, "main..other").failed()[CHECK]
+    assert "main and other share no history" in message, message
+
+
 def test_default_gate_still_demands_a_target(tmp_path: Path) -> None:
     run = run_gate(tmp_path, "-m", "change_control or ledger",
                    env=clean_env(OPSGATE_CHANGE_RANGE="HEAD..HEAD"))
