@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from opsgate.errors import ChangeRangeError
 from opsgate.verify.change_control import ChangePaths, review
 from tests.gate_helpers import GateRun, clean_env, run_gate
 
@@ -159,6 +160,19 @@ def test_unrelated_histories_fail_in_one_line(repo: Path, tmp_path: Path) -> Non
     commit(repo, "unrelated", {"other.txt": "x\n"})
     message = gate(tmp_path, repo, "main..other").failed()[CHECK]
     assert "main and other share no history" in message, message
+
+
+PATHS = ChangePaths("migrations/", "docs/migrations.md", "CHANGELOG.md", "docs/checkpoints.md")
+
+
+def test_a_repository_that_is_not_one_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ChangeRangeError, match=r"OPSGATE_CHANGE_REPO=.* is not a folder"):
+        review("a..b", PATHS, str(tmp_path / "nope"))
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ChangeRangeError, match=r"OPSGATE_CHANGE_REPO=.* is not in a git"):
+        review("a..b", PATHS, str(tmp_path / "plain"))
+    with pytest.raises(ChangeRangeError, match="set OPSGATE_CHANGE_REPO"):
+        review("a..b", PATHS, cwd=tmp_path / "plain")
 
 
 def test_default_gate_still_demands_a_target(tmp_path: Path) -> None:

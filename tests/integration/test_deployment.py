@@ -103,6 +103,10 @@ def test_project_file_is_read_and_a_disagreeing_one_is_red(clean: Sandbox, tmp_p
     run = gate(clean, tmp_path, OPSGATE_VERCEL_PROJECT_FILE=str(link))
     message = run.failed()[f"{MODULE}::test_project_is_the_linked_one"]
     assert f"the project file names {clean.vercel.staging.id}" in message
+    link.write_text("{not json")
+    run = gate(clean, tmp_path, VERCEL_PROJECT_ID="", OPSGATE_VERCEL_PROJECT_FILE=str(link))
+    message = run.failed()[f"{MODULE}::test_project_is_the_linked_one"]
+    assert "not a readable JSON project file (JSONDecodeError)" in message, message
 
 
 @pytest.mark.parametrize(("env", "needle"), [
