@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from opsgate import resources
+from opsgate import progress, resources
 from opsgate.config import DEFAULT_BLOB_PREFIX, Settings
 from opsgate.errors import OpsgateError
 from opsgate.migrate.runner import run_migration
@@ -122,14 +122,18 @@ class Sandbox:
             source[BACKFILL_MIGRATION] = str(self.payload_file)
 
         settings = Settings.load(environ=self._env_values())
-        for script in discover_scripts(migrations_dir):
-            # Every migration from the legacy payload reads the scaled file, not the
-            # fixture's copy in admin_content_state.
-            given = source.get(BACKFILL_MIGRATION) if script.source == "legacy" else None
-            result = run_migration(script, settings, apply=True, source=given)
-            self.migrations.append(result.summary)
-            if result.exit_code != 0:
-                raise OpsgateError(f"sandbox migration {script.name}: {result.message}")
+        scripts = discover_scripts(migrations_dir)
+        with progress.bar("sandbox: migrations", total=len(scripts)) as bar:
+            for script in scripts:
+                bar.phase(script.name)
+                # Every migration from the legacy payload reads the scaled file, not the
+                # fixture's copy in admin_content_state.
+                given = source.get(BACKFILL_MIGRATION) if script.source == "legacy" else None
+                result = run_migration(script, settings, apply=True, source=given)
+                self.migrations.append(result.summary)
+                if result.exit_code != 0:
+                    raise OpsgateError(f"sandbox migration {script.name}: {result.message}")
+                bar.advance()
 
         app_db = Secret(db_url.reveal())
         self.api = ThreadedServer(
