@@ -78,7 +78,7 @@ def test_each_run_prints_its_head_into_terminal_junit_and_history(
         assert entry["dir"] == f"runs/{d.name}"
         assert set(entry["artefacts"]) == {
             "summary.json", "junit.xml", "drill-record.md", "report.html",
-            "allure-results/environment.properties", "allure-results.sha256"}
+            "allure-results/environment.properties", "allure-results.sha256", "allurerc.json"}
         listed = (d / "allure-results.sha256").read_text().splitlines()
         assert len(listed) == entry["allure_files"] == len(list((d / "allure-results").iterdir()))
         assert any(ln.endswith("-result.json") for ln in listed)
