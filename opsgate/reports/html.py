@@ -179,13 +179,29 @@ def health_trend(runs: list[timeline.Point], now: dict[str, int] | None, run_id:
             + "".join(body) + "</table>")
 
 
+def _sides(ev: dict[str, Any]) -> list[list[str]]:
+    """Groups of top-level keys holding flat dicts with the same keys (``kb`` and
+    ``payload``, ``blob_counts`` and ``neon_counts``): the sides of one comparison."""
+    groups: dict[frozenset[str], list[str]] = {}
+    for k, v in ev.items():
+        if evidence_html._is_flat_dict(v):
+            groups.setdefault(frozenset(v), []).append(k)
+    return [names for names in groups.values() if len(names) >= 2]
+
+
 def _evidence(ev: dict[str, Any]) -> str:
-    """A test's evidence: its scalars in one table, each structured value under its name."""
+    """A test's evidence: its scalars in one table, the sides of a comparison side by
+    side, each other structured value under its name."""
     flat = {k: v for k, v in ev.items() if evidence_html._is_scalar(v)
             or evidence_html._is_short_list(v)}
     out = [evidence_html.render(flat)] if flat else []
+    done = set(flat)
+    for names in _sides(ev):
+        out.append(f"<h4>{escape(' vs '.join(names))}</h4>"
+                   + evidence_html.render({n: ev[n] for n in names}))
+        done.update(names)
     for k, v in ev.items():
-        if k not in flat:
+        if k not in done:
             out.append(f"<h4>{escape(k)}</h4>{evidence_html.render(v)}")
     raw = escape(json.dumps(ev, indent=2, sort_keys=True, default=str))
     out.append(f"<details><summary class='muted'>as JSON</summary><pre>{raw}</pre></details>")
@@ -208,8 +224,7 @@ def _details(s: dict[str, Any]) -> str:
             if t["evidence"]:
                 body += _evidence(t["evidence"])
             parts.append(
-                f"<details id='{_anchor(t['nodeid'])}'"
-                f"{' open' if t['outcome'] != 'passed' else ''}><summary>"
+                f"<details id='{_anchor(t['nodeid'])}' open><summary>"
                 f"{escape(t['name'])} {_badge(t['outcome'])} "
                 f"<span class='muted'>{t['duration_s']:.2f} s</span></summary>"
                 f"{body or '<p class=muted>no evidence recorded</p>'}</details>")
