@@ -25,31 +25,26 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-#: Failure kinds, first match wins (Allure matches the whole message: hence ``(?s).*``).
-CATEGORIES: list[dict[str, Any]] = [
-    {"name": "Missing variable",
-     "messageRegex": r"(?s).*\bmissing [A-Z][A-Z0-9_]+(, [A-Z][A-Z0-9_]+)*: required by.*",
-     "matchedStatuses": ["failed", "broken"]},
-    {"name": "Target unreachable",
-     "messageRegex": r"(?s).*(cannot connect|did not answer|not tried again|timed out|"
-                     r"password authentication failed|Connection refused|refused "
-                     r"(ADMIN_PASSWORD|BLOB_READ_WRITE_TOKEN)).*",
-     "matchedStatuses": ["failed", "broken"]},
-    {"name": "Safeguard refused",
-     "messageRegex": r"(?s).*(refus|safeguard|not empty|will not|read-only).*",
-     "matchedStatuses": ["failed", "broken"]},
-    {"name": "Schema or contract",
-     "messageRegex": r"(?s).*(does not exist|missing column|missing table|contract|"
-                     r"schema|production markers missing).*",
-     "matchedStatuses": ["failed", "broken"]},
-    {"name": "Migration ledger",
-     "messageRegex": r"(?s).*(ledger|migration|checksum).*",
-     "matchedStatuses": ["failed", "broken"]},
-    {"name": "Data drift",
-     "messageRegex": r"(?s).*(drift|differ|!=| vs |mismatch|emptied|shrank|changed|"
-                     r"dangling|not in|hash).*",
-     "matchedStatuses": ["failed", "broken"]},
+#: Failure kinds, first match wins: (name, pattern searched in the result's message).
+#: The patterns use only syntax Java (Allure 2) and JavaScript (Allure 3) share.
+KINDS: list[tuple[str, str]] = [
+    ("Missing variable", r"\bmissing [A-Z][A-Z0-9_]+(, [A-Z][A-Z0-9_]+)*: required by"),
+    ("Target unreachable", r"cannot connect|did not answer|not tried again|timed out|"
+                           r"password authentication failed|Connection refused|"
+                           r"refused (ADMIN_PASSWORD|BLOB_READ_WRITE_TOKEN)"),
+    ("Safeguard refused", r"refus|safeguard|not empty|will not|read-only"),
+    ("Schema or contract", r"does not exist|missing column|missing table|contract|schema|"
+                           r"production markers missing"),
+    ("Migration ledger", r"ledger|migration|checksum"),
+    ("Data drift", r"drift|differ|!=| vs |mismatch|emptied|shrank|changed|dangling|"
+                   r"not in|hash"),
 ]
+STATUSES = ["failed", "broken"]
+#: Allure 2's categories.json: ``messageRegex`` must match the whole message (Java's
+#: ``matches``), hence the DOTALL flag and ``.*`` around each pattern.
+CATEGORIES: list[dict[str, Any]] = [
+    {"name": name, "messageRegex": f"(?s).*({pattern}).*", "matchedStatuses": STATUSES}
+    for name, pattern in KINDS]
 
 HISTORY_FILE = "allure-history.jsonl"  # Allure 3's, at the reports folder's top
 CONFIG = "allurerc.json"
@@ -80,10 +75,10 @@ def write(results: Path, run_dir: Path, reports_root: Path, target: str,
                                              encoding="utf-8")
     history = os.path.relpath(reports_root / HISTORY_FILE, run_dir)
     config = {"name": title(target), "output": "allure-report", "historyPath": history,
+              # Allure 3 searches the message (JavaScript ``RegExp.test``).
               "categories": {"rules": [
-                  {"name": c["name"], "matchers": {"statuses": c["matchedStatuses"],
-                                                  "message": c["messageRegex"]}}
-                  for c in CATEGORIES]}}
+                  {"name": name, "matchers": {"statuses": STATUSES, "message": pattern}}
+                  for name, pattern in KINDS]}}
     (run_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
