@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from opsgate.reports import evidence_html, figures, svg, timeline
+from opsgate.reports import evidence_html, figures, reasons, svg, timeline
 from opsgate.reports.model import RunRecord
 
 CSS = """
@@ -68,26 +68,37 @@ def _anchor(nodeid: str) -> str:
     return "t-" + "".join(ch if ch.isalnum() else "-" for ch in nodeid)
 
 
+#: Causes listed in "Why it failed", and characters of each message there (the whole
+#: message is with the test's evidence, further down).
+MAX_CAUSES = 20
+MESSAGE_WIDTH = 700
+#: Tests named per cause before "and N more".
+MAX_NAMED = 6
+
+
 def _reasons(s: dict[str, Any]) -> str:
     """Every cause of a red verdict, one line each, linked to its evidence."""
+    found = reasons.causes(s["checks"])
     items = []
-    for c in s["checks"]:
-        for t in c["tests"]:
-            if t["outcome"] in ("failed", "error", "skipped"):
-                what = {"error": "error (setup)", "skipped": "did not run"}.get(
-                    t["outcome"], "failed")
-                items.append(
-                    f"<li><b>{escape(c['marker'])}</b> · <a href='#{_anchor(t['nodeid'])}'>"
-                    f"{escape(t['name'])}</a> {escape(what)}: "
-                    f"{escape(t['message'] or 'no message')}</li>")
+    for cause in found[:MAX_CAUSES]:
+        named = [f"<b>{escape(t['marker'])}</b> · <a href='#{_anchor(t['nodeid'])}'>"
+                 f"{escape(t['name'])}</a>" for t in cause.tests[:MAX_NAMED]]
+        if len(cause.tests) > MAX_NAMED:
+            named.append(f"and {len(cause.tests) - MAX_NAMED} more")
+        items.append(f"<li>{', '.join(named)} {escape(cause.outcome)}: "
+                     f"{escape(reasons.cut(cause.message, MESSAGE_WIDTH))}</li>")
+    if len(found) > MAX_CAUSES:
+        items.append(f"<li>… and {len(found) - MAX_CAUSES} more causes (below)</li>")
     if not items:
         if s["verdict"] == "failed" and not s["notes"]:  # no test or note to blame
             items.append(f"<li>pytest exit status {s['exit_status']} (see the terminal "
                          "output of the run)</li>")
         else:
             return ""
+    tests = sum(len(c.tests) for c in found)
     return ("<div class='reasons' id='reasons'><b>Why it failed</b> "
-            f"({len(items)} cause{'s' if len(items) != 1 else ''})<ol>"
+            f"({len(found)} cause{'s' if len(found) != 1 else ''}"
+            f"{f', {tests} tests' if tests != len(found) else ''})<ol>"
             + "".join(items) + "</ol></div>")
 
 

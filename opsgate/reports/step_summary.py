@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from opsgate.reports import figures
+from opsgate.reports import figures, reasons
 from opsgate.reports.model import RunRecord
 
-#: Failure lines listed before "... and N more" (the rest is in report.html).
+#: Causes listed before "... and N more" (the rest is in report.html).
 MAX_REASONS = 10
 #: Characters of one failure message in the summary.
 MESSAGE_WIDTH = 300
@@ -21,10 +21,6 @@ MESSAGE_WIDTH = 300
 
 def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("`", "'").replace("\n", " ")
-
-
-def _cut(text: str, width: int = MESSAGE_WIDTH) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def step_summary(record: RunRecord, head: str, root: Path, redact: Callable[[str], str],
@@ -53,14 +49,18 @@ def step_summary(record: RunRecord, head: str, root: Path, redact: Callable[[str
     out.append(f"| history head | `{head}` |")  # never through the redactor: a digest
     if record.notes:
         out += ["", "Gate failures:", *[f"- {_cell(redact(n))}" for n in record.notes]]
-    reasons = [f"- **{_cell(c['marker'])}** `{_cell(t['name'])}` {t['outcome']}: "
-               f"{_cell(redact(_cut(t['message'] or 'no message')))}"
-               for c in checks for t in c["tests"]
-               if t["outcome"] in ("failed", "error", "skipped")]
-    if reasons:
-        out += ["", "Why it failed:", *reasons[:MAX_REASONS]]
-        if len(reasons) > MAX_REASONS:
-            out.append(f"- ... and {len(reasons) - MAX_REASONS} more (report.html)")
+    found = reasons.causes(checks)
+    lines = []
+    for cause in found[:MAX_REASONS]:
+        named = ", ".join(f"**{_cell(t['marker'])}** `{_cell(t['name'])}`"
+                          for t in cause.tests[:3])
+        more = f" and {len(cause.tests) - 3} more" if len(cause.tests) > 3 else ""
+        lines.append(f"- {named}{more} {cause.outcome}: "
+                     f"{_cell(redact(reasons.cut(cause.message, MESSAGE_WIDTH)))}")
+    if lines:
+        out += ["", "Why it failed:", *lines]
+        if len(found) > MAX_REASONS:
+            out.append(f"- ... and {len(found) - MAX_REASONS} more causes (report.html)")
     out += ["", "| check | status | tests | key figures |", "|---|---|---|---|"]
     for c in checks:
         figs = "; ".join(figures.of_check(c)) or "-"

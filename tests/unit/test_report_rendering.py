@@ -7,7 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from opsgate.reports import allure_files, evidence_html, figures, svg
+from opsgate.reports import allure_files, evidence_html, figures, html, model, svg
+from opsgate.reports.step_summary import step_summary
 
 HOSTILE = "<script>alert('x')</script>&\"'"
 
@@ -102,3 +103,29 @@ def test_categories_sort_the_gates_failure_messages() -> None:
         matched = next(c["name"] for c in allure_files.CATEGORIES
                        if re.fullmatch(c["messageRegex"], message))
         assert matched == kind, (kind, message)
+
+
+def _record() -> model.RunRecord:
+    record = model.RunRecord(run_id="r1", started_at="t0", target={"name": "prod"},
+                       target_kind="environment", expression="parity or ledger",
+                       expression_source="-m", opsgate_version="0", exit_status=1)
+    down = "cannot connect to postgresql://u:***@h/db: connection refused"
+    for nodeid, marker, message in (
+            ("checks/test_parity.py::test_a", "parity", down),
+            ("checks/test_ledger.py::test_b", "ledger", down),
+            ("checks/test_parity.py::test_c", "parity", "nodes: api 359 != database 360")):
+        record.tests[nodeid] = model.TestOutcome(nodeid, nodeid.split("::")[1], marker, "failed",
+                                           0.1, message, {"rows": 1})
+    return record
+
+
+def test_one_line_per_cause_on_the_page_and_in_the_step_summary() -> None:
+    record = _record()
+    page = html.render(record, None)
+    reasons = page[page.index("Why it failed"):page.index("<h2>Checks</h2>")]
+    assert "(2 causes, 3 tests)" in reasons and reasons.count("<li>") == 2
+    assert reasons.count("cannot connect") == 1 and "test_a" in reasons and "test_b" in reasons
+    text = step_summary(record, "0" * 64, Path("reports"), lambda s: s, Path("."))
+    why = text[text.index("Why it failed:"):].split("\n\n")[0]
+    assert why.count("\n- ") == 2 and why.count("cannot connect") == 1
+    assert "- **parity** `test_a`, **ledger** `test_b` failed: cannot connect" in why
