@@ -38,13 +38,19 @@ def _health_counts(summary_file: Path) -> dict[str, int]:
         return {}
     if not isinstance(summary, dict):
         return {}
-    for check in summary.get("checks", []):
+    # An earlier run's files may be damaged or edited (`verify` says so): anything not
+    # shaped as opsgate writes it is skipped, never a crash of this run.
+    checks = summary.get("checks")
+    for check in checks if isinstance(checks, list) else []:
         if not isinstance(check, dict) or check.get("marker") != "health":
             continue
-        for test in check.get("tests", []):
-            counts = (test.get("evidence") or {}).get("counts") if isinstance(test, dict) else None
+        tests = check.get("tests")
+        for test in tests if isinstance(tests, list) else []:
+            evidence = test.get("evidence") if isinstance(test, dict) else None
+            counts = evidence.get("counts") if isinstance(evidence, dict) else None
             if isinstance(counts, dict):
-                return {str(k): v for k, v in counts.items() if isinstance(v, int)}
+                return {str(k): v for k, v in counts.items()
+                        if isinstance(v, int) and not isinstance(v, bool)}
     return {}
 
 
@@ -63,11 +69,12 @@ def points(reports_root: Path, history_file: str = "history.jsonl",
         if not isinstance(entry, dict) or not isinstance(entry.get("run_id"), str):
             continue
         tests = entry.get("counts") if isinstance(entry.get("counts"), dict) else {}
+        where = entry.get("dir") if isinstance(entry.get("dir"), str) else ""
         out.append(Point(
             line=i, run_id=entry["run_id"], started_at=str(entry.get("started_at", "")),
             verdict=str(entry.get("verdict", "?")), target=str(entry.get("target", "")),
             line_sha256=history.line_hash(line), partial=bool(entry.get("partial_checks")),
-            counts=_health_counts(reports_root / str(entry.get("dir", "")) / "summary.json"),
+            counts=_health_counts(reports_root / where / "summary.json") if where else {},
             tests={str(k): int(v) for k, v in (tests or {}).items() if isinstance(v, int)}))
     return out
 

@@ -7,7 +7,17 @@ import json
 import re
 from pathlib import Path
 
-from opsgate.reports import allure_files, evidence_html, figures, html, model, svg
+from opsgate.reports import (
+    allure_files,
+    evidence_html,
+    figures,
+    history,
+    history_html,
+    html,
+    model,
+    svg,
+    timeline,
+)
 from opsgate.reports.step_summary import step_summary
 
 HOSTILE = "<script>alert('x')</script>&\"'"
@@ -129,3 +139,22 @@ def test_one_line_per_cause_on_the_page_and_in_the_step_summary() -> None:
     why = text[text.index("Why it failed:"):].split("\n\n")[0]
     assert why.count("\n- ") == 2 and why.count("cannot connect") == 1
     assert "- **parity** `test_a`, **ledger** `test_b` failed: cannot connect" in why
+
+
+def test_damaged_earlier_runs_are_skipped_not_fatal(tmp_path: Path) -> None:
+    """history.html and the trend read earlier runs' files, which may be edited."""
+    shapes = [[], {"checks": "x"}, {"checks": [{"marker": "health", "tests": [
+        {"evidence": ["not", "a", "dict"]}]}]}, {"checks": [{"marker": "health", "tests": [
+            {"evidence": {"counts": {"kb_edges": 436, "flag": True}}}]}]}]
+    for i, shape in enumerate(shapes):
+        run = tmp_path / "runs" / f"r{i}"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps(shape))
+        history.append(tmp_path / "history.jsonl", {"run_id": f"r{i}", "dir": f"runs/r{i}",
+                                                     "verdict": "passed", "counts": "x"})
+    with (tmp_path / "history.jsonl").open("a") as f:
+        f.write("not json\n")
+    runs = timeline.points(tmp_path)
+    assert [p.counts for p in runs] == [{}, {}, {}, {"kb_edges": 436}]
+    page = history_html.render(runs, 5)
+    assert "kb_edges" in page and "the last 4 of 5 lines" in page
