@@ -52,11 +52,11 @@ def step_summary(record: RunRecord, head: str, root: Path, redact: Callable[[str
     found = reasons.causes(checks)
     lines = []
     for cause in found[:MAX_REASONS]:
-        named = ", ".join(f"**{_cell(t['marker'])}** `{_cell(t['name'])}`"
+        named = ", ".join(f"**{_cell(t['marker'])}** `{_cell(redact(t['name']))}`"
                           for t in cause.tests[:3])
         more = f" and {len(cause.tests) - 3} more" if len(cause.tests) > 3 else ""
         lines.append(f"- {named}{more} {cause.outcome}: "
-                     f"{_cell(redact(reasons.cut(cause.message, MESSAGE_WIDTH)))}")
+                     f"{_cell(reasons.cut(redact(cause.message), MESSAGE_WIDTH))}")
     if lines:
         out += ["", "Why it failed:", *lines]
         if len(found) > MAX_REASONS:
