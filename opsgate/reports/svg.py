@@ -42,6 +42,8 @@ def sparkline(values: Sequence[int | None], width: int = 160, height: int = 28) 
     step = (width - 6) / max(1, len(values) - 1)
 
     def xy(i: int, v: int) -> tuple[float, float]:
+        if hi == lo:  # unchanged: a level line through the middle
+            return 3 + i * step, height / 2
         return 3 + i * step, height - 3 - (v - lo) / span * (height - 6)
 
     points = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, v) for i, v in known))
