@@ -169,12 +169,18 @@ def _resolve(repo: Path, rev: str, text: str) -> str:
     return done.stdout.strip()
 
 
+#: Script suffixes: opsgate's runner runs ``.py``; the web app's own repository keeps its
+#: migrations as npm scripts (the runbook's ``scripts/migrations/``).
+SCRIPT_SUFFIXES = frozenset({".py", ".js", ".mjs", ".cjs", ".ts", ".mts", ".sql", ".sh"})
+
+
 def _is_migration(path: str, folder: str) -> bool:
-    """The runner's rule (`opsgate.migrate.scripts.discover_scripts`): a ``*.py`` file
-    directly in the migrations folder whose name does not start with ``_``."""
+    """The runner's rule (`opsgate.migrate.scripts.discover_scripts`), widened to the
+    app's script languages: a script directly in the migrations folder whose name does
+    not start with ``_`` (helpers) or ``.``; a README there is no migration."""
     p = Path(path)
-    return (p.parent == Path(folder.rstrip("/") or ".") and p.suffix == ".py"
-            and not p.name.startswith("_"))
+    return (p.parent == Path(folder.rstrip("/") or ".") and p.suffix in SCRIPT_SUFFIXES
+            and not p.name.startswith(("_", ".")))
 
 
 def _added_lines(repo: Path, old: str, new: str, pathspec: str) -> list[str]:

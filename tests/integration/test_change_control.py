@@ -118,6 +118,21 @@ def test_range_without_migrations_is_green_and_says_so(repo: Path) -> None:
     assert ev["commits"][0].endswith("docs only")
 
 
+def test_the_apps_script_folder_and_languages(repo: Path, tmp_path: Path) -> None:
+    """The runbook's app keeps npm scripts in scripts/migrations/: configurable."""
+    base = git(repo, "rev-parse", "HEAD")
+    name = "20260302_1007_blob_to_neon_media"
+    commit(repo, "app migration", {f"scripts/migrations/{name}.mjs": "// new\n",
+                                   "scripts/migrations/_helpers.mjs": "// helper\n",
+                                   "CHANGELOG.md": f"- {name}\n"})
+    found = review(f"{base}..HEAD", ChangePaths("scripts/migrations", "docs/migrations.md",
+                                                "CHANGELOG.md", "docs/checkpoints.md"), str(repo))
+    assert [(m.name, m.mentioned_in) for m in found.migrations] == [(name, ["changelog"])]
+    assert found.problems() == [
+        f"migration {name} (added in scripts/migrations/{name}.mjs) lacks index "
+        "(docs/migrations.md), checkpoint (docs/checkpoints.md) in the same range"]
+
+
 def test_empty_range_is_red(repo: Path, tmp_path: Path) -> None:
     run = gate(tmp_path, repo, "HEAD..HEAD")
     assert run.code == 1
