@@ -121,3 +121,17 @@ def test_refusals_fail_in_one_line(clean: Sandbox, tmp_path: Path, env: dict[str
     message = run.failed()[f"{MODULE}::test_project_is_the_linked_one"]
     assert needle in message, message
     assert "Traceback" not in run.stdout and "wrong-token-e5a1" not in run.stdout
+
+
+def test_an_api_that_does_not_answer_is_reported_once(clean: Sandbox, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = gate(clean, tmp_path, VERCEL_API_URL=f"http://127.0.0.1:{port}")
+    failed = {k.split("::")[1]: m for k, m in run.failed().items()}
+    assert len(failed) == 4, failed
+    assert "after 3 attempts" in failed["test_project_is_the_linked_one"]
+    later = [m for t, m in failed.items() if t != "test_project_is_the_linked_one"]
+    assert all("did not answer earlier in this run" in m for m in later), later
