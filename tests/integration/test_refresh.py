@@ -19,7 +19,7 @@ from opsgate.sandbox import Sandbox
 from opsgate.target.schema import CONTRACT_TABLES
 from opsgate.verify import canon
 from tests.gate_helpers import clean_env, run_gate
-from tests.migration_helpers import ROOT, db_fingerprint, ledger_rows
+from tests.migration_helpers import ROOT, cli, db_fingerprint, ledger_rows
 
 #: Statement-level triggers on every contract table of the source: any INSERT, UPDATE,
 #: DELETE or TRUNCATE, even one touching no row, leaves a line in opsgate_test_writes.
@@ -147,6 +147,9 @@ def test_apply_makes_the_target_equal_to_the_source(
     assert summary["archives"]["target_before"]["sha256"] == sha256_of(
         out / "target-before.dump")
 
+    # `migrate status` knows the refresh row: no drift.
+    code, doc, err = cli(mirror, "status", "--json")
+    assert code == 0 and doc["unknown_in_ledger"] == [], err
     # The refreshed mirror passes the gate's ledger check (the refresh row is known).
     gate_env = target_env(source, tmp_path, mirror)
     run = run_gate(tmp_path, f"--env-file={gate_env}", "-m", "ledger", env=clean_env())
