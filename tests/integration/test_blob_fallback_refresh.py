@@ -161,3 +161,32 @@ def test_a_repeatable_script_reapplies_on_a_new_hash_and_a_plain_one_is_refused(
             with psycopg.connect(fresh_db, autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
+
+
+def test_the_refresh_writes_a_folder_too_and_it_reads_back_equal(
+        fresh_db: str, tmp_path: Path) -> None:
+    from opsgate.sandbox import FIXTURE_PAYLOAD, datagen
+    from opsgate.target.blob import FileBlobStore, read_admin_state
+    from opsgate.verify import canon
+    from opsgate.verify.blob_parity import read_neon_state
+    from tests.migration_helpers import ADMIN_SCHEMA, BLOB_STATE
+
+    source = tmp_path / "blob"
+    datagen.write_blob_folder(source, PREFIX, json.loads(FIXTURE_PAYLOAD.read_text()))
+    for name, extra in ((ADMIN_SCHEMA, []), (BLOB_STATE, ["--source", str(source)])):
+        code, out, err = cli(fresh_db, "run", name, "--apply", *extra)
+        assert code == 0, err
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("UPDATE admin_content_state SET payload = '{\"hero\": \"new\"}' "
+                     "WHERE key = 'homepage'")
+        neon = canon.admin_state_hash(*read_neon_state(conn))
+    fallback = tmp_path / "fallback"
+    code, out, err = cli(fresh_db, "run", REFRESH, "--source", str(fallback))
+    assert code == 0 and out["status"] == "planned" and not fallback.exists(), err
+    code, out, err = cli(fresh_db, "run", REFRESH, "--apply", "--source", str(fallback))
+    assert code == 0 and out["status"] == "applied", err
+    assert out["payload_hash"] == neon
+    state = read_admin_state(FileBlobStore(fallback), PREFIX)
+    assert canon.admin_state_hash(state.content_state, state.history) == neon
+    assert sorted(p.name for p in (fallback / "admin").iterdir()) == [
+        "content-state.json", "history.json"]

@@ -147,6 +147,15 @@ def test_apply_makes_the_target_equal_to_the_source(
     assert summary["archives"]["target_before"]["sha256"] == sha256_of(
         out / "target-before.dump")
 
+    # A second refresh onto the refreshed mirror: the same tables again, the mirror's
+    # ledger once more the source's plus one refresh row.
+    code, again, err = refresh(source, target_env(source, tmp_path, mirror),
+                               f"--out={tmp_path / 'again'}", "--apply")
+    assert code == 0 and again["status"] == "applied", err
+    assert all(r["match"] for r in again["tables"])
+    assert [r["name"] for r in ledger_rows(mirror)][-1] == "opsgate-refresh"
+    assert ledger_rows(mirror)[:-1] == src_ledger
+
     # `migrate status` knows the refresh row: no drift.
     code, doc, err = cli(mirror, "status", "--json")
     assert code == 0 and doc["unknown_in_ledger"] == [], err
