@@ -33,7 +33,6 @@ from opsgate.config import Settings, read_env_file
 from opsgate.errors import (
     ConfigError,
     DatabaseUnavailableError,
-    MissingEnvError,
     OpsgateError,
     PostgresUnavailableError,
     first_line,
@@ -104,7 +103,12 @@ def load_side(path: Path, which: str) -> tuple[Settings, dict[str, str]]:
         raise ConfigError(f"--{which}-env-file {path}: "
                           f"{str(exc).split(': ', 1)[-1]}") from None
     extra = {k: os.environ[k] for k in FROM_ENVIRONMENT if k in os.environ and k not in values}
-    return Settings.load(environ=extra, env_file=path), values
+    settings = Settings.load(environ=extra, env_file=path)
+    if settings.database_url is None:
+        # Not MissingEnvError: its advice (set it in the environment) does not hold here.
+        raise ConfigError(f"--{which}-env-file {path} sets no DATABASE_URL (nor POSTGRES_URL): "
+                          f"the {which} database")
+    return settings, values
 
 
 def default_run_folder() -> Path:
@@ -236,9 +240,9 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
         redactors += [source.redactor(), target.redactor()]
         exp_file = options.expectations_file or source.expectations_file
         if not exp_file:
-            raise MissingEnvError("OPSGATE_EXPECTATIONS_FILE",
-                                  "the source's expected production markers (in the source "
-                                  "env file, or --expectations FILE)")
+            raise ConfigError(f"--source-env-file {options.source_env_file} sets no "
+                              "OPSGATE_EXPECTATIONS_FILE (the source's expected production "
+                              "markers); set it there or pass --expectations FILE")
         expectations = Expectations.load(exp_file)
         summary["expectations"] = expectations.source
         src_url = source.session_url("the refresh's export of the source")

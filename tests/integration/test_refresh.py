@@ -234,7 +234,8 @@ def test_missing_inputs_are_usage_errors_naming_what(
         values = {k: v for k, v in source.environ().items() if k != "OPSGATE_EXPECTATIONS_FILE"}
         src, needle = env_file(tmp_path / "src.env", **values), "OPSGATE_EXPECTATIONS_FILE"
     else:
-        target, needle = env_file(tmp_path / "t.env", VERCEL_ENV="development"), "DATABASE_URL"
+        target = env_file(tmp_path / "t.env", VERCEL_ENV="development")
+        needle = f"--target-env-file {target} sets no DATABASE_URL"
     code, summary, err = refresh(source, target, f"--out={tmp_path / 'run'}", source=src)
     assert code == 2 and summary["status"] == "failed", err
     assert needle in summary["message"]
