@@ -15,6 +15,7 @@ What is written where:
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -29,6 +30,7 @@ from typing import Any
 
 import psycopg
 
+from opsgate import progress
 from opsgate.config import Settings, read_env_file
 from opsgate.errors import (
     ConfigError,
@@ -226,12 +228,19 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
                 f.write(json.dumps(summary, indent=2, default=str) + "\n")
         return RefreshResult(summary, code, summary["message"], problems or [])
 
+    steps = contextlib.ExitStack()
+    bar: progress.Bar | None = None  # a line on a terminal while pg_dump etc. run
+
     def timed(label: str, fn: Callable[..., Any], *args: Any) -> Any:
         s = time.monotonic()
+        if bar is not None:
+            bar.phase(label.replace("_", " "))
         try:
             return fn(*args)
         finally:
             summary["timings_s"][label] = round(time.monotonic() - s, 3)
+            if bar is not None:
+                bar.advance()
 
     # -- configuration: exit 2 on anything missing or malformed ------------------------
     try:
@@ -271,6 +280,8 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
 
     src_conn = tgt_conn = None
     try:
+        bar = steps.enter_context(progress.bar(
+            "opsgate refresh", total=8 if options.apply else 5, unit="steps"))
         _check_guards([ep_given, ep_tgt], target_env, target, options.approve_target,
                       summary)
         if session_problem is not None:
@@ -377,8 +388,8 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
             {t: h.sha256 if h else None for t, h in after.items()})
         status = "verify-failed" if mismatched else "applied"
         try:
-            _record(tgt_conn, summary, status, rows, src_archive, tgt_archive, ep_src.name,
-                    options.approve_target is not None, started)
+            timed("record", _record, tgt_conn, summary, status, rows, src_archive,
+                  tgt_archive, ep_src.name, options.approve_target is not None, started)
         except psycopg.Error as exc:
             raise RefreshError(
                 f"the target was restored (tables {'differ' if mismatched else 'equal'}), "
@@ -404,6 +415,7 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
     except KeyboardInterrupt:
         return finish("failed", EXIT_INTERRUPTED, "interrupted")
     finally:
+        steps.close()
         for conn in (src_conn, tgt_conn):
             if conn is not None:
                 conn.close()
