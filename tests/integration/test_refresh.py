@@ -256,3 +256,18 @@ def test_a_restore_that_fails_leaves_the_target_as_it_was(
     assert "\n" not in summary["message"] and "Traceback" not in err
     assert db_fingerprint(mirror) == before
     assert ledger_rows(mirror) == []
+
+
+def test_without_json_a_table_for_people(source: Sandbox, mirror: str, tmp_path: Path) -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "opsgate.cli", "refresh", f"--source-env-file={source.env_file}",
+         f"--target-env-file={target_env(source, tmp_path, mirror)}",
+         f"--out={tmp_path / 'run'}"],
+        capture_output=True, text=True, cwd=ROOT, env=clean_env(), timeout=300)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ["table", "source", "rows", "target", "before", "target",
+                                "after", "source", "sha256", "match"]
+    assert any(ln.startswith("kb_entities ") and " 360 " in ln for ln in lines)
+    assert "mode: dry-run  status: planned" in p.stdout
+    assert "***@" in p.stdout and "opsgate refresh: planned: dry run" in p.stderr
