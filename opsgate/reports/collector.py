@@ -10,7 +10,7 @@ chose.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import pytest
 
 from opsgate import __version__
 from opsgate.reports.model import RunRecord, marker_of
+from opsgate.reports.step_summary import step_summary
 from opsgate.reports.writer import run_dir_name, write_run
 
 
@@ -106,42 +107,6 @@ def gate_notes(state: Any) -> list[str]:
         notes.append(f"{len(skipped)} selected check(s) skipped, and a skipped check did not "
                      "run: " + "; ".join(str(s) for s in skipped[:5]))
     return notes
-
-
-def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("`", "'").replace("\n", " ")
-
-
-def step_summary(record: RunRecord, head: str, root: Path, redact: Callable[[str], str],
-                 cwd: Path) -> str:
-    """The run in a short Markdown block for ``$GITHUB_STEP_SUMMARY``."""
-    counts = ", ".join(f"{k} {v}" for k, v in record.counts().items())
-    checks = record.checks()
-    failed = [c["marker"] for c in checks if c["status"] == "failed"]
-    partial = [c["marker"] for c in checks if c["status"] == "partial"]
-    try:
-        where = root.relative_to(cwd.resolve()).as_posix() or "."
-    except ValueError:
-        where = str(root)
-    rows = [
-        ("verdict", f"**{record.verdict.upper()}** (exit status {record.exit_status})"
-         + ("; PARTIAL: " + ", ".join(partial) if partial else "")),
-        ("target", f"{_cell(record.target_kind)} `{_cell(record.target.get('name'))}`"),
-        ("marker expression", f"`{_cell(record.expression)}` "
-                              f"({_cell(record.expression_source)})"),
-        ("tests", _cell(counts)),
-        ("failed checks", _cell(", ".join(failed) or "none")),
-        ("run", f"`{_cell(record.run_id)}`"),
-    ]
-    out = [f"### opsgate release gate: {record.verdict.upper()}", "", "| | |", "|---|---|"]
-    out += [f"| {k} | {redact(v)} |" for k, v in rows]
-    out.append(f"| history head | `{head}` |")  # never through the redactor: a digest
-    if record.notes:
-        out += ["", "Gate failures:", *[f"- {_cell(redact(n))}" for n in record.notes]]
-    out += ["", "Check the run's reports later against this head (with its reports folder "
-            "restored from the CI artefacts):", "", "```sh",
-            f"opsgate reports verify --reports-dir {where} --expect-head {head}", "```", ""]
-    return "\n".join(out) + "\n"
 
 
 def start_run(config: pytest.Config, state: Any) -> RunCollector:

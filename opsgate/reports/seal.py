@@ -55,9 +55,12 @@ def sha256_file(path: Path) -> str:
 # -- junit.xml -------------------------------------------------------------------------
 
 
-def junit_add_head_placeholder(path: Path) -> None:
+def junit_add_head_placeholder(path: Path, suite_name: str | None = None,
+                               properties: dict[str, str] | None = None) -> None:
     """Give every ``<testsuite>`` of the JUnit XML at ``path`` an ``opsgate_history_head``
-    property holding 64 zeros (replaced by the head once the history line exists).
+    property holding 64 zeros (replaced by the head once the history line exists), the
+    run's other ``properties`` (target, marker expression), and ``suite_name`` for
+    pytest's "pytest" (what CI test tabs list the run under).
 
     Why rewrite the file pytest wrote: ``record_testsuite_property`` is a session-scoped
     fixture, usable only while tests run, and pytest's ``LogXML`` (its
@@ -70,14 +73,20 @@ def junit_add_head_placeholder(path: Path) -> None:
     tree = ET.parse(path)
     root = tree.getroot()
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    ours = {**(properties or {}), HEAD_PROPERTY: PLACEHOLDER}
+    if suite_name and root.tag == "testsuites":
+        root.set("name", suite_name)
     for suite in suites:
+        if suite_name:
+            suite.set("name", suite_name)
         props = suite.find("properties")
         if props is None:
             props = ET.Element("properties")
             suite.insert(0, props)
-        for old in [p for p in props.findall("property") if p.get("name") == HEAD_PROPERTY]:
+        for old in [p for p in props.findall("property") if p.get("name") in ours]:
             props.remove(old)
-        ET.SubElement(props, "property", {"name": HEAD_PROPERTY, "value": PLACEHOLDER})
+        for name, value in ours.items():
+            ET.SubElement(props, "property", {"name": name, "value": value})
     tree.write(path, encoding="utf-8", xml_declaration=True)
 
 

@@ -8,6 +8,7 @@ is redacted in place (reports/redaction.py) before it is hashed (reports/seal.py
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -16,7 +17,16 @@ from typing import Any
 
 from filelock import FileLock
 
-from opsgate.reports import drill_record, history, html, redaction, seal
+from opsgate.reports import (
+    allure_files,
+    drill_record,
+    history,
+    history_html,
+    html,
+    redaction,
+    seal,
+    timeline,
+)
 from opsgate.reports.model import RunRecord
 from opsgate.target import contracts
 
@@ -69,9 +79,24 @@ def write_run(record: RunRecord, reports_root: Path, run_dir: Path,
         (run_dir / "summary.json").write_text(text + "\n", encoding="utf-8")
         (run_dir / "drill-record.md").write_text(drill_record.render(clean), encoding="utf-8")
         prev_href = (f"../{clean.previous_run}/report.html" if clean.previous_run else None)
-        (run_dir / "report.html").write_text(html.render(clean, prev_href), encoding="utf-8")
+        lines = history.read_lines(reports_root / HISTORY)
+        position = html.Position(
+            line=len(lines) + 1,
+            previous_head=history.line_hash(lines[-1]) if lines else None,
+            summary_sha256=seal.sha256_file(run_dir / "summary.json"),
+            history_href=os.path.relpath(reports_root / history_html.NAME, run_dir))
+        runs = timeline.points(reports_root)
+        (run_dir / "report.html").write_text(html.render(clean, prev_href, position, runs),
+                                             encoding="utf-8")
         allure_dir = run_dir / seal.ALLURE_DIR
         allure_dir.mkdir(exist_ok=True)
+        target_name = str(clean.target.get("name") or clean.target_kind)
+        allure_files.write(allure_dir, run_dir, reports_root, target_name, record.run_id)
+        previous_dir = (reports_root / str(entries[-1].get("dir", ""))) if entries else None
+        allure_files.carry_history(previous_dir, allure_dir)
+        for results in {allure_dir, *([allure] if allure is not None else [])}:
+            if results.is_dir():
+                allure_files.prune_fixtures(results)
         server = None
         for ev in clean.evidence_of("preflight").values():
             server = server or ev.get("server_version")
@@ -85,8 +110,14 @@ def write_run(record: RunRecord, reports_root: Path, run_dir: Path,
         redaction.redact_tree(run_dir, redact)
         if allure is not None and allure.is_dir() and not allure.is_relative_to(run_dir):
             redaction.redact_tree(allure, redact)
+        junit_props = {"opsgate_target": target_name,
+                       "opsgate_target_kind": clean.target_kind,
+                       "opsgate_marker_expression": clean.expression,
+                       "opsgate_run_id": record.run_id,
+                       "opsgate_verdict": record.verdict}
         for path in junits:  # after redaction: nothing may touch the placeholder
-            seal.junit_add_head_placeholder(path)
+            seal.junit_add_head_placeholder(path, allure_files.title(target_name),
+                                            junit_props)
         where = {"run_id": record.run_id,
                  "dir": run_dir.relative_to(reports_root).as_posix()
                  if run_dir.is_relative_to(reports_root) else str(run_dir)}
@@ -105,9 +136,20 @@ def write_run(record: RunRecord, reports_root: Path, run_dir: Path,
         # redaction too: a redactor must never rewrite a digest.
         entry, head = history.append_entry(reports_root / HISTORY,
                                            {**where, **described, **seal.seal(run_dir)})
+        write_history_page(reports_root, redact)
     for path in junits:
         seal.junit_set_head(path, head)
     return entry, head
+
+
+def write_history_page(reports_root: Path, redact: Callable[[str], str]) -> Path:
+    """``history.html`` from the history as it now is (redacted like every artefact)."""
+    page = reports_root / history_html.NAME
+    total = len(history.read_lines(reports_root / HISTORY))
+    page.write_text(history_html.render(timeline.points(reports_root), total),
+                    encoding="utf-8")
+    redaction.redact_file(page, redact)
+    return page
 
 
 def _junit_copies(junit: Path | None, run_dir: Path,

@@ -15,6 +15,7 @@ reference API reads through the pooler, as the real app does.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -23,14 +24,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from opsgate import resources
+from opsgate import progress, resources
 from opsgate.config import DEFAULT_BLOB_PREFIX, Settings
 from opsgate.errors import OpsgateError
 from opsgate.migrate.runner import run_migration
 from opsgate.migrate.scripts import discover_scripts
 from opsgate.sandbox import datagen
 from opsgate.sandbox.blob_server import BlobBucket, create_blob_app
-from opsgate.sandbox.embedded import EmbeddedPostgres
+from opsgate.sandbox.embedded import EmbeddedPostgres, cache_dir
 from opsgate.sandbox.neon_shape import NeonShapedTarget
 from opsgate.sandbox.reference_app import Faults, create_app
 from opsgate.sandbox.servers import ThreadedServer
@@ -43,6 +44,11 @@ MIGRATIONS_DIR = resources.migrations_dir()
 BLOB_STATE_MIGRATION = "20260211_1002_blob_to_neon_admin_state"
 BACKFILL_MIGRATION = "20260213_1004_legacy_to_neon_kb_backfill"
 PROFILES = ("plain", "neon")
+
+
+def _summaries(template: Path) -> Path:
+    """The migration summaries saved beside a seeded template."""
+    return template.parent / (template.name + ".json")
 
 
 class Sandbox:
@@ -97,10 +103,15 @@ class Sandbox:
             self.neon.start()
             self.pg = self.neon.cluster
             db_url = self.neon.pooled_url
+            seeded = None
         else:
             self.pg = EmbeddedPostgres(also_remove=leftovers)
+            seeded = self._seeded_template(scale, migrations_dir)
+            if seeded is not None:
+                self.pg.use_template(seeded)
             self.pg.start()
-            db_url = self.pg.create_database("app")
+            db_url = (self.pg.url("app") if seeded is not None
+                      else self.pg.create_database("app"))
 
         payload = json.loads(FIXTURE_PAYLOAD.read_text(encoding="utf-8"))
         content, history = datagen.admin_state(payload)
@@ -121,15 +132,18 @@ class Sandbox:
                 datagen.write_payload(out, scale)
             source[BACKFILL_MIGRATION] = str(self.payload_file)
 
-        settings = Settings.load(environ=self._env_values())
-        for script in discover_scripts(migrations_dir):
-            # Every migration from the legacy payload reads the scaled file, not the
-            # fixture's copy in admin_content_state.
-            given = source.get(BACKFILL_MIGRATION) if script.source == "legacy" else None
-            result = run_migration(script, settings, apply=True, source=given)
-            self.migrations.append(result.summary)
-            if result.exit_code != 0:
-                raise OpsgateError(f"sandbox migration {script.name}: {result.message}")
+        if seeded is not None:
+            # A copy of a sandbox migrated by the runner from these very migrations,
+            # fixtures and code (see `_seeded_template`).
+            self.migrations = json.loads(_summaries(seeded).read_text())
+        else:
+            self._migrate(source, migrations_dir)
+            save_to = self._seeded_template(scale, migrations_dir, existing=False)
+            if save_to is not None and self.pg is not None and self.neon is None:
+                save_to.parent.mkdir(parents=True, exist_ok=True)
+                _summaries(save_to).write_text(json.dumps(self.migrations))
+                self.pg.save_as_template(save_to)
+                db_url = self.pg.url("app")
 
         app_db = Secret(db_url.reveal())
         self.api = ThreadedServer(
@@ -137,6 +151,48 @@ class Sandbox:
         ).start()
         self._write_env_file()
         self.expected_admin_hash = canon.admin_state_hash(content, history)
+
+    def _migrate(self, source: dict[str, str | None], migrations_dir: Path) -> None:
+        settings = Settings.load(environ=self._env_values())
+        scripts = discover_scripts(migrations_dir)
+        with progress.bar("sandbox: migrations", total=len(scripts)) as bar:
+            for script in scripts:
+                bar.phase(script.name)
+                # Every migration from the legacy payload reads the scaled file, not the
+                # fixture's copy in admin_content_state.
+                given = source.get(BACKFILL_MIGRATION) if script.source == "legacy" else None
+                result = run_migration(script, settings, apply=True, source=given)
+                self.migrations.append(result.summary)
+                if result.exit_code != 0:
+                    raise OpsgateError(f"sandbox migration {script.name}: {result.message}")
+                bar.advance()
+
+    def _seeded_template(self, scale: int | None, migrations_dir: Path,
+                         existing: bool = True) -> Path | None:
+        """Where a migrated fixture-scale sandbox cluster is cached, keyed by everything
+        that shapes its data: the server, the migration scripts, the fixture payload and
+        opsgate's own code. With ``existing``, only a complete cached one.
+
+        Migrating takes most of a sandbox's start; the result is the same for the same
+        inputs, so a plain fixture-scale sandbox starts from a copy of the first one
+        built (the runner applied every migration for real, once). Scaled and
+        ``neon`` sandboxes are always built."""
+        cache = cache_dir()
+        if cache is None or scale is not None or self.pg is None or self.neon is not None:
+            return None
+        digest = hashlib.sha256()
+        code = Path(__file__).resolve().parent.parent
+        inputs = [*sorted(migrations_dir.glob("*.py")), FIXTURE_PAYLOAD,
+                  *sorted(code.rglob("*.py"))]
+        for path in inputs:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(str(self.pg.binaries.bindir.resolve()).encode())
+        path = (cache / "sandboxes"
+                / f"{self.pg.binaries.version}-{digest.hexdigest()[:16]}")
+        if not existing:
+            return path
+        complete = (path / "PG_VERSION").exists() and _summaries(path).exists()
+        return path if complete else None
 
     def _env_values(self) -> dict[str, str]:
         assert self.pg is not None and self.blob is not None

@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if not env_file.parent.is_dir():
         print(f"opsgate sandbox: {env_file.parent} is not a folder", file=sys.stderr)
         return 2
+    what = f"{args.scale:,} entities" if args.scale else "fixture scale"
+    print(f"opsgate sandbox: building ({args.profile} profile, {what})...", file=sys.stderr,
+          flush=True)
     try:
         sandbox = Sandbox.start(scale=args.scale, env_file=env_file, profile=args.profile)
     except OpsgateError as exc:

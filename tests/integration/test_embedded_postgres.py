@@ -90,3 +90,33 @@ def test_binaries_in_a_private_folder_are_copied_for_the_service_user(tmp_path: 
     with EmbeddedPostgres(hidden) as cluster, cluster.connect() as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
         assert "copied for the service user" in cluster.binaries.origin
+
+
+def test_clusters_are_copies_of_one_cached_template_each_with_its_own_password(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """initdb runs once per server version; every cluster is a copy of its template, and
+    a copy never accepts the template's password or another cluster's."""
+    import psycopg
+
+    monkeypatch.setenv("OPSGATE_CACHE_DIR", str(tmp_path / "cache"))
+    with EmbeddedPostgres() as first, EmbeddedPostgres() as second:
+        templates = list((tmp_path / "cache" / "clusters").iterdir())
+        assert len(templates) == 1 and (templates[0] / "PG_VERSION").exists()
+        for cluster in (first, second):
+            with cluster.connect() as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        other = second.url()
+        assert other.password != first.url().password
+        with pytest.raises(psycopg.OperationalError, match="password authentication"):
+            psycopg.connect(first.url().reveal().replace(f":{first.url().password}@",
+                                                         f":{other.password}@")).close()
+    assert not any(p.name.startswith(".staging") for p in templates[0].parent.iterdir())
+
+
+def test_the_template_cache_can_be_turned_off(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPSGATE_CACHE_DIR", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with EmbeddedPostgres() as cluster, cluster.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert list(tmp_path.iterdir()) == []

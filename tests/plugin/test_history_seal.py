@@ -78,7 +78,7 @@ def test_each_run_prints_its_head_into_terminal_junit_and_history(
         assert entry["dir"] == f"runs/{d.name}"
         assert set(entry["artefacts"]) == {
             "summary.json", "junit.xml", "drill-record.md", "report.html",
-            "allure-results/environment.properties", "allure-results.sha256"}
+            "allure-results/environment.properties", "allure-results.sha256", "allurerc.json"}
         listed = (d / "allure-results.sha256").read_text().splitlines()
         assert len(listed) == entry["allure_files"] == len(list((d / "allure-results").iterdir()))
         assert any(ln.endswith("-result.json") for ln in listed)
@@ -235,6 +235,10 @@ def test_github_step_summary_gets_verdict_counts_and_head(
     assert "| failed checks | parity |" in text
     assert f"| history head | `{head}` |" in text
     assert f"opsgate reports verify --reports-dir reports --expect-head {head}" in text
+    # every check with its status, and why the red one is red
+    assert "| preflight | passed | 1 | - |" in text and "| ledger | passed | 1 | - |" in text
+    assert "| parity | failed | 1 | - |" in text and "| health | not run | 0 | - |" in text
+    assert "- **parity** `test_parity` failed: AssertionError: parity differs" in text
 
 
 def test_gate_failures_are_in_every_report(
