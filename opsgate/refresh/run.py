@@ -197,7 +197,14 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
     """Run one refresh; never raises for expected failures (the result says why)."""
     started = datetime.now(UTC)
     t0 = time.monotonic()
-    say = log or (lambda line: print(f"opsgate refresh: {line}", file=sys.stderr, flush=True))
+    def say(line: str) -> None:
+        """A progress line; on a terminal the bar names the step instead (a line printed
+        under a bar would tear it)."""
+        if log is not None:
+            log(line)
+        elif not progress.enabled():
+            print(f"opsgate refresh: {line}", file=sys.stderr, flush=True)
+
     mode = "apply" if options.apply else "dry-run"
     summary: dict[str, Any] = {
         "operation": "refresh", "mode": mode, "status": "failed",

@@ -271,3 +271,18 @@ def test_without_json_a_table_for_people(source: Sandbox, mirror: str, tmp_path:
     assert any(ln.startswith("kb_entities ") and " 360 " in ln for ln in lines)
     assert "mode: dry-run  status: planned" in p.stdout
     assert "***@" in p.stdout and "opsgate refresh: planned: dry run" in p.stderr
+
+
+def test_on_a_terminal_a_progress_line_names_the_steps(
+        source: Sandbox, mirror: str, tmp_path: Path) -> None:
+    from tests.integration.test_progress import _on_terminal
+
+    code, shown = _on_terminal(
+        [sys.executable, "-m", "opsgate.cli", "refresh", f"--source-env-file={source.env_file}",
+         f"--target-env-file={target_env(source, tmp_path, mirror)}",
+         f"--out={tmp_path / 'run'}", "--apply"], clean_env())
+    assert code == 0, shown
+    for step in ("source markers", "export source", "export target", "restore", "record"):
+        assert step in shown, shown
+    assert "/8.00" in shown and "exporting the source" not in shown  # the bar, not lines
+    assert "opsgate refresh: applied:" in shown
