@@ -3,7 +3,8 @@
 ``opsgate gate [pytest args]`` is the release gate from an installed package (exactly
 ``pytest`` on the runbook checks opsgate ships); ``opsgate migrate ...`` the guarded
 runner; ``opsgate sandbox up`` the sandbox in the foreground; ``opsgate reports
-verify|list|show`` the history. Options go before or after the subcommand. Exit codes:
+verify|list|show`` the history; ``opsgate refresh`` the guarded production-to-local
+refresh. Options go before or after the subcommand. Exit codes:
 0 success, 1 a check or migration failed or was refused, 2 usage or configuration error
 (``gate`` returns pytest's own codes).
 """
@@ -24,18 +25,20 @@ def build_parser() -> argparse.ArgumentParser:
     # Imported here, not at the top: `opsgate gate` must reach pytest having imported
     # as little as possible (pytest rewrites asserts only in modules it imports itself).
     from opsgate.migrate import cli as migrate_cli
+    from opsgate.refresh import cli as refresh_cli
     from opsgate.reports import cli as reports_cli
     from opsgate.sandbox import cli as sandbox_cli
 
     p = argparse.ArgumentParser(prog="opsgate", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"opsgate {__version__}")
-    sub = p.add_subparsers(dest="area", metavar="{gate,migrate,sandbox,reports}")
+    sub = p.add_subparsers(dest="area", metavar="{gate,migrate,sandbox,reports,refresh}")
     sub.add_parser("gate", help="the release gate: pytest on the runbook checks opsgate "
                    "ships (pytest's options and arguments pass through)", add_help=False)
     m = sub.add_parser("migrate", help="data migrations under the runbook's safeguards")
     migrate_cli.add_arguments(m)
     sandbox_cli.add_parser(sub)
     reports_cli.add_parser(sub)
+    refresh_cli.add_parser(sub)
     return p
 
 

@@ -5,6 +5,12 @@ four functions: ``preconditions(ctx) -> list[str]`` and ``plan(ctx) -> Plan`` (b
 only; the runner checks they wrote nothing), ``apply(ctx, plan)`` (writes, inside the
 runner's transaction), ``verify(ctx, plan) -> list[str]`` (same transaction, before
 commit). Scripts never commit, roll back, lock or write the ledger: the runner does.
+
+Optional: ``REPEATABLE = True`` for a script that mirrors a source that keeps changing
+(the blob fallback refresh): applied again whenever its payload hash differs from the
+last applied one, without ``--force``; the same hash is still a no-op. A script whose
+apply writes outside the database (a blob store) must check ``ctx.mode`` and write
+nothing in a dry run, because the runner cannot roll such writes back.
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
                        "payload_hash": last["payload_hash"] if last else None,
                        "applied_checksum": last["script_checksum"] if last else None,
                        "applies": len(applied)})
-    unknown = sorted({r["name"] for r in all_rows} - known)
+    unknown = sorted({r["name"] for r in all_rows} - known - ledger.OPERATIONS)
     failed = [r["id"] for r in all_rows if r["status"] != "applied"]
     drift = drift or bool(unknown) or bool(failed)
     doc = {"migrations": report, "unknown_in_ledger": unknown, "non_applied_rows": failed,

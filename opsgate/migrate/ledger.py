@@ -31,6 +31,12 @@ CREATE TABLE IF NOT EXISTS admin_migrations (
 CREATE INDEX IF NOT EXISTS admin_migrations_name_idx ON admin_migrations (name, id);
 """
 
+#: Ledger rows that record an operation rather than a script: ``opsgate refresh``
+#: appends one to its target per apply. Not a script name (no date, no number), so
+#: it can never collide with one; `migrate status` and the ledger check know it.
+REFRESH = "opsgate-refresh"
+OPERATIONS = frozenset({REFRESH})
+
 # Key space of opsgate's advisory locks ('opsg'); the second key is hashtext(name).
 LOCK_CLASS = 0x6F707367
 LEDGER_LOCK = 0
@@ -67,17 +73,18 @@ def latest_applied(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] |
 
 
 def append(conn: psycopg.Connection[Any], *, name: str, mode: str, payload_hash: str,
-           script_checksum: str, source_counts: dict[str, Any], target_counts: dict[str, Any],
-           reason: str | None, applied_by: str, started_at: Any) -> int:
+           script_checksum: str | None, source_counts: dict[str, Any],
+           target_counts: dict[str, Any], reason: str | None, applied_by: str,
+           started_at: Any, status: str = "applied") -> int:
     row = conn.execute(
         """
         INSERT INTO admin_migrations (name, mode, status, payload_hash, script_checksum,
             source_counts, target_counts, reason, applied_by, started_at, finished_at)
-        VALUES (%s, %s, 'applied', %s, %s, %s, %s, %s, %s, %s, clock_timestamp())
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp())
         RETURNING id
         """,
-        (name, mode, payload_hash, script_checksum, Jsonb(source_counts), Jsonb(target_counts),
-         reason, applied_by, started_at),
+        (name, mode, status, payload_hash, script_checksum, Jsonb(source_counts),
+         Jsonb(target_counts), reason, applied_by, started_at),
     ).fetchone()
     assert row is not None
     return int(row[0])

@@ -150,6 +150,7 @@ def run_migration(
         "preconditions": [],
         "verify": [],
         "previous": None,
+        "repeatable": None,
         "reason": reason,
         "ledger_id": None,
         "started_at": _iso(started),
@@ -219,17 +220,26 @@ def run_migration(
             summary["payload_hash"] = payload_hash
             summary["source_counts"] = plan.source_counts
 
+            repeatable = bool(getattr(module, "REPEATABLE", False))
+            summary["repeatable"] = repeatable
             if previous and not force:
                 if previous["payload_hash"] == payload_hash:
                     raise _Stop("noop", EXIT_OK,
                                 f"{script.name} was already applied (ledger row {previous['id']}, "
                                 f"{_iso(previous['finished_at'])}) with payload hash "
                                 f"{payload_hash[:12]}…: nothing to do")
-                raise _Stop("refused", EXIT_FAILED,
-                            f"{script.name} was applied (ledger row {previous['id']}) with payload "
-                            f"hash {previous['payload_hash'][:12]}…, but the source now hashes "
-                            f"{payload_hash[:12]}…; re-run with --force --reason \"...\" to apply "
-                            "it again")
+                if repeatable:
+                    # Flyway's repeatable migrations: a new source state is the very
+                    # reason to run again; each apply still gets its own ledger row.
+                    ctx.log(f"repeatable: the source changed since ledger row "
+                            f"{previous['id']} ({previous['payload_hash'][:12]}… -> "
+                            f"{payload_hash[:12]}…); applying again")
+                else:
+                    raise _Stop("refused", EXIT_FAILED,
+                                f"{script.name} was applied (ledger row {previous['id']}) "
+                                f"with payload hash {previous['payload_hash'][:12]}…, but the "
+                                f"source now hashes {payload_hash[:12]}…; re-run with --force "
+                                "--reason \"...\" to apply it again")
 
             problems = list(timed("preconditions", module.preconditions, ctx))
             summary["preconditions"] = problems

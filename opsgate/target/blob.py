@@ -176,3 +176,62 @@ def read_admin_state(store: BlobStore, prefix: str) -> AdminState:
         if lacking:
             raise BlobFormatError(f"{prefix}{HISTORY}[{i}]: missing {', '.join(lacking)}")
     return AdminState(content, history, objects)
+
+
+# -- writing (the blob fallback refresh) ------------------------------------------
+# New functions rather than methods, at the end of the module: reads and writes evolve
+# separately, and writing is only ever done by a migration under the runner.
+
+
+def put_blob(store: BlobStore, pathname: str, data: bytes,
+             content_type: str = "application/json") -> None:
+    """Write ``data`` at ``pathname``, replacing what is there.
+
+    Vercel Blob: ``PUT /?pathname=P`` as the official SDK sends it (``addRandomSuffix:
+    false``, ``allowOverwrite: true``), so the object keeps its exact pathname. Folder:
+    written beside the target and renamed over it, so a reader never sees half a file.
+    """
+    if isinstance(store, FileBlobStore):
+        target = store.root / pathname
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_bytes(data)
+        partial.replace(target)
+        return
+    if not isinstance(store, VercelBlobStore):
+        raise BlobError(f"{store.describe()}: writing is not supported")
+    headers = {**store._headers(), "x-add-random-suffix": "0", "x-allow-overwrite": "1",
+               "x-content-type": content_type}
+    try:
+        resp = http.request(store._client, "PUT", store.api_url + "/",
+                            what=f"blob upload {pathname}", params={"pathname": pathname},
+                            headers=headers, content=data)
+    except HttpCheckError as exc:
+        raise BlobError(str(exc)) from None
+    store._check(resp, f"blob upload {pathname}")
+    if resp.status_code >= 400:
+        raise BlobError(f"blob upload {pathname}: HTTP {resp.status_code} "
+                        f"{resp.text[:200]!r}")
+
+
+def admin_state_files(content_state: dict[str, Any], history: list[dict[str, Any]]
+                      ) -> dict[str, bytes]:
+    """The blob layout of an admin state: file name -> JSON bytes (sorted keys, so the
+    same state always gives the same bytes)."""
+    def dump(doc: Any) -> bytes:
+        return json.dumps(doc, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
+
+    return {CONTENT_STATE: dump(content_state), HISTORY: dump(history)}
+
+
+def write_admin_state(store: BlobStore, prefix: str, content_state: dict[str, Any],
+                      history: list[dict[str, Any]]) -> list[str]:
+    """Write ``content-state.json`` and ``history.json`` under ``prefix``; returns the
+    pathnames written. History first: a reader that sees the new content state also
+    sees the history that led to it."""
+    files = admin_state_files(content_state, history)
+    written = []
+    for name in (HISTORY, CONTENT_STATE):
+        put_blob(store, prefix + name, files[name])
+        written.append(prefix + name)
+    return written

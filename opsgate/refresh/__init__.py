@@ -1,0 +1,8 @@
+"""The guarded production-to-local refresh (``opsgate refresh``).
+
+The runbook: "Production-to-local refreshes must export BOTH environments before
+mutating local, verify expected production markers, and avoid production writes unless
+separately approved." Each clause is a step of `opsgate.refresh.run.refresh`. Modules:
+``identity`` (which database a URL is, production signs), ``markers`` (the source's
+expectations), ``archive`` (pg_dump/pg_restore), ``run`` (the steps), ``cli``.
+"""

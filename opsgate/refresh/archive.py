@@ -1,0 +1,90 @@
+"""pg_dump and pg_restore for the refresh, with passwords off every command line.
+
+Archives are PostgreSQL's custom format: one file each, so its SHA-256 identifies it
+in the summary and in the ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from opsgate.refresh.errors import RefreshError
+from opsgate.sensitive import SecretUrl
+from opsgate.target.pgtools import PgBinaries
+
+
+@dataclass(frozen=True)
+class Archive:
+    path: Path
+    bytes: int
+    sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "bytes": self.bytes, "sha256": self.sha256,
+                "format": "custom"}
+
+
+def _env(url: SecretUrl, *, read_only: bool) -> dict[str, str]:
+    """The child's environment: the password in PGPASSWORD (``ps`` shows command lines,
+    not environments). A read-only export also starts its session with
+    ``default_transaction_read_only``: it is the tool's own direct session, gone when
+    the tool exits, so no shared connection keeps the setting."""
+    env = dict(os.environ)
+    env.pop("PGOPTIONS", None)
+    if url.password:
+        env["PGPASSWORD"] = url.password
+    env["PGAPPNAME"] = "opsgate-refresh"
+    if read_only:
+        env["PGOPTIONS"] = "-c default_transaction_read_only=on"
+    return env
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _run(args: list[str], what: str, env: dict[str, str], redact: Callable[[str], str]
+         ) -> None:
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RefreshError(f"{what} failed (exit {proc.returncode}): "
+                           f"{redact(_last_line(proc.stderr))}")
+
+
+def sha256_of(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def export(tools: PgBinaries, url: SecretUrl, path: Path, what: str,
+           redact: Callable[[str], str], snapshot: str | None = None) -> Archive:
+    """``pg_dump`` the whole database into ``path`` (never overwritten), read only."""
+    if path.exists():
+        raise RefreshError(f"{path} already exists; a refresh never overwrites an archive")
+    args = [str(tools.tool("pg_dump")), "--format=custom", f"--file={path}",
+            f"--dbname={url.without_password}"]
+    if snapshot:
+        args.insert(2, f"--snapshot={snapshot}")
+    _run(args, f"pg_dump of the {what}", _env(url, read_only=True), redact)
+    return Archive(path, path.stat().st_size, sha256_of(path))
+
+
+def restore(tools: PgBinaries, archive: Archive, url: SecretUrl,
+            redact: Callable[[str], str]) -> None:
+    """Replace the target's objects with the archive's, all or nothing: one transaction
+    (``--single-transaction``), objects dropped first (``--clean --if-exists``), owners
+    and grants left to the target (``--no-owner --no-privileges``)."""
+    if sha256_of(archive.path) != archive.sha256:
+        raise RefreshError(f"{archive.path} changed since it was exported (sha256 "
+                           f"{archive.sha256[:12]}…); nothing was restored")
+    _run([str(tools.tool("pg_restore")), "--clean", "--if-exists", "--no-owner",
+          "--no-privileges", "--single-transaction", "--exit-on-error",
+          f"--dbname={url.without_password}", str(archive.path)],
+         "pg_restore into the target", _env(url, read_only=False), redact)
