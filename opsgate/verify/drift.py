@@ -23,7 +23,6 @@ import ijson
 import jsonschema
 import jsonschema_rs
 import psycopg
-import rfc8785
 
 from opsgate.errors import DriftInputError, OpsgateError, first_line
 from opsgate.target import contracts, db, kb
@@ -108,7 +107,7 @@ class StreamingDocumentHash:
 
 def canonical_member(item: dict[str, Any]) -> bytes:
     """canon-v1 bytes of one node or edge, as they appear inside the whole document's."""
-    return bytes(rfc8785.dumps(canon.normalize(item)))
+    return canon.canonical_json(item)
 
 
 def graph_hasher(domains: list[str]) -> StreamingDocumentHash:
