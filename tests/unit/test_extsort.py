@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import tempfile
 from typing import Any
 
 import pytest
@@ -54,7 +55,7 @@ def test_runs_are_cut_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_spill_folder_is_removed_after_the_merge(tmp_path: Any, monkeypatch: pytest.MonkeyPatch
                                                  ) -> None:
-    monkeypatch.setattr(extsort.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     merged = extsort.sort_records([(str(i % 5), b"%d" % i) for i in range(20)], chunk_size=4)
     assert any(tmp_path.iterdir())
     assert len(list(merged)) == 20
