@@ -102,8 +102,12 @@ def normalize(value: Any) -> Any:
 def canonical_json(document: Any) -> bytes:
     """RFC 8785 bytes of the canon-v1 normal form of ``document``."""
     try:
-        return orjson.dumps(_prepare(document), default=_es6_fragment)
-    except TypeError as exc:  # orjson.JSONEncodeError is one; sorted() on mixed keys too
+        try:
+            return orjson.dumps(_prepare(document, False), default=_es6_fragment,
+                                option=orjson.OPT_SORT_KEYS)
+        except _NeedsUtf16Order:
+            return orjson.dumps(_prepare(document, True), default=_es6_fragment)
+    except TypeError as exc:  # orjson.JSONEncodeError is one; non-string keys too
         raise CanonError(f"cannot canonicalise: {exc}") from None
 
 
@@ -116,8 +120,10 @@ def canonical_json(document: Any) -> bytes:
 # in two places, which `_prepare` takes over while it normalises, in one walk:
 #
 # * key order: RFC 8785 sorts by UTF-16 code units, orjson's OPT_SORT_KEYS by code
-#   points; they disagree when an astral character meets one in U+E000-U+FFFF. Objects
-#   are rebuilt in RFC 8785's order and orjson keeps insertion order.
+#   points; they disagree only where an astral character meets one in U+E000-U+FFFF.
+#   orjson sorts every object, unless some key holds a character at or above U+E000:
+#   then the document is prepared again with each object rebuilt in UTF-16 order, and
+#   orjson keeps that (insertion) order.
 # * other doubles: ECMAScript's Number.prototype.toString writes 1e+21, 0.000001 and
 #   100000000000000000000 where orjson writes 1e21, 1e-6 and 1e20. Those doubles are
 #   marked (`_ES6Double`) and written by `es6_number` as orjson Fragments.
@@ -127,8 +133,19 @@ def canonical_json(document: Any) -> bytes:
 # 8785's published vectors. No maintained compiled JCS exists on PyPI; this is the
 # little that orjson does not do.
 
-#: Object keys at or above this code point may sort differently by UTF-16 code units.
+#: A key holding a character at or above this code point may sort differently by UTF-16
+#: code units than by code points.
 _SURROGATE_SENSITIVE = "\ue000"
+
+
+class _NeedsUtf16Order(Exception):
+    """Some object's keys must be put in UTF-16 order by hand (see `canonical_json`)."""
+
+
+def _utf16_sensitive(keys: str) -> bool:
+    """Whether keys (joined) hold a character whose UTF-16 order differs from its code
+    point order against another (isascii is O(1) in CPython: the common case is free)."""
+    return not keys.isascii() and max(keys) >= _SURROGATE_SENSITIVE
 _SET_KEYS = frozenset({"nodes", "edges", *_SORTED_STRING_SETS})
 _INF = float("inf")
 
@@ -179,25 +196,26 @@ def _utf16(key: str) -> bytes:
     return key.encode("utf-16-be", "surrogatepass")
 
 
-def _prepare(value: Any) -> Any:
-    """`normalize`'s normal form, ready for orjson: objects in RFC 8785 key order, the
-    doubles orjson would write differently marked. One walk, type checks by identity
-    first (the common case), the general ones after."""
+def _prepare(value: Any, ordered: bool) -> Any:
+    """`normalize`'s normal form, ready for orjson: the doubles orjson would write
+    differently marked, sets sorted; objects rebuilt in RFC 8785 key order if ``ordered``,
+    else left to OPT_SORT_KEYS (`_NeedsUtf16Order` raised if it would get one wrong).
+    One walk, type checks by identity first (the common case), the general ones after."""
     t = type(value)
     if t is str or t is bool or value is None:
         return value
     if t is dict:
-        return _prepare_object(value)
+        return _prepare_object(value, ordered)
     if t is list:
-        return [_prepare(v) for v in value]
+        return [_prepare(v, ordered) for v in value]
     if t is int:
         return value if -_SAFE_INT <= value <= _SAFE_INT else _prepare_big_int(value)
     if t is float:
         return _prepare_float(value)
     if isinstance(value, Mapping):
-        return _prepare_object(value)
+        return _prepare_object(value, ordered)
     if isinstance(value, list | tuple):
-        return [_prepare(v) for v in value]
+        return [_prepare(v, ordered) for v in value]
     if isinstance(value, str):
         return value
     if isinstance(value, int):
@@ -228,14 +246,20 @@ def _prepare_float(value: float) -> Any:
     return _ES6Double(value)
 
 
-def _prepare_object(value: Mapping[Any, Any]) -> dict[str, Any]:
-    keys = sorted(value)
-    if keys and keys[-1] >= _SURROGATE_SENSITIVE:
-        keys.sort(key=_utf16)
+def _prepare_object(value: Mapping[Any, Any], ordered: bool) -> dict[str, Any]:
+    if ordered:
+        keys: Iterable[Any] = sorted(value)
+        if _utf16_sensitive("".join(keys)):
+            keys = sorted(keys, key=_utf16)
+    else:
+        # A non-string key fails the join (TypeError: refused, as orjson would).
+        if _utf16_sensitive("".join(value)):
+            raise _NeedsUtf16Order
+        keys = value
     out: dict[str, Any] = {}
     for k in keys:
         original = value[k]
-        v = _prepare(original)
+        v = _prepare(original, ordered)
         if k in _SET_KEYS and type(v) is list:
             v = _sorted_set(k, v, original)
         out[k] = v

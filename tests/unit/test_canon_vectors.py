@@ -171,9 +171,35 @@ def test_object_keys_sort_by_utf16_code_units(doc: dict[str, int]) -> None:
 
 
 def test_astral_key_sorts_before_a_high_bmp_key() -> None:
-    """U+1F602 is D83D DE02 in UTF-16: before U+FB33, although its code point is after."""
+    """U+1F602 is D83D DE02 in UTF-16: before U+FB33, although its code point is after;
+    also when the two differ after a common prefix (the fault that was: only the first
+    character was looked at)."""
     doc = {"\ufb33": 1, "\U0001f602": 2, "a": 3}
     assert canon.canonical_json(doc) == '{"a":3,"\U0001f602":2,"\ufb33":1}'.encode()
+    doc = {"a\ufb33": 1, "a\U0001f602": 2, "a": 3}
+    assert canon.canonical_json(doc) == '{"a":3,"a\U0001f602":2,"a\ufb33":1}'.encode()
+
+
+#: Keys that share a prefix and differ where one has an astral character and the other
+#: one in U+E000-U+FFFF: the case where the two orders disagree.
+sensitive_keys = st.builds(
+    lambda prefix, c, suffix: prefix + c + suffix,
+    st.text("ab", max_size=2),
+    st.one_of(st.characters(min_codepoint=0xE000, max_codepoint=0xFFFF,
+                            exclude_categories=["Cs"]),
+              st.characters(min_codepoint=0x10000, max_codepoint=0x10FFFF),
+              st.sampled_from("a\x7f\ud7ff")),
+    st.text("ab\U0001f602\ufb33", max_size=2))
+
+
+@settings(max_examples=1000)
+@given(st.dictionaries(sensitive_keys, st.integers(0, 9), min_size=2, max_size=8),
+       st.lists(st.dictionaries(sensitive_keys, st.none(), max_size=4), max_size=3))
+def test_keys_differing_past_a_common_prefix_sort_by_utf16(doc: dict[str, int],
+                                                           nested: list[Any]) -> None:
+    assert canon.canonical_json(doc) == oracle(doc)
+    assert canon.canonical_json({"x": nested, "y": {"tags": list(doc)}}) == \
+        oracle({"x": nested, "y": {"tags": list(doc)}})
 
 
 @settings(max_examples=1000)
