@@ -148,6 +148,11 @@ def bench_scale(scale: int, n: int, only: tuple[str, ...] = TASKS) -> dict[str, 
         if "drift" in only and sb.payload_file is not None and scale <= 200_000:
             drift_ours = reps("opsgate knowledge drift", lambda: task("opsgate_drift", {
                 "url": url, "payload": str(sb.payload_file)}), n)
+            # A scaled sandbox keeps the fixture in admin_content_state (its migrations
+            # read the file): put the scaled payload there too, for the database variant.
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("UPDATE admin_content_state SET payload = %s::jsonb "
+                             "WHERE key = 'constellation'", (sb.payload_file.read_text(),))
             drift_db = reps("opsgate knowledge drift, payload from the database",
                             lambda: task("opsgate_drift_db", {"url": url}), n)
             drift_base = reps("parse payload + COPY kb tables", lambda: task("parse_and_copy", {

@@ -147,6 +147,7 @@ def _utf16_sensitive(keys: str) -> bool:
     point order against another (isascii is O(1) in CPython: the common case is free)."""
     return not keys.isascii() and max(keys) >= _SURROGATE_SENSITIVE
 _SET_KEYS = frozenset({"nodes", "edges", *_SORTED_STRING_SETS})
+_STR_ONLY = frozenset({str})
 _INF = float("inf")
 
 
@@ -207,6 +208,10 @@ def _prepare(value: Any, ordered: bool) -> Any:
     if t is dict:
         return _prepare_object(value, ordered)
     if t is list:
+        # Lists of strings (tags, sources) are common: one C-level look instead of a
+        # call per member.
+        if set(map(type, value)) <= _STR_ONLY:
+            return value
         return [_prepare(v, ordered) for v in value]
     if t is int:
         return value if -_SAFE_INT <= value <= _SAFE_INT else _prepare_big_int(value)
@@ -259,6 +264,12 @@ def _prepare_object(value: Mapping[Any, Any], ordered: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k in keys:
         original = value[k]
+        t = type(original)
+        # The scalars that need nothing, inline (a call per value is most of the walk).
+        if t is str or t is bool or original is None or (
+                t is int and -_SAFE_INT <= original <= _SAFE_INT):
+            out[k] = original
+            continue
         v = _prepare(original, ordered)
         if k in _SET_KEYS and type(v) is list:
             v = _sorted_set(k, v, original)

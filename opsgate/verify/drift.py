@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -137,11 +139,15 @@ _TICK = 4096
 
 def records(items: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any],
             bar: progress.Bar | None = None) -> Iterator[Record]:
-    """``(key, canonical bytes)`` of each item: the one time an item is canonicalised."""
+    """``(key, canonical bytes)`` of each item: the one time an item is canonicalised.
+
+    The bytes are copied to their size: orjson hands back its output in a buffer of at
+    least 4 KiB, so a sort run of 50,000 edges held as they come costs 200 MiB instead of
+    6 (measured)."""
     member = canon.canonical_json
     n = 0
     for item in items:
-        yield key(item), member(item)
+        yield key(item), bytes(memoryview(member(item)))
         n += 1
         if n == _TICK:
             if bar is not None:
@@ -323,6 +329,13 @@ def show_example(example: Any) -> str:
 # -- payload side ---------------------------------------------------------------------
 
 
+#: The prefixes of the events `PayloadReader.header` looks at.
+_HEADER_PREFIXES = frozenset({"", "version", "generatedAt", "domains", "domains.item", "nodes",
+                              "edges"})
+_HEADER_COMPLETE = frozenset({"_object", "version", "generatedAt", "domains", "_domains_end",
+                              "_nodes", "_edges"})
+
+
 class PayloadReader:
     """Incremental reads of a payload file (or bytes), validated item by item."""
 
@@ -374,8 +387,13 @@ class PayloadReader:
     def header(self) -> dict[str, Any]:
         handle: IO[bytes] = self._open()
         found: dict[str, Any] = {}
+        # Only the envelope's events reach Python: the filter runs in C (tee, map, compress
+        # over ijson's C parser), not in a Python loop over every event of the graph.
+        events, peek = itertools.tee(ijson.parse(handle, use_float=True))
+        wanted = itertools.compress(events, map(_HEADER_PREFIXES.__contains__,
+                                                map(itemgetter(0), peek)))
         try:
-            for prefix, event, value in ijson.parse(handle, use_float=True):
+            for prefix, event, value in wanted:
                 if prefix in ("version", "generatedAt") and event in ("string", "number"):
                     found[prefix] = value
                 elif prefix == "" and event == "start_map":
@@ -386,6 +404,12 @@ class PayloadReader:
                     found.setdefault("domains", [])
                 elif prefix in ("nodes", "edges") and event == "start_array":
                     found["_" + prefix] = True
+                elif prefix == "domains" and event == "end_array":
+                    found["_domains_end"] = True
+                if found.keys() >= _HEADER_COMPLETE:
+                    # All there: the rest is graph, which the item passes parse (and
+                    # refuse, if it is not JSON).
+                    break
         except ijson.JSONError as exc:
             raise self._not_json(exc) from None
         finally:
