@@ -332,8 +332,7 @@ def show_example(example: Any) -> str:
 #: The prefixes of the events `PayloadReader.header` looks at.
 _HEADER_PREFIXES = frozenset({"", "version", "generatedAt", "domains", "domains.item", "nodes",
                               "edges"})
-_HEADER_COMPLETE = frozenset({"_object", "version", "generatedAt", "domains", "_domains_end",
-                              "_nodes", "_edges"})
+_ENVELOPE = frozenset({"_object", "version", "generatedAt", "domains", "_domains_end"})
 
 
 class PayloadReader:
@@ -344,6 +343,8 @@ class PayloadReader:
         self.label = label
         #: The spool file a payload read from the database lives in (kept open with us).
         self.spool: IO[bytes] | None = None
+        #: Graph arrays `header` stopped before reaching (checked if found empty).
+        self._unseen: set[str] = set()
         full = contracts.schema("constellation-payload")
         defs = full["$defs"]
         # jsonschema-rs checks each item (~100x faster); the pure-Python validator only
@@ -384,9 +385,19 @@ class PayloadReader:
     def _not_json(self, exc: BaseException) -> DriftInputError:
         return DriftInputError(f"{self.label}: not valid JSON ({first_line(exc)[:300]})")
 
-    def header(self) -> dict[str, Any]:
+    def header(self, stop_early: bool = True) -> dict[str, Any]:
+        """The envelope (version, generatedAt, domains), checked present with the graph's
+        arrays.
+
+        With ``stop_early``, the pass ends as soon as the envelope is whole and one graph
+        array has begun: the rest of the file is graph, which the item passes parse (and
+        refuse, if it is not JSON). An array not reached by then is checked only if its
+        item pass finds nothing (`_require`): a payload lists its envelope first, and
+        reading past a million nodes to see where ``edges`` begins cost a whole pass.
+        """
         handle: IO[bytes] = self._open()
         found: dict[str, Any] = {}
+        stopped = False
         # Only the envelope's events reach Python: the filter runs in C (tee, map, compress
         # over ijson's C parser), not in a Python loop over every event of the graph.
         events, peek = itertools.tee(ijson.parse(handle, use_float=True))
@@ -406,24 +417,37 @@ class PayloadReader:
                     found["_" + prefix] = True
                 elif prefix == "domains" and event == "end_array":
                     found["_domains_end"] = True
-                if found.keys() >= _HEADER_COMPLETE:
-                    # All there: the rest is graph, which the item passes parse (and
-                    # refuse, if it is not JSON).
+                if stop_early and found.keys() >= _ENVELOPE and (
+                        "_nodes" in found or "_edges" in found):
+                    stopped = True
                     break
         except ijson.JSONError as exc:
             raise self._not_json(exc) from None
         finally:
             handle.close()
         missing = [k for k in ("version", "generatedAt", "domains") if k not in found]
-        missing += [k for k in ("nodes", "edges") if "_" + k not in found]
+        unseen = [k for k in ("nodes", "edges") if "_" + k not in found]
+        if stopped:
+            self._unseen = set(unseen)
+        else:
+            missing += unseen
         if not found.get("_object") or missing:
             raise DriftInputError(f"{self.label} does not match its contract: "
                                   f"missing {', '.join(missing) or 'top-level object'}")
         return found
 
+    def _require(self, array: str) -> None:
+        """Check that ``array`` is in the payload (its item pass found no items, and
+        `header` stopped before reaching it): the whole file is read this once."""
+        if array in self._unseen:
+            self.header(stop_early=False)  # raises, naming what is missing
+            self._unseen.discard(array)
+
     def _validated(self, prefix: str, kind: str) -> Iterator[dict[str, Any]]:
         fast = self._fast[kind]
+        seen = False
         for i, item in enumerate(self._items(prefix)):
+            seen = True
             if fast.is_valid(item):
                 yield item
                 continue
@@ -436,6 +460,8 @@ class PayloadReader:
                                       f"$['{prefix.split('.')[0]}'][{i}]{path}: "
                                       f"{err.message[:120]}")
             raise DriftInputError(f"{self.label}: {prefix.split('.')[0]}[{i}] is invalid")
+        if not seen:
+            self._require(prefix.split(".")[0])
 
     def nodes(self) -> Iterator[dict[str, Any]]:
         return self._validated("nodes.item", "node")

@@ -52,6 +52,31 @@ def test_missing_envelope_parts_are_named() -> None:
         _reader(data).header()
 
 
+ENVELOPE = b'"version": 1, "generatedAt": "2026-02-11T19:38:00.000Z", "domains": ["a"]'
+NODE = b'{"id": "n1", "type": "note", "label": "L", "domain": "a", "tags": [], "summary": "", "media": [], "sources": []}'
+
+
+@pytest.mark.parametrize(("data", "missing"), [
+    (b"{" + ENVELOPE + b', "nodes": [' + NODE + b"]}", "edges"),
+    (b"{" + ENVELOPE + b', "nodes": []}', "edges"),
+    (b"{" + ENVELOPE + b', "edges": []}', "nodes"),
+    (b'{"nodes": [' + NODE + b"], " + ENVELOPE + b"}", "edges"),
+])
+def test_graph_array_missing_past_the_envelope_is_named(data: bytes, missing: str) -> None:
+    """The header pass stops at the first graph array; an array it did not reach and
+    that yields nothing is looked for over the whole file, and its absence named."""
+    reader = _reader(data)
+    reader.header()
+    with pytest.raises(DriftInputError, match=f"does not match its contract: missing {missing}"):
+        reader.hashes()
+
+
+def test_empty_arrays_past_the_envelope_are_fine() -> None:
+    data = b"{" + ENVELOPE + b', "nodes": [' + NODE + b'], "edges": []}'
+    _, _, counts = _reader(data).hashes()
+    assert counts == {"nodes": 1, "edges": 0, "domains": 1}
+
+
 def _rss_kib() -> int:
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
