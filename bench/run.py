@@ -1,6 +1,9 @@
 """Benchmarks at scale: opsgate against the baselines a user would otherwise run.
 
-    python -m bench.run --scale 100000 [--scale 1000000] [--reps 3]
+    python -m bench.run --scale 100000 [--scale 1000000] [--reps 3] [--only drift]
+
+Needs the ``bench`` extra (``pip install -e '.[bench]'``: psutil, for the process tree's
+memory). ``--only`` (repeatable: hash, drill, drift) runs only those comparisons.
 
 Builds a sandbox target per scale (seeded generator: about 4 edges and 3 tags per
 entity) on the embedded PostgreSQL, then measures each task in its own process, taking
@@ -113,7 +116,10 @@ def reps(label: str, make: Any, n: int) -> dict[str, Any]:
             "last": runs[-1]["out"], "reps": n}
 
 
-def bench_scale(scale: int, n: int) -> dict[str, Any]:
+TASKS = ("hash", "drill", "drift")
+
+
+def bench_scale(scale: int, n: int, only: tuple[str, ...] = TASKS) -> dict[str, Any]:
     t = time.monotonic()
     sb = Sandbox.start(scale=scale)
     build_s = time.monotonic() - t
@@ -135,58 +141,78 @@ def bench_scale(scale: int, n: int) -> dict[str, Any]:
         out: dict[str, Any] = {"scale": scale, "build_s": round(build_s, 1), "counts": counts,
                                "database_bytes": size, "comparisons": []}
 
-        hash_ours = reps("opsgate canon-v1 table hash",
-                         lambda: task("opsgate_hash", {"url": url, "table": "kb_entities"}),
-                         n)
-        hash_psql = reps("psql COPY \\| sha256sum", lambda: (shell(
-            f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} {sets} "
-            f"-c {shlex.quote(query)} | sha256sum", pg_env), pg_env), n)
-        hash_py = reps("psycopg COPY into hashlib", lambda: task("psycopg_copy_hash", {
-            "url": url, "query": query, "settings": list(canon.TABLE_SESSION_SETTINGS)}), n)
-        out["comparisons"].append({"what": "hash kb_entities", "ours": hash_ours,
-                                   "baselines": [hash_psql, hash_py], "target_ratio": 1.05})
-
-        drill_ours = reps("opsgate drill", lambda: task("opsgate_drill", {
-            "url": url, "bindir": bindir}), n)
-        tables = ["admin_content_state", "admin_history", "admin_migrations", "kb_entities",
-                  "kb_entity_tags", "kb_edges", "kb_media_objects", "kb_media_derivatives",
-                  "kb_workflows", "kb_workflow_steps", "kb_provenance_runs",
-                  "kb_entity_sources"]
-
-        def hand_drill() -> tuple[list[str], dict[str, str]]:
-            work = tempfile.mkdtemp(prefix="bench-drill-")
-            db = f"bench_hand_{int(time.time() * 1000)}"
-            rdsn = dsn.rsplit("/", 1)[0] + "/" + db
-            hashes = []
-            for tb in tables:
-                for target in (dsn, rdsn):
-                    hashes.append(f"{shlex.quote(psql)} -X -q -d {shlex.quote(target)} {sets} "
-                                  f"-c {shlex.quote(f'COPY (SELECT * FROM {tb} ORDER BY 1) TO STDOUT')}"
-                                  " | sha256sum >/dev/null")
-            script = " && ".join([
-                f"{shlex.quote(str(Path(bindir) / 'pg_dump'))} -Fc -f {work}/a.dump -d {shlex.quote(dsn)}",
-                f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} -c 'CREATE DATABASE {db}'",
-                f"{shlex.quote(str(Path(bindir) / 'pg_restore'))} -j2 --no-owner -d {shlex.quote(rdsn)} {work}/a.dump",
-                *hashes,
-                f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} -c 'DROP DATABASE {db}'",
-                f"rm -rf {work}",
-            ])
-            return shell(script, pg_env), pg_env
-
-        drill_hand = reps("pg_dump -Fc, pg_restore -j2, psql-hash every table", hand_drill, n)
-        out["comparisons"].append({"what": "backup/restore drill", "ours": drill_ours,
-                                   "baselines": [drill_hand], "target_ratio": 0.8})
-
-        if sb.payload_file is not None and scale <= 200_000:
+        if "hash" in only:
+            _bench_hash(out, url, query, psql, dsn, sets, pg_env, n)
+        if "drill" in only:
+            _bench_drill(out, url, bindir, psql, dsn, sets, pg_env, n)
+        if "drift" in only and sb.payload_file is not None and scale <= 200_000:
             drift_ours = reps("opsgate knowledge drift", lambda: task("opsgate_drift", {
                 "url": url, "payload": str(sb.payload_file)}), n)
+            # A scaled sandbox keeps the fixture in admin_content_state (its migrations
+            # read the file): put the scaled payload there too, for the database variant.
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("UPDATE admin_content_state SET payload = %s::jsonb "
+                             "WHERE key = 'constellation'", (sb.payload_file.read_text(),))
+            drift_db = reps("opsgate knowledge drift, payload from the database",
+                            lambda: task("opsgate_drift_db", {"url": url}), n)
             drift_base = reps("parse payload + COPY kb tables", lambda: task("parse_and_copy", {
                 "url": url, "payload": str(sb.payload_file)}), n)
             out["comparisons"].append({"what": "knowledge drift", "ours": drift_ours,
                                        "baselines": [drift_base], "target_ratio": 1.5})
+            out["comparisons"].append({"what": "knowledge drift (payload in the database)",
+                                       "ours": drift_db, "baselines": [drift_base],
+                                       "target_ratio": 1.5})
         return out
     finally:
         sb.stop()
+
+
+def _bench_hash(out: dict[str, Any], url: str, query: str, psql: str, dsn: str, sets: str,
+                pg_env: dict[str, str], n: int) -> None:
+    hash_ours = reps("opsgate canon-v1 table hash",
+                     lambda: task("opsgate_hash", {"url": url, "table": "kb_entities"}),
+                     n)
+    hash_psql = reps("psql COPY \\| sha256sum", lambda: (shell(
+        f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} {sets} "
+        f"-c {shlex.quote(query)} | sha256sum", pg_env), pg_env), n)
+    hash_py = reps("psycopg COPY into hashlib", lambda: task("psycopg_copy_hash", {
+        "url": url, "query": query, "settings": list(canon.TABLE_SESSION_SETTINGS)}), n)
+    out["comparisons"].append({"what": "hash kb_entities", "ours": hash_ours,
+                               "baselines": [hash_psql, hash_py], "target_ratio": 1.05})
+
+
+def _bench_drill(out: dict[str, Any], url: str, bindir: str, psql: str, dsn: str, sets: str,
+                 pg_env: dict[str, str], n: int) -> None:
+    drill_ours = reps("opsgate drill", lambda: task("opsgate_drill", {
+        "url": url, "bindir": bindir}), n)
+    tables = ["admin_content_state", "admin_history", "admin_migrations", "kb_entities",
+              "kb_entity_tags", "kb_edges", "kb_media_objects", "kb_media_derivatives",
+              "kb_workflows", "kb_workflow_steps", "kb_provenance_runs",
+              "kb_entity_sources"]
+
+    def hand_drill() -> tuple[list[str], dict[str, str]]:
+        work = tempfile.mkdtemp(prefix="bench-drill-")
+        db = f"bench_hand_{int(time.time() * 1000)}"
+        rdsn = dsn.rsplit("/", 1)[0] + "/" + db
+        hashes = []
+        for tb in tables:
+            for target in (dsn, rdsn):
+                hashes.append(f"{shlex.quote(psql)} -X -q -d {shlex.quote(target)} {sets} "
+                              f"-c {shlex.quote(f'COPY (SELECT * FROM {tb} ORDER BY 1) TO STDOUT')}"
+                              " | sha256sum >/dev/null")
+        script = " && ".join([
+            f"{shlex.quote(str(Path(bindir) / 'pg_dump'))} -Fc -f {work}/a.dump -d {shlex.quote(dsn)}",
+            f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} -c 'CREATE DATABASE {db}'",
+            f"{shlex.quote(str(Path(bindir) / 'pg_restore'))} -j2 --no-owner -d {shlex.quote(rdsn)} {work}/a.dump",
+            *hashes,
+            f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} -c 'DROP DATABASE {db}'",
+            f"rm -rf {work}",
+        ])
+        return shell(script, pg_env), pg_env
+
+    drill_hand = reps("pg_dump -Fc, pg_restore -j2, psql-hash every table", hand_drill, n)
+    out["comparisons"].append({"what": "backup/restore drill", "ours": drill_ours,
+                               "baselines": [drill_hand], "target_ratio": 0.8})
 
 
 def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -220,9 +246,12 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--scale", type=int, action="append", required=True)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--only", action="append", choices=TASKS,
+                   help="run only this comparison (repeatable; default: all)")
     args = p.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = [bench_scale(s, args.reps) for s in args.scale]
+    only = tuple(args.only or TASKS)
+    results = [bench_scale(s, args.reps, only) for s in args.scale]
     meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d"),
             "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
                        f"{platform.python_version()}",
@@ -231,8 +260,10 @@ def main() -> None:
     for r in results:
         (RESULTS / f"{stamp}-{r['scale']}.json").write_text(json.dumps({"meta": meta, **r},
                                                                         indent=2))
-    (RESULTS / "latest.md").write_text(markdown(results, meta))
-    print((RESULTS / "latest.md").read_text())
+    # A partial run (--only) does not replace the full table.
+    latest = RESULTS / ("latest.md" if only == TASKS else f"latest-{'-'.join(only)}.md")
+    latest.write_text(markdown(results, meta))
+    print(latest.read_text())
 
 
 if __name__ == "__main__":

@@ -52,8 +52,23 @@ def opsgate_drift(args: dict[str, Any]) -> dict[str, Any]:
 
     with psycopg.connect(os.environ["BENCH_URL"], autocommit=True) as conn:
         result = compare(payload_from_file(args["payload"]), conn, "file")
+    return _drift_out(result)
+
+
+def opsgate_drift_db(args: dict[str, Any]) -> dict[str, Any]:
+    """Drift with the payload read from admin_content_state, as the check does by default."""
+    from opsgate.verify.drift import compare, payload_from_database
+
+    with psycopg.connect(os.environ["BENCH_URL"], autocommit=True) as conn:
+        result = compare(payload_from_database(conn), conn, "db")
+    return _drift_out(result)
+
+
+def _drift_out(result: Any) -> dict[str, Any]:
     return {"drifted": result.drifted, "nodes": result.payload.nodes,
-            "edges": result.payload.edges, "timings_s": result.timings_s}
+            "edges": result.payload.edges, "timings_s": result.timings_s,
+            "payload_graph_hash": result.payload.graph_hash,
+            "kb_graph_hash": result.kb.graph_hash}
 
 
 def parse_and_copy(args: dict[str, Any]) -> dict[str, Any]:
@@ -88,7 +103,7 @@ def opsgate_rowdiff(args: dict[str, Any]) -> dict[str, Any]:
 
 
 TASKS = {f.__name__: f for f in (opsgate_hash, psycopg_copy_hash, opsgate_drill, opsgate_drift,
-                                 parse_and_copy, opsgate_rowdiff)}
+                                 opsgate_drift_db, parse_and_copy, opsgate_rowdiff)}
 
 if __name__ == "__main__":
     t = time.monotonic()

@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 
 from opsgate.target.schema import KB_TABLES
 
@@ -151,6 +152,14 @@ def replace_workflows(conn: psycopg.Connection[Any], nodes: Iterable[Mapping[str
     return {"kb_workflows": workflows, "kb_workflow_steps": steps}
 
 
+def _fast_json(cur: psycopg.ServerCursor[Any]) -> None:
+    """Parse this cursor's jsonb columns (media, steps) with orjson instead of the
+    standard library: a client-side loader, on this cursor only (nothing on the server or
+    the connection changes). Reading the kb at scale spent a third of its client time in
+    json.loads."""
+    set_json_loads(orjson.loads, cur)
+
+
 def iter_nodes(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
     """Nodes in id order, payload-shaped, from a server-side cursor (bounded memory).
 
@@ -177,6 +186,7 @@ def iter_nodes(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
     # Server-side cursors live in a transaction (a savepoint if one is already open).
     with conn.transaction(), conn.cursor(name="opsgate_kb_nodes") as cur:
         cur.itersize = 5000
+        _fast_json(cur)
         cur.execute(query)
         workflows = iter_workflows(conn)
         try:
@@ -222,6 +232,7 @@ def iter_workflows(conn: psycopg.Connection[Any]
     """
     with conn.transaction(), conn.cursor(name="opsgate_kb_workflows") as cur:
         cur.itersize = 5000
+        _fast_json(cur)
         cur.execute(query)
         current: str | None = None
         group: list[dict[str, Any]] = []

@@ -5,7 +5,9 @@ edit here, because ledger rows and drill records store these hashes for years.
 
 * Documents: normalise the sets (nodes by id, edges by (source, target, relation),
   ``domains`` and ``tags`` sorted), fold numbers onto the IEEE-754 doubles that JSON
-  means, serialise with RFC 8785 (JCS, via the ``rfc8785`` library), SHA-256, hex.
+  means, serialise with RFC 8785 (JCS), SHA-256, hex. orjson (compiled) writes the
+  bytes, with the two places where it differs from RFC 8785 handled here (see
+  `canonical_json`); the pure-Python ``rfc8785`` package is the self-tests' oracle.
 * Tables: ``COPY (SELECT <columns by name> FROM t ORDER BY <primary key>) TO STDOUT``
   in text format under pinned session settings, streamed straight into SHA-256.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import rfc8785
+import orjson
 from psycopg import Connection, sql
 
 from opsgate.errors import CanonError
@@ -100,9 +102,214 @@ def normalize(value: Any) -> Any:
 def canonical_json(document: Any) -> bytes:
     """RFC 8785 bytes of the canon-v1 normal form of ``document``."""
     try:
-        return bytes(rfc8785.dumps(normalize(document)))
-    except rfc8785.CanonicalizationError as exc:
+        try:
+            return orjson.dumps(_prepare(document, False), default=_es6_fragment,
+                                option=orjson.OPT_SORT_KEYS)
+        except _NeedsUtf16Order:
+            return orjson.dumps(_prepare(document, True), default=_es6_fragment)
+    except TypeError as exc:  # orjson.JSONEncodeError is one; non-string keys too
         raise CanonError(f"cannot canonicalise: {exc}") from None
+
+
+# -- RFC 8785 through orjson ------------------------------------------------------
+#
+# orjson writes RFC 8785's bytes for strings (it escapes exactly '"', '\\' and the
+# control characters, as \b \t \n \f \r or lowercase \u00xx, and nothing else; it
+# refuses lone surrogates, as RFC 8785 does), for integers, and for non-integral doubles
+# in [1e-4, 1e16), which both print as the shortest round-tripping decimal. It differs
+# in two places, which `_prepare` takes over while it normalises, in one walk:
+#
+# * key order: RFC 8785 sorts by UTF-16 code units, orjson's OPT_SORT_KEYS by code
+#   points; they disagree only where an astral character meets one in U+E000-U+FFFF.
+#   orjson sorts every object, unless some key holds a character at or above U+E000:
+#   then the document is prepared again with each object rebuilt in UTF-16 order, and
+#   orjson keeps that (insertion) order.
+# * other doubles: ECMAScript's Number.prototype.toString writes 1e+21, 0.000001 and
+#   100000000000000000000 where orjson writes 1e21, 1e-6 and 1e20. Those doubles are
+#   marked (`_ES6Double`) and written by `es6_number` as orjson Fragments.
+#
+# tests/unit/test_canon_vectors.py proves the bytes equal to the `rfc8785` package's
+# (hypothesis, over the whole double range, astral keys, big integers) and to RFC
+# 8785's published vectors. No maintained compiled JCS exists on PyPI; this is the
+# little that orjson does not do.
+
+#: A key holding a character at or above this code point may sort differently by UTF-16
+#: code units than by code points.
+_SURROGATE_SENSITIVE = "\ue000"
+
+
+class _NeedsUtf16Order(Exception):
+    """Some object's keys must be put in UTF-16 order by hand (see `canonical_json`)."""
+
+
+def _utf16_sensitive(keys: str) -> bool:
+    """Whether keys (joined) hold a character whose UTF-16 order differs from its code
+    point order against another (isascii is O(1) in CPython: the common case is free)."""
+    return not keys.isascii() and max(keys) >= _SURROGATE_SENSITIVE
+_SET_KEYS = frozenset({"nodes", "edges", *_SORTED_STRING_SETS})
+_STR_ONLY = frozenset({str})
+_INF = float("inf")
+
+
+class _ES6Double(float):
+    """A double orjson does not write as RFC 8785 does (a float, so sort keys and
+    comparisons see the same value)."""
+
+    __slots__ = ()
+
+
+def _es6_fragment(value: Any) -> orjson.Fragment:
+    if type(value) is _ES6Double:
+        return orjson.Fragment(es6_number(value).encode("ascii"))
+    raise TypeError(f"{type(value).__name__} is not a JSON value")  # pragma: no cover
+
+
+def es6_number(value: float) -> str:
+    """A finite double as ECMAScript's Number.prototype.toString writes it (RFC 8785
+    section 3.2.2.3): the shortest round-tripping digits (Python's repr finds them),
+    placed per ECMA-262 7.1.12.1."""
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    mantissa, _, exp = repr(abs(value)).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    if frac == "0":
+        frac = ""
+    digits = (whole + frac).lstrip("0")
+    stripped = digits.rstrip("0")
+    # value = int(stripped) * 10**(n - k), with k digits.
+    k = len(stripped)
+    n = k + int(exp or 0) - len(frac) + (len(digits) - k)
+    if k <= n <= 21:
+        text = stripped + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = stripped[:n] + "." + stripped[n:]
+    elif -6 < n <= 0:
+        text = "0." + "0" * -n + stripped
+    else:
+        e = n - 1
+        text = (stripped[0] + ("." + stripped[1:] if k > 1 else "")
+                + ("e+" if e > 0 else "e-") + str(abs(e)))
+    return sign + text
+
+
+def _utf16(key: str) -> bytes:
+    return key.encode("utf-16-be", "surrogatepass")
+
+
+def _prepare(value: Any, ordered: bool) -> Any:
+    """`normalize`'s normal form, ready for orjson: the doubles orjson would write
+    differently marked, sets sorted; objects rebuilt in RFC 8785 key order if ``ordered``,
+    else left to OPT_SORT_KEYS (`_NeedsUtf16Order` raised if it would get one wrong).
+    One walk, type checks by identity first (the common case), the general ones after."""
+    t = type(value)
+    if t is str or t is bool or value is None:
+        return value
+    if t is dict:
+        return _prepare_object(value, ordered)
+    if t is list:
+        # Lists of strings (tags, sources) are common: one C-level look instead of a
+        # call per member.
+        if set(map(type, value)) <= _STR_ONLY:
+            return value
+        return [_prepare(v, ordered) for v in value]
+    if t is int:
+        return value if -_SAFE_INT <= value <= _SAFE_INT else _prepare_big_int(value)
+    if t is float:
+        return _prepare_float(value)
+    if isinstance(value, Mapping):
+        return _prepare_object(value, ordered)
+    if isinstance(value, list | tuple):
+        return [_prepare(v, ordered) for v in value]
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value) if -_SAFE_INT <= value <= _SAFE_INT else _prepare_big_int(value)
+    if isinstance(value, float):
+        return _prepare_float(float(value))
+    if isinstance(value, datetime):
+        return canonical_timestamp(value)
+    raise CanonError(f"{type(value).__name__} is not a JSON value")
+
+
+def _prepare_big_int(value: int) -> Any:
+    try:
+        return _prepare_float(float(value))
+    except OverflowError:
+        raise CanonError(f"integer {value} is outside the range of a JSON number") from None
+
+
+def _prepare_float(value: float) -> Any:
+    if value != value or value == _INF or value == -_INF:
+        raise CanonError("NaN and infinity are not JSON numbers")
+    if value.is_integer():
+        if abs(value) <= _SAFE_INT:
+            return int(value)
+        return _ES6Double(value)
+    if 1e-4 <= abs(value) < 1e16:
+        return value
+    return _ES6Double(value)
+
+
+def _prepare_object(value: Mapping[Any, Any], ordered: bool) -> dict[str, Any]:
+    if ordered:
+        keys: Iterable[Any] = sorted(value)
+        if _utf16_sensitive("".join(keys)):
+            keys = sorted(keys, key=_utf16)
+    else:
+        # A non-string key fails the join (TypeError: refused, as orjson would).
+        if _utf16_sensitive("".join(value)):
+            raise _NeedsUtf16Order
+        keys = value
+    out: dict[str, Any] = {}
+    for k in keys:
+        original = value[k]
+        t = type(original)
+        # The scalars that need nothing, inline (a call per value is most of the walk).
+        if t is str or t is bool or original is None or (
+                t is int and -_SAFE_INT <= original <= _SAFE_INT):
+            out[k] = original
+            continue
+        v = _prepare(original, ordered)
+        if k in _SET_KEYS and type(v) is list:
+            v = _sorted_set(k, v, original)
+        out[k] = v
+    return out
+
+
+def _key_text(prepared: Any, original: Any) -> str:
+    """str() of a member's key field as `normalize` would have it: for scalars the
+    prepared value prints the same; an object or array (never in a valid payload) is
+    printed from its normal form, whose keys keep their input order."""
+    if prepared is None or type(prepared) in (str, int, bool) or isinstance(prepared, float):
+        return str(prepared)
+    return str(normalize(original))
+
+
+def _sorted_set(key: str, members: list[Any], originals: Any) -> list[Any]:
+    if key == "nodes":
+        if not all(type(n) is dict for n in members):
+            return members
+        for n in members:
+            if "id" not in n:
+                raise CanonError("a node must be an object with an 'id'")
+        keyed = [(_key_text(n["id"], o["id"]), n) for n, o in zip(members, originals,
+                                                                  strict=True)]
+        keyed.sort(key=lambda p: p[0])
+        return [n for _, n in keyed]
+    if key == "edges":
+        if not all(type(e) is dict for e in members):
+            return members
+        fields = ("source", "target", "relation")
+        edge_keys = [tuple(_key_text(e.get(f), o.get(f)) for f in fields)
+                     for e, o in zip(members, originals, strict=True)]
+        order = sorted(range(len(members)), key=edge_keys.__getitem__)
+        return [members[i] for i in order]
+    if all(type(s) is str for s in members):
+        return sorted(members)
+    if all(isinstance(s, str) for s in members):
+        return sorted(members)
+    return members
 
 
 def document_hash(document: Any) -> str:

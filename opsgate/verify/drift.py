@@ -6,30 +6,43 @@ the "C" collation (code point order, the order Python compares strings in). A me
 walk reports missing, extra and changed nodes and edges with the fields that differ,
 and each side's canon-v1 graph hash is computed on the fly, byte for byte the hash
 ``canon.document_hash`` gives the same graph in memory.
+
+One pass over each side: every node and edge is canonicalised once, as it is read, into
+a record ``(key, canonical bytes)``; sorting, spooling, the equality test and both graph
+hashes use those bytes (`opsgate.verify.extsort`), and only a changed item is parsed
+again, to name what changed. The client's memory is bounded by the sort's runs, also
+when the payload comes from the database: it is streamed to a spool file in slices
+(`payload_from_database`), never held whole.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
+import os
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
 import ijson
 import jsonschema
 import jsonschema_rs
+import orjson
 import psycopg
-import rfc8785
+from psycopg import sql
 
+from opsgate import progress
 from opsgate.errors import DriftInputError, OpsgateError, first_line
 from opsgate.target import contracts, db, kb
 from opsgate.verify import canon
 from opsgate.verify.evidence import MAX_EXAMPLES
-from opsgate.verify.extsort import external_sorted, sort_now, spooled
+from opsgate.verify.extsort import Record, sort_records, spool_records
 from opsgate.verify.steps import StepFn, no_steps
 
 NODE_FIELDS = ("type", "label", "domain", "tags", "summary", "media", "sources", "workflows")
@@ -73,7 +86,9 @@ class StreamingDocumentHash:
                        "after": keys[keys.index("nodes") + 1:]}
         self._env = envelope
         self._h = hashlib.sha256()
-        self._h.update(b"{" + self._fields("before", trailing=True) + b'"edges":[')
+        # Members arrive a few hundred bytes at a time: hashlib is fed `HASH_BUFFER` at a
+        # time instead (as canon.table_hash does).
+        self._buf = bytearray(b"{" + self._fields("before", trailing=True) + b'"edges":[')
         self._first = True
 
     def _fields(self, part: str, trailing: bool = False, leading: bool = False) -> bytes:
@@ -91,24 +106,55 @@ class StreamingDocumentHash:
         return data
 
     def add_bytes(self, data: bytes) -> None:
+        """Feed one member's canonical bytes (`canonical_member`)."""
+        buf = self._buf
         if not self._first:
-            self._h.update(b",")
+            buf += b","
         self._first = False
-        self._h.update(data)
+        buf += data
+        if len(buf) >= canon.HASH_BUFFER:
+            self._h.update(buf)
+            buf.clear()
 
     def start_nodes(self) -> None:
-        self._h.update(b"]," + self._fields("between", trailing=True) + b'"nodes":[')
+        self._buf += b"]," + self._fields("between", trailing=True) + b'"nodes":['
         self._first = True
 
     def hexdigest(self) -> str:
         h = self._h.copy()
+        h.update(self._buf)
         h.update(b"]" + self._fields("after", leading=True) + b"}")
         return h.hexdigest()
 
 
 def canonical_member(item: dict[str, Any]) -> bytes:
     """canon-v1 bytes of one node or edge, as they appear inside the whole document's."""
-    return bytes(rfc8785.dumps(canon.normalize(item)))
+    return canon.canonical_json(item)
+
+
+#: Progress is counted in batches of this many items (a bar update per item would cost
+#: more than the item).
+_TICK = 4096
+
+
+def records(items: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any],
+            bar: progress.Bar | None = None) -> Iterator[Record]:
+    """``(key, canonical bytes)`` of each item: the one time an item is canonicalised.
+
+    The bytes are copied to their size: orjson hands back its output in a buffer of at
+    least 4 KiB, so a sort run of 50,000 edges held as they come costs 200 MiB instead of
+    6 (measured)."""
+    member = canon.canonical_json
+    n = 0
+    for item in items:
+        yield key(item), bytes(memoryview(member(item)))
+        n += 1
+        if n == _TICK:
+            if bar is not None:
+                bar.advance(n)
+            n = 0
+    if bar is not None and n:
+        bar.advance(n)
 
 
 def graph_hasher(domains: list[str]) -> StreamingDocumentHash:
@@ -283,12 +329,22 @@ def show_example(example: Any) -> str:
 # -- payload side ---------------------------------------------------------------------
 
 
+#: The prefixes of the events `PayloadReader.header` looks at.
+_HEADER_PREFIXES = frozenset({"", "version", "generatedAt", "domains", "domains.item", "nodes",
+                              "edges"})
+_ENVELOPE = frozenset({"_object", "version", "generatedAt", "domains", "_domains_end"})
+
+
 class PayloadReader:
     """Incremental reads of a payload file (or bytes), validated item by item."""
 
     def __init__(self, opener: Any, label: str) -> None:
         self._open = opener
         self.label = label
+        #: The spool file a payload read from the database lives in (kept open with us).
+        self.spool: IO[bytes] | None = None
+        #: Graph arrays `header` stopped before reaching (checked if found empty).
+        self._unseen: set[str] = set()
         full = contracts.schema("constellation-payload")
         defs = full["$defs"]
         # jsonschema-rs checks each item (~100x faster); the pure-Python validator only
@@ -314,24 +370,41 @@ class PayloadReader:
         envelope = {k: header[k] for k in ("version", "generatedAt", "domains")}
         full, graph = StreamingDocumentHash(envelope), graph_hasher(header["domains"])
         counts = {"nodes": 0, "edges": 0, "domains": len(header["domains"])}
-        for e in external_sorted(self.edges(), key=edge_key, chunk_size=chunk_size):
-            graph.add_bytes(full.add(e))
+        for _, data in sort_records(records(self.edges(), edge_key), chunk_size):
+            full.add_bytes(data)
+            graph.add_bytes(data)
             counts["edges"] += 1
         full.start_nodes()
         graph.start_nodes()
-        for n in external_sorted(self.nodes(), key=node_key, chunk_size=chunk_size):
-            graph.add_bytes(full.add(n))
+        for _, data in sort_records(records(self.nodes(), node_key), chunk_size):
+            full.add_bytes(data)
+            graph.add_bytes(data)
             counts["nodes"] += 1
         return full.hexdigest(), graph.hexdigest(), counts
 
     def _not_json(self, exc: BaseException) -> DriftInputError:
         return DriftInputError(f"{self.label}: not valid JSON ({first_line(exc)[:300]})")
 
-    def header(self) -> dict[str, Any]:
+    def header(self, stop_early: bool = True) -> dict[str, Any]:
+        """The envelope (version, generatedAt, domains), checked present with the graph's
+        arrays.
+
+        With ``stop_early``, the pass ends as soon as the envelope is whole and one graph
+        array has begun: the rest of the file is graph, which the item passes parse (and
+        refuse, if it is not JSON). An array not reached by then is checked only if its
+        item pass finds nothing (`_require`): a payload lists its envelope first, and
+        reading past a million nodes to see where ``edges`` begins cost a whole pass.
+        """
         handle: IO[bytes] = self._open()
         found: dict[str, Any] = {}
+        stopped = False
+        # Only the envelope's events reach Python: the filter runs in C (tee, map, compress
+        # over ijson's C parser), not in a Python loop over every event of the graph.
+        events, peek = itertools.tee(ijson.parse(handle, use_float=True))
+        wanted = itertools.compress(events, map(_HEADER_PREFIXES.__contains__,
+                                                map(itemgetter(0), peek)))
         try:
-            for prefix, event, value in ijson.parse(handle, use_float=True):
+            for prefix, event, value in wanted:
                 if prefix in ("version", "generatedAt") and event in ("string", "number"):
                     found[prefix] = value
                 elif prefix == "" and event == "start_map":
@@ -342,20 +415,39 @@ class PayloadReader:
                     found.setdefault("domains", [])
                 elif prefix in ("nodes", "edges") and event == "start_array":
                     found["_" + prefix] = True
+                elif prefix == "domains" and event == "end_array":
+                    found["_domains_end"] = True
+                if stop_early and found.keys() >= _ENVELOPE and (
+                        "_nodes" in found or "_edges" in found):
+                    stopped = True
+                    break
         except ijson.JSONError as exc:
             raise self._not_json(exc) from None
         finally:
             handle.close()
         missing = [k for k in ("version", "generatedAt", "domains") if k not in found]
-        missing += [k for k in ("nodes", "edges") if "_" + k not in found]
+        unseen = [k for k in ("nodes", "edges") if "_" + k not in found]
+        if stopped:
+            self._unseen = set(unseen)
+        else:
+            missing += unseen
         if not found.get("_object") or missing:
             raise DriftInputError(f"{self.label} does not match its contract: "
                                   f"missing {', '.join(missing) or 'top-level object'}")
         return found
 
+    def _require(self, array: str) -> None:
+        """Check that ``array`` is in the payload (its item pass found no items, and
+        `header` stopped before reaching it): the whole file is read this once."""
+        if array in self._unseen:
+            self.header(stop_early=False)  # raises, naming what is missing
+            self._unseen.discard(array)
+
     def _validated(self, prefix: str, kind: str) -> Iterator[dict[str, Any]]:
         fast = self._fast[kind]
+        seen = False
         for i, item in enumerate(self._items(prefix)):
+            seen = True
             if fast.is_valid(item):
                 yield item
                 continue
@@ -368,6 +460,8 @@ class PayloadReader:
                                       f"$['{prefix.split('.')[0]}'][{i}]{path}: "
                                       f"{err.message[:120]}")
             raise DriftInputError(f"{self.label}: {prefix.split('.')[0]}[{i}] is invalid")
+        if not seen:
+            self._require(prefix.split(".")[0])
 
     def nodes(self) -> Iterator[dict[str, Any]]:
         return self._validated("nodes.item", "node")
@@ -383,14 +477,71 @@ def payload_from_file(path: str | Path) -> PayloadReader:
     return PayloadReader(lambda: p.open("rb"), f"payload file {p.name}")
 
 
+#: The payload leaves the server in slices of this many bytes. PostgreSQL sends a row
+#: as one message, so a payload read as one value (``SELECT payload::text``) arrives
+#: whole, however it is read; sliced, the client holds one slice at a time.
+PAYLOAD_SLICE = 1 << 20
+
+#: Slices of the payload's JSON text in order. The text is computed once: the lateral
+#: generate_series needs the CTE's row first, and substring of an in-memory bytea is
+#: a copy of the slice (substring of text would count characters from the start).
+_PAYLOAD_SLICES = sql.SQL("""
+    COPY (
+      WITH p AS MATERIALIZED (
+        SELECT convert_to(payload::text, 'UTF8') AS b FROM admin_content_state
+        WHERE key = 'constellation')
+      SELECT substring(p.b FROM i FOR {n})
+      FROM p, LATERAL generate_series(1, octet_length(p.b), {n}) AS i ORDER BY i
+    ) TO STDOUT (FORMAT binary)""")
+
+
+class _SpoolView(io.RawIOBase):
+    """A reader of one (unlinked) spool file with its own position (``os.pread``), so the
+    payload can be read again and again without reopening a file that has no name."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        super().__init__()
+        self._fd, self._pos, self._size = fd, 0, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self._size - self._pos)
+        if n <= 0:
+            return 0
+        data = os.pread(self._fd, n, self._pos)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
 def payload_from_database(conn: psycopg.Connection[Any]) -> PayloadReader:
-    row = conn.execute("SELECT payload::text FROM admin_content_state "
-                       "WHERE key = 'constellation'").fetchone()
-    if row is None:
+    """The payload in ``admin_content_state`` (key ``constellation``), streamed to an
+    unlinked spool file in `PAYLOAD_SLICE` slices: the client never holds it whole."""
+    spool = tempfile.TemporaryFile(prefix="opsgate-payload-")  # noqa: SIM115 - outlives us
+    size = 0
+    try:
+        query = _PAYLOAD_SLICES.format(n=sql.Literal(PAYLOAD_SLICE))
+        with conn.cursor() as cur, cur.copy(query) as cp:
+            cp.set_types(["bytea"])
+            for (piece,) in cp.rows():
+                spool.write(piece)
+                size += len(piece)
+        spool.flush()
+    except BaseException:
+        spool.close()
+        raise
+    if size == 0:
+        spool.close()
         raise DriftInputError("admin_content_state has no 'constellation' key "
                               "(set OPSGATE_LEGACY_PAYLOAD_FILE to compare a file instead)")
-    data = row[0].encode("utf-8")
-    return PayloadReader(lambda: io.BytesIO(data), "admin_content_state['constellation']")
+    # The reader keeps the spool open (and its disk space, already unlinked) as long as
+    # the reader lives; the views never close it.
+    reader = PayloadReader(lambda: _SpoolView(spool.fileno(), size),
+                           "admin_content_state['constellation']")
+    reader.spool = spool
+    return reader
 
 
 # -- the merge --------------------------------------------------------------------------
@@ -412,45 +563,64 @@ def changed_example(key: Any, a: dict[str, Any], b: dict[str, Any],
     return {"key": key, "fields": diff or ["canonical form"], "diffs": diffs}
 
 
-def _merge(result: DriftResult, left: Iterator[dict[str, Any]], right: Iterator[dict[str, Any]],
-           key: Any, fields: tuple[str, ...], noun: str, hashes: tuple[StreamingDocumentHash,
-                                                                       StreamingDocumentHash],
-           show: Any) -> tuple[int, int]:
-    """Walk two key-ordered streams; returns (left count, right count)."""
+def _merge(result: DriftResult, left: Iterator[Record], right: Iterator[Record],
+           fields: tuple[str, ...], noun: str,
+           hashes: tuple[StreamingDocumentHash, StreamingDocumentHash],
+           show: Callable[[Any], str], bar: progress.Bar) -> tuple[int, int]:
+    """Walk two key-ordered streams of records; returns (left count, right count). Equal
+    canonical bytes mean equal items; a changed pair alone is parsed, to name its
+    fields."""
     nl = nr = 0
     lh, rh = hashes
-    sentinel = object()
-    a = next(left, sentinel)
-    b = next(right, sentinel)
+    a = next(left, None)
+    b = next(right, None)
     last_b: Any = None
-    while a is not sentinel or b is not sentinel:
-        ka = key(a) if a is not sentinel else None
-        kb_ = key(b) if b is not sentinel else None
-        if kb_ is not None and last_b is not None and kb_ < last_b:
-            raise OpsgateError(f"kb {noun}s are not in key order; the database collation "
-                               "is not honoured")
-        if kb_ is not None and (ka is None or kb_ < ka):
-            result.note(f"extra kb {noun}s", show(b))
-            rh.add(b)  # type: ignore[arg-type]
-            nr += 1
-            last_b = kb_
-            b = next(right, sentinel)
-        elif ka is not None and (kb_ is None or ka < kb_):
-            result.note(f"{noun}s missing from kb", show(a))
-            lh.add(a)  # type: ignore[arg-type]
+    tick = 0
+    while a is not None or b is not None:
+        tick += 1
+        if tick == _TICK:
+            bar.advance(tick)
+            tick = 0
+        if b is not None:
+            if last_b is not None and b[0] < last_b:
+                raise OpsgateError(f"kb {noun}s are not in key order; the database "
+                                   "collation is not honoured")
+            if a is None or b[0] < a[0]:
+                result.note(f"extra kb {noun}s", show(b[0]))
+                rh.add_bytes(b[1])
+                nr += 1
+                last_b = b[0]
+                b = next(right, None)
+                continue
+        assert a is not None
+        if b is None or a[0] < b[0]:
+            result.note(f"{noun}s missing from kb", show(a[0]))
+            lh.add_bytes(a[1])
             nl += 1
-            a = next(left, sentinel)
-        else:
-            # Equal canonical bytes mean equal items; fields are compared only on a change.
-            if lh.add(a) != rh.add(b):  # type: ignore[arg-type]
-                example = changed_example(show(a), a, b, fields)  # type: ignore[arg-type]
-                result.note(f"changed {noun}s", example)
-            nl += 1
-            nr += 1
-            last_b = kb_
-            a = next(left, sentinel)
-            b = next(right, sentinel)
+            a = next(left, None)
+            continue
+        lh.add_bytes(a[1])
+        rh.add_bytes(b[1])
+        if a[1] != b[1]:
+            example = changed_example(show(a[0]), orjson.loads(a[1]), orjson.loads(b[1]),
+                                      fields)
+            result.note(f"changed {noun}s", example)
+        nl += 1
+        nr += 1
+        last_b = b[0]
+        a = next(left, None)
+        b = next(right, None)
+    bar.advance(tick)
     return nl, nr
+
+
+def _show_edge(key: tuple[str, str, str]) -> str:
+    source, target, relation = key
+    return f"{source}-[{relation}]->{target}"
+
+
+def _show_node(key: str) -> str:
+    return key
 
 
 def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
@@ -469,18 +639,20 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
     header = payload.header()
     pdomains = list(header.get("domains", []))
     t = time.monotonic()
-    with steps("sort: the payload's edges and nodes by key, in bounded memory"):
-        payload_edges = sort_now(payload.edges(), key=edge_key, chunk_size=chunk_size)
-        payload_nodes = sort_now(payload.nodes(), key=node_key, chunk_size=chunk_size)
+    with steps("sort: the payload's edges and nodes by key, in bounded memory"), \
+            progress.bar("drift: canonicalise and sort the payload", unit="items") as bar:
+        payload_edges = sort_records(records(payload.edges(), edge_key, bar), chunk_size)
+        payload_nodes = sort_records(records(payload.nodes(), node_key, bar), chunk_size)
     result_timings = {"sort_payload": round(time.monotonic() - t, 3)}
     t = time.monotonic()
     snapshot: AbstractContextManager[Any] = (
         db.transaction(conn, read_only=True, isolation=psycopg.IsolationLevel.REPEATABLE_READ,
                        application_name="opsgate-drift") if own else nullcontext())
-    with steps("read: kb domains, edges and nodes in one read-only snapshot"), snapshot:
+    with steps("read: kb domains, edges and nodes in one read-only snapshot"), snapshot, \
+            progress.bar("drift: read and canonicalise the kb", unit="items") as bar:
         kdomains = kb.domains(conn)
-        kb_edges = spooled(kb.iter_edges(conn))
-        kb_nodes = spooled(kb.iter_nodes(conn))
+        kb_edges = spool_records(records(kb.iter_edges(conn), edge_key, bar))
+        kb_nodes = spool_records(records(kb.iter_nodes(conn), node_key, bar))
     result_timings["read_kb"] = round(time.monotonic() - t, 3)
     result = DriftResult(Side("payload"), Side("kb"), source=source)
     result.timings_s.update(result_timings)
@@ -492,19 +664,18 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
     hashes = (graph_hasher(pdomains), graph_hasher(kdomains))
 
     t = time.monotonic()
-    with steps("compare: edges by (source, target, relation)"):
+    with steps("compare: edges by (source, target, relation)"), \
+            progress.bar("drift: compare edges", unit="edges") as bar:
         result.payload.edges, result.kb.edges = _merge(
-            result, payload_edges, kb_edges, edge_key,
-            EDGE_FIELDS, "edge", hashes,
-            lambda e: f"{e['source']}-[{e['relation']}]->{e['target']}")
+            result, payload_edges, kb_edges, EDGE_FIELDS, "edge", hashes, _show_edge, bar)
     result.timings_s["edges"] = round(time.monotonic() - t, 3)
     for h in hashes:
         h.start_nodes()
     t = time.monotonic()
-    with steps("compare: nodes by id, field by field"):
+    with steps("compare: nodes by id, field by field"), \
+            progress.bar("drift: compare nodes", unit="nodes") as bar:
         result.payload.nodes, result.kb.nodes = _merge(
-            result, payload_nodes, kb_nodes, node_key,
-            NODE_FIELDS, "node", hashes, lambda n: n["id"])
+            result, payload_nodes, kb_nodes, NODE_FIELDS, "node", hashes, _show_node, bar)
     result.timings_s["nodes"] = round(time.monotonic() - t, 3)
     result.payload.graph_hash, result.kb.graph_hash = (h.hexdigest() for h in hashes)
     result.timings_s["total"] = round(time.monotonic() - t0, 3)

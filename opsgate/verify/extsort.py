@@ -4,6 +4,12 @@ Knowledge drift merges the legacy payload with the ``kb_*`` tables in key order;
 payload need not be sorted, and a million-node payload must not be held in memory.
 No maintained library does an external sort of JSON records with a key function
 (``heapq.merge`` does the merge half, and is used), so the chunking is written here.
+
+Two shapes: JSON values sorted by a key function (`external_sorted`, `sort_now`,
+`spooled`), and *records*, ``(key, canonical bytes)`` pairs (`sort_records`,
+`spool_records`): knowledge drift canonicalises each item once, and from then on sorts,
+compares and hashes its bytes, never parsing or encoding it again (only a changed item
+is parsed, to say what changed).
 """
 
 from __future__ import annotations
@@ -12,10 +18,20 @@ import heapq
 import json
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 CHUNK = 50_000
+
+#: A record: a sort key (a string or a tuple of strings) and an item's canonical JSON.
+Record = tuple[Any, bytes]
+
+#: A run of records is spilled at `CHUNK` records or at this many bytes of them,
+#: whichever comes first: the client's memory is bounded by bytes, not by item count.
+RECORD_BYTES = 16 << 20
 
 
 def _spill(chunk: list[Any], key: Callable[[Any], Any], folder: Path, n: int) -> Path:
@@ -102,3 +118,96 @@ def spooled(items: Iterable[Any]) -> Iterator[Any]:
 def _read_and_close(handle: IO[str]) -> Iterator[Any]:
     with handle:
         yield from _read(handle)
+
+
+# -- records: (key, canonical bytes) ---------------------------------------------------
+#
+# One line per record: the key as JSON, a tab, the canonical JSON, a newline. Neither
+# JSON text can hold a raw tab or newline (RFC 8785 and orjson escape both), so the
+# first tab and the line end delimit them whatever the item holds.
+
+
+def _write_records(out: IO[bytes], records: Iterable[Record]) -> None:
+    dumps = orjson.dumps
+    out.writelines(dumps(k) + b"\t" + data + b"\n" for k, data in records)
+
+
+def _read_records(handle: IO[bytes]) -> Iterator[Record]:
+    loads = orjson.loads
+    for line in handle:
+        cut = line.index(b"\t")
+        key = loads(line[:cut])
+        yield (tuple(key) if type(key) is list else key), line[cut + 1: -1]
+
+
+def sort_records(records: Iterable[Record], chunk_size: int = CHUNK,
+                 max_bytes: int = RECORD_BYTES) -> Iterator[Record]:
+    """Read and spill ``records`` now (sorted runs of at most ``chunk_size`` records or
+    ``max_bytes`` bytes); return the lazy, stable merge of the runs by key. Records with
+    equal keys keep their input order, as ``sorted`` keeps them."""
+    chunk: list[Record] = []
+    size = 0
+    folder: tempfile.TemporaryDirectory[str] | None = None
+    runs: list[Path] = []
+    by_key = itemgetter(0)
+
+    def spill() -> None:
+        nonlocal folder
+        if folder is None:
+            folder = tempfile.TemporaryDirectory(prefix="opsgate-sort-")
+        chunk.sort(key=by_key)
+        path = Path(folder.name) / f"run-{len(runs):05d}.rec"
+        with path.open("wb") as out:
+            _write_records(out, chunk)
+        runs.append(path)
+
+    try:
+        for record in records:
+            chunk.append(record)
+            size += len(record[1])
+            if len(chunk) >= chunk_size or size >= max_bytes:
+                spill()
+                chunk, size = [], 0
+        if not runs:
+            chunk.sort(key=by_key)
+            return iter(chunk)
+        if chunk:
+            spill()
+            chunk = []
+    except BaseException:
+        if folder is not None:
+            folder.cleanup()
+        raise
+    assert folder is not None
+    return _merge_record_runs(runs, folder)
+
+
+def _merge_record_runs(runs: list[Path], folder: tempfile.TemporaryDirectory[str]
+                       ) -> Iterator[Record]:
+    try:
+        handles = [p.open("rb") for p in runs]
+        try:
+            yield from heapq.merge(*(_read_records(h) for h in handles), key=itemgetter(0))
+        finally:
+            for h in handles:
+                h.close()
+    finally:
+        folder.cleanup()
+
+
+def spool_records(records: Iterable[Record]) -> Iterator[Record]:
+    """`spooled` for records: copy them to an (already unlinked) temporary file now,
+    return a reader of it that closes it when done."""
+    handle = tempfile.TemporaryFile(prefix="opsgate-spool-")  # noqa: SIM115 - see spooled
+    try:
+        _write_records(handle, records)
+        handle.seek(0)
+    except BaseException:
+        handle.close()
+        raise
+    return _read_records_and_close(handle)
+
+
+def _read_records_and_close(handle: IO[bytes]) -> Iterator[Record]:
+    with handle:
+        yield from _read_records(handle)

@@ -378,3 +378,61 @@ def test_drift_never_holds_a_transaction_idle_while_the_client_works(
     finally:
         with sandbox.pg.connect("app", autocommit=True) as admin:
             admin.execute("ALTER DATABASE app RESET idle_in_transaction_session_timeout")
+
+
+def test_payload_from_the_database_arrives_in_slices(
+    sandbox: Sandbox, ro: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sliced by bytes (4 KiB: slices cut through UTF-8 sequences), the spooled payload is
+    the payload's text byte for byte, and a doctored value in it is found and shown."""
+    from opsgate.verify import drift
+
+    monkeypatch.setattr(drift, "PAYLOAD_SLICE", 4096)
+    reader = payload_from_database(ro)
+    assert reader.spool is not None
+    reader.spool.seek(0)
+    row = ro.execute("SELECT payload::text FROM admin_content_state "
+                     "WHERE key = 'constellation'").fetchone()
+    assert row is not None and reader.spool.read() == row[0].encode()
+    assert not compare(reader, ro, "db").drifted
+    node = _node(FIXTURE)["id"]
+    label = "Doctored é😂 " * 700  # longer than a slice
+    with psycopg.connect(sandbox.environ()["DATABASE_URL"]) as rw:
+        rw.execute("UPDATE admin_content_state SET payload = jsonb_set(payload, "
+                   "ARRAY['nodes', (SELECT (i - 1)::text FROM jsonb_array_elements(payload->'nodes')"
+                   " WITH ORDINALITY AS n(v, i) WHERE v->>'id' = %s), 'label'], to_jsonb(%s::text)) "
+                   "WHERE key = 'constellation'", (node, label))
+        doctored = payload_from_database(rw)
+        rw.rollback()
+    result = compare(doctored, ro, "db")
+    assert result.counts == {"changed nodes": 1}, result.summary_lines()
+    assert f"{node} (label) label: payload \"Doctored é😂 Doctored" in result.summary_lines()[0]
+
+
+def test_missing_payload_row_names_the_alternative(sandbox: Sandbox) -> None:
+    with psycopg.connect(sandbox.environ()["DATABASE_URL"]) as rw:
+        rw.execute("DELETE FROM admin_content_state WHERE key = 'constellation'")
+        with pytest.raises(DriftInputError, match="OPSGATE_LEGACY_PAYLOAD_FILE"):
+            payload_from_database(rw)
+        rw.rollback()
+
+
+def test_each_item_is_canonicalised_once_per_side(
+    ro: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One pass: the bytes a node or edge is canonicalised into serve the sort, the
+    equality test and the graph hash; nothing is encoded twice."""
+    calls = [0]
+    real = canon.canonical_json
+
+    def counting(document: Any) -> bytes:
+        calls[0] += 1
+        return real(document)
+
+    reader = payload_from_database(ro)
+    monkeypatch.setattr(canon, "canonical_json", counting)
+    result = compare(reader, ro, "db", chunk_size=100)
+    assert not result.drifted
+    items = result.payload.nodes + result.payload.edges + result.kb.nodes + result.kb.edges
+    # Plus the envelope's few fields (the domains) per graph hasher.
+    assert items <= calls[0] <= items + 10, (calls[0], items)
