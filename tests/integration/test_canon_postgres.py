@@ -136,3 +136,36 @@ def test_table_hash_streams_in_constant_memory(pg: EmbeddedPostgres) -> None:
 def test_missing_table_is_a_clear_error(pg: EmbeddedPostgres) -> None:
     with pg.connect(autocommit=True) as conn, pytest.raises(CanonError, match="nope"):
         canon.table_hash(conn, "nope")
+
+
+#: canon-v1 table bytes are frozen: these digests were taken before the hash's receiving
+#: side was rewritten (threaded hashing, large buffers) and must never change. The table
+#: is built with every awkward case of COPY text: tabs, newlines, backslashes, NULLs,
+#: non-ASCII, floats, zones, jsonb, bytea; and over 1 MiB, so several hash buffers.
+PINNED_TABLE = """
+CREATE TABLE pinned (id bigint PRIMARY KEY, label text, score double precision,
+                     seen_at timestamptz, body jsonb, raw bytea)
+"""
+PINNED_ROWS = """
+INSERT INTO pinned SELECT g,
+  CASE g % 5 WHEN 0 THEN NULL WHEN 1 THEN E'tab\\there\\nnew' WHEN 2 THEN 'back\\slash'
+             WHEN 3 THEN 'ünïcødé ✓' ELSE repeat('p', g % 300) END,
+  g / 7.0, '2026-02-11 14:38:00+00'::timestamptz + g * interval '37 seconds',
+  jsonb_build_object('g', g, 'half', g / 2.0, 'list', jsonb_build_array(g, 'x')),
+  decode(md5(g::text), 'hex')
+FROM generate_series(1, 20000) g
+"""
+PINNED_SHA256 = "0812e88dc928c973c4911d91db54ac0ef75d88d5eb879daaf029fb3cde5efc9c"
+PINNED_BYTES = 3_707_945
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kathmandu"])
+def test_table_hash_is_pinned(pg: EmbeddedPostgres, zone: str) -> None:
+    with pg.connect(autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS pinned")
+        conn.execute(PINNED_TABLE)
+        conn.execute(PINNED_ROWS)
+        conn.execute(f"SET TimeZone = '{zone}'")  # the caller's session zone is ignored
+        h = canon.table_hash(conn, "pinned")
+        conn.execute("DROP TABLE pinned")
+    assert (h.sha256, h.rows, h.bytes) == (PINNED_SHA256, 20000, PINNED_BYTES)
