@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from opsgate.errors import CanonError
 from opsgate.sandbox.embedded import EmbeddedPostgres
-from opsgate.verify import canon
+from opsgate.verify import canon, tablehash
 from tests.strategies import json_values, payloads
 
 DB_SETTINGS = settings(max_examples=40, deadline=None,
@@ -167,5 +167,21 @@ def test_table_hash_is_pinned(pg: EmbeddedPostgres, zone: str) -> None:
         conn.execute(PINNED_ROWS)
         conn.execute(f"SET TimeZone = '{zone}'")  # the caller's session zone is ignored
         h = canon.table_hash(conn, "pinned")
+        columns, order_by = canon.table_shape(conn, "pinned")
+        url = pg.url()
+        via_psql = tablehash.table_hash_via_psql(
+            pg.binaries.tool("psql"), url.without_password,
+            {**os.environ, "PGPASSWORD": url.password or "", "PGTZ": zone}, "pinned",
+            columns, order_by)
         conn.execute("DROP TABLE pinned")
     assert (h.sha256, h.rows, h.bytes) == (PINNED_SHA256, 20000, PINNED_BYTES)
+    assert via_psql == h
+
+
+def test_psql_hash_failure_is_one_line_without_the_password(pg: EmbeddedPostgres) -> None:
+    url = pg.url()
+    with pytest.raises(CanonError, match=r"^psql COPY of public.nope failed \(exit \d\): .*nope") as err:
+        tablehash.table_hash_via_psql(
+            pg.binaries.tool("psql"), url.without_password,
+            {**os.environ, "PGPASSWORD": url.password or ""}, "nope", ("id",), ("id",))
+    assert url.password and url.password not in str(err.value)
