@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from opsgate import progress
 from opsgate.config import Settings
 from opsgate.errors import DrillError
 from opsgate.sandbox import Sandbox
@@ -214,3 +216,23 @@ def test_a_killed_drills_dump_folder_is_removed_by_the_next_drill(sandbox: Sandb
     assert str(left) in result.dump_folders_removed
     assert result.evidence()["leftover_dump_folders_removed"] == result.dump_folders_removed
     assert not left.exists()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_drill_on_a_terminal_shows_its_phases_and_hashes_both_sides(sandbox: Sandbox) -> None:
+    screen = _Terminal()
+    progress.route_to(screen)
+    try:
+        result = run_drill(settings_for(sandbox))
+    finally:
+        progress.route_to(None)
+    shown = screen.getvalue()
+    assert result.problems == []
+    assert "backup/restore drill: tables hashed" in shown
+    for phase in ("dump, hashing the source", "restore", "verify the restored copy"):
+        assert phase in shown, shown[-500:]
+    assert sandbox.environ()["DATABASE_URL"].split("@")[0].split(":")[-1] not in shown
