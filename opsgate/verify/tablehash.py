@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import select
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -26,7 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from psycopg import Connection, sql
+import psycopg
+from psycopg import Connection, pq, sql
 
 from opsgate.errors import CanonError
 
@@ -106,11 +108,46 @@ def table_hash(conn: Connection[Any], table: str, schema: str = "public") -> Tab
         pin_session(conn)
         columns, order_by = table_shape(conn, table, schema)
         query = table_copy_query(table, columns, order_by, schema)
-        with StreamDigest() as digest, conn.cursor() as cur, cur.copy(query) as cp:
-            for chunk in cp:
-                digest.feed(chunk)
+        with StreamDigest() as digest, conn.cursor() as cur, cur.copy(query):
+            _receive_copy(conn, digest.feed)
             sha256 = digest.hexdigest()
     return TableHash(table, sha256, digest.rows, digest.bytes, columns, order_by)
+
+
+def _receive_copy(conn: Connection[Any], feed: Callable[[memoryview], None]) -> None:
+    """Every row of the COPY TO that ``conn`` has just started, into ``feed``.
+
+    Hand-written on libpq's own calls (psycopg.pq): psycopg's ``Copy.read`` runs a
+    generator and a wait per row, which at millions of small rows costs more than the
+    server's work (kb_edges at 400k rows: 0.29 s of client CPU and 2.0 s wall against
+    0.13 s and 0.9 s here). This is the loop psycopg runs, without the per-row
+    machinery: take every row libpq already holds, wait for the socket only when it
+    holds none. The final result is read here too, which leaves psycopg's ``Copy``
+    nothing to do when its block ends without an error.
+    """
+    pgconn = conn.pgconn
+    get = pgconn.get_copy_data
+    while True:
+        nbytes, data = get(1)
+        if nbytes > 0:
+            feed(data)
+        elif nbytes == 0:  # nothing buffered: wait for the server (the GIL is released)
+            select.select([pgconn.socket], [], [])
+            pgconn.consume_input()
+        else:
+            break
+    while pgconn.is_busy():
+        select.select([pgconn.socket], [], [])
+        pgconn.consume_input()
+    failure = None
+    while (result := pgconn.get_result()) is not None:
+        if result.status != pq.ExecStatus.COMMAND_OK and failure is None:
+            failure = result
+    if failure is not None:
+        raise psycopg.errors.error_from_result(failure, encoding=conn.info.encoding)
+    if nbytes == -2:
+        raise psycopg.OperationalError(
+            f"receiving COPY data failed: {pgconn.get_error_message()}")
 
 
 def psql_script(query: sql.Composable, settings: Iterable[tuple[str, str]],

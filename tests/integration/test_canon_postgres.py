@@ -185,3 +185,19 @@ def test_psql_hash_failure_is_one_line_without_the_password(pg: EmbeddedPostgres
             pg.binaries.tool("psql"), url.without_password,
             {**os.environ, "PGPASSWORD": url.password or ""}, "nope", ("id",), ("id",))
     assert url.password and url.password not in str(err.value)
+
+
+def test_a_copy_cut_short_by_the_server_raises_its_error_and_the_connection_recovers(
+        pg: EmbeddedPostgres) -> None:
+    """The hand-written receiving loop reads COPY's final result itself: a server error
+    midway (here a statement timeout) surfaces as psycopg's error of that kind."""
+    with pg.connect(autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS slow (id int PRIMARY KEY, pad text)")
+        conn.execute("TRUNCATE slow")
+        conn.execute("INSERT INTO slow SELECT g, repeat('x', 500) FROM generate_series(1, 400000) g")
+        with pytest.raises(psycopg.errors.QueryCanceled), conn.transaction():
+            conn.execute("SELECT set_config('statement_timeout', '30ms', true)")
+            canon.table_hash(conn, "slow")
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert canon.table_hash(conn, "slow").rows == 400000
+        conn.execute("DROP TABLE slow")
