@@ -194,9 +194,12 @@ def table_hash_via_psql(psql: Path, dbname_arg: str, env: Mapping[str, str], tab
     args = [str(psql), "--no-psqlrc", "--quiet", "--single-transaction",
             "--set=ON_ERROR_STOP=1", f"--dbname={dbname_arg}",
             *psql_script(query, TABLE_SESSION_SETTINGS, snapshot)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL,
-                            env=psql_env(env, TABLE_SESSION_SETTINGS))
+    try:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL,
+                                env=psql_env(env, TABLE_SESSION_SETTINGS))
+    except OSError as exc:
+        raise CanonError(f"psql ({psql}) could not be started: {exc.strerror}") from None
     assert proc.stdout is not None and proc.stderr is not None
     err = bytearray()
     drain = threading.Thread(target=lambda: err.extend(proc.stderr.read()),  # type: ignore[union-attr]

@@ -201,3 +201,8 @@ def test_a_copy_cut_short_by_the_server_raises_its_error_and_the_connection_reco
         assert conn.execute("SELECT 1").fetchone() == (1,)
         assert canon.table_hash(conn, "slow").rows == 400000
         conn.execute("DROP TABLE slow")
+
+
+def test_a_missing_psql_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(CanonError, match=r"^psql \(.*\) could not be started: No such file"):
+        tablehash.table_hash_via_psql(tmp_path / "psql", "dbname=x", {}, "t", ("id",), ("id",))
