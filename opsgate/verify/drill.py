@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,6 +300,56 @@ def _hash_tables(tools: PgBinaries, url: SecretUrl,
         return {h.table: h for h in pool.map(one, shapes)}
 
 
+#: Restored tables whose primary key exists: pg_restore builds a key only after the
+#: table's data is committed, and no later item of a restore writes rows again.
+_KEYED_TABLES = (
+    "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+    "WHERE i.indisprimary AND i.indisvalid AND c.relnamespace = 'public'::regnamespace "
+    "AND c.relname = ANY(%s)")
+
+
+def _hash_as_restored(tools: PgBinaries, target: SecretUrl, tables: list[str],
+                      redact: Callable[[str], str], restoring: threading.Thread,
+                      advance: Callable[[int], None]) -> dict[str, Future[canon.TableHash]]:
+    """Start hashing each restored table as soon as it is final, while pg_restore still
+    builds other tables' indexes and checks foreign keys; the rest once it has ended.
+
+    Returns the hashes as futures: when the restore fails, its own error is the one to
+    report, not a hash cut short by it. Hashing reads under ACCESS SHARE, which no
+    remaining restore step waits for but an ACCESS EXCLUSIVE one, which then waits.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = _tool_env(target)
+    started: dict[str, Future[canon.TableHash]] = {}
+
+    def one(table: str, columns: tuple[str, ...], order_by: tuple[str, ...]
+            ) -> canon.TableHash:
+        try:
+            h = tablehash.table_hash_via_psql(tools.tool("psql"), target.without_password,
+                                              env, table, columns, order_by, redact=redact)
+        except CanonError as exc:
+            raise DrillError(str(exc)) from None
+        advance(1)
+        return h
+
+    with ThreadPoolExecutor(max_workers=HASH_WORKERS,
+                            thread_name_prefix="opsgate-verify") as pool, \
+            db.connect(target, redact=redact, what="the restored database") as probe:
+        while True:
+            ended = not restoring.is_alive()
+            with db.transaction(probe, read_only=True):
+                waiting = [t for t in tables if t not in started]
+                ready = waiting if ended else [
+                    r[0] for r in probe.execute(_KEYED_TABLES, (waiting,))]
+                shapes = _shapes(probe, ready) if ready else []
+            for table, columns, order_by in shapes:
+                started[table] = pool.submit(one, table, columns, order_by)
+            if ended:
+                return started
+            restoring.join(0.5)
+
+
 #: Every scratch database the drill creates starts with this, so a leftover from a
 #: drill that was killed says what it is (and its COMMENT says whose and when).
 SCRATCH_PREFIX = "opsgate_drill_scratch_"
@@ -506,6 +557,7 @@ def run_drill(
         result.archive_path = str(archive)
         pipeline_error: list[BaseException] = []
         dumped = threading.Event()  # the snapshot must live until pg_dump has finished
+        early: dict[str, Future[canon.TableHash]] = {}
         source_shapes = _shapes(src, tables)
         bar = stack.enter_context(progress.bar("backup/restore drill: tables hashed",
                                                total=2 * len(tables), unit="tables"))
@@ -550,6 +602,10 @@ def run_drill(
                 result.timings_s["hash_source"] = round(time.monotonic() - t, 3)
                 dumped.wait()
                 src.commit()
+                if before_verify is None:  # the self-tests' faults go in after the restore
+                    bar.phase("restore, hashing restored tables")
+                    early = _hash_as_restored(tools, target, tables, redact, worker,
+                                              bar.advance)
             finally:
                 dumped.wait()
                 worker.join()
@@ -563,11 +619,13 @@ def run_drill(
         t = time.monotonic()
         bar.phase("verify the restored copy")
         with steps("verify: canon-v1 hash of every table, source vs restored"):
-            with db.connect(target, redact=redact, what="the restored database") as probe, \
-                    db.transaction(probe, read_only=True):
-                restored_shapes = _shapes(probe, tables)
-            restored = _hash_tables(tools, target, restored_shapes, redact,
-                                    advance=bar.advance)
+            restored = {tbl: f.result() for tbl, f in early.items()}
+            if not early:
+                with db.connect(target, redact=redact, what="the restored database") as probe, \
+                        db.transaction(probe, read_only=True):
+                    restored_shapes = _shapes(probe, tables)
+                restored = _hash_tables(tools, target, restored_shapes, redact,
+                                        advance=bar.advance)
             for tbl in tables:
                 sh, rh = source_hashes[tbl], restored.get(tbl)
                 result.tables.append(TableResult(tbl, sh.rows, rh.rows if rh else None,
