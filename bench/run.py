@@ -257,7 +257,9 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines += [f"## {r['scale']:,} entities", "",
                   f"Target: {r['counts']['kb_entities']:,} entities, "
                   f"{r['counts']['kb_edges']:,} edges, {r['counts']['kb_entity_tags']:,} tags, "
-                  f"database {r['database_bytes'] / 2**20:,.0f} MiB; built in {r['build_s']} s.",
+                  f"database {r['database_bytes'] / 2**20:,.0f} MiB; "
+                  + (f"built in {r['build_s']} s." if r["build_s"]
+                     else "a sandbox already up (--sandbox-env)."),
                   "", "| task | tool | median s | min–max s | client RSS MiB | ratio to baseline | target |",
                   "|---|---|---|---|---|---|---|"]
         for c in r["comparisons"]:
