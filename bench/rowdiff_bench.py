@@ -18,6 +18,7 @@ from typing import Any
 
 from bench.run import RESULTS, measure
 from opsgate.sandbox.embedded import EmbeddedPostgres
+from opsgate.sensitive import SecretUrl
 
 CHANGED = (11, 98_765, 123_457, 250_001, 333_333, 500_000, 611_111, 777_777, 888_888, 999_999)
 
@@ -50,23 +51,32 @@ def main() -> None:
     with EmbeddedPostgres() as pg:
         a, b = build(pg, args.rows)
         env = dict(os.environ, BENCH_URL=a, BENCH_URL_B=b)
-        ours = [measure(["python", "-m", "bench.tasks", "opsgate_rowdiff",
-                         json.dumps({"table": "things"})], env)
-                for _ in range(args.reps)]
-        found = ours[-1]["out"]["changed"]
+        ours_cmd = (["python", "-m", "bench.tasks", "opsgate_rowdiff",
+                     json.dumps({"table": "things"})], env)
+        # The password travels in PGPASSWORD (libpq reads it), never on a command line.
+        password = SecretUrl(a).password or ""
+        theirs_cmd = ([args.reladiff, SecretUrl(a).without_password, "things",
+                       SecretUrl(b).without_password, "things", "-k", "id", "-c", "title",
+                       "-c", "summary", "-c", "score", "-c", "updated_at"],
+                      dict(env, PGPASSWORD=password))
+        # Taking turns (ours, reladiff, ours, ...): a change in the machine's load hits both.
+        runs: list[list[dict[str, Any]]] = [[], []]
+        for _ in range(args.reps):
+            runs[0].append(measure(*ours_cmd))
+            if args.reladiff:
+                runs[1].append(measure(*theirs_cmd))
+        found = runs[0][-1]["out"]["changed"]
         assert sorted(found) == sorted(c for c in CHANGED if c <= args.rows), found
-        rows: list[dict[str, Any]] = [{"tool": "opsgate rowdiff.locate", "runs": ours}]
+        rows: list[dict[str, Any]] = [{"tool": "opsgate rowdiff.locate", "runs": runs[0]}]
         if args.reladiff:
-            theirs = [measure([args.reladiff, a, "things", b, "things", "-k", "id", "-c", "title",
-                               "-c", "summary", "-c", "score", "-c", "updated_at"], env)
-                      for _ in range(args.reps)]
-            rows.append({"tool": "reladiff (hashdiff, cross-database)", "runs": theirs})
+            rows.append({"tool": "reladiff (hashdiff, cross-database)", "runs": runs[1]})
     out = {"rows": args.rows, "changed": len(CHANGED), "results": []}
     for r in rows:
         walls = [x["wall_s"] for x in r["runs"]]
         out["results"].append({"tool": r["tool"], "median_s": statistics.median(walls),
                                "min_s": min(walls), "max_s": max(walls),
-                               "rss_mib": max(x["rss_mib"] for x in r["runs"])})
+                               "rss_mib": max(x["rss_mib"] for x in r["runs"]),
+                               "walls_s": walls})
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stamp}-rowdiff-{args.rows}.json").write_text(json.dumps(out, indent=2))

@@ -1,9 +1,13 @@
 """Benchmarks at scale: opsgate against the baselines a user would otherwise run.
 
-    python -m bench.run --scale 100000 [--scale 1000000] [--reps 3] [--only drift]
+    python -m bench.run --scale 100000 [--scale 1000000] [--reps 3] [--only hash]
+    python -m bench.run --sandbox-env PATH [--only drill]
 
 Needs the ``bench`` extra (``pip install -e '.[bench]'``: psutil, for the process tree's
-memory). ``--only`` (repeatable: hash, drill, drift) runs only those comparisons.
+memory). ``--only NAME`` (repeatable: hash, drill, drift) measures some tasks only.
+``--sandbox-env PATH`` measures a sandbox that is already up (``opsgate sandbox up
+--scale N --env-file PATH``) instead of building one: a 1M-entity target takes about
+16 minutes to build, and one can then be measured several times.
 
 Builds a sandbox target per scale (seeded generator: about 4 edges and 3 tags per
 entity) on the embedded PostgreSQL, then measures each task in its own process, taking
@@ -109,93 +113,141 @@ def shell(script: str, env: dict[str, str]) -> list[str]:
 
 
 def reps(label: str, make: Any, n: int) -> dict[str, Any]:
-    runs = [measure(*make()) for _ in range(n)]
+    return _summary(label, [measure(*make()) for _ in range(n)])
+
+
+def _summary(label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     walls = [r["wall_s"] for r in runs]
     return {"label": label, "median_s": statistics.median(walls), "min_s": min(walls),
             "max_s": max(walls), "rss_mib": max(r["rss_mib"] for r in runs),
-            "last": runs[-1]["out"], "reps": n}
+            "last": runs[-1]["out"], "reps": len(runs), "walls_s": walls}
 
 
-TASKS = ("hash", "drill", "drift")
+def side_by_side(tools: list[tuple[str, Any]], n: int) -> list[dict[str, Any]]:
+    """Each tool ``n`` times, taking turns (A B C A B C ...): on a shared machine a
+    change in load then hits every tool alike, and the ratios stay fair."""
+    runs: list[list[dict[str, Any]]] = [[] for _ in tools]
+    for _ in range(n):
+        for i, (_label, make) in enumerate(tools):
+            runs[i].append(measure(*make()))
+    return [_summary(label, r) for (label, _), r in zip(tools, runs, strict=True)]
 
 
-def bench_scale(scale: int, n: int, only: tuple[str, ...] = TASKS) -> dict[str, Any]:
+TASK_NAMES = ("hash", "drill", "drift")
+
+
+class _Running:
+    """A sandbox that is already up, read from the settings file it wrote."""
+
+    def __init__(self, env_file: Path) -> None:
+        from dotenv import dotenv_values
+
+        self.env = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+        payload = self.env.get("OPSGATE_LEGACY_PAYLOAD_FILE")
+        self.payload_file = Path(payload) if payload else None
+
+    def environ(self) -> dict[str, str]:
+        return dict(self.env)
+
+    def stop(self) -> None:
+        """Not ours: whoever started it stops it."""
+
+
+def bench_scale(scale: int | None, n: int, only: frozenset[str] = frozenset(TASK_NAMES),
+                sandbox_env: Path | None = None) -> dict[str, Any]:
     t = time.monotonic()
-    sb = Sandbox.start(scale=scale)
-    build_s = time.monotonic() - t
+    sb: Sandbox | _Running = (_Running(sandbox_env) if sandbox_env is not None
+                              else Sandbox.start(scale=scale))
+    build_s = time.monotonic() - t if sandbox_env is None else 0.0
     try:
         env = sb.environ()
         url = env["DATABASE_URL"]
         bindir = env["OPSGATE_PG_BINDIR"]
         psql = str(Path(bindir) / "psql")
+        password = psycopg.conninfo.conninfo_to_dict(url).get("password") or ""
         with psycopg.connect(url, autocommit=True) as conn:
             counts = {tb: conn.execute(f"SELECT count(*) FROM {tb}").fetchone()[0]  # type: ignore[index]
                       for tb in ("kb_entities", "kb_edges", "kb_entity_tags")}
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]  # type: ignore[index]
             cols, order = canon.table_shape(conn, "kb_entities")
+        scale = counts["kb_entities"]
         query = canon.table_copy_query("kb_entities", cols, order).as_string()
         sets = " ".join(f"-c {shlex.quote(f'SET {k} = {chr(39)}{v}{chr(39)}')}"
                         for k, v in canon.TABLE_SESSION_SETTINGS)
-        pg_env = {**os.environ, "PGPASSWORD": sb.pg.url().password or ""}  # type: ignore[union-attr]
-        dsn = url.replace(f":{sb.pg.url().password}@", "@")  # type: ignore[union-attr]
+        pg_env = {**os.environ, "PGPASSWORD": str(password)}
+        dsn = url.replace(f":{password}@", "@")
         out: dict[str, Any] = {"scale": scale, "build_s": round(build_s, 1), "counts": counts,
                                "database_bytes": size, "comparisons": []}
 
         if "hash" in only:
-            _bench_hash(out, url, query, psql, dsn, sets, pg_env, n)
+            _hash(out, url, psql, dsn, query, sets, pg_env, n)
         if "drill" in only:
-            _bench_drill(out, url, bindir, psql, dsn, sets, pg_env, n)
-        if "drift" in only and sb.payload_file is not None and scale <= 200_000:
-            drift_ours = reps("opsgate knowledge drift", lambda: task("opsgate_drift", {
-                "url": url, "payload": str(sb.payload_file)}), n)
-            # A scaled sandbox keeps the fixture in admin_content_state (its migrations
-            # read the file): put the scaled payload there too, for the database variant.
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("UPDATE admin_content_state SET payload = %s::jsonb "
-                             "WHERE key = 'constellation'", (sb.payload_file.read_text(),))
-            drift_db = reps("opsgate knowledge drift, payload from the database",
-                            lambda: task("opsgate_drift_db", {"url": url}), n)
-            drift_base = reps("parse payload + COPY kb tables", lambda: task("parse_and_copy", {
-                "url": url, "payload": str(sb.payload_file)}), n)
-            out["comparisons"].append({"what": "knowledge drift", "ours": drift_ours,
-                                       "baselines": [drift_base], "target_ratio": 1.5})
-            out["comparisons"].append({"what": "knowledge drift (payload in the database)",
-                                       "ours": drift_db, "baselines": [drift_base],
-                                       "target_ratio": 1.5})
+            _drill(out, url, bindir, psql, dsn, sets, pg_env, n)
+        if "drift" in only and sb.payload_file is not None:
+            _drift(out, url, sb.payload_file, scale, n)
         return out
     finally:
         sb.stop()
 
 
-def _bench_hash(out: dict[str, Any], url: str, query: str, psql: str, dsn: str, sets: str,
-                pg_env: dict[str, str], n: int) -> None:
-    hash_ours = reps("opsgate canon-v1 table hash",
-                     lambda: task("opsgate_hash", {"url": url, "table": "kb_entities"}),
-                     n)
-    hash_psql = reps("psql COPY \\| sha256sum", lambda: (shell(
-        f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} {sets} "
-        f"-c {shlex.quote(query)} | sha256sum", pg_env), pg_env), n)
-    hash_py = reps("psycopg COPY into hashlib", lambda: task("psycopg_copy_hash", {
-        "url": url, "query": query, "settings": list(canon.TABLE_SESSION_SETTINGS)}), n)
-    out["comparisons"].append({"what": "hash kb_entities", "ours": hash_ours,
-                               "baselines": [hash_psql, hash_py], "target_ratio": 1.05})
+def _drift(out: dict[str, Any], url: str, payload: Path, scale: int, n: int) -> None:
+    """Knowledge drift (payload from the file, and from the database up to 200k entities:
+    a jsonb value holds at most 255 MB) against parsing the payload and COPYing the kb."""
+    tools: list[tuple[str, Any]] = [
+        ("opsgate knowledge drift", lambda: task("opsgate_drift", {
+            "url": url, "payload": str(payload)})),
+        ("parse payload + COPY kb tables", lambda: task("parse_and_copy", {
+            "url": url, "payload": str(payload)})),
+    ]
+    if scale <= 200_000:
+        # A scaled sandbox keeps the fixture in admin_content_state (its migrations read
+        # the file): put the scaled payload there too, for the database variant.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE admin_content_state SET payload = %s::jsonb "
+                         "WHERE key = 'constellation'", (payload.read_text(),))
+        tools.append(("opsgate knowledge drift, payload from the database",
+                      lambda: task("opsgate_drift_db", {"url": url})))
+    ours, base, *from_db = side_by_side(tools, n)
+    out["comparisons"].append({"what": "knowledge drift", "ours": ours, "baselines": [base],
+                               "target_ratio": 1.5})
+    if from_db:
+        out["comparisons"].append({"what": "knowledge drift (payload in the database)",
+                                   "ours": from_db[0], "baselines": [base],
+                                   "target_ratio": 1.5})
 
 
-def _bench_drill(out: dict[str, Any], url: str, bindir: str, psql: str, dsn: str, sets: str,
-                 pg_env: dict[str, str], n: int) -> None:
-    drill_ours = reps("opsgate drill", lambda: task("opsgate_drill", {
-        "url": url, "bindir": bindir}), n)
-    tables = ["admin_content_state", "admin_history", "admin_migrations", "kb_entities",
-              "kb_entity_tags", "kb_edges", "kb_media_objects", "kb_media_derivatives",
-              "kb_workflows", "kb_workflow_steps", "kb_provenance_runs",
-              "kb_entity_sources"]
+def _hash(out: dict[str, Any], url: str, psql: str, dsn: str, query: str, sets: str,
+          pg_env: dict[str, str], n: int) -> None:
+    """opsgate's canon-v1 hash of kb_entities against psql and bare psycopg."""
+    ours, by_psql, by_psycopg = side_by_side([
+        ("opsgate canon-v1 table hash",
+         lambda: task("opsgate_hash", {"url": url, "table": "kb_entities"})),
+        ("psql COPY \\| sha256sum", lambda: (shell(
+            f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} {sets} "
+            f"-c {shlex.quote(query)} | sha256sum", pg_env), pg_env)),
+        ("psycopg COPY into hashlib", lambda: task("psycopg_copy_hash", {
+            "url": url, "query": query, "settings": list(canon.TABLE_SESSION_SETTINGS)})),
+    ], n)
+    out["comparisons"].append({"what": "hash kb_entities", "ours": ours,
+                               "baselines": [by_psql, by_psycopg], "target_ratio": 1.05})
+
+
+#: The tables the hand-run drill hashes on both sides (the contract tables).
+HAND_TABLES = ["admin_content_state", "admin_history", "admin_migrations", "kb_entities",
+               "kb_entity_tags", "kb_edges", "kb_media_objects", "kb_media_derivatives",
+               "kb_workflows", "kb_workflow_steps", "kb_provenance_runs", "kb_entity_sources"]
+
+
+def _drill(out: dict[str, Any], url: str, bindir: str, psql: str, dsn: str, sets: str,
+           pg_env: dict[str, str], n: int) -> None:
+    """opsgate's drill against what an operator would type by hand."""
 
     def hand_drill() -> tuple[list[str], dict[str, str]]:
         work = tempfile.mkdtemp(prefix="bench-drill-")
         db = f"bench_hand_{int(time.time() * 1000)}"
         rdsn = dsn.rsplit("/", 1)[0] + "/" + db
         hashes = []
-        for tb in tables:
+        for tb in HAND_TABLES:
             for target in (dsn, rdsn):
                 hashes.append(f"{shlex.quote(psql)} -X -q -d {shlex.quote(target)} {sets} "
                               f"-c {shlex.quote(f'COPY (SELECT * FROM {tb} ORDER BY 1) TO STDOUT')}"
@@ -210,9 +262,12 @@ def _bench_drill(out: dict[str, Any], url: str, bindir: str, psql: str, dsn: str
         ])
         return shell(script, pg_env), pg_env
 
-    drill_hand = reps("pg_dump -Fc, pg_restore -j2, psql-hash every table", hand_drill, n)
-    out["comparisons"].append({"what": "backup/restore drill", "ours": drill_ours,
-                               "baselines": [drill_hand], "target_ratio": 0.8})
+    ours, hand = side_by_side([
+        ("opsgate drill", lambda: task("opsgate_drill", {"url": url, "bindir": bindir})),
+        ("pg_dump -Fc, pg_restore -j2, psql-hash every table", hand_drill),
+    ], n)
+    out["comparisons"].append({"what": "backup/restore drill", "ours": ours,
+                               "baselines": [hand], "target_ratio": 0.7})
 
 
 def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -224,7 +279,9 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines += [f"## {r['scale']:,} entities", "",
                   f"Target: {r['counts']['kb_entities']:,} entities, "
                   f"{r['counts']['kb_edges']:,} edges, {r['counts']['kb_entity_tags']:,} tags, "
-                  f"database {r['database_bytes'] / 2**20:,.0f} MiB; built in {r['build_s']} s.",
+                  f"database {r['database_bytes'] / 2**20:,.0f} MiB; "
+                  + (f"built in {r['build_s']} s." if r["build_s"]
+                     else "a sandbox already up (--sandbox-env)."),
                   "", "| task | tool | median s | min–max s | client RSS MiB | ratio to baseline | target |",
                   "|---|---|---|---|---|---|---|"]
         for c in r["comparisons"]:
@@ -244,14 +301,20 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--scale", type=int, action="append", required=True)
+    p.add_argument("--scale", type=int, action="append", default=[])
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--only", action="append", choices=TASKS,
-                   help="run only this comparison (repeatable; default: all)")
+    p.add_argument("--only", action="append", choices=TASK_NAMES, default=[],
+                   help="measure only this task (repeatable; default: all)")
+    p.add_argument("--sandbox-env", type=Path, default=None, metavar="PATH",
+                   help="measure the running sandbox whose settings file this is")
     args = p.parse_args()
+    if bool(args.scale) == (args.sandbox_env is not None):
+        p.error("give --scale (build a sandbox) or --sandbox-env (use a running one)")
+    only = frozenset(args.only or TASK_NAMES)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    only = tuple(args.only or TASKS)
-    results = [bench_scale(s, args.reps, only) for s in args.scale]
+    results = ([bench_scale(None, args.reps, only, args.sandbox_env)]
+               if args.sandbox_env is not None
+               else [bench_scale(s, args.reps, only) for s in args.scale])
     meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d"),
             "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
                        f"{platform.python_version()}",
@@ -260,10 +323,8 @@ def main() -> None:
     for r in results:
         (RESULTS / f"{stamp}-{r['scale']}.json").write_text(json.dumps({"meta": meta, **r},
                                                                         indent=2))
-    # A partial run (--only) does not replace the full table.
-    latest = RESULTS / ("latest.md" if only == TASKS else f"latest-{'-'.join(only)}.md")
-    latest.write_text(markdown(results, meta))
-    print(latest.read_text())
+    (RESULTS / "latest.md").write_text(markdown(results, meta))
+    print((RESULTS / "latest.md").read_text())
 
 
 if __name__ == "__main__":

@@ -98,8 +98,9 @@ def opsgate_rowdiff(args: dict[str, Any]) -> dict[str, Any]:
     with psycopg.connect(os.environ["BENCH_URL"], autocommit=True) as a, \
             psycopg.connect(os.environ["BENCH_URL_B"], autocommit=True) as b:
         diff = rowdiff.locate(a, b, args["table"])
-    return {"changed": [k[0] for k in diff.changed], "only_in_a": len(diff.only_in_a),
-            "only_in_b": len(diff.only_in_b), "buckets_differing": diff.buckets_differing}
+    return {"changed": [k[0] for k in diff.changed], "only_in_a": diff.count_only_in_a,
+            "only_in_b": diff.count_only_in_b, "buckets_differing": diff.buckets_differing,
+            "bucketing": diff.bucketing}
 
 
 TASKS = {f.__name__: f for f in (opsgate_hash, psycopg_copy_hash, opsgate_drill, opsgate_drift,

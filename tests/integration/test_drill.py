@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from opsgate import progress
 from opsgate.config import Settings
 from opsgate.errors import DrillError
 from opsgate.sandbox import Sandbox
@@ -214,3 +216,48 @@ def test_a_killed_drills_dump_folder_is_removed_by_the_next_drill(sandbox: Sandb
     assert str(left) in result.dump_folders_removed
     assert result.evidence()["leftover_dump_folders_removed"] == result.dump_folders_removed
     assert not left.exists()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_drill_on_a_terminal_shows_its_phases_and_hashes_both_sides(sandbox: Sandbox) -> None:
+    screen = _Terminal()
+    progress.route_to(screen)
+    try:
+        result = run_drill(settings_for(sandbox))
+    finally:
+        progress.route_to(None)
+    shown = screen.getvalue()
+    assert result.problems == []
+    assert "backup/restore drill: tables hashed" in shown
+    for phase in ("dump, hashing the source", "restore", "verify the restored copy"):
+        assert phase in shown, shown[-500:]
+    assert sandbox.environ()["DATABASE_URL"].split("@")[0].split(":")[-1] not in shown
+
+
+def test_a_row_altered_in_the_archive_is_caught_by_hashes_taken_during_the_restore(
+        sandbox: Sandbox) -> None:
+    """No fault hook after the restore: the restored tables are hashed while pg_restore
+    is still at work (as each one's primary key appears), and that path must go red."""
+    with psycopg.connect(sandbox.environ()["DATABASE_URL"]) as conn:
+        row = conn.execute("SELECT id, title FROM kb_entities ORDER BY id LIMIT 1").fetchone()
+    assert row is not None
+    key, title = row
+    doctored = title.swapcase().encode()
+
+    def alter_a_title(archive: Path) -> None:
+        files = [p for p in archive.iterdir() if title.encode() in p.read_bytes()
+                 and p.name != "toc.dat"]
+        assert files, "the title must be in the archive's data"
+        for p in files:
+            p.write_bytes(p.read_bytes().replace(title.encode(), doctored, 1))
+
+    result = run_drill(settings_for(sandbox), after_dump=alter_a_title)
+    # The title is also inside the admin content document: that table is red as well.
+    by_table = {p.split(":")[0]: p for p in result.problems}
+    assert set(by_table) <= {"kb_entities", "admin_content_state"}, result.problems
+    assert f"1 changed (id: {key})" in by_table["kb_entities"]
+    assert scratch_dbs(sandbox) == []
