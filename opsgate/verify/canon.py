@@ -37,6 +37,10 @@ _SAFE_INT = 2**53 - 1
 #: changing them changes the bytes, and so would be a new canon version.
 TABLE_SESSION_SETTINGS: tuple[tuple[str, str], ...] = OUTPUT_SETTINGS
 
+#: Bytes gathered before each SHA-256 update: one call per MiB instead of one per member
+#: or row (the streamed document hashes here; table hashes in `opsgate.verify.tablehash`).
+HASH_BUFFER = 1 << 20
+
 _SORTED_STRING_SETS = frozenset({"domains", "tags"})
 
 
