@@ -9,6 +9,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from opsgate.config import FLAG_DEFAULTS, VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +48,10 @@ def run_gate(tmp: Path, *args: str, env: dict[str, str] | None = None,
          "-o", "junit_family=xunit2", *reports, *args],
         capture_output=True, text=True, cwd=ROOT, env=env or clean_env(), timeout=timeout,
     )
+    return GateRun(p.returncode, p.stdout, p.stderr, _outcomes(junit))
+
+
+def _outcomes(junit: Path) -> dict[str, tuple[str, str]]:
     outcomes: dict[str, tuple[str, str]] = {}
     if junit.exists():
         for case in ET.parse(junit).getroot().iter("testcase"):
@@ -58,4 +64,50 @@ def run_gate(tmp: Path, *args: str, env: dict[str, str] | None = None,
                     outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[tag]
                     message = (el.get("message") or "") + "\n" + (el.text or "")
             outcomes[key] = (outcome, message)
-    return GateRun(p.returncode, p.stdout, p.stderr, outcomes)
+    return outcomes
+
+
+def run_gate_inprocess(pytester: pytest.Pytester, tmp: Path, *args: str,
+                       env: dict[str, str] | None = None) -> GateRun:
+    """`run_gate` without a new interpreter: the real checks, configuration and plugin,
+    run by pytester in this process (its sys.modules snapshot keeps runs apart). For
+    tests whose point is a check's verdict, not the process around it; about a second
+    of interpreter start and imports saved per run."""
+    junit = tmp / f"junit-{len(list(tmp.glob('junit-*')))}.xml"
+    reports = [] if any(a.startswith(("--reports-dir", "--no-reports")) for a in args) else [
+        f"--reports-dir={tmp / 'reports'}"]
+    wanted = env or clean_env()
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name not in wanted:
+                mp.delenv(name)
+        for name, value in wanted.items():
+            mp.setenv(name, value)
+        mp.chdir(ROOT)
+        result = pytester.runpytest_inprocess(
+            "-p", "no:cacheprovider", f"--rootdir={ROOT}", "-c", str(ROOT / "pyproject.toml"),
+            f"--junitxml={junit}", "-o", "junit_family=xunit2", *reports, *args)
+    return GateRun(int(result.ret), "\n".join(result.outlines), "\n".join(result.errlines),
+                   _outcomes(junit))
+
+
+def _preload() -> None:
+    """Import, in this process, what a gate run imports, before any pytester exists.
+    pytester forgets the modules imported after it was set up; a library imported afresh
+    by the next run would have new classes, while objects of this process still hold the
+    old ones (httpx caches its map of httpcore's errors: an httpcore error would then
+    escape it)."""
+    import importlib
+    import pkgutil
+
+    import opsgate
+
+    for name in ("httpx", "httpcore", "psycopg", "ijson", "jsonschema", "jsonschema_rs",
+                 "allure", "allure_pytest.plugin", "xdist.plugin", "tqdm"):
+        importlib.import_module(name)
+    for info in pkgutil.walk_packages(opsgate.__path__, "opsgate."):
+        if "._data" not in info.name and not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+
+
+_preload()
