@@ -52,6 +52,24 @@ def _summaries(template: Path) -> Path:
     return template.parent / (template.name + ".json")
 
 
+#: Seeded templates kept (each about 30 MB): every change to the code or the migrations
+#: makes a new one, so older ones are pruned once they are an hour old.
+_KEEP_SEEDED = 3
+
+
+def _prune_seeded(folder: Path) -> None:
+    """Delete all but the newest seeded templates, sparing any younger than an hour (a
+    process running other code may be copying one right now)."""
+    import time
+
+    templates = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                       key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in templates[_KEEP_SEEDED:]:
+        if time.time() - old.stat().st_mtime > 3600:
+            _summaries(old).unlink(missing_ok=True)
+            shutil.rmtree(old, ignore_errors=True)
+
+
 class Sandbox:
     """Use `Sandbox.start()`; `stop()` is idempotent and leaves nothing running."""
 
@@ -109,7 +127,9 @@ class Sandbox:
             db_url = self.neon.pooled_url
             seeded = None
         else:
-            self.pg = EmbeddedPostgres(also_remove=leftovers)
+            # A scaled graph goes to disk; fixture scale fits in memory (`memory_folder`).
+            self.pg = EmbeddedPostgres(also_remove=leftovers,
+                                       base_dir=tempfile.gettempdir() if scale else None)
             seeded = self._seeded_template(scale, migrations_dir)
             if seeded is not None:
                 self.pg.use_template(seeded)
@@ -148,6 +168,7 @@ class Sandbox:
                 _summaries(save_to).write_text(json.dumps(self.migrations))
                 self.pg.save_as_template(save_to)
                 db_url = self.pg.url("app")
+                _prune_seeded(save_to.parent)
 
         app_db = Secret(db_url.reveal())
         self.api = ThreadedServer(
@@ -248,9 +269,11 @@ class Sandbox:
             out.write("\n".join(lines) + "\n")
 
     def stop(self) -> None:
-        for server in (self.api, self.blob, self.vercel_server):
-            if server is not None:
-                server.stop()
+        servers = [s for s in (self.api, self.blob, self.vercel_server) if s is not None]
+        for server in servers:
+            server.signal_stop()
+        for server in servers:
+            server.stop()
         self.api = self.blob = self.vercel_server = None
         if self.neon is not None:
             self.neon.stop()

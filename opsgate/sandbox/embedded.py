@@ -64,6 +64,25 @@ def cache_dir() -> Path | None:
     return Path(base) / "opsgate"
 
 
+#: A cluster goes to memory only while this much stays free there.
+_MEMORY_HEADROOM = 2 << 30
+
+
+def memory_folder() -> str | None:
+    """A folder in memory (/dev/shm) for a small throwaway cluster, or None (the temporary
+    folder) where there is none, or too little room. Creating the ~1,300 files of a
+    cluster costs about 0.9 s on disk here and 0.09 s in memory; the data is thrown away
+    anyway (``fsync=off``). Large clusters (a scaled sandbox) pass ``base_dir``."""
+    shm = "/dev/shm"
+    try:
+        stat = os.statvfs(shm)
+    except OSError:
+        return None
+    if not os.access(shm, os.W_OK | os.X_OK):
+        return None
+    return shm if stat.f_bavail * stat.f_frsize >= _MEMORY_HEADROOM else None
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -258,7 +277,8 @@ class EmbeddedPostgres(Service):
     def start(self) -> None:
         if self.root is not None:
             return
-        self.root = Path(tempfile.mkdtemp(prefix="opsgate-pg-", dir=self._base_dir))
+        base = self._base_dir if self._base_dir is not None else memory_folder()
+        self.root = Path(tempfile.mkdtemp(prefix="opsgate-pg-", dir=base))
         atexit.register(self.stop)
         try:
             self._initdb()
