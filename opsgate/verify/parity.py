@@ -1,0 +1,338 @@
+"""Post-deploy parity: the constellation API against the knowledge graph in Postgres.
+
+At scale the API answers with ~90 MB. It is fetched once per run, streamed to a spool
+file (`fetch`), and read in one streamed pass (`scan`) that validates every node and
+edge against the contract with the compiled validator and reduces the graph to what the
+checks compare: counts, domains, dangling edges and order-independent digests of the
+node ids and edge keys. The database gives the same figures in one statement
+(`database_counts`). Only when the digests differ are both sides' ids read in full
+(`differences`), to name what is missing where. Every result is small and JSON-able, so
+one pytest-xdist worker computes it and the others read it (`shared`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ijson
+import psycopg
+from filelock import FileLock
+
+from opsgate import progress
+from opsgate.errors import HttpCheckError
+from opsgate.target import contracts
+from opsgate.target import web as http
+from opsgate.verify.evidence import MAX_EXAMPLES, set_diff
+
+API_PATH = "/api/constellation"
+WHAT = "constellation API"
+CONTRACT = "constellation-api"
+#: Bytes handed to the parser at a time.
+READ_BYTES = 1 << 20
+#: Separator of an edge key's parts in its digest (cannot occur in an id).
+UNIT = "\x1f"
+
+
+def key_digest(key: str) -> int:
+    """The first 8 bytes of the key's MD5 as a signed 64-bit integer: what
+    ``('x' || left(md5(key), 16))::bit(64)::bigint`` gives in Postgres."""
+    return int.from_bytes(hashlib.md5(key.encode()).digest()[:8], "big", signed=True)
+
+
+def edge_key(source: str, target: str, relation: str) -> str:
+    return f"{source}{UNIT}{target}{UNIT}{relation}"
+
+
+@dataclass
+class ApiScan:
+    """What one pass over the API's answer found (JSON-able: shared between workers)."""
+
+    error: str | None = None
+    bytes: int = 0
+    nodes: int = 0
+    edges: int = 0
+    build: int = 0
+    notes: int = 0
+    node_domains: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
+    contract: list[str] = field(default_factory=list)
+    bad_items: int = 0
+    node_digest: int = 0
+    edge_digest: int = 0
+    dangling: int = 0
+    dangling_examples: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DbCounts:
+    nodes: int
+    edges: int
+    build: int
+    notes: int
+    domains: list[str]
+    node_digest: int
+    edge_digest: int
+
+
+@dataclass
+class Parity:
+    """Both sides and, when their digests differ, the named differences."""
+
+    api: ApiScan
+    db: DbCounts | None = None
+    db_error: str | None = None
+    node_differences: list[str] = field(default_factory=list)
+    edge_differences: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Parity:
+        raw = json.loads(text)
+        return cls(ApiScan(**raw["api"]), DbCounts(**raw["db"]) if raw["db"] else None,
+                   raw["db_error"], raw["node_differences"], raw["edge_differences"])
+
+
+# -- the API side ---------------------------------------------------------------------
+
+
+def fetch(client: httpx.Client, spool: Path) -> httpx.Response:
+    """GET the API into ``spool`` (raises `HttpCheckError` for what is not a 2xx)."""
+    with spool.open("wb") as out, progress.bar(f"fetch {API_PATH}", unit="B") as bar:
+        resp = http.download(client, API_PATH, out, what=WHAT, on_chunk=bar.advance)
+    return resp
+
+
+def fetch_and_scan(client: httpx.Client, spool: Path) -> ApiScan:
+    try:
+        resp = fetch(client, spool)
+    except HttpCheckError as exc:
+        return ApiScan(error=str(exc))
+    try:
+        return scan(spool)
+    except _NotJson:
+        with spool.open("rb") as f:
+            start = f.read(200)
+        return ApiScan(error=str(http.not_json(resp, WHAT, start)))
+
+
+class _NotJson(Exception):
+    pass
+
+
+class _Scanner:
+    """The per-item work of `scan`, fed by three ijson coroutines over one read."""
+
+    def __init__(self) -> None:
+        self.out = ApiScan()
+        self.node_check = contracts.ItemValidator(CONTRACT, "node")
+        self.edge_check = contracts.ItemValidator(CONTRACT, "edge")
+        self.ids: set[str] = set()
+        self.domains: set[str] = set()
+        #: Edges whose endpoints were not (yet) among the nodes seen: rechecked at the
+        #: end, so edges served before nodes are judged against all of them.
+        self.unresolved: list[tuple[str, str, str]] = []
+
+    def _bad(self, kind: str, index: int, item: Any, found: list[str]) -> None:
+        self.out.bad_items += 1
+        if len(self.out.contract) < contracts.MAX_ERRORS:
+            name = item.get("id") if kind == "node" and isinstance(item, dict) else None
+            label = f"{kind} {index}" + (f" (id {name!r})" if isinstance(name, str) else "")
+            self.out.contract.append(f"{label}: {found[0]}")
+
+    def node(self, n: Any) -> None:
+        index = self.out.nodes
+        self.out.nodes += 1
+        found = self.node_check.problems(n, f"$['nodes'][{index}]")
+        if found:
+            self._bad("node", index, n, found)
+        if not isinstance(n, dict):
+            return
+        nid = n.get("id")
+        if isinstance(nid, str):
+            self.ids.add(nid)
+            self.out.node_digest += key_digest(nid)
+        kind = n.get("type")
+        self.out.build += kind == "build"
+        self.out.notes += kind == "note"
+        if isinstance(n.get("domain"), str):
+            self.domains.add(n["domain"])
+
+    def edge(self, e: Any) -> None:
+        index = self.out.edges
+        self.out.edges += 1
+        found = self.edge_check.problems(e, f"$['edges'][{index}]")
+        if found:
+            self._bad("edge", index, e, found)
+        if not isinstance(e, dict):
+            return
+        s, t, r = e.get("source"), e.get("target"), e.get("relation")
+        if not (isinstance(s, str) and isinstance(t, str) and isinstance(r, str)):
+            return
+        self.out.edge_digest += key_digest(edge_key(s, t, r))
+        if s not in self.ids or t not in self.ids:
+            self.unresolved.append((s, t, r))
+
+    def finish(self, metadata: list[Any], envelope: dict[str, Any] | Any) -> ApiScan:
+        out = self.out
+        dangling = [(s, t, r) for s, t, r in self.unresolved
+                    if s not in self.ids or t not in self.ids]
+        out.dangling = len(dangling)
+        out.dangling_examples = [f"{s} -[{r}]-> {t}" for s, t, r in dangling[:MAX_EXAMPLES]]
+        out.node_domains = sorted(self.domains)
+        if metadata and isinstance(metadata[0], dict):
+            out.metadata = metadata[0]
+        envelope_problems = contracts.problems(CONTRACT, envelope)
+        out.contract = (envelope_problems + out.contract)[:contracts.MAX_ERRORS]
+        return out
+
+
+def scan(spool: Path) -> ApiScan:
+    """One streamed pass over the API's answer: every node and edge validated against
+    its contract definition, the envelope (metadata, the arrays' presence) on its own.
+    Memory holds the node ids (for dangling edges), never the document."""
+    sc = _Scanner()
+    nodes, edges, meta = ijson.sendable_list(), ijson.sendable_list(), ijson.sendable_list()
+    coros = [ijson.items_coro(nodes, "nodes.item", use_float=True),
+             ijson.items_coro(edges, "edges.item", use_float=True),
+             ijson.items_coro(meta, "metadata", use_float=True)]
+    total = spool.stat().st_size
+    sc.out.bytes = total
+    with spool.open("rb") as f, progress.bar("validate constellation", total=total,
+                                             unit="B") as bar:
+        try:
+            while chunk := f.read(READ_BYTES):
+                for coro in coros:
+                    coro.send(chunk)
+                _drain(sc, nodes, edges)
+                bar.advance(len(chunk))
+            for coro in coros:
+                coro.close()  # at the end of input: raises on a truncated document
+            _drain(sc, nodes, edges)
+        except ijson.JSONError:
+            raise _NotJson from None
+    return sc.finish(list(meta), _envelope(spool, sc.out, list(meta)))
+
+
+def _drain(sc: _Scanner, nodes: list[Any], edges: list[Any]) -> None:
+    for n in nodes:
+        sc.node(n)
+    for e in edges:
+        sc.edge(e)
+    del nodes[:], edges[:]
+
+
+_PLACEHOLDER: dict[str, Any] = {"start_array": [], "start_map": {}, "string": "",
+                                "number": 0, "integer": 0, "boolean": False, "null": None}
+
+
+def _envelope(spool: Path, found: ApiScan, metadata: list[Any]) -> Any:
+    """The document with its arrays emptied, for the envelope's own validation.
+
+    Items found mean their array is there; only when an array yielded nothing (absent,
+    empty, or not an array) or metadata is missing is the top level read again, event by
+    event, to see what stands there instead."""
+    if found.nodes and found.edges and metadata:
+        return {"nodes": [], "edges": [], "metadata": metadata[0]}
+    top: dict[str, Any] = {}
+    with spool.open("rb") as f:
+        events = ijson.parse(f, use_float=True)
+        first = next(events, None)
+        if first is None or first[1] != "start_map":
+            return _PLACEHOLDER.get(first[1], first[2]) if first else None
+        awaiting: str | None = None
+        for prefix, event, value in events:
+            if awaiting is not None:  # the first event of a top-level member's value
+                top[awaiting] = _PLACEHOLDER.get(event, value) if event.startswith(
+                    "start_") else value
+                awaiting = None
+            elif prefix == "" and event == "map_key":
+                awaiting = value
+    if metadata:
+        top["metadata"] = metadata[0]
+    return top
+
+
+# -- the database side ----------------------------------------------------------------
+
+_DIGEST = "coalesce(sum(('x' || left(md5({}), 16))::bit(64)::bigint), 0)"
+COUNTS_SQL = (
+    "SELECT e.nodes, g.edges, e.build, e.notes, e.domains, e.node_digest, g.edge_digest "
+    "FROM (SELECT count(*) AS nodes, count(*) FILTER (WHERE kind = 'build') AS build, "
+    "count(*) FILTER (WHERE kind = 'note') AS notes, "
+    "coalesce(array_agg(DISTINCT domain ORDER BY domain), '{}') AS domains, "
+    + _DIGEST.format("id") + " AS node_digest FROM kb_entities) e, "
+    "(SELECT count(*) AS edges, "
+    + _DIGEST.format("source_id || chr(31) || target_id || chr(31) || relation")
+    + " AS edge_digest FROM kb_edges) g")
+
+
+def database_counts(conn: psycopg.Connection[Any]) -> DbCounts:
+    """Every figure the checks compare, in one statement (one round trip)."""
+    row = conn.execute(COUNTS_SQL).fetchone()
+    assert row is not None  # an aggregate without GROUP BY always returns its row
+    return DbCounts(int(row[0]), int(row[1]), int(row[2]), int(row[3]), list(row[4]),
+                    int(row[5]), int(row[6]))
+
+
+def _streamed(conn: psycopg.Connection[Any], query: str) -> Iterator[tuple[Any, ...]]:
+    """Rows of ``query`` through a server-side cursor, a batch at a time."""
+    with conn.cursor(name="opsgate_parity") as cur:
+        cur.itersize = 50_000
+        cur.execute(query)
+        yield from cur
+
+
+def differences(spool: Path, conn: psycopg.Connection[Any]) -> tuple[list[str], list[str]]:
+    """Node ids and edges one side has and the other lacks (bounded examples). Called
+    when the digests differ: it holds both sides' keys, which the digests avoid."""
+    db_ids = {r[0] for r in _streamed(conn, "SELECT id FROM kb_entities")}
+    db_edges = {(r[0], r[1], r[2]) for r in _streamed(
+        conn, "SELECT source_id, target_id, relation FROM kb_edges")}
+    api_ids: set[str] = set()
+    api_edges: set[tuple[str, str, str]] = set()
+    with spool.open("rb") as f:
+        for n in ijson.items(f, "nodes.item", use_float=True):
+            if isinstance(n, dict) and isinstance(n.get("id"), str):
+                api_ids.add(n["id"])
+    with spool.open("rb") as f:
+        for e in ijson.items(f, "edges.item", use_float=True):
+            if isinstance(e, dict):
+                api_edges.add((str(e.get("source")), str(e.get("target")),
+                               str(e.get("relation"))))
+    return (set_diff("node ids", db_ids, api_ids, expected_name="database", actual_name="api"),
+            set_diff("edges", db_edges, api_edges, expected_name="database", actual_name="api"))
+
+
+# -- once per run ---------------------------------------------------------------------
+
+
+def shared(folder: Path, compute: Callable[[Path], Parity]) -> Parity:
+    """The run's parity result: computed by the first caller (``compute`` gets a spool
+    path in ``folder``), read by the others, pytest-xdist workers included.
+
+    The lock makes the other workers wait rather than fetch the API again; the spool is
+    deleted as soon as the result is written, so at most one copy of the answer exists,
+    and only while it is read."""
+    folder.mkdir(parents=True, exist_ok=True)
+    result = folder / "parity.json"
+    with FileLock(folder / "parity.lock"):
+        if result.exists():
+            return Parity.from_json(result.read_text())
+        spool = folder / "constellation.spool"
+        try:
+            parity = compute(spool)
+        finally:
+            spool.unlink(missing_ok=True)
+        partial = result.with_suffix(".tmp")
+        partial.write_text(parity.to_json())
+        os.replace(partial, result)
+        return parity
