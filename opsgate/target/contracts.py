@@ -57,10 +57,13 @@ class ItemValidator:
         self._fast = jsonschema_rs.Draft202012Validator(sub)
         self._slow = jsonschema.Draft202012Validator(sub)
 
+        #: The compiled check alone: True for a valid item.
+        self.is_valid: Any = self._fast.is_valid
+
     def problems(self, item: Any, path: str, limit: int = MAX_ERRORS) -> list[str]:
-        """Nothing for a valid item (the compiled check alone); else up to ``limit``
-        'path: message' lines, ``path`` being where the item sits (``$['nodes'][7]``)."""
-        if self._fast.is_valid(item):
+        """Nothing for a valid item; else up to ``limit`` 'path: message' lines, ``path``
+        being where the item sits (``$['nodes'][7]``)."""
+        if self.is_valid(item):
             return []
         return _explain(self._slow, item, path, limit)
 

@@ -40,10 +40,15 @@ READ_BYTES = 1 << 20
 UNIT = "\x1f"
 
 
+_md5 = hashlib.md5
+_from_bytes = int.from_bytes
+
+
 def key_digest(key: str) -> int:
     """The first 8 bytes of the key's MD5 as a signed 64-bit integer: what
-    ``('x' || left(md5(key), 16))::bit(64)::bigint`` gives in Postgres."""
-    return int.from_bytes(hashlib.md5(key.encode()).digest()[:8], "big", signed=True)
+    ``('x' || left(md5(key), 16))::bit(64)::bigint`` gives in Postgres. Summed over a
+    set of keys, it compares two sets without either side sending its keys."""
+    return _from_bytes(_md5(key.encode()).digest()[:8], "big", signed=True)
 
 
 def edge_key(source: str, target: str, relation: str) -> str:
@@ -136,7 +141,7 @@ class _Scanner:
         self.node_check = contracts.ItemValidator(CONTRACT, "node")
         self.edge_check = contracts.ItemValidator(CONTRACT, "edge")
         self.ids: set[str] = set()
-        self.domains: set[str] = set()
+        self.domains: set[str | None] = set()
         #: Edges whose endpoints were not (yet) among the nodes seen: rechecked at the
         #: end, so edges served before nodes are judged against all of them.
         self.unresolved: list[tuple[str, str, str]] = []
@@ -148,38 +153,54 @@ class _Scanner:
             label = f"{kind} {index}" + (f" (id {name!r})" if isinstance(name, str) else "")
             self.out.contract.append(f"{label}: {found[0]}")
 
-    def node(self, n: Any) -> None:
-        index = self.out.nodes
-        self.out.nodes += 1
-        found = self.node_check.problems(n, f"$['nodes'][{index}]")
-        if found:
-            self._bad("node", index, n, found)
-        if not isinstance(n, dict):
-            return
-        nid = n.get("id")
-        if isinstance(nid, str):
-            self.ids.add(nid)
-            self.out.node_digest += key_digest(nid)
-        kind = n.get("type")
-        self.out.build += kind == "build"
-        self.out.notes += kind == "note"
-        if isinstance(n.get("domain"), str):
-            self.domains.add(n["domain"])
+    def nodes(self, batch: list[Any]) -> None:
+        """Validate, count and digest a batch of nodes. A valid node is known to carry
+        string ``id``, ``type`` and ``domain``: the loop trusts them (it runs 1M times);
+        an invalid one is reported and read with care."""
+        out, ids, domains, valid = self.out, self.ids, self.domains, self.node_check.is_valid
+        digest, index = out.node_digest, out.nodes
+        for n in batch:
+            if not valid(n):
+                found = self.node_check.problems(n, f"$['nodes'][{index}]")
+                self._bad("node", index, n, found)
+                if not (isinstance(n, dict) and isinstance(n.get("id"), str)):
+                    index += 1
+                    continue
+                domain = n.get("domain")
+                n = {"id": n["id"], "type": n.get("type"),
+                     "domain": domain if isinstance(domain, str) and domain else None}
+            index += 1
+            nid, kind = n["id"], n["type"]
+            ids.add(nid)
+            digest += _from_bytes(_md5(nid.encode()).digest()[:8], "big", signed=True)
+            if kind == "build":
+                out.build += 1
+            elif kind == "note":
+                out.notes += 1
+            domains.add(n["domain"])
+        out.node_digest, out.nodes = digest, index
 
-    def edge(self, e: Any) -> None:
-        index = self.out.edges
-        self.out.edges += 1
-        found = self.edge_check.problems(e, f"$['edges'][{index}]")
-        if found:
-            self._bad("edge", index, e, found)
-        if not isinstance(e, dict):
-            return
-        s, t, r = e.get("source"), e.get("target"), e.get("relation")
-        if not (isinstance(s, str) and isinstance(t, str) and isinstance(r, str)):
-            return
-        self.out.edge_digest += key_digest(edge_key(s, t, r))
-        if s not in self.ids or t not in self.ids:
-            self.unresolved.append((s, t, r))
+    def edges(self, batch: list[Any]) -> None:
+        """Validate and digest a batch of edges; note those whose endpoints are not
+        among the nodes read so far."""
+        out, ids, valid = self.out, self.ids, self.edge_check.is_valid
+        unresolved = self.unresolved
+        digest, index = out.edge_digest, out.edges
+        for e in batch:
+            if not valid(e):
+                found = self.edge_check.problems(e, f"$['edges'][{index}]")
+                self._bad("edge", index, e, found)
+                if not (isinstance(e, dict) and all(
+                        isinstance(e.get(k), str) for k in ("source", "target", "relation"))):
+                    index += 1
+                    continue
+            index += 1
+            s, t, r = e["source"], e["target"], e["relation"]
+            digest += _from_bytes(_md5(f"{s}{UNIT}{t}{UNIT}{r}".encode()).digest()[:8],
+                                  "big", signed=True)
+            if s not in ids or t not in ids:
+                unresolved.append((s, t, r))
+        out.edge_digest, out.edges = digest, index
 
     def finish(self, metadata: list[Any], envelope: dict[str, Any] | Any) -> ApiScan:
         out = self.out
@@ -187,7 +208,7 @@ class _Scanner:
                     if s not in self.ids or t not in self.ids]
         out.dangling = len(dangling)
         out.dangling_examples = [f"{s} -[{r}]-> {t}" for s, t, r in dangling[:MAX_EXAMPLES]]
-        out.node_domains = sorted(self.domains)
+        out.node_domains = sorted(d for d in self.domains if d is not None)
         if metadata and isinstance(metadata[0], dict):
             out.metadata = metadata[0]
         envelope_problems = contracts.problems(CONTRACT, envelope)
@@ -223,10 +244,8 @@ def scan(spool: Path) -> ApiScan:
 
 
 def _drain(sc: _Scanner, nodes: list[Any], edges: list[Any]) -> None:
-    for n in nodes:
-        sc.node(n)
-    for e in edges:
-        sc.edge(e)
+    sc.nodes(nodes)
+    sc.edges(edges)
     del nodes[:], edges[:]
 
 
