@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 import httpx
@@ -77,6 +78,52 @@ def download(cl: httpx.Client, url: str, dest: BinaryIO, *, what: str,
         return resp
 
     return _with_retries(cl, "GET", url, what, attempt)
+
+
+@contextmanager
+def streamed(cl: httpx.Client, url: str, *, what: str,
+             check: Callable[[httpx.Response], None] | None = None) -> Iterator[BodyReader]:
+    """GET ``url`` and read its body as a file (``read(n)``) while it arrives: for a
+    streaming parser (ijson), so a large body never sits whole in memory. Connecting is
+    retried like `request`; ``check`` sees the answer first (to raise its own error);
+    a redirect or HTTP error is an `HttpCheckError`."""
+
+    def send() -> httpx.Response:
+        return cl.send(cl.build_request("GET", url), stream=True)
+
+    resp = _with_retries(cl, "GET", url, what, send)
+    try:
+        if resp.is_redirect or resp.status_code >= 400:
+            resp.read()
+            if check is not None:
+                check(resp)
+            _raise_for_answer(resp, what)
+        yield BodyReader(resp, what)
+    finally:
+        resp.close()
+
+
+class BodyReader:
+    """A streamed response body as a binary file for parsers; a transport failure
+    midway is an `HttpCheckError` naming ``what``."""
+
+    def __init__(self, resp: httpx.Response, what: str) -> None:
+        self._chunks = resp.iter_bytes(CHUNK_BYTES)
+        self._where = where(resp)
+        self._what = what
+
+    def read(self, n: int = -1) -> bytes:
+        """The next piece of the body, whatever its size (b"" at the end); ``read(0)``,
+        with which ijson probes for bytes or text, reads nothing."""
+        if n == 0:
+            return b""
+        try:
+            return next(self._chunks, b"")
+        except httpx.TimeoutException:
+            kind = "timed out"
+        except httpx.TransportError as exc:
+            kind = f"transport error ({exc.__class__.__name__})"
+        raise HttpCheckError(f"{self._what}: {self._where} {kind} while the body was read")
 
 
 #: Read size of a streamed download: large enough that per-chunk costs vanish.
