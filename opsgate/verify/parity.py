@@ -29,13 +29,12 @@ from opsgate import progress
 from opsgate.errors import HttpCheckError
 from opsgate.target import contracts
 from opsgate.target import web as http
+from opsgate.verify import jsonsplit
 from opsgate.verify.evidence import MAX_EXAMPLES, set_diff
 
 API_PATH = "/api/constellation"
 WHAT = "constellation API"
 CONTRACT = "constellation-api"
-#: Bytes handed to the parser at a time.
-READ_BYTES = 1 << 20
 #: Separator of an edge key's parts in its digest (cannot occur in an id).
 UNIT = "\x1f"
 
@@ -123,10 +122,10 @@ def fetch_and_scan(client: httpx.Client, spool: Path) -> ApiScan:
         return ApiScan(error=str(exc))
     try:
         return scan(spool)
-    except _NotJson:
+    except _NotJson as exc:
         with spool.open("rb") as f:
             start = f.read(200)
-        return ApiScan(error=str(http.not_json(resp, WHAT, start)))
+        return ApiScan(error=f"{http.not_json(resp, WHAT, start)}: {exc}")
 
 
 class _NotJson(Exception):
@@ -134,7 +133,7 @@ class _NotJson(Exception):
 
 
 class _Scanner:
-    """The per-item work of `scan`, fed by three ijson coroutines over one read."""
+    """The per-item work of `scan`, fed a batch at a time."""
 
     def __init__(self) -> None:
         self.out = ApiScan()
@@ -202,82 +201,67 @@ class _Scanner:
                 unresolved.append((s, t, r))
         out.edge_digest, out.edges = digest, index
 
-    def finish(self, metadata: list[Any], envelope: dict[str, Any] | Any) -> ApiScan:
+    def finish(self, envelope: Any) -> ApiScan:
+        """Dangling edges judged against all nodes; the envelope (the document with
+        its arrays emptied) validated on its own."""
         out = self.out
         dangling = [(s, t, r) for s, t, r in self.unresolved
                     if s not in self.ids or t not in self.ids]
         out.dangling = len(dangling)
         out.dangling_examples = [f"{s} -[{r}]-> {t}" for s, t, r in dangling[:MAX_EXAMPLES]]
         out.node_domains = sorted(d for d in self.domains if d is not None)
-        if metadata and isinstance(metadata[0], dict):
-            out.metadata = metadata[0]
+        metadata = envelope.get("metadata") if isinstance(envelope, dict) else None
+        if isinstance(metadata, dict):
+            out.metadata = metadata
         envelope_problems = contracts.problems(CONTRACT, envelope)
         out.contract = (envelope_problems + out.contract)[:contracts.MAX_ERRORS]
         return out
 
 
 def scan(spool: Path) -> ApiScan:
-    """One streamed pass over the API's answer: every node and edge validated against
-    its contract definition, the envelope (metadata, the arrays' presence) on its own.
-    Memory holds the node ids (for dangling edges), never the document."""
+    """One streamed read of the API's answer: every node and edge validated against its
+    contract definition as it is parsed, the envelope (metadata, the arrays' presence,
+    anything else at the top) on its own. Memory holds the node ids (for dangling
+    edges), never the document."""
     sc = _Scanner()
-    nodes, edges, meta = ijson.sendable_list(), ijson.sendable_list(), ijson.sendable_list()
-    coros = [ijson.items_coro(nodes, "nodes.item", use_float=True),
-             ijson.items_coro(edges, "edges.item", use_float=True),
-             ijson.items_coro(meta, "metadata", use_float=True)]
     total = spool.stat().st_size
     sc.out.bytes = total
+    envelope: dict[str, Any] = {}
+    document: Any = envelope
+    batches: dict[str, list[Any]] = {"nodes": [], "edges": []}
+    handlers = {"nodes": sc.nodes, "edges": sc.edges}
     with spool.open("rb") as f, progress.bar("validate constellation", total=total,
                                              unit="B") as bar:
         try:
-            while chunk := f.read(READ_BYTES):
-                for coro in coros:
-                    coro.send(chunk)
-                _drain(sc, nodes, edges)
-                bar.advance(len(chunk))
-            for coro in coros:
-                coro.close()  # at the end of input: raises on a truncated document
-            _drain(sc, nodes, edges)
-        except ijson.JSONError:
-            raise _NotJson from None
-    return sc.finish(list(meta), _envelope(spool, sc.out, list(meta)))
+            for key, kind, value in jsonsplit.members(f, ARRAYS, on_read=bar.advance):
+                if kind == jsonsplit.ITEM:
+                    batch = batches[key]
+                    batch.append(value)
+                    if len(batch) >= BATCH:
+                        handlers[key](batch)
+                        batch.clear()
+                    continue
+                for name, pending in batches.items():  # nodes before edges, or after
+                    if pending:
+                        handlers[name](pending)
+                        pending.clear()
+                if kind == jsonsplit.START:
+                    envelope[key] = []
+                elif kind == jsonsplit.VALUE:
+                    envelope[key] = value
+                else:
+                    document = value
+        except jsonsplit.JsonSplitError as exc:
+            raise _NotJson(str(exc)) from None
+    for name, pending in batches.items():
+        handlers[name](pending)
+    return sc.finish(document)
 
 
-def _drain(sc: _Scanner, nodes: list[Any], edges: list[Any]) -> None:
-    sc.nodes(nodes)
-    sc.edges(edges)
-    del nodes[:], edges[:]
-
-
-_PLACEHOLDER: dict[str, Any] = {"start_array": [], "start_map": {}, "string": "",
-                                "number": 0, "integer": 0, "boolean": False, "null": None}
-
-
-def _envelope(spool: Path, found: ApiScan, metadata: list[Any]) -> Any:
-    """The document with its arrays emptied, for the envelope's own validation.
-
-    Items found mean their array is there; only when an array yielded nothing (absent,
-    empty, or not an array) or metadata is missing is the top level read again, event by
-    event, to see what stands there instead."""
-    if found.nodes and found.edges and metadata:
-        return {"nodes": [], "edges": [], "metadata": metadata[0]}
-    top: dict[str, Any] = {}
-    with spool.open("rb") as f:
-        events = ijson.parse(f, use_float=True)
-        first = next(events, None)
-        if first is None or first[1] != "start_map":
-            return _PLACEHOLDER.get(first[1], first[2]) if first else None
-        awaiting: str | None = None
-        for prefix, event, value in events:
-            if awaiting is not None:  # the first event of a top-level member's value
-                top[awaiting] = _PLACEHOLDER.get(event, value) if event.startswith(
-                    "start_") else value
-                awaiting = None
-            elif prefix == "" and event == "map_key":
-                awaiting = value
-    if metadata:
-        top["metadata"] = metadata[0]
-    return top
+#: The members of the answer read item by item.
+ARRAYS = frozenset({"nodes", "edges"})
+#: Items handed to the validator at a time.
+BATCH = 10_000
 
 
 # -- the database side ----------------------------------------------------------------

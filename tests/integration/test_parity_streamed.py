@@ -124,7 +124,7 @@ def test_edges_served_before_nodes_are_judged_against_all_nodes(tmp_path: Path) 
 @pytest.mark.parametrize(("doc", "needle"), [
     ({"nodes": {}, "edges": [], "metadata": {}}, "$['nodes']: {} is not of type 'array'"),
     ({"edges": []}, "$: 'nodes' is a required property"),
-    ([1, 2], "$: [] is not of type 'object'"),
+    ([1, 2], "$: [1, 2] is not of type 'object'"),
     ({"nodes": [{"id": "a", "domain": [1]}], "edges": [], "metadata": {}},
      "node 0 (id 'a'): $['nodes'][0]: 'type' is a required property"),
 ])
