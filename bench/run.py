@@ -1,6 +1,8 @@
 """Benchmarks at scale: opsgate against the baselines a user would otherwise run.
 
-    python -m bench.run --scale 100000 [--scale 1000000] [--reps 3]
+    python -m bench.run --scale 100000 [--scale 1000000] [--reps 3] [--only NAME ...]
+
+``--only`` (repeatable) runs some comparisons: hash, drill, drift, parity.
 
 Builds a sandbox target per scale (seeded generator: about 4 edges and 3 tags per
 entity) on the embedded PostgreSQL, then measures each task in its own process, taking
@@ -93,9 +95,11 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]
 
 
 def task(name: str, args: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
-    """A bench task command and its environment: URLs travel in BENCH_URL/BENCH_URL_B."""
+    """A bench task command and its environment: URLs travel in BENCH_URL, BENCH_URL_B
+    and BENCH_API_URL."""
     env = dict(os.environ)
-    for key, var in (("url", "BENCH_URL"), ("a", "BENCH_URL"), ("b", "BENCH_URL_B")):
+    for key, var in (("url", "BENCH_URL"), ("a", "BENCH_URL"), ("b", "BENCH_URL_B"),
+                     ("api", "BENCH_API_URL")):
         if key in args:
             env[var] = str(args.pop(key))
     return [sys.executable, "-m", "bench.tasks", name, json.dumps(args)], env
@@ -113,7 +117,14 @@ def reps(label: str, make: Any, n: int) -> dict[str, Any]:
             "last": runs[-1]["out"], "reps": n}
 
 
-def bench_scale(scale: int, n: int) -> dict[str, Any]:
+#: The comparisons `--only` can name.
+COMPARISONS = ("hash", "drill", "drift", "parity")
+
+
+def bench_scale(scale: int, n: int, only: set[str] | None = None) -> dict[str, Any]:
+    def want(name: str) -> bool:
+        return only is None or name in only
+
     t = time.monotonic()
     sb = Sandbox.start(scale=scale)
     build_s = time.monotonic() - t
@@ -135,55 +146,68 @@ def bench_scale(scale: int, n: int) -> dict[str, Any]:
         out: dict[str, Any] = {"scale": scale, "build_s": round(build_s, 1), "counts": counts,
                                "database_bytes": size, "comparisons": []}
 
-        hash_ours = reps("opsgate canon-v1 table hash",
-                         lambda: task("opsgate_hash", {"url": url, "table": "kb_entities"}),
-                         n)
-        hash_psql = reps("psql COPY \\| sha256sum", lambda: (shell(
-            f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} {sets} "
-            f"-c {shlex.quote(query)} | sha256sum", pg_env), pg_env), n)
-        hash_py = reps("psycopg COPY into hashlib", lambda: task("psycopg_copy_hash", {
-            "url": url, "query": query, "settings": list(canon.TABLE_SESSION_SETTINGS)}), n)
-        out["comparisons"].append({"what": "hash kb_entities", "ours": hash_ours,
-                                   "baselines": [hash_psql, hash_py], "target_ratio": 1.05})
+        if want("hash"):
+            hash_ours = reps("opsgate canon-v1 table hash",
+                             lambda: task("opsgate_hash", {"url": url, "table": "kb_entities"}),
+                             n)
+            hash_psql = reps("psql COPY \\| sha256sum", lambda: (shell(
+                f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} {sets} "
+                f"-c {shlex.quote(query)} | sha256sum", pg_env), pg_env), n)
+            hash_py = reps("psycopg COPY into hashlib", lambda: task("psycopg_copy_hash", {
+                "url": url, "query": query, "settings": list(canon.TABLE_SESSION_SETTINGS)}), n)
+            out["comparisons"].append({"what": "hash kb_entities", "ours": hash_ours,
+                                       "baselines": [hash_psql, hash_py], "target_ratio": 1.05})
 
-        drill_ours = reps("opsgate drill", lambda: task("opsgate_drill", {
-            "url": url, "bindir": bindir}), n)
-        tables = ["admin_content_state", "admin_history", "admin_migrations", "kb_entities",
-                  "kb_entity_tags", "kb_edges", "kb_media_objects", "kb_media_derivatives",
-                  "kb_workflows", "kb_workflow_steps", "kb_provenance_runs",
-                  "kb_entity_sources"]
+        if want("drill"):
+            drill_ours = reps("opsgate drill", lambda: task("opsgate_drill", {
+                "url": url, "bindir": bindir}), n)
+            tables = ["admin_content_state", "admin_history", "admin_migrations", "kb_entities",
+                      "kb_entity_tags", "kb_edges", "kb_media_objects", "kb_media_derivatives",
+                      "kb_workflows", "kb_workflow_steps", "kb_provenance_runs",
+                      "kb_entity_sources"]
 
-        def hand_drill() -> tuple[list[str], dict[str, str]]:
-            work = tempfile.mkdtemp(prefix="bench-drill-")
-            db = f"bench_hand_{int(time.time() * 1000)}"
-            rdsn = dsn.rsplit("/", 1)[0] + "/" + db
-            hashes = []
-            for tb in tables:
-                for target in (dsn, rdsn):
-                    hashes.append(f"{shlex.quote(psql)} -X -q -d {shlex.quote(target)} {sets} "
-                                  f"-c {shlex.quote(f'COPY (SELECT * FROM {tb} ORDER BY 1) TO STDOUT')}"
-                                  " | sha256sum >/dev/null")
-            script = " && ".join([
-                f"{shlex.quote(str(Path(bindir) / 'pg_dump'))} -Fc -f {work}/a.dump -d {shlex.quote(dsn)}",
-                f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} -c 'CREATE DATABASE {db}'",
-                f"{shlex.quote(str(Path(bindir) / 'pg_restore'))} -j2 --no-owner -d {shlex.quote(rdsn)} {work}/a.dump",
-                *hashes,
-                f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} -c 'DROP DATABASE {db}'",
-                f"rm -rf {work}",
-            ])
-            return shell(script, pg_env), pg_env
+            def hand_drill() -> tuple[list[str], dict[str, str]]:
+                work = tempfile.mkdtemp(prefix="bench-drill-")
+                db = f"bench_hand_{int(time.time() * 1000)}"
+                rdsn = dsn.rsplit("/", 1)[0] + "/" + db
+                hashes = []
+                for tb in tables:
+                    for target in (dsn, rdsn):
+                        hashes.append(f"{shlex.quote(psql)} -X -q -d {shlex.quote(target)} {sets} "
+                                      f"-c {shlex.quote(f'COPY (SELECT * FROM {tb} ORDER BY 1) TO STDOUT')}"
+                                      " | sha256sum >/dev/null")
+                script = " && ".join([
+                    f"{shlex.quote(str(Path(bindir) / 'pg_dump'))} -Fc -f {work}/a.dump -d {shlex.quote(dsn)}",
+                    f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} -c 'CREATE DATABASE {db}'",
+                    f"{shlex.quote(str(Path(bindir) / 'pg_restore'))} -j2 --no-owner -d {shlex.quote(rdsn)} {work}/a.dump",
+                    *hashes,
+                    f"{shlex.quote(psql)} -X -q -d {shlex.quote(dsn)} -c 'DROP DATABASE {db}'",
+                    f"rm -rf {work}",
+                ])
+                return shell(script, pg_env), pg_env
 
-        drill_hand = reps("pg_dump -Fc, pg_restore -j2, psql-hash every table", hand_drill, n)
-        out["comparisons"].append({"what": "backup/restore drill", "ours": drill_ours,
-                                   "baselines": [drill_hand], "target_ratio": 0.8})
+            drill_hand = reps("pg_dump -Fc, pg_restore -j2, psql-hash every table", hand_drill, n)
+            out["comparisons"].append({"what": "backup/restore drill", "ours": drill_ours,
+                                       "baselines": [drill_hand], "target_ratio": 0.8})
 
-        if sb.payload_file is not None and scale <= 200_000:
+        if sb.payload_file is not None and scale <= 200_000 and want("drift"):
             drift_ours = reps("opsgate knowledge drift", lambda: task("opsgate_drift", {
                 "url": url, "payload": str(sb.payload_file)}), n)
             drift_base = reps("parse payload + COPY kb tables", lambda: task("parse_and_copy", {
                 "url": url, "payload": str(sb.payload_file)}), n)
             out["comparisons"].append({"what": "knowledge drift", "ours": drift_ours,
                                        "baselines": [drift_base], "target_ratio": 1.5})
+
+        if want("parity"):
+            # The checks' engine against what a user would run by hand: one fetch, one
+            # parse, the counts in SQL (no validation, no id comparison).
+            api = env["OPS_BASE_URL"]
+            parity_ours = reps("opsgate parity (the checks' engine)", lambda: task(
+                "opsgate_parity", {"url": url, "api": api}), n)
+            parity_base = reps("httpx GET + json.loads + counts in SQL", lambda: task(
+                "fetch_parse_count", {"url": url, "api": api}), n)
+            out["comparisons"].append({"what": "post-deploy parity", "ours": parity_ours,
+                                       "baselines": [parity_base], "target_ratio": 1.5})
         return out
     finally:
         sb.stop()
@@ -220,19 +244,25 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--scale", type=int, action="append", required=True)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--only", action="append", choices=COMPARISONS, metavar="NAME",
+                   help=f"run only this comparison (repeatable): {', '.join(COMPARISONS)}")
     args = p.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = [bench_scale(s, args.reps) for s in args.scale]
+    only = set(args.only) if args.only else None
+    results = [bench_scale(s, args.reps, only) for s in args.scale]
     meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d"),
             "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
                        f"{platform.python_version()}",
             "postgres": "embedded", "reps": args.reps}
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    # A run of some comparisons leaves the full run's latest.md as it was.
+    tag = "-" + "-".join(sorted(only)) if only else ""
     for r in results:
-        (RESULTS / f"{stamp}-{r['scale']}.json").write_text(json.dumps({"meta": meta, **r},
-                                                                        indent=2))
-    (RESULTS / "latest.md").write_text(markdown(results, meta))
-    print((RESULTS / "latest.md").read_text())
+        (RESULTS / f"{stamp}-{r['scale']}{tag}.json").write_text(
+            json.dumps({"meta": meta, **r}, indent=2))
+    latest = RESULTS / f"latest{tag}.md"
+    latest.write_text(markdown(results, meta))
+    print(latest.read_text())
 
 
 if __name__ == "__main__":
