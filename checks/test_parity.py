@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from opsgate.config import Settings
-from opsgate.errors import HttpCheckError, MissingEnvError
+from opsgate.errors import HttpCheckError, MissingEnvError, first_line
 from opsgate.pytest_plugin.fixtures import connect_read_only, fail
 from opsgate.pytest_plugin.plugin import get_state
 from opsgate.target import contracts, db
@@ -58,10 +58,16 @@ def _compute(settings: Settings, config: pytest.Config, spool: Path) -> engine.P
         result.db_error = str(exc.msg)
         return result
     with allure.step("read: kb_entities and kb_edges (one statement)"), conn:
-        result.db = engine.database_counts(conn)
-        if api.error is None and (result.db.node_digest, result.db.edge_digest) != (
-                api.node_digest, api.edge_digest):
-            result.node_differences, result.edge_differences = engine.differences(spool, conn)
+        try:
+            result.db = engine.database_counts(conn)
+            if api.error is None and (result.db.node_digest, result.db.edge_digest) != (
+                    api.node_digest, api.edge_digest):
+                result.node_differences, result.edge_differences = engine.differences(
+                    spool, conn)
+        except psycopg.Error as exc:
+            result.db = None
+            result.db_error = ("reading kb_entities and kb_edges failed: "
+                               + settings.redactor()(first_line(exc))[:300])
         db.release(conn)
     return result
 
