@@ -158,8 +158,9 @@ class _Scanner:
         an invalid one is reported and read with care."""
         out, ids, domains, valid = self.out, self.ids, self.domains, self.node_check.is_valid
         digest, index = out.node_digest, out.nodes
+        checked = self.node_check.all_valid(batch)
         for n in batch:
-            if not valid(n):
+            if not checked and not valid(n):
                 found = self.node_check.problems(n, f"$['nodes'][{index}]")
                 self._bad("node", index, n, found)
                 if not (isinstance(n, dict) and isinstance(n.get("id"), str)):
@@ -185,8 +186,9 @@ class _Scanner:
         out, ids, valid = self.out, self.ids, self.edge_check.is_valid
         unresolved = self.unresolved
         digest, index = out.edge_digest, out.edges
+        checked = self.edge_check.all_valid(batch)
         for e in batch:
-            if not valid(e):
+            if not checked and not valid(e):
                 found = self.edge_check.problems(e, f"$['edges'][{index}]")
                 self._bad("edge", index, e, found)
                 if not (isinstance(e, dict) and all(
