@@ -4,7 +4,7 @@
     python -m bench.run --sandbox-env PATH [--only drill]
 
 Needs the ``bench`` extra (``pip install -e '.[bench]'``: psutil, for the process tree's
-memory). ``--only NAME`` (repeatable: hash, drill, drift) measures some tasks only.
+memory). ``--only NAME`` (repeatable: hash, drill, drift, parity) measures some tasks only.
 ``--sandbox-env PATH`` measures a sandbox that is already up (``opsgate sandbox up
 --scale N --env-file PATH``) instead of building one: a 1M-entity target takes about
 16 minutes to build, and one can then be measured several times.
@@ -100,9 +100,11 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]
 
 
 def task(name: str, args: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
-    """A bench task command and its environment: URLs travel in BENCH_URL/BENCH_URL_B."""
+    """A bench task command and its environment: URLs travel in BENCH_URL, BENCH_URL_B
+    and BENCH_API_URL."""
     env = dict(os.environ)
-    for key, var in (("url", "BENCH_URL"), ("a", "BENCH_URL"), ("b", "BENCH_URL_B")):
+    for key, var in (("url", "BENCH_URL"), ("a", "BENCH_URL"), ("b", "BENCH_URL_B"),
+                     ("api", "BENCH_API_URL")):
         if key in args:
             env[var] = str(args.pop(key))
     return [sys.executable, "-m", "bench.tasks", name, json.dumps(args)], env
@@ -133,7 +135,7 @@ def side_by_side(tools: list[tuple[str, Any]], n: int) -> list[dict[str, Any]]:
     return [_summary(label, r) for (label, _), r in zip(tools, runs, strict=True)]
 
 
-TASK_NAMES = ("hash", "drill", "drift")
+TASK_NAMES = ("hash", "drill", "drift", "parity")
 
 
 class _Running:
@@ -185,6 +187,8 @@ def bench_scale(scale: int | None, n: int, only: frozenset[str] = frozenset(TASK
             _drill(out, url, bindir, psql, dsn, sets, pg_env, n)
         if "drift" in only and sb.payload_file is not None:
             _drift(out, url, sb.payload_file, scale, n)
+        if "parity" in only:
+            _parity(out, url, env["OPS_BASE_URL"], n)
         return out
     finally:
         sb.stop()
@@ -214,6 +218,19 @@ def _drift(out: dict[str, Any], url: str, payload: Path, scale: int, n: int) -> 
         out["comparisons"].append({"what": "knowledge drift (payload in the database)",
                                    "ours": from_db[0], "baselines": [base],
                                    "target_ratio": 1.5})
+
+
+def _parity(out: dict[str, Any], url: str, api: str, n: int) -> None:
+    """The checks' parity engine against what a user would run by hand: one fetch, one
+    parse, the counts in SQL (no validation, no id comparison)."""
+    ours, base = side_by_side([
+        ("opsgate parity (the checks' engine)",
+         lambda: task("opsgate_parity", {"url": url, "api": api})),
+        ("httpx GET + json.loads + counts in SQL",
+         lambda: task("fetch_parse_count", {"url": url, "api": api})),
+    ], n)
+    out["comparisons"].append({"what": "post-deploy parity", "ours": ours,
+                               "baselines": [base], "target_ratio": 1.5})
 
 
 def _hash(out: dict[str, Any], url: str, psql: str, dsn: str, query: str, sets: str,
@@ -320,11 +337,14 @@ def main() -> None:
                        f"{platform.python_version()}",
             "postgres": "embedded", "reps": args.reps}
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    # A run of some comparisons leaves the full run's latest.md as it was.
+    tag = "-" + "-".join(sorted(only)) if only else ""
     for r in results:
-        (RESULTS / f"{stamp}-{r['scale']}.json").write_text(json.dumps({"meta": meta, **r},
-                                                                        indent=2))
-    (RESULTS / "latest.md").write_text(markdown(results, meta))
-    print((RESULTS / "latest.md").read_text())
+        (RESULTS / f"{stamp}-{r['scale']}{tag}.json").write_text(
+            json.dumps({"meta": meta, **r}, indent=2))
+    latest = RESULTS / f"latest{tag}.md"
+    latest.write_text(markdown(results, meta))
+    print(latest.read_text())
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """One measured task per process, so peak RSS is the task's own (bench/run.py).
 
 Usage: python -m bench.tasks TASK JSON_ARGS ; prints one JSON line with the result.
-Connection URLs come from the environment (BENCH_URL, BENCH_URL_B), never the command
-line, where any user of the machine could read their passwords.
+Connection URLs come from the environment (BENCH_URL, BENCH_URL_B, BENCH_API_URL), never
+the command line, where any user of the machine could read their passwords.
 """
 
 from __future__ import annotations
@@ -103,8 +103,54 @@ def opsgate_rowdiff(args: dict[str, Any]) -> dict[str, Any]:
             "bucketing": diff.bucketing}
 
 
+def opsgate_parity(args: dict[str, Any]) -> dict[str, Any]:
+    """The parity checks' engine: one streamed fetch, validation item by item, the
+    database's counts and digests in one statement (ids read only if they differ)."""
+    import tempfile
+    from pathlib import Path
+
+    from opsgate.target import web
+    from opsgate.verify import parity
+
+    with tempfile.TemporaryDirectory(prefix="bench-parity-") as tmp:
+        spool = Path(tmp) / "spool"
+        t = time.monotonic()
+        with web.client(os.environ["BENCH_API_URL"], timeout=600) as client:
+            api = parity.fetch_and_scan(client, spool)
+        scanned = time.monotonic() - t
+        with psycopg.connect(os.environ["BENCH_URL"]) as conn:
+            db = parity.database_counts(conn)
+            same = (db.node_digest, db.edge_digest) == (api.node_digest, api.edge_digest)
+            if not same:
+                parity.differences(spool, conn)
+    return {"error": api.error, "bytes": api.bytes, "nodes": api.nodes, "edges": api.edges,
+            "contract_problems": len(api.contract), "dangling": api.dangling,
+            "digests_equal": same, "fetch_and_scan_s": round(scanned, 2)}
+
+
+def fetch_parse_count(args: dict[str, Any]) -> dict[str, Any]:
+    """Baseline for parity: one GET with httpx, json.loads of the body, the same counts
+    in one SQL statement. No validation, no comparison of ids."""
+    import httpx
+
+    t = time.monotonic()
+    body = httpx.get(os.environ["BENCH_API_URL"] + "/api/constellation", timeout=600).content
+    fetched = time.monotonic() - t
+    doc = json.loads(body)
+    with psycopg.connect(os.environ["BENCH_URL"]) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM kb_entities), (SELECT count(*) FROM kb_edges), "
+            "(SELECT count(*) FROM kb_entities WHERE kind = 'build'), "
+            "(SELECT count(*) FROM kb_entities WHERE kind = 'note'), "
+            "(SELECT array_agg(DISTINCT domain) FROM kb_entities)").fetchone()
+    assert row is not None
+    return {"bytes": len(body), "nodes": len(doc["nodes"]), "edges": len(doc["edges"]),
+            "db_nodes": row[0], "db_edges": row[1], "fetch_s": round(fetched, 2)}
+
+
 TASKS = {f.__name__: f for f in (opsgate_hash, psycopg_copy_hash, opsgate_drill, opsgate_drift,
-                                 opsgate_drift_db, parse_and_copy, opsgate_rowdiff)}
+                                 opsgate_drift_db, parse_and_copy, opsgate_rowdiff,
+                                 opsgate_parity, fetch_parse_count)}
 
 if __name__ == "__main__":
     t = time.monotonic()

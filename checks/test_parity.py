@@ -1,10 +1,14 @@
 """Post-deploy parity (runbook): the live API against the database. Node and edge counts
 aligned, domains aligned, build/note counts aligned, edge endpoint integrity, the
-response's contract shape, and the admin overview counts after logging in."""
+response's contract shape, and the admin overview counts after logging in.
+
+The API's answer (~90 MB at 100k entities) is fetched once per run, validated as it
+streams, and reduced with the database's figures to one small result that every test
+below reads, on every pytest-xdist worker (see opsgate.verify.parity)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import allure
@@ -13,138 +17,149 @@ import psycopg
 import pytest
 
 from opsgate.config import Settings
-from opsgate.errors import HttpCheckError
-from opsgate.pytest_plugin.fixtures import fail
+from opsgate.errors import HttpCheckError, MissingEnvError, first_line
+from opsgate.pytest_plugin.fixtures import connect_read_only, fail
+from opsgate.pytest_plugin.plugin import get_state
 from opsgate.target import contracts, db
 from opsgate.target import web as http
 from opsgate.target.schema import OVERVIEW_COUNTS
-from opsgate.verify.evidence import bounded, count_lines, set_diff
+from opsgate.verify import parity as engine
+from opsgate.verify.evidence import count_lines, set_diff
 
 pytestmark = pytest.mark.parity
 
 
-@dataclass
-class Fetched:
-    body: Any = None
-    error: str | None = None
-
-    def require(self) -> Any:
-        if self.error is not None:
-            fail(self.error)
-        return self.body
+def _run_folder(factory: pytest.TempPathFactory, config: pytest.Config) -> Path:
+    """This run's temporary folder, the same for the controller and every xdist worker
+    (a worker's base temp is a child of the controller's)."""
+    base = factory.getbasetemp()
+    return (base.parent if hasattr(config, "workerinput") else base) / "parity"
 
 
-@pytest.fixture
-def api(deployment: httpx.Client) -> Fetched:
-    with allure.step("read: GET /api/constellation"):
+def _compute(settings: Settings, config: pytest.Config, spool: Path) -> engine.Parity:
+    state = get_state(config)
+    try:
+        base = settings.require_base_url()
+    except MissingEnvError as exc:
+        api = engine.ApiScan(error=str(exc))
+    else:
+        with allure.step(f"read: GET {engine.API_PATH} (once per run)"), \
+                http.client(base, timeout=settings.http_timeout,
+                            unreachable=state.unreachable) as client:
+            api = engine.fetch_and_scan(client, spool)
+    result = engine.Parity(api)
+    try:
+        url = settings.require_database_url()
+        conn = connect_read_only(url, settings, state.unreachable)
+    except MissingEnvError as exc:
+        result.db_error = str(exc)
+        return result
+    except pytest.fail.Exception as exc:  # connect_read_only's one-line failure
+        result.db_error = str(exc.msg)
+        return result
+    with allure.step("read: kb_entities and kb_edges (one statement)"), conn:
         try:
-            resp = http.request(deployment, "GET", "/api/constellation",
-                                what="constellation API")
-            return Fetched(http.expect_json(resp, what="constellation API"))
-        except HttpCheckError as exc:
-            return Fetched(error=str(exc))
-
-
-@pytest.fixture
-def shaped(api: Fetched) -> dict[str, Any]:
-    body = api.require()
-    found = contracts.problems("constellation-api", body)
-    if found:
-        fail("GET /api/constellation does not match the contract: " + "; ".join(found))
-    result: dict[str, Any] = body
+            result.db = engine.database_counts(conn)
+            if api.error is None and (result.db.node_digest, result.db.edge_digest) != (
+                    api.node_digest, api.edge_digest):
+                result.node_differences, result.edge_differences = engine.differences(
+                    spool, conn)
+        except psycopg.Error as exc:
+            result.db = None
+            result.db_error = ("reading kb_entities and kb_edges failed: "
+                               + settings.redactor()(first_line(exc))[:300])
+        db.release(conn)
     return result
 
 
-@dataclass
-class DbGraph:
-    node_ids: set[str]
-    edge_keys: set[tuple[str, str, str]]
-    domains: set[str]
-    counts: dict[str, int]
+@pytest.fixture(scope="session")
+def parity(ops_settings: Settings, pytestconfig: pytest.Config,
+           tmp_path_factory: pytest.TempPathFactory) -> engine.Parity:
+    return engine.shared(_run_folder(tmp_path_factory, pytestconfig),
+                         lambda spool: _compute(ops_settings, pytestconfig, spool))
 
 
 @pytest.fixture
-@allure.step("read: kb_entities and kb_edges")
-def db_graph(target_db: psycopg.Connection[Any]) -> DbGraph:
-    ids = {r[0] for r in target_db.execute("SELECT id FROM kb_entities")}
-    edges = {(r[0], r[1], r[2]) for r in target_db.execute(
-        "SELECT source_id, target_id, relation FROM kb_edges")}
-    domains = {r[0] for r in target_db.execute("SELECT DISTINCT domain FROM kb_entities")}
-    kinds = dict(target_db.execute(
-        "SELECT kind, count(*) FROM kb_entities GROUP BY kind").fetchall())
-    db.release(target_db)  # no transaction stays open while the API is compared
-    return DbGraph(ids, edges, domains, {
-        "nodes": len(ids), "edges": len(edges),
-        "build": int(kinds.get("build", 0)), "notes": int(kinds.get("note", 0)),
-    })
+def shaped(parity: engine.Parity) -> engine.ApiScan:
+    """The API's figures, once the answer is known to match its contract."""
+    api = parity.api
+    if api.error is not None:
+        fail(api.error)
+    if api.contract:
+        more = (f" ({api.bad_items} item(s) in all)" if api.bad_items > len(api.contract)
+                else "")
+        fail(f"GET {engine.API_PATH} does not match the contract: "
+             + "; ".join(api.contract) + more)
+    return api
 
 
-def test_response_has_the_contract_shape(shaped: dict[str, Any], evidence: dict[str, Any]
+@pytest.fixture
+def db_graph(parity: engine.Parity) -> engine.DbCounts:
+    if parity.db is None:
+        fail(parity.db_error or "the database was not read")
+    return parity.db
+
+
+def test_response_has_the_contract_shape(shaped: engine.ApiScan, evidence: dict[str, Any]
                                          ) -> None:
-    evidence["metadata"] = shaped["metadata"]
+    evidence["metadata"] = shaped.metadata
+    evidence["api_bytes"] = shaped.bytes
 
 
-def test_node_and_edge_counts_aligned(shaped: dict[str, Any], db_graph: DbGraph,
-                                      evidence: dict[str, Any]) -> None:
-    api_nodes = {n["id"] for n in shaped["nodes"]}
-    api_edges = {(e["source"], e["target"], e["relation"]) for e in shaped["edges"]}
-    meta = shaped["metadata"]["counts"]
-    evidence["api"] = {"nodes": len(shaped["nodes"]), "edges": len(shaped["edges"]),
-                       "metadata_counts": meta}
-    evidence["database"] = db_graph.counts
+def test_node_and_edge_counts_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
+                                      parity: engine.Parity, evidence: dict[str, Any]) -> None:
+    assert shaped.metadata is not None
+    meta = shaped.metadata["counts"]
+    evidence["api"] = {"nodes": shaped.nodes, "edges": shaped.edges, "metadata_counts": meta}
+    evidence["database"] = {"nodes": db_graph.nodes, "edges": db_graph.edges}
+    evidence["digests_equal"] = {"node ids": shaped.node_digest == db_graph.node_digest,
+                                 "edges": shaped.edge_digest == db_graph.edge_digest}
     problems = count_lines({
-        "nodes": (len(shaped["nodes"]), db_graph.counts["nodes"]),
-        "edges": (len(shaped["edges"]), db_graph.counts["edges"]),
-        "metadata.counts.nodes": (meta["nodes"], db_graph.counts["nodes"]),
-        "metadata.counts.edges": (meta["edges"], db_graph.counts["edges"]),
+        "nodes": (shaped.nodes, db_graph.nodes),
+        "edges": (shaped.edges, db_graph.edges),
+        "metadata.counts.nodes": (meta["nodes"], db_graph.nodes),
+        "metadata.counts.edges": (meta["edges"], db_graph.edges),
     }, "api", "database")
-    problems += set_diff("node ids", db_graph.node_ids, api_nodes,
-                         expected_name="database", actual_name="api")
-    problems += set_diff("edges", db_graph.edge_keys, api_edges,
-                         expected_name="database", actual_name="api")
+    problems += parity.node_differences + parity.edge_differences
     evidence["differences"] = problems
     assert not problems, "API and database disagree: " + "; ".join(problems)
 
 
-def test_domains_aligned(shaped: dict[str, Any], db_graph: DbGraph,
+def test_domains_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
                          evidence: dict[str, Any]) -> None:
-    api_domains = set(shaped["metadata"]["domains"])
-    node_domains = {n["domain"] for n in shaped["nodes"]}
+    assert shaped.metadata is not None
+    api_domains = set(shaped.metadata["domains"])
     evidence["api_domains"] = sorted(api_domains)
-    evidence["database_domains"] = sorted(db_graph.domains)
-    problems = set_diff("domains", db_graph.domains, api_domains,
+    evidence["database_domains"] = db_graph.domains
+    problems = set_diff("domains", set(db_graph.domains), api_domains,
                         expected_name="database", actual_name="api metadata")
-    problems += set_diff("domains", db_graph.domains, node_domains,
+    problems += set_diff("domains", set(db_graph.domains), set(shaped.node_domains),
                          expected_name="database", actual_name="api nodes")
     assert not problems, "domains differ: " + "; ".join(problems)
 
 
-def test_build_and_note_counts_aligned(shaped: dict[str, Any], db_graph: DbGraph,
+def test_build_and_note_counts_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
                                        evidence: dict[str, Any]) -> None:
-    api_build = sum(1 for n in shaped["nodes"] if n["type"] == "build")
-    api_notes = sum(1 for n in shaped["nodes"] if n["type"] == "note")
-    meta = shaped["metadata"]["counts"]
-    evidence["build"] = {"api": api_build, "metadata": meta["build"],
-                         "database": db_graph.counts["build"]}
-    evidence["notes"] = {"api": api_notes, "metadata": meta["notes"],
-                         "database": db_graph.counts["notes"]}
+    assert shaped.metadata is not None
+    meta = shaped.metadata["counts"]
+    evidence["build"] = {"api": shaped.build, "metadata": meta["build"],
+                         "database": db_graph.build}
+    evidence["notes"] = {"api": shaped.notes, "metadata": meta["notes"],
+                         "database": db_graph.notes}
     problems = count_lines({
-        "build nodes": (api_build, db_graph.counts["build"]),
-        "note nodes": (api_notes, db_graph.counts["notes"]),
-        "metadata.counts.build": (meta["build"], db_graph.counts["build"]),
-        "metadata.counts.notes": (meta["notes"], db_graph.counts["notes"]),
+        "build nodes": (shaped.build, db_graph.build),
+        "note nodes": (shaped.notes, db_graph.notes),
+        "metadata.counts.build": (meta["build"], db_graph.build),
+        "metadata.counts.notes": (meta["notes"], db_graph.notes),
     }, "api", "database")
     assert not problems, "build/note counts differ: " + "; ".join(problems)
 
 
-def test_edge_endpoint_integrity(shaped: dict[str, Any], evidence: dict[str, Any]) -> None:
-    ids = {n["id"] for n in shaped["nodes"]}
-    dangling = [e for e in shaped["edges"] if e["source"] not in ids or e["target"] not in ids]
-    evidence["dangling_edges"] = len(dangling)
-    examples = [f"{e['source']} -[{e['relation']}]-> {e['target']}" for e in bounded(dangling)]
-    assert not dangling, (
-        f"{len(dangling)} edge(s) in the API point at nodes it does not serve: "
-        + ", ".join(examples)
+def test_edge_endpoint_integrity(shaped: engine.ApiScan, evidence: dict[str, Any]) -> None:
+    evidence["dangling_edges"] = shaped.dangling
+    assert not shaped.dangling, (
+        f"{shaped.dangling} edge(s) in the API point at nodes it does not serve: "
+        + ", ".join(shaped.dangling_examples)
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ SESSION_COOKIE = "opsgate_admin_session"
 FAULTS = (
     "api-missing-node", "api-extra-edge", "api-dangling-edge", "api-domain-renamed",
     "api-build-as-note", "overview-count-off-by-one", "api-500", "api-html", "api-hang",
-    "api-login-redirect", "site-404", "blob-500", "blob-hang",
+    "api-login-redirect", "site-404", "blob-500", "blob-hang", "api-bad-node-deep",
     # the Vercel REST API's (opsgate.sandbox.vercel_api)
     "vercel-wrong-project", "vercel-backend-blob", "vercel-backend-sensitive",
     "vercel-preview-backend-blob", "vercel-no-database-url", "vercel-deploy-error",
@@ -42,6 +43,9 @@ class Faults:
     active: set[str] = field(default_factory=set)
     hang_seconds: float = 30.0
     blob_page_limit: int = 1000
+    #: Requests served per path (never reset): lets a self-test prove a check fetched
+    #: the API once per run, not once per test.
+    served: Counter[str] = field(default_factory=Counter)
 
     def set(self, *names: str) -> None:
         unknown = [n for n in names if n not in FAULTS]
@@ -76,6 +80,12 @@ def _constellation(conn: psycopg.Connection[Any], faults: Faults) -> dict[str, A
         for n in nodes:
             if n["domain"] == old:
                 n["domain"] = "renamed-" + old
+    if "api-bad-node-deep" in faults.active and nodes:
+        # One node near the end breaks the contract (a media hash that is no hash).
+        deep = nodes[len(nodes) - 1 - len(nodes) // 50]
+        deep["media"] = [*deep["media"], {"url": "/m/bad.png", "mime": "image/png",
+                                          "bytes": 1, "sha256": "not-a-sha256",
+                                          "derivatives": []}]
     if "api-build-as-note" in faults.active:
         for n in nodes:
             if n["type"] == "build":
@@ -121,6 +131,7 @@ def create_app(database_url: Secret, admin_password: Secret, faults: Faults | No
         return HTMLResponse("<!doctype html><title>constellation</title><h1>ok</h1>")
 
     def constellation(request: Request) -> Response:
+        faults.served[request.url.path] += 1
         bad = misbehave()
         if bad is not None:
             return bad

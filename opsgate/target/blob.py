@@ -3,19 +3,26 @@
 Only the subset opsgate needs: list by prefix with cursor paging, and download by the
 URL the listing gives. The layout under ``ADMIN_BLOB_PREFIX`` is ``content-state.json``
 (object key -> payload) and ``history.json`` (list of history entries).
+
+``history.json`` grows with every save and is read as a stream (`BlobAdminState.entries`:
+ijson over the download as it arrives), never whole; ``content-state.json`` holds one
+payload per content key and is read whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+import ijson
 
-from opsgate.errors import BlobAuthError, BlobError, BlobFormatError, HttpCheckError
+from opsgate.errors import BlobAuthError, BlobError, BlobFormatError, HttpCheckError, first_line
 from opsgate.sensitive import Secret
 from opsgate.target import web as http
 
@@ -42,7 +49,15 @@ class BlobStore(Protocol):
 
     def read(self, obj: BlobObject) -> bytes: ...
 
+    def stream(self, obj: BlobObject) -> AbstractContextManager[Readable]: ...
+
     def describe(self) -> str: ...
+
+
+class Readable(Protocol):
+    """What a streaming parser reads from: a binary file, or a download as it arrives."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
 
 
 class VercelBlobStore:
@@ -108,6 +123,16 @@ class VercelBlobStore:
             raise BlobError(f"blob download {obj.pathname}: HTTP {resp.status_code}")
         return resp.content
 
+    @contextlib.contextmanager
+    def stream(self, obj: BlobObject) -> Iterator[Readable]:
+        what = f"blob download {obj.pathname}"
+        try:
+            with http.streamed(self._client, obj.url, what=what,
+                               check=lambda resp: self._check(resp, what)) as body:
+                yield body
+        except HttpCheckError as exc:
+            raise BlobError(str(exc)) from None
+
 
 class FileBlobStore:
     """The same layout read from a folder (the ``file`` backend)."""
@@ -134,6 +159,9 @@ class FileBlobStore:
     def read(self, obj: BlobObject) -> bytes:
         return Path(obj.url).read_bytes()
 
+    def stream(self, obj: BlobObject) -> AbstractContextManager[Readable]:
+        return Path(obj.url).open("rb")
+
 
 @dataclass
 class AdminState:
@@ -153,7 +181,9 @@ def _load_json(store: BlobStore, obj: BlobObject) -> Any:
 
 
 def read_admin_state(store: BlobStore, prefix: str) -> AdminState:
-    """Read and validate ``content-state.json`` and ``history.json`` under ``prefix``."""
+    """Read and validate ``content-state.json`` and ``history.json`` under ``prefix``,
+    both whole (the blob -> Postgres migration writes them in one transaction); the
+    blob fallback check streams instead (`open_admin_state`)."""
     objects = list(store.list(prefix))
     by_name = {o.pathname: o for o in objects}
     missing = [n for n in (CONTENT_STATE, HISTORY) if prefix + n not in by_name]
@@ -168,14 +198,84 @@ def read_admin_state(store: BlobStore, prefix: str) -> AdminState:
     if not isinstance(history, list):
         raise BlobFormatError(f"{prefix}{HISTORY}: expected a list of entries")
     for i, entry in enumerate(history):
-        if not isinstance(entry, dict):
-            raise BlobFormatError(f"{prefix}{HISTORY}[{i}]: expected an object")
-        lacking = [f for f in HISTORY_FIELDS if f not in entry]
-        if "created_at" not in entry and "createdAt" not in entry:
-            lacking.append("createdAt")
-        if lacking:
-            raise BlobFormatError(f"{prefix}{HISTORY}[{i}]: missing {', '.join(lacking)}")
+        check_entry(entry, f"{prefix}{HISTORY}[{i}]")
     return AdminState(content, history, objects)
+
+
+def check_entry(entry: Any, where: str) -> dict[str, Any]:
+    """A history entry as the layout requires it, or a `BlobFormatError` naming it."""
+    if not isinstance(entry, dict):
+        raise BlobFormatError(f"{where}: expected an object")
+    lacking = [f for f in HISTORY_FIELDS if f not in entry]
+    if "created_at" not in entry and "createdAt" not in entry:
+        lacking.append("createdAt")
+    if lacking:
+        raise BlobFormatError(f"{where}: missing {', '.join(lacking)}")
+    return entry
+
+
+@dataclass
+class BlobAdminState:
+    """The admin state in a blob store, its history left in the store: `entries` reads
+    it as a stream, validated entry by entry, each time it is called."""
+
+    store: BlobStore
+    prefix: str
+    content_state: dict[str, Any]
+    history_object: BlobObject
+    objects: list[BlobObject] = field(default_factory=list)
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        name = self.prefix + HISTORY
+        with self.store.stream(self.history_object) as body:
+            reader = _ArrayStart(body, name)
+            try:
+                for i, entry in enumerate(ijson.items(reader, "item", use_float=True)):
+                    yield check_entry(entry, f"{name}[{i}]")
+            except ijson.JSONError as exc:
+                raise BlobFormatError(f"{name}: not valid JSON ({first_line(exc)[:200]})"
+                                      ) from None
+            if not reader.seen:
+                raise BlobFormatError(f"{name}: not valid JSON (empty)")
+
+
+class _ArrayStart:
+    """Passes a body through, first making sure it is a JSON array: ijson's ``item``
+    prefix would read an object or a scalar as an empty history."""
+
+    def __init__(self, inner: Readable, name: str) -> None:
+        self._inner = inner
+        self._name = name
+        self.seen = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._inner.read(n)
+        if not self.seen and n != 0:
+            head = data.lstrip()
+            while not head and data:
+                data = self._inner.read(n)
+                head = data.lstrip()
+            if head:
+                self.seen = True
+                if not head.startswith(b"["):
+                    raise BlobFormatError(f"{self._name}: expected a list of entries")
+        return data
+
+
+def open_admin_state(store: BlobStore, prefix: str) -> BlobAdminState:
+    """List ``prefix``, require both files, read ``content-state.json`` (validated);
+    ``history.json`` is read later, streamed (`BlobAdminState.entries`)."""
+    objects = list(store.list(prefix))
+    by_name = {o.pathname: o for o in objects}
+    missing = [n for n in (CONTENT_STATE, HISTORY) if prefix + n not in by_name]
+    if missing:
+        raise BlobFormatError(
+            f"{store.describe()}: missing {', '.join(prefix + m for m in missing)}"
+        )
+    content = _load_json(store, by_name[prefix + CONTENT_STATE])
+    if not isinstance(content, dict):
+        raise BlobFormatError(f"{prefix}{CONTENT_STATE}: expected an object of key -> payload")
+    return BlobAdminState(store, prefix, content, by_name[prefix + HISTORY], objects)
 
 
 # -- writing (the blob fallback refresh) ------------------------------------------

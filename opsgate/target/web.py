@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -54,6 +55,83 @@ _RUN_MEMO: weakref.WeakKeyDictionary[httpx.Client, dict[str, str]] = (
 def request(cl: httpx.Client, method: str, url: str, *, what: str, **kw: Any) -> httpx.Response:
     """Send with bounded retries on transport errors; a transport failure becomes an
     `HttpCheckError` naming ``what`` and the URL (never headers: they carry tokens)."""
+    return _with_retries(cl, method, url, what, lambda: cl.request(method, url, **kw))
+
+
+def download(cl: httpx.Client, url: str, dest: BinaryIO, *, what: str,
+             on_chunk: Callable[[int], None] | None = None) -> httpx.Response:
+    """GET ``url`` streamed into ``dest``: the body never sits whole in memory. Retries
+    like `request` (``dest`` starts over on each attempt); a redirect or an HTTP error
+    is an `HttpCheckError` saying what answered. Returns the response, body consumed."""
+
+    def attempt() -> httpx.Response:
+        dest.seek(0)
+        dest.truncate()
+        with cl.stream("GET", url) as resp:
+            if resp.is_redirect or resp.status_code >= 400:
+                resp.read()
+                _raise_for_answer(resp, what)
+            for chunk in resp.iter_bytes(CHUNK_BYTES):
+                dest.write(chunk)
+                if on_chunk is not None:
+                    on_chunk(len(chunk))
+        return resp
+
+    return _with_retries(cl, "GET", url, what, attempt)
+
+
+@contextmanager
+def streamed(cl: httpx.Client, url: str, *, what: str,
+             check: Callable[[httpx.Response], None] | None = None) -> Iterator[BodyReader]:
+    """GET ``url`` and read its body as a file (``read(n)``) while it arrives: for a
+    streaming parser (ijson), so a large body never sits whole in memory. Connecting is
+    retried like `request`; ``check`` sees the answer first (to raise its own error);
+    a redirect or HTTP error is an `HttpCheckError`."""
+
+    def send() -> httpx.Response:
+        return cl.send(cl.build_request("GET", url), stream=True)
+
+    resp = _with_retries(cl, "GET", url, what, send)
+    try:
+        if resp.is_redirect or resp.status_code >= 400:
+            resp.read()
+            if check is not None:
+                check(resp)
+            _raise_for_answer(resp, what)
+        yield BodyReader(resp, what)
+    finally:
+        resp.close()
+
+
+class BodyReader:
+    """A streamed response body as a binary file for parsers; a transport failure
+    midway is an `HttpCheckError` naming ``what``."""
+
+    def __init__(self, resp: httpx.Response, what: str) -> None:
+        self._chunks = resp.iter_bytes(CHUNK_BYTES)
+        self._where = where(resp)
+        self._what = what
+
+    def read(self, n: int = -1) -> bytes:
+        """The next piece of the body, whatever its size (b"" at the end); ``read(0)``,
+        with which ijson probes for bytes or text, reads nothing."""
+        if n == 0:
+            return b""
+        try:
+            return next(self._chunks, b"")
+        except httpx.TimeoutException:
+            kind = "timed out"
+        except httpx.TransportError as exc:
+            kind = f"transport error ({exc.__class__.__name__})"
+        raise HttpCheckError(f"{self._what}: {self._where} {kind} while the body was read")
+
+
+#: Read size of a streamed download: large enough that per-chunk costs vanish.
+CHUNK_BYTES = 1 << 20
+
+
+def _with_retries(cl: httpx.Client, method: str, url: str, what: str,
+                  send: Callable[[], httpx.Response]) -> httpx.Response:
     target = cl.base_url.join(url) if cl.base_url else httpx.URL(url)
     origin = f"{target.scheme}://{target.netloc.decode('ascii', 'replace')}"
     memo = _RUN_MEMO.get(cl)
@@ -62,7 +140,7 @@ def request(cl: httpx.Client, method: str, url: str, *, what: str, **kw: Any) ->
                              f"({memo[origin]}); not tried again")
     for attempt in range(RETRIES + 1):
         try:
-            return cl.request(method, url, **kw)
+            return send()
         except httpx.TimeoutException:
             kind = "timed out"
         except httpx.TransportError as exc:
@@ -76,23 +154,39 @@ def request(cl: httpx.Client, method: str, url: str, *, what: str, **kw: Any) ->
         f"{what}: {method} {target} {kind} after {RETRIES + 1} attempts") from None
 
 
-def expect_json(resp: httpx.Response, *, what: str) -> Any:
-    """The JSON body of a 2xx response, or an `HttpCheckError` saying what came instead."""
-    where = f"{resp.request.method} {resp.request.url.copy_with(query=None)}"
+def where(resp: httpx.Response) -> str:
+    """'GET https://host/path' of a response, without its query (it may carry a token)."""
+    return f"{resp.request.method} {resp.request.url.copy_with(query=None)}"
+
+
+def _raise_for_answer(resp: httpx.Response, what: str) -> None:
+    """An `HttpCheckError` for a redirect or an HTTP error status; nothing otherwise."""
     if resp.is_redirect:
         # A login wall or a moved deployment answers 30x: say where it points, not
         # "not JSON" (redirects are never followed: they would hide that answer).
-        raise HttpCheckError(f"{what}: {where} answered HTTP {resp.status_code} redirecting to "
+        raise HttpCheckError(f"{what}: {where(resp)} answered HTTP {resp.status_code} "
+                             "redirecting to "
                              f"{resp.headers.get('location', '(no Location header)')}")
     if resp.status_code >= 400:
         snippet = resp.text[:200].replace("\n", " ")
-        raise HttpCheckError(f"{what}: {where} answered HTTP {resp.status_code}: {snippet!r}")
+        raise HttpCheckError(f"{what}: {where(resp)} answered HTTP {resp.status_code}: "
+                             f"{snippet!r}")
+
+
+def not_json(resp: httpx.Response, what: str, start: bytes | str) -> HttpCheckError:
+    """The error for a 2xx answer whose body is not JSON (``start``: its first bytes)."""
     ctype = resp.headers.get("content-type", "")
+    text = start if isinstance(start, str) else start.decode("utf-8", "replace")
+    snippet = text[:120].replace("\n", " ")
+    return HttpCheckError(
+        f"{what}: {where(resp)} did not return JSON (content-type {ctype or 'none'!r}, "
+        f"body starts {snippet!r})")
+
+
+def expect_json(resp: httpx.Response, *, what: str) -> Any:
+    """The JSON body of a 2xx response, or an `HttpCheckError` saying what came instead."""
+    _raise_for_answer(resp, what)
     try:
         return resp.json()
     except ValueError:
-        snippet = resp.text[:120].replace("\n", " ")
-        raise HttpCheckError(
-            f"{what}: {where} did not return JSON (content-type {ctype or 'none'!r}, "
-            f"body starts {snippet!r})"
-        ) from None
+        raise not_json(resp, what, resp.text) from None

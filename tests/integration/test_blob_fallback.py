@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox, datagen
-from opsgate.target.blob import VercelBlobStore
+from opsgate.target.blob import FileBlobStore, VercelBlobStore, open_admin_state
+from opsgate.verify import canon
+from opsgate.verify.blob_parity import blob_hash
 from tests.gate_helpers import GateRun, clean_env, run_gate
 
 PREFIX = "admin/"
@@ -155,3 +157,62 @@ def test_a_changed_payload_shows_old_and_new_values(sb: Sandbox, tmp_path: Path)
     message = run.failed()["test_blob_fallback::test_blob_and_neon_hashes_match"]
     assert ('homepage ($.hero: blob "A title nobody approved" vs neon "Builds, notes and '
             'the threads between them.")') in message, message
+
+
+# -- history.json is streamed -----------------------------------------------------------
+
+
+def test_a_truncated_history_is_not_valid_json(sb: Sandbox, tmp_path: Path) -> None:
+    blob = sb.bucket.get(PREFIX + "history.json")
+    assert blob is not None
+    sb.bucket.put(PREFIX + "history.json", blob.data[: len(blob.data) // 2])
+    only_blob_fails(gate(sb, tmp_path), "test_blob_state_is_complete_and_well_formed",
+                    "admin/history.json: not valid JSON (parse error: premature EOF")
+
+
+def test_a_history_that_is_no_list(sb: Sandbox, tmp_path: Path) -> None:
+    sb.bucket.put(PREFIX + "history.json", b'  {"entries": []}')
+    only_blob_fails(gate(sb, tmp_path), "test_blob_state_is_complete_and_well_formed",
+                    "admin/history.json: expected a list of entries")
+
+
+def test_a_history_entry_without_an_actor(sb: Sandbox, tmp_path: Path) -> None:
+    edit(sb, "history.json", lambda d: d[-1].pop("actor"))
+    _, history = datagen.admin_state(json.loads(FIXTURE_PAYLOAD.read_text()))
+    only_blob_fails(gate(sb, tmp_path), "test_blob_state_is_complete_and_well_formed",
+                    f"admin/history.json[{len(history) - 1}]: missing actor")
+
+
+def test_a_history_out_of_id_order_still_matches(sb: Sandbox, tmp_path: Path) -> None:
+    """canon-v1 orders history by id: a blob copy written in another order is the same
+    state (read again through the external sort)."""
+    edit(sb, "history.json", lambda d: d.reverse())
+    run = gate(sb, tmp_path)
+    assert run.code == 0 and not run.failed(), run.failed()
+
+
+def test_the_streamed_hash_is_the_whole_document_hash(tmp_path: Path) -> None:
+    """Fed entry by entry, the hash equals canon-v1 of the whole document, for a
+    history in id order and for one that is not (external sort)."""
+    payload = json.loads(FIXTURE_PAYLOAD.read_text())
+    content, history = datagen.admin_state(payload)
+    extra = [{"id": 1000 + i, "key": "homepage", "payload": {"n": i, "tags": ["b", "a"]},
+              "action": "save", "actor": "admin", "createdAt": "2026-02-12T10:00:00Z"}
+             for i in range(120_000)]
+    for entries in (history + extra, list(reversed(history + extra))):
+        folder = tmp_path / f"blob-{len(list(tmp_path.iterdir()))}"
+        (folder / PREFIX).mkdir(parents=True)
+        (folder / PREFIX / "content-state.json").write_text(json.dumps(content))
+        (folder / PREFIX / "history.json").write_text(json.dumps(entries))
+        state = open_admin_state(FileBlobStore(folder), PREFIX)
+        assert blob_hash(state) == (canon.admin_state_hash(content, entries), len(entries))
+
+
+def test_differences_are_bounded_with_more_marked(sb: Sandbox, tmp_path: Path) -> None:
+    edit(sb, "history.json", lambda d: d.extend({
+        "id": 500 + i, "key": "homepage", "payload": {}, "action": "save", "actor": "admin",
+        "createdAt": "2026-02-12T10:00:00Z"} for i in range(25)))
+    run = gate(sb, tmp_path)
+    message = run.failed()["test_blob_fallback::test_blob_and_neon_hashes_match"]
+    assert ("history entries missing in neon: 500, 501, 502, 503, 504, 505, 506, 507, "
+            "508, 509 …") in message, message
