@@ -125,6 +125,13 @@ def _positive_float(name: str, raw: str | None, default: float, *, zero: bool = 
     return value
 
 
+def http_timeout_from_environment() -> float | None:
+    """``OPSGATE_HTTP_TIMEOUT`` from the process environment, for HTTP clients made
+    without `Settings`; None when unset (the client's default)."""
+    raw = os.environ.get("OPSGATE_HTTP_TIMEOUT")
+    return None if raw is None else _positive_float("OPSGATE_HTTP_TIMEOUT", raw, 15.0)
+
+
 #: Variables whose whole value is a secret; URL variables keep their host, not password.
 SECRET_VARIABLES = frozenset({"ADMIN_PASSWORD", "BLOB_READ_WRITE_TOKEN", "VERCEL_TOKEN"})
 URL_VARIABLES = frozenset({"DATABASE_URL", "POSTGRES_URL", "DATABASE_URL_UNPOOLED",

@@ -69,8 +69,8 @@ def count(url: str, table: str) -> int:
         return int(row[0])
 
 
-#: A small migration for runner tests: WIDGET_SLEEP seconds of client-side sleep inside
-#: apply (its transaction open), WIDGET_MARKER written when apply is reached.
+#: A small migration for runner tests: WIDGET_SLEEP seconds inside apply (its transaction
+#: open, a round trip every 0.1 s), WIDGET_MARKER written when apply is reached.
 WIDGETS = "20260301_2001_none_to_neon_widgets"
 
 SCRIPT_TEMPLATE = '''
@@ -97,7 +97,12 @@ def apply(ctx, plan):
     marker = os.environ.get("WIDGET_MARKER")
     if marker:
         Path(marker).write_text("in apply")
-    time.sleep(float(os.environ.get("WIDGET_SLEEP", "0")))
+    # Slept in short steps, each followed by a round trip, so that a terminated backend
+    # is noticed at once rather than when the whole sleep ends.
+    end = time.monotonic() + float(os.environ.get("WIDGET_SLEEP", "0"))
+    while time.monotonic() < end:
+        time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+        ctx.conn.execute("SELECT 1")
 
 def verify(ctx, plan):
     {verify}

@@ -69,6 +69,12 @@ class VercelBlobStore:
         self.api_url = api_url.rstrip("/")
         self.page_limit = page_limit
         self.pages = 0
+        if timeout is None:
+            # Callers that do not say (the released migration 1002) still honour the
+            # variable every other HTTP call of opsgate honours.
+            from opsgate.config import http_timeout_from_environment
+
+            timeout = http_timeout_from_environment()
         self._client = http.client(timeout=timeout)
 
     def describe(self) -> str:

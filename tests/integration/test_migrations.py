@@ -251,6 +251,7 @@ def test_blob_api_errors_fail_cleanly(fresh_db: str, mode: str) -> None:
         code, out, err = cli(fresh_db, "run", BLOB_STATE, "--apply", env={
             "BLOB_READ_WRITE_TOKEN": token,
             "VERCEL_BLOB_API_URL": f"http://127.0.0.1:{server.server_address[1]}",
+            "OPSGATE_HTTP_TIMEOUT": "0.5",
         }, timeout=180)
     finally:
         server.shutdown()
