@@ -91,6 +91,18 @@ def run_gate_inprocess(pytester: pytest.Pytester, tmp: Path, *args: str,
                    _outcomes(junit))
 
 
+#: The pytester of the running test, pushed by the ``gate_in_process`` fixture
+#: (tests/integration/conftest.py) for modules that run their gates in-process.
+PYTESTERS: list[pytest.Pytester] = []
+
+
+def run_gate_here(tmp: Path, *args: str, env: dict[str, str] | None = None) -> GateRun:
+    """`run_gate_inprocess` with the running test's pytester (module opted in with
+    ``pytestmark = pytest.mark.usefixtures("gate_in_process")``)."""
+    assert PYTESTERS, "use the gate_in_process fixture"
+    return run_gate_inprocess(PYTESTERS[-1], tmp, *args, env=env)
+
+
 def _preload() -> None:
     """Import, in this process, what a gate run imports, before any pytester exists.
     pytester forgets the modules imported after it was set up; a library imported afresh

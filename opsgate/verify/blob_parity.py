@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from opsgate.config import Settings
+from opsgate.target import db
 from opsgate.target.blob import BlobAdminState, BlobStore, FileBlobStore, VercelBlobStore
 from opsgate.verify import canon
 from opsgate.verify.evidence import MAX_EXAMPLES, value_differences
@@ -29,8 +30,11 @@ def store_for(settings: Settings) -> BlobStore:
 
 
 def read_neon_state(conn: psycopg.Connection[Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The whole admin state from Postgres (small states; `compare` streams instead)."""
-    return _neon_content(conn), list(_neon_history(conn))
+    """The whole admin state from Postgres (small states; `compare` streams instead).
+    Inside the caller's transaction, or a read-only one of its own: the history's
+    server-side cursor needs one (an autocommit connection has none)."""
+    with db.reading(conn):
+        return _neon_content(conn), list(_neon_history(conn))
 
 
 def _neon_content(conn: psycopg.Connection[Any]) -> dict[str, Any]:

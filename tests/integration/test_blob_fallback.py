@@ -13,7 +13,10 @@ from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox, datagen
 from opsgate.target.blob import FileBlobStore, VercelBlobStore, open_admin_state
 from opsgate.verify import canon
 from opsgate.verify.blob_parity import blob_hash
-from tests.gate_helpers import GateRun, clean_env, run_gate
+from tests.gate_helpers import GateRun, clean_env, run_gate_here
+
+#: Gate runs go through pytester in this process (verdicts, not processes).
+pytestmark = pytest.mark.usefixtures("gate_in_process")
 
 PREFIX = "admin/"
 SELECTION = "blob_fallback or parity or ledger or preflight"
@@ -33,7 +36,7 @@ def sb(sandbox: Sandbox) -> Iterator[Sandbox]:
 
 
 def gate(sb: Sandbox, tmp_path: Path, **env: str) -> GateRun:
-    return run_gate(tmp_path, f"--env-file={sb.env_file}", "-m", SELECTION,
+    return run_gate_here(tmp_path, f"--env-file={sb.env_file}", "-m", SELECTION,
                     env=clean_env(**env))
 
 
@@ -119,7 +122,7 @@ def test_file_backend_reads_the_same_layout(sb: Sandbox, tmp_path: Path) -> None
     folder = tmp_path / "blobcopy"
     datagen.write_blob_folder(folder, PREFIX, json.loads(FIXTURE_PAYLOAD.read_text()))
     env = sb.environ()
-    run = run_gate(tmp_path, "-m", "blob_fallback", env=clean_env(
+    run = run_gate_here(tmp_path, "-m", "blob_fallback", env=clean_env(
         OPSGATE_BLOB_DIR=str(folder), DATABASE_URL=env["DATABASE_URL"]))
     assert run.code == 0 and len(run.outcomes) == 2, run.stdout[-2000:]
 
@@ -130,7 +133,7 @@ def test_without_database_url_the_check_is_partial_in_every_report(
     """The runbook makes Neon parity optional: the check then passes, as partial, and
     every report says what it did not compare (not a plain "pass")."""
     env = sb.environ()
-    run = run_gate(tmp_path, "-m", "blob_fallback", env=clean_env(
+    run = run_gate_here(tmp_path, "-m", "blob_fallback", env=clean_env(
         BLOB_READ_WRITE_TOKEN=env["BLOB_READ_WRITE_TOKEN"],
         VERCEL_BLOB_API_URL=env["VERCEL_BLOB_API_URL"]))
     assert run.code == 0, run.stdout[-2000:]

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from opsgate.sandbox import Sandbox
-from tests.gate_helpers import GateRun, clean_env, run_gate
+from tests.gate_helpers import GateRun, clean_env, run_gate_here
 from tests.migration_helpers import (
     MIGRATIONS,
     ROOT,
@@ -21,6 +22,9 @@ from tests.migration_helpers import (
     db_fingerprint,
     ledger_rows,
 )
+
+#: Gate runs go through pytester in this process (verdicts, not processes).
+pytestmark = pytest.mark.usefixtures("gate_in_process")
 
 REFRESH = "20261126_1006_neon_to_blob_admin_fallback_refresh"
 PREFIX = "admin/"
@@ -35,7 +39,7 @@ def migrate(sb: Sandbox, *args: str) -> tuple[int, Any, str]:
 
 
 def fallback_gate(sb: Sandbox, tmp_path: Path) -> GateRun:
-    return run_gate(tmp_path, f"--env-file={sb.env_file}", "-m", "blob_fallback",
+    return run_gate_here(tmp_path, f"--env-file={sb.env_file}", "-m", "blob_fallback",
                     env=clean_env())
 
 

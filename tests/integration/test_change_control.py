@@ -13,7 +13,10 @@ import pytest
 
 from opsgate.errors import ChangeRangeError
 from opsgate.verify.change_control import ChangePaths, review
-from tests.gate_helpers import GateRun, clean_env, run_gate
+from tests.gate_helpers import GateRun, clean_env, run_gate_here
+
+#: Gate runs go through pytester in this process (verdicts, not processes).
+pytestmark = pytest.mark.usefixtures("gate_in_process")
 
 NEW = "20260301_1006_none_to_neon_audit_table"
 CHECK = "test_change_control::test_each_migration_in_the_range_has_index_changelog_and_checkpoint_entries"
@@ -52,7 +55,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def gate(tmp_path: Path, repo: Path, range_text: str) -> GateRun:
-    return run_gate(tmp_path, "-m", "change_control", env=clean_env(
+    return run_gate_here(tmp_path, "-m", "change_control", env=clean_env(
         OPSGATE_CHANGE_REPO=str(repo), OPSGATE_CHANGE_RANGE=range_text))
 
 
@@ -154,7 +157,7 @@ def test_bad_range_fails_in_one_line(repo: Path, tmp_path: Path, range_text: str
 
 
 def test_missing_range_names_the_variable(repo: Path, tmp_path: Path) -> None:
-    run = run_gate(tmp_path, "-m", "change_control",
+    run = run_gate_here(tmp_path, "-m", "change_control",
                    env=clean_env(OPSGATE_CHANGE_REPO=str(repo)))
     assert "missing OPSGATE_CHANGE_RANGE" in run.failed()[CHECK]
 
@@ -162,7 +165,7 @@ def test_missing_range_names_the_variable(repo: Path, tmp_path: Path) -> None:
 def test_the_flag_alone_needs_no_target(repo: Path, tmp_path: Path) -> None:
     base = git(repo, "rev-parse", "HEAD")
     commit(repo, "docs only", {"README.md": "hello\n"})
-    run = run_gate(tmp_path, env=clean_env(
+    run = run_gate_here(tmp_path, env=clean_env(
         RUN_OPS_PREFLIGHT="false", RUN_OPS_PARITY="false", RUN_OPS_LEDGER="false",
         RUN_OPS_CHANGE_CONTROL="true", OPSGATE_CHANGE_REPO=str(repo),
         OPSGATE_CHANGE_RANGE=f"{base}..HEAD"))
@@ -191,7 +194,7 @@ def test_a_repository_that_is_not_one_is_named(tmp_path: Path) -> None:
 
 
 def test_default_gate_still_demands_a_target(tmp_path: Path) -> None:
-    run = run_gate(tmp_path, "-m", "change_control or ledger",
+    run = run_gate_here(tmp_path, "-m", "change_control or ledger",
                    env=clean_env(OPSGATE_CHANGE_RANGE="HEAD..HEAD"))
     assert run.code == 4
     assert "no target configured" in run.stderr

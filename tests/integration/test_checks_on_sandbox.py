@@ -18,26 +18,16 @@ import pytest
 from psycopg import sql
 
 from opsgate.sandbox import Sandbox
-from tests.gate_helpers import ROOT, GateRun, clean_env, run_gate, run_gate_inprocess
+from tests.gate_helpers import ROOT, clean_env, run_gate, run_gate_here
 
 ALL_FOUR = "preflight or parity or ledger or health"
 
 
 
-_pytester: list[pytest.Pytester] = []
-
-
 @pytest.fixture(autouse=True)
-def _gate_in_process(pytester: pytest.Pytester) -> Iterator[None]:
+def _gates_here(gate_in_process: None) -> None:
     """The gate runs in this process (pytester), except where the process is the point
-    (xdist, pytest's own rootdir search): a verdict needs no new interpreter."""
-    _pytester.append(pytester)
-    yield
-    _pytester.remove(pytester)
-
-
-def gate_run(tmp: Path, *args: str, env: dict[str, str] | None = None) -> GateRun:
-    return run_gate_inprocess(_pytester[-1], tmp, *args, env=env)
+    (xdist, pytest's own rootdir search)."""
 
 
 @pytest.fixture
@@ -48,7 +38,7 @@ def clean(sandbox: Sandbox) -> Iterator[Sandbox]:
 
 
 def gate(sandbox: Sandbox, tmp_path: Path, **env: str) -> Any:
-    return gate_run(tmp_path, f"--env-file={sandbox.env_file}", "-m", ALL_FOUR,
+    return run_gate_here(tmp_path, f"--env-file={sandbox.env_file}", "-m", ALL_FOUR,
                     env=clean_env(**env))
 
 
@@ -90,7 +80,7 @@ def test_api_fault_fails_parity_only(clean: Sandbox, tmp_path: Path, fault: str,
 def test_api_that_hangs_past_the_timeout(clean: Sandbox, tmp_path: Path) -> None:
     clean.faults.set("api-hang")
     clean.faults.hang_seconds = 4
-    run = gate_run(tmp_path, f"--env-file={clean.env_file}", "-m", "parity",
+    run = run_gate_here(tmp_path, f"--env-file={clean.env_file}", "-m", "parity",
                    "-k", "counts_aligned and not build",
                    env=clean_env(OPSGATE_HTTP_TIMEOUT="0.5"))
     assert run.failed_modules() == {"test_parity"}
@@ -146,7 +136,7 @@ def test_empty_canonical_table_fails_health(clean: Sandbox, tmp_path: Path) -> N
         conn.execute("DELETE FROM kb_edges")
         conn.commit()
         try:
-            run = gate_run(tmp_path, f"--env-file={clean.env_file}", "-m", "health",
+            run = run_gate_here(tmp_path, f"--env-file={clean.env_file}", "-m", "health",
                            env=clean_env())
         finally:
             conn.execute("INSERT INTO kb_edges SELECT * FROM edges_backup")
@@ -158,7 +148,7 @@ def test_empty_canonical_table_fails_health(clean: Sandbox, tmp_path: Path) -> N
 
 def test_gate_against_a_target_given_only_by_environment(clean: Sandbox, tmp_path: Path) -> None:
     env = clean.environ()
-    run = gate_run(tmp_path, "-m", ALL_FOUR, env=clean_env(
+    run = run_gate_here(tmp_path, "-m", ALL_FOUR, env=clean_env(
         DATABASE_URL=env["DATABASE_URL"], OPS_BASE_URL=env["OPS_BASE_URL"],
         ADMIN_PASSWORD=env["ADMIN_PASSWORD"], ADMIN_STORAGE_BACKEND="neon"))
     assert run.code == 0, run.stdout[-3000:]
@@ -194,7 +184,7 @@ def test_sandbox_up_serves_a_real_target_and_stops_on_sigterm(tmp_path: Path,
             assert "sslmode=require" in variables["DATABASE_URL"]
             assert "channel_binding=require" in variables["DATABASE_URL_UNPOOLED"]
             assert variables["POSTGRES_URL_NON_POOLING"] == variables["DATABASE_URL_UNPOOLED"]
-        run = gate_run(tmp_path, f"--env-file={env_file}", env=clean_env())
+        run = run_gate_here(tmp_path, f"--env-file={env_file}", env=clean_env())
         assert run.code == 0 and len(run.outcomes) == 14, run.stdout[-2000:]
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -249,13 +239,13 @@ def test_a_table_emptied_since_the_last_green_run_turns_health_red(
     """kb_entity_sources has no floor by default: only the trend can see it go."""
     assert scratch_sandbox.pg is not None
     env = {"OPSGATE_EXPECTATIONS_FILE": ""}
-    first = gate_run(tmp_path, f"--env-file={scratch_sandbox.env_file}", "-m", "health",
+    first = run_gate_here(tmp_path, f"--env-file={scratch_sandbox.env_file}", "-m", "health",
                      env=clean_env(**env))
     assert first.code == 0, first.stdout[-2000:]
     with scratch_sandbox.pg.connect("app") as conn:
         conn.execute("DELETE FROM kb_entity_sources")
         conn.commit()
-    second = gate_run(tmp_path, f"--env-file={scratch_sandbox.env_file}", "-m", "health",
+    second = run_gate_here(tmp_path, f"--env-file={scratch_sandbox.env_file}", "-m", "health",
                       env=clean_env(**env))
     assert second.code == 1
     message = second.failed()["test_health::test_row_counts"]
@@ -267,7 +257,7 @@ def test_narrowing_the_gate_the_pytest_way_passes(clean: Sandbox, tmp_path: Path
     for args in (("checks/test_parity.py",),
                  ("checks/test_preflight.py::test_storage_backend_is_neon",),
                  ("-k", "counts")):
-        run = gate_run(tmp_path, f"--env-file={clean.env_file}", *args, env=clean_env())
+        run = run_gate_here(tmp_path, f"--env-file={clean.env_file}", *args, env=clean_env())
         assert run.code == 0, (args, run.stdout[-1500:])
         assert run.outcomes and not run.failed()
         assert "flags on but their check did not run" not in run.stdout
@@ -294,7 +284,7 @@ def test_all_seven_checks_are_green_whatever_the_checks_role_defaults(
         f":{scratch_sandbox.pg.url().password}@", f":{password}@", 1)
     with psycopg.connect(checker_url) as probe:
         assert probe.execute("SHOW DateStyle").fetchone() == ("SQL, DMY",)
-    run = gate_run(tmp_path, f"--env-file={scratch_sandbox.env_file}", env=clean_env(
+    run = run_gate_here(tmp_path, f"--env-file={scratch_sandbox.env_file}", env=clean_env(
         DATABASE_URL=checker_url, RUN_OPS_NEON_DRILL="true", RUN_OPS_BLOB_FALLBACK="true",
         RUN_OPS_KNOWLEDGE_DRIFT="true", RUN_OPS_HEALTH="true"))
     assert run.code == 0, run.failed() or run.stdout[-2000:]
@@ -321,7 +311,7 @@ def test_a_missing_column_and_a_missing_table_fail_preflight_and_health(
         conn.execute("ALTER TABLE kb_edges DROP COLUMN weight")
         conn.execute("DROP TABLE kb_entity_sources")
         conn.commit()
-    run = gate_run(tmp_path, f"--env-file={scratch_sandbox.env_file}", "-m",
+    run = run_gate_here(tmp_path, f"--env-file={scratch_sandbox.env_file}", "-m",
                    "preflight or health", env=clean_env())
     schema = run.failed()["test_preflight::test_database_answers_with_the_contract_schema"]
     assert "kb_edges.weight" in schema and "kb_entity_sources" in schema
@@ -344,7 +334,7 @@ def test_ledger_rows_that_are_unknown_or_failed_fail_the_ledger(
             "started_at) VALUES (%s, 'apply', %s, 'h', 'c', now()) RETURNING id", row).fetchone()
         conn.commit()
         try:
-            run = gate_run(tmp_path, f"--env-file={clean.env_file}", "-m", "ledger",
+            run = run_gate_here(tmp_path, f"--env-file={clean.env_file}", "-m", "ledger",
                            env=clean_env())
         finally:
             conn.execute("DELETE FROM admin_migrations WHERE id = %s", added)
@@ -361,7 +351,7 @@ def test_the_drill_through_the_gate_goes_red_on_a_restore_target_that_is_not_emp
     with psycopg.connect(occupied.reveal(), autocommit=True) as conn:
         conn.execute("CREATE TABLE precious (id int)")
     try:
-        run = gate_run(tmp_path, f"--env-file={clean.env_file}", "-m", "neon_drill",
+        run = run_gate_here(tmp_path, f"--env-file={clean.env_file}", "-m", "neon_drill",
                        env=clean_env(DRILL_DATABASE_URL=occupied.reveal()))
     finally:
         with clean.pg.connect(autocommit=True) as conn:

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from opsgate.sandbox import Sandbox
-from tests.gate_helpers import GateRun, clean_env, run_gate
+from tests.gate_helpers import GateRun, clean_env, run_gate_here
+
+#: Gate runs go through pytester in this process (verdicts, not processes).
+pytestmark = pytest.mark.usefixtures("gate_in_process")
 
 MODULE = "test_deployment"
 
@@ -23,7 +26,7 @@ def clean(sandbox: Sandbox) -> Iterator[Sandbox]:
 
 
 def gate(sandbox: Sandbox, tmp_path: Path, **env: str) -> GateRun:
-    return run_gate(tmp_path, f"--env-file={sandbox.env_file}", "-m", "deployment",
+    return run_gate_here(tmp_path, f"--env-file={sandbox.env_file}", "-m", "deployment",
                     env=clean_env(**env))
 
 

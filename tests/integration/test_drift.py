@@ -24,7 +24,10 @@ from opsgate.verify.drift import (
     payload_from_file,
 )
 from opsgate.verify.extsort import external_sorted
-from tests.gate_helpers import clean_env, run_gate
+from tests.gate_helpers import clean_env, run_gate_here
+
+#: Gate runs go through pytester in this process (verdicts, not processes).
+pytestmark = pytest.mark.usefixtures("gate_in_process")
 
 FIXTURE = json.loads(FIXTURE_PAYLOAD.read_text())
 
@@ -293,7 +296,7 @@ def test_gate_fails_exactly_the_drift_check(sandbox: Sandbox, tmp_path: Path, fa
     else:
         doc = _mutate(lambda d: _node(d).update(label="Renamed Label"))
     path = write(tmp_path, doc)
-    run = run_gate(tmp_path, f"--env-file={sandbox.env_file}", "-m",
+    run = run_gate_here(tmp_path, f"--env-file={sandbox.env_file}", "-m",
                    "knowledge_drift or parity or ledger or preflight",
                    env=clean_env(OPSGATE_LEGACY_PAYLOAD_FILE=str(path)))
     assert run.failed_modules() == {"test_knowledge_drift"}, run.failed()
