@@ -190,22 +190,13 @@ def read_admin_state(store: BlobStore, prefix: str) -> AdminState:
     """Read and validate ``content-state.json`` and ``history.json`` under ``prefix``,
     both whole (the blob -> Postgres migration writes them in one transaction); the
     blob fallback check streams instead (`open_admin_state`)."""
-    objects = list(store.list(prefix))
-    by_name = {o.pathname: o for o in objects}
-    missing = [n for n in (CONTENT_STATE, HISTORY) if prefix + n not in by_name]
-    if missing:
-        raise BlobFormatError(
-            f"{store.describe()}: missing {', '.join(prefix + m for m in missing)}"
-        )
-    content = _load_json(store, by_name[prefix + CONTENT_STATE])
-    if not isinstance(content, dict):
-        raise BlobFormatError(f"{prefix}{CONTENT_STATE}: expected an object of key -> payload")
-    history = _load_json(store, by_name[prefix + HISTORY])
+    opened = open_admin_state(store, prefix)
+    history = _load_json(store, opened.history_object)
     if not isinstance(history, list):
         raise BlobFormatError(f"{prefix}{HISTORY}: expected a list of entries")
     for i, entry in enumerate(history):
         check_entry(entry, f"{prefix}{HISTORY}[{i}]")
-    return AdminState(content, history, objects)
+    return AdminState(opened.content_state, history, opened.objects)
 
 
 def check_entry(entry: Any, where: str) -> dict[str, Any]:
