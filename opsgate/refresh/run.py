@@ -7,10 +7,13 @@ What is written where:
 - the source: never. Every transaction on it is ``READ ONLY`` (begun so, checked with
   ``transaction_read_only``, and its write counters read back as zero); its export
   runs with ``default_transaction_read_only=on`` in the export's own session.
-- the target, dry run: nothing (read-only transactions only).
+- the target, dry run: nothing (read-only transactions only); no file either: a dry run
+  reads both sides, checks every guard and the source's markers, and says where
+  ``--apply`` would export them.
 - the target, ``--apply``: the restore (one transaction: all or nothing), then one
   ``admin_migrations`` row.
-- files: only the run folder: both exports and ``summary.json``, kept.
+- files, ``--apply`` only: the run folder, with both exports (made before the target is
+  touched) and ``summary.json``, kept.
 """
 
 from __future__ import annotations
@@ -269,8 +272,10 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
                              "database": src_url.masked, "name": ep_src.name}
         summary["target"] = {"env_file": str(options.target_env_file),
                              "database": given.masked, "name": ep_given.name}
-        folder = _make_run_folder(options.out or default_run_folder())
-        summary["run_folder"] = str(folder)
+        planned_folder = options.out or default_run_folder()
+        if options.apply:
+            folder = _make_run_folder(planned_folder)
+        summary["run_folder"] = str(folder or planned_folder)
         # A pooled-only target is refused as production-looking below, before its lack
         # of a direct endpoint is reported.
         session_problem: ConfigError | None = None
@@ -288,7 +293,7 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
     src_conn = tgt_conn = None
     try:
         bar = steps.enter_context(progress.bar(
-            "opsgate refresh", total=8 if options.apply else 5, unit="steps"))
+            "opsgate refresh", total=8 if options.apply else 3, unit="steps"))
         _check_guards([ep_given, ep_tgt], target_env, target, options.approve_target,
                       summary)
         if session_problem is not None:
@@ -329,10 +334,12 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
                 major, source.pg_bindir or target.pg_bindir,
                 tls=url_wants_tls(src_url.reveal()) or url_wants_tls(tgt_url.reveal()))
             summary["client_tools"] = tools.describe()
-            say(f"exporting the source {ep_src.name} to {folder}")
-            src_archive = timed("export_source", archive.export, tools, src_url,
-                                folder / "source.dump", "source", redact, str(snapshot[0]))
-            summary["archives"]["source"] = src_archive.as_dict()
+            if folder is not None:
+                say(f"exporting the source {ep_src.name} to {folder}")
+                src_archive = timed("export_source", archive.export, tools, src_url,
+                                    folder / "source.dump", "source", redact,
+                                    str(snapshot[0]))
+                summary["archives"]["source"] = src_archive.as_dict()
             ro = src_conn.execute("SELECT current_setting('transaction_read_only')").fetchone()
             writes = _writes_in_transaction(src_conn)
             summary["source_read_only"] = {
@@ -346,10 +353,11 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
             {t: h.sha256 if h else None for t, h in src_hashes.items()})
 
         # -- the target: export it before anything changes it --------------------------
-        say(f"exporting the target {ep_tgt.name} to {folder}")
-        tgt_archive = timed("export_target", archive.export, tools, tgt_url,
-                            folder / "target-before.dump", "target", redact)
-        summary["archives"]["target_before"] = tgt_archive.as_dict()
+        if folder is not None:
+            say(f"exporting the target {ep_tgt.name} to {folder}")
+            tgt_archive = timed("export_target", archive.export, tools, tgt_url,
+                                folder / "target-before.dump", "target", redact)
+            summary["archives"]["target_before"] = tgt_archive.as_dict()
         with db.transaction(tgt_conn, read_only=True):
             before = timed("hash_target_before", _hashes, tgt_conn, tables)
         rows = summary["tables"]
@@ -367,8 +375,9 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
         if not options.apply:
             blockers = summary["apply_blockers"]
             raise _Stop("planned", EXIT_OK,
-                        f"dry run: both databases exported to {folder}, the source's markers "
-                        "hold, nothing was written to either database"
+                        "dry run: every guard passed and the source's markers hold; nothing "
+                        "was written anywhere (no export, no file, no database write); "
+                        f"--apply exports both databases to {summary['run_folder']} first"
                         + (f"; --apply would fail: {blockers[0]}" if blockers else
                            "; run again with --apply to replace the target's tables with "
                            "the source's"))

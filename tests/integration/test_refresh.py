@@ -92,21 +92,20 @@ def test_the_write_detector_notices_a_write(source: Sandbox) -> None:
     assert writes(source) == before + 1
 
 
-def test_dry_run_exports_both_and_writes_no_database(
+def test_dry_run_writes_nothing_anywhere(
         source: Sandbox, mirror: str, tmp_path: Path) -> None:
     src_url = source.environ()["DATABASE_URL"]
     before_src, before_tgt, before_writes = db_fingerprint(src_url), db_fingerprint(mirror), \
         writes(source)
     out = tmp_path / "run"
-    code, summary, err = refresh(source, target_env(source, tmp_path, mirror),
-                                 f"--out={out}")
+    target = target_env(source, tmp_path, mirror)
+    files_before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code, summary, err = refresh(source, target, f"--out={out}")
     assert code == 0 and summary["status"] == "planned", err
-    assert "nothing was written to either database" in summary["message"]
-    assert sorted(p.name for p in out.iterdir()) == [
-        "source.dump", "summary.json", "target-before.dump"]
-    for name, file in (("source", "source.dump"), ("target_before", "target-before.dump")):
-        assert summary["archives"][name]["sha256"] == sha256_of(out / file)
-    assert json.loads((out / "summary.json").read_text())["status"] == "planned"
+    assert "nothing was written anywhere" in summary["message"]
+    assert f"--apply exports both databases to {out}" in summary["message"]
+    assert not out.exists() and summary["archives"] == {}
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == files_before
     assert summary["source_read_only"]["rows_written"] == 0
     assert summary["source_markers"] == []
     assert db_fingerprint(mirror) == before_tgt
@@ -146,6 +145,10 @@ def test_apply_makes_the_target_equal_to_the_source(
     # The old local copy is kept, as exported before the restore.
     assert summary["archives"]["target_before"]["sha256"] == sha256_of(
         out / "target-before.dump")
+    assert summary["archives"]["source"]["sha256"] == sha256_of(out / "source.dump")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "source.dump", "summary.json", "target-before.dump"]
+    assert json.loads((out / "summary.json").read_text())["status"] == "applied"
 
     # A second refresh onto the refreshed mirror: the same tables again, the mirror's
     # ledger once more the source's plus one refresh row.
