@@ -219,6 +219,11 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     config.pluginmanager.register(_ExecutionCounter(state), "opsgate-execution-counter")
     _route_progress(config)
+    # hypothesis (a dependency, for the self-tests) imports its whole package in its
+    # terminal summary: about a second of every gate run, for checks that never use it.
+    hypothesis_plugin = config.pluginmanager.get_plugin("hypothesispytest")
+    if hypothesis_plugin is not None:
+        config.pluginmanager.unregister(hypothesis_plugin)
 
     if config.option.markexpr:
         _validate_markexpr(config, config.option.markexpr)
