@@ -5,7 +5,10 @@ under ``ADMIN_BLOB_PREFIX``) is stale, and the fallback the runbook's rollback s
 to would serve old content. This writes Postgres's admin state to the blob layout.
 
 Repeatable: each new Neon state (a new payload hash) is applied again without
-``--force``, and gets its own ledger row; the same state is a no-op.
+``--force``, and gets its own ledger row; the same state is a no-op. The payload is the
+state *and where it goes* (the store and prefix): a database refreshed from production
+carries production's ledger, whose row for this script says nothing of the local store,
+so the same state bound for another store is new work, not a no-op.
 
 The blob writes cannot be part of the database transaction, so the order keeps the
 ledger honest: apply writes both files, verify reads them back through the store and
@@ -57,6 +60,20 @@ def _store(ctx: MigrationContext) -> BlobStore:
     return FileBlobStore(ctx.source) if ctx.source else store_for(ctx.settings)
 
 
+def _destination(ctx: MigrationContext) -> str:
+    """Where the state is written, without secrets: a folder's path, or the blob API and
+    the store id that Vercel puts in every read-write token (``vercel_blob_rw_<store>_…``)
+    and the prefix."""
+    store = _store(ctx)
+    prefix = ctx.settings.admin_blob_prefix
+    if isinstance(store, FileBlobStore):
+        return f"folder {store.root.resolve()} {prefix}"
+    token = ctx.settings.require_blob_token().reveal()
+    parts = token.split("_")
+    store_id = parts[3] if len(parts) > 4 and token.startswith("vercel_blob_rw_") else "?"
+    return f"{store.describe()} store {store_id} {prefix}"
+
+
 def preconditions(ctx: MigrationContext) -> list[str]:
     problems = [f"table {t} does not exist (run the admin schema migration first)"
                 for t in TARGET_TABLES if not ctx.table_exists(t)]
@@ -75,7 +92,8 @@ def plan(ctx: MigrationContext) -> Plan:
     assert row is not None
     content: dict[str, Any] = row[0]
     history: list[dict[str, Any]] = row[1]
-    return Plan(payload=canon.admin_state_document(content, history),
+    return Plan(payload={"admin_state": canon.admin_state_document(content, history),
+                         "destination": _destination(ctx)},
                 source_counts={"content_state_keys": len(content),
                                "history_entries": len(history)},
                 data=(content, history))

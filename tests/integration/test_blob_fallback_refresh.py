@@ -167,6 +167,13 @@ def test_a_repeatable_script_reapplies_on_a_new_hash_and_a_plain_one_is_refused(
 
 
 
+def read_neon_state_of(url: str) -> tuple[dict[str, object], list[dict[str, object]]]:
+    from opsgate.verify.blob_parity import read_neon_state
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return read_neon_state(conn)
+
+
 def test_the_refresh_writes_a_folder_too_and_it_reads_back_equal(
         fresh_db: str, tmp_path: Path) -> None:
     from opsgate.sandbox import FIXTURE_PAYLOAD, datagen
@@ -189,8 +196,20 @@ def test_the_refresh_writes_a_folder_too_and_it_reads_back_equal(
     assert code == 0 and out["status"] == "planned" and not fallback.exists(), err
     code, out, err = cli(fresh_db, "run", REFRESH, "--apply", "--source", str(fallback))
     assert code == 0 and out["status"] == "applied", err
-    assert out["payload_hash"] == neon
+    # The ledger's payload is the state and its destination: a copy bound for another
+    # store is new work (a refreshed database carries production's ledger row).
+    assert out["payload_hash"] == canon.document_hash({
+        "admin_state": canon.admin_state_document(*read_neon_state_of(fresh_db)),
+        "destination": f"folder {fallback.resolve()} {PREFIX}"})
     state = read_admin_state(FileBlobStore(fallback), PREFIX)
     assert canon.admin_state_hash(state.content_state, state.history) == neon
     assert sorted(p.name for p in (fallback / "admin").iterdir()) == [
         "content-state.json", "history.json"]
+    # The same state bound for another store (a local copy refreshed from production,
+    # whose ledger already holds production's row) is applied, then a no-op there.
+    other = tmp_path / "other-store"
+    for expected in ("applied", "noop"):
+        code, out, err = cli(fresh_db, "run", REFRESH, "--apply", "--source", str(other))
+        assert code == 0 and out["status"] == expected, err
+    state = read_admin_state(FileBlobStore(other), PREFIX)
+    assert canon.admin_state_hash(state.content_state, state.history) == neon
