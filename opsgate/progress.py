@@ -27,6 +27,9 @@ class Stream(Protocol):
 #: Where bars are drawn, and whether they may be drawn at all (see `route_to`).
 _stream: Stream | None = None
 _silenced = False
+#: Called before a bar is first drawn: a gate run ends pytest's half-written line
+#: (``checks/test_x.py ..``) there, so the bar, erased when done, takes none of it along.
+_before_draw: Callable[[], None] | None = None
 
 
 class Bar:
@@ -61,6 +64,8 @@ def bar(description: str, total: int | None = None, unit: str = "it") -> Iterato
     if not enabled():
         yield Bar(None)
         return
+    if _before_draw is not None:
+        _before_draw()
     inner = tqdm(total=total, desc=description, unit=unit, unit_scale=True,
                  file=_stream if _stream is not None else sys.stderr, leave=False,
                  mininterval=0.5, dynamic_ncols=True)
@@ -76,10 +81,12 @@ def silence(quiet: bool = True) -> None:
     _silenced = quiet
 
 
-def route_to(stream: Stream | None) -> None:
-    """Draw bars on ``stream`` (None: the process's stderr at the time of drawing)."""
-    global _stream
+def route_to(stream: Stream | None, before_draw: Callable[[], None] | None = None) -> None:
+    """Draw bars on ``stream`` (None: the process's stderr at the time of drawing),
+    calling ``before_draw`` before each bar appears."""
+    global _stream, _before_draw
     _stream = stream
+    _before_draw = before_draw
 
 
 class UncapturedStderr:

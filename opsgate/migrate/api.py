@@ -44,10 +44,13 @@ class MigrationContext:
     mode: str = "dry-run"
     previous: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    #: False when the runner's caller owns the terminal (the sandbox build draws a bar).
+    verbose: bool = True
 
     def log(self, message: str) -> None:
         """Progress for humans: stderr, so stdout stays the JSON summary."""
-        print(f"opsgate-migrate: {message}", file=sys.stderr, flush=True)
+        if self.verbose:
+            print(f"opsgate-migrate: {message}", file=sys.stderr, flush=True)
 
     def table_exists(self, table: str) -> bool:
         row = self.conn.execute(

@@ -129,8 +129,11 @@ def run_migration(
     source: str | None = None,
     lock_timeout: float = 30.0,
     statement_timeout: float | None = None,
+    verbose: bool = True,
 ) -> RunResult:
-    """Run one migration under every safeguard; never raises for expected failures."""
+    """Run one migration under every safeguard; never raises for expected failures.
+    ``verbose=False``: the script's progress lines are not printed (the summary says
+    what happened)."""
     started = _now()
     t0 = time.monotonic()
     mode = "force" if force and apply else ("apply" if apply else "dry-run")
@@ -213,7 +216,8 @@ def run_migration(
                     "script_checksum": previous["script_checksum"], "mode": previous["mode"],
                     "finished_at": _iso(previous["finished_at"]),
                 }
-            ctx = MigrationContext(conn, settings, source, mode, summary["previous"])
+            ctx = MigrationContext(conn, settings, source, mode, summary["previous"],
+                                   verbose=verbose)
             stats0 = _xact_stats(conn)
             plan: Plan = timed("plan", module.plan, ctx)
             payload_hash = plan.payload_hash or canon.document_hash(plan.payload)

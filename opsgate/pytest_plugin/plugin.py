@@ -276,7 +276,13 @@ def _route_progress(config: pytest.Config) -> None:
         return
     capman = config.pluginmanager.getplugin("capturemanager")
     suspend = getattr(capman, "global_and_fixture_disabled", None)
-    progress.route_to(progress.UncapturedStderr(suspend))
+
+    def end_pytest_line() -> None:
+        reporter = config.pluginmanager.getplugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+
+    progress.route_to(progress.UncapturedStderr(suspend), end_pytest_line)
 
 
 def _start_sandbox(config: pytest.Config, state: GateState) -> None:

@@ -191,7 +191,8 @@ class Sandbox:
                 # Every migration from the legacy payload reads the scaled file, not the
                 # fixture's copy in admin_content_state.
                 given = source.get(BACKFILL_MIGRATION) if script.source == "legacy" else None
-                result = run_migration(script, settings, apply=True, source=given)
+                result = run_migration(script, settings, apply=True, source=given,
+                                       verbose=False)
                 self.migrations.append(result.summary)
                 if result.exit_code != 0:
                     raise OpsgateError(f"sandbox migration {script.name}: {result.message}")

@@ -18,11 +18,13 @@ GENERATE = ("from opsgate.sandbox import datagen; import io; "
             "datagen.write_payload(io.StringIO(), 5000)")
 
 
-def _on_terminal(args: list[str], env: dict[str, str], timeout: float = 240) -> tuple[int, str]:
-    """Run with stderr on a pseudo-terminal of 120 columns; its output, decoded."""
+def _on_terminal(args: list[str], env: dict[str, str], timeout: float = 240,
+                 stdout_too: bool = False) -> tuple[int, str]:
+    """Run with stderr (and stdout) on a pseudo-terminal of 120 columns; its output."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                            stdout=slave if stdout_too else subprocess.DEVNULL,
                             stderr=slave, cwd=ROOT, env=env)
     os.close(slave)
     out = bytearray()
@@ -63,3 +65,37 @@ def test_the_gate_draws_the_sandbox_build_past_capture_and_not_under_q(tmp_path:
     code, quiet = _on_terminal([*base, "-q"], clean_env())
     assert code == 0, quiet[-2000:]
     assert "sandbox: generating" not in quiet and "sandbox: migrations" not in quiet
+
+
+def _screen(output: str) -> list[str]:
+    """The lines a terminal shows for ``output``: carriage returns move back to the start
+    of the line and later text overwrites earlier (colours and cursor moves dropped)."""
+    import re
+
+    lines = []
+    for raw in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output).split("\n"):
+        cells: list[str] = []
+        col = 0
+        for ch in raw:
+            if ch == "\r":
+                col = 0
+                continue
+            if col < len(cells):
+                cells[col] = ch
+            else:
+                cells.append(ch)
+            col += 1
+        lines.append("".join(cells).rstrip())
+    return lines
+
+
+def test_a_bar_inside_a_check_leaves_pytests_own_lines_whole(tmp_path: Path) -> None:
+    code, shown = _on_terminal(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--sandbox",
+         "--sandbox-scale", "200", "-m", "preflight or parity", f"--reports-dir={tmp_path}"],
+        clean_env(), stdout_too=True)
+    assert code == 0, shown[-2000:]
+    assert "fetch /api/constellation" in shown  # a bar was drawn by the parity checks
+    screen = _screen(shown)
+    assert any(line.startswith("checks/test_parity.py .") for line in screen), screen
+    assert any(line.startswith("checks/test_preflight.py .") for line in screen), screen
