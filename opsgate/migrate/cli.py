@@ -157,7 +157,12 @@ def _table(header: list[str], rows: list[list[str]]) -> None:
 
 def main(argv: Sequence[str] | None = None, prog: str = "opsgate-migrate") -> int:
     args = build_parser(prog).parse_args(argv)
-    return dispatch(args)
+    try:
+        return dispatch(args)
+    except BrokenPipeError:
+        from opsgate.cli import reader_went_away
+
+        return reader_went_away()
 
 
 def dispatch(args: argparse.Namespace) -> int:
