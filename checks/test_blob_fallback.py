@@ -18,6 +18,9 @@ from opsgate.target.blob import BlobAdminState, open_admin_state
 from opsgate.verify.blob_parity import blob_hash, compare, store_for
 from opsgate.verify.expectations import Expectations
 
+#: The repeatable migration that writes Neon's admin state to the blob fallback.
+FALLBACK_REFRESH = "20261126_1006_neon_to_blob_admin_fallback_refresh"
+
 pytestmark = pytest.mark.blob_fallback
 
 
@@ -83,4 +86,6 @@ def test_blob_and_neon_hashes_match(blob_state: BlobAdminState, ops_settings: Se
     assert result.match, (
         f"blob and neon admin state differ (blob {result.blob_hash}, neon {result.neon_hash}): "
         + "; ".join(result.lines())
+        + f"; if Neon is right, refresh the fallback: opsgate migrate run {FALLBACK_REFRESH} "
+        "--apply"
     )

@@ -92,7 +92,11 @@ class VercelApi:
             query["teamId"] = self.link.team_id
         resp = http.request(self.client, "GET", path, what=what, params=query)
         if resp.status_code >= 400:
-            raise VercelApiError(f"{what}: {_error_line(resp)}")
+            # 401/403 is nearly always the token (wrong, expired, or not of this team):
+            # say which variable to look at.
+            hint = ("; the Vercel API refused VERCEL_TOKEN: check it is valid and has "
+                    "access to this project's team" if resp.status_code in (401, 403) else "")
+            raise VercelApiError(f"{what}: {_error_line(resp)}{hint}")
         try:
             return http.expect_json(resp, what=what)
         except HttpCheckError as exc:  # a redirect, a body that is not JSON

@@ -74,7 +74,9 @@ def test_admin_edit_makes_the_fallback_red_and_the_refresh_makes_it_green(
     stale = fallback_gate(sb, tmp_path)
     assert "test_blob_fallback::test_blob_and_neon_hashes_match" in stale.failed(), \
         stale.stdout[-2000:]
-    assert "site-settings" in stale.failed()["test_blob_fallback::test_blob_and_neon_hashes_match"]
+    message = stale.failed()["test_blob_fallback::test_blob_and_neon_hashes_match"]
+    assert "site-settings" in message
+    assert f"refresh the fallback: opsgate migrate run {REFRESH} --apply" in message
 
     # A dry run writes nothing to the blob store and nothing to the ledger.
     before_blobs, before_rows = blob_bytes(sb), refresh_rows(sb)

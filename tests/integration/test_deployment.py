@@ -114,7 +114,8 @@ def test_project_file_is_read_and_a_disagreeing_one_is_red(clean: Sandbox, tmp_p
 
 @pytest.mark.parametrize(("env", "needle"), [
     ({"VERCEL_PROJECT_ID": "prj_unknown"}, "answered HTTP 404 not_found: Project not found"),
-    ({"VERCEL_TOKEN": "wrong-token-e5a1"}, "answered HTTP 403 forbidden: Not authorized"),
+    ({"VERCEL_TOKEN": "wrong-token-e5a1"}, "answered HTTP 403 forbidden: Not authorized; the "
+     "Vercel API refused VERCEL_TOKEN"),
     ({"VERCEL_TOKEN": ""}, "VERCEL_TOKEN is not set"),
     ({"VERCEL_PROJECT_ID": "", "VERCEL_ORG_ID": ""}, "VERCEL_PROJECT_ID is not set"),
 ], ids=["unknown-project", "refused-token", "no-token", "no-project"])
