@@ -16,7 +16,7 @@ from typing import Any
 
 from opsgate.refresh.errors import RefreshError
 from opsgate.sensitive import SecretUrl
-from opsgate.target.pgtools import PgBinaries
+from opsgate.target.pgtools import PgBinaries, tool_verdict
 
 
 @dataclass(frozen=True)
@@ -45,17 +45,12 @@ def _env(url: SecretUrl, *, read_only: bool) -> dict[str, str]:
     return env
 
 
-def _last_line(text: str) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else ""
-
-
 def _run(args: list[str], what: str, env: dict[str, str], redact: Callable[[str], str]
          ) -> None:
     proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise RefreshError(f"{what} failed (exit {proc.returncode}): "
-                           f"{redact(_last_line(proc.stderr))}")
+                           f"{redact(tool_verdict(proc.stderr))}")
 
 
 def sha256_of(path: Path) -> str:
@@ -87,4 +82,5 @@ def restore(tools: PgBinaries, archive: Archive, url: SecretUrl,
     _run([str(tools.tool("pg_restore")), "--clean", "--if-exists", "--no-owner",
           "--no-privileges", "--single-transaction", "--exit-on-error",
           f"--dbname={url.without_password}", str(archive.path)],
-         "pg_restore into the target", _env(url, read_only=False), redact)
+         "pg_restore into the target (one transaction: the target is unchanged)",
+         _env(url, read_only=False), redact)

@@ -229,3 +229,12 @@ def url_wants_tls(url: str) -> bool:
     except Exception:  # a malformed URL fails later, where it is used, with its own message
         return False
     return mode in ("require", "verify-ca", "verify-full")
+
+
+def tool_verdict(stderr: str) -> str:
+    """The line of a PostgreSQL tool's stderr that says what went wrong: the last one
+    naming an error (pg_restore follows its error with DETAIL, HINT and "Command was:"
+    lines), else the last line at all; at most 300 characters."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower() or "fatal" in ln.lower()]
+    return (errors or lines or [""])[-1][:300]

@@ -44,7 +44,7 @@ from opsgate.errors import (
 from opsgate.processes import alive
 from opsgate.sensitive import SecretUrl
 from opsgate.target import db
-from opsgate.target.pgtools import PgBinaries, find_client_tools, url_wants_tls
+from opsgate.target.pgtools import PgBinaries, find_client_tools, tool_verdict, url_wants_tls
 from opsgate.target.schema import CONTRACT_TABLES
 from opsgate.verify import canon, rowdiff, tablehash
 from opsgate.verify.steps import StepFn, no_steps
@@ -136,18 +136,12 @@ def _with_db(url: str, dbname: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
 
 
-def _last_line(text: str) -> str:
-    """A tool's verdict: pg_dump and pg_restore end their stderr with the error itself."""
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else ""
-
-
 def _run_tool(args: list[str], what: str, redact: Callable[[str], str], env: dict[str, str],
               hint: str = "") -> None:
     proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise DrillError(f"{what} failed (exit {proc.returncode}): "
-                         f"{redact(_last_line(proc.stderr))}{hint}")
+                         f"{redact(tool_verdict(proc.stderr))}{hint}")
 
 
 #: The one line pg_restore 17+ always writes that servers before 17 reject (the setting
@@ -214,7 +208,7 @@ def _restore_through_psql(tools: PgBinaries, archive: Path, target: SecretUrl,
             if proc.returncode != 0:
                 err.seek(0)
                 raise DrillError(f"{what} failed (exit {proc.returncode}): "
-                                 f"{redact(_last_line(err.read().decode(errors='replace')))}")
+                                 f"{redact(tool_verdict(err.read().decode(errors='replace')))}")
 
 
 def _pooler_hint(url: SecretUrl, server_port: int | None) -> str:
