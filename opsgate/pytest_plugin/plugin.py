@@ -252,6 +252,8 @@ def pytest_configure(config: pytest.Config) -> None:
             "(VERCEL_TOKEN for the deployment check) and the other variables of "
             "docs/configuration.md, pass --env-file PATH, "
             "or run the gate on the sandbox with --sandbox"
+            + ("; change_control needs no target: run it alone with -m change_control"
+               if "change_control" in (state.expression or "") else "")
         )
     try:
         state.expectations = Expectations.load(state.settings.expectations_file)

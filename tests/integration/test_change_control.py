@@ -171,6 +171,13 @@ def test_the_flag_alone_needs_no_target(repo: Path, tmp_path: Path) -> None:
         OPSGATE_CHANGE_RANGE=f"{base}..HEAD"))
     assert run.code == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "marker expression: change_control  (from RUN_OPS_* flags)" in run.stdout
+    # With the default checks still on, the refusal says how to run it alone.
+    run = run_gate_here(tmp_path, env=clean_env(
+        RUN_OPS_CHANGE_CONTROL="true", OPSGATE_CHANGE_REPO=str(repo),
+        OPSGATE_CHANGE_RANGE=f"{base}..HEAD"))
+    assert run.code == 4
+    assert "change_control needs no target: run it alone with -m change_control" in \
+        run.stdout + run.stderr
 
 
 def test_unrelated_histories_fail_in_one_line(repo: Path, tmp_path: Path) -> None:
