@@ -219,6 +219,11 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     config.pluginmanager.register(_ExecutionCounter(state), "opsgate-execution-counter")
     _route_progress(config)
+    if config.option.tbstyle == "auto":
+        # A check's failure is its message (what differs, bounded examples), one line per
+        # cause; the code around the assert and its fixtures' reprs are noise to the
+        # operator reading it. An explicit --tb still wins.
+        config.option.tbstyle = "line"
     # hypothesis (a dependency, for the self-tests) imports its whole package in its
     # terminal summary: about a second of every gate run, for checks that never use it.
     hypothesis_plugin = config.pluginmanager.get_plugin("hypothesispytest")
