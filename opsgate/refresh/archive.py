@@ -63,6 +63,9 @@ def export(tools: PgBinaries, url: SecretUrl, path: Path, what: str,
     """``pg_dump`` the whole database into ``path`` (never overwritten), read only."""
     if path.exists():
         raise RefreshError(f"{path} already exists; a refresh never overwrites an archive")
+    # Made 0600 before pg_dump writes into it (a database's data, readable by no one
+    # else, not even for a moment: pg_dump would create it by the umask).
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     args = [str(tools.tool("pg_dump")), "--format=custom", f"--file={path}",
             f"--dbname={url.without_password}"]
     if snapshot:

@@ -149,6 +149,8 @@ def test_apply_makes_the_target_equal_to_the_source(
     assert sorted(p.name for p in out.iterdir()) == [
         "source.dump", "summary.json", "target-before.dump"]
     assert json.loads((out / "summary.json").read_text())["status"] == "applied"
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {
+        "source.dump": 0o600, "summary.json": 0o600, "target-before.dump": 0o600}
 
     # A second refresh onto the refreshed mirror: the same tables again, the mirror's
     # ledger once more the source's plus one refresh row.
