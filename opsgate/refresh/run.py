@@ -162,14 +162,14 @@ def _check_guards(endpoints: list[Endpoint], target_env: dict[str, str], target:
     if approve is not None and approve != ep_target.name:
         raise _Stop("refused", EXIT_FAILED,
                     f"--approve-target names {approve!r}, but the target is "
-                    f"{ep_target.name!r}; nothing was exported or written")
+                    f"{ep_target.name!r}; nothing was exported and neither database was written")
     summary["target"]["approved"] = approve is not None
     if signs and approve is None:
         raise _Stop("refused", EXIT_FAILED,
                     f"the target {ep_target.name} looks like production ("
                     + "; ".join(signs) + "); a refresh overwrites its target. If that is "
                     f"intended, pass --approve-target={ep_target.name}; nothing was "
-                    "exported or written", signs)
+                    "exported and neither database was written", signs)
 
 
 def _record(conn: psycopg.Connection[Any], summary: dict[str, Any], status: str,
@@ -313,7 +313,7 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
             if same:
                 raise _Stop("refused", EXIT_FAILED,
                             f"the target is the source ({same}); a refresh never writes "
-                            "its source; nothing was exported or written")
+                            "its source; nothing was exported and neither database was written")
             snapshot = src_conn.execute("SELECT pg_export_snapshot()").fetchone()
             assert snapshot is not None
             problems, seen = timed("source_markers", markers.check, src_conn, expectations)
@@ -323,7 +323,7 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
                 raise _Stop("refused", EXIT_FAILED,
                             f"the source fails its expected production markers "
                             f"({expectations.source}): " + "; ".join(problems[:5])
-                            + "; nothing was exported or written", problems)
+                            + "; nothing was exported and neither database was written", problems)
             tables = _tables(src_conn)
             if not tables:
                 raise _Stop("refused", EXIT_FAILED, "the source has none of the contract "
