@@ -129,17 +129,24 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
                        "payload_hash": last["payload_hash"] if last else None,
                        "applied_checksum": last["script_checksum"] if last else None,
                        "applies": len(applied)})
+    # Rows of opsgate's own operations (a refresh): not scripts, but part of the
+    # database's history an operator should see.
+    operations = [{"name": r["name"], "ledger_id": r["id"], "status": r["status"],
+                   "payload_hash": r["payload_hash"], "reason": r["reason"]}
+                  for r in all_rows if r["name"] in ledger.OPERATIONS]
     unknown = sorted({r["name"] for r in all_rows} - known - ledger.OPERATIONS)
     failed = [r["id"] for r in all_rows if r["status"] != "applied"]
     drift = drift or bool(unknown) or bool(failed)
-    doc = {"migrations": report, "unknown_in_ledger": unknown, "non_applied_rows": failed,
-           "target_database": url.masked}
+    doc = {"migrations": report, "operations": operations, "unknown_in_ledger": unknown,
+           "non_applied_rows": failed, "target_database": url.masked}
     if args.json:
         _emit(doc)
     else:
         _table(["state", "migration", "ledger row", "payload hash"],
                [[str(r["state"]), str(r["name"]), str(r["ledger_id"] or "-"),
-                 str(r["payload_hash"] or "-")[:12]] for r in report])
+                 str(r["payload_hash"] or "-")[:12]] for r in report]
+               + [[f"operation {o['status']}", str(o["name"]), str(o["ledger_id"]),
+                   str(o["payload_hash"] or "-")[:12]] for o in operations])
         print(f"target: {url.masked}")
     if unknown:
         _err(f"ledger names unknown migrations: {', '.join(unknown)}")

@@ -164,6 +164,11 @@ def test_apply_makes_the_target_equal_to_the_source(
     # `migrate status` knows the refresh row: no drift.
     code, doc, err = cli(mirror, "status", "--json")
     assert code == 0 and doc["unknown_in_ledger"] == [], err
+    # ... and shows it: the last refresh (the restore replaced the ledger, so the first
+    # refresh's row went with it).
+    assert [(o["name"], o["status"]) for o in doc["operations"]] == [
+        ("opsgate-refresh", "applied")]
+    assert doc["operations"][-1]["ledger_id"] == again["ledger_id"]
     # The refreshed mirror passes the gate's ledger check (the refresh row is known).
     gate_env = target_env(source, tmp_path, mirror)
     run = run_gate(tmp_path, f"--env-file={gate_env}", "-m", "ledger", env=clean_env())
