@@ -56,6 +56,13 @@ def run(args: argparse.Namespace) -> int:
     if not env_file.parent.is_dir():
         print(f"opsgate sandbox: {env_file.parent} is not a folder", file=sys.stderr)
         return 2
+    from opsgate.sandbox.reference_app import FAULTS
+
+    unknown = [f for f in args.fault or () if f not in FAULTS]
+    if unknown:
+        print(f"opsgate sandbox: unknown fault(s) {', '.join(unknown)}; known: "
+              + ", ".join(FAULTS), file=sys.stderr)
+        return 2
     what = f"{args.scale:,} entities" if args.scale else "fixture scale"
     print(f"opsgate sandbox: building ({args.profile} profile, {what})...", file=sys.stderr,
           flush=True)

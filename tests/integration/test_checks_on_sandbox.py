@@ -422,3 +422,13 @@ def test_a_killed_sandbox_up_leaves_no_settings_file_behind(tmp_path: Path) -> N
 
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", int(port))) != 0, "database still listening"
+
+
+def test_sandbox_up_refuses_an_unknown_fault_before_building(tmp_path: Path) -> None:
+    env_file = tmp_path / "s.env"
+    p = subprocess.run([sys.executable, "-m", "opsgate.cli", "sandbox", "up", "--env-file",
+                        str(env_file), "--fault", "vercel-nope"], cwd=ROOT, env=clean_env(),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    assert "unknown fault(s) vercel-nope; known: api-missing-node" in p.stderr
+    assert "building" not in p.stderr and not env_file.exists()
