@@ -431,4 +431,4 @@ def test_sandbox_up_refuses_an_unknown_fault_before_building(tmp_path: Path) -> 
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     assert "unknown fault(s) vercel-nope; known: api-missing-node" in p.stderr
-    assert "building" not in p.stderr and not env_file.exists()
+    assert "opsgate sandbox: building" not in p.stderr and not env_file.exists()
