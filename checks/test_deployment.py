@@ -162,6 +162,11 @@ def test_base_url_is_served_by_it(production: dict[str, Any], ops_settings: Sett
     evidence["OPS_BASE_URL host"] = host
     if host not in names:
         shown = ", ".join(str(n) for n in bounded(names, 10)) or "none"
+        state = production.get("readyState")
+        why = ("" if state == "READY" else
+               f"; it is {state}, so production's aliases stay on an earlier deployment: "
+               "a consequence of the state test_latest_production_deployment_is_ready "
+               "reports")
         fail(f"OPS_BASE_URL's host {host} is not served by the latest production "
              f"deployment {production.get('id')} of project {production.get('name')} "
-             f"(its url and aliases: {shown})")
+             f"(its url and aliases: {shown}){why}")

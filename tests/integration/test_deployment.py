@@ -57,10 +57,11 @@ FAULTS = [
     ("vercel-deploy-error", {
         "test_latest_production_deployment_is_ready":
             'is ERROR (BUILD_FAILED: Command "next build" exited with 1), not READY',
-        "test_base_url_is_served_by_it": "is not served by the latest production deployment"}),
+        "test_base_url_is_served_by_it": "; it is ERROR, so production's aliases stay on an "
+                                         "earlier deployment: a consequence of the state"}),
     ("vercel-deploy-building", {
         "test_latest_production_deployment_is_ready": "is BUILDING, not READY",
-        "test_base_url_is_served_by_it": "is not served by the latest production deployment"}),
+        "test_base_url_is_served_by_it": "; it is BUILDING, so production's aliases stay"}),
     ("vercel-wrong-project", {
         "test_project_is_the_linked_one": "the API answered with",
         "test_base_url_is_served_by_it": "of project constellation-staging"}),
