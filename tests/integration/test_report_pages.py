@@ -17,6 +17,7 @@ import pytest
 
 from opsgate.reports import history
 from opsgate.sandbox import Sandbox
+from tests.browser import chromium, render
 from tests.gate_helpers import ROOT, GateRun, run_gate
 from tests.integration.test_reports import HEAD, clean_env
 
@@ -25,14 +26,6 @@ MARKERS = ALL.split(" or ")
 #: What allure-pytest names internal fixtures and finalizers in its containers.
 PLUMBING = re.compile(r'"name": ?"(_allure_labels|target_db|evidence|expectations|'
                       r'ops_settings|deployment|[a-z_]+::[^"]*|[^"]*<lambda>[^"]*)"')
-
-
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 def _gate(sandbox: Sandbox, tmp_path: Path, reports: Path, **env: str) -> GateRun:
@@ -49,20 +42,11 @@ def _runs(reports: Path) -> list[Path]:
 
 def _screenshot(page: Path, out: Path, tmp_path: Path, height: int = 900) -> str:
     """Chromium's DOM of ``page``; its top ``height`` pixels saved to ``out``."""
-    browser = _chromium()
-    assert browser is not None
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True,
-                         text=True, timeout=120)
     shot = tmp_path / out.name
-    subprocess.run([browser, *flags, f"--screenshot={shot}", f"--window-size=1280,{height}",
-                    page.as_uri()], capture_output=True, timeout=120)
-    assert shot.exists() and shot.stat().st_size > 10_000
+    dom = render(page, shot, tmp_path / "profile", height=height)
     out.parent.mkdir(exist_ok=True)
     shutil.copy(shot, out)
-    return dom.stdout
+    return dom
 
 
 def test_a_green_then_a_damaged_run_read_without_help(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -151,7 +135,7 @@ def test_a_green_then_a_damaged_run_read_without_help(sandbox: Sandbox, tmp_path
         [sys.executable, "-m", "opsgate.cli", "reports", "verify", "--reports-dir", str(reports),
          "--expect-head", head], capture_output=True, cwd=ROOT).returncode == 0
 
-    if _chromium() is None:
+    if chromium() is None:
         pytest.skip("Chromium is not installed (CI installs it): no screenshots")
     out = ROOT / "tests" / "output"
     dom = _screenshot(second / "report.html", out / "report-html-failing.png", tmp_path)

@@ -17,6 +17,7 @@ import pytest
 from opsgate.reports import history, seal
 from opsgate.sandbox import Sandbox
 from opsgate.target.contracts import schema
+from tests.browser import chromium, render
 from tests.gate_helpers import ROOT, run_gate
 from tests.gate_helpers import clean_env as _clean_env
 
@@ -243,34 +244,17 @@ def test_verify_detects_an_edited_summary(sandbox: Sandbox, tmp_path: Path) -> N
     assert f"run {summary.parent.name} (line 1): summary.json missing" in out.stdout
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (CI installs it)")
+@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (CI installs it)")
 def test_report_html_renders_in_headless_chromium(sandbox: Sandbox, tmp_path: Path,
                                                   request: pytest.FixtureRequest) -> None:
     page = run_with_fault(sandbox, tmp_path, "api-dangling-edge") / "report.html"
-    browser = _chromium()
-    assert browser is not None
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True,
-                         text=True, timeout=120)
-    assert "Verdict: FAILED" in dom.stdout
+    shot = tmp_path / "report.png"
+    dom = render(page, shot, tmp_path / "profile", width=1200, height=1600)
+    assert "Verdict: FAILED" in dom
     for marker in ("preflight", "parity", "ledger", "neon_drill", "blob_fallback",
                    "knowledge_drift", "health"):
-        assert f"<b>{marker}</b>" in dom.stdout
-    assert "ghost-node-404" in dom.stdout
-    shot = tmp_path / "report.png"
-    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,1600",
-                    page.as_uri()], capture_output=True, timeout=120)
-    assert shot.exists() and shot.stat().st_size > 10_000
+        assert f"<b>{marker}</b>" in dom
+    assert "ghost-node-404" in dom
     out_dir = ROOT / "tests" / "output"
     out_dir.mkdir(exist_ok=True)
     shutil.copy(shot, out_dir / "report-html-screenshot.png")

@@ -1,0 +1,31 @@
+"""Headless Chromium for the report self-tests: the page's DOM and a screenshot."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def render(page: Path, shot: Path, profile: Path, width: int = 1280, height: int = 900) -> str:
+    """Chromium's DOM of ``page`` (a file), and its top ``width`` x ``height`` pixels
+    saved to ``shot``; ``profile`` is a throwaway user-data folder."""
+    browser = chromium()
+    assert browser is not None
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True,
+                         text=True, timeout=120)
+    subprocess.run([browser, *flags, f"--screenshot={shot}", f"--window-size={width},{height}",
+                    page.as_uri()], capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
+    return dom.stdout
