@@ -91,6 +91,16 @@ def run_gate_inprocess(pytester: pytest.Pytester, tmp: Path, *args: str,
                    _outcomes(junit))
 
 
+def gate_project(pytester: pytest.Pytester, checks: str) -> pytest.Pytester:
+    """A project of its own for a plugin test: the gate's ini and ``checks/test_all.py``
+    holding ``checks`` (the source of a checks module)."""
+    pytester.makeini("[pytest]\ntestpaths = checks\n"
+                     "addopts = --strict-markers -p opsgate.pytest_plugin.plugin\n")
+    pytester.mkdir("checks")
+    (pytester.path / "checks" / "test_all.py").write_text(checks)
+    return pytester
+
+
 #: The pytester of the running test, pushed by the ``gate_in_process`` fixture
 #: (tests/integration/conftest.py) for modules that run their gates in-process.
 PYTESTERS: list[pytest.Pytester] = []

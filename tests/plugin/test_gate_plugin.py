@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from opsgate.gate import CHECKS
+from tests.gate_helpers import gate_project
 
 CHECKS_MODULE = "\n".join(
     f"""
@@ -27,9 +28,7 @@ FULL_ENV = {
 
 @pytest.fixture
 def gate(pytester: pytest.Pytester, clean_env: pytest.MonkeyPatch) -> pytest.Pytester:
-    pytester.makeini("[pytest]\ntestpaths = checks\naddopts = --strict-markers -p opsgate.pytest_plugin.plugin\n")
-    pytester.mkdir("checks")
-    (pytester.path / "checks" / "test_all.py").write_text("import pytest\n" + CHECKS_MODULE)
+    gate_project(pytester, "import pytest\n" + CHECKS_MODULE)
     return pytester
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from opsgate.cli import main as opsgate_main
 from opsgate.reports import history, seal
+from tests.gate_helpers import gate_project
 
 ENV = {
     "DATABASE_URL": "postgresql://u:pw-seal-tests@127.0.0.1:9/db",
@@ -42,9 +43,7 @@ HEAD_LINE = re.compile(r"^opsgate: history head ([0-9a-f]{64})$", re.M)
 
 @pytest.fixture
 def gate(pytester: pytest.Pytester, clean_env: pytest.MonkeyPatch) -> pytest.Pytester:
-    pytester.makeini("[pytest]\ntestpaths = checks\naddopts = --strict-markers -p opsgate.pytest_plugin.plugin\n")
-    pytester.mkdir("checks")
-    (pytester.path / "checks" / "test_all.py").write_text(CHECKS)
+    gate_project(pytester, CHECKS)
     for k, v in ENV.items():
         clean_env.setenv(k, v)
     clean_env.delenv("GITHUB_STEP_SUMMARY", raising=False)

@@ -15,6 +15,8 @@ import json
 
 import pytest
 
+from tests.gate_helpers import gate_project
+
 #: variable -> value; CORES below are what is searched for.
 CANARY_ENV = {
     # a password with characters JSON, XML and HTML each escape
@@ -96,9 +98,7 @@ def test_setup_error(broken_connection):
 
 @pytest.fixture
 def gate(pytester: pytest.Pytester, clean_env: pytest.MonkeyPatch) -> pytest.Pytester:
-    pytester.makeini("[pytest]\ntestpaths = checks\naddopts = --strict-markers -p opsgate.pytest_plugin.plugin\n")
-    pytester.mkdir("checks")
-    (pytester.path / "checks" / "test_all.py").write_text(LEAKY_CHECKS)
+    gate_project(pytester, LEAKY_CHECKS)
     for k, v in CANARY_ENV.items():
         clean_env.setenv(k, v)
     clean_env.setenv("GITHUB_STEP_SUMMARY", str(pytester.path / "reports" / "step-summary.md"))
