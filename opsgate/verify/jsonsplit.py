@@ -157,13 +157,21 @@ def _items(w: _Window, key: str) -> Iterator[Any]:
                 break
         w.pos = pos
         yield w.value()
-        sep = w.peek()
-        w.pos += 1
-        if sep == "]":
+        if _closed(w, "]", f"in {key}"):
             return
-        if sep != ",":
-            w.pos -= 1
-            raise w.error(f"expected ',' or ']' in {key}, found {_shown(sep)}")
+
+
+def _closed(w: _Window, close: str, where: str) -> bool:
+    """After a value: ``close`` ends the container (True), ``,`` announces another value
+    (False); anything else is an error naming ``where``."""
+    sep = w.peek()
+    w.pos += 1
+    if sep == close:
+        return True
+    if sep != ",":
+        w.pos -= 1
+        raise w.error(f"expected ',' or '{close}' {where}, found {_shown(sep)}")
+    return False
 
 
 def members(f: IO[bytes], arrays: frozenset[str],
@@ -199,12 +207,7 @@ def members(f: IO[bytes], arrays: frozenset[str],
                         yield key, ITEM, item
             else:
                 yield key, VALUE, w.value()
-            sep = w.peek()
-            w.pos += 1
-            if sep == "}":
+            if _closed(w, "}", "after a member"):
                 break
-            if sep != ",":
-                w.pos -= 1
-                raise w.error(f"expected ',' or '}}' after a member, found {_shown(sep)}")
     if w.peek():
         raise w.error("extra data after the document")
