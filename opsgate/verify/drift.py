@@ -17,33 +17,55 @@ when the payload comes from the database: it is streamed to a spool file in slic
 
 from __future__ import annotations
 
-import hashlib
-import io
-import itertools
-import os
+import json
+import queue
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import ijson
-import jsonschema
-import jsonschema_rs
 import orjson
 import psycopg
 from psycopg import sql
 
 from opsgate import progress
 from opsgate.errors import DriftInputError, OpsgateError, first_line
-from opsgate.target import contracts, db, kb
+from opsgate.target import db, kb
 from opsgate.verify import canon
+from opsgate.verify.canon_members import edge_bytes, node_bytes
 from opsgate.verify.evidence import MAX_EXAMPLES
-from opsgate.verify.extsort import Record, sort_records, spool_records
+from opsgate.verify.extsort import CHUNK, Record, merge_runs, read_run, write_run
+from opsgate.verify.payload import (
+    _TICK,
+    PayloadReader,
+    PayloadSummary,
+    StreamingArrayHash,
+    StreamingDocumentHash,
+    canonical_member,
+    edge_key,
+    graph_hasher,
+    node_key,
+    payload_from_file,
+    payload_side,
+    records,
+)
 from opsgate.verify.steps import StepFn, no_steps
+
+# The payload side lives in `opsgate.verify.payload` (no database driver: it runs in a
+# second process); its names are drift's too, as callers have always used them.
+__all__ = [
+    "EDGE_FIELDS", "NODE_FIELDS", "DriftInputError", "DriftResult", "PayloadReader",
+    "PayloadSummary", "Side", "StreamingArrayHash", "StreamingDocumentHash",
+    "canonical_member", "changed_example", "compare", "differences", "edge_key",
+    "graph_hasher", "kb_graph_hash", "node_key", "payload_from_database",
+    "payload_from_file", "payload_side", "records", "show_example",
+]
 
 NODE_FIELDS = ("type", "label", "domain", "tags", "summary", "media", "sources", "workflows")
 EDGE_FIELDS = ("weight",)
@@ -52,141 +74,6 @@ EDGE_FIELDS = ("weight",)
 #: in at most `MAX_VALUE_CHARS` characters of its canonical JSON.
 MAX_DIFFS = 3
 MAX_VALUE_CHARS = 80
-
-
-def node_key(n: dict[str, Any]) -> str:
-    return str(n["id"])
-
-
-def edge_key(e: dict[str, Any]) -> tuple[str, str, str]:
-    return (str(e["source"]), str(e["target"]), str(e["relation"]))
-
-
-class StreamingDocumentHash:
-    """canon-v1 hash of a document whose ``edges`` and ``nodes`` arrays are fed member by
-    member in canon-v1 order, the other (small) fields given up front.
-
-    RFC 8785 serialises an array as "[" + ",".join(members) + "]" and an object with its
-    keys sorted (by UTF-16 code units), so emitting the pieces in that order gives exactly
-    the bytes of the whole document's canonical form, without holding the document.
-
-    The envelope is normalised as the whole document would be (`canon.normalize`), so
-    its sets (``domains``) may come in any order. The members must come in canon-v1
-    order (edges by (source, target, relation), nodes by id); each one is normalised
-    on its own (its ``tags`` sorted, its ordered arrays kept).
-    """
-
-    def __init__(self, envelope: dict[str, Any]) -> None:
-        envelope = canon.normalize(envelope)
-        keys = sorted([*envelope, "edges", "nodes"], key=lambda k: k.encode("utf-16-be"))
-        if keys.index("edges") > keys.index("nodes"):  # pragma: no cover - fixed key names
-            raise OpsgateError("canon-v1 streaming needs 'edges' before 'nodes'")
-        self._parts = {"before": keys[: keys.index("edges")],
-                       "between": keys[keys.index("edges") + 1: keys.index("nodes")],
-                       "after": keys[keys.index("nodes") + 1:]}
-        self._env = envelope
-        self._h = hashlib.sha256()
-        # Members arrive a few hundred bytes at a time: hashlib is fed `HASH_BUFFER` at a
-        # time instead (as canon.table_hash does).
-        self._buf = bytearray(b"{" + self._fields("before", trailing=True) + b'"edges":[')
-        self._first = True
-
-    def _fields(self, part: str, trailing: bool = False, leading: bool = False) -> bytes:
-        items = [canon.canonical_json(k) + b":" + canon.canonical_json(self._env[k])
-                 for k in self._parts[part]]
-        if not items:
-            return b""
-        body = b",".join(items)
-        return (b"," if leading else b"") + body + (b"," if trailing else b"")
-
-    def add(self, item: dict[str, Any]) -> bytes:
-        """Feed one member; returns its canonical bytes (callers compare with them)."""
-        data = canonical_member(item)
-        self.add_bytes(data)
-        return data
-
-    def add_bytes(self, data: bytes) -> None:
-        """Feed one member's canonical bytes (`canonical_member`)."""
-        buf = self._buf
-        if not self._first:
-            buf += b","
-        self._first = False
-        buf += data
-        if len(buf) >= canon.HASH_BUFFER:
-            self._h.update(buf)
-            buf.clear()
-
-    def start_nodes(self) -> None:
-        self._buf += b"]," + self._fields("between", trailing=True) + b'"nodes":['
-        self._first = True
-
-    def hexdigest(self) -> str:
-        h = self._h.copy()
-        h.update(self._buf)
-        h.update(b"]" + self._fields("after", leading=True) + b"}")
-        return h.hexdigest()
-
-
-def canonical_member(item: dict[str, Any]) -> bytes:
-    """canon-v1 bytes of one node or edge, as they appear inside the whole document's."""
-    return canon.canonical_json(item)
-
-
-#: Progress is counted in batches of this many items (a bar update per item would cost
-#: more than the item).
-_TICK = 4096
-
-
-def records(items: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any],
-            bar: progress.Bar | None = None) -> Iterator[Record]:
-    """``(key, canonical bytes)`` of each item: the one time an item is canonicalised.
-
-    The bytes are copied to their size: orjson hands back its output in a buffer of at
-    least 4 KiB, so a sort run of 50,000 edges held as they come costs 200 MiB instead of
-    6 (measured)."""
-    member = canon.canonical_json
-    n = 0
-    for item in items:
-        yield key(item), bytes(memoryview(member(item)))
-        n += 1
-        if n == _TICK:
-            if bar is not None:
-                bar.advance(n)
-            n = 0
-    if bar is not None and n:
-        bar.advance(n)
-
-
-def graph_hasher(domains: list[str]) -> StreamingDocumentHash:
-    """The hasher of the graph part ({"domains", "edges", "nodes"}) of a payload; the
-    domains in any order (canon-v1 sorts them)."""
-    return StreamingDocumentHash({"domains": domains})
-
-
-class StreamingArrayHash:
-    """canon-v1 hash of the one-key document ``{key: [members]}``, members fed in canon-v1
-    order (for ``nodes``: by id), one at a time: the migration of workflows hashes its
-    projection ``{"nodes": [{"id", "workflows"}]}`` of a payload this way."""
-
-    def __init__(self, key: str) -> None:
-        self._h = hashlib.sha256(b"{" + canon.canonical_json(key) + b":[")
-        self._first = True
-        self.count = 0
-
-    def add(self, item: dict[str, Any]) -> bytes:
-        """Feed one member; returns its canonical bytes (callers compare with them)."""
-        data = canonical_member(item)
-        if not self._first:
-            self._h.update(b",")
-        self._first = False
-        self._h.update(data)
-        self.count += 1
-        return data
-
-    def hexdigest(self) -> str:
-        h = self._h.copy()
-        h.update(b"]}")
-        return h.hexdigest()
 
 
 class _Absent:
@@ -326,157 +213,6 @@ def show_example(example: Any) -> str:
     return str(example)
 
 
-# -- payload side ---------------------------------------------------------------------
-
-
-#: The prefixes of the events `PayloadReader.header` looks at.
-_HEADER_PREFIXES = frozenset({"", "version", "generatedAt", "domains", "domains.item", "nodes",
-                              "edges"})
-_ENVELOPE = frozenset({"_object", "version", "generatedAt", "domains", "_domains_end"})
-
-
-class PayloadReader:
-    """Incremental reads of a payload file (or bytes), validated item by item."""
-
-    def __init__(self, opener: Any, label: str) -> None:
-        self._open = opener
-        self.label = label
-        #: The spool file a payload read from the database lives in (kept open with us).
-        self.spool: IO[bytes] | None = None
-        #: Graph arrays `header` stopped before reaching (checked if found empty).
-        self._unseen: set[str] = set()
-        full = contracts.schema("constellation-payload")
-        defs = full["$defs"]
-        # jsonschema-rs checks each item (~100x faster); the pure-Python validator only
-        # explains the first failure, with its JSON path.
-        self._schemas = {kind: {"$ref": f"#/$defs/{kind}", "$defs": defs}
-                         for kind in ("node", "edge")}
-        self._fast = {kind: jsonschema_rs.validator_for(schema)
-                      for kind, schema in self._schemas.items()}
-
-    def _items(self, prefix: str) -> Iterator[Any]:
-        handle: IO[bytes] = self._open()
-        try:
-            yield from ijson.items(handle, prefix, use_float=True)
-        except ijson.JSONError as exc:
-            raise self._not_json(exc) from None
-        finally:
-            handle.close()
-
-    def hashes(self, chunk_size: int = 50_000) -> tuple[str, str, dict[str, int]]:
-        """(canon-v1 hash of the whole payload, of its graph part, counts), in one
-        streamed pass that also validates every item."""
-        header = self.header()
-        envelope = {k: header[k] for k in ("version", "generatedAt", "domains")}
-        full, graph = StreamingDocumentHash(envelope), graph_hasher(header["domains"])
-        counts = {"nodes": 0, "edges": 0, "domains": len(header["domains"])}
-        for _, data in sort_records(records(self.edges(), edge_key), chunk_size):
-            full.add_bytes(data)
-            graph.add_bytes(data)
-            counts["edges"] += 1
-        full.start_nodes()
-        graph.start_nodes()
-        for _, data in sort_records(records(self.nodes(), node_key), chunk_size):
-            full.add_bytes(data)
-            graph.add_bytes(data)
-            counts["nodes"] += 1
-        return full.hexdigest(), graph.hexdigest(), counts
-
-    def _not_json(self, exc: BaseException) -> DriftInputError:
-        return DriftInputError(f"{self.label}: not valid JSON ({first_line(exc)[:300]})")
-
-    def header(self, stop_early: bool = True) -> dict[str, Any]:
-        """The envelope (version, generatedAt, domains), checked present with the graph's
-        arrays.
-
-        With ``stop_early``, the pass ends as soon as the envelope is whole and one graph
-        array has begun: the rest of the file is graph, which the item passes parse (and
-        refuse, if it is not JSON). An array not reached by then is checked only if its
-        item pass finds nothing (`_require`): a payload lists its envelope first, and
-        reading past a million nodes to see where ``edges`` begins cost a whole pass.
-        """
-        handle: IO[bytes] = self._open()
-        found: dict[str, Any] = {}
-        stopped = False
-        # Only the envelope's events reach Python: the filter runs in C (tee, map, compress
-        # over ijson's C parser), not in a Python loop over every event of the graph.
-        events, peek = itertools.tee(ijson.parse(handle, use_float=True))
-        wanted = itertools.compress(events, map(_HEADER_PREFIXES.__contains__,
-                                                map(itemgetter(0), peek)))
-        try:
-            for prefix, event, value in wanted:
-                if prefix in ("version", "generatedAt") and event in ("string", "number"):
-                    found[prefix] = value
-                elif prefix == "" and event == "start_map":
-                    found["_object"] = True
-                elif prefix == "domains.item":
-                    found.setdefault("domains", []).append(value)
-                elif prefix == "domains" and event == "start_array":
-                    found.setdefault("domains", [])
-                elif prefix in ("nodes", "edges") and event == "start_array":
-                    found["_" + prefix] = True
-                elif prefix == "domains" and event == "end_array":
-                    found["_domains_end"] = True
-                if stop_early and found.keys() >= _ENVELOPE and (
-                        "_nodes" in found or "_edges" in found):
-                    stopped = True
-                    break
-        except ijson.JSONError as exc:
-            raise self._not_json(exc) from None
-        finally:
-            handle.close()
-        missing = [k for k in ("version", "generatedAt", "domains") if k not in found]
-        unseen = [k for k in ("nodes", "edges") if "_" + k not in found]
-        if stopped:
-            self._unseen = set(unseen)
-        else:
-            missing += unseen
-        if not found.get("_object") or missing:
-            raise DriftInputError(f"{self.label} does not match its contract: "
-                                  f"missing {', '.join(missing) or 'top-level object'}")
-        return found
-
-    def _require(self, array: str) -> None:
-        """Check that ``array`` is in the payload (its item pass found no items, and
-        `header` stopped before reaching it): the whole file is read this once."""
-        if array in self._unseen:
-            self.header(stop_early=False)  # raises, naming what is missing
-            self._unseen.discard(array)
-
-    def _validated(self, prefix: str, kind: str) -> Iterator[dict[str, Any]]:
-        fast = self._fast[kind]
-        seen = False
-        for i, item in enumerate(self._items(prefix)):
-            seen = True
-            if fast.is_valid(item):
-                yield item
-                continue
-            slow = jsonschema.Draft202012Validator(self._schemas[kind])
-            err = next(iter(slow.iter_errors(item)), None)
-            if err is not None:
-                path = "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]"
-                               for p in err.absolute_path)
-                raise DriftInputError(f"{self.label} does not match its contract: "
-                                      f"$['{prefix.split('.')[0]}'][{i}]{path}: "
-                                      f"{err.message[:120]}")
-            raise DriftInputError(f"{self.label}: {prefix.split('.')[0]}[{i}] is invalid")
-        if not seen:
-            self._require(prefix.split(".")[0])
-
-    def nodes(self) -> Iterator[dict[str, Any]]:
-        return self._validated("nodes.item", "node")
-
-    def edges(self) -> Iterator[dict[str, Any]]:
-        return self._validated("edges.item", "edge")
-
-
-def payload_from_file(path: str | Path) -> PayloadReader:
-    p = Path(path)
-    if not p.is_file():
-        raise DriftInputError(f"payload file {p} does not exist")
-    return PayloadReader(lambda: p.open("rb"), f"payload file {p.name}")
-
-
 #: The payload leaves the server in slices of this many bytes. PostgreSQL sends a row
 #: as one message, so a payload read as one value (``SELECT payload::text``) arrives
 #: whole, however it is read; sliced, the client holds one slice at a time.
@@ -495,52 +231,30 @@ _PAYLOAD_SLICES = sql.SQL("""
     ) TO STDOUT (FORMAT binary)""")
 
 
-class _SpoolView(io.RawIOBase):
-    """A reader of one (unlinked) spool file with its own position (``os.pread``), so the
-    payload can be read again and again without reopening a file that has no name."""
-
-    def __init__(self, fd: int, size: int) -> None:
-        super().__init__()
-        self._fd, self._pos, self._size = fd, 0, size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = min(len(buffer), self._size - self._pos)
-        if n <= 0:
-            return 0
-        data = os.pread(self._fd, n, self._pos)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-
 def payload_from_database(conn: psycopg.Connection[Any]) -> PayloadReader:
-    """The payload in ``admin_content_state`` (key ``constellation``), streamed to an
-    unlinked spool file in `PAYLOAD_SLICE` slices: the client never holds it whole."""
-    spool = tempfile.TemporaryFile(prefix="opsgate-payload-")  # noqa: SIM115 - outlives us
+    """The payload in ``admin_content_state`` (key ``constellation``), streamed to a spool
+    file in `PAYLOAD_SLICE` slices: the client never holds it whole. The file lives in a
+    private temporary folder that goes with the reader."""
+    folder = tempfile.TemporaryDirectory(prefix="opsgate-payload-")
+    path = Path(folder.name) / "payload.json"
     size = 0
     try:
         query = _PAYLOAD_SLICES.format(n=sql.Literal(PAYLOAD_SLICE))
-        with conn.cursor() as cur, cur.copy(query) as cp:
+        with path.open("wb") as spool, conn.cursor() as cur, cur.copy(query) as cp:
             cp.set_types(["bytea"])
             for (piece,) in cp.rows():
                 spool.write(piece)
                 size += len(piece)
-        spool.flush()
     except BaseException:
-        spool.close()
+        folder.cleanup()
         raise
     if size == 0:
-        spool.close()
+        folder.cleanup()
         raise DriftInputError("admin_content_state has no 'constellation' key "
                               "(set OPSGATE_LEGACY_PAYLOAD_FILE to compare a file instead)")
-    # The reader keeps the spool open (and its disk space, already unlinked) as long as
-    # the reader lives; the views never close it.
-    reader = PayloadReader(lambda: _SpoolView(spool.fileno(), size),
-                           "admin_content_state['constellation']")
-    reader.spool = spool
+    reader = PayloadReader(lambda: path.open("rb"), "admin_content_state['constellation']",
+                           path)
+    reader._spool_dir = folder  # removed when the reader goes (TemporaryDirectory's finalizer)
     return reader
 
 
@@ -565,13 +279,13 @@ def changed_example(key: Any, a: dict[str, Any], b: dict[str, Any],
 
 def _merge(result: DriftResult, left: Iterator[Record], right: Iterator[Record],
            fields: tuple[str, ...], noun: str,
-           hashes: tuple[StreamingDocumentHash, StreamingDocumentHash],
+           hashes: tuple[StreamingDocumentHash, StreamingDocumentHash] | None,
            show: Callable[[Any], str], bar: progress.Bar) -> tuple[int, int]:
     """Walk two key-ordered streams of records; returns (left count, right count). Equal
     canonical bytes mean equal items; a changed pair alone is parsed, to name its
-    fields."""
+    fields. ``hashes`` are fed each side's members, when the caller needs them."""
     nl = nr = 0
-    lh, rh = hashes
+    lh, rh = hashes if hashes is not None else (_NO_HASH, _NO_HASH)
     a = next(left, None)
     b = next(right, None)
     last_b: Any = None
@@ -623,60 +337,165 @@ def _show_node(key: str) -> str:
     return key
 
 
+class _NoHash(StreamingDocumentHash):
+    def __init__(self) -> None:
+        pass
+
+    def add_bytes(self, data: bytes) -> None:
+        pass
+
+
+_NO_HASH = _NoHash()
+
+
+class _PayloadRun:
+    """The payload side (`payload_side`), started at once in a second process when the
+    payload is a file, else run here when its result is asked for."""
+
+    def __init__(self, reader: PayloadReader, folder: Path, chunk_size: int) -> None:
+        self._reader, self._folder, self._chunk = reader, folder, chunk_size
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lines: queue.Queue[bytes | None] = queue.Queue()
+        if reader.path is None:
+            return
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "opsgate.verify._payload_worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps({
+            "path": str(reader.path), "label": reader.label, "folder": str(folder),
+            "chunk_size": chunk_size}).encode() + b"\n")
+        self._proc.stdin.close()
+        self._stderr = bytearray()
+        self._threads = [
+            threading.Thread(target=self._pump, name="opsgate-drift-payload", daemon=True),
+            threading.Thread(target=lambda: self._stderr.extend(
+                self._proc.stderr.read()),  # type: ignore[union-attr]
+                name="opsgate-drift-payload-stderr", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def _pump(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def result(self, bar: progress.Bar) -> PayloadSummary:
+        if self._proc is None:
+            return payload_side(self._reader, self._folder, self._chunk, bar.advance)
+        answer: tuple[str, Any] | None = None
+        while (line := self._lines.get()) is not None:
+            word, _, rest = line.decode().rstrip("\n").partition(" ")
+            if word == "tick":
+                bar.advance(int(rest))
+            elif word in ("result", "error"):
+                answer = (word, json.loads(rest))
+        code = self._proc.wait()
+        for thread in self._threads:
+            thread.join()
+        if answer is not None and answer[0] == "result":
+            return PayloadSummary(**answer[1])
+        if answer is not None:
+            message = answer[1]["message"]
+            raise (DriftInputError if answer[1]["kind"] == "DriftInputError"
+                   else OpsgateError)(message)
+        lines = self._stderr.decode(errors="replace").strip().splitlines()
+        last = first_line(lines[-1]) if lines else "no message"
+        raise OpsgateError(f"the payload side of drift failed (exit {code}): {last}")
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _kb_records(items: Iterable[Record], hasher: StreamingDocumentHash,
+                counter: list[int]) -> Iterator[Record]:
+    """The kb's records as they go to the spool, each fed to the kb graph's hash too."""
+    add = hasher.add_bytes
+    n = 0
+    for record in items:
+        add(record[1])
+        n += 1
+        yield record
+    counter.append(n)
+
+
 def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
-            chunk_size: int = 50_000, steps: StepFn = no_steps) -> DriftResult:
+            chunk_size: int = CHUNK, steps: StepFn = no_steps) -> DriftResult:
     """Compare ``payload`` with the kb graph on ``conn`` (read only). Memory is bounded
     by the sort chunk, not by the graph.
 
-    The client's work and the database's are kept apart: the payload is sorted first;
-    then one read-only snapshot copies the kb side to local spool files as fast as it
-    arrives; the merge runs after that transaction has ended, so it is never idle while
-    the client works. Called inside the caller's transaction (a migration's verify),
-    the kb side is read in that transaction instead, which the caller owns.
+    The two sides are worked on at once: the payload's (`payload_side`, in a second
+    process when the payload is a file) and the kb's, read here in one read-only
+    snapshot into a spool file as fast as it arrives, hashing its graph as it goes.
+    When the two graph hashes are equal, the graphs are the same, byte for byte: nothing
+    more is read. Otherwise both sorted streams are merged, to name what differs; the
+    merge runs after the snapshot has ended, so a transaction is never idle while the
+    client works. Called inside the caller's transaction (a migration's verify), the kb
+    side is read in that transaction instead, which the caller owns.
     """
     t0 = time.monotonic()
     own = not db.in_transaction(conn)
-    header = payload.header()
-    pdomains = list(header.get("domains", []))
-    t = time.monotonic()
-    with steps("sort: the payload's edges and nodes by key, in bounded memory"), \
-            progress.bar("drift: canonicalise and sort the payload", unit="items") as bar:
-        payload_edges = sort_records(records(payload.edges(), edge_key, bar), chunk_size)
-        payload_nodes = sort_records(records(payload.nodes(), node_key, bar), chunk_size)
-    result_timings = {"sort_payload": round(time.monotonic() - t, 3)}
-    t = time.monotonic()
-    snapshot: AbstractContextManager[Any] = (
-        db.transaction(conn, read_only=True, isolation=psycopg.IsolationLevel.REPEATABLE_READ,
-                       application_name="opsgate-drift") if own else nullcontext())
-    with steps("read: kb domains, edges and nodes in one read-only snapshot"), snapshot, \
-            progress.bar("drift: read and canonicalise the kb", unit="items") as bar:
-        kdomains = kb.domains(conn)
-        kb_edges = spool_records(records(kb.iter_edges(conn), edge_key, bar))
-        kb_nodes = spool_records(records(kb.iter_nodes(conn), node_key, bar))
-    result_timings["read_kb"] = round(time.monotonic() - t, 3)
-    result = DriftResult(Side("payload"), Side("kb"), source=source)
-    result.timings_s.update(result_timings)
-    result.payload.domains, result.kb.domains = sorted(pdomains), kdomains
-    for d in sorted(set(pdomains) - set(kdomains)):
-        result.note("domains missing from kb", d)
-    for d in sorted(set(kdomains) - set(pdomains)):
-        result.note("extra kb domains", d)
-    hashes = (graph_hasher(pdomains), graph_hasher(kdomains))
-
-    t = time.monotonic()
-    with steps("compare: edges by (source, target, relation)"), \
-            progress.bar("drift: compare edges", unit="edges") as bar:
-        result.payload.edges, result.kb.edges = _merge(
-            result, payload_edges, kb_edges, EDGE_FIELDS, "edge", hashes, _show_edge, bar)
-    result.timings_s["edges"] = round(time.monotonic() - t, 3)
-    for h in hashes:
-        h.start_nodes()
-    t = time.monotonic()
-    with steps("compare: nodes by id, field by field"), \
-            progress.bar("drift: compare nodes", unit="nodes") as bar:
-        result.payload.nodes, result.kb.nodes = _merge(
-            result, payload_nodes, kb_nodes, NODE_FIELDS, "node", hashes, _show_node, bar)
-    result.timings_s["nodes"] = round(time.monotonic() - t, 3)
-    result.payload.graph_hash, result.kb.graph_hash = (h.hexdigest() for h in hashes)
+    payload.header()  # a payload that is not one is refused before any other work
+    with tempfile.TemporaryDirectory(prefix="opsgate-drift-") as tmp:
+        folder = Path(tmp)
+        run = _PayloadRun(payload, folder, chunk_size)
+        try:
+            t = time.monotonic()
+            snapshot: AbstractContextManager[Any] = (
+                db.transaction(conn, read_only=True,
+                               isolation=psycopg.IsolationLevel.REPEATABLE_READ,
+                               application_name="opsgate-drift") if own else nullcontext())
+            edge_count: list[int] = []
+            node_count: list[int] = []
+            with steps("read: kb domains, edges and nodes in one read-only snapshot"), \
+                    snapshot, progress.bar("drift: read and canonicalise the kb",
+                                           unit="items") as bar:
+                kdomains = kb.domains(conn)
+                khash = graph_hasher(kdomains)
+                kb_edges = folder / "kb-edges.rec"
+                kb_nodes = folder / "kb-nodes.rec"
+                write_run(kb_edges, _kb_records(
+                    records(kb.iter_edges(conn), edge_key, bar, edge_bytes), khash,
+                    edge_count))
+                khash.start_nodes()
+                write_run(kb_nodes, _kb_records(
+                    records(kb.iter_nodes(conn), node_key, bar, node_bytes), khash,
+                    node_count))
+            timings = {"read_kb": round(time.monotonic() - t, 3)}
+            t = time.monotonic()
+            with steps("sort: the payload's edges and nodes by key, in bounded memory"), \
+                    progress.bar("drift: canonicalise and sort the payload",
+                                 unit="items") as bar:
+                side = run.result(bar)
+            timings["sort_payload"] = side.seconds
+            timings["wait_payload"] = round(time.monotonic() - t, 3)
+        finally:
+            run.close()
+        result = DriftResult(Side("payload"), Side("kb"), source=source)
+        result.timings_s.update(timings)
+        result.payload.domains, result.kb.domains = sorted(side.domains), kdomains
+        result.payload.graph_hash, result.kb.graph_hash = side.graph_hash, khash.hexdigest()
+        result.payload.edges, result.payload.nodes = side.edges, side.nodes
+        result.kb.edges, result.kb.nodes = edge_count[0], node_count[0]
+        for d in sorted(set(side.domains) - set(kdomains)):
+            result.note("domains missing from kb", d)
+        for d in sorted(set(kdomains) - set(side.domains)):
+            result.note("extra kb domains", d)
+        if result.payload.graph_hash != result.kb.graph_hash:
+            t = time.monotonic()
+            with steps("compare: edges by (source, target, relation)"), \
+                    progress.bar("drift: compare edges", unit="edges") as bar:
+                _merge(result, merge_runs(map(Path, side.edge_runs)), read_run(kb_edges),
+                       EDGE_FIELDS, "edge", None, _show_edge, bar)
+            result.timings_s["edges"] = round(time.monotonic() - t, 3)
+            t = time.monotonic()
+            with steps("compare: nodes by id, field by field"), \
+                    progress.bar("drift: compare nodes", unit="nodes") as bar:
+                _merge(result, merge_runs(map(Path, side.node_runs)), read_run(kb_nodes),
+                       NODE_FIELDS, "node", None, _show_node, bar)
+            result.timings_s["nodes"] = round(time.monotonic() - t, 3)
     result.timings_s["total"] = round(time.monotonic() - t0, 3)
     return result

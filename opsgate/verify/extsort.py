@@ -195,6 +195,67 @@ def _merge_record_runs(runs: list[Path], folder: tempfile.TemporaryDirectory[str
         folder.cleanup()
 
 
+def spill_runs(records: Iterable[Record], folder: Path, name: str, chunk_size: int = CHUNK,
+               max_bytes: int = RECORD_BYTES) -> list[Path]:
+    """Write ``records`` into ``folder`` as sorted runs (``<name>-00000.rec``, ...; none
+    for no records), for `merge_runs` to merge later, here or in another process: the
+    caller owns the folder and removes it."""
+    runs: list[Path] = []
+    chunk: list[Record] = []
+    size = 0
+    by_key = itemgetter(0)
+
+    def spill() -> None:
+        chunk.sort(key=by_key)
+        path = folder / f"{name}-{len(runs):05d}.rec"
+        with path.open("wb") as out:
+            _write_records(out, chunk)
+        runs.append(path)
+
+    for record in records:
+        chunk.append(record)
+        size += len(record[1])
+        if len(chunk) >= chunk_size or size >= max_bytes:
+            spill()
+            chunk, size = [], 0
+    if chunk:
+        spill()
+    return runs
+
+
+def merge_runs(runs: Iterable[Path]) -> Iterator[Record]:
+    """The stable merge by key of runs written by `spill_runs` (one run is read as it is)."""
+    handles = [p.open("rb") for p in runs]
+    try:
+        if len(handles) == 1:
+            yield from _read_records(handles[0])
+        else:
+            yield from heapq.merge(*(_read_records(h) for h in handles), key=itemgetter(0))
+    finally:
+        for h in handles:
+            h.close()
+
+
+def write_sorted_run(path: Path, records: list[Record]) -> Path:
+    """Sort ``records`` by key (stable) and write them to ``path`` as one run."""
+    records.sort(key=itemgetter(0))
+    with path.open("wb") as out:
+        _write_records(out, records)
+    return path
+
+
+def write_run(path: Path, records: Iterable[Record]) -> None:
+    """Write records already in key order to ``path`` as one run (`read_run`)."""
+    with path.open("wb") as out:
+        _write_records(out, records)
+
+
+def read_run(path: Path) -> Iterator[Record]:
+    """The records of one run, in the order they were written."""
+    with path.open("rb") as handle:
+        yield from _read_records(handle)
+
+
 def spool_records(records: Iterable[Record]) -> Iterator[Record]:
     """`spooled` for records: copy them to an (already unlinked) temporary file now,
     return a reader of it that closes it when done."""
