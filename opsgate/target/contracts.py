@@ -11,7 +11,6 @@ import functools
 import json
 from typing import Any
 
-import jsonschema
 import jsonschema_rs
 
 from opsgate import resources
@@ -30,6 +29,8 @@ def schema(name: str) -> dict[str, Any]:
 
 def problems(name: str, document: Any, limit: int = MAX_ERRORS) -> list[str]:
     """Up to ``limit`` violations as 'path: message' lines (message cut to 120 chars)."""
+    import jsonschema  # the pure-Python validator explains; it is not loaded before
+
     return _explain(jsonschema.Draft202012Validator(schema(name)), document, "$", limit)
 
 
@@ -55,6 +56,8 @@ class ItemValidator:
         self.kind = kind
         sub = {"$defs": schema(name)["$defs"], "$ref": f"#/$defs/{kind}"}
         self._fast = jsonschema_rs.Draft202012Validator(sub)
+        import jsonschema  # see `validate`
+
         self._slow = jsonschema.Draft202012Validator(sub)
 
         #: The compiled check alone: True for a valid item.

@@ -28,6 +28,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from opsgate.errors import DatabaseUnavailableError, first_line
 from opsgate.sensitive import SecretUrl
+from opsgate.target.session_settings import OUTPUT_SETTINGS
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -45,17 +46,6 @@ __all__ = [
 
 CONNECT_TIMEOUT_S = 10
 
-#: Settings that decide how values come back as text: pinned in every opsgate
-#: transaction, so a role or database whose defaults differ reads the same bytes
-#: (canon-v1 depends on them; docs/canonical-hashing.md).
-OUTPUT_SETTINGS: tuple[tuple[str, str], ...] = (
-    ("TimeZone", "UTC"),
-    ("DateStyle", "ISO, YMD"),
-    ("IntervalStyle", "iso_8601"),
-    ("extra_float_digits", "3"),
-    ("bytea_output", "hex"),
-    ("client_encoding", "UTF8"),
-)
 
 
 def host_of(url: SecretUrl | str) -> str:

@@ -218,7 +218,7 @@ def iter_nodes(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
     # Server-side cursors live in a transaction (a savepoint if one is already open).
     with conn.transaction(), conn.cursor(name="opsgate_kb_nodes") as cur:
         db.pin(conn, READ_SETTINGS)
-        cur.itersize = 5000
+        cur.itersize = 2000
         _fast_json(cur)
         cur.execute(_NODES)
         workflows = iter_workflows(conn)
@@ -257,7 +257,7 @@ def iter_workflows(conn: psycopg.Connection[Any]
     """
     with conn.transaction(), conn.cursor(name="opsgate_kb_workflows") as cur:
         db.pin(conn, READ_SETTINGS)
-        cur.itersize = 5000
+        cur.itersize = 2000
         _fast_json(cur)
         cur.execute(_WORKFLOWS)
         current: str | None = None
@@ -281,7 +281,7 @@ def iter_workflows(conn: psycopg.Connection[Any]
 def iter_edges(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
     """Edges ordered by (source, target, relation), from a server-side cursor."""
     with conn.transaction(), conn.cursor(name="opsgate_kb_edges") as cur:
-        cur.itersize = 20000
+        cur.itersize = 5000
         cur.execute('SELECT source_id, target_id, relation, weight FROM kb_edges ORDER BY '
                     'source_id COLLATE "C", target_id COLLATE "C", relation COLLATE "C"')
         for s, t, r, w in cur:

@@ -18,14 +18,16 @@ import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from psycopg import Connection, sql
 
 from opsgate.errors import CanonError
-from opsgate.target import db
-from opsgate.target.db import OUTPUT_SETTINGS
+from opsgate.target.session_settings import OUTPUT_SETTINGS
+
+if TYPE_CHECKING:  # the driver is imported where tables are read: the payload side of
+    # drift canonicalises documents in a process that has no use for it (memory)
+    from psycopg import Connection, sql
 
 VERSION = "canon-v1"
 
@@ -398,6 +400,8 @@ class TableHash:
 def pin_session(conn: Connection[Any]) -> None:
     """Apply `TABLE_SESSION_SETTINGS` to ``conn``'s current transaction (never to its
     session: on a pooled connection a session setting outlives us and reaches the app)."""
+    from opsgate.target import db
+
     db.pin(conn, TABLE_SESSION_SETTINGS)
 
 
@@ -442,6 +446,8 @@ def table_copy_query(
     table: str, columns: Iterable[str], order_by: Iterable[str], schema: str = "public"
 ) -> sql.Composed:
     """The exact COPY statement canon-v1 streams (shown in evidence for auditors)."""
+    from psycopg import sql
+
     return sql.SQL("COPY (SELECT {cols} FROM {tbl} ORDER BY {order}) TO STDOUT").format(
         cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
         tbl=sql.Identifier(schema, table),
@@ -453,6 +459,8 @@ def iter_table_copy(
     conn: Connection[Any], table: str, schema: str = "public"
 ) -> Iterator[bytes]:
     """Yield the canon-v1 COPY stream of ``table`` in chunks, under pinned settings."""
+    from opsgate.target import db
+
     with db.reading(conn):
         pin_session(conn)
         columns, order_by = table_shape(conn, table, schema)

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from opsgate.errors import DriftInputError
+from opsgate.errors import DriftInputError, OpsgateError
 from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox
 from opsgate.target import kb
 from opsgate.verify import canon
@@ -448,3 +448,57 @@ def test_each_item_is_canonicalised_once_per_side(
     items = result.payload.nodes + result.payload.edges + result.kb.nodes + result.kb.edges
     assert calls[0] == items, (calls[0], items)
     assert "edges" not in result.timings_s and "nodes" not in result.timings_s  # no merge
+
+
+def _payload_workers() -> list[str]:
+    """Processes of ours still running drift's payload side (from /proc)."""
+    import os
+
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            cmd = stat.read_bytes().replace(b"\0", b" ").decode()
+            ppid = int((stat.parent / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and "_payload_worker" in cmd:
+            found.append(cmd)
+    return found
+
+
+def _drift_leftovers() -> set[str]:
+    import tempfile
+
+    return {p.name for p in Path(tempfile.gettempdir()).glob("opsgate-drift-*")}
+
+
+def test_a_payload_side_that_dies_is_one_clear_line(ro: psycopg.Connection[Any],
+                                                     tmp_path: Path) -> None:
+    """The second process reads the payload's file by its path; here the path names no
+    file (the header was read through the opener): the process dies, drift says how in
+    one line, and leaves no folder behind."""
+    data = FIXTURE_PAYLOAD.read_bytes()
+    reader = PayloadReader(lambda: io.BytesIO(data), "payload p", tmp_path / "gone.json")
+    before = _drift_leftovers()
+    with pytest.raises(OpsgateError, match=r"the payload side of drift failed \(exit 1\): "
+                                           r"FileNotFoundError: .*gone\.json") as err:
+        compare(reader, ro, "p")
+    assert "\n" not in str(err.value)
+    assert _drift_leftovers() <= before
+
+
+def test_a_kb_side_that_fails_stops_the_payload_side(sandbox: Sandbox) -> None:
+    """The kb read fails (the tables are not there): the second process is stopped, its
+    folder removed, and the error is the database's."""
+    with psycopg.connect(sandbox.environ()["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA empty_kb")
+        try:
+            conn.execute("SET search_path = empty_kb")
+            before = _drift_leftovers()
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                compare(payload_from_file(FIXTURE_PAYLOAD), conn, "file")
+            assert not _payload_workers()
+            assert _drift_leftovers() <= before
+        finally:
+            conn.execute("RESET search_path")
+            conn.execute("DROP SCHEMA empty_kb")
