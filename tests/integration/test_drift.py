@@ -502,3 +502,33 @@ def test_a_kb_side_that_fails_stops_the_payload_side(sandbox: Sandbox) -> None:
         finally:
             conn.execute("RESET search_path")
             conn.execute("DROP SCHEMA empty_kb")
+
+
+def test_sources_keep_their_order_whatever_the_database_collation(sandbox: Sandbox) -> None:
+    """A node's sources keep the payload's order (kept in ``body``) only if the relational
+    rows are read in the order Python sorts in. With the column in an ICU collation,
+    "a-src" sorts before "B-src", in code point order after it: the kb read must not care.
+    (All in one transaction, rolled back.)"""
+    with psycopg.connect(sandbox.environ()["DATABASE_URL"]) as conn:
+        if conn.execute("SELECT 1 FROM pg_collation WHERE collname = 'en-x-icu'").fetchone() is None:
+            pytest.skip("this server was built without ICU: no collation 'en-x-icu'")
+        entity = conn.execute("SELECT id FROM kb_entities ORDER BY id LIMIT 1").fetchone()
+        assert entity is not None
+        run = conn.execute("SELECT min(id) FROM kb_provenance_runs").fetchone()
+        assert run is not None
+        conn.execute("DELETE FROM kb_entity_sources WHERE entity_id = %s", entity)
+        for ref in ("a-src", "B-src"):
+            conn.execute("INSERT INTO kb_entity_sources (entity_id, provenance_run_id, "
+                         "source_ref) VALUES (%s, %s, %s)", (entity[0], run[0], ref))
+        conn.execute("UPDATE kb_entities SET body = jsonb_set(COALESCE(body, '{}'), "
+                     "'{sources}', '[\"B-src\", \"a-src\"]') WHERE id = %s", entity)
+
+        def sources() -> list[str]:
+            node = next(n for n in kb.iter_nodes(conn) if n["id"] == entity[0])
+            return list(node["sources"])
+
+        assert sources() == ["B-src", "a-src"]
+        conn.execute('ALTER TABLE kb_entity_sources ALTER COLUMN source_ref TYPE text '
+                     'COLLATE "en-x-icu"')
+        assert sources() == ["B-src", "a-src"]
+        conn.rollback()
