@@ -162,11 +162,15 @@ def _fast_json(cur: psycopg.ServerCursor[Any]) -> None:
 
 
 #: Planner settings of the kb reads, for their transaction only (`db.pin`: nothing
-#: outlives it). The reads are two large joins: with the defaults, PostgreSQL spent
-#: longer compiling them (JIT, about 0.8 s at 100k entities) and spilling their sorts and
-#: hashes to disk (work_mem 4MB) than executing them (measured: 2.6 s with the per-entity
-#: subqueries of before, 1.0 s as joins with these settings).
-READ_SETTINGS: tuple[tuple[str, str], ...] = (("jit", "off"), ("work_mem", "64MB"))
+#: outlives it). The reads are two large joins of per-table aggregates, all keyed by the
+#: entity and readable in key order from the primary keys. With the defaults, measured:
+#: at 100k entities PostgreSQL spent longer compiling the query (JIT, 0.8 s) than
+#: running it; at 1M it ran it on two parallel workers that each built every hash table
+#: again (32 s), where one process merging the aggregates in index order took 13 s.
+#: work_mem lets the final sort and aggregates stay in memory longer.
+READ_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("jit", "off"), ("work_mem", "64MB"), ("max_parallel_workers_per_gather", "0"),
+    ("enable_hashjoin", "off"))
 
 #: A node's parts, each aggregated once per table and joined on the entity (a subquery
 #: per entity was a million index probes at 1M entities). Tags and sources are
