@@ -40,7 +40,7 @@ from opsgate.target import db, kb
 from opsgate.verify import canon
 from opsgate.verify.canon_members import edge_bytes, node_bytes
 from opsgate.verify.evidence import MAX_EXAMPLES
-from opsgate.verify.extsort import CHUNK, Record, merge_runs, read_run, write_run
+from opsgate.verify.extsort import CHUNK, Entry, merge_runs, read_run, write_run
 from opsgate.verify.payload import (
     _TICK,
     PayloadReader,
@@ -277,7 +277,7 @@ def changed_example(key: Any, a: dict[str, Any], b: dict[str, Any],
     return {"key": key, "fields": diff or ["canonical form"], "diffs": diffs}
 
 
-def _merge(result: DriftResult, left: Iterator[Record], right: Iterator[Record],
+def _merge(result: DriftResult, left: Iterator[Entry], right: Iterator[Entry],
            fields: tuple[str, ...], noun: str,
            hashes: tuple[StreamingDocumentHash, StreamingDocumentHash] | None,
            show: Callable[[Any], str], bar: progress.Bar) -> tuple[int, int]:
@@ -301,7 +301,7 @@ def _merge(result: DriftResult, left: Iterator[Record], right: Iterator[Record],
                                    "collation is not honoured")
             if a is None or b[0] < a[0]:
                 result.note(f"extra kb {noun}s", show(b[0]))
-                rh.add_bytes(b[1])
+                rh.add_bytes(b[2])
                 nr += 1
                 last_b = b[0]
                 b = next(right, None)
@@ -309,14 +309,14 @@ def _merge(result: DriftResult, left: Iterator[Record], right: Iterator[Record],
         assert a is not None
         if b is None or a[0] < b[0]:
             result.note(f"{noun}s missing from kb", show(a[0]))
-            lh.add_bytes(a[1])
+            lh.add_bytes(a[2])
             nl += 1
             a = next(left, None)
             continue
-        lh.add_bytes(a[1])
-        rh.add_bytes(b[1])
-        if a[1] != b[1]:
-            example = changed_example(show(a[0]), orjson.loads(a[1]), orjson.loads(b[1]),
+        lh.add_bytes(a[2])
+        rh.add_bytes(b[2])
+        if a[2] != b[2]:
+            example = changed_example(show(a[0]), orjson.loads(a[2]), orjson.loads(b[2]),
                                       fields)
             result.note(f"changed {noun}s", example)
         nl += 1
@@ -410,15 +410,15 @@ class _PayloadRun:
             self._proc.wait()
 
 
-def _kb_records(items: Iterable[Record], hasher: StreamingDocumentHash,
-                counter: list[int]) -> Iterator[Record]:
-    """The kb's records as they go to the spool, each fed to the kb graph's hash too."""
+def _kb_records(items: Iterable[Entry], hasher: StreamingDocumentHash,
+                counter: list[int]) -> Iterator[Entry]:
+    """The kb's entries as they go to the spool, each fed to the kb graph's hash too."""
     add = hasher.add_bytes
     n = 0
-    for record in items:
-        add(record[1])
+    for entry in items:
+        add(entry[2])
         n += 1
-        yield record
+        yield entry
     counter.append(n)
 
 

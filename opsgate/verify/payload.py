@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -28,15 +29,12 @@ from opsgate.verify.canon_members import edge_bytes, node_bytes
 from opsgate.verify.extsort import (
     CHUNK,
     RECORD_BYTES,
-    Record,
+    Entry,
     merge_runs,
-    sort_records,
     write_sorted_run,
 )
 
 if TYPE_CHECKING:
-    import tempfile
-
     from opsgate import progress
 
 def node_key(n: dict[str, Any]) -> str:
@@ -147,17 +145,18 @@ _TICK = 4096
 def records(items: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any],
             bar: progress.Bar | None = None,
             member: Callable[[dict[str, Any]], bytes] = canon.canonical_json,
-            tick: Callable[[int], None] | None = None) -> Iterator[Record]:
-    """``(key, canonical bytes)`` of each item: the one time an item is canonicalised
-    (``member``: `canon_members.node_bytes` or ``edge_bytes`` for graph members).
+            tick: Callable[[int], None] | None = None) -> Iterator[Entry]:
+    """``(key, seq, canonical bytes)`` of each item, ``seq`` its position (`extsort.Entry`):
+    the one time an item is canonicalised (``member``: `canon_members.node_bytes` or
+    ``edge_bytes`` for graph members).
 
     The bytes are copied to their size: orjson hands back its output in a buffer of at
     least 4 KiB, so a sort run of 50,000 edges held as they come costs 200 MiB instead of
     6 (measured)."""
     advance = bar.advance if bar is not None else tick
     n = 0
-    for item in items:
-        yield key(item), bytes(memoryview(member(item)))
+    for seq, item in enumerate(items):
+        yield key(item), seq, bytes(memoryview(member(item)))
         n += 1
         if n == _TICK:
             if advance is not None:
@@ -246,16 +245,15 @@ class PayloadReader:
         envelope = {k: header[k] for k in ("version", "generatedAt", "domains")}
         full, graph = StreamingDocumentHash(envelope), graph_hasher(header["domains"])
         counts = {"nodes": 0, "edges": 0, "domains": len(header["domains"])}
-        for _, data in sort_records(records(self.edges(), edge_key), chunk_size):
-            full.add_bytes(data)
-            graph.add_bytes(data)
-            counts["edges"] += 1
-        full.start_nodes()
-        graph.start_nodes()
-        for _, data in sort_records(records(self.nodes(), node_key), chunk_size):
-            full.add_bytes(data)
-            graph.add_bytes(data)
-            counts["nodes"] += 1
+        with tempfile.TemporaryDirectory(prefix="opsgate-sort-") as tmp:
+            for kind in ("edge", "node"):
+                if kind == "node":
+                    full.start_nodes()
+                    graph.start_nodes()
+                for entry in merge_runs(self.member_runs(kind, Path(tmp), chunk_size)):
+                    full.add_bytes(entry[2])
+                    graph.add_bytes(entry[2])
+                    counts[f"{kind}s"] += 1
         return full.hexdigest(), graph.hexdigest(), counts
 
     def _not_json(self, exc: BaseException) -> DriftInputError:
@@ -358,7 +356,7 @@ class PayloadReader:
         member = node_bytes if kind == "node" else edge_bytes
         key = itemgetter("id") if kind == "node" else itemgetter("source", "target", "relation")
         runs: list[Path] = []
-        chunk: list[Record] = []
+        chunk: list[Entry] = []
         append = chunk.append
         size = n = 0
         for item in self._items(prefix):
@@ -366,7 +364,7 @@ class PayloadReader:
                 self._refuse(prefix, kind, n, item)
             # Copied to its size: orjson's output sits in a buffer of at least 4 KiB.
             data = bytes(memoryview(member(item)))
-            append((key(item), data))
+            append((key(item), n, data))
             size += len(data)
             n += 1
             if len(chunk) >= chunk_size or size >= RECORD_BYTES:
@@ -416,6 +414,9 @@ class PayloadSummary:
     seconds: float
 
 
+_DATA = itemgetter(2)
+
+
 def payload_side(reader: PayloadReader, folder: Path, chunk_size: int = CHUNK,
                  tick: Callable[[int], None] | None = None) -> PayloadSummary:
     """Validate, canonicalise and sort the payload's members into runs in ``folder``, and
@@ -427,8 +428,8 @@ def payload_side(reader: PayloadReader, folder: Path, chunk_size: int = CHUNK,
     edge_runs = reader.member_runs("edge", folder, chunk_size, tick)
     node_runs = reader.member_runs("node", folder, chunk_size, tick)
     h = graph_hasher(domains)
-    edges = h.add_many(data for _, data in merge_runs(edge_runs))
+    edges = h.add_many(map(_DATA, merge_runs(edge_runs)))
     h.start_nodes()
-    nodes = h.add_many(data for _, data in merge_runs(node_runs))
+    nodes = h.add_many(map(_DATA, merge_runs(node_runs)))
     return PayloadSummary(domains, edges, nodes, h.hexdigest(), [str(r) for r in edge_runs],
                           [str(r) for r in node_runs], round(time.monotonic() - t, 3))

@@ -466,39 +466,44 @@ def _payload_workers() -> list[str]:
     return found
 
 
-def _drift_leftovers() -> set[str]:
+def _private_tempdir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A temporary folder of this test's own (other workers run drift at the same time)."""
     import tempfile
 
-    return {p.name for p in Path(tempfile.gettempdir()).glob("opsgate-drift-*")}
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
 
 
-def test_a_payload_side_that_dies_is_one_clear_line(ro: psycopg.Connection[Any],
-                                                     tmp_path: Path) -> None:
+def test_a_payload_side_that_dies_is_one_clear_line(
+        ro: psycopg.Connection[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The second process reads the payload's file by its path; here the path names no
     file (the header was read through the opener): the process dies, drift says how in
     one line, and leaves no folder behind."""
     data = FIXTURE_PAYLOAD.read_bytes()
     reader = PayloadReader(lambda: io.BytesIO(data), "payload p", tmp_path / "gone.json")
-    before = _drift_leftovers()
+    private = _private_tempdir(monkeypatch, tmp_path)
     with pytest.raises(OpsgateError, match=r"the payload side of drift failed \(exit 1\): "
                                            r"FileNotFoundError: .*gone\.json") as err:
         compare(reader, ro, "p")
     assert "\n" not in str(err.value)
-    assert _drift_leftovers() <= before
+    assert not any(private.iterdir())
 
 
-def test_a_kb_side_that_fails_stops_the_payload_side(sandbox: Sandbox) -> None:
+def test_a_kb_side_that_fails_stops_the_payload_side(
+        sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The kb read fails (the tables are not there): the second process is stopped, its
     folder removed, and the error is the database's."""
     with psycopg.connect(sandbox.environ()["DATABASE_URL"], autocommit=True) as conn:
         conn.execute("CREATE SCHEMA empty_kb")
         try:
             conn.execute("SET search_path = empty_kb")
-            before = _drift_leftovers()
+            private = _private_tempdir(monkeypatch, tmp_path)
             with pytest.raises(psycopg.errors.UndefinedTable):
                 compare(payload_from_file(FIXTURE_PAYLOAD), conn, "file")
             assert not _payload_workers()
-            assert _drift_leftovers() <= before
+            assert not any(private.iterdir())
         finally:
             conn.execute("RESET search_path")
             conn.execute("DROP SCHEMA empty_kb")

@@ -90,6 +90,6 @@ def test_records_are_compact_copies() -> None:
     before = _rss_kib()
     held = list(drift.records(edges, drift.edge_key))
     grown_mib = (_rss_kib() - before) / 1024
-    assert held[0] == (("n0", "n2", "r"),
+    assert held[0] == (("n0", "n2", "r"), 0,
                        b'{"relation":"r","source":"n0","target":"n2","weight":0.5}')
     assert grown_mib < 20, grown_mib

@@ -36,16 +36,24 @@ def test_tuple_keys_come_back_as_tuples() -> None:
     assert list(extsort.spool_records(records)) == records
 
 
+def test_blocks_and_runs_survive_many_entries(tmp_path: Any) -> None:
+    """Runs span many marshal blocks; the merge of several is the stable sort."""
+    rnd = random.Random(3)
+    records = [((f"s{rnd.randrange(50)}", f"t{rnd.randrange(50)}", "r"), b"x%d" % i)
+               for i in range(3 * extsort.BLOCK_ENTRIES + 7)]
+    got = list(extsort.sort_records(records, chunk_size=extsort.BLOCK_ENTRIES + 3))
+    assert got == sorted(records, key=lambda r: r[0])
+
+
 def test_runs_are_cut_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     spills: list[int] = []
-    real = extsort._write_records
+    real = extsort.write_sorted_run
 
-    def counting(out: Any, records: Any) -> None:
-        items = list(records)
-        spills.append(len(items))
-        real(out, items)
+    def counting(path: Any, entries: Any) -> Any:
+        spills.append(len(entries))
+        return real(path, entries)
 
-    monkeypatch.setattr(extsort, "_write_records", counting)
+    monkeypatch.setattr(extsort, "write_sorted_run", counting)
     rnd = random.Random(7)
     records = [(str(rnd.random()), b"x" * 100) for _ in range(50)]
     got = list(extsort.sort_records(records, chunk_size=1000, max_bytes=1000))
