@@ -143,9 +143,10 @@ BLOCK_ENTRIES = 256
 _LENGTH = struct.Struct("<I")
 
 
-def _write_entries(out: IO[bytes], entries: Iterable[Entry]) -> None:
+def _write_entries(out: IO[bytes], entries: Iterable[Entry],
+                   on_block: Callable[[list[Entry]], None] | None = None) -> None:
     dumps, pack = marshal.dumps, _LENGTH.pack
-    if isinstance(entries, list):
+    if isinstance(entries, list) and on_block is None:
         for i in range(0, len(entries), BLOCK_ENTRIES):
             block = dumps(entries[i:i + BLOCK_ENTRIES])
             out.write(pack(len(block)))
@@ -153,6 +154,8 @@ def _write_entries(out: IO[bytes], entries: Iterable[Entry]) -> None:
         return
     it = iter(entries)
     while batch := list(itertools.islice(it, BLOCK_ENTRIES)):
+        if on_block is not None:
+            on_block(batch)
         block = dumps(batch)
         out.write(pack(len(block)))
         out.write(block)
@@ -167,10 +170,13 @@ def read_run(path: Path) -> Iterator[Entry]:
             yield from loads(f.read(n))
 
 
-def write_run(path: Path, entries: Iterable[Entry]) -> None:
-    """Write entries already in order to ``path`` as one run (`read_run`)."""
+def write_run(path: Path, entries: Iterable[Entry],
+              on_block: Callable[[list[Entry]], None] | None = None) -> None:
+    """Write entries already in order to ``path`` as one run (`read_run`); ``on_block``
+    sees each block of them on its way (drift hashes the kb's entries so, a block at a
+    time)."""
     with path.open("wb") as out:
-        _write_entries(out, entries)
+        _write_entries(out, entries, on_block)
 
 
 def write_sorted_run(path: Path, entries: list[Entry]) -> Path:
