@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -425,6 +425,30 @@ def _hashing(hasher: StreamingDocumentHash, counter: list[int]
 _DATA = itemgetter(2)
 
 
+def kb_edge_entries(rows: Iterable[tuple[str, str, str, Any]], bar: progress.Bar | None = None
+                    ) -> Iterator[Entry]:
+    """Entries of the kb's edges straight from their rows (`kb.iter_edge_rows`): the
+    common case, a non-integral double weight orjson writes as RFC 8785 does, is dumped
+    from a dict built in canon-v1 key order; any other weight goes through
+    `canon_members.edge_bytes` (the same bytes; tests/unit/test_drift_payload.py)."""
+    dumps = orjson.dumps
+    n = 0
+    for seq, (s, t, r, w) in enumerate(rows):
+        if type(w) is float and 1e-4 <= abs(w) < 1e16 and not w.is_integer():
+            data = dumps({"relation": r, "source": s, "target": t, "weight": w})
+        else:
+            data = edge_bytes({"source": s, "target": t, "relation": r, "weight": w})
+        # Copied to its size: orjson's output sits in a buffer of at least 4 KiB.
+        yield (s, t, r), seq, bytes(memoryview(data))
+        n += 1
+        if n == _TICK:
+            if bar is not None:
+                bar.advance(n)
+            n = 0
+    if bar is not None and n:
+        bar.advance(n)
+
+
 def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
             chunk_size: int = CHUNK, steps: StepFn = no_steps) -> DriftResult:
     """Compare ``payload`` with the kb graph on ``conn`` (read only). Memory is bounded
@@ -460,7 +484,7 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
                 khash = graph_hasher(kdomains)
                 kb_edges = folder / "kb-edges.rec"
                 kb_nodes = folder / "kb-nodes.rec"
-                write_run(kb_edges, records(kb.iter_edges(conn), edge_key, bar, edge_bytes),
+                write_run(kb_edges, kb_edge_entries(kb.iter_edge_rows(conn), bar),
                           _hashing(khash, edge_count))
                 khash.start_nodes()
                 write_run(kb_nodes, records(kb.iter_nodes(conn), node_key, bar, node_bytes),

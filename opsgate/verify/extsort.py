@@ -138,7 +138,7 @@ def _read_and_close(handle: IO[str]) -> Iterator[Any]:
 Entry = tuple[Any, int, bytes]
 
 #: Entries per block: a merge holds one block per run (a few hundred KiB at most).
-BLOCK_ENTRIES = 256
+BLOCK_ENTRIES = 128
 
 _LENGTH = struct.Struct("<I")
 

@@ -93,3 +93,18 @@ def test_records_are_compact_copies() -> None:
     assert held[0] == (("n0", "n2", "r"), 0,
                        b'{"relation":"r","source":"n0","target":"n2","weight":0.5}')
     assert grown_mib < 20, grown_mib
+
+
+@pytest.mark.parametrize("weight", [0.5, 0.1 + 0.2, 1.0, 3.0, 1e-5, 1e16, 2.0**53, -0.75, 1e21,
+                                    123456.789])
+def test_kb_edge_entries_are_the_members_bytes(weight: float) -> None:
+    """The kb's edges are made into entries without a dict per edge: the same key and
+    bytes as `canon_members.edge_bytes` and `canon.canonical_json`, for every kind of
+    double (the fast case and the others)."""
+    from opsgate.verify.canon_members import edge_bytes
+
+    row = ("n1", "n\u00e92", "relates", weight)
+    (key, seq, data), = drift.kb_edge_entries([row])
+    edge = {"source": "n1", "target": "n\u00e92", "relation": "relates", "weight": weight}
+    assert (key, seq) == (drift.edge_key(edge), 0)
+    assert data == edge_bytes(edge) == canon.canonical_json(edge)
