@@ -88,10 +88,12 @@ class StreamDigest:
 
     Hashing runs on its own thread, fed whole 1 MiB buffers through a bounded queue, so
     memory stays constant whatever the stream's length. Use as a context manager: the
-    thread ends with the block, also when the block fails.
+    thread ends with the block, also when the block fails. ``count_rows=False`` when
+    the feeder counts rows itself (`_receive_copy` does, one message per row): counting
+    newlines costs that thread as much CPU as hashing them, holding the GIL.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, count_rows: bool = True) -> None:
         self._digest = hashlib.sha256()
         self._queue: queue.Queue[bytearray | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
         self._buf = bytearray()
@@ -100,13 +102,15 @@ class StreamDigest:
         self._thread.start()
         self.rows = 0
         self.bytes = 0
+        self._count_rows = count_rows
         self._hexdigest: str | None = None
 
     def _run(self) -> None:
         while (buf := self._queue.get()) is not None:
             try:
                 self._digest.update(buf)
-                self.rows += buf.count(b"\n")
+                if self._count_rows:
+                    self.rows += buf.count(b"\n")
                 self.bytes += len(buf)
             except BaseException as exc:  # re-raised by hexdigest on the caller's thread
                 self._error = exc
@@ -169,9 +173,10 @@ def table_hash_read(conn: Connection[Any], table: str, schema: str = "public", *
     from opsgate.target import db
     from opsgate.verify.canon import TABLE_SESSION_SETTINGS, pin_session, table_shape
 
-    wanted = hash_connections() if connections is None else connections
-    if db.in_transaction(conn) or wanted < 2:
-        why = "the caller's transaction" if db.in_transaction(conn) else "one connection"
+    in_callers = db.in_transaction(conn)
+    wanted = 1 if in_callers else hash_connections() if connections is None else connections
+    if wanted < 2:
+        why = "the caller's transaction" if in_callers else "one connection"
         with db.reading(conn):
             pin_session(conn)
             columns, order_by = table_shape(conn, table, schema)
@@ -216,15 +221,16 @@ def _single(conn: Connection[Any], table: str, columns: tuple[str, ...],
     from opsgate.verify.canon import TableHash, table_copy_query
 
     query = table_copy_query(table, columns, order_by, schema)
-    with StreamDigest() as digest, conn.cursor() as cur, cur.copy(query):
-        _receive_copy(conn, digest.put)
+    with StreamDigest(count_rows=False) as digest, conn.cursor() as cur, cur.copy(query):
+        rows = _receive_copy(conn, digest.put)
         sha256 = digest.hexdigest()
-    return TableHash(table, sha256, digest.rows, digest.bytes, columns, order_by)
+    return TableHash(table, sha256, rows, digest.bytes, columns, order_by)
 
 
-def _receive_copy(conn: Connection[Any], emit: Callable[[bytearray], None]) -> None:
+def _receive_copy(conn: Connection[Any], emit: Callable[[bytearray], None]) -> int:
     """Every row of the COPY TO that ``conn`` has just started, into ``emit`` in buffers
-    of `HASH_BUFFER` bytes or more (the last one may be shorter, or empty).
+    of `HASH_BUFFER` bytes or more (the last one may be shorter, or empty); the number
+    of rows (COPY sends one message per row).
 
     Hand-written on libpq's own calls (psycopg.pq): psycopg's ``Copy.read`` runs a
     generator and a wait per row, which at millions of small rows costs more than the
@@ -238,9 +244,11 @@ def _receive_copy(conn: Connection[Any], emit: Callable[[bytearray], None]) -> N
     pgconn = conn.pgconn
     get = pgconn.get_copy_data
     buf = bytearray()
+    rows = 0
     while True:
         nbytes, data = get(1)
         if nbytes > 0:
+            rows += 1
             buf += data
             if len(buf) >= HASH_BUFFER:
                 emit(buf)
@@ -263,6 +271,7 @@ def _receive_copy(conn: Connection[Any], emit: Callable[[bytearray], None]) -> N
         raise psycopg.OperationalError(
             f"receiving COPY data failed: {pgconn.get_error_message()}")
     emit(buf)
+    return rows
 
 
 # -- one table over several connections -------------------------------------------
@@ -528,8 +537,8 @@ def _take_ranges(conn: Connection[Any], ranges: _Ranges, who: int) -> None:
     while (i := ranges.claim(who)) is not None:
         query = ranges.queries[i]
         with conn.cursor() as cur, cur.copy(query):
-            _receive_copy(conn, functools.partial(ranges.put, i))
-        ranges.done(i)
+            rows = _receive_copy(conn, functools.partial(ranges.put, i))
+        ranges.done(i, rows)
 
 
 def _helper(conninfo: str, ranges: _Ranges, who: int) -> None:
@@ -742,9 +751,10 @@ class _Ranges:
                 self.spooled += len(buf)
                 self._cond.notify_all()
 
-    def done(self, i: int) -> None:
+    def done(self, i: int, rows: int) -> None:
         with self._cond:
             self._ranges[i].done = True
+            self._rows += rows
             self._cond.notify_all()
 
     # -- by the hashing thread
@@ -764,7 +774,6 @@ class _Ranges:
 
     def _update(self, data: Any) -> None:
         self._digest.update(data)  # releases the GIL for large buffers
-        self._rows += data.count(b"\n")
         self._bytes += len(data)
 
     def _hash_spool(self, r: _Range) -> None:

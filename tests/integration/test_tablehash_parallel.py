@@ -311,13 +311,13 @@ def test_nothing_remains_on_the_connection_the_server_or_the_disk(
                 if os.path.realpath(f"/proc/self/fd/{fd}").startswith(str(tmp_path))]
 
 
-def failing_in(thread_prefix: str) -> Callable[..., None]:
+def failing_in(thread_prefix: str) -> Callable[..., int]:
     receive = tablehash._receive_copy
 
-    def receive_or_fail(conn: Any, emit: Any) -> None:
+    def receive_or_fail(conn: Any, emit: Any) -> int:
         if threading.current_thread().name.startswith(thread_prefix):
             raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
-        receive(conn, emit)
+        return receive(conn, emit)
 
     return receive_or_fail
 
@@ -350,7 +350,7 @@ def test_a_slow_range_holds_the_others_back_a_few_ranges_ahead(
     seen: list[int] = []
     state: dict[str, Any] = {}
 
-    def slow_first(conn: Any, emit: Any) -> None:
+    def slow_first(conn: Any, emit: Any) -> int:
         if threading.current_thread() is threading.main_thread() and not seen:
             ranges = state["ranges"]
 
@@ -362,7 +362,7 @@ def test_a_slow_range_holds_the_others_back_a_few_ranges_ahead(
                 time.sleep(0.01)
             time.sleep(0.3)  # time enough to take one more, were it allowed
             seen.append(ahead())
-        receive(conn, emit)
+        return receive(conn, emit)
 
     start = tablehash._Ranges.start
 
