@@ -136,6 +136,35 @@ def test_composite_key_with_few_values_in_its_first_column(
     assert_same_three_ways(pg, url, db, "t", min_ranges=8)
 
 
+KEY_TYPES = {
+    "bytea": "decode(md5(g::text), 'hex')",
+    "uuid": "md5(g::text)::uuid",
+    "timestamptz": "'2026-01-01 00:00:00.123456+05:45'::timestamptz + g * interval '997 s'",
+    "date": "'1999-12-31'::date + g",
+    "numeric": "(g * 1.37)::numeric(20, 5) - 3000",
+    "double precision": "CASE WHEN g = 1 THEN '-Infinity'::float8 ELSE g / 7.0::float8 - 1000 END",
+    "interval": "g * interval '1 min 1.5 s'",
+    "inet": "'10.0.0.0'::inet + g * 65",
+    "varchar(40)": "md5(g::text)",
+}
+
+
+@pytest.mark.usefixtures("small_ranges", "helper_joins")
+@pytest.mark.parametrize("key_type", sorted(KEY_TYPES))
+def test_keys_of_other_types_split_where_their_text_reads_back(
+        pg: EmbeddedPostgres, url: SecretUrl, db: psycopg.Connection[Any],
+        key_type: str) -> None:
+    """Split keys travel as text and are read back by the other connection as the key's
+    type, under the pinned settings whatever the session's own (here a DateStyle and a
+    zone that print timestamps otherwise)."""
+    db.execute(f"CREATE TABLE t (k {key_type} PRIMARY KEY, g int)")
+    db.execute(f"INSERT INTO t SELECT {KEY_TYPES[key_type]}, g FROM generate_series(1, 8000) g")
+    db.execute("SET DateStyle = 'SQL, DMY'")
+    db.execute("SET TimeZone = 'America/St_Johns'")
+    db.execute("SET extra_float_digits = 0")
+    assert_same_three_ways(pg, url, db, "t", min_ranges=4)
+
+
 @pytest.mark.usefixtures("small_ranges", "helper_joins")
 def test_a_key_whose_ordering_comes_from_an_extension_off_the_search_path(
         pg: EmbeddedPostgres, url: SecretUrl, db: psycopg.Connection[Any]) -> None:
