@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -643,7 +643,7 @@ class _Ranges:
         self._cond = threading.Condition()
         self._snapshot: tuple[str, str, str] | None = None
         self._cancelled = False
-        self.queries: list[sql.Composed] = []
+        self.queries: Sequence[sql.Composed] = ()
         self._ranges: list[_Range] = []
         self._started = False
         self._next = 0
@@ -663,7 +663,7 @@ class _Ranges:
             self._snapshot = (exported, seen, function)
             self._cond.notify_all()
 
-    def start(self, queries: list[sql.Composed]) -> None:
+    def start(self, queries: Sequence[sql.Composed]) -> None:
         with self._cond:
             self.queries = queries
             self._ranges = [_Range() for _ in queries]
