@@ -71,6 +71,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]
     20 ms, and the task's own VmHWM at exit where it reports it), parsed output."""
     import threading
 
+    load = os.getloadavg()[0]
     t = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
                             env=env or os.environ.copy())
@@ -96,7 +97,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]
     except json.JSONDecodeError:
         parsed = {"stdout": last[:200]}
     rss_kib = max(peak[0], int(parsed.get("vm_hwm_kib", 0)) if isinstance(parsed, dict) else 0)
-    return {"wall_s": wall, "rss_mib": rss_kib / 1024, "out": parsed}
+    return {"wall_s": wall, "rss_mib": rss_kib / 1024, "out": parsed, "load1": load}
 
 
 def task(name: str, args: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
@@ -122,7 +123,8 @@ def _summary(label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     walls = [r["wall_s"] for r in runs]
     return {"label": label, "median_s": statistics.median(walls), "min_s": min(walls),
             "max_s": max(walls), "rss_mib": max(r["rss_mib"] for r in runs),
-            "last": runs[-1]["out"], "reps": len(runs), "walls_s": walls}
+            "last": runs[-1]["out"], "reps": len(runs), "walls_s": walls,
+            "load1": [round(r["load1"], 2) for r in runs]}
 
 
 def side_by_side(tools: list[tuple[str, Any]], n: int) -> list[dict[str, Any]]:
@@ -299,21 +301,35 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                   f"database {r['database_bytes'] / 2**20:,.0f} MiB; "
                   + (f"built in {r['build_s']} s." if r["build_s"]
                      else "a sandbox already up (--sandbox-env)."),
-                  "", "| task | tool | median s | min–max s | client RSS MiB | ratio to baseline | target |",
-                  "|---|---|---|---|---|---|---|"]
+                  "", "| task | tool | median s | min–max s | client RSS MiB | ratio to baseline | target | load average (1 min) at the runs' starts |",
+                  "|---|---|---|---|---|---|---|---|"]
         for c in r["comparisons"]:
             base = c["baselines"][0]
             ratio = c["ours"]["median_s"] / base["median_s"]
             verdict = "met" if ratio <= c["target_ratio"] else "missed"
             for row in [c["ours"], *c["baselines"]]:
                 is_ours = row is c["ours"]
+                loads = row.get("load1")
                 lines.append(
                     f"| {c['what'] if is_ours else ''} | {row['label']} | {row['median_s']:.2f} | "
                     f"{row['min_s']:.2f}–{row['max_s']:.2f} | {row['rss_mib']:.0f} | "
                     + (f"{ratio:.2f}x vs first baseline | <= {c['target_ratio']}x: {verdict} |"
-                       if is_ours else " | |"))
+                       if is_ours else " | |")
+                    + (f" {min(loads):.1f}–{max(loads):.1f} |" if loads else " |"))
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def compile_bytecode() -> None:
+    """Compile opsgate's and the tasks' modules to bytecode before measuring, as
+    installing a wheel does: in an editable checkout run with PYTHONDONTWRITEBYTECODE
+    (as some shells and CI images set), every task process would otherwise compile
+    them from source, about 15 ms that no installed opsgate pays. Python reads the
+    ``__pycache__`` files whatever that variable says; git ignores them."""
+    import compileall
+
+    for package in ("opsgate", "bench"):
+        compileall.compile_dir(ROOT / package, quiet=1)
 
 
 def main() -> None:
@@ -329,6 +345,7 @@ def main() -> None:
         p.error("give --scale (build a sandbox) or --sandbox-env (use a running one)")
     only = frozenset(args.only or TASK_NAMES)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    compile_bytecode()
     results = ([bench_scale(None, args.reps, only, args.sandbox_env)]
                if args.sandbox_env is not None
                else [bench_scale(s, args.reps, only) for s in args.scale])

@@ -18,11 +18,15 @@ import psycopg
 
 
 def opsgate_hash(args: dict[str, Any]) -> dict[str, Any]:
-    from opsgate.verify import canon
+    """canon.table_hash, through the call it makes, which also says how the bytes came
+    (ranges, ranges per connection, bytes spooled, or why one COPY)."""
+    from opsgate.verify import tablehash
 
     with psycopg.connect(os.environ["BENCH_URL"], autocommit=True) as conn:
-        h = canon.table_hash(conn, args["table"])
-    return {"sha256": h.sha256, "rows": h.rows}
+        h, read = tablehash.table_hash_read(conn, args["table"])
+    return {"sha256": h.sha256, "rows": h.rows, "ranges": read.ranges,
+            "by_connection": list(read.by_connection), "spooled_bytes": read.spooled_bytes,
+            "note": read.note}
 
 
 def psycopg_copy_hash(args: dict[str, Any]) -> dict[str, Any]:

@@ -63,6 +63,8 @@ VARIABLES: dict[str, str] = {
     "OPSGATE_MIGRATIONS_DIR": "folder of migration scripts (default: the runbook's, "
     "shipped with opsgate)",
     "OPSGATE_HTTP_TIMEOUT": "seconds per HTTP attempt (default 15)",
+    "OPSGATE_HASH_CONNECTIONS": "connections a large table's canon-v1 hash reads with, "
+    "sharing one snapshot (default 2; 1: one COPY)",
     "OPSGATE_BLOB_DIR": "read the blob layout from this folder (the 'file' backend)",
     "OPSGATE_EXPECTATIONS_FILE": "expected production markers (TOML: floors, domains, "
     "migrations, pinned hashes); default: built-in floors",

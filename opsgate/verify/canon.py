@@ -472,7 +472,8 @@ def iter_table_copy(
 
 def table_hash(conn: Connection[Any], table: str, schema: str = "public") -> TableHash:
     """canon-v1 hash of ``table``: constant client memory whatever the table's size.
-    How the bytes are received (buffers, a hashing thread) is `opsgate.verify.tablehash`."""
+    How the bytes are received (buffers, a hashing thread, key ranges over connections
+    sharing one snapshot for a large table) is `opsgate.verify.tablehash`."""
     from opsgate.verify import tablehash
 
     return tablehash.table_hash(conn, table, schema)

@@ -425,3 +425,80 @@ def test_eight_app_clients_write_through_the_pool_while_the_gate_runs_8_times(
     assert failures == [], failures[:5]
     assert len(writes) == 8 and min(writes) > 0, writes
     assert_pool_clean(neon, f"{GATE_RUNS} gates under load")
+
+
+@pytest.fixture
+def hash_table(neon: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A table of 20,000 rows in the target, hashed in many small ranges."""
+    from opsgate.verify import tablehash
+
+    monkeypatch.setattr(tablehash, "RANGE_BYTES", 16 << 10)
+    assert neon.neon is not None
+    with psycopg.connect(neon.neon.direct_url.reveal(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE hash_ranges (id int PRIMARY KEY, v text)")
+        conn.execute("INSERT INTO hash_ranges SELECT g, md5(g::text) "
+                     "FROM generate_series(1, 20000) g")
+    yield "hash_ranges"
+    with psycopg.connect(neon.neon.direct_url.reveal(), autocommit=True) as conn:
+        conn.execute("DROP TABLE hash_ranges")
+
+
+@pytest.mark.usefixtures("hash_table")
+def test_a_table_hash_shares_its_snapshot_across_pooled_server_connections(
+    neon: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through PgBouncer in transaction mode each of the two transactions holds a server
+    connection of its own; the second imports the first's exported snapshot there (the
+    snapshot is the server's, not the server connection's), and the pool is left clean."""
+    from opsgate.target import db
+    from opsgate.verify import tablehash
+
+    claim = tablehash._Ranges.claim
+
+    def patient(self: Any, who: int) -> int | None:  # the helper surely takes a range
+        i = claim(self, who)
+        deadline = time.monotonic() + 10
+        while who == 0 and i and not self.by_connection(2)[1] and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return i
+
+    monkeypatch.setattr(tablehash._Ranges, "claim", patient)
+    assert neon.neon is not None
+    with db.connect(SecretUrl(neon.environ()["DATABASE_URL"])) as pooled:
+        h, read = tablehash.table_hash_read(pooled, "hash_ranges", connections=2,
+                                            min_parallel_bytes=0)
+        assert read.ranges > 4 and read.by_connection[1] > 0, read
+        assert h == tablehash.table_hash_read(pooled, "hash_ranges", connections=1)[0]
+    with db.connect(neon.neon.direct_url) as direct:
+        assert h == tablehash.table_hash_read(direct, "hash_ranges", connections=1)[0]
+    assert_pool_clean(neon, "a table hash over two pooled connections")
+
+
+@pytest.mark.usefixtures("hash_table")
+def test_a_table_hash_with_no_free_server_connection_reads_alone(neon: Sandbox) -> None:
+    """Every other server connection of the pool busy: the helper's transaction waits
+    in PgBouncer's queue, the caller's connection reads every range, and once its
+    transaction ends the helper's import fails and it stops. Same hash, no wait."""
+    from opsgate.target import db
+    from opsgate.verify import tablehash
+
+    assert neon.neon is not None
+    url = neon.environ()["DATABASE_URL"]
+    busy = [psycopg.connect(url, prepare_threshold=None) for _ in range(neon.neon.pool_size - 1)]
+    try:
+        for c in busy:
+            c.execute("SELECT 1")  # holds a server connection until its commit
+        with db.connect(SecretUrl(url)) as pooled:
+            started = time.monotonic()
+            h, read = tablehash.table_hash_read(pooled, "hash_ranges", connections=2,
+                                                min_parallel_bytes=0)
+            assert time.monotonic() - started < 30
+            assert read.by_connection[1] == 0 and read.ranges > 4, read
+            assert "did not join" in read.note, read
+    finally:
+        for c in busy:
+            c.commit()
+            c.close()
+    with db.connect(neon.neon.direct_url) as direct:
+        assert h == tablehash.table_hash_read(direct, "hash_ranges", connections=1)[0]
+    assert_pool_clean(neon, "a table hash with the pool busy")
