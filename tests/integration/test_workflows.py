@@ -18,7 +18,6 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from psycopg import sql
 
 from opsgate.config import Settings
 from opsgate.migrate import MigrationContext
@@ -28,7 +27,15 @@ from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.target import contracts, kb
 from opsgate.target.schema import CONTRACT_TABLES, KB_DDL
 from opsgate.verify import canon, drift
-from tests.migration_helpers import ALL, BLOB_STATE, MIGRATIONS, cli, count, ledger_rows
+from tests.migration_helpers import (
+    ALL,
+    BLOB_STATE,
+    MIGRATIONS,
+    cli,
+    count,
+    database_copy,
+    ledger_rows,
+)
 from tests.strategies import payloads, shuffled
 
 FIXTURE = json.loads(FIXTURE_PAYLOAD.read_text())
@@ -161,13 +168,8 @@ def pre_workflow_template(pg: EmbeddedPostgres,
 @pytest.fixture
 def pre_workflow_db(pg: EmbeddedPostgres, pre_workflow_template: str) -> Iterator[str]:
     """A fresh copy of ``pre_workflow_template`` for one test; yields its URL."""
-    name = f"wf_pre_{random.randrange(1 << 30)}"
-    with pg.connect(autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(pre_workflow_template)))
-    yield pg.url(name).reveal()
-    with pg.connect(autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with database_copy(pg, pre_workflow_template) as url:
+        yield url
 
 
 def _store_payload(url: str, doc: dict[str, Any]) -> None:
