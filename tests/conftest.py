@@ -61,6 +61,42 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "pgbouncer: needs the pgbouncer program (the Neon-shaped topology)")
 
 
+#: The caller's PYTHONDONTWRITEBYTECODE, while this run shares its bytecode instead.
+_NO_BYTECODE = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Share compiled bytecode between this run's Python processes.
+
+    With PYTHONDONTWRITEBYTECODE set, every interpreter the self-tests start (gate runs,
+    the CLIs, sandboxes: well over a hundred) compiles the same modules from source again,
+    and pytest rewrites the asserts of the same checks and plugins again, in each of
+    them and in every in-process gate run. Set before the xdist workers start (they and
+    every process they start inherit it: tryfirst, before xdist's own sessionstart
+    starts them), PYTHONPYCACHEPREFIX sends all of it to one
+    folder of this run's temporary directory instead: nothing is written next to the
+    sources, and the folder goes with pytest's other temporary files. A prefix of the
+    caller's own, or an environment that writes bytecode anyway, is left alone.
+    """
+    config = session.config
+    if (hasattr(config, "workerinput") or not os.environ.get("PYTHONDONTWRITEBYTECODE")
+            or os.environ.get("PYTHONPYCACHEPREFIX")):
+        return
+    factory = config._tmp_path_factory  # type: ignore[attr-defined]
+    config.stash[_NO_BYTECODE] = os.environ.pop("PYTHONDONTWRITEBYTECODE")
+    os.environ["PYTHONPYCACHEPREFIX"] = str(factory.getbasetemp() / "pycache")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The caller's environment back as it was (pytest may run again in this process)."""
+    value = session.config.stash.get(_NO_BYTECODE, None)
+    if value is not None:
+        os.environ["PYTHONDONTWRITEBYTECODE"] = value
+        os.environ.pop("PYTHONPYCACHEPREFIX", None)
+
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests of the Neon-shaped topology need PgBouncer, a system program. CI installs it
     and must run them (a missing one fails there, naming it); on a laptop without it

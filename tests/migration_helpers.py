@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
+from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.verify import canon
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +65,23 @@ def ledger_rows(url: str) -> list[dict[str, Any]]:
             return []
         with conn.cursor(row_factory=dict_row) as cur:
             return list(cur.execute("SELECT * FROM admin_migrations ORDER BY id"))
+
+
+@contextmanager
+def database_copy(pg: EmbeddedPostgres, template: str) -> Iterator[str]:
+    """A new database on ``pg`` copied from ``template`` (CREATE DATABASE ... TEMPLATE,
+    file by file: no connection may be open on the template); yields its URL and drops
+    it afterwards. For tests whose starting point is a database some CLI runs built:
+    they build it once as a template and each test gets a copy of exactly that."""
+    name = f"{template[:40]}_copy_{random.randrange(1 << 30)}"
+    with pg.connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template)))
+    try:
+        yield pg.url(name).reveal()
+    finally:
+        with pg.connect(autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def count(url: str, table: str) -> int:

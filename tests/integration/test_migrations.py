@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import pytest
 from opsgate.errors import ScriptError
 from opsgate.migrate.scripts import discover_scripts, script_checksum
 from opsgate.sandbox import datagen
+from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.target import kb
 from opsgate.verify import canon
 from tests.migration_helpers import (
@@ -31,6 +34,7 @@ from tests.migration_helpers import (
     WIDGETS,
     cli,
     count,
+    database_copy,
     db_fingerprint,
     ledger_rows,
     widget_dir,
@@ -51,6 +55,31 @@ def apply_all(url: str, blob_dir: Path) -> None:
         code, out, err = cli(url, "run", name, "--apply", *extra)
         assert code == 0, err
         assert out["status"] == "applied", out
+
+
+@pytest.fixture(scope="module")
+def applied_template(pg: EmbeddedPostgres,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database the four runbook migrations were applied to by the real CLI, from a
+    blob folder of the fixture payload (what ``blob_dir`` holds), built once per module
+    (and worker) as a template. Tests whose starting point is that database get a copy
+    of it (``applied_db``) instead of four CLI runs each; the test of the apply itself
+    still runs them (``test_apply_writes_summary_and_one_ledger_row``)."""
+    name = f"applied_template_{random.randrange(1 << 30)}"
+    url = pg.create_database(name).reveal()
+    blob = tmp_path_factory.mktemp("applied-blob")
+    datagen.write_blob_folder(blob, "admin/", FIXTURE)
+    apply_all(url, blob)
+    yield name
+    with pg.connect(autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def applied_db(pg: EmbeddedPostgres, applied_template: str) -> Iterator[str]:
+    """A fresh copy of ``applied_template`` for one test; yields its URL."""
+    with database_copy(pg, applied_template) as url:
+        yield url
 
 
 def test_dry_run_is_the_default_and_leaves_the_database_as_it_was(fresh_db: str, blob_dir: Path) -> None:
@@ -92,25 +121,24 @@ def test_apply_writes_summary_and_one_ledger_row(fresh_db: str, blob_dir: Path) 
         assert key in out
 
 
-def test_changed_source_is_refused_then_forced_with_a_reason(fresh_db: str, blob_dir: Path) -> None:
-    apply_all(fresh_db, blob_dir)
+def test_changed_source_is_refused_then_forced_with_a_reason(applied_db: str, blob_dir: Path) -> None:
     state = blob_dir / "admin" / "content-state.json"
     doc = json.loads(state.read_text())
     doc["homepage"]["sections"] = 5
     state.write_text(json.dumps(doc))
-    before = db_fingerprint(fresh_db)
-    code, out, err = cli(fresh_db, "run", BLOB_STATE, "--apply", "--source", str(blob_dir))
+    before = db_fingerprint(applied_db)
+    code, out, err = cli(applied_db, "run", BLOB_STATE, "--apply", "--source", str(blob_dir))
     assert code == 1 and out["status"] == "refused"
     assert "--force --reason" in err
-    assert db_fingerprint(fresh_db) == before
+    assert db_fingerprint(applied_db) == before
 
-    code, _, err = cli(fresh_db, "run", BLOB_STATE, "--apply", "--force")
+    code, _, err = cli(applied_db, "run", BLOB_STATE, "--apply", "--force")
     assert code == 2 and "--reason" in err
 
-    code, out, _ = cli(fresh_db, "run", BLOB_STATE, "--apply", "--force", "--reason",
+    code, out, _ = cli(applied_db, "run", BLOB_STATE, "--apply", "--force", "--reason",
                        "INC-42: restore homepage from blob", "--source", str(blob_dir))
     assert code == 0 and out["status"] == "applied" and out["mode"] == "force"
-    rows = [r for r in ledger_rows(fresh_db) if r["name"] == BLOB_STATE]
+    rows = [r for r in ledger_rows(applied_db) if r["name"] == BLOB_STATE]
     assert [r["mode"] for r in rows] == ["apply", "force"]
     assert rows[1]["reason"] == "INC-42: restore homepage from blob"
     assert rows[0]["payload_hash"] != rows[1]["payload_hash"]
@@ -197,31 +225,29 @@ def test_lock_timeout_refuses_with_a_clear_message(fresh_db: str, tmp_path: Path
         first.wait()
 
 
-def test_malformed_payload_file_is_one_line_and_writes_nothing(fresh_db: str, tmp_path: Path, blob_dir: Path) -> None:
-    apply_all(fresh_db, blob_dir)
-    before = db_fingerprint(fresh_db)
+def test_malformed_payload_file_is_one_line_and_writes_nothing(applied_db: str, tmp_path: Path) -> None:
+    before = db_fingerprint(applied_db)
     bad = tmp_path / "bad.json"
     bad.write_text('{"nodes": [')
-    code, out, err = cli(fresh_db, "run", KB_BACKFILL, "--apply", "--force", "--reason", "t",
+    code, out, err = cli(applied_db, "run", KB_BACKFILL, "--apply", "--force", "--reason", "t",
                          "--source", str(bad))
     assert code == 1 and out["status"] == "failed"
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "bad.json" in err
-    assert db_fingerprint(fresh_db) == before
+    assert db_fingerprint(applied_db) == before
 
 
-def test_schema_invalid_payload_is_refused_with_the_path(fresh_db: str, tmp_path: Path, blob_dir: Path) -> None:
-    apply_all(fresh_db, blob_dir)
-    before = db_fingerprint(fresh_db)
+def test_schema_invalid_payload_is_refused_with_the_path(applied_db: str, tmp_path: Path) -> None:
+    before = db_fingerprint(applied_db)
     doc = json.loads(json.dumps(FIXTURE))
     doc["nodes"][3]["tags"] = "not-a-list"
     bad = tmp_path / "invalid.json"
     bad.write_text(json.dumps(doc))
-    code, _out, err = cli(fresh_db, "run", KB_BACKFILL, "--apply", "--force", "--reason", "t",
+    code, _out, err = cli(applied_db, "run", KB_BACKFILL, "--apply", "--force", "--reason", "t",
                          "--source", str(bad))
     assert code == 1
     assert "$['nodes'][3]['tags']" in err
-    assert db_fingerprint(fresh_db) == before
+    assert db_fingerprint(applied_db) == before
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -276,11 +302,10 @@ def test_missing_database_url_names_it(tmp_path: Path) -> None:
     assert p.returncode == 2 and "DATABASE_URL" in p.stderr
 
 
-def test_backfill_round_trips_to_the_same_hash(fresh_db: str, blob_dir: Path) -> None:
-    apply_all(fresh_db, blob_dir)
+def test_backfill_round_trips_to_the_same_hash(applied_db: str) -> None:
     import psycopg
 
-    with psycopg.connect(fresh_db) as conn:
+    with psycopg.connect(applied_db) as conn:
         graph = kb.read_graph(conn)
     assert canon.document_hash(graph) == canon.document_hash(kb.graph_of(FIXTURE))
     assert len(graph["nodes"]) == len(FIXTURE["nodes"])

@@ -263,13 +263,22 @@ def test_report_html_renders_in_headless_chromium(sandbox: Sandbox, tmp_path: Pa
 @pytest.mark.skipif(shutil.which("npm") is None or shutil.which("node") is None,
                     reason="Node.js and npm are needed for Allure 3 (opsgate does not need them)")
 def test_allure3_generates_a_report_from_the_results(sandbox: Sandbox, tmp_path: Path) -> None:
-    results = run_with_fault(sandbox, tmp_path, "api-build-as-note") / "allure-results"
     tool = tmp_path / "allure-tool"
     tool.mkdir()
     (tool / "package.json").write_text('{"name": "allure-probe", "private": true}')
-    install = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
-                              "allure@3"], cwd=tool, capture_output=True, text=True, timeout=300)
-    assert install.returncode == 0, install.stderr[-500:]
+    # npm fetches and unpacks Allure 3 (mostly waiting on the registry and the disk)
+    # while the gate run makes the results: the two do not depend on each other.
+    install = subprocess.Popen(["npm", "install", "--no-audit", "--no-fund", "--silent",
+                                "allure@3"], cwd=tool, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        results = run_with_fault(sandbox, tmp_path, "api-build-as-note") / "allure-results"
+        _, install_err = install.communicate(timeout=300)
+    finally:
+        if install.poll() is None:
+            install.kill()
+            install.communicate()
+    assert install.returncode == 0, install_err[-500:]
     # As docs/reports.md says: in the run directory, where allurerc.json names the
     # report, its output folder, the categories and the history file of every run.
     run_dir = results.parent

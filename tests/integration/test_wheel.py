@@ -8,19 +8,38 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from tests.gate_helpers import ROOT, clean_env
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """bin/ of a fresh virtualenv with the wheel built from this checkout."""
-    tmp = tmp_path_factory.mktemp("wheel")
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bin/ of a fresh virtualenv with the wheel built from this checkout.
+
+    Built once per run and shared: under xdist this module's tests may land on both
+    workers, and each used to build its own wheel and virtualenv (about 20 s each). The
+    first worker to need it builds it under a file lock in the run's own temporary
+    folder (the parent of every worker's); the other finds it there, complete (the
+    marker file is written last; a failed build leaves none, and the next one starts
+    afresh). The tests only run the installed commands in folders of their own.
+    """
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    ready = shared / "wheel-venv.ready"
+    with FileLock(str(shared / "wheel-venv.lock")):
+        if not ready.exists():
+            ready.write_text(str(_build_and_install(Path(tempfile.mkdtemp(
+                prefix="wheel-", dir=shared)))))
+    return Path(ready.read_text())
+
+
+def _build_and_install(tmp: Path) -> Path:
     # Built from a copy of the project's own files: a build/ folder left in the checkout
     # by an earlier build would otherwise slip stale modules into the wheel.
     source = tmp / "source"
@@ -47,10 +66,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # Only what the tree holds now: no module of an older layout.
     assert "opsgate/db.py" not in names and "opsgate/plugin.py" not in names
     venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                    str(wheel)], check=True, capture_output=True, timeout=1200)
-    yield venv / "bin"
+    # Without pip of its own (ensurepip took about 4 s of CPU): this run's pip installs
+    # into it (`--python`), resolving the wheel's dependencies as a user's install does.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=300)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
+                    "install", "--quiet", str(wheel)], check=True, capture_output=True,
+                   timeout=1200)
+    return venv / "bin"
 
 
 def test_opsgate_gate_on_the_sandbox_from_an_empty_folder(installed: Path,

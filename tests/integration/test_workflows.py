@@ -27,7 +27,15 @@ from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.target import contracts, kb
 from opsgate.target.schema import CONTRACT_TABLES, KB_DDL
 from opsgate.verify import canon, drift
-from tests.migration_helpers import ALL, BLOB_STATE, MIGRATIONS, cli, count, ledger_rows
+from tests.migration_helpers import (
+    ALL,
+    BLOB_STATE,
+    MIGRATIONS,
+    cli,
+    count,
+    database_copy,
+    ledger_rows,
+)
 from tests.strategies import payloads, shuffled
 
 FIXTURE = json.loads(FIXTURE_PAYLOAD.read_text())
@@ -132,19 +140,36 @@ def test_reading_nodes_can_stop_early(sandbox: Sandbox) -> None:
 # -- the migration on a database backfilled before workflows -------------------------------
 
 
-@pytest.fixture
-def pre_workflow_db(fresh_db: str, tmp_path: Path) -> str:
-    """What production looks like: the four runbook migrations applied with a payload
-    that had no workflows; then the payload is edited to have them."""
-    blob = tmp_path / "blob"
+@pytest.fixture(scope="module")
+def pre_workflow_template(pg: EmbeddedPostgres,
+                          tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """What production looks like: the four runbook migrations applied by the real CLI
+    with a payload that had no workflows; then the payload is edited to have them.
+
+    Built once per module (and worker) as a template database: each test gets a copy of
+    it (``pre_workflow_db``), byte for byte what the four CLI runs wrote, instead of
+    running them again (four interpreter starts, about 4 s a test). Nothing connects to
+    the template after it is built, so PostgreSQL can copy it."""
+    name = f"wf_pre_template_{random.randrange(1 << 30)}"
+    url = pg.create_database(name).reveal()
+    blob = tmp_path_factory.mktemp("pre-workflow-blob")
     datagen.write_blob_folder(blob, "admin/", _without_workflows(FIXTURE))
-    for name in ALL:
-        extra = ["--source", str(blob)] if name == BLOB_STATE else []
-        code, out, err = cli(fresh_db, "run", name, "--apply", *extra)
+    for script in ALL:
+        extra = ["--source", str(blob)] if script == BLOB_STATE else []
+        code, out, err = cli(url, "run", script, "--apply", *extra)
         assert code == 0 and out["status"] == "applied", err
-    assert count(fresh_db, "kb_workflows") == 0
-    _store_payload(fresh_db, FIXTURE)
-    return fresh_db
+    assert count(url, "kb_workflows") == 0
+    _store_payload(url, FIXTURE)
+    yield name
+    with pg.connect(autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pre_workflow_db(pg: EmbeddedPostgres, pre_workflow_template: str) -> Iterator[str]:
+    """A fresh copy of ``pre_workflow_template`` for one test; yields its URL."""
+    with database_copy(pg, pre_workflow_template) as url:
+        yield url
 
 
 def _store_payload(url: str, doc: dict[str, Any]) -> None:

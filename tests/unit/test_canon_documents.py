@@ -9,7 +9,7 @@ import random
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opsgate.errors import CanonError
@@ -43,6 +43,10 @@ def _streamed(doc: dict[str, Any], chunk_size: int) -> tuple[str, str, dict[str,
     return drift.PayloadReader(lambda: io.BytesIO(data), "payload").hashes(chunk_size)
 
 
+# No deadline: the first example pays one-time costs (300-500 ms on a loaded 2-core
+# machine, then 2-5 ms per example), which failed whole suite runs as "flaky". The
+# property checked is unchanged.
+@settings(deadline=None)
 @given(payloads(), st.randoms(use_true_random=False), st.sampled_from([1, 3, 50_000]))
 def test_streamed_hash_equals_the_in_memory_hash_for_any_set_order(
     payload: dict[str, Any], rnd: random.Random, chunk_size: int
