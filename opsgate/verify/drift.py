@@ -465,7 +465,10 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
     """
     t0 = time.monotonic()
     own = not db.in_transaction(conn)
-    payload.header()  # a payload that is not one is refused before any other work
+    # A payload that is not one is refused by the payload side (in the second process
+    # when it has one, while the kb is read: then the kb's read was in vain, but nothing
+    # runs the file's first pass twice, which for a payload spooled from jsonb, its
+    # envelope last, is a whole pass).
     with tempfile.TemporaryDirectory(prefix="opsgate-drift-") as tmp:
         folder = Path(tmp)
         run = _PayloadRun(payload, folder, chunk_size)

@@ -10,6 +10,7 @@ It imports no database driver, so that `compare` can run it in a second process
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import tempfile
 import time
@@ -216,6 +217,7 @@ class PayloadReader:
         #: The file the payload is in, when it has a name: `compare` then reads it in a
         #: second process (`payload_side`), while it reads the kb itself.
         self.path = path
+        self._header: dict[str, Any] | None = None
         #: The folder of a payload read from the database (removed with the reader).
         self._spool_dir: tempfile.TemporaryDirectory[str] | None = None
         #: Graph arrays `header` stopped before reaching (checked if found empty).
@@ -229,14 +231,48 @@ class PayloadReader:
         self._fast = {kind: jsonschema_rs.validator_for(schema)
                       for kind, schema in self._schemas.items()}
 
-    def _items(self, prefix: str) -> Iterator[Any]:
-        handle: IO[bytes] = self._open()
+    def _items(self, prefix: str, limit: int | None = None,
+               reader: _Reader | None = None) -> Iterator[Any]:
+        """The items under ``prefix``. With ``limit``, the file ends there for ijson: a
+        later pass over the array that comes first in the file stops where the other
+        began (see `graph_runs`); the error at that artificial end is expected."""
+        handle = _Reader(self._open(), limit) if reader is None else reader
         try:
             yield from ijson.items(handle, prefix, use_float=True)
         except ijson.JSONError as exc:
+            if handle.cut:
+                return
             raise self._not_json(exc) from None
         finally:
             handle.close()
+
+    def graph_runs(self, folder: Path, chunk_size: int = CHUNK,
+                   tick: Callable[[int], None] | None = None) -> tuple[list[Path], list[Path]]:
+        """(edge runs, node runs): `member_runs` of both arrays, in two passes of ijson.
+
+        ijson follows one prefix per pass, and a pass tokenises the whole file, including
+        the other array (measured at 100k entities: the nodes pass over the whole file
+        0.87 s, over the file up to the edges 0.58 s). So the array that comes later in
+        the file is read first, in full (which also proves the whole file is JSON), and
+        the pass over the earlier one ends where the later one had begun: at the bytes
+        ijson had read when it handed over the later array's first item. (A top-level
+        object that repeats "nodes" or "edges" after the other array is read up to
+        there; json.loads would keep the last of them, ijson all: no reading of such a
+        document is the contract's.)"""
+        header = self.header()
+        first = header.get("_first")
+        if first is None:  # the header pass did not see where they begin: no shortcut
+            return (self.member_runs("edge", folder, chunk_size, tick),
+                    self.member_runs("node", folder, chunk_size, tick))
+        earlier = "node" if first == "nodes" else "edge"
+        later = "edge" if earlier == "node" else "node"
+        counted = _Reader(self._open(), None)
+        later_runs = self.member_runs(later, folder, chunk_size, tick, reader=counted)
+        earlier_runs = self.member_runs(earlier, folder, chunk_size, tick,
+                                        limit=counted.first_item_at)
+        if earlier == "node":
+            return later_runs, earlier_runs
+        return earlier_runs, later_runs
 
     def hashes(self, chunk_size: int = 50_000) -> tuple[str, str, dict[str, int]]:
         """(canon-v1 hash of the whole payload, of its graph part, counts), in one
@@ -246,11 +282,12 @@ class PayloadReader:
         full, graph = StreamingDocumentHash(envelope), graph_hasher(header["domains"])
         counts = {"nodes": 0, "edges": 0, "domains": len(header["domains"])}
         with tempfile.TemporaryDirectory(prefix="opsgate-sort-") as tmp:
-            for kind in ("edge", "node"):
+            for kind, runs in zip(("edge", "node"), self.graph_runs(Path(tmp), chunk_size),
+                                  strict=True):
                 if kind == "node":
                     full.start_nodes()
                     graph.start_nodes()
-                for entry in merge_runs(self.member_runs(kind, Path(tmp), chunk_size)):
+                for entry in merge_runs(runs):
                     full.add_bytes(entry[2])
                     graph.add_bytes(entry[2])
                     counts[f"{kind}s"] += 1
@@ -261,7 +298,9 @@ class PayloadReader:
 
     def header(self, stop_early: bool = True) -> dict[str, Any]:
         """The envelope (version, generatedAt, domains), checked present with the graph's
-        arrays.
+        arrays (read once per reader: where the envelope comes last, as in a payload
+        spooled from jsonb, whose keys are sorted by length, this pass reads the whole
+        file).
 
         With ``stop_early``, the pass ends as soon as the envelope is whole and one graph
         array has begun: the rest of the file is graph, which the item passes parse (and
@@ -269,6 +308,9 @@ class PayloadReader:
         item pass finds nothing (`_require`): a payload lists its envelope first, and
         reading past a million nodes to see where ``edges`` begins cost a whole pass.
         """
+        if stop_early and self._header is not None:
+            return self._header
+
         handle: IO[bytes] = self._open()
         found: dict[str, Any] = {}
         stopped = False
@@ -289,6 +331,7 @@ class PayloadReader:
                     found.setdefault("domains", [])
                 elif prefix in ("nodes", "edges") and event == "start_array":
                     found["_" + prefix] = True
+                    found.setdefault("_first", prefix)
                 elif prefix == "domains" and event == "end_array":
                     found["_domains_end"] = True
                 if stop_early and found.keys() >= _ENVELOPE and (
@@ -308,6 +351,8 @@ class PayloadReader:
         if not found.get("_object") or missing:
             raise DriftInputError(f"{self.label} does not match its contract: "
                                   f"missing {', '.join(missing) or 'top-level object'}")
+        if stop_early:
+            self._header = found
         return found
 
     def _require(self, array: str) -> None:
@@ -345,7 +390,8 @@ class PayloadReader:
         raise DriftInputError(f"{self.label}: {prefix.split('.')[0]}[{i}] is invalid")
 
     def member_runs(self, kind: str, folder: Path, chunk_size: int = CHUNK,
-                    tick: Callable[[int], None] | None = None) -> list[Path]:
+                    tick: Callable[[int], None] | None = None, limit: int | None = None,
+                    reader: _Reader | None = None) -> list[Path]:
         """Every ``kind`` member ("node" or "edge") validated, canonicalised and written
         as sorted runs of records into ``folder`` (`extsort.spill_runs`'s format).
 
@@ -358,8 +404,10 @@ class PayloadReader:
         runs: list[Path] = []
         chunk: list[Entry] = []
         append = chunk.append
-        size = n = 0
-        for item in self._items(prefix):
+        size = n = since_tick = 0
+        for item in self._items(prefix, limit, reader):
+            if n == 0 and reader is not None:
+                reader.first_item_at = reader.read_bytes
             if not is_valid(item):
                 self._refuse(prefix, kind, n, item)
             # Copied to its size: orjson's output sits in a buffer of at least 4 KiB.
@@ -370,14 +418,15 @@ class PayloadReader:
             if len(chunk) >= chunk_size or size >= RECORD_BYTES:
                 runs.append(write_sorted_run(folder / f"payload-{kind}s-{len(runs):05d}.rec",
                                              chunk))
+                if tick is not None:
+                    tick(len(chunk))
+                since_tick += len(chunk)
                 chunk.clear()
                 size = 0
-                if tick is not None:
-                    tick(chunk_size)
         if chunk:
             runs.append(write_sorted_run(folder / f"payload-{kind}s-{len(runs):05d}.rec", chunk))
-        if tick is not None:
-            tick(n % chunk_size)
+        if tick is not None and n > since_tick:
+            tick(n - since_tick)
         if not n:
             self._require(prefix.split(".")[0])
         return runs
@@ -387,6 +436,41 @@ class PayloadReader:
 
     def edges(self) -> Iterator[dict[str, Any]]:
         return self._validated("edges.item", "edge")
+
+
+class _Reader(io.RawIOBase):
+    """A binary file as ijson reads it, counting the bytes handed over, and ending early
+    at ``limit`` if given (``cut`` then says that it did)."""
+
+    def __init__(self, handle: IO[bytes], limit: int | None) -> None:
+        super().__init__()
+        self._handle, self._limit = handle, limit
+        self.read_bytes = 0
+        self.first_item_at: int | None = None
+        self.cut = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._limit is not None:
+            left = self._limit - self.read_bytes
+            if left <= 0:
+                self.cut = True
+                return b""
+            size = left if size < 0 else min(size, left)
+        data = self._handle.read(size)
+        self.read_bytes += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:  # pragma: no cover - ijson calls read
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()
 
 
 def payload_from_file(path: str | Path) -> PayloadReader:
@@ -425,8 +509,7 @@ def payload_side(reader: PayloadReader, folder: Path, chunk_size: int = CHUNK,
     t = time.monotonic()
     header = reader.header()
     domains = list(header["domains"])
-    edge_runs = reader.member_runs("edge", folder, chunk_size, tick)
-    node_runs = reader.member_runs("node", folder, chunk_size, tick)
+    edge_runs, node_runs = reader.graph_runs(folder, chunk_size, tick)
     h = graph_hasher(domains)
     edges = h.add_many(map(_DATA, merge_runs(edge_runs)))
     h.start_nodes()

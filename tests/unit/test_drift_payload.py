@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opsgate.errors import DriftInputError
+from opsgate.sandbox import FIXTURE_PAYLOAD
 from opsgate.target import kb
-from opsgate.verify import canon, drift
+from opsgate.verify import canon, drift, extsort
 from tests.strategies import payloads
 
 
@@ -108,3 +109,52 @@ def test_kb_edge_entries_are_the_members_bytes(weight: float) -> None:
     edge = {"source": "n1", "target": "n\u00e92", "relation": "relates", "weight": weight}
     assert (key, seq) == (drift.edge_key(edge), 0)
     assert data == edge_bytes(edge) == canon.canonical_json(edge)
+
+
+@pytest.mark.parametrize("first", ["nodes", "edges"])
+def test_the_pass_over_the_earlier_array_ends_where_the_later_begins(
+        first: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The later array is read in full first; the earlier one's pass stops at the later
+    one's first item, not at the end of the file, and still finds every member."""
+    from opsgate.verify import payload as payload_module
+
+    doc = json.loads(FIXTURE_PAYLOAD.read_text())
+    order = ["version", "generatedAt", "domains", first,
+             "edges" if first == "nodes" else "nodes"]
+    data = json.dumps({k: doc[k] for k in order}).encode()
+    reads: list[tuple[int | None, int]] = []
+    real = payload_module._Reader
+
+    class Recording(real):  # type: ignore[misc, valid-type]
+        def close(self) -> None:
+            reads.append((self._limit, self.read_bytes))
+            super().close()
+
+    monkeypatch.setattr(payload_module, "_Reader", Recording)
+    edges, nodes = _reader(data).graph_runs(tmp_path, chunk_size=50)
+    got = {"edges": len(list(extsort.merge_runs(edges))),
+           "nodes": len(list(extsort.merge_runs(nodes)))}
+    assert got == {"edges": len(doc["edges"]), "nodes": len(doc["nodes"])}
+    (full_limit, full_read), (cut_limit, cut_read) = reads[-2:]
+    assert full_limit is None and full_read == len(data)
+    assert cut_limit is not None and cut_read <= cut_limit < len(data)
+
+
+def test_an_empty_later_array_needs_no_cut(tmp_path: Any) -> None:
+    doc = json.loads(FIXTURE_PAYLOAD.read_text())
+    data = json.dumps({"version": 1, "generatedAt": doc["generatedAt"],
+                       "domains": doc["domains"], "nodes": doc["nodes"], "edges": []}).encode()
+    edges, nodes = _reader(data).graph_runs(tmp_path, chunk_size=50)
+    assert (len(list(extsort.merge_runs(edges))),
+            len(list(extsort.merge_runs(nodes)))) == (0, len(doc["nodes"]))
+
+
+def test_bad_json_in_the_earlier_array_is_refused() -> None:
+    """The earlier array's own pass ends early, but the later array's full pass reads
+    every byte first: a fault in the earlier array is still refused."""
+    doc = json.loads(FIXTURE_PAYLOAD.read_text())
+    text = json.dumps({"version": 1, "generatedAt": doc["generatedAt"],
+                       "domains": doc["domains"], "nodes": doc["nodes"], "edges": doc["edges"]})
+    broken = text.replace('"label": ', '"label" ', 1).encode()
+    with pytest.raises(DriftInputError, match="not valid JSON"):
+        _reader(broken).hashes()
