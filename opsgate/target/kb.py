@@ -252,7 +252,7 @@ def iter_nodes(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
     # Server-side cursors live in a transaction (a savepoint if one is already open).
     with conn.transaction(), conn.cursor(name="opsgate_kb_nodes") as cur:
         db.pin(conn, READ_SETTINGS)
-        cur.itersize = 2000
+        cur.itersize = 1000
         _fast_json(cur)
         cur.execute(_NODES.format(order=order_by(conn, "kb_entities", "e", ["id"])))
         workflows = iter_workflows(conn)

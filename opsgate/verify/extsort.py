@@ -24,14 +24,14 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-CHUNK = 50_000
+CHUNK = 40_000
 
 #: A record: a sort key (a string or a tuple of strings) and an item's canonical JSON.
 Record = tuple[Any, bytes]
 
 #: A run of records is spilled at `CHUNK` records or at this many bytes of them,
 #: whichever comes first: the client's memory is bounded by bytes, not by item count.
-RECORD_BYTES = 16 << 20
+RECORD_BYTES = 12 << 20
 
 
 def _spill(chunk: list[Any], key: Callable[[Any], Any], folder: Path, n: int) -> Path:

@@ -274,7 +274,7 @@ class PayloadReader:
             return later_runs, earlier_runs
         return earlier_runs, later_runs
 
-    def hashes(self, chunk_size: int = 50_000) -> tuple[str, str, dict[str, int]]:
+    def hashes(self, chunk_size: int = CHUNK) -> tuple[str, str, dict[str, int]]:
         """(canon-v1 hash of the whole payload, of its graph part, counts), in one
         streamed pass that also validates every item."""
         header = self.header()
