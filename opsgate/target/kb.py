@@ -153,7 +153,7 @@ def replace_workflows(conn: psycopg.Connection[Any], nodes: Iterable[Mapping[str
     return {"kb_workflows": workflows, "kb_workflow_steps": steps}
 
 
-def _fast_json(cur: psycopg.ServerCursor[Any]) -> None:
+def _fast_json(cur: psycopg.Cursor[Any] | psycopg.ServerCursor[Any]) -> None:
     """Parse this cursor's jsonb columns (media, steps) with orjson instead of the
     standard library: a client-side loader, on this cursor only (nothing on the server or
     the connection changes). Reading the kb at scale spent a third of its client time in
@@ -193,13 +193,23 @@ _NODES = sql.SQL("""
       SELECT m.entity_id, json_agg(json_build_object(
                'url', m.url, 'mime', m.mime, 'bytes', m.bytes, 'sha256', m.sha256,
                'derivatives', COALESCE(dv.derivatives, '[]'::json)) ORDER BY m.id) AS media
-      FROM kb_media_objects m LEFT JOIN dv ON dv.media_id = m.id GROUP BY m.entity_id)
+      FROM kb_media_objects m LEFT JOIN dv ON dv.media_id = m.id GROUP BY m.entity_id),
+    ws AS (
+      SELECT workflow_id, json_agg(json_build_array(position, name, status)
+                                   ORDER BY position) AS steps
+      FROM kb_workflow_steps GROUP BY workflow_id),
+    wf AS (
+      SELECT w.entity_id, json_agg(json_build_array(
+               w.name, w.status, COALESCE(ws.steps, '[]'::json)) ORDER BY w.id) AS workflows
+      FROM kb_workflows w LEFT JOIN ws ON ws.workflow_id = w.id GROUP BY w.entity_id)
     SELECT e.id, e.kind, e.title, e.domain, e.summary, e.body -> 'sources',
-      COALESCE(tg.tags, '{{}}'), COALESCE(sr.srcs, '{{}}'), COALESCE(md.media, '[]'::json)
+      COALESCE(tg.tags, '{{}}'), COALESCE(sr.srcs, '{{}}'), COALESCE(md.media, '[]'::json),
+      wf.workflows
     FROM kb_entities e
       LEFT JOIN tg ON tg.entity_id = e.id
       LEFT JOIN sr ON sr.entity_id = e.id
       LEFT JOIN md ON md.entity_id = e.id
+      LEFT JOIN wf ON wf.entity_id = e.id
     ORDER BY {order}
 """)
 
@@ -243,43 +253,62 @@ def order_by(conn: psycopg.Connection[Any], table: str, alias: str,
 
 
 def iter_nodes(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
-    """Nodes in id order, payload-shaped, from a server-side cursor (bounded memory).
-
-    Workflows come from a second cursor in the same order (`iter_workflows`) and are
-    merged in here, so the plan of neither query depends on an index on
-    ``kb_workflows.entity_id``.
-    """
-    # Server-side cursors live in a transaction (a savepoint if one is already open).
-    with conn.transaction(), conn.cursor(name="opsgate_kb_nodes") as cur:
+    """Nodes in id order, payload-shaped, streamed in bounded memory (`rows`), each with
+    its workflows (aggregated in the same query: one stream, so the connection needs no
+    second cursor)."""
+    with conn.transaction():
         db.pin(conn, READ_SETTINGS)
-        cur.itersize = 1000
-        _fast_json(cur)
-        cur.execute(_NODES.format(order=order_by(conn, "kb_entities", "e", ["id"])))
-        workflows = iter_workflows(conn)
-        try:
-            pending = next(workflows, None)
-            for nid, kind, title, domain, summary, ordered, tags, srcs, media in cur:
-                srcs.sort()
-                if not (isinstance(ordered, list) and sorted(ordered) == srcs):
-                    ordered = srcs
-                for m in media:
-                    if not m["derivatives"]:
-                        m["derivatives"] = []
-                tags.sort()
-                node = {"id": nid, "type": kind, "label": title, "domain": domain,
-                        "tags": tags, "summary": summary, "media": media,
-                        "sources": ordered}
-                # Both streams are in "C" order. Under READ COMMITTED the two cursors take
-                # their snapshots a moment apart: skip workflows of entities not seen here.
-                while pending is not None and pending[0] < nid:
-                    pending = next(workflows, None)
-                if pending is not None and pending[0] == nid:
-                    node["workflows"] = pending[1]
-                    pending = next(workflows, None)
-                yield node
-        finally:
-            # Its savepoint must end before ours does, also when our reader stops early.
-            workflows.close()
+        query = _NODES.format(order=order_by(conn, "kb_entities", "e", ["id"]))
+        for (nid, kind, title, domain, summary, ordered, tags, srcs, media,
+             workflows) in rows(conn, "opsgate_kb_nodes", query, 1000):
+            srcs.sort()
+            if not (isinstance(ordered, list) and sorted(ordered) == srcs):
+                ordered = srcs
+            for m in media:
+                if not m["derivatives"]:
+                    m["derivatives"] = []
+            tags.sort()
+            node = {"id": nid, "type": kind, "label": title, "domain": domain,
+                    "tags": tags, "summary": summary, "media": media, "sources": ordered}
+            if workflows:
+                node["workflows"] = [{"name": name, "status": status,
+                                      "steps": _steps(steps)}
+                                     for name, status, steps in workflows]
+            yield node
+
+
+def rows(conn: psycopg.Connection[Any], name: str, query: sql.Composed, size: int
+         ) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``query``, ``size`` at a time, json columns parsed by orjson.
+
+    Streamed in libpq's chunked mode (libpq 17 and later): the server sends the rows as
+    it makes them and the client takes them ``size`` at a time, with no round trip per
+    batch (the kb's 400k edges at 100k entities: 0.21 s against 0.55 s through a
+    server-side cursor fetching 5,000 at a time). With an older libpq, a server-side
+    cursor named ``name``. The caller holds a transaction, and runs nothing else on the
+    connection until the rows end."""
+    if psycopg.pq.version() >= 170000:
+        with conn.cursor() as cur:
+            _fast_json(cur)
+            yield from cur.stream(query, size=size)
+        return
+    with conn.cursor(name=name) as named:
+        named.itersize = size
+        _fast_json(named)
+        named.execute(query)
+        yield from named
+
+
+def _steps(raw: list[list[Any]]) -> list[dict[str, Any]]:
+    """A workflow's steps from ``[position, name, status]`` rows in position order: a step
+    whose position is not its index also carries ``"position"`` (see `iter_workflows`)."""
+    steps = []
+    for index, (position, step_name, step_status) in enumerate(raw):
+        step: dict[str, Any] = {"name": step_name, "status": step_status}
+        if position != index:
+            step["position"] = position
+        steps.append(step)
+    return steps
 
 
 def iter_workflows(conn: psycopg.Connection[Any]
@@ -304,13 +333,7 @@ def iter_workflows(conn: psycopg.Connection[Any]
                 if current is not None:
                     yield current, group
                 current, group = entity_id, []
-            steps = []
-            for index, (position, step_name, step_status) in enumerate(raw_steps):
-                step: dict[str, Any] = {"name": step_name, "status": step_status}
-                if position != index:
-                    step["position"] = position
-                steps.append(step)
-            group.append({"name": name, "status": status, "steps": steps})
+            group.append({"name": name, "status": status, "steps": _steps(raw_steps)})
         if current is not None:
             yield current, group
 
@@ -324,12 +347,11 @@ def iter_edges(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
 def iter_edge_rows(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, str, str, float]]:
     """`iter_edges` as rows ``(source, target, relation, weight)``: drift makes its
     records from them without a dict per edge (4M edges at 1M entities)."""
-    with conn.transaction(), conn.cursor(name="opsgate_kb_edges") as cur:
-        cur.itersize = 5000
+    with conn.transaction():
         order = order_by(conn, "kb_edges", "kb_edges", ["source_id", "target_id", "relation"])
-        cur.execute(sql.SQL("SELECT source_id, target_id, relation, weight FROM kb_edges "
-                            "ORDER BY {}").format(order))
-        yield from cur
+        yield from rows(conn, "opsgate_kb_edges", sql.SQL(
+            "SELECT source_id, target_id, relation, weight FROM kb_edges ORDER BY {}"
+        ).format(order), 5000)
 
 
 def domains(conn: psycopg.Connection[Any]) -> list[str]:

@@ -573,3 +573,16 @@ def test_edges_come_in_code_point_order_whatever_the_column_collation(
             '"x"."relation" COLLATE "C"')
         assert relations() == ["B-rel", "a-rel"]
         conn.rollback()
+
+
+def test_the_kb_reads_the_same_through_a_server_side_cursor(
+        ro: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows stream in libpq's chunked mode from libpq 17 on; with an older libpq the same
+    rows come through a server-side cursor."""
+    with ro.transaction():
+        streamed = (list(kb.iter_nodes(ro)), list(kb.iter_edge_rows(ro)))
+    monkeypatch.setattr(psycopg.pq, "version", lambda: 160000)
+    with ro.transaction():
+        assert (list(kb.iter_nodes(ro)), list(kb.iter_edge_rows(ro))) == streamed
+    assert len(streamed[0]) == 360 and len(streamed[1]) == 436
+    assert any("workflows" in n for n in streamed[0])
