@@ -52,6 +52,7 @@ from opsgate.verify.payload import (
     cycle_collector_paused,
     edge_key,
     graph_hasher,
+    hash_runs,
     node_key,
     payload_from_file,
     payload_side,
@@ -384,24 +385,51 @@ class _PayloadRun:
         self._lines.put(None)
 
     def result(self, bar: progress.Bar) -> PayloadSummary:
+        """The payload side's summary. From the second process, its sorted runs are
+        merged and hashed here as each array's are ready: the edges' while it still reads
+        the nodes (when the nodes come first in the file), which keeps this process, done
+        with the kb, from waiting idle."""
         if self._proc is None:
             return payload_side(self._reader, self._folder, self._chunk, bar.advance)
-        answer: tuple[str, Any] | None = None
+        domains: list[str] | None = None
+        runs: dict[str, list[Path]] = {}
+        counts: dict[str, int] = {}
+        hasher: StreamingDocumentHash | None = None
+        error: dict[str, Any] | None = None
+        seconds = 0.0
         while (line := self._lines.get()) is not None:
             word, _, rest = line.decode().rstrip("\n").partition(" ")
             if word == "tick":
                 bar.advance(int(rest))
-            elif word in ("result", "error"):
-                answer = (word, json.loads(rest))
+                continue
+            what = json.loads(rest)
+            if word == "header":
+                domains = what["domains"]
+                hasher = graph_hasher(what["domains"])
+            elif word == "runs":
+                runs[what["kind"]] = [Path(r) for r in what["runs"]]
+            elif word == "done":
+                seconds = what["seconds"]
+            elif word == "error":
+                error = what
+            if hasher is not None and "edge" in runs and "edges" not in counts:
+                with cycle_collector_paused():
+                    counts["edges"] = hash_runs(hasher, runs["edge"])
+                hasher.start_nodes()
+            if hasher is not None and "edges" in counts and "node" in runs \
+                    and "nodes" not in counts:
+                with cycle_collector_paused():
+                    counts["nodes"] = hash_runs(hasher, runs["node"])
         code = self._proc.wait()
         for thread in self._threads:
             thread.join()
-        if answer is not None and answer[0] == "result":
-            return PayloadSummary(**answer[1])
-        if answer is not None:
-            message = answer[1]["message"]
-            raise (DriftInputError if answer[1]["kind"] == "DriftInputError"
-                   else OpsgateError)(message)
+        if error is not None:
+            raise (DriftInputError if error["kind"] == "DriftInputError"
+                   else OpsgateError)(error["message"])
+        if code == 0 and hasher is not None and domains is not None and "nodes" in counts:
+            return PayloadSummary(domains, counts["edges"], counts["nodes"],
+                                  hasher.hexdigest(), [str(r) for r in runs["edge"]],
+                                  [str(r) for r in runs["node"]], seconds)
         lines = self._stderr.decode(errors="replace").strip().splitlines()
         last = first_line(lines[-1]) if lines else "no message"
         raise OpsgateError(f"the payload side of drift failed (exit {code}): {last}")

@@ -249,7 +249,9 @@ class PayloadReader:
             handle.close()
 
     def graph_runs(self, folder: Path, chunk_size: int = CHUNK,
-                   tick: Callable[[int], None] | None = None) -> tuple[list[Path], list[Path]]:
+                   tick: Callable[[int], None] | None = None,
+                   on_runs: Callable[[str, list[Path]], None] | None = None,
+                   ) -> tuple[list[Path], list[Path]]:
         """(edge runs, node runs): `member_runs` of both arrays, in two passes of ijson.
 
         ijson follows one prefix per pass, and a pass tokenises the whole file, including
@@ -263,15 +265,21 @@ class PayloadReader:
         document is the contract's.)"""
         header = self.header()
         first = header.get("_first")
+        report = on_runs if on_runs is not None else (lambda kind, runs: None)
         if first is None:  # the header pass did not see where they begin: no shortcut
-            return (self.member_runs("edge", folder, chunk_size, tick),
-                    self.member_runs("node", folder, chunk_size, tick))
+            edge_runs = self.member_runs("edge", folder, chunk_size, tick)
+            report("edge", edge_runs)
+            node_runs = self.member_runs("node", folder, chunk_size, tick)
+            report("node", node_runs)
+            return edge_runs, node_runs
         earlier = "node" if first == "nodes" else "edge"
         later = "edge" if earlier == "node" else "node"
         counted = _Reader(self._open(), None)
         later_runs = self.member_runs(later, folder, chunk_size, tick, reader=counted)
+        report(later, later_runs)
         earlier_runs = self.member_runs(earlier, folder, chunk_size, tick,
                                         limit=counted.first_item_at)
+        report(earlier, earlier_runs)
         if earlier == "node":
             return later_runs, earlier_runs
         return earlier_runs, later_runs
@@ -503,6 +511,11 @@ class PayloadSummary:
 _DATA = itemgetter(2)
 
 
+def hash_runs(hasher: StreamingDocumentHash, runs: Iterable[Path]) -> int:
+    """Feed the merge of sorted runs to ``hasher``; returns how many members."""
+    return hasher.add_many(map(_DATA, merge_runs(runs)))
+
+
 @contextmanager
 def cycle_collector_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector for a loop over millions of members.
@@ -533,8 +546,8 @@ def payload_side(reader: PayloadReader, folder: Path, chunk_size: int = CHUNK,
     with cycle_collector_paused():
         edge_runs, node_runs = reader.graph_runs(folder, chunk_size, tick)
         h = graph_hasher(domains)
-        edges = h.add_many(map(_DATA, merge_runs(edge_runs)))
+        edges = hash_runs(h, edge_runs)
         h.start_nodes()
-        nodes = h.add_many(map(_DATA, merge_runs(node_runs)))
+        nodes = hash_runs(h, node_runs)
     return PayloadSummary(domains, edges, nodes, h.hexdigest(), [str(r) for r in edge_runs],
                           [str(r) for r in node_runs], round(time.monotonic() - t, 3))
