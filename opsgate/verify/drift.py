@@ -1,17 +1,18 @@
 """Knowledge drift: the legacy constellation payload against the DB-backed kb_* graph.
 
 Both sides are streams in key order: the payload is parsed incrementally (ijson) and
-sorted in bounded memory, the tables are read through server-side cursors ordered with
-the "C" collation (code point order, the order Python compares strings in). A merge
-walk reports missing, extra and changed nodes and edges with the fields that differ,
-and each side's canon-v1 graph hash is computed on the fly, byte for byte the hash
-``canon.document_hash`` gives the same graph in memory.
+sorted in bounded memory (`opsgate.verify.payload`, in a second process when it is a
+file), the tables are read in code point order (the order Python compares strings in)
+in one read-only snapshot. Each side's canon-v1 graph hash is computed on the fly, byte
+for byte the hash ``canon.document_hash`` gives the same graph in memory; equal hashes
+end the comparison, otherwise a merge walk reports missing, extra and changed nodes and
+edges with the fields that differ.
 
 One pass over each side: every node and edge is canonicalised once, as it is read, into
-a record ``(key, canonical bytes)``; sorting, spooling, the equality test and both graph
-hashes use those bytes (`opsgate.verify.extsort`), and only a changed item is parsed
-again, to name what changed. The client's memory is bounded by the sort's runs, also
-when the payload comes from the database: it is streamed to a spool file in slices
+an entry ``(key, seq, canonical bytes)``; sorting, spooling, the equality test and both
+graph hashes use those bytes (`opsgate.verify.extsort`), and only a changed item is
+parsed again, to name what changed. The client's memory is bounded by the sort's runs,
+also when the payload comes from the database: it is streamed to a spool file in slices
 (`payload_from_database`), never held whole.
 """
 
