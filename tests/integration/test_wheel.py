@@ -76,12 +76,23 @@ def _build_and_install(tmp: Path) -> Path:
     return venv / "bin"
 
 
+def _env(installed: Path, **extra: str) -> dict[str, str]:
+    """The installed tool's environment, with its temporary folder inside this run's.
+    Run as root, the embedded server runs as a service user, and opsgate copies the
+    wheel's PostgreSQL for it into the temporary folder, keyed by where the wheel is
+    installed: a fresh virtualenv per run left a 34 MB copy in the system's temporary
+    folder at every run."""
+    tmp = installed.parent.parent / "tmp"
+    tmp.mkdir(exist_ok=True)
+    return clean_env(TMPDIR=str(tmp), **extra)
+
+
 def test_opsgate_gate_on_the_sandbox_from_an_empty_folder(installed: Path,
                                                          tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     run = subprocess.run([str(installed / "opsgate"), "gate", "--sandbox", "-q"], cwd=empty,
-                         capture_output=True, text=True, env=clean_env(), timeout=600)
+                         capture_output=True, text=True, env=_env(installed), timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert " passed" in run.stdout and "failed" not in run.stdout
     assert "site-packages/opsgate/_data/checks" in run.stdout or (empty / "reports").is_dir()
@@ -91,7 +102,7 @@ def test_opsgate_gate_on_the_sandbox_from_an_empty_folder(installed: Path,
     # A node id as the gate's own output names it reaches the packaged check.
     one = subprocess.run([str(installed / "opsgate"), "gate", "--sandbox", "-q",
                           "test_preflight.py::test_storage_backend_is_neon"], cwd=empty,
-                         capture_output=True, text=True, env=clean_env(), timeout=600)
+                         capture_output=True, text=True, env=_env(installed), timeout=600)
     assert one.returncode == 0 and "1 passed" in one.stdout, one.stdout[-2000:]
 
 
@@ -102,7 +113,8 @@ def test_the_installed_plugin_stays_out_of_an_unrelated_project(installed: Path,
     project = tmp_path / "app"
     project.mkdir()
     (project / "test_app.py").write_text("def test_sum():\n    assert 1 + 1 == 2\n")
-    env = clean_env(RUN_OPS_PARITY="garbage", DATABASE_URL="postgresql://u@127.0.0.1:9/x")
+    env = _env(installed, RUN_OPS_PARITY="garbage",
+               DATABASE_URL="postgresql://u@127.0.0.1:9/x")
     run = subprocess.run([str(installed / "python"), "-m", "pytest", "-q", "-p",
                           "no:cacheprovider"], cwd=project, capture_output=True, text=True,
                          env=env, timeout=300)
@@ -117,7 +129,7 @@ def test_opsgate_gate_with_space_form_options_against_sandbox_up(installed: Path
     elsewhere.parent.mkdir()
     up = subprocess.Popen([str(installed / "opsgate"), "sandbox", "up", "--env-file",
                            str(elsewhere)], cwd=tmp_path, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, env=clean_env())
+                          stderr=subprocess.PIPE, text=True, env=_env(installed))
     try:
         assert up.stdout is not None
         line = up.stdout.readline()
@@ -127,12 +139,12 @@ def test_opsgate_gate_with_space_form_options_against_sandbox_up(installed: Path
         reports = tmp_path / "reports-elsewhere"
         run = subprocess.run([str(installed / "opsgate"), "gate", "--env-file", str(elsewhere),
                               "--reports-dir", str(reports), "-q"], cwd=empty,
-                             capture_output=True, text=True, env=clean_env(), timeout=600)
+                             capture_output=True, text=True, env=_env(installed), timeout=600)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
         assert list((reports / "runs").iterdir())
         verify = subprocess.run([str(installed / "opsgate"), "reports", "verify",
                                  "--reports-dir", str(reports)], capture_output=True,
-                                text=True, env=clean_env(), timeout=120)
+                                text=True, env=_env(installed), timeout=120)
         assert verify.returncode == 0, verify.stdout + verify.stderr
     finally:
         up.send_signal(signal.SIGTERM)
