@@ -68,20 +68,32 @@ def ledger_rows(url: str) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def database_copy(pg: EmbeddedPostgres, template: str) -> Iterator[str]:
-    """A new database on ``pg`` copied from ``template`` (CREATE DATABASE ... TEMPLATE,
-    file by file: no connection may be open on the template); yields its URL and drops
-    it afterwards. For tests whose starting point is a database some CLI runs built:
-    they build it once as a template and each test gets a copy of exactly that."""
-    name = f"{template[:40]}_copy_{random.randrange(1 << 30)}"
+def new_database(pg: EmbeddedPostgres, prefix: str, template: str | None = None
+                 ) -> Iterator[tuple[str, str]]:
+    """A new database on ``pg`` named ``<prefix>_<random>``, empty or copied from
+    ``template`` (CREATE DATABASE ... TEMPLATE, file by file: no connection may be open
+    on the template); yields its name and URL and drops it afterwards, also when the
+    block fails."""
+    name = f"{prefix[:40]}_{random.randrange(1 << 30)}"
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
     with pg.connect(autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template)))
+        conn.execute(create)
     try:
-        yield pg.url(name).reveal()
+        yield name, pg.url(name).reveal()
     finally:
         with pg.connect(autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def database_copy(pg: EmbeddedPostgres, template: str) -> Iterator[str]:
+    """A copy of ``template`` (`new_database`); yields its URL. For tests whose starting
+    point is a database some CLI runs built: they build it once as a template and each
+    test gets a copy of exactly that."""
+    with new_database(pg, f"{template[:40]}_copy", template) as (_, url):
+        yield url
 
 
 def count(url: str, table: str) -> int:

@@ -543,17 +543,16 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
         for d in sorted(set(kdomains) - set(side.domains)):
             result.note("extra kb domains", d)
         if result.payload.graph_hash != result.kb.graph_hash:
-            t = time.monotonic()
-            with steps("compare: edges by (source, target, relation)"), \
-                    progress.bar("drift: compare edges", unit="edges") as bar:
-                _merge(result, merge_runs(map(Path, side.edge_runs)), read_run(kb_edges),
-                       EDGE_FIELDS, "edge", None, _show_edge, bar)
-            result.timings_s["edges"] = round(time.monotonic() - t, 3)
-            t = time.monotonic()
-            with steps("compare: nodes by id, field by field"), \
-                    progress.bar("drift: compare nodes", unit="nodes") as bar:
-                _merge(result, merge_runs(map(Path, side.node_runs)), read_run(kb_nodes),
-                       NODE_FIELDS, "node", None, _show_node, bar)
-            result.timings_s["nodes"] = round(time.monotonic() - t, 3)
+            for noun, step, payload_runs, kb_run, fields, show in (
+                    ("edge", "by (source, target, relation)", side.edge_runs, kb_edges,
+                     EDGE_FIELDS, _show_edge),
+                    ("node", "by id, field by field", side.node_runs, kb_nodes,
+                     NODE_FIELDS, _show_node)):
+                t = time.monotonic()
+                with steps(f"compare: {noun}s {step}"), \
+                        progress.bar(f"drift: compare {noun}s", unit=f"{noun}s") as bar:
+                    _merge(result, merge_runs(map(Path, payload_runs)), read_run(kb_run),
+                           fields, noun, None, show, bar)
+                result.timings_s[f"{noun}s"] = round(time.monotonic() - t, 3)
     result.timings_s["total"] = round(time.monotonic() - t0, 3)
     return result

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from tests.migration_helpers import (
     database_copy,
     db_fingerprint,
     ledger_rows,
+    new_database,
     widget_dir,
 )
 
@@ -65,14 +65,11 @@ def applied_template(pg: EmbeddedPostgres,
     (and worker) as a template. Tests whose starting point is that database get a copy
     of it (``applied_db``) instead of four CLI runs each; the test of the apply itself
     still runs them (``test_apply_writes_summary_and_one_ledger_row``)."""
-    name = f"applied_template_{random.randrange(1 << 30)}"
-    url = pg.create_database(name).reveal()
-    blob = tmp_path_factory.mktemp("applied-blob")
-    datagen.write_blob_folder(blob, "admin/", FIXTURE)
-    apply_all(url, blob)
-    yield name
-    with pg.connect(autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_database(pg, "applied_template") as (name, url):
+        blob = tmp_path_factory.mktemp("applied-blob")
+        datagen.write_blob_folder(blob, "admin/", FIXTURE)
+        apply_all(url, blob)
+        yield name
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from tests.migration_helpers import (
     count,
     database_copy,
     ledger_rows,
+    new_database,
 )
 from tests.strategies import payloads, shuffled
 
@@ -150,19 +151,16 @@ def pre_workflow_template(pg: EmbeddedPostgres,
     it (``pre_workflow_db``), byte for byte what the four CLI runs wrote, instead of
     running them again (four interpreter starts, about 4 s a test). Nothing connects to
     the template after it is built, so PostgreSQL can copy it."""
-    name = f"wf_pre_template_{random.randrange(1 << 30)}"
-    url = pg.create_database(name).reveal()
-    blob = tmp_path_factory.mktemp("pre-workflow-blob")
-    datagen.write_blob_folder(blob, "admin/", _without_workflows(FIXTURE))
-    for script in ALL:
-        extra = ["--source", str(blob)] if script == BLOB_STATE else []
-        code, out, err = cli(url, "run", script, "--apply", *extra)
-        assert code == 0 and out["status"] == "applied", err
-    assert count(url, "kb_workflows") == 0
-    _store_payload(url, FIXTURE)
-    yield name
-    with pg.connect(autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_database(pg, "wf_pre_template") as (name, url):
+        blob = tmp_path_factory.mktemp("pre-workflow-blob")
+        datagen.write_blob_folder(blob, "admin/", _without_workflows(FIXTURE))
+        for script in ALL:
+            extra = ["--source", str(blob)] if script == BLOB_STATE else []
+            code, out, err = cli(url, "run", script, "--apply", *extra)
+            assert code == 0 and out["status"] == "applied", err
+        assert count(url, "kb_workflows") == 0
+        _store_payload(url, FIXTURE)
+        yield name
 
 
 @pytest.fixture
