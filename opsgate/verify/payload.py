@@ -148,7 +148,7 @@ _TICK = 4096
 def records(items: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any],
             bar: progress.Bar | None = None,
             member: Callable[[dict[str, Any]], bytes] = canon.canonical_json,
-            tick: Callable[[int], None] | None = None) -> Iterator[Entry]:
+            ) -> Iterator[Entry]:
     """``(key, seq, canonical bytes)`` of each item, ``seq`` its position (`extsort.Entry`):
     the one time an item is canonicalised (``member``: `canon_members.node_bytes` or
     ``edge_bytes`` for graph members).
@@ -156,7 +156,7 @@ def records(items: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any
     The bytes are copied to their size: orjson hands back its output in a buffer of at
     least 4 KiB, so a sort run of 50,000 edges held as they come costs 200 MiB instead of
     6 (measured)."""
-    advance = bar.advance if bar is not None else tick
+    advance = bar.advance if bar is not None else None
     n = 0
     for seq, item in enumerate(items):
         yield key(item), seq, bytes(memoryview(member(item)))
