@@ -67,6 +67,16 @@ def ledger_rows(url: str) -> list[dict[str, Any]]:
             return list(cur.execute("SELECT * FROM admin_migrations ORDER BY id"))
 
 
+def apply_all(url: str, blob_dir: Path) -> None:
+    """The four runbook migrations applied to ``url`` by the real CLI, the blob state
+    read from ``blob_dir``."""
+    for name in ALL:
+        extra = ["--source", str(blob_dir)] if name == BLOB_STATE else []
+        code, out, err = cli(url, "run", name, "--apply", *extra)
+        assert code == 0, err
+        assert out["status"] == "applied", out
+
+
 @contextmanager
 def new_database(pg: EmbeddedPostgres, prefix: str, template: str | None = None
                  ) -> Iterator[tuple[str, str]]:

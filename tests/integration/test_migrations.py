@@ -31,6 +31,7 @@ from tests.migration_helpers import (
     MIGRATIONS,
     ROOT,
     WIDGETS,
+    apply_all,
     cli,
     count,
     database_copy,
@@ -47,14 +48,6 @@ FIXTURE = json.loads((ROOT / "fixtures" / "constellation.json").read_text())
 def blob_dir(tmp_path: Path) -> Path:
     datagen.write_blob_folder(tmp_path / "blob", "admin/", FIXTURE)
     return tmp_path / "blob"
-
-
-def apply_all(url: str, blob_dir: Path) -> None:
-    for name in ALL:
-        extra = ["--source", str(blob_dir)] if name == BLOB_STATE else []
-        code, out, err = cli(url, "run", name, "--apply", *extra)
-        assert code == 0, err
-        assert out["status"] == "applied", out
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,8 @@ from opsgate.target import contracts, kb
 from opsgate.target.schema import CONTRACT_TABLES, KB_DDL
 from opsgate.verify import canon, drift
 from tests.migration_helpers import (
-    ALL,
-    BLOB_STATE,
     MIGRATIONS,
+    apply_all,
     cli,
     count,
     database_copy,
@@ -154,10 +153,7 @@ def pre_workflow_template(pg: EmbeddedPostgres,
     with new_database(pg, "wf_pre_template") as (name, url):
         blob = tmp_path_factory.mktemp("pre-workflow-blob")
         datagen.write_blob_folder(blob, "admin/", _without_workflows(FIXTURE))
-        for script in ALL:
-            extra = ["--source", str(blob)] if script == BLOB_STATE else []
-            code, out, err = cli(url, "run", script, "--apply", *extra)
-            assert code == 0 and out["status"] == "applied", err
+        apply_all(url, blob)
         assert count(url, "kb_workflows") == 0
         _store_payload(url, FIXTURE)
         yield name
