@@ -40,7 +40,7 @@ from opsgate import progress
 from opsgate.errors import DriftInputError, OpsgateError, first_line
 from opsgate.target import db, kb
 from opsgate.verify import canon
-from opsgate.verify.canon_members import edge_bytes, node_bytes
+from opsgate.verify.canon_members import edge_row_bytes, node_bytes
 from opsgate.verify.evidence import MAX_EXAMPLES
 from opsgate.verify.extsort import CHUNK, Entry, merge_runs, read_run, write_run
 from opsgate.verify.payload import (
@@ -457,26 +457,13 @@ _DATA = itemgetter(2)
 
 def kb_edge_entries(rows: Iterable[tuple[str, str, str, Any]], bar: progress.Bar | None = None
                     ) -> Iterator[Entry]:
-    """Entries of the kb's edges straight from their rows (`kb.iter_edge_rows`): the
-    common case, a non-integral double weight orjson writes as RFC 8785 does, is dumped
-    from a dict built in canon-v1 key order; any other weight goes through
-    `canon_members.edge_bytes` (the same bytes; tests/unit/test_drift_payload.py)."""
-    dumps = orjson.dumps
-    n = 0
-    for seq, (s, t, r, w) in enumerate(rows):
-        if type(w) is float and 1e-4 <= abs(w) < 1e16 and not w.is_integer():
-            data = dumps({"relation": r, "source": s, "target": t, "weight": w})
-        else:
-            data = edge_bytes({"source": s, "target": t, "relation": r, "weight": w})
-        # Copied to its size: orjson's output sits in a buffer of at least 4 KiB.
-        yield (s, t, r), seq, bytes(memoryview(data))
-        n += 1
-        if n == _TICK:
-            if bar is not None:
-                bar.advance(n)
-            n = 0
-    if bar is not None and n:
-        bar.advance(n)
+    """Entries of the kb's edges straight from their rows (`kb.iter_edge_rows`), through
+    `canon_members.edge_row_bytes` (the same bytes as ``edge_bytes``;
+    tests/unit/test_drift_payload.py)."""
+    return records(rows, _EDGE_ROW_KEY, bar, edge_row_bytes)
+
+
+_EDGE_ROW_KEY = itemgetter(0, 1, 2)
 
 
 def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,

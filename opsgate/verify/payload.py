@@ -145,9 +145,9 @@ def canonical_member(item: dict[str, Any]) -> bytes:
 _TICK = 4096
 
 
-def records(items: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any],
+def records(items: Iterable[Any], key: Callable[[Any], Any],
             bar: progress.Bar | None = None,
-            member: Callable[[dict[str, Any]], bytes] = canon.canonical_json,
+            member: Callable[[Any], bytes] = canon.canonical_json,
             ) -> Iterator[Entry]:
     """``(key, seq, canonical bytes)`` of each item, ``seq`` its position (`extsort.Entry`):
     the one time an item is canonicalised (``member``: `canon_members.node_bytes` or
