@@ -7,6 +7,9 @@ report.
 
 from __future__ import annotations
 
+import functools
+import os
+import ssl
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -38,11 +41,23 @@ def client(base_url: str = "", timeout: httpx.Timeout | float | None = None,
         timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
         headers=dict(headers or {}),
         follow_redirects=False,
-        transport=httpx.HTTPTransport(retries=0),
+        transport=httpx.HTTPTransport(retries=0, verify=_tls_context(
+            os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))),
     )
     if unreachable is not None:
         _RUN_MEMO[cl] = unreachable
     return cl
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """httpx's own default TLS context (certifi, or SSL_CERT_FILE / SSL_CERT_DIR), built
+    once per process and trust setting. httpx builds a new one for every client, loading
+    the whole CA bundle each time (about 35 ms of CPU), and a gate run makes a client per
+    check; one context serves any number of connections. The two variables are the key
+    because httpx reads them when it builds the context."""
+    del cert_file, cert_dir  # the cache key only: create_ssl_context reads them itself
+    return httpx.create_ssl_context()
 
 
 #: Client -> its run's record of origins that did not answer: a deployment that is

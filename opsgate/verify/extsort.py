@@ -50,8 +50,9 @@ def _read(handle: IO[str]) -> Iterator[Any]:
 
 
 def external_sorted(items: Iterable[Any], key: Callable[[Any], Any],
-                    chunk_size: int = CHUNK) -> Iterator[Any]:
-    """``sorted(items, key=key)`` holding at most ``chunk_size`` items (plus one per run).
+                    chunk_size: int | None = None) -> Iterator[Any]:
+    """``sorted(items, key=key)`` holding at most ``chunk_size`` items (plus one per run;
+    `CHUNK` when not given, read at each call).
 
     Lazy: nothing is read before the first item is asked for. `sort_now` does the
     reading and spilling at once, for callers that must finish it before another
@@ -61,8 +62,10 @@ def external_sorted(items: Iterable[Any], key: Callable[[Any], Any],
 
 
 def sort_now(items: Iterable[Any], key: Callable[[Any], Any],
-             chunk_size: int = CHUNK) -> Iterator[Any]:
+             chunk_size: int | None = None) -> Iterator[Any]:
     """Read and spill ``items`` now; return the (lazy) merge of the sorted runs."""
+    if chunk_size is None:
+        chunk_size = CHUNK
     chunk: list[Any] = []
     folder: tempfile.TemporaryDirectory[str] | None = None
     runs: list[Path] = []

@@ -11,7 +11,7 @@ import pytest
 
 from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox, datagen
 from opsgate.target.blob import FileBlobStore, VercelBlobStore, open_admin_state
-from opsgate.verify import canon
+from opsgate.verify import canon, extsort
 from opsgate.verify.blob_parity import blob_hash
 from tests.gate_helpers import GateRun, clean_env, run_gate_here
 
@@ -194,14 +194,25 @@ def test_a_history_out_of_id_order_still_matches(sb: Sandbox, tmp_path: Path) ->
     assert run.code == 0 and not run.failed(), run.failed()
 
 
-def test_the_streamed_hash_is_the_whole_document_hash(tmp_path: Path) -> None:
+def test_the_streamed_hash_is_the_whole_document_hash(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Fed entry by entry, the hash equals canon-v1 of the whole document, for a
-    history in id order and for one that is not (external sort)."""
+    history in id order and for one that is not (external sort, over several runs: the
+    sort's chunk is made small rather than the history large)."""
+    monkeypatch.setattr(extsort, "CHUNK", 1_000)
+    spilled: list[int] = []
+    spill = extsort._spill
+
+    def counted(chunk: list[Any], *rest: Any) -> Path:
+        spilled.append(len(chunk))
+        return spill(chunk, *rest)
+
+    monkeypatch.setattr(extsort, "_spill", counted)
     payload = json.loads(FIXTURE_PAYLOAD.read_text())
     content, history = datagen.admin_state(payload)
     extra = [{"id": 1000 + i, "key": "homepage", "payload": {"n": i, "tags": ["b", "a"]},
               "action": "save", "actor": "admin", "createdAt": "2026-02-12T10:00:00Z"}
-             for i in range(120_000)]
+             for i in range(4_500)]
     for entries in (history + extra, list(reversed(history + extra))):
         folder = tmp_path / f"blob-{len(list(tmp_path.iterdir()))}"
         (folder / PREFIX).mkdir(parents=True)
@@ -209,6 +220,7 @@ def test_the_streamed_hash_is_the_whole_document_hash(tmp_path: Path) -> None:
         (folder / PREFIX / "history.json").write_text(json.dumps(entries))
         state = open_admin_state(FileBlobStore(folder), PREFIX)
         assert blob_hash(state) == (canon.admin_state_hash(content, entries), len(entries))
+    assert len(spilled) >= 5, spilled  # the unordered history went through sorted runs
 
 
 def test_differences_are_bounded_with_more_marked(sb: Sandbox, tmp_path: Path) -> None:

@@ -83,16 +83,20 @@ def _write(tmp_path: Path, doc: Any) -> Path:
 
 
 def test_a_bad_item_deep_in_a_large_answer_is_caught_by_the_scan(tmp_path: Path) -> None:
-    doc = _answer(200_000)
-    doc["nodes"][199_001]["tags"] = ["x", "x"]  # uniqueItems
-    del doc["edges"][199_500]["weight"]
+    """Deep: in the fourth batch of each array, past three batches the scan has already
+    validated and let go."""
+    n = 3 * parity.BATCH + 5_000
+    node, edge = 3 * parity.BATCH + 1_001, 3 * parity.BATCH + 1_500
+    doc = _answer(n)
+    doc["nodes"][node]["tags"] = ["x", "x"]  # uniqueItems
+    del doc["edges"][edge]["weight"]
     found = parity.scan(_write(tmp_path, doc))
-    assert found.nodes == found.edges == 200_000 and found.bytes > 30_000_000
+    assert found.nodes == found.edges == n and found.bytes > 5_000_000
     assert found.bad_items == 2
-    assert found.contract[0].startswith("node 199001 (id 'n-199001'): "
-                                        "$['nodes'][199001]['tags']: "), found.contract
+    assert found.contract[0].startswith(f"node {node} (id 'n-{node:06d}'): "
+                                        f"$['nodes'][{node}]['tags']: "), found.contract
     assert "has non-unique elements" in found.contract[0], found.contract
-    assert found.contract[1] == ("edge 199500: $['edges'][199500]: "
+    assert found.contract[1] == (f"edge {edge}: $['edges'][{edge}]: "
                                  "'weight' is a required property"), found.contract
 
 
