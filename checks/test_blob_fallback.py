@@ -14,6 +14,7 @@ import pytest
 from opsgate.config import Settings
 from opsgate.errors import BlobError
 from opsgate.pytest_plugin.fixtures import connect_read_only, fail
+from opsgate.pytest_plugin.plugin import get_state
 from opsgate.target.blob import BlobAdminState, open_admin_state
 from opsgate.verify.blob_parity import blob_hash, compare, store_for
 from opsgate.verify.expectations import Expectations
@@ -25,8 +26,9 @@ pytestmark = pytest.mark.blob_fallback
 
 
 @pytest.fixture
-def blob_state(ops_settings: Settings, evidence: dict[str, Any]) -> BlobAdminState:
-    store = store_for(ops_settings)
+def blob_state(ops_settings: Settings, evidence: dict[str, Any],
+               pytestconfig: pytest.Config) -> BlobAdminState:
+    store = store_for(ops_settings, get_state(pytestconfig).unreachable)
     evidence["store"] = store.describe()
     try:
         state = open_admin_state(store, ops_settings.admin_blob_prefix)

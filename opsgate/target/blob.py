@@ -64,7 +64,8 @@ class VercelBlobStore:
     """Vercel Blob over its REST API (the one the official SDK speaks)."""
 
     def __init__(self, token: Secret, api_url: str, *, page_limit: int = PAGE_LIMIT,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None,
+                 unreachable: dict[str, str] | None = None) -> None:
         self._token = token
         self.api_url = api_url.rstrip("/")
         self.page_limit = page_limit
@@ -75,7 +76,7 @@ class VercelBlobStore:
             from opsgate.config import http_timeout_from_environment
 
             timeout = http_timeout_from_environment()
-        self._client = http.client(timeout=timeout)
+        self._client = http.client(timeout=timeout, unreachable=unreachable)
 
     def describe(self) -> str:
         return f"Vercel Blob at {self.api_url}"

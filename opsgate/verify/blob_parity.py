@@ -22,11 +22,14 @@ from opsgate.verify.evidence import MAX_EXAMPLES, value_differences
 from opsgate.verify.extsort import external_sorted
 
 
-def store_for(settings: Settings) -> BlobStore:
+def store_for(settings: Settings, unreachable: dict[str, str] | None = None) -> BlobStore:
+    """The blob store the settings name. ``unreachable``: the run's record of origins that
+    did not answer (`web.client`), so a blob API that timed out for one check fails the
+    next at once, naming the first failure, instead of waiting out its retries again."""
     if settings.blob_dir:
         return FileBlobStore(settings.blob_dir)
     return VercelBlobStore(settings.require_blob_token(), settings.vercel_blob_api_url,
-                           timeout=settings.http_timeout)
+                           timeout=settings.http_timeout, unreachable=unreachable)
 
 
 def read_neon_state(conn: psycopg.Connection[Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
