@@ -31,7 +31,7 @@ from opsgate.errors import DrillError
 from opsgate.sandbox import Sandbox
 from opsgate.sensitive import SecretUrl
 from opsgate.verify.drill import SCRATCH_PREFIX, run_drill
-from tests.gate_helpers import ROOT, clean_env, run_gate
+from tests.gate_helpers import ROOT, clean_env, run_gate, run_gate_here
 from tests.migration_helpers import ALL, WIDGETS, cli, widget_dir
 
 ALL_SEVEN = {"RUN_OPS_NEON_DRILL": "true", "RUN_OPS_BLOB_FALLBACK": "true",
@@ -157,10 +157,11 @@ def test_prepared_statements_break_through_the_pooler_but_opsgate_makes_none(
     assert_pool_clean(neon, "opsgate's own connections")
 
 
+@pytest.mark.usefixtures("gate_in_process")
 def test_the_gate_with_all_seven_checks_is_green_and_leaves_the_pool_clean(
     neon: Sandbox, tmp_path: Path
 ) -> None:
-    run = run_gate(tmp_path, f"--env-file={neon.env_file}", env=clean_env(**ALL_SEVEN))
+    run = run_gate_here(tmp_path, f"--env-file={neon.env_file}", env=clean_env(**ALL_SEVEN))
     assert run.code == 0, run.stdout[-3000:]
     assert {k.split("::")[0] for k, (o, _) in run.outcomes.items() if o == "passed"} == \
         CHECK_MODULES

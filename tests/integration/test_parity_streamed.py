@@ -14,7 +14,7 @@ import pytest
 from opsgate.sandbox import Sandbox
 from opsgate.target import web as http
 from opsgate.verify import parity
-from tests.gate_helpers import clean_env, run_gate
+from tests.gate_helpers import clean_env, run_gate, run_gate_here
 
 API = "/api/constellation"
 PARITY_TESTS = 5  # the tests of checks/test_parity.py that read the API
@@ -39,9 +39,10 @@ def test_the_api_is_fetched_once_per_run(clean: Sandbox, tmp_path: Path,
     assert clean.faults.served[API] - before == 1
 
 
+@pytest.mark.usefixtures("gate_in_process")
 def test_a_bad_node_deep_in_the_answer_is_named(clean: Sandbox, tmp_path: Path) -> None:
     clean.faults.set("api-bad-node-deep")
-    run = run_gate(tmp_path, f"--env-file={clean.env_file}", "-m", "parity",
+    run = run_gate_here(tmp_path, f"--env-file={clean.env_file}", "-m", "parity",
                    env=clean_env())
     assert run.failed_modules() == {"test_parity"}, run.failed()
     message = run.failed()["test_parity::test_response_has_the_contract_shape"]

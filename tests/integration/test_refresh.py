@@ -18,7 +18,7 @@ from opsgate.refresh.archive import sha256_of
 from opsgate.sandbox import Sandbox
 from opsgate.target.schema import CONTRACT_TABLES
 from opsgate.verify import canon
-from tests.gate_helpers import clean_env, run_gate
+from tests.gate_helpers import clean_env, run_gate_here
 from tests.migration_helpers import ROOT, cli, db_fingerprint, ledger_rows
 
 #: Statement-level triggers on every contract table of the source: any INSERT, UPDATE,
@@ -114,6 +114,7 @@ def test_dry_run_writes_nothing_anywhere(
     assert all(r["target_rows_before"] is None for r in summary["tables"])
 
 
+@pytest.mark.usefixtures("gate_in_process")
 def test_apply_makes_the_target_equal_to_the_source(
         source: Sandbox, mirror: str, tmp_path: Path) -> None:
     src_url = source.environ()["DATABASE_URL"]
@@ -171,7 +172,7 @@ def test_apply_makes_the_target_equal_to_the_source(
     assert doc["operations"][-1]["ledger_id"] == again["ledger_id"]
     # The refreshed mirror passes the gate's ledger check (the refresh row is known).
     gate_env = target_env(source, tmp_path, mirror)
-    run = run_gate(tmp_path, f"--env-file={gate_env}", "-m", "ledger", env=clean_env())
+    run = run_gate_here(tmp_path, f"--env-file={gate_env}", "-m", "ledger", env=clean_env())
     assert run.code == 0 and not run.failed(), run.stdout[-2000:]
 
 

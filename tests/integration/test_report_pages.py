@@ -18,8 +18,10 @@ import pytest
 from opsgate.reports import history
 from opsgate.sandbox import Sandbox
 from tests.browser import chromium, render
-from tests.gate_helpers import ROOT, GateRun, run_gate
+from tests.gate_helpers import ROOT, GateRun, run_gate_here
 from tests.integration.test_reports import HEAD, clean_env
+
+pytestmark = pytest.mark.usefixtures("gate_in_process")
 
 ALL = "preflight or parity or ledger or health or neon_drill or blob_fallback or knowledge_drift"
 MARKERS = ALL.split(" or ")
@@ -31,9 +33,9 @@ PLUMBING = re.compile(r'"name": ?"(_allure_labels|target_db|evidence|expectation
 def _gate(sandbox: Sandbox, tmp_path: Path, reports: Path, **env: str) -> GateRun:
     # The expectations file as a path relative to the project: messages name it, and the
     # screenshots committed under tests/output must show no path of the machine.
-    return run_gate(tmp_path, f"--env-file={sandbox.env_file}", "-m", ALL,
-                    f"--reports-dir={reports}", env=clean_env(
-                        OPSGATE_EXPECTATIONS_FILE="fixtures/expectations/sandbox.toml", **env))
+    return run_gate_here(tmp_path, f"--env-file={sandbox.env_file}", "-m", ALL,
+                         f"--reports-dir={reports}", env=clean_env(
+                             OPSGATE_EXPECTATIONS_FILE="fixtures/expectations/sandbox.toml", **env))
 
 
 def _runs(reports: Path) -> list[Path]:

@@ -18,8 +18,10 @@ from opsgate.reports import history, seal
 from opsgate.sandbox import Sandbox
 from opsgate.target.contracts import schema
 from tests.browser import chromium, render
-from tests.gate_helpers import ROOT, run_gate
+from tests.gate_helpers import ROOT, run_gate, run_gate_here
 from tests.gate_helpers import clean_env as _clean_env
+
+pytestmark = pytest.mark.usefixtures("gate_in_process")
 
 ALL = "preflight or parity or ledger or health or neon_drill or blob_fallback or knowledge_drift"
 HEAD = re.compile(r"^opsgate: history head ([0-9a-f]{64})$", re.M)
@@ -44,7 +46,7 @@ def run_with_fault(sandbox: Sandbox, tmp_path: Path, fault: str) -> Path:
     sandbox.faults.set(fault)
     try:
         reports = tmp_path / "reports"
-        run_gate(tmp_path, f"--env-file={sandbox.env_file}", f"--reports-dir={reports}",
+        run_gate_here(tmp_path, f"--env-file={sandbox.env_file}", f"--reports-dir={reports}",
                  env=clean_env())
     finally:
         sandbox.faults.clear()
@@ -53,7 +55,7 @@ def run_with_fault(sandbox: Sandbox, tmp_path: Path, fault: str) -> Path:
 
 def test_a_gate_run_writes_all_five_artefacts(sandbox: Sandbox, tmp_path: Path) -> None:
     reports = tmp_path / "reports"
-    run = run_gate(tmp_path, f"--env-file={sandbox.env_file}", "-m", ALL,
+    run = run_gate_here(tmp_path, f"--env-file={sandbox.env_file}", "-m", ALL,
                    f"--reports-dir={reports}", "--junitxml=", env=clean_env())
     assert run.code == 0, run.stdout[-3000:]
     d = only_run_dir(reports)
@@ -128,7 +130,7 @@ def test_failing_run_writes_reports_without_any_secret(sandbox: Sandbox, tmp_pat
     bad_url = env["DATABASE_URL"].replace(f":{good_pw}@", ":canary-dbpw-5d21@")
     reports = tmp_path / "reports"
     step_summary = tmp_path / "step-summary.md"
-    run = run_gate(tmp_path, f"--env-file={sandbox.env_file}", "-m", ALL,
+    run = run_gate_here(tmp_path, f"--env-file={sandbox.env_file}", "-m", ALL,
                    f"--reports-dir={reports}", env=clean_env(
                        DATABASE_URL=bad_url, GITHUB_STEP_SUMMARY=str(step_summary), **canaries))
     assert run.code == 1
@@ -169,7 +171,7 @@ def test_xdist_run_has_one_report_directory_and_one_history_line(tmp_path: Path)
 
 def test_no_reports_writes_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
     reports = tmp_path / "reports"
-    run = run_gate(tmp_path, f"--env-file={sandbox.env_file}", "--no-reports",
+    run = run_gate_here(tmp_path, f"--env-file={sandbox.env_file}", "--no-reports",
                    "--junitxml=", env=clean_env())
     assert run.code == 0
     assert not reports.exists()
@@ -227,7 +229,7 @@ def test_history_verify_passes_untouched_and_names_the_broken_line(tmp_path: Pat
 
 def test_verify_detects_an_edited_summary(sandbox: Sandbox, tmp_path: Path) -> None:
     reports = tmp_path / "reports"
-    run_gate(tmp_path, f"--env-file={sandbox.env_file}", f"--reports-dir={reports}",
+    run_gate_here(tmp_path, f"--env-file={sandbox.env_file}", f"--reports-dir={reports}",
              env=clean_env())
     assert _cli("--reports-dir", str(reports), "verify").returncode == 0
     listing = _cli("--reports-dir", str(reports), "list")
