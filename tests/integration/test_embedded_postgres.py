@@ -87,9 +87,20 @@ def test_binaries_in_a_private_folder_are_copied_for_the_service_user(tmp_path: 
     shutil.copytree(site / "pgserver.libs", private / "site" / "pgserver.libs", symlinks=True)
     hidden = pgtools.PgBinaries(wheel.major, wheel.minor,
                                 private / "site" / "pgserver" / "pginstall" / "bin", "private")
-    with EmbeddedPostgres(hidden) as cluster, cluster.connect() as conn:
-        assert conn.execute("SELECT 1").fetchone() == (1,)
-        assert "copied for the service user" in cluster.binaries.origin
+    cluster = EmbeddedPostgres(hidden)
+    # The copy is a cache of the system's temporary folder, where the service user can
+    # read it, keyed by the distribution's path: this test's path is new on every run,
+    # so the test deletes the copy it caused.
+    copy = cluster.binaries.bindir.parents[2]
+    try:
+        assert copy.name.startswith("opsgate-pgdist-"), copy
+        with cluster, cluster.connect() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert "copied for the service user" in cluster.binaries.origin
+    finally:
+        if copy.name.startswith("opsgate-pgdist-"):
+            shutil.rmtree(copy, ignore_errors=True)
+    assert not copy.exists()
 
 
 def test_clusters_are_copies_of_one_cached_template_each_with_its_own_password(
