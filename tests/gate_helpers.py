@@ -1,11 +1,16 @@
-"""Running the real gate in a subprocess and reading its JUnit verdicts."""
+"""Running the real gate (in a subprocess or through pytester) and reading its JUnit
+verdicts; running opsgate's command lines in the test's process."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +19,33 @@ import pytest
 from opsgate.config import FLAG_DEFAULTS, VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def main_here(main: Callable[[Sequence[str]], int], argv: Sequence[str],
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """A command line's ``main(argv)`` run in this process as ``python -m`` would run it
+    from the project: exactly ``env`` as the environment (this process's if None), the
+    project as the working directory, stdout and stderr captured, the exit code from the
+    return value or SystemExit (argparse). Saves an interpreter start and a second import
+    of opsgate per call; tests whose point is the process (signals, concurrency, the
+    command line itself) start one instead. Main thread only: the environment and the
+    streams are this process's."""
+    assert threading.current_thread() is threading.main_thread(), "main thread only"
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        if env is not None:
+            for name in list(os.environ):
+                if name not in env:
+                    mp.delenv(name)
+            for name, value in env.items():
+                mp.setenv(name, value)
+        mp.chdir(ROOT)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse: usage errors and --help
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    return subprocess.CompletedProcess(["main", *argv], code, out.getvalue(), err.getvalue())
 
 
 @dataclass

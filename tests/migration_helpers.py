@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import random
@@ -16,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 from psycopg import sql
 
 from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.verify import canon
+from tests.gate_helpers import main_here
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
@@ -49,33 +47,17 @@ def cli(url: str, *args: str, migrations: Path = MIGRATIONS, env: dict[str, str]
         p = subprocess.run([sys.executable, "-m", "opsgate.migrate", *argv],
                            capture_output=True, text=True, env=full_env, timeout=timeout,
                            cwd=ROOT)
-        code, stdout, stderr = p.returncode, p.stdout, p.stderr
     else:
-        code, stdout, stderr = _cli_here(argv, full_env)
+        from opsgate.migrate import cli as migrate_cli
+
+        p = main_here(lambda a: migrate_cli.main(a, prog="python -m opsgate.migrate"), argv,
+                      full_env)
+    code, stdout, stderr = p.returncode, p.stdout, p.stderr
     try:
         out = json.loads(stdout) if stdout.strip() else None
     except json.JSONDecodeError:
         out = stdout
     return code, out, stderr
-
-
-def _cli_here(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
-    from opsgate.migrate import cli as migrate_cli
-
-    out, err = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name not in env:
-                mp.delenv(name)
-        for name, value in env.items():
-            mp.setenv(name, value)
-        mp.chdir(ROOT)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = migrate_cli.main(argv, prog="python -m opsgate.migrate")
-            except SystemExit as exc:  # argparse: usage errors and --help
-                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    return code, out.getvalue(), err.getvalue()
 
 
 def db_fingerprint(url: str) -> dict[str, str]:

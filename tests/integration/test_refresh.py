@@ -14,11 +14,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from opsgate.cli import main as cli_main
 from opsgate.refresh.archive import sha256_of
 from opsgate.sandbox import Sandbox
 from opsgate.target.schema import CONTRACT_TABLES
 from opsgate.verify import canon
-from tests.gate_helpers import clean_env, run_gate_here
+from tests.gate_helpers import clean_env, main_here, run_gate_here
 from tests.migration_helpers import ROOT, cli, db_fingerprint, ledger_rows
 
 #: Statement-level triggers on every contract table of the source: any INSERT, UPDATE,
@@ -74,11 +75,8 @@ def target_env(sb: Sandbox, tmp_path: Path, url: str, **extra: str) -> Path:
 
 def refresh(sb: Sandbox, target: Path, *args: str, source: Path | None = None
             ) -> tuple[int, dict[str, Any], str]:
-    p = subprocess.run(
-        [sys.executable, "-m", "opsgate.cli", "refresh",
-         f"--source-env-file={source or sb.env_file}", f"--target-env-file={target}",
-         "--json", *args],
-        capture_output=True, text=True, cwd=ROOT, env=clean_env(), timeout=300)
+    p = main_here(cli_main, ["refresh", f"--source-env-file={source or sb.env_file}",
+                             f"--target-env-file={target}", "--json", *args], clean_env())
     for secret in (sb.admin_password.reveal(), sb.blob_token.reveal(),
                    sb.environ()["DATABASE_URL"].split("@")[0].rsplit(":", 1)[1]):
         assert secret not in p.stdout + p.stderr

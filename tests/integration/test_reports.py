@@ -7,18 +7,18 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import jsonschema
 import pytest
 
+from opsgate.cli import main as cli_main
 from opsgate.reports import history, seal
 from opsgate.sandbox import Sandbox
 from opsgate.target.contracts import schema
 from tests.browser import chromium, render
-from tests.gate_helpers import ROOT, run_gate, run_gate_here
+from tests.gate_helpers import ROOT, main_here, run_gate, run_gate_here
 from tests.gate_helpers import clean_env as _clean_env
 
 pytestmark = pytest.mark.usefixtures("gate_in_process")
@@ -178,8 +178,7 @@ def test_no_reports_writes_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "opsgate.cli", "reports", *args],
-                          capture_output=True, text=True, cwd=ROOT)
+    return main_here(cli_main, ["reports", *args])
 
 
 def _history(tmp_path: Path, n: int = 4) -> Path:
