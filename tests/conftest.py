@@ -63,37 +63,63 @@ def pytest_configure(config: pytest.Config) -> None:
 
 #: The caller's PYTHONDONTWRITEBYTECODE, while this run shares its bytecode instead.
 _NO_BYTECODE = pytest.StashKey[str]()
+#: Variables this run set for its processes, to unset when it ends.
+_SET_HERE = pytest.StashKey[list[str]]()
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Share compiled bytecode between this run's Python processes.
+    """Set, before the xdist workers start (tryfirst, before xdist's own sessionstart
+    starts them; they and every process they start inherit it), what all of this run's
+    processes share: a bytecode cache, and opsgate's cache folder."""
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return
+    config.stash[_SET_HERE] = []
+    _share_bytecode(config)
+    _pin_cache_folder(config)
 
-    With PYTHONDONTWRITEBYTECODE set, every interpreter the self-tests start (gate runs,
+
+def _share_bytecode(config: pytest.Config) -> None:
+    """With PYTHONDONTWRITEBYTECODE set, every interpreter the self-tests start (gate runs,
     the CLIs, sandboxes: well over a hundred) compiles the same modules from source again,
     and pytest rewrites the asserts of the same checks and plugins again, in each of
-    them and in every in-process gate run. Set before the xdist workers start (they and
-    every process they start inherit it: tryfirst, before xdist's own sessionstart
-    starts them), PYTHONPYCACHEPREFIX sends all of it to one
+    them and in every in-process gate run. PYTHONPYCACHEPREFIX sends all of it to one
     folder of this run's temporary directory instead: nothing is written next to the
     sources, and the folder goes with pytest's other temporary files. A prefix of the
-    caller's own, or an environment that writes bytecode anyway, is left alone.
-    """
-    config = session.config
-    if (hasattr(config, "workerinput") or not os.environ.get("PYTHONDONTWRITEBYTECODE")
-            or os.environ.get("PYTHONPYCACHEPREFIX")):
+    caller's own, or an environment that writes bytecode anyway, is left alone."""
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
         return
     factory = config._tmp_path_factory  # type: ignore[attr-defined]
     config.stash[_NO_BYTECODE] = os.environ.pop("PYTHONDONTWRITEBYTECODE")
     os.environ["PYTHONPYCACHEPREFIX"] = str(factory.getbasetemp() / "pycache")
+    config.stash[_SET_HERE].append("PYTHONPYCACHEPREFIX")
+
+
+def _pin_cache_folder(config: pytest.Config) -> None:
+    """opsgate's cache (the template clusters and sandboxes, `embedded.cache_dir`) stays
+    the caller's own in every test. pytester points HOME at each test's temporary folder,
+    so without this every test that runs a gate through it, and every process such a
+    test starts, found an empty cache below that HOME: it ran initdb and built and saved
+    the sandbox again (66 MB and several seconds of CPU each). Tests of the cache itself
+    set OPSGATE_CACHE_DIR of their own; "off" from the caller is kept."""
+    from opsgate.sandbox.embedded import cache_dir
+
+    if os.environ.get("OPSGATE_CACHE_DIR", "").strip():
+        return
+    folder = cache_dir()
+    if folder is not None:
+        os.environ["OPSGATE_CACHE_DIR"] = str(folder)
+        config.stash[_SET_HERE].append("OPSGATE_CACHE_DIR")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """The caller's environment back as it was (pytest may run again in this process)."""
+    for name in session.config.stash.get(_SET_HERE, []):
+        os.environ.pop(name, None)
     value = session.config.stash.get(_NO_BYTECODE, None)
     if value is not None:
         os.environ["PYTHONDONTWRITEBYTECODE"] = value
-        os.environ.pop("PYTHONPYCACHEPREFIX", None)
 
 
 

