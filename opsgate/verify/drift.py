@@ -30,7 +30,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import psycopg
@@ -222,33 +222,49 @@ def show_example(example: Any) -> str:
 #: whole, however it is read; sliced, the client holds one slice at a time.
 PAYLOAD_SLICE = 1 << 20
 
-#: Slices of the payload's JSON text in order. The text is computed once: the lateral
-#: generate_series needs the CTE's row first, and substring of an in-memory bytea is
-#: a copy of the slice (substring of text would count characters from the start).
+#: The payload's JSON text in slices, in three parts when it is an object: part 0 the
+#: envelope (the object without nodes and edges, as jsonb prints it), part 1 the nodes
+#: array, part 2 the edges array (no row for a key the object lacks). Any other JSON
+#: value is part 0 alone, spooled as it prints, for the payload side to refuse by name.
+#: Envelope first: jsonb prints shorter keys first, edges and nodes before the envelope,
+#: and the payload side, which reads the envelope first, then tokenised both arrays to
+#: reach it (at 100k entities drift from the database spent 5.5 s comparing a spool in
+#: jsonb's order against 3.5 s for the same payload envelope first). Each part's text is
+#: computed once: the lateral generate_series needs its row first, and substring of an
+#: in-memory bytea is a copy of the slice (substring of text would count characters
+#: from the start). The payload is detoasted once per part (and once to see its type).
 _PAYLOAD_SLICES = sql.SQL("""
     COPY (
-      WITH p AS MATERIALIZED (
-        SELECT convert_to(payload::text, 'UTF8') AS b FROM admin_content_state
-        WHERE key = 'constellation')
-      SELECT substring(p.b FROM i FOR {n})
-      FROM p, LATERAL generate_series(1, octet_length(p.b), {n}) AS i ORDER BY i
+      WITH r AS MATERIALIZED (
+        SELECT payload AS j, jsonb_typeof(payload) = 'object' AS obj
+        FROM admin_content_state WHERE key = 'constellation'),
+      parts AS (
+        SELECT 0 AS part, convert_to(CASE WHEN obj THEN ((j - 'nodes') - 'edges')::text
+                                          ELSE j::text END, 'UTF8') AS b FROM r
+        UNION ALL SELECT 1, convert_to((j -> 'nodes')::text, 'UTF8') FROM r WHERE obj
+        UNION ALL SELECT 2, convert_to((j -> 'edges')::text, 'UTF8') FROM r WHERE obj)
+      SELECT part, substring(b FROM i FOR {n})
+      FROM parts, LATERAL generate_series(1, octet_length(b), {n}) AS i ORDER BY part, i
     ) TO STDOUT (FORMAT binary)""")
+
+#: What goes before each part of an object's text in the spool file.
+_PART_LEAD = {1: b'"nodes": ', 2: b'"edges": '}
 
 
 def payload_from_database(conn: psycopg.Connection[Any]) -> PayloadReader:
     """The payload in ``admin_content_state`` (key ``constellation``), streamed to a spool
-    file in `PAYLOAD_SLICE` slices: the client never holds it whole. The file lives in a
-    private temporary folder that goes with the reader."""
+    file in `PAYLOAD_SLICE` slices, an object's members envelope first (`_PAYLOAD_SLICES`),
+    each member's text as jsonb prints it: the client never holds it whole. The file
+    lives in a private temporary folder that goes with the reader."""
     folder = tempfile.TemporaryDirectory(prefix="opsgate-payload-")
     path = Path(folder.name) / "payload.json"
     size = 0
     try:
         query = _PAYLOAD_SLICES.format(n=sql.Literal(PAYLOAD_SLICE))
         with path.open("wb") as spool, conn.cursor() as cur, cur.copy(query) as cp:
-            cp.set_types(["bytea"])
-            for (piece,) in cp.rows():
-                spool.write(piece)
-                size += len(piece)
+            cp.set_types(["int4", "bytea"])
+            _spool_parts(cp.rows(), spool)
+            size = spool.tell()
     except BaseException:
         folder.cleanup()
         raise
@@ -260,6 +276,30 @@ def payload_from_database(conn: psycopg.Connection[Any]) -> PayloadReader:
                            path)
     reader._spool_dir = folder  # removed when the reader goes (TemporaryDirectory's finalizer)
     return reader
+
+
+def _spool_parts(rows: Iterable[tuple[int, bytes]], spool: IO[bytes]) -> None:
+    """Write the parts' slices as one JSON text: the envelope but for its closing brace,
+    each array after its key, then the brace. A value that is no object (part 0 alone)
+    is written as it came."""
+    part, pending, envelope_bytes = -1, b"", 0
+    for n, piece in rows:
+        if n != part:
+            if part == 0 and n > 0:  # the envelope's "}" waits until the arrays are in
+                pending = b""
+                spool.write(b", " if envelope_bytes > 2 else b"")  # "{}" has no member
+            elif part > 0:
+                spool.write(b", ")
+            if n > 0:
+                spool.write(_PART_LEAD[n])
+            part = n
+        if part == 0:
+            envelope_bytes += len(piece)
+            spool.write(pending + piece[:-1])
+            pending = piece[-1:]
+        else:
+            spool.write(piece)
+    spool.write(pending if part <= 0 else b"}")
 
 
 # -- the merge --------------------------------------------------------------------------

@@ -389,15 +389,21 @@ def test_payload_from_the_database_arrives_in_slices(
     sandbox: Sandbox, ro: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Sliced by bytes (4 KiB: slices cut through UTF-8 sequences), the spooled payload is
-    the payload's text byte for byte, and a doctored value in it is found and shown."""
+    the payload's members envelope first, each byte for byte as jsonb prints it, and a
+    doctored value in it is found and shown."""
     from opsgate.verify import drift
 
     monkeypatch.setattr(drift, "PAYLOAD_SLICE", 4096)
     reader = payload_from_database(ro)
     assert reader.path is not None
-    row = ro.execute("SELECT payload::text FROM admin_content_state "
+    row = ro.execute("SELECT ((payload - 'nodes') - 'edges')::text, (payload -> 'nodes')::text, "
+                     "(payload -> 'edges')::text, payload FROM admin_content_state "
                      "WHERE key = 'constellation'").fetchone()
-    assert row is not None and reader.path.read_bytes() == row[0].encode()
+    assert row is not None and len(row[0]) > 2 and len(row[1]) > 4096
+    envelope, nodes, edges, whole = row
+    spooled = reader.path.read_bytes()
+    assert spooled == (envelope[:-1] + f', "nodes": {nodes}, "edges": {edges}}}').encode()
+    assert json.loads(spooled) == whole
     assert not compare(reader, ro, "db").drifted
     node = _node(FIXTURE)["id"]
     label = "Doctored é😂 " * 700  # longer than a slice
@@ -411,6 +417,28 @@ def test_payload_from_the_database_arrives_in_slices(
     result = compare(doctored, ro, "db")
     assert result.counts == {"changed nodes": 1}, result.summary_lines()
     assert f"{node} (label) label: payload \"Doctored é😂 Doctored" in result.summary_lines()[0]
+
+
+@pytest.mark.parametrize(("stored", "spooled", "refused"), [
+    ("[1, 2]", b"[1, 2]", "missing version, generatedAt, domains, nodes, edges"),
+    ('{"version": 3, "domains": [], "generatedAt": "x", "edges": []}',
+     b'{"domains": [], "version": 3, "generatedAt": "x", "edges": []}', "missing nodes"),
+    ('{"nodes": [], "edges": []}', b'{"nodes": [], "edges": []}',
+     "missing version, generatedAt, domains"),
+], ids=["no-object", "no-nodes", "no-envelope"])
+def test_a_payload_of_the_wrong_shape_is_spooled_as_stored_and_refused(
+    sandbox: Sandbox, stored: str, spooled: bytes, refused: str
+) -> None:
+    """The envelope-first spool keeps what is there and adds nothing: what is missing is
+    named by the contract."""
+    with psycopg.connect(sandbox.environ()["DATABASE_URL"]) as rw:
+        rw.execute("UPDATE admin_content_state SET payload = %s::jsonb "
+                   "WHERE key = 'constellation'", (stored,))
+        reader = payload_from_database(rw)
+        assert reader.path is not None and reader.path.read_bytes() == spooled
+        with pytest.raises(DriftInputError, match=f"does not match its contract: {refused}$"):
+            compare(reader, rw, "db")
+        rw.rollback()
 
 
 def test_missing_payload_row_names_the_alternative(sandbox: Sandbox) -> None:
