@@ -269,7 +269,10 @@ def test_allure3_generates_a_report_from_the_results(sandbox: Sandbox, tmp_path:
     (tool / "package.json").write_text('{"name": "allure-probe", "private": true}')
     # npm fetches and unpacks Allure 3 (mostly waiting on the registry and the disk)
     # while the gate run makes the results: the two do not depend on each other.
+    # From npm's cache where it has the packages (--prefer-offline), without install
+    # scripts or a lock file: Allure 3 needs neither (3.7 s instead of 7.6 s here).
     install = subprocess.Popen(["npm", "install", "--no-audit", "--no-fund", "--silent",
+                                "--prefer-offline", "--ignore-scripts", "--no-package-lock",
                                 "allure@3"], cwd=tool, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
