@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,22 @@ import pytest
 from opsgate.config import FLAG_DEFAULTS, VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def from_the_project(env: dict[str, str] | None) -> Iterator[None]:
+    """This process as a child started from the project would be: exactly ``env`` as the
+    environment (this process's own if None), the project as the working directory; both
+    restored afterwards."""
+    with pytest.MonkeyPatch.context() as mp:
+        if env is not None:
+            for name in list(os.environ):
+                if name not in env:
+                    mp.delenv(name)
+            for name, value in env.items():
+                mp.setenv(name, value)
+        mp.chdir(ROOT)
+        yield
 
 
 def main_here(main: Callable[[Sequence[str]], int], argv: Sequence[str],
@@ -32,19 +48,12 @@ def main_here(main: Callable[[Sequence[str]], int], argv: Sequence[str],
     streams are this process's."""
     assert threading.current_thread() is threading.main_thread(), "main thread only"
     out, err = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as mp:
-        if env is not None:
-            for name in list(os.environ):
-                if name not in env:
-                    mp.delenv(name)
-            for name, value in env.items():
-                mp.setenv(name, value)
-        mp.chdir(ROOT)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(argv)
-            except SystemExit as exc:  # argparse: usage errors and --help
-                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    with from_the_project(env), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse: usage errors and --help
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     return subprocess.CompletedProcess(["main", *argv], code, out.getvalue(), err.getvalue())
 
 
@@ -108,14 +117,7 @@ def run_gate_inprocess(pytester: pytest.Pytester, tmp: Path, *args: str,
     junit = tmp / f"junit-{len(list(tmp.glob('junit-*')))}.xml"
     reports = [] if any(a.startswith(("--reports-dir", "--no-reports")) for a in args) else [
         f"--reports-dir={tmp / 'reports'}"]
-    wanted = env or clean_env()
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name not in wanted:
-                mp.delenv(name)
-        for name, value in wanted.items():
-            mp.setenv(name, value)
-        mp.chdir(ROOT)
+    with from_the_project(env or clean_env()):
         result = pytester.runpytest_inprocess(
             "-p", "no:cacheprovider", f"--rootdir={ROOT}", "-c", str(ROOT / "pyproject.toml"),
             f"--junitxml={junit}", "-o", "junit_family=xunit2", *reports, *args)
