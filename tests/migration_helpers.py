@@ -30,20 +30,20 @@ ALL = (ADMIN_SCHEMA, BLOB_STATE, KB_SCHEMA, KB_BACKFILL)
 
 
 def cli(url: str, *args: str, migrations: Path = MIGRATIONS, env: dict[str, str] | None = None,
-        timeout: float = 120, process: bool = False) -> tuple[int, Any, str]:
+        timeout: float = 120) -> tuple[int, Any, str]:
     """Run the migration CLI; returns (exit code, parsed stdout JSON, stderr).
 
     In this process (``opsgate.migrate.cli.main`` with this environment, directory and
-    streams) unless ``process`` is set or the caller is not the main thread: the CLI's
-    code, arguments and output are the same, without an interpreter start and a second
-    import of opsgate per call (about 0.4 s each, some ninety calls a run). Tests whose
-    point is the process (signals, concurrent runners, the command line itself) start one
-    themselves or pass ``process=True``."""
+    streams), or in a new one when the caller is not the main thread: the CLI's code,
+    arguments and output are the same, without an interpreter start and a second import
+    of opsgate per call (about 0.4 s each, some ninety calls a run). Tests whose point is
+    the process (signals, concurrent runners, the command line itself) start one
+    themselves."""
     full_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("DATABASE_URL", "POSTGRES_URL", "BLOB_", "VERCEL_"))}
     full_env.update({"DATABASE_URL": url, **(env or {})})
     argv = ["--migrations-dir", str(migrations), *args]
-    if process or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         p = subprocess.run([sys.executable, "-m", "opsgate.migrate", *argv],
                            capture_output=True, text=True, env=full_env, timeout=timeout,
                            cwd=ROOT)
