@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+from xdist.scheduler import WorkStealingScheduling
 
 from opsgate.config import FLAG_DEFAULTS, VARIABLES
 from opsgate.sandbox.embedded import EmbeddedPostgres
+
+if TYPE_CHECKING:
+    from xdist.remote import Producer
+    from xdist.scheduler.protocol import Scheduling
 
 #: The gate's variables, and where CI collects a Markdown summary (a self-test's inner
 #: gate run must not append to the real one).
@@ -59,6 +65,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.import_plugin("pytester")
     config.addinivalue_line(
         "markers", "pgbouncer: needs the pgbouncer program (the Neon-shaped topology)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> Scheduling | None:
+    """Work stealing instead of xdist's default ``load`` scheduling, unless another
+    ``--dist`` was asked for. ``load`` hands out tests in batches and never takes one
+    back: runs ended with one worker idle for 5 to 10 s while the other worked through
+    the batch it still held. A worker that runs dry now takes half of the other's
+    queue. xdist's own scheduler, chosen through xdist's hook for it."""
+    if config.getoption("dist") != "load":
+        return None
+    return WorkStealingScheduling(config, log)
 
 
 #: The caller's PYTHONDONTWRITEBYTECODE, while this run shares its bytecode instead.

@@ -41,6 +41,17 @@ def ro(sandbox: Sandbox) -> Iterator[psycopg.Connection[Any]]:
         yield conn
 
 
+@pytest.fixture(params=["this process", "second process"])
+def payload_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where the payload side runs: the fixture's payload is below
+    `drift.SECOND_PROCESS_FROM`, so the second process is forced for it."""
+    from opsgate.verify import drift
+
+    if request.param == "second process":
+        monkeypatch.setattr(drift, "SECOND_PROCESS_FROM", 0)
+    return str(request.param)
+
+
 def write(tmp_path: Path, doc: dict[str, Any]) -> Path:
     path = tmp_path / "payload.json"
     path.write_text(json.dumps(doc, ensure_ascii=False))
@@ -48,7 +59,7 @@ def write(tmp_path: Path, doc: dict[str, Any]) -> Path:
 
 
 def test_clean_graph_has_no_drift_and_streamed_hashes_equal_in_memory_ones(
-    ro: psycopg.Connection[Any],
+    ro: psycopg.Connection[Any], payload_process: str,
 ) -> None:
     result = compare(payload_from_database(ro), ro, "db")
     assert not result.drifted, result.summary_lines()
@@ -58,7 +69,8 @@ def test_clean_graph_has_no_drift_and_streamed_hashes_equal_in_memory_ones(
     assert (result.payload.nodes, result.payload.edges) == (360, 436)
 
 
-def test_small_sort_chunks_give_the_same_answer(ro: psycopg.Connection[Any], tmp_path: Path) -> None:
+def test_small_sort_chunks_give_the_same_answer(ro: psycopg.Connection[Any], tmp_path: Path,
+                                               payload_process: str) -> None:
     doc = copy.deepcopy(FIXTURE)
     doc["nodes"].reverse()
     doc["edges"].reverse()
@@ -280,7 +292,8 @@ def test_extra_kb_entity_is_reported(sandbox: Sandbox, ro: psycopg.Connection[An
     assert result.examples["extra kb nodes"] == ["zz-extra"]
 
 
-def test_invalid_payload_is_a_clear_failure(ro: psycopg.Connection[Any], tmp_path: Path) -> None:
+def test_invalid_payload_is_a_clear_failure(ro: psycopg.Connection[Any], tmp_path: Path,
+                                            payload_process: str) -> None:
     doc = _mutate(lambda d: _node(d).update(tags="not-a-list"))
     with pytest.raises(DriftInputError, match=r"does not match its contract: \$\['nodes'\]"):
         compare(payload_from_file(write(tmp_path, doc)), ro, "file")
@@ -510,6 +523,34 @@ def _private_tempdir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     folder.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     return folder
+
+
+@pytest.mark.parametrize(("below", "second"), [(True, False), (False, True)],
+                         ids=["below the threshold", "at the threshold"])
+def test_the_second_process_starts_from_its_threshold(
+        ro: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch, below: bool,
+        second: bool) -> None:
+    """A payload file smaller than `SECOND_PROCESS_FROM` is worked on in this process
+    (no interpreter started for it); from that size on, in a second one. Same answer."""
+    import subprocess
+
+    from opsgate.verify import drift
+
+    size = FIXTURE_PAYLOAD.stat().st_size
+    monkeypatch.setattr(drift, "SECOND_PROCESS_FROM", size + 1 if below else size)
+    started: list[list[str]] = []
+    popen = subprocess.Popen
+
+    def spy(args: list[str], *rest: Any, **kw: Any) -> subprocess.Popen[bytes]:
+        started.append(list(args))
+        return popen(args, *rest, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    result = compare(payload_from_file(FIXTURE_PAYLOAD), ro, "file")
+    assert not result.drifted, result.summary_lines()
+    assert result.payload.graph_hash == canon.document_hash(kb.graph_of(FIXTURE))
+    workers = [a for a in started if "opsgate.verify._payload_worker" in a]
+    assert len(workers) == (1 if second else 0), started
 
 
 def test_a_payload_side_that_dies_is_one_clear_line(
