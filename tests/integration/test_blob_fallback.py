@@ -105,12 +105,13 @@ def test_server_error(sb: Sandbox, tmp_path: Path) -> None:
                     "HTTP 503")
 
 
+@pytest.mark.usefixtures("quick_retries")
 def test_timeout(sb: Sandbox, tmp_path: Path) -> None:
     """The first blob check waits out its retries; the second fails at once, naming
     the first failure (the run's record of origins that did not answer)."""
     sb.faults.set("blob-hang")
-    sb.faults.hang_seconds = 3
-    run = gate(sb, tmp_path, OPSGATE_HTTP_TIMEOUT="0.5")
+    sb.faults.hang_seconds = 1
+    run = gate(sb, tmp_path, OPSGATE_HTTP_TIMEOUT="0.2")
     only_blob_fails(run, "test_blob_state_is_complete_and_well_formed",
                     "timed out after 3 attempts")
     second = run.failed()["test_blob_fallback::test_blob_and_neon_hashes_match"]

@@ -77,12 +77,13 @@ def test_api_fault_fails_parity_only(clean: Sandbox, tmp_path: Path, fault: str,
     assert needle in message, message
 
 
+@pytest.mark.usefixtures("quick_retries")
 def test_api_that_hangs_past_the_timeout(clean: Sandbox, tmp_path: Path) -> None:
     clean.faults.set("api-hang")
-    clean.faults.hang_seconds = 4
+    clean.faults.hang_seconds = 1
     run = run_gate_here(tmp_path, f"--env-file={clean.env_file}", "-m", "parity",
                    "-k", "counts_aligned and not build",
-                   env=clean_env(OPSGATE_HTTP_TIMEOUT="0.5"))
+                   env=clean_env(OPSGATE_HTTP_TIMEOUT="0.2"))
     assert run.failed_modules() == {"test_parity"}
     (message,) = run.failed().values()
     assert "timed out after 3 attempts" in message

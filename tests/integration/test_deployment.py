@@ -128,6 +128,7 @@ def test_refusals_fail_in_one_line(clean: Sandbox, tmp_path: Path, env: dict[str
     assert "Traceback" not in run.stdout and "wrong-token-e5a1" not in run.stdout
 
 
+@pytest.mark.usefixtures("quick_retries")
 def test_an_api_that_does_not_answer_is_reported_once(clean: Sandbox, tmp_path: Path) -> None:
     import socket
 

@@ -382,12 +382,12 @@ def test_drift_never_holds_a_transaction_idle_while_the_client_works(
             victim.execute("SELECT 1")
             import time
 
-            time.sleep(0.6)
+            time.sleep(0.4)
             with pytest.raises((psycopg.errors.IdleInTransactionSessionTimeout,
                                 psycopg.OperationalError)):
                 victim.execute("SELECT 1")
         data = FIXTURE_PAYLOAD.read_bytes()
-        slow = PayloadReader(lambda: _SlowFile(data, 0.2), "slow file")
+        slow = PayloadReader(lambda: _SlowFile(data, 0.05), "slow file")
         with psycopg.connect(url, autocommit=True) as conn:
             result = compare(slow, conn, "slow file")
         assert not result.drifted, result.summary_lines()

@@ -255,19 +255,21 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @pytest.mark.parametrize("mode", ["500", "401", "hang"])
+@pytest.mark.usefixtures("quick_retries")
 def test_blob_api_errors_fail_cleanly(fresh_db: str, mode: str) -> None:
     cli(fresh_db, "run", ADMIN_SCHEMA, "--apply")
     before = db_fingerprint(fresh_db)
     handler = type("H", (_Handler,), {"mode": mode})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                     daemon=True).start()
     try:
         token = "vercel_blob_rw_canary-xyz-123"
         code, out, err = cli(fresh_db, "run", BLOB_STATE, "--apply", env={
             "BLOB_READ_WRITE_TOKEN": token,
             "VERCEL_BLOB_API_URL": f"http://127.0.0.1:{server.server_address[1]}",
-            "OPSGATE_HTTP_TIMEOUT": "0.5",
+            "OPSGATE_HTTP_TIMEOUT": "0.2",
         }, timeout=180)
     finally:
         server.shutdown()
