@@ -424,6 +424,14 @@ def test_a_script_that_raises_is_one_failed_summary(fresh_db: str, tmp_path: Pat
     assert db_fingerprint(fresh_db)["__tables__"] == ""
 
 
+def _sigint_as_on_a_terminal() -> None:
+    """SIGINT at its default in the child, whatever this run inherited. A shell that
+    starts a job in the background without job control ignores SIGINT in it; children
+    inherit that, and Python then never turns SIGINT into KeyboardInterrupt: the
+    migration ran to the end and this test failed for a reason of the runner's."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_mid_apply_is_one_summary_and_nothing_written(fresh_db: str,
                                                              tmp_path: Path) -> None:
     d = widget_dir(tmp_path)
@@ -432,7 +440,8 @@ def test_ctrl_c_mid_apply_is_one_summary_and_nothing_written(fresh_db: str,
            "WIDGET_SLEEP": "30"}
     proc = subprocess.Popen([sys.executable, "-m", "opsgate.migrate", "--migrations-dir",
                              str(d), "run", WIDGETS, "--apply"], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_as_on_a_terminal)
     deadline = time.monotonic() + 60
     while not marker.exists():
         assert time.monotonic() < deadline and proc.poll() is None
