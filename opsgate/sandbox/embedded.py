@@ -447,39 +447,53 @@ class EmbeddedPostgres(Service):
 
     def _launch(self, args: list[str], log: Path) -> str | None:
         """Start the postmaster as this process's child, its output appended to ``log``,
-        and wait until it accepts connections: None, or the end of its log when it
-        exited first or did not get ready in 60 s.
+        and wait until it accepts connections: None, or what this start added to the
+        log when the server exited first or was not ready within 60 s (then stopped).
 
         What ``pg_ctl start -w`` does, minus its pace: pg_ctl looks at postmaster.pid ten
         times a second, and a cluster copied from the template is ready in about 20 ms,
         so every start waited about 0.1 s for nothing (a self-test run starts some sixty
         clusters). The test is pg_ctl's own: the pid file names this postmaster and says
-        "ready". As a child, it is also stopped without polling (`_stop_server`)."""
+        "ready". As a child, it is stopped by waiting on its exit (`_stop_server`)."""
         kwargs: dict[str, Any] = {}
         if self._user is not None:
             kwargs.update(user=self._user.pw_uid, group=self._user.pw_gid, extra_groups=[])
-        with log.open("ab") as out:
+        # The data folder is the server's user's: a link put in the log's place must not
+        # make this process (root, when there is a service user) open or chown its target.
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise PostgresUnavailableError(
+                f"the server's log {log} could not be opened: {exc.strerror}") from None
+        try:
             if self._user is not None:
-                os.chown(log, self._user.pw_uid, self._user.pw_gid)
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    cwd=str(self.root), start_new_session=True, **kwargs)
+                os.fchown(fd, self._user.pw_uid, self._user.pw_gid)
+            offset = os.fstat(fd).st_size
+            # Tracked at once: whatever interrupts the wait below, `stop` stops it.
+            self._server = proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=str(self.root),
+                start_new_session=True, **kwargs)
+        finally:
+            os.close(fd)
         pidfile = self.datadir / "postmaster.pid"
         deadline = time.monotonic() + _START_TIMEOUT_S
-        while proc.poll() is None:
+        while proc.poll() is None and time.monotonic() <= deadline:
             if _postmaster_ready(pidfile, proc.pid):
-                self._server = proc
                 return None
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                break
             time.sleep(_POLL_S)
-        return log.read_text(errors="replace")[-800:] if log.exists() else "no log"
+        self._stop_server()
+        try:  # this start's lines only (the log is appended to), never through a link
+            with os.fdopen(os.open(log, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")[-800:] or "no message"
+        except OSError as exc:
+            return f"its log could not be read ({exc.strerror})"
 
     def _stop_server(self) -> bool:
         """Stop the postmaster started by `_launch`: fast shutdown (SIGINT), then
-        immediate (SIGQUIT), then SIGKILL, each waited for as the child's exit, not by
-        polling. False when this process has no such child (pg_ctl stops it then)."""
+        immediate (SIGQUIT), then SIGKILL, each followed by a wait on the child's exit
+        (Popen.wait: no pid file read, no fixed pace). False when this process has no
+        such child (pg_ctl stops it then)."""
         proc, self._server = self._server, None
         if proc is None:
             return False

@@ -145,3 +145,27 @@ def test_a_template_is_keyed_by_the_server_program_not_its_folder(tmp_path: Path
     first, moved = binaries("venv-1", b"\x7fELF one"), binaries("venv-2", b"\x7fELF one")
     other = binaries("venv-3", b"\x7fELF two")
     assert binaries_identity(first) == binaries_identity(moved) != binaries_identity(other)
+
+
+def test_a_link_in_the_logs_place_is_refused_and_its_target_left_alone(
+        tmp_path: Path) -> None:
+    """The data folder belongs to the server's user (as root, a service user, who can run
+    programs through the cluster's superuser). A link put where the server's log goes must
+    not have opsgate open, write or chown what it points to: the restart after saving a
+    template is refused, naming the log."""
+    target = tmp_path / "not-a-log"
+    target.write_text("untouched\n")
+    before = target.stat()
+    with EmbeddedPostgres() as cluster:
+        log = cluster.datadir / "server.log"
+        with cluster.connect() as conn:  # the log exists and the server is up
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        log.unlink()
+        log.symlink_to(target)
+        with pytest.raises(PostgresUnavailableError,
+                           match=r"server's log .*server\.log could not be opened"):
+            cluster.save_as_template(tmp_path / "template")
+    after = target.stat()
+    assert target.read_text() == "untouched\n"
+    assert (after.st_uid, after.st_gid, after.st_mode) == (
+        before.st_uid, before.st_gid, before.st_mode)
