@@ -2,11 +2,11 @@
 
 Both sides are streams in key order: the payload is parsed incrementally (ijson) and
 sorted in bounded memory (`opsgate.verify.payload`, in a second process when it is a
-file), the tables are read in code point order (the order Python compares strings in)
-in one read-only snapshot. Each side's canon-v1 graph hash is computed on the fly, byte
-for byte the hash ``canon.document_hash`` gives the same graph in memory; equal hashes
-end the comparison, otherwise a merge walk reports missing, extra and changed nodes and
-edges with the fields that differ.
+file of `SECOND_PROCESS_FROM` bytes or more), the tables are read in code point order
+(the order Python compares strings in) in one read-only snapshot. Each side's canon-v1
+graph hash is computed on the fly, byte for byte the hash ``canon.document_hash`` gives
+the same graph in memory; equal hashes end the comparison, otherwise a merge walk
+reports missing, extra and changed nodes and edges with the fields that differ.
 
 One pass over each side: every node and edge is canonicalised once, as it is read, into
 an entry ``(key, seq, canonical bytes)``; sorting, spooling, the equality test and both
@@ -441,7 +441,12 @@ class _PayloadRun:
         the nodes (when the nodes come first in the file), which keeps this process, done
         with the kb, from waiting idle."""
         if self._proc is None:
-            return payload_side(self._reader, self._folder, self._chunk, bar.advance)
+            try:
+                return payload_side(self._reader, self._folder, self._chunk, bar.advance)
+            except OSError as exc:
+                # What the second process reports as its own failure, in the same words.
+                raise OpsgateError("the payload side of drift failed: "
+                                   f"{type(exc).__name__}: {exc}") from None
         domains: list[str] | None = None
         runs: dict[str, list[Path]] = {}
         counts: dict[str, int] = {}
@@ -530,9 +535,11 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
     """Compare ``payload`` with the kb graph on ``conn`` (read only). Memory is bounded
     by the sort chunk, not by the graph.
 
-    The two sides are worked on at once: the payload's (`payload_side`, in a second
-    process when the payload is a file) and the kb's, read here in one read-only
-    snapshot into a spool file as fast as it arrives, hashing its graph as it goes.
+    The two sides are worked on at once when the payload is a file of
+    `SECOND_PROCESS_FROM` bytes or more: the payload's (`payload_side`) in a second
+    process, and the kb's, read here in one read-only snapshot into a spool file as fast
+    as it arrives, hashing its graph as it goes; a smaller payload's side runs here,
+    after the kb's.
     When the two graph hashes are equal, the graphs are the same, byte for byte: nothing
     more is read. Otherwise both sorted streams are merged, to name what differs; the
     merge runs after the snapshot has ended, so a transaction is never idle while the
@@ -542,7 +549,7 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
     t0 = time.monotonic()
     own = not db.in_transaction(conn)
     # A payload that is not one is refused by the payload side (in the second process
-    # when it has one, while the kb is read: then the kb's read was in vain, but nothing
+    # when there is one, while the kb is read: then the kb's read was in vain, but nothing
     # runs the file's first pass twice, which for a payload spooled from jsonb, its
     # envelope last, is a whole pass).
     with tempfile.TemporaryDirectory(prefix="opsgate-drift-") as tmp:

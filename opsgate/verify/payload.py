@@ -217,7 +217,8 @@ class PayloadReader:
         self._open = opener
         self.label = label
         #: The file the payload is in, when it has a name: `compare` then reads it in a
-        #: second process (`payload_side`), while it reads the kb itself.
+        #: second process (`payload_side`) while it reads the kb itself, from
+        #: `drift.SECOND_PROCESS_FROM` bytes on.
         self.path = path
         self._header: dict[str, Any] | None = None
         #: The folder of a payload read from the database (removed with the reader).
@@ -539,7 +540,8 @@ def payload_side(reader: PayloadReader, folder: Path, chunk_size: int = CHUNK,
                  tick: Callable[[int], None] | None = None) -> PayloadSummary:
     """Validate, canonicalise and sort the payload's members into runs in ``folder``, and
     hash its graph from their merge: everything drift does with the payload, in one pass
-    over it. Runs in a second process when the payload is a file (`_payload_worker`)."""
+    over it. Runs in a second process when the payload is a file of
+    `drift.SECOND_PROCESS_FROM` bytes or more (`_payload_worker`)."""
     t = time.monotonic()
     header = reader.header()
     domains = list(header["domains"])

@@ -568,15 +568,31 @@ def test_a_payload_side_that_dies_is_one_clear_line(
     assert not any(private.iterdir())
 
 
+def test_a_small_payload_that_cannot_be_read_is_one_clear_line(
+        ro: psycopg.Connection[Any], tmp_path: Path) -> None:
+    """Below `SECOND_PROCESS_FROM` the payload side runs in this process: a file that
+    fails to open (gone since it was named) is the same one line the second process
+    gives, not an OSError escaping the check."""
+    gone = tmp_path / "gone.json"
+    reader = PayloadReader(lambda: gone.open("rb"), "payload p", FIXTURE_PAYLOAD)
+    with pytest.raises(OpsgateError, match=r"^the payload side of drift failed: "
+                                           r"FileNotFoundError: .*gone\.json") as err:
+        compare(reader, ro, "p")
+    assert "\n" not in str(err.value)
+
+
 def test_a_kb_side_that_fails_stops_the_payload_side(
         sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The kb read fails (the tables are not there): the second process is stopped, its
     folder removed, and the error is the database's."""
+    from opsgate.verify import drift
+
     with psycopg.connect(sandbox.environ()["DATABASE_URL"], autocommit=True) as conn:
         conn.execute("CREATE SCHEMA empty_kb")
         try:
             conn.execute("SET search_path = empty_kb")
             private = _private_tempdir(monkeypatch, tmp_path)
+            monkeypatch.setattr(drift, "SECOND_PROCESS_FROM", 0)  # the fixture's is smaller
             with pytest.raises(psycopg.errors.UndefinedTable):
                 compare(payload_from_file(FIXTURE_PAYLOAD), conn, "file")
             assert not _payload_workers()
