@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from xdist.scheduler import WorkStealingScheduling
 
 from opsgate.config import FLAG_DEFAULTS, VARIABLES
 from opsgate.sandbox.embedded import EmbeddedPostgres
@@ -67,7 +66,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "pgbouncer: needs the pgbouncer program (the Neon-shaped topology)")
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # a hook of xdist's: -p no:xdist works
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> Scheduling | None:
     """Work stealing instead of xdist's default ``load`` scheduling, unless another
     ``--dist`` was asked for. ``load`` hands out tests in batches and never takes one
@@ -76,6 +75,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> Schedul
     queue. xdist's own scheduler, chosen through xdist's hook for it."""
     if config.getoption("dist") != "load":
         return None
+    from xdist.scheduler import WorkStealingScheduling
+
     return WorkStealingScheduling(config, log)
 
 
@@ -142,13 +143,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """The caller's environment back as it was (pytest may run again in this process)."""
+    """The caller's environment and collector back as they were (pytest may run again in
+    this process)."""
+    import gc
+
+    gc.unfreeze()
     for name in session.config.stash.get(_SET_HERE, []):
         os.environ.pop(name, None)
     value = session.config.stash.get(_NO_BYTECODE, None)
     if value is not None:
         os.environ["PYTHONDONTWRITEBYTECODE"] = value
-
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -111,7 +111,7 @@ def test_timeout(sb: Sandbox, tmp_path: Path) -> None:
     the first failure (the run's record of origins that did not answer)."""
     sb.faults.set("blob-hang")
     sb.faults.hang_seconds = 1
-    run = gate(sb, tmp_path, OPSGATE_HTTP_TIMEOUT="0.2")
+    run = gate(sb, tmp_path, OPSGATE_HTTP_TIMEOUT="0.5")  # parity's own requests too
     only_blob_fails(run, "test_blob_state_is_complete_and_well_formed",
                     "timed out after 3 attempts")
     second = run.failed()["test_blob_fallback::test_blob_and_neon_hashes_match"]
