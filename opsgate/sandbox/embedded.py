@@ -505,6 +505,18 @@ class EmbeddedPostgres(Service):
                 proc.wait(_STOP_TIMEOUT_S)
         return True
 
+    def _stop_postmaster(self) -> None:
+        """The cluster's server stopped: ours by signal (`_stop_server`); one running on
+        this data folder that this object did not start, with pg_ctl, fast then
+        immediate."""
+        if self._stop_server() or not (self.datadir / "postmaster.pid").exists():
+            return
+        for mode in ("fast", "immediate"):
+            proc = self._run([str(self.binaries.tool("pg_ctl")), "-D", str(self.datadir),
+                              "-m", mode, "-w", "-t", "30", "stop"], timeout=60)
+            if proc.returncode == 0:
+                return
+
     def _spawn_reaper(self) -> None:
         assert self.root is not None
         self._reaper = subprocess.Popen(
@@ -524,14 +536,7 @@ class EmbeddedPostgres(Service):
             return
         self.root = root
         try:
-            if not self._stop_server() and (self.datadir / "postmaster.pid").exists():
-                for mode in ("fast", "immediate"):
-                    proc = self._run([
-                        str(self.binaries.tool("pg_ctl")), "-D", str(self.datadir), "-m", mode,
-                        "-w", "-t", "30", "stop",
-                    ], timeout=60)
-                    if proc.returncode == 0:
-                        break
+            self._stop_postmaster()
         finally:
             self.root = None
             shutil.rmtree(root, ignore_errors=True)
@@ -552,12 +557,7 @@ class EmbeddedPostgres(Service):
         template another process saved first wins). The server is stopped cleanly for the
         copy and started again, on a new port: callers take URLs afresh afterwards."""
         assert self.root is not None, "cluster not started"
-        if not self._stop_server():
-            for mode in ("fast", "immediate"):
-                proc = self._run([str(self.binaries.tool("pg_ctl")), "-D", str(self.datadir),
-                                  "-m", mode, "-w", "-t", "30", "stop"], timeout=60)
-                if proc.returncode == 0:
-                    break
+        self._stop_postmaster()
         staging: Path | None = None
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
