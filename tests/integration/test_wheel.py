@@ -50,8 +50,9 @@ def _build_and_install(tmp: Path) -> Path:
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, source / name)
     dist = tmp / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w",
-                    str(dist), str(source)], check=True, capture_output=True, timeout=600)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    *_build_isolation(), "-w", str(dist), str(source)], check=True,
+                   capture_output=True, timeout=600)
     (wheel,) = dist.glob("opsgate-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("opsgate/py.typed", "opsgate/pytest_plugin/gate.ini",
@@ -76,6 +77,24 @@ def _build_and_install(tmp: Path) -> Path:
                     "install", "--quiet", "--no-compile", str(wheel)], check=True,
                    capture_output=True, timeout=1200)
     return venv / "bin"
+
+
+def _build_isolation() -> list[str]:
+    """pip's options for building the wheel: with this environment's setuptools when it
+    is one pyproject.toml's build-system accepts (the dev extra installs it), instead of
+    a build environment pip makes and fills for the one build (2.6 s against 0.9 s here);
+    isolated otherwise, as a user's pip builds it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major = int(version("setuptools").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return []
+    return ["--no-build-isolation"] if major >= _SETUPTOOLS_MAJOR else []
+
+
+#: The oldest setuptools pyproject.toml's [build-system] accepts.
+_SETUPTOOLS_MAJOR = 77
 
 
 def _env(installed: Path, **extra: str) -> dict[str, str]:
