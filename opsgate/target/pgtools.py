@@ -14,6 +14,7 @@ TLS, so for a TLS URL only TLS-capable tools are chosen.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -59,13 +60,8 @@ class PgBinaries:
 
 def tool_version(path: Path) -> tuple[int, int] | None:
     """(major, minor) that ``path --version`` reports, or None when it does not run."""
-    try:
-        out = subprocess.run(
-            [str(path), "--version"], capture_output=True, text=True, timeout=20, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    m = _VERSION_RE.search(out)
+    out = _probe(path, "--version")
+    m = _VERSION_RE.search(out) if out is not None else None
     return (int(m.group(1)), int(m.group(2) or 0)) if m else None
 
 
@@ -74,12 +70,31 @@ def built_with_tls(bindir: Path) -> bool | None:
     pg_config = bindir / "pg_config"
     if not os.access(pg_config, os.X_OK):
         return None
+    out = _probe(pg_config, "--configure")
+    return None if out is None else ("--with-openssl" in out or "--with-ssl=openssl" in out)
+
+
+def _probe(program: Path | str, option: str) -> str | None:
+    """What ``program option`` prints (stdout), or None when it does not run; asked once
+    per process for each program as it is on disk (path, size, modification time,
+    inode). Every cluster, sandbox and drill looks for binaries, and each look ran
+    ``--version`` and ``pg_config`` in every candidate folder again: some 500 programs
+    started in a self-test run, each a fork of a large process."""
     try:
-        out = subprocess.run([str(pg_config), "--configure"], capture_output=True, text=True,
-                             timeout=20, check=False).stdout
+        st = os.stat(program)
+    except OSError:
+        return None
+    return _probe_once(str(program), option, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=256)
+def _probe_once(program: str, option: str, size: int, mtime_ns: int, inode: int
+                ) -> str | None:
+    try:
+        return subprocess.run([program, option], capture_output=True, text=True, timeout=20,
+                              check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    return "--with-openssl" in out or "--with-ssl=openssl" in out
 
 
 #: The wheels that carry PostgreSQL, in preference order: package, label.
@@ -119,14 +134,9 @@ def candidate_dirs(
             found.append((Path(hit).resolve().parent, "PATH"))
     pg_config = shutil.which("pg_config", path=search_path)
     if pg_config:
-        try:
-            out = subprocess.run(
-                [pg_config, "--bindir"], capture_output=True, text=True, timeout=20, check=False
-            ).stdout.strip()
-            if out:
-                found.append((Path(out), "pg_config"))
-        except (OSError, subprocess.SubprocessError):
-            pass
+        out = (_probe(pg_config, "--bindir") or "").strip()
+        if out:
+            found.append((Path(out), "pg_config"))
     if debian_root is not None and debian_root.is_dir():
         majors = sorted(
             (d for d in debian_root.iterdir() if d.name.isdigit()),
