@@ -29,7 +29,7 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: list[str] = []
 
 
-class Interrupted(KeyboardInterrupt):  # noqa: N818 - it is an interrupt, as its base says
+class Interrupted(KeyboardInterrupt):
     """A stop signal arrived; ``signal_name`` says which (``SIGINT`` or ``SIGTERM``)."""
 
     def __init__(self, signal_name: str) -> None:
