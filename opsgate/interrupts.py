@@ -63,7 +63,7 @@ def stop_on_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     for sig in _STOP_SIGNALS:
         current = signal.getsignal(sig)
         if sig == signal.SIGINT and current == signal.SIG_IGN:
@@ -73,5 +73,5 @@ def stop_on_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for stop_sig, handler in previous.items():
+            signal.signal(stop_sig, handler)
