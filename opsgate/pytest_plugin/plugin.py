@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from opsgate import __version__, resources
+from opsgate import __version__, interrupts, resources
 from opsgate.config import Settings
 from opsgate.errors import ConfigError, OpsgateError
 from opsgate.gate import BY_MARKER, CHECKS, marker_expression, missing_env, needs_target
@@ -59,6 +59,8 @@ class GateState:
     #: said so (one clear failure per cause; checks after the first fail at once).
     unreachable: dict[str, str] = field(default_factory=dict)
     _redactor: Redactor | None = None
+    #: SIGINT and SIGTERM as `interrupts.Interrupted` for the session (gate runs only).
+    stop_signals: contextlib.ExitStack | None = None
 
     @property
     def redact(self) -> Redactor:
@@ -217,6 +219,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE_KEY] = state
     if not state.gate_mode:
         return
+    # SIGTERM (CI's second signal, `timeout`, container runtimes) stops the gate as Ctrl-C
+    # does: the check's cleanup runs and the reports say the run was interrupted.
+    interrupts.reset()
+    state.stop_signals = contextlib.ExitStack()
+    state.stop_signals.enter_context(interrupts.stop_on_signals())
     config.pluginmanager.register(_ExecutionCounter(state), "opsgate-execution-counter")
     _route_progress(config)
     if config.option.tbstyle == "auto":
@@ -322,6 +329,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if state is not None and state.sandbox is not None:
         state.sandbox.stop()
         state.sandbox = None
+    if state is not None and state.stop_signals is not None:
+        state.stop_signals.close()
+        state.stop_signals = None
     if state is not None and state.gate_mode:
         from opsgate import progress
 
