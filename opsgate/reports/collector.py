@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from opsgate import __version__
-from opsgate.reports.model import RunRecord, marker_of
+from opsgate import __version__, interrupts
+from opsgate.reports.model import RunRecord, marker_of, marker_of_nodeid
 from opsgate.reports.step_summary import step_summary
 from opsgate.reports.writer import run_dir_name, write_run
 
@@ -46,9 +46,25 @@ class RunCollector:
         self.head: str | None = None
         self.done = False
         self._t0 = _now()
+        self._stopped_by: str | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.record.record(report, marker_of(report.keywords))
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """The selected tests (this process collected them): each is interrupted until
+        its reports arrive."""
+        for item in session.items:
+            self.record.expect(item.nodeid, marker_of(item.keywords))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """The selected tests, under pytest-xdist (the controller collects nothing)."""
+        for nodeid in ids:
+            self.record.expect(nodeid, marker_of_nodeid(nodeid))
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        self._stopped_by = interrupts.received() or _describe(excinfo.value)
 
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
@@ -70,6 +86,9 @@ class RunCollector:
         self.record.finished_at = _iso(end)
         self.record.duration_s = (end - self._t0).total_seconds()
         self.record.exit_status = int(session.exitstatus)
+        self.record.interrupted_by(self._why_stopped(session))
+        if self.record.interruption is not None:
+            self.record.notes.append(self.record.interruption.sentence())
         self.record.notes.extend(gate_notes(self.state))
         try:
             _entry, self.head = write_run(self.record, self.root, self.run_dir,
@@ -88,10 +107,39 @@ class RunCollector:
                 self.state.reports_error = (f"GITHUB_STEP_SUMMARY not written: "
                                             f"{exc.__class__.__name__}: {exc}")
 
+    def _why_stopped(self, session: pytest.Session) -> str | None:
+        """What ended the run early, if anything did: a stop signal, a keyboard
+        interrupt, ``-x``/``--maxfail``, or an exit status that says so (a crashed
+        worker, a time-out plugin)."""
+        if self._stopped_by or interrupts.received():
+            return self._stopped_by or interrupts.received()
+        if session.shouldfail:
+            return f"-x/--maxfail ({session.shouldfail})"
+        if session.shouldstop:
+            return str(session.shouldstop)
+        if session.exitstatus == pytest.ExitCode.INTERRUPTED:
+            return "an interrupt"
+        return None if session.exitstatus == pytest.ExitCode.OK else (
+            f"the end of the run (pytest exit status {int(session.exitstatus)})")
+
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        interruption = self.record.interruption
+        if interruption is not None:
+            terminalreporter.write_line(
+                f"opsgate: INTERRUPTED: {self.state.redact(interruption.sentence())}; no "
+                "check that did not finish is recorded as passed", red=True)
         if self.head:
             terminalreporter.write_line(f"opsgate: history head {self.head}")
+
+
+def _describe(exc: BaseException) -> str:
+    """What stopped the run, from the exception pytest caught (``pytest.exit``'s reason,
+    or the exception's type)."""
+    if isinstance(exc, interrupts.Interrupted):
+        return exc.signal_name
+    msg = getattr(exc, "msg", None)
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
 def gate_notes(state: Any) -> list[str]:

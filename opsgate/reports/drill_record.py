@@ -34,17 +34,28 @@ def _window(record: RunRecord) -> str:
 
 def _status(check: dict[str, Any]) -> str:
     shown = {"passed": "pass", "partial": "pass, PARTIAL", "failed": "FAIL",
-             "skipped": "SKIPPED (did not run)", "not run": "not run"}[check["status"]]
+             "skipped": "SKIPPED (did not run)", "not run": "not run",
+             "interrupted": "INTERRUPTED (did not finish; no verdict)"}[check["status"]]
     if check.get("partial"):
         shown += " (" + "; ".join(check["partial"]) + ")"
     return shown
+
+
+def _title(record: RunRecord, drill: dict[str, Any]) -> str:
+    """The runbook's heading only for a run that verified something: a run whose drill
+    was interrupted, or that failed, did not produce a verified drill record."""
+    if record.verdict == "passed" and drill["status"] in ("passed", "partial"):
+        return "# Latest verified drill record"
+    why = (record.interruption.sentence() if record.interruption is not None
+           else f"verdict {record.verdict}, drill {drill['status']}")
+    return f"# Drill record: NOT verified ({why})"
 
 
 def render(record: RunRecord) -> str:
     checks = {c["marker"]: c for c in record.checks()}
     tests = {t.name: t for t in record.tests.values()}
     out = [
-        "# Latest verified drill record",
+        _title(record, checks["neon_drill"]),
         "",
         f"Run `{record.run_id}` against {record.target_kind} target "
         f"`{record.target.get('name')}` ({record.target.get('database') or '-'}); "

@@ -52,7 +52,8 @@ def render(runs: list[timeline.Point], total_lines: int) -> str:
             f"<tr><td>{p.line}</td><td><a href='runs/{escape(p.run_id)}/report.html'>"
             f"{escape(p.run_id)}</a></td><td><span class='badge {escape(_status(p))}'>"
             f"{escape(_status(p))}</span></td><td>{escape(p.target)}</td>"
-            f"<td>{escape(tests)}</td><td><code class='hash'>{escape(p.line_sha256)}</code>"
+            f"<td>{escape(tests)}</td><td>{escape('; '.join(p.notes))}</td>"
+            f"<td><code class='hash'>{escape(p.line_sha256)}</code>"
             "</td></tr>")
     head = runs[-1].line_sha256 if runs else "none"
     shown = (f"the last {len(runs)} of {total_lines} lines" if len(runs) < total_lines
@@ -70,7 +71,7 @@ A view of the history: check it with <code>opsgate reports verify --expect-head 
 {_counts_table(runs)}
 <h2>Runs, newest first</h2>
 <table id="runs" class="wide"><tr><th>line</th><th>run</th><th>verdict</th><th>target</th>
-<th>tests</th><th>line SHA-256 (the head, for the last)</th></tr>
+<th>tests</th><th>why (beyond single checks)</th><th>line SHA-256 (the head, for the last)</th></tr>
 {''.join(rows)}</table>
 </body></html>
 """

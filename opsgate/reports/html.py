@@ -27,6 +27,7 @@ h3{font-size:1.05rem;margin:1rem 0 .3rem}h4{font-size:.95rem;margin:.7rem 0 .2re
 .verdict{padding:.7rem 1.1rem;border-radius:8px;font-size:1.25rem;font-weight:700;margin:.6rem 0}
 .passed{background:#e4f6e8;color:#14532d}.partial{background:#fef3c7;color:#78350f}
 .failed,.error{background:#fde8e8;color:#7f1d1d}
+.interrupted{background:#ede9fe;color:#4c1d95}
 .skipped,.notrun{background:#f1f3f7;color:#374151}
 table{border-collapse:collapse;margin:.3rem 0 .8rem}
 th,td{text-align:left;padding:.3rem .55rem;border-bottom:1px solid #e5e7eb;vertical-align:top}
@@ -90,7 +91,7 @@ def _reasons(s: dict[str, Any]) -> str:
     if len(found) > MAX_CAUSES:
         items.append(f"<li>… and {len(found) - MAX_CAUSES} more causes (below)</li>")
     if not items:
-        if s["verdict"] == "failed" and not s["notes"]:  # no test or note to blame
+        if s["verdict"] != "passed" and not s["notes"]:  # no test or note to blame
             items.append(f"<li>pytest exit status {s['exit_status']} (see the terminal "
                          "output of the run)</li>")
         else:

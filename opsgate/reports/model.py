@@ -9,13 +9,43 @@ from typing import Any
 
 from opsgate.gate import BY_MARKER, CHECKS
 
+#: summary.json's contract; 2 added the ``interrupted`` verdict, status and outcome, the
+#: ``interrupted`` count and the ``interruption`` object.
+SUMMARY_SCHEMA = "opsgate-summary/2"
+INTERRUPTED = "interrupted"
+#: The message of a selected test no report has reached yet.
+NOT_STARTED = "not started"
+
+
+@dataclass
+class Interruption:
+    """What stopped a run, and which selected tests it left unfinished."""
+
+    by: str  # "SIGTERM", "SIGINT", "KeyboardInterrupt", "-x/--maxfail: ...", ...
+    running: list[str]  # node ids that had started and never reached their verdict
+    not_started: list[str]  # node ids the run selected and never began
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"by": self.by, "running": self.running, "not_started": self.not_started}
+
+    def sentence(self) -> str:
+        """One line for every report: "interrupted by SIGTERM during neon_drill ..."."""
+        during = (f" during {', '.join(self.running)}" if self.running
+                  else " between tests")
+        left = (f"; {len(self.not_started)} selected test(s) never started"
+                if self.not_started else "")
+        return f"interrupted by {self.by}{during}{left}"
+
 
 @dataclass
 class TestOutcome:
     nodeid: str
     name: str
     marker: str | None
-    outcome: str  # passed, failed, error, skipped
+    #: passed, failed, error, skipped, or interrupted: a test is "interrupted" until its
+    #: call phase reports (or its setup fails or skips), so a test the run never
+    #: finished, or never started, can never read as passed.
+    outcome: str
     duration_s: float
     message: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
@@ -41,14 +71,28 @@ class RunRecord:
     exit_status: int = 0
     previous_run: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: Set when the run stopped before every selected test finished: by whom or what
+    #: (``SIGINT``, ``SIGTERM``, ``-x``/``--maxfail``, ...), set by `interrupted_by`.
+    interruption: Interruption | None = None
+
+    def expect(self, nodeid: str, marker: str | None) -> None:
+        """A test the run selected: until its reports say otherwise it is interrupted,
+        not started (so a run stopped before reaching it lists it as such)."""
+        if nodeid not in self.tests:
+            self.tests[nodeid] = TestOutcome(nodeid, nodeid.split("::")[-1], marker,
+                                             INTERRUPTED, 0.0, NOT_STARTED)
 
     def record(self, report: Any, marker: str | None) -> None:
         """Fold one pytest report (setup, call or teardown) into the test's outcome."""
         test = self.tests.get(report.nodeid)
         if test is None:
-            test = TestOutcome(report.nodeid, report.nodeid.split("::")[-1], marker, "passed",
-                               0.0)
+            test = TestOutcome(report.nodeid, report.nodeid.split("::")[-1], marker,
+                               INTERRUPTED, 0.0)
             self.tests[report.nodeid] = test
+        if test.marker is None:
+            test.marker = marker
+        if report.when == "setup" and test.message == NOT_STARTED:
+            test.message = ""
         test.duration_s += float(getattr(report, "duration", 0.0) or 0.0)
         for name, value in getattr(report, "user_properties", []):
             if name == "opsgate_evidence":
@@ -56,12 +100,31 @@ class RunRecord:
                     test.evidence = json.loads(value)
                 except (TypeError, json.JSONDecodeError):
                     test.evidence = {"raw": str(value)[:2000]}
-        if report.skipped and test.outcome == "passed":
+        if report.skipped and test.outcome in ("passed", INTERRUPTED):
             test.outcome = "skipped"
             test.message = _message(report)
         elif report.failed:
             test.outcome = "failed" if report.when == "call" else "error"
             test.message = _message(report)
+        elif report.when == "call" and test.outcome == INTERRUPTED:
+            test.outcome = "passed"
+
+    def interrupted_by(self, by: str | None) -> None:
+        """The run is over: a test still marked interrupted did not finish. ``by`` says
+        what stopped the run (None: nothing said so); a stop signal or keyboard
+        interrupt makes the run interrupted even between two tests."""
+        running = [t for t in self.tests.values()
+                   if t.outcome == INTERRUPTED and t.message != NOT_STARTED]
+        waiting = [t for t in self.tests.values() if t.message == NOT_STARTED]
+        if not running and not waiting and not (by and self.exit_status == 2):
+            return
+        by = by or "the end of the run"
+        self.interruption = Interruption(by, [t.nodeid for t in running],
+                                         [t.nodeid for t in waiting])
+        for t in running:
+            t.message = f"interrupted by {by} while it ran; its verdict was never reached"
+        for t in waiting:
+            t.message = f"interrupted by {by} before it started"
 
     def checks(self) -> list[dict[str, Any]]:
         out = []
@@ -73,6 +136,8 @@ class RunRecord:
                 status = "not run"
             elif any(t.outcome in ("failed", "error") for t in tests):
                 status = "failed"
+            elif any(t.outcome == INTERRUPTED for t in tests):
+                status = INTERRUPTED  # the check did not finish: never a pass
             elif any(t.outcome == "skipped" for t in tests):
                 status = "skipped"  # a check with a skipped test did not fully run
             elif partial:
@@ -89,19 +154,23 @@ class RunRecord:
         return out
 
     def counts(self) -> dict[str, int]:
-        c = {"passed": 0, "failed": 0, "error": 0, "skipped": 0}
+        c = {"passed": 0, "failed": 0, "error": 0, "skipped": 0, INTERRUPTED: 0}
         for t in self.tests.values():
             c[t.outcome] += 1
         return c
 
     @property
     def verdict(self) -> str:
+        """``interrupted`` when a selected test did not finish (whatever the exit
+        status: pytest exits 1 after ``-x`` stopped the run), else passed or failed."""
+        if self.interruption is not None:
+            return INTERRUPTED
         return "passed" if self.exit_status == 0 else "failed"
 
     def summary(self) -> dict[str, Any]:
         checks = self.checks()
         return {
-            "schema": "opsgate-summary/1",
+            "schema": SUMMARY_SCHEMA,
             "run_id": self.run_id,
             "opsgate_version": self.opsgate_version,
             "verdict": self.verdict,
@@ -119,6 +188,8 @@ class RunRecord:
             "partial_checks": [c["marker"] for c in checks if c["status"] == "partial"],
             "previous_run": self.previous_run,
             "notes": self.notes,
+            "interruption": (self.interruption.as_dict()
+                             if self.interruption is not None else None),
         }
 
     def redacted(self, redact: Callable[[str], str]) -> RunRecord:
@@ -132,9 +203,12 @@ class RunRecord:
                                     evidence=redact_data(t.evidence, redact))
             for nodeid, t in self.tests.items()
         }
+        interruption = self.interruption and replace(
+            self.interruption, running=[redact(n) for n in self.interruption.running],
+            not_started=[redact(n) for n in self.interruption.not_started])
         return replace(self, tests=tests, target=redact_data(self.target, redact),
                        expression=redact(self.expression),
-                       notes=[redact(n) for n in self.notes])
+                       notes=[redact(n) for n in self.notes], interruption=interruption)
 
     def evidence_of(self, marker: str) -> dict[str, dict[str, Any]]:
         return {t.name: t.evidence for t in self.tests.values() if t.marker == marker}
@@ -156,6 +230,16 @@ def _message(report: Any) -> str:
         kept.append(ln)
     chosen = " ".join(kept) if kept else (lines[-1] if lines else "")
     return chosen[:4000]
+
+
+def marker_of_nodeid(nodeid: str) -> str | None:
+    """The check of a test known only by its node id (pytest-xdist's controller): every
+    check lives in the module the gate table names for it."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    for spec in CHECKS:
+        if spec.module.rsplit("/", 1)[-1] == module:
+            return spec.marker
+    return None
 
 
 def marker_of(keywords: Any) -> str | None:

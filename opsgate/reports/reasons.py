@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: Outcomes that make the gate red (a skipped check did not run, which fails the gate).
-RED = {"failed": "failed", "error": "error (setup)", "skipped": "did not run"}
+RED = {"failed": "failed", "error": "error (setup)", "skipped": "did not run",
+       "interrupted": "interrupted"}
 
 
 @dataclass

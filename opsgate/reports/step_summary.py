@@ -29,6 +29,7 @@ def step_summary(record: RunRecord, head: str, root: Path, redact: Callable[[str
     counts = ", ".join(f"{k} {v}" for k, v in record.counts().items())
     checks = record.checks()
     failed = [c["marker"] for c in checks if c["status"] == "failed"]
+    unfinished = [c["marker"] for c in checks if c["status"] == "interrupted"]
     partial = [c["marker"] for c in checks if c["status"] == "partial"]
     try:
         where = root.relative_to(cwd.resolve()).as_posix() or "."
@@ -42,6 +43,7 @@ def step_summary(record: RunRecord, head: str, root: Path, redact: Callable[[str
                               f"({_cell(record.expression_source)})"),
         ("tests", _cell(counts)),
         ("failed checks", _cell(", ".join(failed) or "none")),
+        *([("interrupted checks", _cell(", ".join(unfinished)))] if unfinished else []),
         ("run", f"`{_cell(record.run_id)}`"),
     ]
     out = [f"### opsgate release gate: {record.verdict.upper()}", "", "| | |", "|---|---|"]

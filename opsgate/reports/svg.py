@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-COLOURS = {"passed": "#16a34a", "partial": "#d97706", "failed": "#dc2626"}
+COLOURS = {"passed": "#16a34a", "partial": "#d97706", "failed": "#dc2626",
+           "interrupted": "#7c3aed"}
 
 
 def verdict_strip(cells: Sequence[tuple[str, str]], size: int = 14) -> str:

@@ -28,7 +28,9 @@ class Point:
     line_sha256: str
     partial: bool = False
     counts: dict[str, int] = field(default_factory=dict)  # health's row counts, if run
-    tests: dict[str, int] = field(default_factory=dict)  # passed/failed/error/skipped
+    tests: dict[str, int] = field(default_factory=dict)  # passed/failed/.../interrupted
+    #: Why the gate failed beyond single checks (an interruption, "no check ran").
+    notes: list[str] = field(default_factory=list)
 
 
 def _health_counts(summary_file: Path) -> dict[str, int]:
@@ -75,7 +77,8 @@ def points(reports_root: Path, history_file: str = "history.jsonl",
             verdict=str(entry.get("verdict", "?")), target=str(entry.get("target", "")),
             line_sha256=history.line_hash(line), partial=bool(entry.get("partial_checks")),
             counts=_health_counts(reports_root / where / "summary.json") if where else {},
-            tests={str(k): int(v) for k, v in (tests or {}).items() if isinstance(v, int)}))
+            tests={str(k): int(v) for k, v in (tests or {}).items() if isinstance(v, int)},
+            notes=[str(n) for n in entry.get("notes") or [] if isinstance(n, str)]))
     return out
 
 

@@ -27,6 +27,7 @@ from opsgate.reports import (
     seal,
     timeline,
 )
+from opsgate.reports import junit as junit_xml
 from opsgate.reports.model import RunRecord
 from opsgate.target import contracts
 
@@ -107,6 +108,8 @@ def write_run(record: RunRecord, reports_root: Path, run_dir: Path,
         # xdist worker), not from the redacted record: every file passes through the
         # redactor before anything is hashed.
         junits = _junit_copies(junit, run_dir, redact)
+        for path in junits:
+            junit_xml.mark_interrupted(path, clean)
         redaction.redact_tree(run_dir, redact)
         if allure is not None and allure.is_dir() and not allure.is_relative_to(run_dir):
             redaction.redact_tree(allure, redact)

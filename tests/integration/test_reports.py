@@ -159,7 +159,8 @@ def test_xdist_run_has_one_report_directory_and_one_history_line(tmp_path: Path)
     assert len(history.read_lines(reports / "history.jsonl")) == 1
     summary = json.loads((d / "summary.json").read_text())
     passed = int(re.search(r"(\d+) passed", run.stdout).group(1))  # type: ignore[union-attr]
-    assert summary["counts"] == {"passed": passed, "failed": 0, "error": 0, "skipped": 0}
+    assert summary["counts"] == {"passed": passed, "failed": 0, "error": 0, "skipped": 0,
+                                 "interrupted": 0}
     assert summary["target_kind"] == "sandbox"
     assert len(list((d / "allure-results").glob("*-result.json"))) == passed
     # Sealed once, by the controller, after both workers wrote their Allure files.

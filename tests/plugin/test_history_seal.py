@@ -230,7 +230,7 @@ def test_github_step_summary_gets_verdict_counts_and_head(
     assert "### opsgate release gate: FAILED" in text
     assert "| target | environment `127.0.0.1` |" in text
     assert "| marker expression | `preflight or parity or ledger` (RUN_OPS_* flags) |" in text
-    assert "| tests | passed 2, failed 1, error 0, skipped 0 |" in text
+    assert "| tests | passed 2, failed 1, error 0, skipped 0, interrupted 0 |" in text
     assert "| failed checks | parity |" in text
     assert f"| history head | `{head}` |" in text
     assert f"opsgate reports verify --reports-dir reports --expect-head {head}" in text

@@ -1,0 +1,158 @@
+"""A gate run stopped before its checks finished says so in every artefact.
+
+The gate runs as a real process in an isolated project; a check waits until the test
+sends the signal (it writes a file when it has started, so the signal lands inside it,
+not by the clock), and every report the run leaves is read back."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from opsgate.target.contracts import schema
+from tests.gate_helpers import gate_project
+
+CHECKS = """
+import os
+import pathlib
+import time
+
+import pytest
+
+
+@pytest.mark.preflight
+def test_preflight_passes():
+    pass
+
+
+@pytest.mark.neon_drill
+def test_backup_restores_to_identical_tables():
+    pathlib.Path(os.environ["STARTED_FILE"]).write_text("started")
+    time.sleep(60)  # stopped by the test's signal long before this ends
+
+
+@pytest.mark.ledger
+def test_ledger_after_the_drill():
+    pass
+"""
+
+ENV = {
+    "DATABASE_URL": "postgresql://u:pw@127.0.0.1:9/db",
+    "OPS_BASE_URL": "http://127.0.0.1:9",
+    "ADMIN_PASSWORD": "pw-for-tests",
+}
+
+
+def _stopped_run(pytester: pytest.Pytester, sig: signal.Signals, *args: str
+                 ) -> tuple[int, str, Path]:
+    gate_project(pytester, CHECKS)
+    started = pytester.path / "started"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RUN_OPS_", "PYTEST_", "OPSGATE_", "GITHUB_"))}
+    env.update(ENV, STARTED_FILE=str(started))
+    reports = pytester.path / "reports"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+         f"--reports-dir={reports}", "-m", "preflight or neon_drill or ledger", *args],
+        cwd=pytester.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+        # A runner started in the background without job control ignores SIGINT, and a
+        # child inherits that: the gate gets SIGINT as a terminal would deliver it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "the check never started"
+        time.sleep(0.02)
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 7.5, "the gate took longer than CI's grace period"
+    (run,) = (reports / "runs").iterdir()
+    return proc.returncode, out, run
+
+
+def _summary(run: Path) -> dict[str, Any]:
+    summary: dict[str, Any] = json.loads((run / "summary.json").read_text())
+    jsonschema.Draft202012Validator(schema("report-summary")).validate(summary)
+    return summary
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_stopped_drill_is_interrupted_in_every_artefact(
+        pytester: pytest.Pytester, sig: signal.Signals) -> None:
+    code, out, run = _stopped_run(pytester, sig)
+    assert code == pytest.ExitCode.INTERRUPTED, out
+    assert f"opsgate: INTERRUPTED: interrupted by {sig.name} during" in out, out
+
+    s = _summary(run)
+    assert s["verdict"] == "interrupted"
+    assert s["interruption"] == {
+        "by": sig.name,
+        "running": ["checks/test_all.py::test_backup_restores_to_identical_tables"],
+        "not_started": ["checks/test_all.py::test_ledger_after_the_drill"]}
+    status = {c["marker"]: c["status"] for c in s["checks"]}
+    assert (status["preflight"], status["neon_drill"], status["ledger"]) == (
+        "passed", "interrupted", "interrupted")
+    assert s["counts"]["passed"] == 1 and s["counts"]["interrupted"] == 2, s["counts"]
+    drill = next(c for c in s["checks"] if c["marker"] == "neon_drill")["tests"][0]
+    assert drill["outcome"] == "interrupted"
+    assert drill["message"] == (f"interrupted by {sig.name} while it ran; its verdict was "
+                                "never reached")
+    assert any(n.startswith(f"interrupted by {sig.name} during") for n in s["notes"])
+
+    cases = {c.get("name"): c for c in ET.parse(run / "junit.xml").getroot().iter("testcase")}
+    assert cases["test_preflight_passes"].find("error") is None
+    for name in ("test_backup_restores_to_identical_tables", "test_ledger_after_the_drill"):
+        error = cases[name].find("error")
+        assert error is not None and error.get("type") == "interrupted", name
+        assert sig.name in (error.get("message") or "")
+
+    record = (run / "drill-record.md").read_text()
+    assert "verified drill record" not in record.lower().replace("not verified", "")
+    assert "Neon backup/restore drill: INTERRUPTED" in record
+    assert "drill: pass" not in record
+
+    page = (run / "report.html").read_text()
+    assert f"interrupted by {sig.name} during" in page
+    assert "Why it failed</b> (0 causes)" not in page
+
+    history = [json.loads(line) for line in
+               (run.parent.parent / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["verdict"] == "interrupted"
+    assert any(sig.name in n for n in history[-1]["notes"])
+    assert f"interrupted by {sig.name}" in (run.parent.parent / "history.html").read_text()
+
+
+def test_maxfail_leaves_the_checks_after_it_interrupted(pytester: pytest.Pytester) -> None:
+    gate_project(pytester, CHECKS.replace("def test_preflight_passes():\n    pass",
+                                          "def test_preflight_passes():\n    assert False"))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RUN_OPS_", "PYTEST_", "OPSGATE_", "GITHUB_"))}
+    env.update(ENV, STARTED_FILE=str(pytester.path / "started"))
+    reports = pytester.path / "reports"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-x",
+         f"--reports-dir={reports}", "-m", "preflight or neon_drill or ledger"],
+        cwd=pytester.path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED, proc.stdout
+    (run,) = (reports / "runs").iterdir()
+    s = _summary(run)
+    assert s["verdict"] == "interrupted"
+    assert s["interruption"]["by"].startswith("-x/--maxfail")
+    assert s["interruption"]["running"] == []
+    assert len(s["interruption"]["not_started"]) == 2
+    status = {c["marker"]: c["status"] for c in s["checks"]}
+    assert (status["preflight"], status["neon_drill"], status["ledger"]) == (
+        "failed", "interrupted", "interrupted")
+    assert not (pytester.path / "started").exists()
