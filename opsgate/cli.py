@@ -43,14 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: The gate's pytest plugin, loaded by name on the command line: opsgate registers no
+#: pytest entry point (it would add its options to every pytest run of the environment,
+#: the app's own tests included), and pytest-xdist's workers get the same command line.
+PLUGIN = "opsgate.pytest_plugin.plugin"
+
+
 def gate(args: Sequence[str]) -> int:
-    """``pytest`` with the packaged checks, the packaged pytest settings and the current
-    folder as rootdir (so reports land in ./reports), whatever folder it runs in."""
+    """``pytest`` with the packaged checks, the packaged pytest settings, the plugin and
+    the current folder as rootdir (so reports land in ./reports), whatever folder it runs
+    in."""
     import pytest
 
     ini = Path(__file__).resolve().parent / "pytest_plugin" / "gate.ini"
     given = [_packaged(a) for a in args]
-    argv = ["-c", str(ini), f"--rootdir={Path.cwd()}", *given]
+    argv = ["-c", str(ini), f"--rootdir={Path.cwd()}", "-p", PLUGIN, *given]
     if not any(_names_checks(a) for a in given):
         argv.append(str(resources.checks_dir()))
     return int(pytest.main(argv))
