@@ -12,9 +12,11 @@ refresh. Options go before or after the subcommand. Exit codes:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from opsgate import __version__, resources
@@ -43,17 +45,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: The gate's pytest plugin, loaded by name on the command line: opsgate registers no
+#: pytest entry point (it would add its options to every pytest run of the environment,
+#: the app's own tests included), and pytest-xdist's workers get the same command line.
+PLUGIN = "opsgate.pytest_plugin.plugin"
+
+
 def gate(args: Sequence[str]) -> int:
-    """``pytest`` with the packaged checks, the packaged pytest settings and the current
-    folder as rootdir (so reports land in ./reports), whatever folder it runs in."""
+    """``pytest`` with the packaged checks, the packaged pytest settings, the plugin and
+    the current folder as rootdir (so reports land in ./reports), whatever folder it runs
+    in; pytest's cache goes with the reports, so the folder gets nothing else."""
     import pytest
 
     ini = Path(__file__).resolve().parent / "pytest_plugin" / "gate.ini"
     given = [_packaged(a) for a in args]
-    argv = ["-c", str(ini), f"--rootdir={Path.cwd()}", *given]
-    if not any(_names_checks(a) for a in given):
-        argv.append(str(resources.checks_dir()))
-    return int(pytest.main(argv))
+    with _cache_dir(given) as cache:
+        where = [] if cache is None else ["-o", f"cache_dir={cache}"]
+        argv = ["-c", str(ini), f"--rootdir={Path.cwd()}", "-p", PLUGIN, *where, *given]
+        if not any(_names_checks(a) for a in given):
+            argv.append(str(resources.checks_dir()))
+        return int(pytest.main(argv))
+
+
+@contextlib.contextmanager
+def _cache_dir(args: Sequence[str]) -> Iterator[Path | None]:
+    """Where pytest keeps what ``--lf`` and ``--sw`` remember: ``.pytest_cache`` in the
+    reports folder (``--reports-dir DIR`` or ./reports), not pytest's default, the rootdir
+    (the app's folder). With ``--no-reports``, a temporary folder removed after the run:
+    nothing is written, and ``--lf`` remembers nothing. None with ``-p no:cacheprovider``
+    (pytest would warn of an unknown setting)."""
+    import shlex
+
+    # argparse reads just these of pytest's options, in both spellings, as pytest will
+    # (no abbreviations; PYTEST_ADDOPTS first); a malformed command line is left to
+    # pytest to refuse.
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    parser.add_argument("--reports-dir")
+    parser.add_argument("--no-reports", action="store_true")
+    parser.add_argument("-p", dest="plugins", action="append", default=[])
+    try:
+        known, _ = parser.parse_known_args(
+            [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *args])
+    except (argparse.ArgumentError, ValueError):  # ValueError: shlex, unbalanced quotes
+        known = argparse.Namespace(reports_dir=None, no_reports=False, plugins=[])
+    if "no:cacheprovider" in known.plugins:
+        yield None
+    elif known.no_reports:
+        with tempfile.TemporaryDirectory(prefix="opsgate-pytest-cache-") as tmp:
+            yield Path(tmp)
+    else:
+        yield Path(known.reports_dir or "reports").resolve() / ".pytest_cache"
 
 
 def _packaged(arg: str) -> str:

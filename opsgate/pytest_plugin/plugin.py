@@ -152,9 +152,9 @@ def _checks_dirs(config: pytest.Config) -> list[Path]:
 
 def _is_gate_run(config: pytest.Config) -> bool:
     """True when the run collects a checks folder or something inside it; a run of the
-    rootdir itself counts only for the rootdir's own checks folder. Installed by entry
-    point, the plugin sees every pytest run of the environment: an unrelated project's
-    run (whose virtualenv may even sit inside it) is never the gate."""
+    rootdir itself counts only for the rootdir's own checks folder. Loaded by a conftest
+    or ``-p``, the plugin also sees runs that are not the gate (this repository's
+    self-tests, a project's own tests beside its checks): those stay ordinary runs."""
     local = (config.rootpath / str(config.getini("opsgate_checks_dir"))).resolve()
     for checks in _checks_dirs(config):
         for arg in config.args:
@@ -169,7 +169,7 @@ def _is_gate_run(config: pytest.Config) -> bool:
 
 #: Gate options that take a path: given as "--opt PATH", pytest reads PATH as a test
 #: path while it looks for its rootdir and ini file, before any plugin's options are
-#: known (a limitation of pytest's start-up, not of the entry point).
+#: known, even one loaded with ``-p`` (a limitation of pytest's start-up).
 _PATH_OPTIONS = ("--env-file", "--reports-dir")
 
 
@@ -210,8 +210,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         if gate_mode:
             raise pytest.UsageError(f"opsgate: {exc}") from None
-        # Installed by entry point, the plugin sees every pytest run of the environment:
-        # a run that is not the gate must not fail on the gate's variables.
+        # Loaded by a conftest or `-p`, the plugin also sees runs that are not the gate:
+        # those must not fail on the gate's variables.
         settings = Settings()
 
     state = GateState(settings=settings, gate_mode=gate_mode,

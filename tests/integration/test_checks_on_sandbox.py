@@ -374,11 +374,12 @@ def test_sandbox_up_never_overwrites_an_existing_env_file(tmp_path: Path) -> Non
 
 
 def test_gate_options_with_paths_outside_the_project(clean: Sandbox, tmp_path: Path) -> None:
-    """Known to pytest through the entry point, the options parse in both spellings.
-    One pytest limitation remains in a checkout: its rootdir search reads the command line
-    before any plugin's options, so "--env-file PATH" outside the project sends it astray;
-    that is refused in one line, naming the fix (opsgate gate pins its rootdir, and takes
-    the space form: tests/integration/test_wheel.py)."""
+    """In a checkout the options parse in the "=" spelling. pytest's rootdir search reads
+    the command line before any plugin's options, so "--env-file PATH" outside the project
+    sends it astray: it then finds neither the project's configuration nor its conftest
+    (which loads the plugin), and refuses the unknown option itself. Where the plugin is
+    loaded anyway (``-p``), it refuses in one line, naming the fix (opsgate gate pins its
+    rootdir, and takes the space form: tests/integration/test_wheel.py)."""
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     env_copy = outside / "target.env"
@@ -389,8 +390,14 @@ def test_gate_options_with_paths_outside_the_project(clean: Sandbox, tmp_path: P
                    env=clean_env(), timeout=120)
     assert run.code == 0, run.stdout[-2000:]
     assert list((reports / "runs").iterdir())
-    astray = run_gate(tmp_path, "--env-file", str(env_copy), "--reports-dir", str(reports),
-                      env=clean_env(), timeout=120)
+    unknown = run_gate(tmp_path, "--env-file", str(env_copy), "--reports-dir", str(reports),
+                       env=clean_env(), timeout=120)
+    assert unknown.code == 4
+    assert "unrecognized arguments: --env-file" in unknown.stderr
+    assert f"rootdir: {outside}" in unknown.stderr
+    astray = run_gate(tmp_path, "-p", "opsgate.pytest_plugin.plugin", "--env-file",
+                      str(env_copy), "--reports-dir", str(reports), env=clean_env(),
+                      timeout=120)
     assert astray.code == 4
     assert "took the value of --env-file for a test path" in astray.stderr
     assert "--env-file=PATH" in astray.stderr and "opsgate gate" in astray.stderr

@@ -122,6 +122,7 @@ def test_opsgate_gate_on_the_sandbox_from_an_empty_folder(installed: Path,
     assert "site-packages/opsgate/_data/checks" in run.stdout or (empty / "reports").is_dir()
     assert list((empty / "reports" / "runs").iterdir())
     assert not (empty / "checks").exists()
+    assert os.listdir(empty) == ["reports"]  # pytest's cache is in it, not beside it
     assert "PytestAssertRewriteWarning" not in run.stdout + run.stderr
     # A node id as the gate's own output names it reaches the packaged check.
     one = subprocess.run([str(installed / "opsgate"), "gate", "--sandbox", "-q",
@@ -130,21 +131,69 @@ def test_opsgate_gate_on_the_sandbox_from_an_empty_folder(installed: Path,
     assert one.returncode == 0 and "1 passed" in one.stdout, one.stdout[-2000:]
 
 
-def test_the_installed_plugin_stays_out_of_an_unrelated_project(installed: Path,
-                                                               tmp_path: Path) -> None:
-    """Registered by entry point, the plugin sees every pytest run of the virtualenv:
-    another project's tests (its venv even inside it) must run as if it were absent."""
-    project = tmp_path / "app"
-    project.mkdir()
-    (project / "test_app.py").write_text("def test_sum():\n    assert 1 + 1 == 2\n")
-    env = _env(installed, RUN_OPS_PARITY="garbage",
-               DATABASE_URL="postgresql://u@127.0.0.1:9/x")
+#: An app's own conftest.py, with options of the same names as the gate's: installed
+#: beside it, opsgate must neither clash with them nor read their values.
+APP_CONFTEST = """\
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--env-file", default=None)
+    parser.addoption("--sandbox", default="none")
+    parser.addoption("--reports-dir", default=None)
+    parser.addoption("--no-reports", action="store_true")
+
+
+@pytest.fixture
+def app_options(request):
+    return {name: request.config.getoption(name)
+            for name in ("env_file", "sandbox", "reports_dir", "no_reports")}
+"""
+
+APP_TEST = """\
+def test_sum():
+    assert 1 + 1 == 2
+
+
+def test_the_apps_own_options(app_options):
+    assert app_options == {"env_file": "app.env", "sandbox": "local",
+                           "reports_dir": "app-reports", "no_reports": True}
+"""
+
+
+def test_the_installed_plugin_stays_out_of_an_app_with_options_of_its_own(
+        installed: Path, tmp_path: Path) -> None:
+    """Installed beside an app's own tests, opsgate registers nothing in the app's pytest
+    runs: the app's conftest.py defines --env-file, --sandbox, --reports-dir and
+    --no-reports for itself, and its tests get its values. `opsgate gate` (which loads
+    the plugin itself, on its xdist workers too) still runs from the app's folder, and
+    leaves only its reports there."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "conftest.py").write_text(APP_CONFTEST)
+    (app / "test_app.py").write_text(APP_TEST)
+    (app / "app.env").write_text("APP_SETTING=1\n")
+    summary = tmp_path / "step-summary.md"
+    env = _env(installed, RUN_OPS_PARITY="garbage", GITHUB_STEP_SUMMARY=str(summary),
+               DATABASE_URL="postgresql://u@127.0.0.1:9/x", PYTHONDONTWRITEBYTECODE="1")
     run = subprocess.run([str(installed / "python"), "-m", "pytest", "-q", "-p",
-                          "no:cacheprovider"], cwd=project, capture_output=True, text=True,
-                         env=env, timeout=300)
-    assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout + run.stderr
+                          "no:cacheprovider", "--env-file", "app.env", "--sandbox", "local",
+                          "--reports-dir", "app-reports", "--no-reports"], cwd=app,
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0 and "2 passed" in run.stdout, run.stdout[-3000:] + run.stderr
     assert "opsgate" not in run.stdout + run.stderr
-    assert not (project / "reports").exists()
+    assert not (app / "reports").exists() and not (app / "app-reports").exists()
+    assert not summary.exists()
+
+    before = set(os.listdir(app))
+    gate = subprocess.run([str(installed / "opsgate"), "gate", "--sandbox", "-q", "-n", "2"],
+                          cwd=app, capture_output=True, text=True, env=_env(installed),
+                          timeout=600)
+    assert gate.returncode == 0, gate.stdout[-3000:] + gate.stderr[-2000:]
+    assert " passed" in gate.stdout and "failed" not in gate.stdout
+    assert list((app / "reports" / "runs").iterdir())
+    assert set(os.listdir(app)) == before | {"reports"}  # no .pytest_cache/, nothing else
+    assert (app / "reports" / ".pytest_cache").is_dir()  # pytest's cache: with the reports
 
 
 def test_opsgate_gate_with_space_form_options_against_sandbox_up(installed: Path,
@@ -166,6 +215,7 @@ def test_opsgate_gate_with_space_form_options_against_sandbox_up(installed: Path
                              capture_output=True, text=True, env=_env(installed), timeout=600)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
         assert list((reports / "runs").iterdir())
+        assert os.listdir(empty) == [] and (reports / ".pytest_cache").is_dir()
         verify = subprocess.run([str(installed / "opsgate"), "reports", "verify",
                                  "--reports-dir", str(reports)], capture_output=True,
                                 text=True, env=_env(installed), timeout=120)
@@ -175,3 +225,28 @@ def test_opsgate_gate_with_space_form_options_against_sandbox_up(installed: Path
         up.wait(timeout=60)
     assert up.returncode == 0 and not elsewhere.exists()
     assert os.listdir(tmp_path / "outside") == []
+
+
+def test_opsgate_gate_remembers_failures_in_its_reports_folder(installed: Path,
+                                                               tmp_path: Path) -> None:
+    """`--lf` works with `opsgate gate` (docs/configuration.md): pytest's cache lives in
+    the reports folder; with --no-reports in a temporary one, so nothing is written."""
+    app = tmp_path / "app"
+    app.mkdir()
+    env = _env(installed, DATABASE_URL="postgresql://u@127.0.0.1:9/x")
+    gate = [str(installed / "opsgate"), "gate"]
+    first = subprocess.run(gate, cwd=app, capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert first.returncode == 1 and "Connection refused" in first.stdout, first.stdout[-2000:]
+    again = subprocess.run([*gate, "--lf"], cwd=app, capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert again.returncode == 1 and "run-last-failure: rerun previous" in again.stdout, (
+        again.stdout[-2000:])
+    assert os.listdir(app) == ["reports"] and (app / "reports" / ".pytest_cache").is_dir()
+    runs = len(list((app / "reports" / "runs").iterdir()))
+    bare = subprocess.run([*gate, "--no-reports", "--lf"], cwd=app, capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert bare.returncode == 1 and "no previously failed tests" in bare.stdout, (
+        bare.stdout[-2000:])
+    assert os.listdir(app) == ["reports"]
+    assert len(list((app / "reports" / "runs").iterdir())) == runs
