@@ -57,8 +57,7 @@ class PgBinaries:
         """``connection_tls``: whether the connections these tools made used TLS, when
         known; "TLS" then says that, and never stands for what the build could do."""
         if connection_tls is None:
-            tls = {True: ", built with OpenSSL", False: ", built without OpenSSL",
-                   None: ""}[self.tls]
+            tls = {True: ", OpenSSL", False: ", no OpenSSL", None: ""}[self.tls]
         else:
             tls = ", TLS" if connection_tls else ", no TLS on the connection"
         return f"PostgreSQL {self.version} in {self.bindir} ({self.origin}{tls})"
