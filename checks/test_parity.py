@@ -79,12 +79,31 @@ def parity(ops_settings: Settings, pytestconfig: pytest.Config,
                          lambda spool: _compute(ops_settings, pytestconfig, spool))
 
 
+#: Failures of an unreachable target that a parity test of this process has shown.
+_SHOWN = pytest.StashKey[set[str]]()
+
+
+def _once(message: str, config: pytest.Config) -> str:
+    """The run's one attempt at the API and the database serves every parity test: after
+    the first test shows that a target did not answer, the others say it was not tried
+    again, as login and deployment do (only for a target that did not answer: an HTTP
+    error or a contract break is no connection failure)."""
+    if "not tried again" in message or not any(
+            cause in message for cause in get_state(config).unreachable.values()):
+        return message
+    shown = config.stash.setdefault(_SHOWN, set())
+    if message in shown:
+        return f"{message} (earlier in this run; not tried again)"
+    shown.add(message)
+    return message
+
+
 @pytest.fixture
-def shaped(parity: engine.Parity) -> engine.ApiScan:
+def shaped(parity: engine.Parity, pytestconfig: pytest.Config) -> engine.ApiScan:
     """The API's figures, once the answer is known to match its contract."""
     api = parity.api
     if api.error is not None:
-        fail(api.error)
+        fail(_once(api.error, pytestconfig))
     if api.contract:
         more = (f" ({api.bad_items} item(s) in all)" if api.bad_items > len(api.contract)
                 else "")
@@ -94,9 +113,9 @@ def shaped(parity: engine.Parity) -> engine.ApiScan:
 
 
 @pytest.fixture
-def db_graph(parity: engine.Parity) -> engine.DbCounts:
+def db_graph(parity: engine.Parity, pytestconfig: pytest.Config) -> engine.DbCounts:
     if parity.db is None:
-        fail(parity.db_error or "the database was not read")
+        fail(_once(parity.db_error or "the database was not read", pytestconfig))
     return parity.db
 
 

@@ -235,9 +235,12 @@ def run_migration(
                 if repeatable:
                     # Flyway's repeatable migrations: a new source state is the very
                     # reason to run again; each apply still gets its own ledger row.
+                    # A dry run applies and rolls back: it would apply, it does not.
+                    doing = ("dry run: would apply again" if mode == "dry-run"
+                             else "applying again")
                     ctx.log(f"repeatable: the source changed since ledger row "
                             f"{previous['id']} ({previous['payload_hash'][:12]}… -> "
-                            f"{payload_hash[:12]}…); applying again")
+                            f"{payload_hash[:12]}…); {doing}")
                 else:
                     raise _Stop("refused", EXIT_FAILED,
                                 f"{script.name} was applied (ledger row {previous['id']}) "

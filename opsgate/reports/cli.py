@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def add_parser(sub: Any) -> None:
         "--expect-head", metavar="HASH",
         help="also fail unless the last line's SHA-256 is HASH (the head a run printed "
         "and CI kept): detects lines dropped from the end, which the chain cannot")
-    ls = inner.add_parser("list", help="recent runs")
+    ls = inner.add_parser("list", help="recent runs, newest first")
     ls.add_argument("-n", type=int, default=20, help="how many (default 20)")
     show = inner.add_parser("show", help="one run's checks and messages")
     show.add_argument("run", help="run id (or 'latest')")
@@ -133,19 +134,49 @@ def _entries(root: Path) -> list[dict[str, Any]]:
     return found
 
 
+#: `list`'s columns; a run id is a UTC timestamp and the target's name.
+LIST_HEADER = ("run", "verdict", "target", "tests", "marker expression")
+
+
+def _list_row(run: str, verdict: str, target: str, tests: str, rest: str) -> str:
+    return f"{run:<45} {verdict:<7} {target:<11} {tests:<28} {rest}".rstrip()
+
+
 def _list(root: Path, n: int) -> int:
+    """The last ``n`` runs, newest first (the one an auditor asks about is usually the
+    last), under a line naming the columns."""
     entries = _entries(root)
-    for e in entries[-n:]:
+    if not entries:
+        print("opsgate reports: no runs yet")
+        return 0
+    print(_list_row(*LIST_HEADER))
+    for e in reversed(entries[-n:] if n > 0 else []):
         c = e.get("counts", {})
         gate = "  gate: " + "; ".join(e["notes"]) if e.get("notes") else ""
         if e.get("partial_checks"):
             gate += "  PARTIAL: " + ", ".join(e["partial_checks"])
-        print(f"{e['run_id']:<45} {e.get('verdict', '?'):<7} {e.get('target_kind', ''):<11} "
-              f"passed {c.get('passed', 0)} failed {c.get('failed', 0)} "
-              f"error {c.get('error', 0)}  {e.get('marker_expression', '')}{gate}")
-    if not entries:
-        print("opsgate reports: no runs yet")
+        tests = (f"passed {c.get('passed', 0)} failed {c.get('failed', 0)} "
+                 f"error {c.get('error', 0)}")
+        print(_list_row(str(e["run_id"]), str(e.get("verdict", "?")),
+                        str(e.get("target_kind", "")), tests,
+                        f"{e.get('marker_expression', '')}{gate}"))
     return 0
+
+
+def _summary_mismatch(summary_path: Path, entry: dict[str, Any]) -> str | None:
+    """One line when summary.json is not the file its history line vouches for: what
+    `show` prints would otherwise pass for the run's record."""
+    artefacts = entry.get("artefacts")
+    listed = (artefacts.get("summary.json") if isinstance(artefacts, dict)
+              else entry.get("summary_sha256"))
+    if not isinstance(listed, str):
+        return None
+    actual = seal.sha256_file(summary_path)
+    if actual == listed:
+        return None
+    return (f"WARNING: {summary_path} changed after the run: its SHA-256 is {actual}, "
+            f"the history lists {listed}; what follows is not the run's record "
+            "(run `opsgate reports verify`)")
 
 
 def _show(root: Path, run_id: str, as_json: bool) -> int:
@@ -166,9 +197,14 @@ def _show(root: Path, run_id: str, as_json: bool) -> int:
         print(f"opsgate reports: {summary_path} is not a readable summary "
               f"({exc.__class__.__name__}); run `opsgate reports verify`")
         return 2
+    mismatch = _summary_mismatch(summary_path, match[0]) if match else None
     if as_json:
+        if mismatch:  # stderr: stdout stays the JSON document
+            print(f"opsgate reports: {mismatch}", file=sys.stderr)
         print(json.dumps(summary, indent=2))
-        return 0
+        return 1 if mismatch else 0
+    if mismatch:
+        _say(mismatch)
     partial = summary.get("partial_checks") or []
     verdict = summary["verdict"].upper() + (", PARTIAL" if partial else "")
     print(f"{summary['run_id']}: {verdict} ({summary['target_kind']} "
@@ -185,7 +221,7 @@ def _show(root: Path, run_id: str, as_json: bool) -> int:
             if t["outcome"] != "passed":
                 print(f"      {t['outcome']}: {t['name']}: {t['message'][:300]}")
     print(f"  report: {summary_path.parent / 'report.html'}")
-    return 0
+    return 1 if mismatch else 0
 
 
 def run(args: argparse.Namespace) -> int:

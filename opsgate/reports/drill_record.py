@@ -85,14 +85,11 @@ def render(record: RunRecord) -> str:
     if ev.get("tables"):
         rows = ", ".join(f"`{t['table']}={t['source_rows']}/{t['restored_rows']}`"
                          for t in ev["tables"])
-        ch = ev.get("canonical_hash", {})
-        match = "match" if ch.get("match") else "MISMATCH"
-        line += (f" Source/restored rows: {rows}. Canonical hash {match}: "
-                 f"`{ch.get('source')}`" + ("" if ch.get("match") else
-                                             f" vs restored `{ch.get('restored')}`") + ".")
+        line += f" Source/restored rows: {rows}. " + _combined_hash(ev)
     elif drill["status"] == "failed":
         line += " " + drill["tests"][0]["message"][:300] if drill["tests"] else ""
     out.append(line)
+    out += _table_hashes(ev)
 
     blob = checks["blob_fallback"]
     line = f"- Blob fallback verification: {_status(blob)}."
@@ -115,3 +112,29 @@ def render(record: RunRecord) -> str:
     out += ["", "Hashes are canon-v1 (docs/canonical-hashing.md); secrets are never recorded.",
             ""]
     return "\n".join(out)
+
+
+def _combined_hash(ev: dict[str, Any]) -> str:
+    """The drill's one hash, said to be the hash of the per-table hashes listed under it,
+    so that an auditor recomputes it from them (docs/canonical-hashing.md)."""
+    ch = ev.get("canonical_hash", {})
+    match = "match" if ch.get("match") else "MISMATCH"
+    return (f"Canonical hash {match}: `{ch.get('source')}`"
+            + ("" if ch.get("match") else f" vs restored `{ch.get('restored')}`")
+            + " (combined: the SHA-256 of the RFC 8785 JSON of {table: that table's SHA-256}"
+            " on one side; the per-table hashes are below).")
+
+
+def _table_hashes(ev: dict[str, Any]) -> list[str]:
+    """Each table's SHA-256 on both sides (COPY text, docs/canonical-hashing.md): what
+    the combined hash is made of, and what an auditor recomputes with psql."""
+    tables = ev.get("tables") or []
+    if not tables:
+        return []
+    out = ["  - Per-table SHA-256, source / restored copy:"]
+    for t in tables:
+        same = t.get("source_sha256") == t.get("restored_sha256")
+        out.append(f"    - `{t['table']}`: `{t.get('source_sha256')}` / "
+                   f"`{t.get('restored_sha256') or 'missing'}`"
+                   + ("" if same else " (DIFFERENT)"))
+    return out

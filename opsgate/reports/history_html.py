@@ -56,6 +56,7 @@ def render(runs: list[timeline.Point], total_lines: int) -> str:
             f"<td><code class='hash'>{escape(p.line_sha256)}</code>"
             "</td></tr>")
     head = runs[-1].line_sha256 if runs else "none"
+    verify = "opsgate reports verify" + (f" --expect-head {head}" if runs else "")
     shown = (f"the last {len(runs)} of {total_lines} lines" if len(runs) < total_lines
              else f"{total_lines} line{'s' if total_lines != 1 else ''}")
     return f"""<!doctype html>
@@ -64,7 +65,7 @@ def render(runs: list[timeline.Point], total_lines: int) -> str:
 <title>opsgate history</title><style>{CSS}</style></head><body>
 <h1>opsgate release gate: history</h1>
 <p class="muted">history.jsonl, {escape(shown)}; head <code class="hash">{escape(head)}</code>.
-A view of the history: check it with <code>opsgate reports verify --expect-head HEAD</code>.</p>
+A view of the history: check it with <code>{escape(verify)}</code>.</p>
 <h2>Verdicts, oldest first</h2>
 <p>{strip}</p>
 <h2>Row counts</h2>

