@@ -139,7 +139,7 @@ LIST_HEADER = ("run", "verdict", "target", "tests", "marker expression")
 
 
 def _list_row(run: str, verdict: str, target: str, tests: str, rest: str) -> str:
-    return f"{run:<45} {verdict:<7} {target:<11} {tests:<28} {rest}".rstrip()
+    return f"{run:<45} {verdict:<11} {target:<11} {tests:<28} {rest}".rstrip()
 
 
 def _list(root: Path, n: int) -> int:
@@ -156,7 +156,8 @@ def _list(root: Path, n: int) -> int:
         if e.get("partial_checks"):
             gate += "  PARTIAL: " + ", ".join(e["partial_checks"])
         tests = (f"passed {c.get('passed', 0)} failed {c.get('failed', 0)} "
-                 f"error {c.get('error', 0)}")
+                 f"error {c.get('error', 0)}"
+                 + (f" interrupted {c['interrupted']}" if c.get("interrupted") else ""))
         print(_list_row(str(e["run_id"]), str(e.get("verdict", "?")),
                         str(e.get("target_kind", "")), tests,
                         f"{e.get('marker_expression', '')}{gate}"))

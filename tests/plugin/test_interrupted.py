@@ -19,8 +19,9 @@ from typing import Any
 import jsonschema
 import pytest
 
+from opsgate import cli
 from opsgate.target.contracts import schema
-from tests.gate_helpers import gate_project
+from tests.gate_helpers import gate_project, main_here
 
 CHECKS = """
 import os
@@ -132,6 +133,11 @@ def test_a_stopped_drill_is_interrupted_in_every_artefact(
     assert history[-1]["verdict"] == "interrupted"
     assert any(sig.name in n for n in history[-1]["notes"])
     assert f"interrupted by {sig.name}" in (run.parent.parent / "history.html").read_text()
+
+    listed = main_here(cli.main, ["reports", "list", f"--reports-dir={run.parent.parent}"]
+                       ).stdout
+    assert "interrupted" in listed.splitlines()[1], listed
+    assert f"gate: interrupted by {sig.name} during" in listed, listed
 
 
 def test_maxfail_leaves_the_checks_after_it_interrupted(pytester: pytest.Pytester) -> None:
