@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tools import NODE, TOOLS, Tool, require
+from tests.tools import CHROMIUM, NODE, PGBOUNCER, TOOLS, Tool, require
 
 MISSING = Tool("Frobnicator (frob)", lambda: None, "apt-get install frob")
 PRESENT = Tool("Shell (sh)", lambda: "/bin/sh", "apt-get install dash")
@@ -41,29 +41,34 @@ def test_a_present_program_is_found_whatever_ci_says(monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.parametrize(("ci", "outcome"), [("true", "errors"), ("false", "skipped")])
-def test_the_needs_marker_applies_the_rule_before_fixtures(
+@pytest.mark.parametrize(("mark", "tool"), [('needs("node")', NODE),
+                                            ('needs("chromium")', CHROMIUM),
+                                            ("pgbouncer", PGBOUNCER)])
+def test_the_markers_apply_the_rule_before_fixtures(
         pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, ci: str,
-        outcome: str, tmp_path: Path) -> None:
-    """Through the self-tests' own hook: node and npm are missing from an empty PATH."""
+        outcome: str, mark: str, tool: Tool, tmp_path: Path) -> None:
+    """Through the self-tests' own hook, with the programs missing: an empty PATH, and
+    an OPSGATE_PGBOUNCER that is no program."""
     empty = tmp_path / "empty-path"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setenv("OPSGATE_PGBOUNCER", str(empty / "pgbouncer"))
     monkeypatch.setenv("CI", ci)
     pytester.makeconftest("from tests.conftest import pytest_configure, pytest_runtest_setup\n")
-    pytester.makepyfile("""
+    pytester.makepyfile(f"""
         import pytest
 
         @pytest.fixture
         def expensive():
             raise AssertionError("built before the check of the programs")
 
-        @pytest.mark.needs("node")
-        def test_sdk(expensive):
+        @pytest.mark.{mark}
+        def test_it(expensive):
             pass
         """)
-    result = pytester.runpytest("-p", "no:cacheprovider", "-rfs")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rfEs")
     result.assert_outcomes(**{outcome: 1})
-    result.stdout.fnmatch_lines([f"*{NODE.name} is*"])
+    result.stdout.fnmatch_lines([f"*{tool.name} is*"])
     result.stdout.no_fnmatch_line("*built before*")
 
 
