@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from opsgate import __version__, resources
+from opsgate.pipes import reader_went_away
 
 EXIT_USAGE = 2
 
@@ -141,15 +142,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return reader_went_away()
-
-
-def reader_went_away() -> int:
-    """``opsgate reports list | head``: the reader closed the pipe. Python's own advice
-    (the signal module's docs): point stdout at devnull, so the interpreter's final
-    flush cannot raise again, and exit quietly."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from opsgate.config import Settings
+from opsgate.markexpr import MarkerExpression
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,10 @@ def marker_expression(flags: Mapping[str, bool]) -> str:
 def selected_checks(expression: str) -> list[CheckSpec]:
     """The checks a marker expression can select: those it is true for when a test
     carries that check's marker alone (how every check module is marked)."""
-    from _pytest.mark.expression import Expression  # pytest's own -m parser
-
-    compiled = Expression.compile(expression)
+    compiled = MarkerExpression.compile(expression)
 
     def alone(marker: str) -> bool:
-        return compiled.evaluate(lambda name, /, **kw: name == marker)
+        return compiled.evaluate(lambda name, /, **kw: name == marker and not kw)
 
     return [c for c in CHECKS if alone(c.marker)]
 

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-
-def chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+from tests.tools import CHROMIUM, require
 
 
 def render(page: Path, shot: Path, profile: Path, width: int = 1280, height: int = 900) -> str:
     """Chromium's DOM of ``page`` (a file), and its top ``width`` x ``height`` pixels
     saved to ``shot``; ``profile`` is a throwaway user-data folder."""
-    browser = chromium()
-    assert browser is not None
+    browser = require(CHROMIUM)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}"]

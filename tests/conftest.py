@@ -10,6 +10,7 @@ import pytest
 
 from opsgate.config import FLAG_DEFAULTS, VARIABLES
 from opsgate.sandbox.embedded import EmbeddedPostgres
+from tests.tools import PGBOUNCER, TOOLS, require
 
 if TYPE_CHECKING:
     from xdist.remote import Producer
@@ -64,6 +65,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.import_plugin("pytester")
     config.addinivalue_line(
         "markers", "pgbouncer: needs the pgbouncer program (the Neon-shaped topology)")
+    config.addinivalue_line(
+        "markers", "needs(*tools): needs programs opsgate does not (tests.tools.TOOLS): "
+        "missing, the test fails under CI=true and skips elsewhere")
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # a hook of xdist's: -p no:xdist works
@@ -155,24 +159,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         os.environ["PYTHONDONTWRITEBYTECODE"] = value
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests of the Neon-shaped topology need PgBouncer, a system program. CI installs it
-    and must run them (a missing one fails there, naming it); on a laptop without it
-    they are skipped, with the reason and the package to install."""
-    from opsgate.errors import PostgresUnavailableError
-    from opsgate.sandbox.pgbouncer import find_pgbouncer
-
-    try:
-        find_pgbouncer()
-        return
-    except PostgresUnavailableError as exc:
-        reason = str(exc)
-    if os.environ.get("CI", "").lower() == "true":
-        return  # let them fail with that very message
-    skip = pytest.mark.skip(reason=f"{reason} (CI installs it; these tests run there)")
-    for item in items:
-        if item.get_closest_marker("pgbouncer") is not None:
-            item.add_marker(skip)
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures build anything
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``needs("node", ...)`` (or ``pgbouncer``) needs programs opsgate
+    does not: missing, it fails under CI and skips elsewhere (`tests.tools.require`)."""
+    wanted = [TOOLS[name] for mark in item.iter_markers("needs") for name in mark.args]
+    if item.get_closest_marker("pgbouncer") is not None:
+        wanted.append(PGBOUNCER)
+    for tool in wanted:
+        require(tool)
 
 
 def pytest_report_header() -> str:

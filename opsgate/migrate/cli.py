@@ -25,6 +25,7 @@ from opsgate.errors import ConfigError, DatabaseUnavailableError, OpsgateError, 
 from opsgate.migrate import ledger
 from opsgate.migrate.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_migration
 from opsgate.migrate.scripts import discover_scripts, find_script
+from opsgate.pipes import reader_went_away
 from opsgate.target import db
 
 #: The runbook's migrations, shipped with opsgate (OPSGATE_MIGRATIONS_DIR overrides).
@@ -167,8 +168,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "opsgate-migrate") -> in
     try:
         return dispatch(args)
     except BrokenPipeError:
-        from opsgate.cli import reader_went_away
-
         return reader_went_away()
 
 

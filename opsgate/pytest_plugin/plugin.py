@@ -21,6 +21,7 @@ from opsgate import __version__, interrupts, resources
 from opsgate.config import Settings
 from opsgate.errors import ConfigError, OpsgateError
 from opsgate.gate import BY_MARKER, CHECKS, marker_expression, missing_env, needs_target
+from opsgate.markexpr import MarkerExpression, MarkerExpressionError
 from opsgate.sensitive import Redactor
 from opsgate.verify.expectations import Expectations
 
@@ -121,21 +122,14 @@ def _validate_markexpr(config: pytest.Config, expr: str) -> None:
     """Refuse a -m that cannot select what it names before anything is built: a
     syntax error, or a name that is no registered marker (a typo would otherwise
     build a sandbox, select nothing, and record a failed run)."""
-    import re
-
-    from _pytest.mark.expression import Expression  # pytest's own parser of -m
-
     try:
-        Expression.compile(expr)
-    except Exception as exc:  # ParseError (pytest 8) or UsageError (pytest 9)
+        names = MarkerExpression.compile(expr).names
+    except MarkerExpressionError as exc:
         raise pytest.UsageError(f"opsgate: -m {expr!r} is not a marker expression: {exc}"
                                 ) from None
     known = {line.split(":", 1)[0].split("(", 1)[0].strip()
              for line in config.getini("markers")}
-    # pytest's own identifier rule (_pytest.mark.expression), digits and dashes included.
-    names = set(re.findall(r"(?:\w|:|\+|-|\.|\[|\]|\\|/)+", expr)) - {
-        "and", "or", "not", "True", "False"}
-    unknown = sorted(names - known)
+    unknown = sorted(names - known - {"True", "False"})
     if unknown:
         raise pytest.UsageError(
             f"opsgate: -m {expr!r} names no registered marker: {', '.join(unknown)}; "

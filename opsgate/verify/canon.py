@@ -474,6 +474,9 @@ def table_hash(conn: Connection[Any], table: str, schema: str = "public") -> Tab
     """canon-v1 hash of ``table``: constant client memory whatever the table's size.
     How the bytes are received (buffers, a hashing thread, key ranges over connections
     sharing one snapshot for a large table) is `opsgate.verify.tablehash`."""
+    # Imported here, not at the top, for the driver's sake (see TYPE_CHECKING above):
+    # tablehash imports psycopg, which a process that hashes documents only never loads.
+    # tablehash imports this module at its top; this is no cycle at import time.
     from opsgate.verify import tablehash
 
     return tablehash.table_hash(conn, table, schema)

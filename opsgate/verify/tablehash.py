@@ -35,15 +35,21 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import psycopg
 from psycopg import Connection, pq, sql
 
 from opsgate.errors import CanonError, ConfigError, first_line
-
-if TYPE_CHECKING:
-    from opsgate.verify.canon import TableHash
+from opsgate.target import db
+from opsgate.target.db import CONNECT_TIMEOUT_S
+from opsgate.verify.canon import (
+    TABLE_SESSION_SETTINGS,
+    TableHash,
+    pin_session,
+    table_copy_query,
+    table_shape,
+)
 
 #: Bytes gathered before they are handed to the hashing thread.
 HASH_BUFFER = 1 << 20
@@ -170,9 +176,6 @@ def table_hash_read(conn: Connection[Any], table: str, schema: str = "public", *
     `PARALLEL_MIN_BYTES`) is read in key ranges over ``connections`` connections
     (default `hash_connections`, 2) that share its snapshot (see `_parallel`).
     """
-    from opsgate.target import db
-    from opsgate.verify.canon import TABLE_SESSION_SETTINGS, pin_session, table_shape
-
     in_callers = db.in_transaction(conn)
     wanted = 1 if in_callers else hash_connections() if connections is None else connections
     if wanted < 2:
@@ -218,8 +221,6 @@ def table_hash_read(conn: Connection[Any], table: str, schema: str = "public", *
 def _single(conn: Connection[Any], table: str, columns: tuple[str, ...],
             order_by: tuple[str, ...], schema: str) -> TableHash:
     """One COPY of the whole table in ``conn``'s open transaction, settings pinned."""
-    from opsgate.verify.canon import TableHash, table_copy_query
-
     query = table_copy_query(table, columns, order_by, schema)
     with StreamDigest(count_rows=False) as digest, conn.cursor() as cur, cur.copy(query):
         rows = _receive_copy(conn, digest.put)
@@ -462,8 +463,6 @@ def _parallel(conn: Connection[Any], table: str, columns: tuple[str, ...],
     The helpers are started here and joined by the caller once this transaction has
     ended: one still waiting for a pooled server connection gets this one's then.
     """
-    from opsgate.verify.canon import TableHash
-
     info = sibling_conninfo(conn)
     for n in range(1, wanted):
         helper = threading.Thread(target=_helper, args=(info, ranges, n),
@@ -549,9 +548,6 @@ def _helper(conninfo: str, ranges: _Ranges, who: int) -> None:
     SNAPSHOT``, the settings and the check as one simple query costs one round trip,
     where a transaction block would cost three. Nothing is set outside the
     transaction, and the connection is closed at the end."""
-    from opsgate.target.db import CONNECT_TIMEOUT_S
-    from opsgate.verify.canon import TABLE_SESSION_SETTINGS
-
     try:
         conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None,
                                connect_timeout=CONNECT_TIMEOUT_S)
@@ -858,8 +854,6 @@ def table_hash_via_psql(psql: Path, dbname_arg: str, env: Mapping[str, str], tab
     what pg_dump read. Shape (``columns``, ``order_by``) comes from the caller, read
     once per table in the same snapshot.
     """
-    from opsgate.verify.canon import TABLE_SESSION_SETTINGS, TableHash, table_copy_query
-
     query = table_copy_query(table, columns, order_by, schema)
     args = [str(psql), "--no-psqlrc", "--quiet", "--single-transaction",
             "--set=ON_ERROR_STOP=1", f"--dbname={dbname_arg}",

@@ -19,6 +19,7 @@ from psycopg import sql
 
 from opsgate.sandbox import Sandbox
 from tests.gate_helpers import ROOT, clean_env, run_gate, run_gate_here
+from tests.waits import port_closed
 
 ALL_FOUR = "preflight or parity or ledger or health"
 
@@ -192,11 +193,7 @@ def test_sandbox_up_serves_a_real_target_and_stops_on_sigterm(tmp_path: Path,
         proc.wait(timeout=60)
     assert proc.returncode == 0
     assert not env_file.exists()
-    import socket
-
-    time.sleep(0.5)
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", int(port))) != 0, "database still listening"
+    port_closed(int(port))  # the database stopped listening
 
 
 def test_pytest_sandbox_under_xdist_runs_one_sandbox(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from opsgate.verify.drift import (
 )
 from opsgate.verify.extsort import external_sorted
 from tests.gate_helpers import clean_env, run_gate_here
+from tests.waits import backends_gone_on
 
 #: Gate runs go through pytester in this process (verdicts, not processes).
 pytestmark = pytest.mark.usefixtures("gate_in_process")
@@ -380,9 +381,8 @@ def test_drift_never_holds_a_transaction_idle_while_the_client_works(
     try:
         with psycopg.connect(url) as victim:  # the fault is real on this server
             victim.execute("SELECT 1")
-            import time
-
-            time.sleep(0.4)
+            with sandbox.pg.connect("app", autocommit=True) as admin:  # the server ends it
+                backends_gone_on(admin, [victim.info.backend_pid])
             with pytest.raises((psycopg.errors.IdleInTransactionSessionTimeout,
                                 psycopg.OperationalError)):
                 victim.execute("SELECT 1")

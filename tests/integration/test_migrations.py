@@ -40,6 +40,7 @@ from tests.migration_helpers import (
     new_database,
     widget_dir,
 )
+from tests.waits import backends_gone
 
 FIXTURE = json.loads((ROOT / "fixtures" / "constellation.json").read_text())
 
@@ -170,7 +171,8 @@ def test_sigkill_during_apply_leaves_nothing_and_the_next_run_succeeds(fresh_db:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(0.5)  # the server notices the dropped connection and aborts the transaction
+    # The server notices the dropped connection, aborts the transaction, ends the backend.
+    backends_gone(fresh_db)
     assert ledger_rows(fresh_db) == []
     assert db_fingerprint(fresh_db)["__tables__"] == ""
     code, out, _ = cli(fresh_db, "run", "20260301_2001_none_to_neon_widgets", "--apply",

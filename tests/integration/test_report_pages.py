@@ -17,9 +17,10 @@ import pytest
 
 from opsgate.reports import history
 from opsgate.sandbox import Sandbox
-from tests.browser import chromium, render
+from tests.browser import render
 from tests.gate_helpers import ROOT, GateRun, run_gate_here
 from tests.integration.test_reports import HEAD, clean_env
+from tests.tools import CHROMIUM, require
 
 pytestmark = pytest.mark.usefixtures("gate_in_process")
 
@@ -137,8 +138,7 @@ def test_a_green_then_a_damaged_run_read_without_help(sandbox: Sandbox, tmp_path
         [sys.executable, "-m", "opsgate.cli", "reports", "verify", "--reports-dir", str(reports),
          "--expect-head", head], capture_output=True, cwd=ROOT).returncode == 0
 
-    if chromium() is None:
-        pytest.skip("Chromium is not installed (CI installs it): no screenshots")
+    require(CHROMIUM)  # for the screenshots
     out = ROOT / "tests" / "output"
     dom = _screenshot(second / "report.html", out / "report-html-failing.png", tmp_path)
     assert "Why it failed" in dom and "kb_entity_sources was emptied" in dom

@@ -17,7 +17,7 @@ from opsgate.cli import main as cli_main
 from opsgate.reports import history, seal
 from opsgate.sandbox import Sandbox
 from opsgate.target.contracts import schema
-from tests.browser import chromium, render
+from tests.browser import render
 from tests.gate_helpers import ROOT, main_here, run_gate, run_gate_here
 from tests.gate_helpers import clean_env as _clean_env
 
@@ -246,7 +246,7 @@ def test_verify_detects_an_edited_summary(sandbox: Sandbox, tmp_path: Path) -> N
     assert f"run {summary.parent.name} (line 1): summary.json missing" in out.stdout
 
 
-@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (CI installs it)")
+@pytest.mark.needs("chromium")
 def test_report_html_renders_in_headless_chromium(sandbox: Sandbox, tmp_path: Path,
                                                   request: pytest.FixtureRequest) -> None:
     page = run_with_fault(sandbox, tmp_path, "api-dangling-edge") / "report.html"
@@ -262,8 +262,7 @@ def test_report_html_renders_in_headless_chromium(sandbox: Sandbox, tmp_path: Pa
     shutil.copy(shot, out_dir / "report-html-screenshot.png")
 
 
-@pytest.mark.skipif(shutil.which("npm") is None or shutil.which("node") is None,
-                    reason="Node.js and npm are needed for Allure 3 (opsgate does not need them)")
+@pytest.mark.needs("node")  # for Allure 3 (opsgate does not need it)
 def test_allure3_generates_a_report_from_the_results(sandbox: Sandbox, tmp_path: Path) -> None:
     tool = tmp_path / "allure-tool"
     tool.mkdir()

@@ -372,35 +372,63 @@ def test_a_slow_range_holds_the_others_back_a_few_ranges_ahead(
         db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """While the range being hashed is slow to come, the other connection takes at most
     `_MAX_AHEAD` ranges ahead of it, so the spool stays a few ranges whatever the
-    table's size."""
+    table's size.
+
+    Proven by an event, not by waiting a while to see nothing happen: the first range's
+    receiver holds back until the other connection is seen waiting in `claim` (for the
+    hasher, which cannot move before this range comes), and only then counts the ranges
+    taken ahead. Without the limit it would never wait there, and the test fails."""
     db.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
     db.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 30000) g")
     receive = tablehash._receive_copy
     seen: list[int] = []
     state: dict[str, Any] = {}
+    blocked = threading.Event()  # the other connection waits in claim, refused a range
+    claiming = threading.local()
+
+    def ahead() -> int:  # ranges taken beyond the first one not yet hashed
+        ranges = state["ranges"]
+        return int(ranges._next - 1 - ranges._head)
+
+    class Watched(threading.Condition):
+        def wait(self, timeout: float | None = None) -> bool:
+            # The other connection in claim once the ranges are planned: it waits only
+            # for the hasher then.
+            ranges = state.get("ranges")
+            if getattr(claiming, "now", False) and ranges is not None and ranges._started \
+                    and threading.current_thread() is not threading.main_thread():
+                blocked.set()
+            return super().wait(timeout)
 
     def slow_first(conn: Any, emit: Any) -> int:
         if threading.current_thread() is threading.main_thread() and not seen:
-            ranges = state["ranges"]
-
-            def ahead() -> int:  # ranges taken beyond the first one not yet hashed
-                return int(ranges._next - 1 - ranges._head)
-
-            deadline = time.monotonic() + 10
-            while ahead() < tablehash._MAX_AHEAD and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(0.3)  # time enough to take one more, were it allowed
+            assert blocked.wait(10), f"the other connection never waited ({ahead()} ahead)"
             seen.append(ahead())
         return receive(conn, emit)
 
     start = tablehash._Ranges.start
+    claim = tablehash._Ranges.claim
+    init = tablehash._Ranges.__init__
 
     def remember(self: Any, queries: Any) -> None:
         state["ranges"] = self
         start(self, queries)
 
+    def watched_claim(self: Any, who: int) -> int | None:
+        claiming.now = True
+        try:
+            return claim(self, who)
+        finally:
+            claiming.now = False
+
+    def watched_init(self: Any) -> None:
+        init(self)
+        self._cond = Watched()
+
     monkeypatch.setattr(tablehash, "_receive_copy", slow_first)
     monkeypatch.setattr(tablehash._Ranges, "start", remember)
+    monkeypatch.setattr(tablehash._Ranges, "claim", watched_claim)
+    monkeypatch.setattr(tablehash._Ranges, "__init__", watched_init)
     h, read = parallel(db, "t")
     assert seen == [tablehash._MAX_AHEAD]
     assert read.ranges > tablehash._MAX_AHEAD + 2

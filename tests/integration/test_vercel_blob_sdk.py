@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -46,12 +45,7 @@ console.log(JSON.stringify({ written, seen, pages, downloaded }));
 """
 
 
-def _have_node() -> bool:
-    return shutil.which("node") is not None and shutil.which("npm") is not None
-
-
-pytestmark = pytest.mark.skipif(not _have_node(),
-                                reason="Node.js and npm are needed to run the official SDK")
+pytestmark = pytest.mark.needs("node")  # the official SDK runs on Node.js
 
 
 @pytest.fixture(scope="module")
