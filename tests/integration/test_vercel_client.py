@@ -155,3 +155,19 @@ def test_retry_after_is_read_as_seconds_or_a_date() -> None:
     assert 25 < (vercel._retry_after(later) or 0) <= 30
     assert vercel._retry_after(answer("soon")) is None
     assert vercel._retry_after(httpx.Response(503)) is None
+
+
+def test_since_and_prev_lead_back_to_the_newer_page(
+        sandbox_api: tuple[SandboxVercel, Faults, vercel.VercelApi]) -> None:
+    """The sandbox pages both ways as Vercel documents: ``prev`` of a page, passed as
+    ``since``, gives the page before it."""
+    state, _, api = sandbox_api
+    query = {"projectId": state.project.id, "target": "production", "limit": "2"}
+    first = api.get("/v7/deployments", "page 1", **query)
+    second = api.get("/v7/deployments", "page 2", **query,
+                     until=str(first["pagination"]["next"]))
+    back = api.get("/v7/deployments", "page 1 again", **query,
+                   since=str(second["pagination"]["prev"]))
+    assert [d["uid"] for d in back["deployments"]] == [d["uid"] for d in first["deployments"]]
+    assert back["pagination"] == first["pagination"]
+    assert first["pagination"]["prev"] is None

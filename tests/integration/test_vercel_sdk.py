@@ -30,13 +30,20 @@ from opsgate.sensitive import Secret
 SDK = "@vercel/sdk@1.28.35"
 
 PROBE = r"""
-import { Vercel } from '@vercel/sdk';
+// The SDK's standalone functions, not its Vercel class: importing the class loads every
+// endpoint's schemas (about 10 s of Node's time here), these load what they use.
+import { VercelCore } from '@vercel/sdk/core.js';
+import { projectsGetProject } from '@vercel/sdk/funcs/projectsGetProject.js';
+import { projectsFilterProjectEnvs } from '@vercel/sdk/funcs/projectsFilterProjectEnvs.js';
+import { projectsGetProjectEnv } from '@vercel/sdk/funcs/projectsGetProjectEnv.js';
+import { deploymentsGetDeployments } from '@vercel/sdk/funcs/deploymentsGetDeployments.js';
+import { deploymentsGetDeployment } from '@vercel/sdk/funcs/deploymentsGetDeployment.js';
 import { startCountingUnrecognized } from '@vercel/sdk/types/unrecognized.js';
 import { startCountingDefaultToZeroValue } from '@vercel/sdk/types/defaultToZeroValue.js';
 
 const [serverURL, projectId, teamId, limit] = process.argv.slice(2);
-const sdk = new Vercel({ bearerToken: process.env.VERCEL_TOKEN, serverURL,
-                         retryConfig: { strategy: 'none' } });
+const sdk = new VercelCore({ bearerToken: process.env.VERCEL_TOKEN, serverURL,
+                             retryConfig: { strategy: 'none' } });
 
 // Zod's issues, flattened: of a union's branches, the one that came closest.
 function issues(list) {
@@ -55,7 +62,11 @@ async function call(name, fn) {
   const unrecognized = startCountingUnrecognized();
   const zeroed = startCountingDefaultToZeroValue();
   let result; let error;
-  try { result = await fn(); } catch (e) {
+  try {
+    const answer = await fn();
+    if (!answer.ok) throw answer.error;
+    result = answer.value;
+  } catch (e) {
     error = `${e.name}: ${e.message}`;
     if (e.cause?.issues) error += ': ' + issues(e.cause.issues).slice(0, 20).join('; ');
   }
@@ -65,24 +76,24 @@ async function call(name, fn) {
 }
 
 const project = await call('getProject',
-  () => sdk.projects.getProject({ idOrName: projectId, teamId }));
+  () => projectsGetProject(sdk, { idOrName: projectId, teamId }));
 const envs = await call('filterProjectEnvs',
-  () => sdk.projects.filterProjectEnvs({ idOrName: projectId, teamId, decrypt: 'false' }));
+  () => projectsFilterProjectEnvs(sdk, { idOrName: projectId, teamId, decrypt: 'false' }));
 const encrypted = (envs?.envs ?? []).find((e) => e.type === 'encrypted');
 const env = encrypted && await call('getProjectEnv',
-  () => sdk.projects.getProjectEnv({ idOrName: projectId, id: encrypted.id, teamId }));
+  () => projectsGetProjectEnv(sdk, { idOrName: projectId, id: encrypted.id, teamId }));
 const pages = []; let until;
 do {
   const query = { projectId, teamId, target: 'production', limit: Number(limit) };
   if (until !== undefined) query.until = until;
-  const page = await call('getDeployments', () => sdk.deployments.getDeployments(query));
+  const page = await call('getDeployments', () => deploymentsGetDeployments(sdk, query));
   if (!page) break;
   pages.push({ uids: page.deployments.map((d) => d.uid), pagination: page.pagination });
   until = page.pagination.next ?? undefined;
 } while (until !== undefined && pages.length < 20);
 const newest = pages[0]?.uids[0];
 const deployment = newest && await call('getDeployment',
-  () => sdk.deployments.getDeployment({ idOrUrl: newest, teamId }));
+  () => deploymentsGetDeployment(sdk, { idOrUrl: newest, teamId }));
 console.log(JSON.stringify({
   calls, project: project && { id: project.id, accountId: project.accountId },
   envs: envs?.envs?.map((e) => e.key), envPagination: envs?.pagination ?? null,
@@ -184,3 +195,31 @@ def test_the_official_sdk_validates_every_answer(
     elif fault != "vercel-backend-sensitive":
         assert shown["readyState"] == ("ERROR" if fault == "vercel-deploy-error"
                                        else "BUILDING")
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception),
+                                             ("", pytest.skip.Exception)])
+def test_without_node_ci_fails_and_elsewhere_it_skips(
+        monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type[BaseException]) -> None:
+    monkeypatch.setattr(shutil, "which", lambda tool: None)
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome) as raised:
+        _node_or_skip()
+    assert "node and npm not found on PATH" in str(raised.value)
+
+
+def test_a_field_the_sdk_fills_in_is_caught(
+        sdk_dir: Path, api: tuple[SandboxVercel, Faults, str]) -> None:
+    """The oracle's own check: without its required ``value`` a plain variable still
+    passes the SDK (read as ""), and the probe's count is what catches it."""
+    state, _, url = api
+    env = next(e for e in state.project.envs if e["type"] == "plain")
+    value = env.pop("value")
+    try:
+        out = probe(sdk_dir, state, url, limit=2)
+    finally:
+        env["value"] = value
+    (listed,) = [c for c in out["calls"] if c["name"] == "filterProjectEnvs"]
+    assert listed["error"] is None and listed["lenient"] >= 1
+    assert all(c["error"] is None and c["lenient"] == 0
+               for c in out["calls"] if c is not listed)
