@@ -115,6 +115,9 @@ class VercelApi:
         self.pages = 0
 
     def get(self, path: str, what: str, **params: str) -> Any:
+        """The JSON answer of ``GET path``. A 429 or 5xx is the API's state, not an answer
+        about the project: retried (within `ATTEMPTS` and `RETRY_BUDGET_S`) before it
+        becomes the check's failure; any other error status fails at once."""
         query = dict(params)
         if self.link.team_id:
             query["teamId"] = self.link.team_id
@@ -130,8 +133,9 @@ class VercelApi:
             if pause is None:
                 pause = http.BACKOFF_S * attempt
             elif pause > RETRY_BUDGET_S - waited:
-                raise VercelApiError(f"{line}; Retry-After {pause:g} s is beyond the retry "
-                                     f"budget of {RETRY_BUDGET_S:g} s, so not retried")
+                raise VercelApiError(f"{line}; Retry-After {pause:g} s is beyond the "
+                                     f"{RETRY_BUDGET_S - waited:g} s left of the retry "
+                                     f"budget ({RETRY_BUDGET_S:g} s), so not retried")
             log.warning("%s; retry %d of %d in %.1f s", line, attempt, ATTEMPTS - 1, pause)
             time.sleep(pause)
             waited += pause

@@ -119,7 +119,7 @@ def test_a_retry_after_beyond_the_budget_fails_at_once(
     assert time.monotonic() - started < 2
     assert str(raised.value).endswith(
         "answered HTTP 429 rate_limited: Rate limit exceeded; Retry-After 3600 s is beyond "
-        "the retry budget of 10 s, so not retried")
+        "the 10 s left of the retry budget (10 s), so not retried")
 
 
 def _stuck_cursor(request: Request) -> JSONResponse:
