@@ -34,7 +34,7 @@ FAULTS = (
     # the Vercel REST API's (opsgate.sandbox.vercel_api)
     "vercel-wrong-project", "vercel-backend-blob", "vercel-backend-sensitive",
     "vercel-preview-backend-blob", "vercel-no-database-url", "vercel-deploy-error",
-    "vercel-deploy-building",
+    "vercel-deploy-building", "vercel-429", "vercel-503",
 )
 
 

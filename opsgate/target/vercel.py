@@ -1,11 +1,20 @@
 """The Vercel REST API, as far as the deployment check reads it: the project, its
 environment variables by target, its production deployments.
 
-Endpoints and shapes as Vercel documents them: ``GET /v9/projects/{idOrName}``,
+Endpoints are the versions Vercel's official SDK (``@vercel/sdk``) calls, and fields are
+read as its published schemas name them: ``GET /v9/projects/{idOrName}``,
 ``GET /v10/projects/{idOrName}/env``, ``GET /v1/projects/{idOrName}/env/{id}`` (one
-decrypted value), ``GET /v6/deployments?projectId=&target=production``,
-``GET /v13/deployments/{idOrUrl}``; ``Authorization: Bearer <token>``, ``teamId`` on
-every request of a team's project, errors as ``{"error": {"code", "message"}}``.
+decrypted value), ``GET /v7/deployments?projectId=&target=production`` (``uid``,
+``readyState``), ``GET /v13/deployments/{idOrUrl}``; ``Authorization: Bearer <token>``,
+``teamId`` on every request of a team's project, errors as
+``{"error": {"code", "message"}}``.
+
+Lists are read to their end: Vercel pages them, and a variable on the second page is as
+set as one on the first. Each answer's ``pagination.next`` is passed back as ``until``
+until it is null (bounded: a cursor that does not move, or more than `MAX_PAGES` pages,
+is an error). A busy API (429) or a failing one (5xx) is retried within a bounded budget,
+honouring ``Retry-After``; every retry is logged in one line (logger ``opsgate.vercel``)
+and the final failure says how many attempts it took.
 
 The token lives in the client's headers only: never in a URL, a message or a repr.
 Values of ``encrypted`` and ``sensitive`` variables are secrets: a decrypted value comes
@@ -15,9 +24,12 @@ back as a `Secret` and is only ever compared.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +42,18 @@ from opsgate.target import web as http
 
 #: Variable types whose values are secrets (Vercel's ``type``); ``plain`` is not.
 SECRET_TYPES = frozenset({"encrypted", "sensitive", "secret"})
+
+#: Tries of one request while the API answers 429 or 5xx: the first and two retries.
+ATTEMPTS = 3
+#: The most opsgate waits in all for one request's retries. A ``Retry-After`` beyond
+#: what is left fails at once, saying so: a gate waits seconds, not a rate window.
+RETRY_BUDGET_S = 10.0
+#: Items asked for per page of a list (Vercel caps the deployment list at 100).
+PAGE_LIMIT = 100
+#: Pages followed in one list before opsgate calls the cursor broken.
+MAX_PAGES = 100
+
+log = logging.getLogger("opsgate.vercel")
 
 
 @dataclass(frozen=True)
@@ -82,15 +106,39 @@ def resolve_link(settings: Settings, cwd: Path) -> ProjectLink:
 class VercelApi:
     """A thin reader of the REST API over one httpx client."""
 
-    def __init__(self, client: httpx.Client, link: ProjectLink) -> None:
+    def __init__(self, client: httpx.Client, link: ProjectLink,
+                 page_limit: int = PAGE_LIMIT) -> None:
         self.client = client
         self.link = link
+        self.page_limit = page_limit
+        #: Pages of lists read so far (a self-test proves the pages were followed).
+        self.pages = 0
 
     def get(self, path: str, what: str, **params: str) -> Any:
+        """The JSON answer of ``GET path``. A 429 or 5xx is the API's state, not an answer
+        about the project: retried (within `ATTEMPTS` and `RETRY_BUDGET_S`) before it
+        becomes the check's failure; any other error status fails at once."""
         query = dict(params)
         if self.link.team_id:
             query["teamId"] = self.link.team_id
-        resp = http.request(self.client, "GET", path, what=what, params=query)
+        waited = 0.0
+        for attempt in range(1, ATTEMPTS + 1):
+            resp = http.request(self.client, "GET", path, what=what, params=query)
+            if resp.status_code != 429 and resp.status_code < 500:
+                break
+            line = f"{what}: {_error_line(resp)}"
+            if attempt == ATTEMPTS:
+                raise VercelApiError(f"{line}; gave up after {ATTEMPTS} attempts")
+            pause = _retry_after(resp)
+            if pause is None:
+                pause = http.BACKOFF_S * attempt
+            elif pause > RETRY_BUDGET_S - waited:
+                raise VercelApiError(f"{line}; Retry-After {pause:g} s is beyond the "
+                                     f"{RETRY_BUDGET_S - waited:g} s left of the retry "
+                                     f"budget ({RETRY_BUDGET_S:g} s), so not retried")
+            log.warning("%s; retry %d of %d in %.1f s", line, attempt, ATTEMPTS - 1, pause)
+            time.sleep(pause)
+            waited += pause
         if resp.status_code >= 400:
             # 401/403 is nearly always the token (wrong, expired, or not of this team):
             # say which variable to look at.
@@ -102,18 +150,40 @@ class VercelApi:
         except HttpCheckError as exc:  # a redirect, a body that is not JSON
             raise VercelApiError(str(exc)) from None
 
+    def paged(self, path: str, what: str, key: str, **params: str) -> Iterator[dict[str, Any]]:
+        """The items under ``key`` of every page, lazily: a caller that needs the first
+        item reads one page. Each page's ``pagination.next`` goes back as ``until``."""
+        until: int | None = None
+        for _ in range(MAX_PAGES):
+            query = dict(params) if until is None else {**params, "until": str(until)}
+            found = self.get(path, what, **query)
+            self.pages += 1
+            if not isinstance(found, dict):
+                raise VercelApiError(f"{what}: the answer is not a JSON object")
+            items = found.get(key)
+            if not isinstance(items, list):
+                raise VercelApiError(f"{what}: the answer has no '{key}' list")
+            yield from (i for i in items if isinstance(i, dict))
+            pagination = found.get("pagination")
+            following = pagination.get("next") if isinstance(pagination, dict) else None
+            if following is None:
+                return
+            if (not isinstance(following, int) or isinstance(following, bool)
+                    or (until is not None and following >= until)):
+                raise VercelApiError(f"{what}: pagination.next {following!r} does not lead "
+                                     f"past the page before (until={until}); stopped")
+            until = following
+        raise VercelApiError(f"{what}: more than {MAX_PAGES} pages; stopped")
+
     def project(self) -> dict[str, Any]:
         found = self.get(f"/v9/projects/{self.link.project_id}",
                          f"Vercel project {self.link.project_id}")
         return _object(found, "project")
 
     def envs(self) -> list[dict[str, Any]]:
-        found = _object(self.get(f"/v10/projects/{self.link.project_id}/env",
-                                 "Vercel environment variables", decrypt="false"), "env list")
-        envs = found.get("envs")
-        if not isinstance(envs, list):
-            raise VercelApiError("Vercel environment variables: the answer has no 'envs' list")
-        return [e for e in envs if isinstance(e, dict)]
+        """Every variable of the project, all pages."""
+        return list(self.paged(f"/v10/projects/{self.link.project_id}/env",
+                               "Vercel environment variables", "envs", decrypt="false"))
 
     def decrypted(self, env_id: str, key: str) -> Secret:
         """One variable's decrypted value (for an ``encrypted`` one), as a Secret."""
@@ -124,19 +194,32 @@ class VercelApi:
             raise VercelApiError(f"Vercel variable {key}: the API gave no decrypted value")
         return Secret(value)
 
+    def deployments(self, target: str = "production", limit: int | None = None
+                    ) -> Iterator[dict[str, Any]]:
+        """The project's deployments to ``target``, newest first, as the list shows them
+        (``uid``, ``readyState``, ``createdAt``), following the pages."""
+        return self.paged("/v7/deployments", f"Vercel {target} deployments", "deployments",
+                          projectId=self.link.project_id, target=target,
+                          limit=str(limit or self.page_limit))
+
     def latest_production_deployment(self) -> dict[str, Any] | None:
-        found = _object(self.get("/v6/deployments", "Vercel production deployments",
-                                 projectId=self.link.project_id, target="production",
-                                 limit="1"), "deployment list")
-        items = found.get("deployments")
-        if not isinstance(items, list):
-            raise VercelApiError("Vercel production deployments: the answer has no "
-                                 "'deployments' list")
-        return items[0] if items and isinstance(items[0], dict) else None
+        return next(self.deployments("production", limit=1), None)
 
     def deployment(self, id_or_url: str) -> dict[str, Any]:
         return _object(self.get(f"/v13/deployments/{id_or_url}",
                                 f"Vercel deployment {id_or_url}"), "deployment")
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds, or an HTTP date), or None when absent
+    or unreadable."""
+    given = resp.headers.get("retry-after", "").strip()
+    if given.isdigit():
+        return float(given)
+    try:
+        return max(0.0, parsedate_to_datetime(given).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def _object(found: Any, what: str) -> dict[str, Any]:

@@ -141,3 +141,45 @@ def test_an_api_that_does_not_answer_is_reported_once(clean: Sandbox, tmp_path: 
     assert "after 3 attempts" in failed["test_project_is_the_linked_one"]
     later = [m for t, m in failed.items() if t != "test_project_is_the_linked_one"]
     assert all("did not answer earlier in this run" in m for m in later), later
+
+
+def test_lists_are_read_across_pages(clean: Sandbox, tmp_path: Path) -> None:
+    """Vercel pages its lists: with two variables a page, the required ones are on later
+    pages, and the check still finds every one."""
+    assert clean.vercel is not None
+    clean.vercel.page_limit = 2
+    try:
+        run = gate(clean, tmp_path)
+    finally:
+        clean.vercel.page_limit = 100
+    assert run.code == 0, run.stdout[-3000:]
+    (run_dir,) = (tmp_path / "reports" / "runs").iterdir()
+    summary = (run_dir / "summary.json").read_text()
+    assert f'"variables_listed": {len(clean.vercel.project.envs)}' in summary.replace(
+        '\\"', '"')
+
+
+def test_a_rate_limited_api_is_waited_for(clean: Sandbox, tmp_path: Path) -> None:
+    """429 with Retry-After on every other request: each call is retried once after the
+    time asked, each retry is one line in the test's log, and the check stays green."""
+    clean.faults.set("vercel-429")
+    run = run_gate_here(tmp_path, f"--env-file={clean.env_file}", "-m", "deployment", "-rP",
+                        env=clean_env())
+    assert run.code == 0, run.stdout[-3000:]
+    retries = [line for line in run.stdout.splitlines()
+               if "answered HTTP 429 rate_limited: Rate limit exceeded; retry 1 of 2 in 1.0 s"
+               in line]
+    assert retries, run.stdout[-3000:]
+
+
+@pytest.mark.usefixtures("quick_retries")
+def test_an_api_that_keeps_failing_is_red_naming_it(clean: Sandbox, tmp_path: Path) -> None:
+    clean.faults.set("vercel-503")
+    run = gate(clean, tmp_path)
+    assert run.code == 1
+    failed = {k.split("::")[1]: m for k, m in run.failed().items()}
+    assert len(failed) == 4, failed
+    cause = ("answered HTTP 503 service_unavailable: The Vercel API is temporarily "
+             "unavailable; gave up after 3 attempts")
+    assert all(cause in m for m in failed.values()), failed
+    assert "Traceback" not in run.stdout

@@ -1,0 +1,225 @@
+"""The sandbox's Vercel API answers in Vercel's own shapes: the official @vercel/sdk (a
+pinned version from the npm registry), whose schemas are generated from Vercel's
+published API description, reads the project, its variables (and one decrypted), every
+page of the production deployments and one deployment in full, each answer validated.
+
+The SDK's schemas are lenient where they can be: a required string or number that is
+missing reads as "" or 0, an unknown enum value passes. Such a field would pass the SDK
+and still be a shape Vercel never sends, so the probe counts what the SDK had to make up
+or let through (its own counters) and a call passes only when that count is 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opsgate.sandbox.reference_app import Faults
+from opsgate.sandbox.servers import ThreadedServer
+from opsgate.sandbox.vercel_api import SandboxVercel, create_vercel_app
+from opsgate.sensitive import Secret
+
+#: The SDK whose schemas are the oracle, pinned exactly: another version may validate
+#: otherwise.
+SDK = "@vercel/sdk@1.28.35"
+
+PROBE = r"""
+// The SDK's standalone functions, not its Vercel class: importing the class loads every
+// endpoint's schemas (about 10 s of Node's time here), these load what they use.
+import { VercelCore } from '@vercel/sdk/core.js';
+import { projectsGetProject } from '@vercel/sdk/funcs/projectsGetProject.js';
+import { projectsFilterProjectEnvs } from '@vercel/sdk/funcs/projectsFilterProjectEnvs.js';
+import { projectsGetProjectEnv } from '@vercel/sdk/funcs/projectsGetProjectEnv.js';
+import { deploymentsGetDeployments } from '@vercel/sdk/funcs/deploymentsGetDeployments.js';
+import { deploymentsGetDeployment } from '@vercel/sdk/funcs/deploymentsGetDeployment.js';
+import { startCountingUnrecognized } from '@vercel/sdk/types/unrecognized.js';
+import { startCountingDefaultToZeroValue } from '@vercel/sdk/types/defaultToZeroValue.js';
+
+const [serverURL, projectId, teamId, limit] = process.argv.slice(2);
+const sdk = new VercelCore({ bearerToken: process.env.VERCEL_TOKEN, serverURL,
+                             retryConfig: { strategy: 'none' } });
+
+// Zod's issues, flattened: of a union's branches, the one that came closest.
+function issues(list) {
+  const out = [];
+  for (const i of list) {
+    if (i.code === 'invalid_union' && i.unionErrors?.length) {
+      out.push(...i.unionErrors.map((e) => issues(e.issues))
+        .sort((a, b) => a.length - b.length)[0]);
+    } else out.push(`${i.path.join('.')}: ${i.message}`);
+  }
+  return out;
+}
+
+const calls = [];
+async function call(name, fn) {
+  const unrecognized = startCountingUnrecognized();
+  const zeroed = startCountingDefaultToZeroValue();
+  let result; let error;
+  try {
+    const answer = await fn();
+    if (!answer.ok) throw answer.error;
+    result = answer.value;
+  } catch (e) {
+    error = `${e.name}: ${e.message}`;
+    if (e.cause?.issues) error += ': ' + issues(e.cause.issues).slice(0, 20).join('; ');
+  }
+  const lenient = unrecognized.end() + zeroed.end();
+  calls.push({ name, error: error?.slice(0, 1500) ?? null, lenient });
+  return result;
+}
+
+const project = await call('getProject',
+  () => projectsGetProject(sdk, { idOrName: projectId, teamId }));
+const envs = await call('filterProjectEnvs',
+  () => projectsFilterProjectEnvs(sdk, { idOrName: projectId, teamId, decrypt: 'false' }));
+const encrypted = (envs?.envs ?? []).find((e) => e.type === 'encrypted');
+const env = encrypted && await call('getProjectEnv',
+  () => projectsGetProjectEnv(sdk, { idOrName: projectId, id: encrypted.id, teamId }));
+const pages = []; let until;
+do {
+  const query = { projectId, teamId, target: 'production', limit: Number(limit) };
+  if (until !== undefined) query.until = until;
+  const page = await call('getDeployments', () => deploymentsGetDeployments(sdk, query));
+  if (!page) break;
+  pages.push({ uids: page.deployments.map((d) => d.uid), pagination: page.pagination });
+  until = page.pagination.next ?? undefined;
+} while (until !== undefined && pages.length < 20);
+const newest = pages[0]?.uids[0];
+const deployment = newest && await call('getDeployment',
+  () => deploymentsGetDeployment(sdk, { idOrUrl: newest, teamId }));
+console.log(JSON.stringify({
+  calls, project: project && { id: project.id, accountId: project.accountId },
+  envs: envs?.envs?.map((e) => e.key), envPagination: envs?.pagination ?? null,
+  decrypted: env?.decrypted ?? null, pages,
+  deployment: deployment && { id: deployment.id, readyState: deployment.readyState,
+                              alias: deployment.alias, hasBuild: 'build' in deployment },
+}));
+"""
+
+
+def _node_or_skip() -> None:
+    """Node.js and npm run the SDK. Without them the test cannot speak; under CI (``CI``
+    set) that is a failure naming what is missing, elsewhere a skip saying why."""
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    if missing:
+        why = (f"{' and '.join(missing)} not found on PATH: the official Vercel SDK runs "
+               "under Node.js")
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}; CI must run this test, so install Node.js")
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def sdk_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _node_or_skip()
+    folder = tmp_path_factory.mktemp("vercel-sdk")
+    (folder / "package.json").write_text(
+        '{"name": "vercel-sdk-probe", "private": true, "type": "module"}')
+    # From npm's cache where it has the package, without install scripts or a lock file
+    # (the SDK needs neither).
+    proc = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
+                           "--prefer-offline", "--ignore-scripts", "--no-package-lock", SDK],
+                          cwd=folder, capture_output=True, text=True, timeout=300,
+                          check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"npm install {SDK} failed: {proc.stderr[-500:]}")
+    (folder / "probe.mjs").write_text(PROBE)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[tuple[SandboxVercel, Faults, str]]:
+    faults = Faults()
+    state = SandboxVercel(Secret("sbx_vercel_sdk-probe"), "127.0.0.1:9")
+    server = ThreadedServer(lambda url: create_vercel_app(state, faults), "vercel").start()
+    try:
+        yield state, faults, server.url
+    finally:
+        server.stop()
+
+
+def probe(sdk_dir: Path, state: SandboxVercel, url: str, limit: int) -> dict[str, Any]:
+    env = {**os.environ, "VERCEL_TOKEN": state.token.reveal()}
+    proc = subprocess.run(["node", "probe.mjs", url, state.project.id, state.team_id,
+                           str(limit)], cwd=sdk_dir, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def production_uids(state: SandboxVercel, faults: Faults) -> list[str]:
+    seen = state.view(state.project.id, faults)
+    assert seen is not None
+    return [d["id"] for d in seen.deployments if d["target"] == "production"]
+
+
+@pytest.mark.parametrize("fault", [None, "vercel-deploy-error", "vercel-deploy-building",
+                                   "vercel-backend-sensitive"])
+def test_the_official_sdk_validates_every_answer(
+        sdk_dir: Path, api: tuple[SandboxVercel, Faults, str], fault: str | None) -> None:
+    state, faults, url = api
+    faults.set(*([fault] if fault else []))
+    try:
+        out = probe(sdk_dir, state, url, limit=2)
+        expected = production_uids(state, faults)
+    finally:
+        faults.clear()
+    refused = [c for c in out["calls"] if c["error"] or c["lenient"]]
+    assert not refused, json.dumps(refused, indent=1)
+    assert [c["name"] for c in out["calls"]] == [
+        "getProject", "filterProjectEnvs", "getProjectEnv",
+        *["getDeployments"] * len(out["pages"]), "getDeployment"]
+    assert out["project"] == {"id": state.project.id, "accountId": state.team_id}
+    assert len(out["envs"]) == len(state.project.envs)
+    assert out["envPagination"] == {"count": len(state.project.envs), "next": None,
+                                    "prev": None}
+    assert out["decrypted"] is True
+    # Every production deployment once, newest first, two a page, the cursor honoured.
+    pages = out["pages"]
+    assert len(pages) >= 3 and all(len(p["uids"]) <= 2 for p in pages)
+    assert [u for p in pages for u in p["uids"]] == expected
+    assert pages[0]["pagination"]["prev"] is None and pages[-1]["pagination"]["next"] is None
+    # getDeployment parsed as a full deployment, not as the union's bare branch.
+    shown = out["deployment"]
+    assert shown["id"] == expected[0] and shown["hasBuild"] is True
+    if fault is None:
+        assert shown["readyState"] == "READY" and "127.0.0.1:9" in shown["alias"]
+    elif fault != "vercel-backend-sensitive":
+        assert shown["readyState"] == ("ERROR" if fault == "vercel-deploy-error"
+                                       else "BUILDING")
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception),
+                                             ("", pytest.skip.Exception)])
+def test_without_node_ci_fails_and_elsewhere_it_skips(
+        monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type[BaseException]) -> None:
+    monkeypatch.setattr(shutil, "which", lambda tool: None)
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome) as raised:
+        _node_or_skip()
+    assert "node and npm not found on PATH" in str(raised.value)
+
+
+def test_a_field_the_sdk_fills_in_is_caught(
+        sdk_dir: Path, api: tuple[SandboxVercel, Faults, str]) -> None:
+    """The oracle's own check: without its required ``value`` a plain variable still
+    passes the SDK (read as ""), and the probe's count is what catches it."""
+    state, _, url = api
+    env = next(e for e in state.project.envs if e["type"] == "plain")
+    value = env.pop("value")
+    try:
+        out = probe(sdk_dir, state, url, limit=2)
+    finally:
+        env["value"] = value
+    (listed,) = [c for c in out["calls"] if c["name"] == "filterProjectEnvs"]
+    assert listed["error"] is None and listed["lenient"] >= 1
+    assert all(c["error"] is None and c["lenient"] == 0
+               for c in out["calls"] if c is not listed)
