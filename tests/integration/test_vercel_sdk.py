@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from opsgate.sandbox.reference_app import Faults
 from opsgate.sandbox.servers import ThreadedServer
 from opsgate.sandbox.vercel_api import SandboxVercel, create_vercel_app
 from opsgate.sensitive import Secret
+from tests.tools import NODE, require
 
 #: The SDK whose schemas are the oracle, pinned exactly: another version may validate
 #: otherwise.
@@ -104,21 +104,9 @@ console.log(JSON.stringify({
 """
 
 
-def _node_or_skip() -> None:
-    """Node.js and npm run the SDK. Without them the test cannot speak; under CI (``CI``
-    set) that is a failure naming what is missing, elsewhere a skip saying why."""
-    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
-    if missing:
-        why = (f"{' and '.join(missing)} not found on PATH: the official Vercel SDK runs "
-               "under Node.js")
-        if os.environ.get("CI"):
-            pytest.fail(f"{why}; CI must run this test, so install Node.js")
-        pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def sdk_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    _node_or_skip()
+    require(NODE)
     folder = tmp_path_factory.mktemp("vercel-sdk")
     (folder / "package.json").write_text(
         '{"name": "vercel-sdk-probe", "private": true, "type": "module"}')
@@ -195,17 +183,6 @@ def test_the_official_sdk_validates_every_answer(
     elif fault != "vercel-backend-sensitive":
         assert shown["readyState"] == ("ERROR" if fault == "vercel-deploy-error"
                                        else "BUILDING")
-
-
-@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception),
-                                             ("", pytest.skip.Exception)])
-def test_without_node_ci_fails_and_elsewhere_it_skips(
-        monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type[BaseException]) -> None:
-    monkeypatch.setattr(shutil, "which", lambda tool: None)
-    monkeypatch.setenv("CI", ci)
-    with pytest.raises(outcome) as raised:
-        _node_or_skip()
-    assert "node and npm not found on PATH" in str(raised.value)
 
 
 def test_a_field_the_sdk_fills_in_is_caught(
