@@ -50,9 +50,8 @@ _LINE = re.compile(
     + _S + r"*(?:#[^\n\r\u2028\u2029]*)?" + _EOL)
 _SURROUNDING_QUOTES = re.compile(_BOL + r"(['\"`])((?s:.)*)\1" + _EOL)
 
-#: dotenv-expand 10.0.0: the last "$" not preceded by a backslash, and the reference
-#: that starts there (``$NAME``, ``${NAME}``, ``${NAME:-default}``; unanchored, as in JS).
-_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+#: dotenv-expand 10.0.0: the reference at the last "$" not preceded by a backslash
+#: (``$NAME``, ``${NAME}``, ``${NAME:-default}``).
 _REFERENCE = re.compile(r"((?<!\\)\$\{?([A-Za-z0-9_]+)(?::-([^}\\]*))?\}?)")
 #: String.prototype.replace's "$" patterns in a replacement string (no capture groups).
 _JS_REPLACEMENT = re.compile(r"\$([$&`'])")
@@ -65,8 +64,12 @@ _OBJECT_MEMBERS = frozenset({
     "__defineSetter__", "__lookupGetter__", "__lookupSetter__"})
 #: @next/env sets this in process.env before it expands anything.
 _NEXT_MARK = {"__NEXT_PROCESSED_ENV": "true"}
-#: Substitutions one value may take; Node's call stack ends a runaway one near here.
-MAX_SUBSTITUTIONS = 10_000
+#: Substitutions one value may take, and its length: an expansion past either has run
+#: away (a value refers to itself), and Node ends such a one with a RangeError (call
+#: stack, string length), skipping the whole file. Node's own limit is its call stack,
+#: some thousands of substitutions; no value written by hand needs a thousand.
+MAX_SUBSTITUTIONS = 1_000
+MAX_LENGTH = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,14 @@ def _js_replace_first(value: str, pattern: str, replacement: str) -> str:
     return before + _JS_REPLACEMENT.sub(lambda m: special[m.group(1)], replacement) + after
 
 
+def _last_unescaped_dollar(value: str) -> int:
+    """dotenv-expand's ``_searchLast(value, /(?!(?<=\\\\))\\$/g)``, from the end."""
+    at = len(value)
+    while (at := value.rfind("$", 0, at)) > 0 and value[at - 1] == "\\":
+        pass
+    return at
+
+
 def _interpolate(value: str, environment: Mapping[str, str], parsed: Mapping[str, str],
                  where: str) -> str:
     """dotenv-expand 10.0.0's ``_interpolate``, a loop where it recurses: replace the
@@ -209,10 +220,10 @@ def _interpolate(value: str, environment: Mapping[str, str], parsed: Mapping[str
     does), then look again; stop when that "$" starts no reference."""
     seen = {value}
     for _ in range(MAX_SUBSTITUTIONS):
-        dollars = [m.start() for m in _UNESCAPED_DOLLAR.finditer(value)]
-        if not dollars:
-            return value
-        m = _REFERENCE.search(value[dollars[-1]:])
+        last = _last_unescaped_dollar(value)
+        # JS searches the rest of the value unanchored, but every later "$" is escaped,
+        # and a reference starts with an unescaped one: only a match right here counts.
+        m = _REFERENCE.match(value, last) if last >= 0 else None
         if m is None:
             return value
         group, name, default = m.group(1), m.group(2), m.group(3)
@@ -223,7 +234,7 @@ def _interpolate(value: str, environment: Mapping[str, str], parsed: Mapping[str
                               "built-in function; rename it")
         replacement = environment.get(name) or default or parsed.get(name) or ""
         value = _js_replace_first(value, group, replacement)
-        if value in seen:
+        if value in seen or len(value) > MAX_LENGTH:
             break
         seen.add(value)
     raise ConfigError(f"{where} refers to itself: its expansion never ends (@next/env "

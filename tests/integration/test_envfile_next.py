@@ -6,6 +6,7 @@ Node and by opsgate, under the same environment, and compared value for value.""
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from opsgate.config import Settings, read_env_file
+from opsgate.errors import ConfigError
 
 NEXT_ENV = "@next/env@16.5.0"
 
@@ -25,6 +27,20 @@ const errors = [];
 const log = { info() {}, warn() {}, error(...a) { errors.push(a.map(String).join(' ')); } };
 const { combinedEnv } = loadEnvConfig(process.argv[2], false, log);
 process.stdout.write(JSON.stringify({ env: { ...combinedEnv }, errors }));
+"""
+
+#: The same for many app folders in one Node process (forceReload: each from the
+#: environment the process started with).
+PROBE_MANY = r"""
+const { loadEnvConfig } = require('@next/env');
+const out = [];
+for (const dir of process.argv.slice(2)) {
+  const errors = [];
+  const log = { info() {}, warn() {}, error(...a) { errors.push(a.map(String).join(' ')); } };
+  const { combinedEnv } = loadEnvConfig(dir, false, log, true);
+  out.push({ env: { ...combinedEnv }, errors });
+}
+process.stdout.write(JSON.stringify(out));
 """
 
 #: The environment both readers see: names the files refer to, set, empty and holding
@@ -98,6 +114,8 @@ HAND_WRITTEN = [
     "NESTED=${SINGLE}/${MULTILINE}",
     "SELF_DEFAULT=${SELF_DEFAULT:-default}",
     "SHARED=file-value",
+    "toString=a key JavaScript objects inherit, $FROM_ENV",
+    "valueOf=another",
 ]
 
 
@@ -126,6 +144,7 @@ def next_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if proc.returncode != 0:
         pytest.fail(f"npm install {NEXT_ENV} failed: {proc.stderr[-500:]}")
     (folder / "probe.cjs").write_text(PROBE)
+    (folder / "probe-many.cjs").write_text(PROBE_MANY)
     return folder
 
 
@@ -197,3 +216,58 @@ def test_settings_hold_what_the_app_holds(next_env: Path, tmp_path: Path) -> Non
     assert s.ops_base_url == app["OPS_BASE_URL"] == "https://app.example/env-value"
     assert s.target_name == app["OPSGATE_TARGET_NAME"] == "prod-env-plain"
     assert s.admin_storage_backend == app["ADMIN_STORAGE_BACKEND"] == "neon"
+
+
+#: Pieces of lines that make parsers and expanders disagree.
+KEYS = ["A", "B", "C", "FROM_ENV", "EMPTY_ENV", "SHARED", "7", "x.y-z"]
+PIECES = ["$A", "${B}", "${C:-d}", "$FROM_ENV", "${EMPTY_ENV:-e}", "\\$A", "$", "$$", "$&",
+          "$'", "$1", "}", "{", "#", " # c", '"', "'", "`", "\\n", "\\r", "\\", '\\"', " ",
+          "\t", "=", ":", "x", "ü", "𝄞", "\n", "export "]
+QUOTES = ["", "", '"', "'", "`"]
+SEPARATORS = ["=", " = ", "=\t", ": ", ":\t"]
+
+
+def random_file(rng: random.Random) -> str:
+    lines = []
+    for _ in range(rng.randint(1, 6)):
+        roll = rng.random()
+        if roll < 0.1:
+            lines.append(rng.choice(["", "# comment", "  # indented", "\t"]))
+            continue
+        value = "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 5)))
+        quote = rng.choice(QUOTES)
+        lines.append(("export " if rng.random() < 0.15 else "") + rng.choice(KEYS)
+                     + rng.choice(SEPARATORS) + quote + value + quote
+                     + (" # note" if rng.random() < 0.15 else ""))
+    end = rng.choice(["\n", "\r\n"])
+    return end.join(lines) + rng.choice([end, ""])
+
+
+def test_random_files_read_as_next_reads_them_or_refused(next_env: Path,
+                                                         tmp_path: Path) -> None:
+    """Every file opsgate accepts has @next/env's values, and loads in Node without an
+    error. Seeded: the same files each run. Only accepted files go to Node: some refused
+    ones (a value that doubles itself) keep Node busy for minutes before it gives up."""
+    rng = random.Random(20261205)
+    folders, ours = [], []
+    for i in range(400):
+        folder = tmp_path / f"app{i}"
+        folder.mkdir()
+        path = folder / ".env.production.local"
+        path.write_text(random_file(rng), encoding="utf-8", newline="")
+        try:
+            ours.append(read_env_file(path, ENVIRON))
+        except ConfigError:
+            continue
+        folders.append(folder)
+    assert len(folders) >= 100  # most files are readable: the comparison is not vacuous
+    node = shutil.which("node")
+    assert node is not None
+    proc = subprocess.run([node, str(next_env / "probe-many.cjs"), *map(str, folders)],
+                          cwd=next_env, env=ENVIRON, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for folder, values, app in zip(folders, ours, json.loads(proc.stdout), strict=True):
+        text = (folder / ".env.production.local").read_text()
+        assert app["errors"] == [], text
+        assert {**ENVIRON, "__NEXT_PROCESSED_ENV": "true", **values} == app["env"], text

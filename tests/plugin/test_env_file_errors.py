@@ -40,6 +40,8 @@ CASES: dict[str, tuple[str | bytes, int, str | None]] = {
     "__proto__": (f"__proto__={CANARY}\n", 1, "__proto__"),
     "a reference to itself": (f"A=1\nADMIN_PASSWORD={CANARY}$ADMIN_PASSWORD\n", 2,
                               "ADMIN_PASSWORD"),
+    "a reference that grows without end": (
+        f"ADMIN_PASSWORD={CANARY}-$ADMIN_PASSWORD-$ADMIN_PASSWORD\n", 1, "ADMIN_PASSWORD"),
     "a cycle of references": (f"ADMIN_PASSWORD={CANARY}$B\nB=$ADMIN_PASSWORD\n", 1,
                               "ADMIN_PASSWORD"),
     "a name JavaScript resolves to a function": (f"ADMIN_PASSWORD={CANARY}$toString\n", 1,
