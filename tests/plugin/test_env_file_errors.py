@@ -124,7 +124,8 @@ def test_the_commands_stop_in_one_line_and_write_nothing(tmp_path: Path) -> None
     before = sorted(p.name for p in tmp_path.iterdir())
 
     gate = run(tmp_path, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={ROOT}",
-               "-c", str(ROOT / "pyproject.toml"), f"--env-file={bad}", str(ROOT / "checks"))
+               "-c", str(ROOT / "pyproject.toml"), f"--reports-dir={tmp_path / 'reports'}",
+               f"--env-file={bad}", str(ROOT / "checks"))
     assert_names_the_line(assert_one_line(gate, 4), bad, line, key)
     packaged = run(tmp_path, "-m", "opsgate.cli", "gate", f"--env-file={bad}")
     assert_names_the_line(assert_one_line(packaged, 4), bad, line, key)
