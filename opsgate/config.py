@@ -1,7 +1,8 @@
 """The environment contract (DESIGN.md "Environment contract") in one place.
 
-`Settings.load()` merges an optional dotenv file (such as the one ``vercel env pull``
-writes) under the process environment: a variable already in the environment wins.
+`Settings.load()` merges an optional env file (such as the one ``vercel env pull``
+writes), read as the app's ``@next/env`` reads it (`opsgate.envfile`), under the process
+environment: a variable already in the environment wins.
 Secrets are wrapped at the moment they are read, so nothing downstream ever holds a
 printable copy.
 """
@@ -15,9 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from dotenv import dotenv_values
-
-from opsgate import resources
+from opsgate import envfile, resources
 from opsgate.errors import ConfigError, MissingEnvError, SessionEndpointError
 from opsgate.sensitive import MASK, Redactor, Secret, SecretUrl, mask_url, secret_parts
 from opsgate.target.db import host_of, is_pooler_host
@@ -150,16 +149,20 @@ def _shown(name: str, value: str) -> str:
     return value
 
 
-def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Read a dotenv file; a missing or unreadable file is a configuration error."""
+def parse_env_file(path: str | os.PathLike[str]) -> envfile.EnvFile:
+    """Parse an env file; a missing file or an unreadable line is a configuration error
+    (naming the file and the line, never a value), raised before anything runs."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--env-file {p}: no such file")
-    try:
-        values = dotenv_values(p)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--env-file {p}: cannot be read ({exc.__class__.__name__})") from None
-    return {k: v for k, v in values.items() if v is not None}
+    return envfile.read(p, f"--env-file {p}")
+
+
+def read_env_file(path: str | os.PathLike[str],
+                  environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The file's variables as ``@next/env`` gives them to a process started with
+    ``environ``; the default, no environment, reads the file alone."""
+    return parse_env_file(path).values({} if environ is None else environ)
 
 
 @dataclass(frozen=True)
@@ -215,12 +218,15 @@ class Settings:
         the environment (a stray DATABASE_URL must never redirect a sandbox run), while
         the RUN_OPS_* flags still come from the environment.
         """
-        env: dict[str, str] = {}
-        file_values = read_env_file(env_file) if env_file is not None else {}
-        env.update(file_values)
-        env.update(os.environ if environ is None else environ)
-        if file_wins:
-            env.update({k: v for k, v in file_values.items() if k not in FLAG_DEFAULTS})
+        outer = os.environ if environ is None else environ
+        env: dict[str, str] = dict(outer)
+        if env_file is not None:
+            parsed = parse_env_file(env_file)
+            # Expansion sees the environment the file is merged under, as in the app; a
+            # file that wins is expanded as if the environment did not set its keys.
+            seen = outer if not file_wins else {
+                k: v for k, v in outer.items() if k in FLAG_DEFAULTS or k not in parsed.entries}
+            env.update(parsed.values(seen))
 
         def get(name: str) -> str | None:
             value = env.get(name)
