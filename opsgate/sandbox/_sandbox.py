@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from opsgate import progress, resources
+from opsgate import envfile, progress, resources
 from opsgate.config import DEFAULT_BLOB_PREFIX, Settings
 from opsgate.errors import OpsgateError
 from opsgate.migrate.runner import run_migration
@@ -262,12 +262,22 @@ class Sandbox:
     def _write_env_file(self) -> None:
         lines = [f"# opsgate sandbox target ({self.profile} profile); read with: "
                  "pytest --env-file=THIS_FILE"]
-        lines += [f'{k}="{v}"' for k, v in self._env_values().items()]
+        values = self._env_values()
+        lines += [f'{k}="{v}"' for k, v in values.items()]
+        text = "\n".join(lines) + "\n"
+        # Read back as the app (and opsgate) read env files: a value with a "$", a quote
+        # or a "\n" in it would come back changed, and the sandbox would say one thing
+        # and serve another. Today's values are URL-safe; this keeps them honest.
+        back = envfile.parse(text, "the sandbox's env file").values({})
+        changed = sorted(k for k, v in values.items() if back.get(k) != v)
+        if changed:
+            raise OpsgateError("the sandbox's env file would not read back as written: "
+                               + ", ".join(changed))
         # Created 0600 and exclusively: secrets are never readable by others, not even
         # for a moment, and an existing file is never overwritten.
         fd = os.open(self.env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write("\n".join(lines) + "\n")
+            out.write(text)
 
     def stop(self) -> None:
         servers = [s for s in (self.api, self.blob, self.vercel_server) if s is not None]

@@ -16,6 +16,7 @@ import pytest
 
 from opsgate.config import Settings, read_env_file
 from opsgate.errors import ConfigError
+from tests.tools import NODE, require
 
 NEXT_ENV = "@next/env@16.5.0"
 
@@ -131,10 +132,7 @@ def vercel_file(values: Mapping[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def next_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
-    if missing:
-        pytest.fail(f"{' and '.join(missing)} not found: this test runs @next/env under "
-                    "Node (install Node.js with npm)")
+    require(NODE)  # @next/env runs under Node
     folder = tmp_path_factory.mktemp("next-env")
     (folder / "package.json").write_text('{"name": "next-env-probe", "private": true}')
     proc = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
