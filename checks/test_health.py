@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from opsgate.config import Settings
+from opsgate.pytest_plugin.fixtures import fail
 from opsgate.target import db
 from opsgate.target.schema import CONTRACT_TABLES
 from opsgate.verify.expectations import Expectations
@@ -32,4 +33,5 @@ def test_row_counts(target_db: psycopg.Connection[Any], ops_settings: Settings,
     change = trend(counts, last_green_counts(reports_root, target), expectations.max_shrink)
     evidence["trend"] = change.as_evidence()
     problems += change.problems
-    assert not problems, "; ".join(problems)
+    if problems:
+        fail("; ".join(problems))

@@ -31,7 +31,9 @@ STATEMENT_TIMEOUT_MS = 120_000
 
 def fail(message: str) -> NoReturn:
     """Fail the check with one line: no traceback, and no "During handling of the above
-    exception" chain when called from an ``except`` block."""
+    exception" chain when called from an ``except`` block; the location pytest reports
+    is the check's line that called it, not this helper's."""
+    __tracebackhide__ = True
     raise pytest.fail.Exception(message, pytrace=False) from None
 
 

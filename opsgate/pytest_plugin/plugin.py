@@ -21,6 +21,7 @@ from opsgate import __version__, interrupts, resources
 from opsgate.config import Settings
 from opsgate.errors import ConfigError, OpsgateError
 from opsgate.gate import BY_MARKER, CHECKS, marker_expression, missing_env, needs_target
+from opsgate.pytest_plugin import oneline
 from opsgate.sensitive import Redactor
 from opsgate.verify.expectations import Expectations
 
@@ -393,6 +394,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return
     redact = state.redact
     report: pytest.TestReport = outcome.get_result()
+    if state.gate_mode:
+        oneline.shorten(item, call, report, redact)  # a check's failure: its one line
     found = item.stash.get(EVIDENCE_KEY, None)
     if found and call.when == "call":
         text = json.dumps(found, default=str, sort_keys=True)
