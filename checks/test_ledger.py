@@ -53,11 +53,14 @@ def test_every_migration_is_applied_with_a_payload_hash(
     missing += [m for m in expectations.required_migrations
                 if m not in applied and m not in missing]
     evidence["required_migrations"] = list(expectations.required_migrations)
-    if missing:
-        fail(
-            f"{len(missing)} migration(s) have no applied ledger row with a payload hash: "
-            + ", ".join(missing)
-        )
+    # The ledger's floor is judged here, not by preflight: one lost row, one red check.
+    floors = expectations.floors_judged_by("ledger")
+    evidence["floors"] = floors
+    problems = ([f"{len(missing)} migration(s) have no applied ledger row with a payload "
+                 "hash: " + ", ".join(missing)] if missing else [])
+    problems += expectations.floor_problems({"admin_migrations": len(rows)}, "ledger")
+    if problems:
+        fail("; ".join(problems))
 
 
 def test_no_script_changed_after_apply(

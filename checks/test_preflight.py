@@ -51,11 +51,12 @@ def test_expected_production_markers(
 ) -> None:
     """Runbook: "verify expected production markers". Row floors per table and the
     required domains: an empty or gutted target is red even when every comparison of
-    two empty things would agree."""
-    counts = db.count_rows(target_db, expectations.floors)
+    two empty things would agree. The ledger's floor is the ledger check's (it names
+    the migration that went), so a fact is judged once."""
+    counts = db.count_rows(target_db, expectations.floors_judged_by("preflight"))
     evidence["expectations"] = expectations.as_evidence()
     evidence["counts"] = counts
-    problems = expectations.floor_problems(counts)
+    problems = expectations.floor_problems(counts, "preflight")
     if expectations.required_domains and counts.get("kb_entities") is not None:
         present = {r[0] for r in target_db.execute("SELECT DISTINCT domain FROM kb_entities")}
         missing = [d for d in expectations.required_domains if d not in present]
