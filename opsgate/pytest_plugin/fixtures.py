@@ -21,6 +21,7 @@ from opsgate.config import Settings
 from opsgate.errors import DatabaseUnavailableError, MissingEnvError
 from opsgate.gate import BY_MARKER
 from opsgate.pytest_plugin.plugin import EVIDENCE_KEY, get_state
+from opsgate.reports.reasons import NOT_TRIED_AGAIN
 from opsgate.sensitive import SecretUrl
 from opsgate.target import db
 from opsgate.target import web as http
@@ -50,7 +51,7 @@ def connect_read_only(url: SecretUrl, settings: Settings,
     # ``unreachable``: the run's record of targets that did not answer, so each later
     # check fails at once with the first line instead of connecting again.
     if unreachable is not None and url.masked in unreachable:
-        fail(f"{unreachable[url.masked]} (earlier in this run; not tried again)")
+        fail(unreachable[url.masked] + NOT_TRIED_AGAIN)  # one cause in the reports
     try:
         conn = db.connect(url, redact=settings.redactor(), autocommit=False)
     except DatabaseUnavailableError as exc:

@@ -81,3 +81,25 @@ def test_a_database_that_does_not_answer_is_one_line_per_test(sandbox: Sandbox,
     assert all(re.match(r"checks/test_preflight\.py:\d+: cannot connect to "
                         r"postgresql://u:\*\*\*@127\.0\.0\.1:9/none", ln) for ln in lines), lines
     assert not [ln for ln in run.stdout.splitlines() if any(n in ln for n in NOISE)]
+
+
+def why_it_failed(reports: Path) -> str:
+    (page,) = reports.glob("runs/*/report.html")
+    text = page.read_text(encoding="utf-8")
+    return text[text.index("Why it failed"):text.index("<h2>Checks</h2>")]
+
+
+def test_a_database_that_does_not_answer_is_one_cause_in_the_report(sandbox: Sandbox,
+                                                                    tmp_path: Path) -> None:
+    """Every check that reads the database fails; the first says why, the others that
+    they did not try again: one entry in "Why it failed", naming each check."""
+    reports = tmp_path / "reports"
+    run = run_gate_here(tmp_path, f"--env-file={sandbox.env_file}", "-m",
+                        "preflight or parity or ledger or health", f"--reports-dir={reports}",
+                        env=clean_env(DATABASE_URL="postgresql://u:p@127.0.0.1:9/none"))
+    assert run.code == 1
+    why = why_it_failed(reports)
+    assert why.count("<li>") == 1, why
+    assert why.count("cannot connect to postgresql://u:***@127.0.0.1:9/none") == 1, why
+    for marker in ("preflight", "parity", "ledger", "health"):
+        assert f"<b>{marker}</b> · " in why, (marker, why)
