@@ -166,8 +166,10 @@ def test_a_switch_turns_only_its_checks_red(sandbox: Sandbox, tmp_path: Path,
                                             base_env: dict[str, str], fault: str) -> None:
     sandbox.faults.set(fault)
     if fault.endswith("-hang"):
-        sandbox.faults.hang_seconds = 2
-        base_env["OPSGATE_HTTP_TIMEOUT"] = "0.5"
+        # Past the timeout, which stays long enough for every other answer on a busy
+        # machine (it applies to every check of the run).
+        sandbox.faults.hang_seconds = 3
+        base_env["OPSGATE_HTTP_TIMEOUT"] = "1"
     try:
         red = red_checks(sandbox, tmp_path, base_env)
     finally:
