@@ -46,7 +46,8 @@ def test_blob_state_is_complete_and_well_formed(blob_state: BlobAdminState,
         evidence["history_entries"] = sum(1 for _ in blob_state.entries())
     except BlobError as exc:
         fail(f"the blob fallback is not usable: {exc}")
-    assert blob_state.content_state, "content-state.json holds no key"
+    if not blob_state.content_state:
+        fail("content-state.json holds no key")
 
 
 def test_blob_and_neon_hashes_match(blob_state: BlobAdminState, ops_settings: Settings,
@@ -62,10 +63,9 @@ def test_blob_and_neon_hashes_match(blob_state: BlobAdminState, ops_settings: Se
             evidence["blob_hash"], _ = blob_hash(blob_state)
         except BlobError as exc:
             fail(f"the blob fallback is not usable: {exc}")
-        if pinned:
-            assert evidence["blob_hash"] == pinned, (
-                f"the blob admin state changed: canon-v1 hash {evidence['blob_hash']}, "
-                f"pinned {pinned} in {expectations.source}")
+        if pinned and evidence["blob_hash"] != pinned:
+            fail(f"the blob admin state changed: canon-v1 hash {evidence['blob_hash']}, "
+                 f"pinned {pinned} in {expectations.source}")
         return
     conn: psycopg.Connection[Any] = connect_read_only(ops_settings.database_url, ops_settings)
     with conn:
@@ -82,12 +82,11 @@ def test_blob_and_neon_hashes_match(blob_state: BlobAdminState, ops_settings: Se
     })
     if pinned:
         evidence["pinned_admin_state_sha256"] = pinned
-        assert result.neon_hash == pinned, (
-            f"the admin state changed: canon-v1 hash {result.neon_hash}, pinned {pinned} "
-            f"in {expectations.source}")
-    assert result.match, (
-        f"blob and neon admin state differ (blob {result.blob_hash}, neon {result.neon_hash}): "
-        + "; ".join(result.lines())
-        + f"; if Neon is right, refresh the fallback: opsgate migrate run {FALLBACK_REFRESH} "
-        "--apply"
-    )
+        if result.neon_hash != pinned:
+            fail(f"the admin state changed: canon-v1 hash {result.neon_hash}, pinned "
+                 f"{pinned} in {expectations.source}")
+    if not result.match:
+        fail(f"blob and neon admin state differ (blob {result.blob_hash}, neon "
+             f"{result.neon_hash}): " + "; ".join(result.lines())
+             + f"; if Neon is right, refresh the fallback: opsgate migrate run "
+             f"{FALLBACK_REFRESH} --apply")

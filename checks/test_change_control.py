@@ -38,4 +38,4 @@ def test_each_migration_in_the_range_has_index_changelog_and_checkpoint_entries(
                             f"{len(found.commits)} commit(s)")
     problems = found.problems()
     if problems:
-        fail("\n".join(problems))
+        fail("; ".join(problems))

@@ -53,10 +53,14 @@ def test_every_migration_is_applied_with_a_payload_hash(
     missing += [m for m in expectations.required_migrations
                 if m not in applied and m not in missing]
     evidence["required_migrations"] = list(expectations.required_migrations)
-    assert not missing, (
-        f"{len(missing)} migration(s) have no applied ledger row with a payload hash: "
-        + ", ".join(missing)
-    )
+    # The ledger's floor is judged here, not by preflight: one lost row, one red check.
+    floors = expectations.floors_judged_by("ledger")
+    evidence["floors"] = floors
+    problems = ([f"{len(missing)} migration(s) have no applied ledger row with a payload "
+                 "hash: " + ", ".join(missing)] if missing else [])
+    problems += expectations.floor_problems({"admin_migrations": len(rows)}, "ledger")
+    if problems:
+        fail("; ".join(problems))
 
 
 def test_no_script_changed_after_apply(
@@ -72,7 +76,8 @@ def test_no_script_changed_after_apply(
         for s in scripts if s.name in last and last[s.name]["script_checksum"] != s.checksum
     ]
     evidence["checksums"] = {s.name: s.checksum for s in scripts}
-    assert not edited, "script(s) edited after they were applied: " + "; ".join(edited)
+    if edited:
+        fail("script(s) edited after they were applied: " + "; ".join(edited))
 
 
 def test_ledger_names_only_known_successful_migrations(
@@ -85,4 +90,5 @@ def test_ledger_names_only_known_successful_migrations(
     evidence["ledger_rows"] = len(rows)
     problems = ([f"unknown migrations in the ledger: {', '.join(unknown)}"] if unknown else []
                 ) + ([f"non-applied rows: {'; '.join(failed[:10])}"] if failed else [])
-    assert not problems, "; ".join(problems)
+    if problems:
+        fail("; ".join(problems))

@@ -141,7 +141,8 @@ def test_node_and_edge_counts_aligned(shaped: engine.ApiScan, db_graph: engine.D
     }, "api", "database")
     problems += parity.node_differences + parity.edge_differences
     evidence["differences"] = problems
-    assert not problems, "API and database disagree: " + "; ".join(problems)
+    if problems:
+        fail("API and database disagree: " + "; ".join(problems))
 
 
 def test_domains_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
@@ -154,7 +155,8 @@ def test_domains_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
                         expected_name="database", actual_name="api metadata")
     problems += set_diff("domains", set(db_graph.domains), set(shaped.node_domains),
                          expected_name="database", actual_name="api nodes")
-    assert not problems, "domains differ: " + "; ".join(problems)
+    if problems:
+        fail("domains differ: " + "; ".join(problems))
 
 
 def test_build_and_note_counts_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
@@ -171,15 +173,17 @@ def test_build_and_note_counts_aligned(shaped: engine.ApiScan, db_graph: engine.
         "metadata.counts.build": (meta["build"], db_graph.build),
         "metadata.counts.notes": (meta["notes"], db_graph.notes),
     }, "api", "database")
-    assert not problems, "build/note counts differ: " + "; ".join(problems)
+    if problems:
+        fail("build/note counts differ: " + "; ".join(problems))
 
 
 def test_edge_endpoint_integrity(shaped: engine.ApiScan, evidence: dict[str, Any]) -> None:
     evidence["dangling_edges"] = shaped.dangling
-    assert not shaped.dangling, (
-        f"{shaped.dangling} edge(s) in the API point at nodes it does not serve: "
-        + ", ".join(shaped.dangling_examples)
-    )
+    if shaped.dangling:
+        fail(
+            f"{shaped.dangling} edge(s) in the API point at nodes it does not serve: "
+            + ", ".join(shaped.dangling_examples)
+        )
 
 
 def test_admin_overview_counts_match_the_database(
@@ -204,9 +208,11 @@ def test_admin_overview_counts_match_the_database(
     except HttpCheckError as exc:
         fail(str(exc))
     found = contracts.problems("admin-overview", body)
-    assert not found, "admin overview does not match the contract: " + "; ".join(found)
+    if found:
+        fail("admin overview does not match the contract: " + "; ".join(found))
     evidence["overview"] = body
     evidence["database"] = counts
     problems = count_lines({k: (body["counts"][k], v) for k, v in counts.items()},
                            "overview", "database")
-    assert not problems, "admin overview counts differ: " + "; ".join(problems)
+    if problems:
+        fail("admin overview counts differ: " + "; ".join(problems))

@@ -21,6 +21,7 @@ from opsgate.config import Settings
 from opsgate.errors import DatabaseUnavailableError, MissingEnvError
 from opsgate.gate import BY_MARKER
 from opsgate.pytest_plugin.plugin import EVIDENCE_KEY, get_state
+from opsgate.reports.reasons import NOT_TRIED_AGAIN
 from opsgate.sensitive import SecretUrl
 from opsgate.target import db
 from opsgate.target import web as http
@@ -31,7 +32,9 @@ STATEMENT_TIMEOUT_MS = 120_000
 
 def fail(message: str) -> NoReturn:
     """Fail the check with one line: no traceback, and no "During handling of the above
-    exception" chain when called from an ``except`` block."""
+    exception" chain when called from an ``except`` block; the location pytest reports
+    is the check's line that called it, not this helper's."""
+    __tracebackhide__ = True
     raise pytest.fail.Exception(message, pytrace=False) from None
 
 
@@ -48,7 +51,7 @@ def connect_read_only(url: SecretUrl, settings: Settings,
     # ``unreachable``: the run's record of targets that did not answer, so each later
     # check fails at once with the first line instead of connecting again.
     if unreachable is not None and url.masked in unreachable:
-        fail(f"{unreachable[url.masked]} (earlier in this run; not tried again)")
+        fail(unreachable[url.masked] + NOT_TRIED_AGAIN)  # one cause in the reports
     try:
         conn = db.connect(url, redact=settings.redactor(), autocommit=False)
     except DatabaseUnavailableError as exc:

@@ -22,6 +22,7 @@ from opsgate.config import Settings
 from opsgate.errors import ConfigError, OpsgateError
 from opsgate.gate import BY_MARKER, CHECKS, marker_expression, missing_env, needs_target
 from opsgate.markexpr import MarkerExpression, MarkerExpressionError
+from opsgate.pytest_plugin import oneline
 from opsgate.sensitive import Redactor
 from opsgate.verify.expectations import Expectations
 
@@ -387,6 +388,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return
     redact = state.redact
     report: pytest.TestReport = outcome.get_result()
+    if state.gate_mode:
+        oneline.shorten(item, call, report, redact)  # a check's failure: its one line
     found = item.stash.get(EVIDENCE_KEY, None)
     if found and call.when == "call":
         text = json.dumps(found, default=str, sort_keys=True)

@@ -82,11 +82,14 @@ def _reasons(s: dict[str, Any]) -> str:
     found = reasons.causes(s["checks"])
     items = []
     for cause in found[:MAX_CAUSES]:
-        named = [f"<b>{escape(t['marker'])}</b> · <a href='#{_anchor(t['nodeid'])}'>"
-                 f"{escape(t['name'])}</a>" for t in cause.tests[:MAX_NAMED]]
-        if len(cause.tests) > MAX_NAMED:
-            named.append(f"and {len(cause.tests) - MAX_NAMED} more")
-        items.append(f"<li>{', '.join(named)} {escape(cause.outcome)}: "
+        named = []
+        for marker, hit in cause.by_check().items():  # one cause, each check it hit
+            links = [f"<a href='#{_anchor(t['nodeid'])}'>{escape(t['name'])}</a>"
+                     for t in hit[:MAX_NAMED]]
+            if len(hit) > MAX_NAMED:
+                links.append(f"and {len(hit) - MAX_NAMED} more")
+            named.append(f"<b>{escape(marker)}</b> · {', '.join(links)}")
+        items.append(f"<li>{'; '.join(named)} {escape(cause.outcome)}: "
                      f"{escape(reasons.cut(cause.message, MESSAGE_WIDTH))}</li>")
     if len(found) > MAX_CAUSES:
         items.append(f"<li>… and {len(found) - MAX_CAUSES} more causes (below)</li>")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from opsgate.gate import BY_MARKER, CHECKS
+from opsgate.pytest_plugin.oneline import message_of
 
 #: summary.json's contract; 2 added the ``interrupted`` verdict, status and outcome, the
 #: ``interrupted`` count and the ``interruption`` object.
@@ -215,6 +216,9 @@ class RunRecord:
 
 
 def _message(report: Any) -> str:
+    line = message_of(report.longrepr)  # a check's own failure: the terminal's one line
+    if line is not None:
+        return line[:4000]
     text = str(report.longrepr) if report.longrepr is not None else ""
     if report.skipped and isinstance(report.longrepr, tuple):
         text = str(report.longrepr[2])

@@ -1,15 +1,28 @@
-"""Why a run is red, one entry per cause: tests that failed with the same message (a
-database that did not answer fails every check that reads it) are one cause, naming
-each test, so the first lines a reader sees are distinct problems."""
+"""Why a run is red, one entry per cause: tests that failed for one cause are one
+entry naming each check and test, so the first lines a reader sees are distinct
+problems.
+
+One cause, one message, mostly: a database that did not answer fails every check that
+reads it with the same line. The checks after the first do not try again (the run
+remembers what did not answer) and say so, in a message of their own
+(`NOT_TRIED_AGAIN`, or a web origin's "did not answer earlier in this run (…); not
+tried again"): such a message joins the cause it points back to."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 #: Outcomes that make the gate red (a skipped check did not run, which fails the gate).
 RED = {"failed": "failed", "error": "error (setup)", "skipped": "did not run",
        "interrupted": "interrupted"}
+
+#: What a check adds to the first line when a database did not answer earlier in the run.
+NOT_TRIED_AGAIN = " (earlier in this run; not tried again)"
+#: opsgate.target.web's line for an origin that did not answer earlier in the run.
+_WEB_AGAIN = re.compile(r".*?: (?P<origin>\S+) did not answer earlier in this run "
+                        r"\((?P<reason>.*)\); not tried again")
 
 
 @dataclass
@@ -18,20 +31,48 @@ class Cause:
     outcome: str  # the first test's, as RED words it
     tests: list[dict[str, str]] = field(default_factory=list)  # marker, name, nodeid
 
+    def by_check(self) -> dict[str, list[dict[str, str]]]:
+        """The cause's tests per check (marker), in the order they were found."""
+        out: dict[str, list[dict[str, str]]] = {}
+        for t in self.tests:
+            out.setdefault(t["marker"], []).append(t)
+        return out
+
+
+def _first_of(message: str, found: dict[str, Cause]) -> Cause | None:
+    """The cause a "not tried again" message points back to, if the run has it."""
+    if message.endswith(NOT_TRIED_AGAIN):
+        return found.get(message.removesuffix(NOT_TRIED_AGAIN))
+    again = _WEB_AGAIN.fullmatch(message)
+    if again is None:
+        return None
+    origin, reason = again["origin"], again["reason"]
+    return next((c for m, c in found.items()
+                 if m != message and origin in m and m.endswith(reason)), None)
+
 
 def causes(checks: list[dict[str, Any]]) -> list[Cause]:
     """The causes of a red run from summary.json's ``checks``, in check order."""
     found: dict[str, Cause] = {}
+    later: list[tuple[str, dict[str, str]]] = []
     for c in checks:
         for t in c.get("tests", []):
             outcome = t.get("outcome")
             if outcome not in RED:
                 continue
             message = str(t.get("message") or "no message")
-            cause = found.setdefault(message, Cause(message, RED[outcome]))
-            cause.tests.append({"marker": str(c.get("marker")), "name": str(t.get("name")),
-                                "nodeid": str(t.get("nodeid"))})
-    return list(found.values())
+            test = {"marker": str(c.get("marker")), "name": str(t.get("name")),
+                    "nodeid": str(t.get("nodeid"))}
+            later.append((message, test))
+            found.setdefault(message, Cause(message, RED[outcome]))
+    # Tests are placed once every first line is known: summary.json lists checks in
+    # the gate's order, not the order they ran, so a repeat may come before its first.
+    placed: dict[str, Cause] = {}
+    for message, test in later:
+        cause = _first_of(message, found) or found[message]
+        cause.tests.append(test)
+        placed.setdefault(cause.message, cause)
+    return list(placed.values())
 
 
 def cut(text: str, width: int) -> str:

@@ -13,6 +13,14 @@ what a healthy target must hold, independently of what it holds now:
 
 The file is TOML (``tomllib``, no dependency) named by ``OPSGATE_EXPECTATIONS_FILE``.
 With no file, `DEFAULT_FLOORS` still hold: an empty graph is never green.
+
+Each expectation is judged by exactly one check of the gate, so one fault is one red
+check, not the same sentence in three (docs/checks.md, "Which check owns which fact"):
+the floors by preflight, except the ledger table's (`FLOOR_OWNERS`), which the ledger
+check judges with the migrations it holds; the domains by preflight; the required
+migrations by the ledger check; the pinned hashes by knowledge_drift and blob_fallback;
+``max_shrink`` by health. (`opsgate refresh` checks them all on its source: it is no
+gate check, and it runs alone.)
 """
 
 from __future__ import annotations
@@ -27,13 +35,17 @@ from typing import Any
 from opsgate.errors import ConfigError
 from opsgate.target.schema import CONTRACT_TABLES
 
-__all__ = ["DEFAULT_FLOORS", "DEFAULT_MAX_SHRINK", "Expectations"]
+__all__ = ["DEFAULT_FLOORS", "DEFAULT_MAX_SHRINK", "FLOOR_OWNERS", "Expectations"]
 
 #: Tables that are never legitimately empty on a live deployment, and their floor.
 DEFAULT_FLOORS: Mapping[str, int] = {
     "admin_content_state": 1, "admin_migrations": 1, "kb_entities": 1, "kb_edges": 1,
 }
 DEFAULT_MAX_SHRINK = 0.5
+#: Tables whose floor a check other than preflight judges: the ledger check owns the
+#: ledger, so a lost migration row is one red check, naming the migration.
+FLOOR_OWNERS: Mapping[str, str] = {"admin_migrations": "ledger"}
+FLOOR_DEFAULT_OWNER = "preflight"
 PINNABLE = ("kb_graph_sha256", "admin_state_sha256")
 _SECTIONS: Mapping[str, frozenset[str]] = {
     "floors": frozenset(CONTRACT_TABLES),
@@ -104,10 +116,18 @@ class Expectations:
             raise ConfigError(f"{where}: [health] max_shrink must be a fraction from 0 to 1")
         return cls(floors, domains, migrations, pinned, float(shrink), where)
 
-    def floor_problems(self, counts: Mapping[str, int | None]) -> list[str]:
-        """One line per table below its floor, with both numbers."""
+    def floors_judged_by(self, check: str) -> dict[str, int]:
+        """The floors ``check`` (a marker) judges, and no other check does."""
+        return {t: n for t, n in self.floors.items()
+                if FLOOR_OWNERS.get(t, FLOOR_DEFAULT_OWNER) == check}
+
+    def floor_problems(self, counts: Mapping[str, int | None],
+                       check: str | None = None) -> list[str]:
+        """One line per table below its floor, with both numbers: the floors ``check``
+        judges, or every floor when no check is named (a refresh's source)."""
+        floors = self.floors if check is None else self.floors_judged_by(check)
         out = []
-        for table, floor in self.floors.items():
+        for table, floor in floors.items():
             n = counts.get(table)
             if n is None:
                 out.append(f"{table} is missing (expected at least {floor} rows)")

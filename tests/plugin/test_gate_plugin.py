@@ -104,7 +104,7 @@ def test_missing_required_variable_fails_the_check_by_name(gate: pytest.Pytester
     result = gate.runpytest("-v")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines([
-        "missing OPS_BASE_URL, ADMIN_PASSWORD: required by the parity check*",
+        "checks/test_all.py:*: missing OPS_BASE_URL, ADMIN_PASSWORD: required by the parity check*",
     ])
 
 
