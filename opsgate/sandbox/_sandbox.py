@@ -120,16 +120,18 @@ class Sandbox:
         # Should this process die without stopping (SIGKILL), the cluster's watchdog also
         # deletes the sandbox's folder and its settings file, which holds passwords.
         leftovers = (self.root, self.env_file)
+        # A scaled graph goes to disk, whatever the profile; fixture scale fits in memory
+        # (`memory_folder`).
+        base_dir = tempfile.gettempdir() if scale is not None else None
         if self.profile == "neon":
-            self.neon = NeonShapedTarget(dbname="app", also_remove=leftovers)
+            self.neon = NeonShapedTarget(dbname="app", also_remove=leftovers,
+                                         base_dir=base_dir)
             self.neon.start()
             self.pg = self.neon.cluster
             db_url = self.neon.pooled_url
             seeded = None
         else:
-            # A scaled graph goes to disk; fixture scale fits in memory (`memory_folder`).
-            self.pg = EmbeddedPostgres(also_remove=leftovers,
-                                       base_dir=tempfile.gettempdir() if scale else None)
+            self.pg = EmbeddedPostgres(also_remove=leftovers, base_dir=base_dir)
             seeded = self._seeded_template(scale, migrations_dir)
             if seeded is not None:
                 self.pg.use_template(seeded)
