@@ -59,7 +59,7 @@ class ThreadedServer:
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise OpsgateError(f"the sandbox {self.name} server did not start")
-            time.sleep(0.02)
+            time.sleep(0.002)  # uvicorn is up in ~2 ms: 20 ms steps cost each start ~20 ms
         return self
 
     def signal_stop(self) -> None:
