@@ -107,7 +107,8 @@ class Sandbox:
         #: The runner's summary of each migration's last application: this start's, or
         #: the template's for a sandbox from the cache.
         self.migrations: list[dict[str, Any]] = []
-        #: When this sandbox started: the times its data shows are this or later.
+        #: When this sandbox started: the times its data shows (the ledger of a copy
+        #: excepted, see `own_times`) are this or later.
         self.started_at = datetime.now(UTC)
 
     @classmethod
