@@ -342,20 +342,27 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(STATE_KEY, None)
     if state is None or not state.gate_mode:
         return []  # not the gate: nothing to say in someone else's run
+    expression = (f"opsgate: marker expression: {state.expression}  "
+                  f"(from {state.expression_source})")
+    if state.inspect_only:
+        return [f"opsgate {__version__}: no target (inspection only)", expression]
     ident = state.settings.target_identity()
     where = ident["database"] or ident["base_url"] or "-"
-    lines = [
-        f"opsgate {__version__}: target {state.target_kind} "
-        f"{ident['name']} ({where})",
-    ]
+    # The target's name, then what it is: "target sandbox sandbox" said the kind twice.
+    if state.target_kind == "sandbox":
+        origin = "a sandbox built for this run"
+    else:
+        env_file = config.getoption("env_file", None)
+        origin = (f"settings from {env_file} and the environment" if env_file
+                  else "settings from the environment")
+    lines = [f"opsgate {__version__}: target {ident['name']} ({where}), {origin}"]
     if ident["database"]:
         kind = "pooled" if ident["database_pooled"] else "not a pooler"
         direct = ident["database_direct"] or (
             "none: the drill needs DATABASE_URL_UNPOOLED" if ident["database_pooled"]
             else "none (session work uses DATABASE_URL)")
         lines.append(f"opsgate: database {kind}; direct endpoint: {direct}")
-    lines.append(
-        f"opsgate: marker expression: {state.expression}  (from {state.expression_source})")
+    lines.append(expression)
     return lines
 
 

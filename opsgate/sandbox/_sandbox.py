@@ -21,6 +21,7 @@ import os
 import secrets
 import shutil
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ from opsgate import envfile, progress, resources
 from opsgate.config import DEFAULT_BLOB_PREFIX, Settings
 from opsgate.errors import OpsgateError
 from opsgate.migrate.runner import run_migration
-from opsgate.migrate.scripts import discover_scripts
-from opsgate.sandbox import datagen
+from opsgate.migrate.scripts import MigrationScript, discover_scripts
+from opsgate.sandbox import datagen, own_times
 from opsgate.sandbox.blob_server import BlobBucket, create_blob_app
 from opsgate.sandbox.embedded import EmbeddedPostgres, binaries_identity, cache_dir
 from opsgate.sandbox.neon_shape import NeonShapedTarget
@@ -45,6 +46,16 @@ MIGRATIONS_DIR = resources.migrations_dir()
 BLOB_STATE_MIGRATION = "20260211_1002_blob_to_neon_admin_state"
 BACKFILL_MIGRATION = "20260213_1004_legacy_to_neon_kb_backfill"
 PROFILES = ("plain", "neon")
+
+
+def _bound_to_the_store(scripts: list[MigrationScript]) -> list[MigrationScript]:
+    """The migrations whose ledger rows name the blob store's address: the first that
+    writes outside the database (the blob fallback refresh's payload is the state *and
+    where it goes*), and every one after it. A sandbox from the cache whose blob server
+    could not take the template's port applies them again, so that re-applying them is
+    a no-op, as on a freshly built sandbox."""
+    first = next((i for i, s in enumerate(scripts) if s.target != "neon"), len(scripts))
+    return scripts[first:]
 
 
 def _summaries(template: Path) -> Path:
@@ -93,7 +104,12 @@ class Sandbox:
         self.env_file = root / "sandbox.env"
         self.payload_file: Path | None = None
         self.scale: int | None = None
+        #: The runner's summary of each migration's last application: this start's, or
+        #: the template's for a sandbox from the cache.
         self.migrations: list[dict[str, Any]] = []
+        #: When this sandbox started: the times its data shows (the ledger of a copy
+        #: excepted, see `own_times`) are this or later.
+        self.started_at = datetime.now(UTC)
 
     @classmethod
     def start(cls, scale: int | None = None, env_file: str | Path | None = None,
@@ -120,16 +136,18 @@ class Sandbox:
         # Should this process die without stopping (SIGKILL), the cluster's watchdog also
         # deletes the sandbox's folder and its settings file, which holds passwords.
         leftovers = (self.root, self.env_file)
+        # A scaled graph goes to disk, whatever the profile; fixture scale fits in memory
+        # (`memory_folder`).
+        base_dir = tempfile.gettempdir() if scale is not None else None
         if self.profile == "neon":
-            self.neon = NeonShapedTarget(dbname="app", also_remove=leftovers)
+            self.neon = NeonShapedTarget(dbname="app", also_remove=leftovers,
+                                         base_dir=base_dir)
             self.neon.start()
             self.pg = self.neon.cluster
             db_url = self.neon.pooled_url
             seeded = None
         else:
-            # A scaled graph goes to disk; fixture scale fits in memory (`memory_folder`).
-            self.pg = EmbeddedPostgres(also_remove=leftovers,
-                                       base_dir=tempfile.gettempdir() if scale else None)
+            self.pg = EmbeddedPostgres(also_remove=leftovers, base_dir=base_dir)
             seeded = self._seeded_template(scale, migrations_dir)
             if seeded is not None:
                 self.pg.use_template(seeded)
@@ -140,8 +158,13 @@ class Sandbox:
         payload = json.loads(FIXTURE_PAYLOAD.read_text(encoding="utf-8"))
         content, history = datagen.admin_state(payload)
         prefix = DEFAULT_BLOB_PREFIX
+        # A copy of a sandbox migrated by the runner from these very migrations, fixtures
+        # and code (see `_seeded_template`): its blob server takes the template's port
+        # when it is free, so the ledger's blob refresh names this very store.
+        saved = json.loads(_summaries(seeded).read_text()) if seeded is not None else {}
         self.blob = ThreadedServer(
-            lambda url: create_blob_app(self.blob_token, self.bucket, url, self.faults), "blob"
+            lambda url: create_blob_app(self.blob_token, self.bucket, url, self.faults), "blob",
+            port=int(saved.get("blob_port", 0)),
         ).start()
         self.bucket.put(prefix + "content-state.json", json.dumps(content).encode())
         self.bucket.put(prefix + "history.json", json.dumps(history).encode())
@@ -156,16 +179,25 @@ class Sandbox:
                 datagen.write_payload(out, scale)
             source[BACKFILL_MIGRATION] = str(self.payload_file)
 
+        scripts = discover_scripts(migrations_dir)
         if seeded is not None:
-            # A copy of a sandbox migrated by the runner from these very migrations,
-            # fixtures and code (see `_seeded_template`).
-            self.migrations = json.loads(_summaries(seeded).read_text())
+            self.migrations = list(saved["migrations"])
+            self._own_times()
+            if self.blob.port != saved["blob_port"]:
+                # Taken (by another sandbox from this template, say): the store has
+                # another address, so what writes to it is applied again, to it. Each
+                # migration's summary is then this start's.
+                again = _bound_to_the_store(scripts)
+                names = {s.name for s in again}
+                self.migrations = [m for m in self.migrations if m.get("migration") not in names]
+                self._migrate(source, again)
         else:
-            self._migrate(source, migrations_dir)
+            self._migrate(source, scripts)
             save_to = self._seeded_template(scale, migrations_dir, existing=False)
             if save_to is not None and self.pg is not None and self.neon is None:
                 save_to.parent.mkdir(parents=True, exist_ok=True)
-                _summaries(save_to).write_text(json.dumps(self.migrations))
+                _summaries(save_to).write_text(json.dumps(
+                    {"blob_port": self.blob.port, "migrations": self.migrations}))
                 self.pg.save_as_template(save_to)
                 db_url = self.pg.url("app")
                 _prune_seeded(save_to.parent)
@@ -182,9 +214,19 @@ class Sandbox:
         self._write_env_file()
         self.expected_admin_hash = canon.admin_state_hash(content, history)
 
-    def _migrate(self, source: dict[str, str | None], migrations_dir: Path) -> None:
+    def _own_times(self) -> None:
+        """The times the template's build wrote, moved to this sandbox's start
+        (`own_times`)."""
+        window = own_times.build_window(self.migrations)
+        if window is None or self.pg is None:
+            return
+        with self.pg.connect("app") as conn:
+            own_times.move_to(conn, window, self.started_at)
+
+    def _migrate(self, source: dict[str, str | None], scripts: list[MigrationScript]) -> None:
+        if not scripts:
+            return
         settings = Settings.load(environ=self._env_values())
-        scripts = discover_scripts(migrations_dir)
         with progress.bar("sandbox: migrations", total=len(scripts)) as bar:
             for script in scripts:
                 bar.phase(script.name)

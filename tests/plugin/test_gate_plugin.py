@@ -155,13 +155,13 @@ def test_env_file_supplies_the_target_and_environment_wins(
     clean_env.setenv("RUN_OPS_HEALTH", "false")
     result = gate.runpytest("-v", f"--env-file={env}")
     assert _ran(result) == {"preflight", "ledger"}
-    result.stdout.fnmatch_lines(["*target environment db.file.example (postgresql://file:***@*"])
+    result.stdout.fnmatch_lines(["*target db.file.example (postgresql://file:***@*"])
 
 
 def test_header_masks_the_password(gate: pytest.Pytester, clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("DATABASE_URL", "postgresql://app:s3cret-canary@db.example:5432/prod")
     result = gate.runpytest("-m", "preflight")
-    result.stdout.fnmatch_lines(["*target environment db.example (postgresql://app:***@db.example:5432/prod)*"])
+    result.stdout.fnmatch_lines(["*target db.example (postgresql://app:***@db.example:5432/prod), settings from the environment*"])
     assert "s3cret-canary" not in result.stdout.str() + result.stderr.str()
 
 
