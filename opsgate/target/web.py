@@ -11,7 +11,6 @@ import functools
 import os
 import ssl
 import time
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, BinaryIO
@@ -29,24 +28,62 @@ def client(base_url: str = "", timeout: httpx.Timeout | float | None = None,
            headers: Mapping[str, str] | None = None,
            unreachable: dict[str, str] | None = None) -> httpx.Client:
     """A client with opsgate's settings. ``unreachable``, when given, is shared by every
-    client of one run: an origin that did not answer at all is recorded there with the
-    line that said so, and later requests to it fail at once with that line."""
+    client of one run: an origin that could not be connected to (refused, or no
+    connection within the connect time-out) is recorded there with the line that said
+    so, and later requests to it fail at once with that line (`RunTransport`)."""
     # A query on the base URL (Vercel's x-vercel-protection-bypass, say) goes with every
     # request; left on base_url, httpx would join paths after it and lose them.
     base = httpx.URL(base_url)
     params = dict(base.params)
-    cl = httpx.Client(
+    return Client(
+        RunTransport(unreachable, retries=0, verify=_tls_context(
+            os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))),
         base_url=base.copy_with(query=None) if params else base_url,
         params=params,
         timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
         headers=dict(headers or {}),
         follow_redirects=False,
-        transport=httpx.HTTPTransport(retries=0, verify=_tls_context(
-            os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))),
     )
-    if unreachable is not None:
-        _RUN_MEMO[cl] = unreachable
-    return cl
+
+
+class NotTriedAgain(httpx.TransportError):
+    """A request to an origin this run could not connect to earlier: refused at once,
+    so a deployment that is down is reported once, at full retry cost, and the checks
+    after it fail with the same cause instead of waiting out the retries again."""
+
+
+class RunTransport(httpx.HTTPTransport):
+    """httpx's transport, with the run's memory of origins that could not be connected
+    to. A slow answer is not in it: an origin that answered once can be slow on one
+    path (a large export) and quick on the others."""
+
+    def __init__(self, unreachable: dict[str, str] | None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.unreachable = unreachable
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.unreachable is not None:
+            seen = self.unreachable.get(_origin(request.url))
+            if seen is not None:
+                raise NotTriedAgain(seen, request=request)
+        return super().handle_request(request)
+
+    def remember(self, url: httpx.URL, line: str) -> None:
+        if self.unreachable is not None:
+            self.unreachable[_origin(url)] = line
+
+
+class Client(httpx.Client):
+    """An httpx client that keeps its `RunTransport` at hand, for the retry loop to
+    record an origin it could not connect to."""
+
+    def __init__(self, run_transport: RunTransport, **kw: Any) -> None:
+        super().__init__(transport=run_transport, **kw)
+        self.run_transport = run_transport
+
+
+def _origin(url: httpx.URL) -> str:
+    return f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
 
 
 @functools.lru_cache(maxsize=4)
@@ -58,13 +95,6 @@ def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
     because httpx reads them when it builds the context."""
     del cert_file, cert_dir  # the cache key only: create_ssl_context reads them itself
     return httpx.create_ssl_context()
-
-
-#: Client -> its run's record of origins that did not answer: a deployment that is
-#: down is reported once, at full retry cost; the checks after it fail at once with
-#: the same cause instead of waiting out the retries again.
-_RUN_MEMO: weakref.WeakKeyDictionary[httpx.Client, dict[str, str]] = (
-    weakref.WeakKeyDictionary())
 
 
 def request(cl: httpx.Client, method: str, url: str, *, what: str, **kw: Any) -> httpx.Response:
@@ -148,25 +178,37 @@ CHUNK_BYTES = 1 << 20
 def _with_retries(cl: httpx.Client, method: str, url: str, what: str,
                   send: Callable[[], httpx.Response]) -> httpx.Response:
     target = cl.base_url.join(url) if cl.base_url else httpx.URL(url)
-    origin = f"{target.scheme}://{target.netloc.decode('ascii', 'replace')}"
-    memo = _RUN_MEMO.get(cl)
-    if memo is not None and origin in memo:
-        raise HttpCheckError(f"{what}: {origin} did not answer earlier in this run "
-                             f"({memo[origin]}); not tried again")
     for attempt in range(RETRIES + 1):
         try:
             return send()
-        except httpx.TimeoutException:
-            kind = "timed out"
+        except NotTriedAgain as exc:
+            raise HttpCheckError(f"{what}: {_origin(target)} did not answer earlier in this "
+                                 f"run ({exc}); not tried again") from None
+        except httpx.TimeoutException as exc:
+            kind = _timed_out(exc, cl.timeout)
+            connected = not isinstance(exc, httpx.ConnectTimeout)
         except httpx.TransportError as exc:
             kind = f"transport error ({exc.__class__.__name__})"
+            connected = not isinstance(exc, httpx.ConnectError)
         if attempt < RETRIES:
             time.sleep(BACKOFF_S * (attempt + 1))
-    if memo is not None:
-        memo[origin] = f"{kind} after {RETRIES + 1} attempts"
+    if not connected and isinstance(cl, Client):
+        cl.run_transport.remember(target, f"{kind} after {RETRIES + 1} attempts")
     # The transport's own exception adds nothing the line does not say: not chained.
     raise HttpCheckError(
         f"{what}: {method} {target} {kind} after {RETRIES + 1} attempts") from None
+
+
+def _timed_out(exc: httpx.TimeoutException, timeout: httpx.Timeout) -> str:
+    """Which wait ran out and how long it was: a read time-out is the time between two
+    bytes of the answer, not the time for the whole answer."""
+    for kind, limit, phrase in ((httpx.ConnectTimeout, timeout.connect, "no connection"),
+                                (httpx.ReadTimeout, timeout.read, "no byte of the answer"),
+                                (httpx.WriteTimeout, timeout.write, "could not send"),
+                                (httpx.PoolTimeout, timeout.pool, "no free connection")):
+        if isinstance(exc, kind):
+            return f"timed out ({phrase} for {limit:g} s)" if limit else "timed out"
+    return "timed out"
 
 
 def where(resp: httpx.Response) -> str:

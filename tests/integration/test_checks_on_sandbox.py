@@ -87,7 +87,7 @@ def test_api_that_hangs_past_the_timeout(clean: Sandbox, tmp_path: Path) -> None
                    env=clean_env(OPSGATE_HTTP_TIMEOUT="0.2"))
     assert run.failed_modules() == {"test_parity"}
     (message,) = run.failed().values()
-    assert "timed out after 3 attempts" in message
+    assert "timed out (no byte of the answer for 0.2 s) after 3 attempts" in message
 
 
 def test_ledger_row_deleted_fails_the_ledger_check(clean: Sandbox, tmp_path: Path) -> None:
