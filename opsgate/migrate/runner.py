@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from opsgate.config import Settings
 from opsgate.errors import DatabaseUnavailableError, OpsgateError, first_line
@@ -79,6 +80,26 @@ def _diff_stats(before: dict[str, tuple[int, int, int]],
         if any(d.values()):
             out[table] = d
     return out
+
+
+def _analyze_written(conn: psycopg.Connection[Any],
+                     before: dict[str, tuple[int, int, int]]) -> None:
+    """ANALYZE the tables apply wrote, inside the run's transaction, before verify reads
+    them back. A table apply has just emptied and refilled (or created) has no
+    statistics or stale ones; the planner then guesses, and a verify that streams the
+    table through a cursor can take a plan that is fine for ten rows and quadratic for
+    a million (a 1M sandbox build once sat in 1005's verify for twenty minutes). The
+    statistics are the transaction's own: a dry run rolls them back with everything
+    else. A role that may not ANALYZE a table (not its owner) keeps the old plan."""
+    written = sorted(_diff_stats(before, _xact_stats(conn)))
+    if not written:
+        return
+    tables = sql.SQL(", ").join(sql.Identifier("public", t) for t in written)
+    try:
+        with conn.transaction():  # a savepoint: a refused ANALYZE leaves the run intact
+            conn.execute(sql.SQL("ANALYZE {}").format(tables))
+    except psycopg.errors.InsufficientPrivilege:
+        pass
 
 
 def _rollback(conn: psycopg.Connection[Any]) -> None:
@@ -262,6 +283,7 @@ def run_migration(
             tables = tuple(module.TARGET_TABLES)
             summary["target_counts"]["before"] = db.count_rows(conn, tables)
             timed("apply", module.apply, ctx, plan)
+            timed("analyze", _analyze_written, conn, stats0)
             vproblems = list(timed("verify", module.verify, ctx, plan))
             summary["verify"] = vproblems
             summary["changes"] = _diff_stats(stats0, _xact_stats(conn))

@@ -98,6 +98,14 @@ def in_transaction(conn: psycopg.Connection[Any]) -> bool:
     return conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
 
+#: Pinned in every opsgate transaction with whatever else `pin` sets. A server-side
+#: cursor (DECLARE) is planned by default for its first tenth of rows
+#: (cursor_tuple_fraction 0.1): a plan that starts fast and can be quadratic over the
+#: whole table. opsgate's cursors stream every row, so they are planned for the whole
+#: result, as the same query without a cursor is.
+PLAN_SETTINGS: tuple[tuple[str, str], ...] = (("cursor_tuple_fraction", "1"),)
+
+
 def pin(
     conn: psycopg.Connection[Any],
     settings: Iterable[tuple[str, str]] = OUTPUT_SETTINGS,
@@ -115,14 +123,14 @@ def pin(
     if conn.autocommit and not in_transaction(conn):
         raise psycopg.ProgrammingError("opsgate.target.db.pin needs an open transaction")
     pairs = list(settings)
+    named = {name for name, _ in pairs}
+    pairs += [p for p in PLAN_SETTINGS if p[0] not in named]
     if statement_timeout_ms is not None:
         pairs.append(("statement_timeout", str(int(statement_timeout_ms))))
     if lock_timeout_ms is not None:
         pairs.append(("lock_timeout", str(int(lock_timeout_ms))))
     if application_name:
         pairs.append(("application_name", application_name[:63]))
-    if not pairs:
-        return
     calls = sql.SQL(", ").join(
         sql.SQL("set_config({}, {}, true)").format(sql.Literal(n), sql.Literal(v))
         for n, v in pairs
