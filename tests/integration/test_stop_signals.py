@@ -1,0 +1,134 @@
+"""A stopped gate run stops fast and leaves nothing behind.
+
+The gate runs as CI runs it, a real ``python -m pytest`` process, on a sandbox started
+here and grown to a size that keeps the drill busy for seconds. It is stopped with
+SIGINT or SIGTERM (to its pid alone, as CI and ``timeout`` send them) when a phase is
+seen under way: pg_dump running below it, pg_restore running below it, psql reading
+the restored copy (a row in pg_stat_activity). Afterwards: exit code 2 within GitHub's
+7.5 s grace, no process it ran left alive, no scratch database and no backend of its
+client programs on the server, no dump folder.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from dotenv import dotenv_values
+
+from opsgate.sandbox import Sandbox
+from opsgate.verify.drill import DUMP_FOLDER_PREFIX, SCRATCH_PREFIX
+from tests.gate_helpers import ROOT, clean_env
+from tests.stop_helpers import GRACE_S, Stopped, descendants, stop, wait_for
+
+#: Rows added to kb_entities: the drill then runs about 6 s on an idle machine, each
+#: phase long enough to be stopped in (a scaled sandbox would take a minute to build).
+BULK_ROWS = 100_000
+
+CLIENTS = ("pg_dump", "pg_restore", "psql")
+
+
+@pytest.fixture(scope="module")
+def big() -> Iterator[tuple[Sandbox, str]]:
+    """The sandbox with `BULK_ROWS` more entities, and its direct URL."""
+    with Sandbox.start() as sb:
+        values = dotenv_values(sb.env_file)
+        url = values.get("DATABASE_URL_UNPOOLED") or values["DATABASE_URL"]
+        assert url
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO kb_entities (id, kind, slug, title, domain, summary, body) "
+                "SELECT 'bulk-' || g, 'concept', 'bulk-' || g, 'Bulk ' || g, 'bulk', "
+                "repeat('x', 200), jsonb_build_object('n', g, 'text', repeat('y', 300)) "
+                "FROM generate_series(1, %s) g", (BULK_ROWS,))
+            conn.execute("VACUUM ANALYZE kb_entities")
+        yield sb, url
+
+
+def _server_rows(url: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+def _scratch_databases(url: str) -> list[str]:
+    return [r[0] for r in _server_rows(
+        url, "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", SCRATCH_PREFIX)]
+
+
+def _client_backends(url: str, within: float = 2.0) -> list[tuple[Any, ...]]:
+    """Backends of pg_dump, pg_restore or psql still on the server ``within`` seconds
+    on (a backend notices its client has gone when it next reads or writes)."""
+    deadline = time.monotonic() + within
+    while True:
+        rows = _server_rows(
+            url, "SELECT pid, application_name, datname FROM pg_stat_activity "
+            "WHERE application_name = ANY(%s) AND pid <> pg_backend_pid()", list(CLIENTS))
+        if not rows or time.monotonic() >= deadline:
+            return rows
+        time.sleep(0.05)
+
+
+def _child(proc: subprocess.Popen[bytes], name: str) -> Any:
+    return lambda: [p for p, n in descendants(proc.pid).items() if n == name]
+
+
+def _hashing_the_copy(url: str) -> Any:
+    return lambda: _server_rows(
+        url, "SELECT pid FROM pg_stat_activity WHERE starts_with(datname, %s) "
+        "AND application_name = 'psql' AND query LIKE 'COPY%%'", SCRATCH_PREFIX)
+
+
+def _drill(sb: Sandbox, tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """The gate's drill on ``sb`` as its own process; its temporary files in ``tmp``."""
+    out = tmp / "gate.out"
+    (tmp / "tmp").mkdir()
+    env = clean_env(RUN_OPS_NEON_DRILL="true", TMPDIR=str(tmp / "tmp"))
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+             f"--env-file={sb.env_file}", f"--reports-dir={tmp / 'reports'}",
+             str(ROOT / "checks" / "test_neon_drill.py")],
+            cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    return proc, out
+
+
+def _assert_nothing_left(stopped: Stopped, url: str, tmp: Path, out: Path) -> None:
+    said = out.read_text(errors="replace")[-800:]
+    assert stopped.exit_code == 2, f"exit {stopped.exit_code} after {stopped.signal_name}: {said}"
+    assert stopped.seconds < GRACE_S, (
+        f"exited {stopped.seconds:.1f} s after {stopped.signal_name}: {said}")
+    assert not stopped.children_left(), f"left running: {stopped.children_left()}"
+    assert not _scratch_databases(url), f"scratch database left: {_scratch_databases(url)}"
+    assert not _client_backends(url), f"backends left: {_client_backends(url)}"
+    folders = list((tmp / "tmp").glob(f"{DUMP_FOLDER_PREFIX}*"))
+    assert not folders, f"dump folder left: {folders}"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("phase", ["dump", "restore", "hashing the copy"])
+def test_a_stopped_drill_exits_within_the_grace_and_leaves_nothing(
+        big: tuple[Sandbox, str], tmp_path: Path, sig: signal.Signals, phase: str) -> None:
+    sb, url = big
+    proc, out = _drill(sb, tmp_path)
+    try:
+        if phase == "dump":
+            wait_for("pg_dump running", _child(proc, "pg_dump"), proc, out=out)
+        elif phase == "restore":
+            wait_for("pg_restore running", _child(proc, "pg_restore"), proc, out=out)
+        else:
+            wait_for("psql reading the restored copy", _hashing_the_copy(url), proc, out=out)
+        stopped = stop(proc, sig)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    print(f"drill stopped by {sig.name} during {phase}: exit {stopped.exit_code} "
+          f"after {stopped.seconds:.2f} s")
+    _assert_nothing_left(stopped, url, tmp_path, out)
