@@ -11,6 +11,8 @@ client programs on the server, no dump folder.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -132,3 +134,69 @@ def test_a_stopped_drill_exits_within_the_grace_and_leaves_nothing(
     print(f"drill stopped by {sig.name} during {phase}: exit {stopped.exit_code} "
           f"after {stopped.seconds:.2f} s")
     _assert_nothing_left(stopped, url, tmp_path, out)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+    except OSError:
+        return ""
+
+
+def _busy_backend(proc: subprocess.Popen[bytes]) -> Any:
+    """A backend of the sandbox's server running a statement (its process title names
+    it): the build's migrations are under way."""
+    verbs = (" INSERT", " COPY", " SELECT", " UPDATE", " CREATE", " ALTER", " DELETE")
+    return lambda: [p for p, n in descendants(proc.pid).items()
+                    if n == "postgres" and " app " in (c := _cmdline(p)) and
+                    any(v in c for v in verbs)]
+
+
+#: An odd scale: the sandbox folder holding ``constellation-<it>.json`` is this test's.
+SANDBOX_SCALE = 4999
+
+
+def _folders_of_the_build(proc: subprocess.Popen[bytes]) -> list[Path]:
+    """The build's sandbox folder (it holds the scaled payload) and its cluster's folder
+    (the server's working directory is the cluster's data folder)."""
+    import tempfile
+
+    found = [d for d in Path(tempfile.gettempdir()).glob("opsgate-sandbox-*")
+             if (d / f"constellation-{SANDBOX_SCALE}.json").exists()]
+    for pid, name in descendants(proc.pid).items():
+        if name == "postgres":
+            with contextlib.suppress(OSError):
+                found.append(Path(os.readlink(f"/proc/{pid}/cwd")).parent)
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sandbox_up_stopped_while_it_builds_stops_its_query_and_removes_everything(
+        tmp_path: Path, sig: signal.Signals) -> None:
+    env_file = tmp_path / "sb.env"
+    out = tmp_path / "sandbox.out"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "opsgate.cli", "sandbox", "up", "--scale",
+             str(SANDBOX_SCALE), f"--env-file={env_file}"], cwd=tmp_path, env=clean_env(),
+            stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_for("a migration query of the build", _busy_backend(proc), proc, out=out)
+        folders = _folders_of_the_build(proc)
+        stopped = stop(proc, sig)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    said = out.read_text(errors="replace")
+    print(f"sandbox build stopped by {sig.name}: exit {stopped.exit_code} after "
+          f"{stopped.seconds:.2f} s")
+    assert len(folders) == 2, f"the build's folders not found: {folders}"
+    assert stopped.exit_code == 130, f"exit {stopped.exit_code}: {said[-600:]}"
+    assert stopped.seconds < GRACE_S, f"exited {stopped.seconds:.1f} s after {sig.name}"
+    assert "stopped by" in said and " up (" not in said, said[-600:]
+    assert "Traceback" not in said, said[-1500:]
+    assert not stopped.children_left(), f"left running: {stopped.children_left()}"
+    assert not [f for f in folders if f.exists()], f"left behind: {folders}"
+    assert not env_file.exists()
