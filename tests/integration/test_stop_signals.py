@@ -12,6 +12,7 @@ client programs on the server, no dump folder.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -200,3 +201,88 @@ def test_sandbox_up_stopped_while_it_builds_stops_its_query_and_removes_everythi
     assert not stopped.children_left(), f"left running: {stopped.children_left()}"
     assert not [f for f in folders if f.exists()], f"left behind: {folders}"
     assert not env_file.exists()
+
+
+#: A migration whose apply creates a table, says so in a file, then works until stopped
+#: in the way STOP_MODE names: one long statement, a COPY fed row by row, or a
+#: server-side cursor read a row at a time.
+STOP_PROBE = "20261201_2101_none_to_neon_stop_probe"
+STOP_PROBE_SCRIPT = '''
+import os
+from pathlib import Path
+from opsgate.migrate import Plan
+
+SOURCE = "none"
+TARGET = "neon"
+DESCRIPTION = "a migration that works until it is stopped"
+TARGET_TABLES = ("stop_probe",)
+
+def preconditions(ctx):
+    return []
+
+def plan(ctx):
+    return Plan(payload={"mode": os.environ["STOP_MODE"]}, source_counts={})
+
+def apply(ctx, plan):
+    ctx.conn.execute("CREATE TABLE stop_probe (n bigint)")
+    Path(os.environ["STOP_MARKER"]).write_text("in apply")
+    mode = os.environ["STOP_MODE"]
+    if mode == "statement":
+        ctx.conn.execute("SELECT pg_sleep(120)")
+    elif mode == "copy":
+        with ctx.conn.cursor().copy("COPY stop_probe (n) FROM STDIN") as copy:
+            n = 0
+            while True:
+                n += 1
+                copy.write_row((n,))
+    else:
+        with ctx.conn.cursor(name="stop_probe_cursor") as cur:
+            cur.itersize = 1
+            cur.execute("SELECT pg_sleep(0.01), g FROM generate_series(1, 100000) g")
+            for _row in cur:
+                pass
+
+def verify(ctx, plan):
+    return []
+'''
+
+
+@pytest.mark.parametrize(("mode", "sig"), [("statement", signal.SIGTERM),
+                                           ("copy", signal.SIGTERM),
+                                           ("cursor", signal.SIGINT)])
+def test_a_migration_stopped_mid_apply_rolls_back_and_says_so(
+        big: tuple[Sandbox, str], tmp_path: Path, mode: str, sig: signal.Signals) -> None:
+    _sb, url = big
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / f"{STOP_PROBE}.py").write_text(STOP_PROBE_SCRIPT)
+    marker = tmp_path / "in-apply"
+    out, err = tmp_path / "summary.json", tmp_path / "stderr"
+    env = clean_env(DATABASE_URL=url, STOP_MODE=mode, STOP_MARKER=str(marker))
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "opsgate.cli", "migrate", "--migrations-dir",
+             str(migrations), "run", STOP_PROBE, "--apply"],
+            cwd=ROOT, env=env, stdout=stdout, stderr=stderr)
+    app = f"opsgate-migrate {STOP_PROBE}"
+    try:
+        wait_for("the apply under way", lambda: marker.exists() and _server_rows(
+            url, "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+            "AND state = 'active'", app), proc, out=err)
+        stopped = stop(proc, sig)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    said = err.read_text(errors="replace")
+    print(f"migration ({mode}) stopped by {sig.name}: exit {stopped.exit_code} after "
+          f"{stopped.seconds:.2f} s")
+    assert stopped.exit_code == 130, f"exit {stopped.exit_code}: {said[-800:]}"
+    assert stopped.seconds < GRACE_S, f"exited {stopped.seconds:.1f} s after {sig.name}"
+    summary = json.loads(out.read_text())
+    assert summary["status"] == "failed", summary
+    assert summary["message"].endswith("interrupted; nothing was committed"), summary
+    assert "Traceback" not in said, said[-1500:]
+    assert not _server_rows(url, "SELECT 1 FROM pg_class WHERE relname = 'stop_probe'")
+    assert not _server_rows(url, "SELECT 1 FROM pg_stat_activity WHERE application_name = %s",
+                            app)
