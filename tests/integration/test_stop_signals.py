@@ -286,3 +286,51 @@ def test_a_migration_stopped_mid_apply_rolls_back_and_says_so(
     assert not _server_rows(url, "SELECT 1 FROM pg_class WHERE relname = 'stop_probe'")
     assert not _server_rows(url, "SELECT 1 FROM pg_stat_activity WHERE application_name = %s",
                             app)
+
+
+@pytest.mark.parametrize(("phase", "sig"), [("pg_dump", signal.SIGINT),
+                                            ("pg_restore", signal.SIGTERM)])
+def test_a_stopped_refresh_leaves_the_target_as_it_was_and_no_partial_export(
+        big: tuple[Sandbox, str], tmp_path: Path, phase: str, sig: signal.Signals) -> None:
+    sb, url = big
+    assert sb.pg is not None
+    name = f"stop_mirror_{phase}"
+    target_url = sb.pg.create_database(name).reveal()
+    target_env = tmp_path / "target.env"
+    target_env.write_text(f'DATABASE_URL="{target_url}"\n'
+                          f'OPSGATE_PG_BINDIR="{sb.environ()["OPSGATE_PG_BINDIR"]}"\n')
+    run_folder, out, err = tmp_path / "run", tmp_path / "out.json", tmp_path / "stderr"
+    try:
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "opsgate.cli", "refresh",
+                 f"--source-env-file={sb.env_file}", f"--target-env-file={target_env}",
+                 "--apply", f"--out={run_folder}", "--json"],
+                cwd=tmp_path, env=clean_env(), stdout=stdout, stderr=stderr)
+        try:
+            wait_for(f"{phase} running", _child(proc, phase), proc, out=err)
+            stopped = stop(proc, sig)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        said = err.read_text(errors="replace")
+        print(f"refresh stopped by {sig.name} during {phase}: exit {stopped.exit_code} "
+              f"after {stopped.seconds:.2f} s")
+        assert stopped.exit_code == 130, f"exit {stopped.exit_code}: {said[-800:]}"
+        assert stopped.seconds < GRACE_S, f"exited {stopped.seconds:.1f} s after {sig.name}"
+        summary = json.loads(out.read_text())
+        kept = {a["path"] for a in summary["archives"].values()}
+        assert {str(p) for p in run_folder.glob("*.dump")} == kept
+        assert summary["status"] == "failed", summary["message"]
+        assert summary["message"].startswith(f"interrupted by {sig.name}; the target was not "
+                                             "changed"), summary["message"]
+        assert "Traceback" not in said, said[-1500:]
+        assert not stopped.children_left(), f"left running: {stopped.children_left()}"
+        assert not _server_rows(url, "SELECT pid FROM pg_stat_activity "
+                                "WHERE application_name = 'opsgate-refresh'")
+        assert not _server_rows(target_url, "SELECT relname FROM pg_class WHERE "
+                                "relnamespace = 'public'::regnamespace")
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
