@@ -334,3 +334,74 @@ def test_a_stopped_refresh_leaves_the_target_as_it_was_and_no_partial_export(
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _gate(sb: Sandbox, tmp: Path, check: str, *args: str, **env: str
+          ) -> tuple[subprocess.Popen[bytes], Path]:
+    """One packaged check run by the gate on ``sb`` as its own process."""
+    out = tmp / "gate.out"
+    (tmp / "tmp").mkdir(exist_ok=True)
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+             f"--env-file={sb.env_file}", f"--reports-dir={tmp / 'reports'}", *args,
+             str(ROOT / "checks" / check)],
+            cwd=ROOT, env=clean_env(TMPDIR=str(tmp / "tmp"), **env), stdout=sink,
+            stderr=subprocess.STDOUT)
+    return proc, out
+
+
+def _assert_stopped_in_time(stopped: Stopped, out: Path) -> None:
+    said = out.read_text(errors="replace")[-800:]
+    assert stopped.exit_code == 2, f"exit {stopped.exit_code} after {stopped.signal_name}: {said}"
+    assert stopped.seconds < GRACE_S, (
+        f"exited {stopped.seconds:.1f} s after {stopped.signal_name}: {said}")
+    assert not stopped.children_left(), f"left running: {stopped.children_left()}"
+
+
+def test_a_stopped_drift_check_ends_its_query_and_its_second_process(
+        big: tuple[Sandbox, str], tmp_path: Path) -> None:
+    from opsgate.sandbox import datagen
+
+    sb, url = big
+    payload = tmp_path / "payload.json"
+    with payload.open("w", encoding="utf-8") as f:
+        datagen.write_payload(f, 5000)  # 5 MB: sorted in a second process
+    proc, out = _gate(sb, tmp_path, "test_knowledge_drift.py",
+                      OPSGATE_LEGACY_PAYLOAD_FILE=str(payload), RUN_OPS_KNOWLEDGE_DRIFT="true")
+    reading = ("SELECT pid FROM pg_stat_activity WHERE application_name = 'opsgate-drift' "
+               "AND state = 'active' AND pid <> pg_backend_pid()")
+    try:
+        wait_for("the payload's second process and the kb read", lambda: [
+            p for p in descendants(proc.pid) if "_payload_worker" in _cmdline(p)
+        ] and _server_rows(url, reading), proc, out=out)
+        stopped = stop(proc, signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    print(f"drift stopped by SIGTERM: exit {stopped.exit_code} after {stopped.seconds:.2f} s")
+    _assert_stopped_in_time(stopped, out)
+    assert "python" in stopped.children.values()
+    assert not _server_rows(url, reading.replace("AND state = 'active' ", ""))
+    assert not list((tmp_path / "tmp").glob("opsgate-drift-*"))
+
+
+def test_a_stopped_parity_check_ends_its_download_and_deletes_its_spool(
+        big: tuple[Sandbox, str], tmp_path: Path) -> None:
+    _sb, url = big
+    basetemp = tmp_path / "basetemp"
+    proc, out = _gate(_sb, tmp_path, "test_parity.py", f"--basetemp={basetemp}")
+    try:
+        wait_for("the API's answer arriving", lambda: [
+            p for p in basetemp.glob("**/constellation.spool") if p.stat().st_size > 0],
+            proc, out=out)
+        stopped = stop(proc, signal.SIGINT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    print(f"parity stopped by SIGINT: exit {stopped.exit_code} after {stopped.seconds:.2f} s")
+    _assert_stopped_in_time(stopped, out)
+    assert not list(basetemp.glob("**/constellation.spool"))
+    assert not _client_backends(url)
