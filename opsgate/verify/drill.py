@@ -667,7 +667,7 @@ def run_drill(
         stop.close()
         stack.close()
         src.close()
-        leftover = _drop_scratch(session, scratch, redact, url) if scratch else None
+        leftover = _drop_scratch(session, scratch, redact) if scratch else None
         session.close()
         shutil.rmtree(workdir, ignore_errors=True)
         result.timings_s["total"] = round(time.monotonic() - t_all, 3)
@@ -685,18 +685,13 @@ def run_drill(
                              f"and {leftover}") from None
 
 
-def _drop_scratch(session: psycopg.Connection[Any], name: str, redact: Callable[[str], str],
-                  url: SecretUrl) -> str | None:
+def _drop_scratch(session: psycopg.Connection[Any], name: str, redact: Callable[[str], str]
+                  ) -> str | None:
     """Drop the drill's scratch copy; a failure is returned as the line that fails the
-    check, because a copy of production left on the server is a fault, not a detail.
-    A session a stop left unusable (its query cancelled mid-way) is replaced by a new
-    one: the copy must go either way."""
+    check, because a copy of production left on the server is a fault, not a detail."""
     try:
-        if session.closed or session.broken or \
-                session.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            with db.connect(url, redact=redact) as fresh:
-                _drop_database(fresh, name)
-            return None
+        if session.closed or session.broken:
+            raise DatabaseUnavailableError("the drill's session was lost")
         _drop_database(session, name)
         return None
     except (psycopg.Error, DatabaseUnavailableError) as exc:
