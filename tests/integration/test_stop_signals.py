@@ -327,14 +327,15 @@ def test_a_stopped_refresh_leaves_the_target_as_it_was_and_no_partial_export(
         assert stopped.seconds < GRACE_S, f"exited {stopped.seconds:.1f} s after {sig.name}"
         summary = json.loads(out.read_text())
         kept = {a["path"] for a in summary["archives"].values()}
-        assert {str(p) for p in run_folder.glob("*.dump")} == kept
+        assert {str(p) for p in run_folder.glob("*.dump")} == kept, (
+            summary["message"], summary["timings_s"])
         assert summary["status"] == "failed", summary["message"]
         assert summary["message"].startswith(f"interrupted by {sig.name}; the target was not "
                                              "changed"), summary["message"]
         assert "Traceback" not in said, said[-1500:]
         assert not stopped.children_left(), f"left running: {stopped.children_left()}"
         assert not _server_rows(url, "SELECT pid FROM pg_stat_activity "
-                                "WHERE application_name = 'opsgate-refresh'")
+                                "WHERE application_name = 'opsgate-refresh'")  # no wait
         assert not _server_rows(target_url, "SELECT relname FROM pg_class WHERE "
                                 "relnamespace = 'public'::regnamespace")
     finally:

@@ -3,6 +3,7 @@ and only those, until it is closed."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -61,3 +62,28 @@ def test_a_child_that_ignores_sigterm_gets_sigkill_after_the_grace() -> None:
         if stubborn.poll() is None:
             stubborn.kill()
         stubborn.wait()
+
+
+def test_a_refresh_stop_kills_and_reaps_a_tool_no_popen_owns() -> None:
+    """A stop landing between a child's exec and Popen's return leaves a running child
+    that no Popen object owns (and so that subprocess.run never kills): the refresh's
+    cleanup finds it by its program and ends it before deleting a partial export."""
+    import os
+
+    from opsgate.refresh.run import _end_children
+
+    sleep = _program("sleep")
+    orphan = os.posix_spawn(str(sleep), [str(sleep), "60"], dict(os.environ))
+    try:
+        assert children_running([sleep]) == [orphan]
+        _end_children([sleep])
+        assert children_running([sleep]) == []
+        try:
+            os.waitpid(orphan, os.WNOHANG)
+            raise AssertionError("the child was not reaped")
+        except ChildProcessError:
+            pass
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(orphan, 9)
+            os.waitpid(orphan, 0)
