@@ -19,11 +19,17 @@ from typing import Any
 
 import psycopg
 
-from opsgate import resources
+from opsgate import interrupts, resources
 from opsgate.config import Settings
 from opsgate.errors import ConfigError, DatabaseUnavailableError, OpsgateError, first_line
 from opsgate.migrate import ledger
-from opsgate.migrate.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_migration
+from opsgate.migrate.runner import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    run_migration,
+)
 from opsgate.migrate.scripts import discover_scripts, find_script
 from opsgate.pipes import reader_went_away
 from opsgate.target import db
@@ -167,11 +173,21 @@ def main(argv: Sequence[str] | None = None, prog: str = "opsgate-migrate") -> in
     args = build_parser(prog).parse_args(argv)
     try:
         return dispatch(args)
+    except KeyboardInterrupt:  # stopped outside `run` (which answers with its summary)
+        _err("interrupted")
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return reader_went_away()
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    """SIGTERM stops a command as SIGINT does: a migration stopped mid-apply rolls back
+    (its running statement cancelled) and still prints its summary, exit 130."""
+    with interrupts.stop_on_signals():
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         settings = Settings.load(env_file=args.env_file)
         if args.command == "list":

@@ -3,7 +3,7 @@
 stdout: a table for people, or with ``--json`` exactly one JSON document (the summary,
 also kept as ``summary.json`` in the run folder); progress and the one-line outcome go
 to stderr. Exit codes: 0 planned or applied, 1 refused or failed, 2 usage or
-configuration error.
+configuration error, 130 stopped by SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -68,12 +68,16 @@ def _n(value: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from opsgate import interrupts
     from opsgate.refresh.run import RefreshOptions, refresh
 
-    result = refresh(RefreshOptions(
-        source_env_file=args.source_env_file, target_env_file=args.target_env_file,
-        apply=args.apply, out=args.out, approve_target=args.approve_target,
-        expectations_file=args.expectations))
+    # SIGTERM stops a refresh as Ctrl-C does: pg_dump or pg_restore stopped, the target
+    # left as it was, the summary written (exit 130).
+    with interrupts.stop_on_signals():
+        result = refresh(RefreshOptions(
+            source_env_file=args.source_env_file, target_env_file=args.target_env_file,
+            apply=args.apply, out=args.out, approve_target=args.approve_target,
+            expectations_file=args.expectations))
     if args.json:
         sys.stdout.write(json.dumps(result.summary, indent=2, default=str) + "\n")
     else:

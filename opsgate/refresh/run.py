@@ -22,6 +22,7 @@ import contextlib
 import getpass
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -33,7 +34,8 @@ from typing import Any
 
 import psycopg
 
-from opsgate import progress
+from opsgate import interrupts, progress
+from opsgate.children import children_running
 from opsgate.config import Settings, read_env_file
 from opsgate.errors import (
     ConfigError,
@@ -52,6 +54,7 @@ from opsgate.refresh.identity import (
     same_database,
     server_identity,
 )
+from opsgate.sensitive import SecretUrl
 from opsgate.target import db
 from opsgate.target.pgtools import find_client_tools, url_wants_tls
 from opsgate.target.schema import CONTRACT_TABLES
@@ -195,6 +198,67 @@ def _record(conn: psycopg.Connection[Any], summary: dict[str, Any], status: str,
             started_at=started)
 
 
+#: The refresh's own pg_dump/pg_restore sessions (archive sets PGAPPNAME to this).
+_TOOL_APP = "opsgate-refresh"
+#: Seconds to reach a side when ending its sessions after a stop.
+_STOP_CONNECT_TIMEOUT_S = 2
+
+
+def _end_children(programs: list[Path]) -> None:
+    """Kill and reap any child still running one of ``programs``. subprocess.run kills
+    its child when interrupted, but a stop landing between the child's exec and
+    Popen's return (the child already is pg_dump) leaves no Popen to kill it: that
+    pg_dump would finish on its own and write its export after the partial one was
+    deleted."""
+    for pid in children_running(programs):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def _after_a_stop(folder: Path | None, summary: dict[str, Any],
+                  sides: list[tuple[SecretUrl, str]], started: datetime,
+                  redact: Callable[[str], str], programs: list[Path]) -> str:
+    """Undo what a stop leaves half-done: an export pg_dump did not finish (a partial
+    copy of a database's rows, no use to anyone), and the refresh's server sessions a
+    killed pg_dump or pg_restore leaves running (pg_restore's holds the target's tables
+    locked until its statement ends). Returns what could not be undone, as a clause."""
+    _end_children(programs)
+    problems: list[str] = []
+    if folder is not None:
+        kept = {str(a["path"]) for a in summary["archives"].values()}
+        for dump in folder.glob("*.dump"):
+            if str(dump) not in kept:
+                try:
+                    dump.unlink()
+                except OSError as exc:
+                    problems.append(f"the partial export {dump} could not be removed: {exc}")
+    if "client_tools" not in summary:
+        sides = []  # stopped before any pg_dump or pg_restore could run
+    for url, label in sides:
+        try:
+            # Briefly: this runs inside CI's grace before SIGKILL.
+            with db.connect(url, redact=redact, what=f"the {label}",
+                            connect_timeout=_STOP_CONNECT_TIMEOUT_S) as conn:
+                # In the select list, so it runs only for the rows the WHERE keeps.
+                pids = [r[1] for r in conn.execute(
+                    "SELECT pg_terminate_backend(pid), pid FROM pg_stat_activity WHERE "
+                    "application_name = %s AND usename = current_user AND "
+                    "backend_start >= %s AND pid <> pg_backend_pid()", (_TOOL_APP, started))]
+                # Terminating only signals them: wait (briefly) until they are gone, so
+                # the target's locks are free when the command has exited.
+                deadline = time.monotonic() + 1.0
+                while pids and time.monotonic() < deadline and conn.execute(
+                        "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)",
+                        (pids,)).fetchone():
+                    time.sleep(0.02)
+        except (DatabaseUnavailableError, psycopg.Error) as exc:
+            problems.append(f"the {label}'s refresh sessions could not be ended: "
+                            f"{redact(first_line(exc))[:200]}")
+    return "".join(f"; {p}" for p in problems)
+
+
 def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
             ) -> RefreshResult:
     """Run one refresh; never raises for expected failures (the result says why)."""
@@ -291,6 +355,8 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
         return finish("failed", EXIT_USAGE, f"the run folder cannot be made: {exc}")
 
     src_conn = tgt_conn = None
+    restored = False
+    programs: list[Path] = []  # pg_dump and pg_restore, once they are known
     try:
         bar = steps.enter_context(progress.bar(
             "opsgate refresh", total=8 if options.apply else 3, unit="steps"))
@@ -334,6 +400,7 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
                 major, source.pg_bindir or target.pg_bindir,
                 tls=url_wants_tls(src_url.reveal()) or url_wants_tls(tgt_url.reveal()))
             summary["client_tools"] = tools.describe()
+            programs += [tools.tool("pg_dump"), tools.tool("pg_restore")]
             if folder is not None:
                 say(f"exporting the source {ep_src.name} to {folder}")
                 src_archive = timed("export_source", archive.export, tools, src_url,
@@ -387,6 +454,7 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
         # -- apply: restore, prove, record ------------------------------------------
         say(f"restoring the source's export into {ep_tgt.name} (one transaction)")
         timed("restore", archive.restore, tools, src_archive, tgt_url, redact)
+        restored = True
         with db.transaction(tgt_conn, read_only=True):
             after = timed("hash_target_after", _hashes, tgt_conn, tables)
         mismatched = []
@@ -429,7 +497,12 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
     except psycopg.Error as exc:
         return finish("failed", EXIT_FAILED, f"database error: {first_line(exc)[:300]}")
     except KeyboardInterrupt:
-        return finish("failed", EXIT_INTERRUPTED, "interrupted")
+        left = _after_a_stop(folder, summary, [(src_url, "source"), (tgt_url, "target")],
+                             started, redact, programs)
+        state = ("the target was restored but neither verified nor recorded" if restored
+                 else "the target was not changed (its restore is one transaction)")
+        return finish("failed", EXIT_INTERRUPTED,
+                      f"interrupted by {interrupts.received() or 'SIGINT'}; {state}" + left)
     finally:
         steps.close()
         for conn in (src_conn, tgt_conn):

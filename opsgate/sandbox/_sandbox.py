@@ -28,7 +28,7 @@ from typing import Any
 from opsgate import envfile, progress, resources
 from opsgate.config import DEFAULT_BLOB_PREFIX, Settings
 from opsgate.errors import OpsgateError
-from opsgate.migrate.runner import run_migration
+from opsgate.migrate.runner import EXIT_INTERRUPTED, run_migration
 from opsgate.migrate.scripts import MigrationScript, discover_scripts
 from opsgate.sandbox import datagen, own_times
 from opsgate.sandbox.blob_server import BlobBucket, create_blob_app
@@ -236,6 +236,9 @@ class Sandbox:
                 result = run_migration(script, settings, apply=True, source=given,
                                        verbose=False)
                 self.migrations.append(result.summary)
+                if result.exit_code == EXIT_INTERRUPTED:
+                    # The runner rolled back and answered; the build stops as stopped.
+                    raise KeyboardInterrupt(f"sandbox migration {script.name}: interrupted")
                 if result.exit_code != 0:
                     raise OpsgateError(f"sandbox migration {script.name}: {result.message}")
                 bar.advance()

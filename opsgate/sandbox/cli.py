@@ -1,16 +1,20 @@
 """``opsgate sandbox up``: the sandbox target in the foreground, for operators and for
 testing the gate from outside. Prints one line saying where its settings are, then
-runs until Ctrl-C or SIGTERM and tears everything down."""
+runs until Ctrl-C or SIGTERM and tears everything down.
+
+Both signals raise `KeyboardInterrupt` (`opsgate.interrupts.stop_on_signals`) from the
+start, so a stop during the build cancels the query running then and removes the
+half-built cluster (exit 130); once it is up, a stop is how it ends (exit 0)."""
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+from opsgate import interrupts
 from opsgate.errors import OpsgateError
 
 DEFAULT_ENV_FILE = ".env.sandbox"
@@ -33,16 +37,18 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
+#: Exit code of a build stopped by SIGINT or SIGTERM (the shell's code for Ctrl-C).
+EXIT_INTERRUPTED = 130
+
+
 def run(args: argparse.Namespace) -> int:
+    with interrupts.stop_on_signals():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from opsgate.sandbox import Sandbox
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     if args.scale is not None and args.scale < 1:
         print("opsgate sandbox: --scale must be at least 1", file=sys.stderr)
         return 2
@@ -71,13 +77,21 @@ def run(args: argparse.Namespace) -> int:
     except OpsgateError as exc:
         print(f"opsgate sandbox: did not start: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Sandbox.start has stopped its server and removed its folder on the way here.
+        print(f"opsgate sandbox: stopped by {interrupts.received() or 'SIGINT'} while "
+              "building; nothing was left running", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     try:
         if args.fault:
             sandbox.faults.set(*args.fault)
         print(f"opsgate sandbox: up ({sandbox.profile} profile); settings in {sandbox.env_file} "
               f"(run: opsgate gate --env-file={sandbox.env_file}); Ctrl-C to stop", flush=True)
-        while not stop.wait(0.5):
+        forever = threading.Event()
+        while not forever.wait(3600):
             pass
+    except KeyboardInterrupt:
+        pass  # how a running sandbox is meant to end
     except ValueError as exc:
         print(f"opsgate sandbox: {exc}", file=sys.stderr)
         return 2

@@ -32,6 +32,7 @@ import psycopg
 from psycopg import sql
 
 from opsgate import progress
+from opsgate.children import Terminator
 from opsgate.config import Settings
 from opsgate.errors import (
     CanonError,
@@ -44,7 +45,13 @@ from opsgate.errors import (
 from opsgate.processes import alive
 from opsgate.sensitive import SecretUrl
 from opsgate.target import db
-from opsgate.target.pgtools import PgBinaries, find_client_tools, tool_verdict, url_wants_tls
+from opsgate.target.pgtools import (
+    CLIENT_TOOLS,
+    PgBinaries,
+    find_client_tools,
+    tool_verdict,
+    url_wants_tls,
+)
 from opsgate.target.schema import CONTRACT_TABLES
 from opsgate.verify import canon, rowdiff, tablehash
 from opsgate.verify.steps import StepFn, no_steps
@@ -268,8 +275,8 @@ def _shapes(conn: psycopg.Connection[Any], tables: list[str]
 
 def _hash_tables(tools: PgBinaries, url: SecretUrl,
                  shapes: list[tuple[str, tuple[str, ...], tuple[str, ...]]],
-                 redact: Callable[[str], str], *, snapshot: str | None = None,
-                 advance: Callable[[int], None] = lambda n: None
+                 redact: Callable[[str], str], stop: Terminator, *,
+                 snapshot: str | None = None, advance: Callable[[int], None] = lambda n: None
                  ) -> dict[str, canon.TableHash]:
     """canon-v1 hashes of the tables in ``shapes``, `HASH_WORKERS` at a time, each
     received by psql (`tablehash.table_hash_via_psql`) in a read-only transaction of its
@@ -280,6 +287,7 @@ def _hash_tables(tools: PgBinaries, url: SecretUrl,
 
     def one(shape: tuple[str, tuple[str, ...], tuple[str, ...]]) -> canon.TableHash:
         table, columns, order_by = shape
+        _not_stopping(stop)
         try:
             h = tablehash.table_hash_via_psql(tools.tool("psql"), url.without_password, env,
                                               table, columns, order_by, snapshot=snapshot,
@@ -290,8 +298,14 @@ def _hash_tables(tools: PgBinaries, url: SecretUrl,
         return h
 
     with ThreadPoolExecutor(max_workers=HASH_WORKERS,
-                            thread_name_prefix="opsgate-verify") as pool:
+                            thread_name_prefix="opsgate-verify") as pool, stop.on_interrupt():
         return {h.table: h for h in pool.map(one, shapes)}
+
+
+def _not_stopping(stop: Terminator) -> None:
+    """Raise instead of starting another child once the drill is being stopped."""
+    if stop.stopping.is_set():
+        raise DrillError("the drill was stopped")
 
 
 #: Restored tables whose primary key exists: pg_restore builds a key only after the
@@ -304,7 +318,8 @@ _KEYED_TABLES = (
 
 def _hash_as_restored(tools: PgBinaries, target: SecretUrl, tables: list[str],
                       redact: Callable[[str], str], restoring: threading.Thread,
-                      advance: Callable[[int], None]) -> dict[str, Future[canon.TableHash]]:
+                      advance: Callable[[int], None], stop: Terminator
+                      ) -> dict[str, Future[canon.TableHash]]:
     """Start hashing each restored table as soon as it is final, while pg_restore still
     builds other tables' indexes and checks foreign keys; the rest once it has ended.
 
@@ -319,6 +334,7 @@ def _hash_as_restored(tools: PgBinaries, target: SecretUrl, tables: list[str],
 
     def one(table: str, columns: tuple[str, ...], order_by: tuple[str, ...]
             ) -> canon.TableHash:
+        _not_stopping(stop)
         try:
             h = tablehash.table_hash_via_psql(tools.tool("psql"), target.without_password,
                                               env, table, columns, order_by, redact=redact)
@@ -329,7 +345,8 @@ def _hash_as_restored(tools: PgBinaries, target: SecretUrl, tables: list[str],
 
     with ThreadPoolExecutor(max_workers=HASH_WORKERS,
                             thread_name_prefix="opsgate-verify") as pool, \
-            db.connect(target, redact=redact, what="the restored database") as probe:
+            db.connect(target, redact=redact, what="the restored database") as probe, \
+            stop.on_interrupt():
         while True:
             ended = not restoring.is_alive()
             with db.transaction(probe, read_only=True):
@@ -465,6 +482,9 @@ def run_drill(
     workdir = Path(tempfile.mkdtemp(prefix=f"{DUMP_FOLDER_PREFIX}{os.getpid()}-"))
     scratch: str | None = None
     stack = contextlib.ExitStack()  # the progress bar, closed before anything is reported
+    # On a stop, the children (pg_dump, pg_restore, psql) are terminated by the main
+    # thread: the threads that started them never see the KeyboardInterrupt.
+    stop = Terminator(())
     try:
         if settings.drill_database_url is None:
             sweep = sweep_leftovers(session, redact)
@@ -495,6 +515,7 @@ def run_drill(
                                           tls=wants_tls, **(tool_search or {}))
             except PostgresUnavailableError as exc:
                 raise DrillError(str(exc)) from None
+        stop = Terminator([tools.tool(name) for name in CLIENT_TOOLS])
         tables = _table_list(src)
         if not tables:
             raise DrillError("the target has none of the contract tables; nothing to drill")
@@ -522,9 +543,11 @@ def run_drill(
             # Held until the session ends: a later drill sees this copy is in use.
             session.execute("SELECT pg_advisory_lock(%s, hashtext(%s))",
                             (DRILL_LOCK_CLASS, name))
+            # Named before it exists: a stop that lands while CREATE DATABASE completes
+            # must still drop it (the drop is IF EXISTS).
+            scratch = name
             try:
                 session.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-                scratch = name
                 session.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                     sql.Identifier(name), sql.Literal(
                         f"{SCRATCH_COMMENT}{src.info.dbname}: {url.masked}, created "
@@ -580,6 +603,7 @@ def run_drill(
                                            if p.is_file())
                 if after_dump is not None:
                     after_dump(archive)
+                _not_stopping(stop)
                 t_restore = time.monotonic()
                 bar.phase("restore")
                 result.restore_method = _restore(tools, archive, target, target_major,
@@ -596,15 +620,16 @@ def run_drill(
                    f"in the dump's snapshot ({HASH_WORKERS} tables at a time); restore into "
                    f"{target.masked}"):
             try:
-                source_hashes = _hash_tables(tools, url, source_shapes, redact,
-                                             snapshot=snapshot, advance=bar.advance)
-                result.timings_s["hash_source"] = round(time.monotonic() - t, 3)
-                dumped.wait()
-                src.commit()
-                if before_verify is None:  # the self-tests' faults go in after the restore
-                    bar.phase("restore, hashing restored tables")
-                    early = _hash_as_restored(tools, target, tables, redact, worker,
-                                              bar.advance)
+                with stop.on_interrupt():
+                    source_hashes = _hash_tables(tools, url, source_shapes, redact, stop,
+                                                 snapshot=snapshot, advance=bar.advance)
+                    result.timings_s["hash_source"] = round(time.monotonic() - t, 3)
+                    dumped.wait()
+                    src.commit()
+                    if before_verify is None:  # the self-tests' faults go in after restore
+                        bar.phase("restore, hashing restored tables")
+                        early = _hash_as_restored(tools, target, tables, redact, worker,
+                                                  bar.advance, stop)
             finally:
                 dumped.wait()
                 worker.join()
@@ -623,7 +648,7 @@ def run_drill(
                 with db.connect(target, redact=redact, what="the restored database") as probe, \
                         db.transaction(probe, read_only=True):
                     restored_shapes = _shapes(probe, tables)
-                restored = _hash_tables(tools, target, restored_shapes, redact,
+                restored = _hash_tables(tools, target, restored_shapes, redact, stop,
                                         advance=bar.advance)
             for tbl in tables:
                 sh, rh = source_hashes[tbl], restored.get(tbl)
@@ -644,6 +669,7 @@ def run_drill(
             {x.table: x.restored_sha256 for x in result.tables})
         return result
     finally:
+        stop.close()
         stack.close()
         src.close()
         leftover = _drop_scratch(session, scratch, redact) if scratch else None
@@ -652,7 +678,11 @@ def run_drill(
         result.timings_s["total"] = round(time.monotonic() - t_all, 3)
         if leftover and sys.exc_info()[0] is None:
             raise DrillError(leftover)
-        if leftover:
+        if leftover and isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            # The stop goes on as a stop (pytest reports the run interrupted); the
+            # copy left behind still gets its line.
+            print(f"opsgate drill: {leftover}", file=sys.stderr, flush=True)
+        elif leftover:
             # The drill's own error is on its way up; the leftover must not be lost
             # behind it, so the two travel as one line.
             pending = sys.exc_info()[1]

@@ -1,0 +1,106 @@
+"""Stopping a real opsgate process with a signal, and finding what it left behind.
+
+A run is stopped the way CI and ``timeout`` stop it: one signal to its pid, not to its
+process group, so its children get nothing from the sender and what becomes of them is
+the run's own doing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+#: GitHub's grace between the SIGINT of a cancelled job and its SIGTERM.
+GRACE_S = 7.5
+
+
+def _stat(pid: int) -> tuple[str, str, int] | None:
+    """(name, state, parent) of ``pid``, or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name = text[text.index("(") + 1:text.rindex(")")]
+    rest = text[text.rindex(")") + 2:].split()
+    return name, rest[0], int(rest[1])
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every live process below ``pid``: pid -> program name."""
+    parents: dict[int, list[tuple[int, str]]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            info = _stat(int(entry.name))
+            if info is not None and info[1] != "Z":
+                parents.setdefault(info[2], []).append((int(entry.name), info[0]))
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        for child, name in parents.get(todo.pop(), []):
+            found[child] = name
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    info = _stat(pid)
+    return info is not None and info[1] != "Z"
+
+
+def wait_for(what: str, probe: Callable[[], T | None], proc: subprocess.Popen[bytes],
+             timeout: float = 120.0, out: Path | None = None) -> T:
+    """Poll ``probe`` until it returns something; fail naming ``what`` when the process
+    ends first or ``timeout`` passes (with the tail of its output)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = probe()
+        if got:
+            return got
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    tail = out.read_text(errors="replace")[-1500:] if out and out.exists() else ""
+    raise AssertionError(f"never saw {what} (exit {proc.poll()}): {tail}")
+
+
+@dataclass
+class Stopped:
+    """A run stopped by ``signal_name``: how fast and what ran below it at the time."""
+
+    signal_name: str
+    exit_code: int
+    seconds: float
+    children: dict[int, str] = field(default_factory=dict)
+
+    def children_left(self, within: float = 1.0) -> dict[int, str]:
+        """The processes that ran below the run when it was signalled and still live
+        ``within`` seconds after it exited (a grandchild's own exit may lag)."""
+        deadline = time.monotonic() + within
+        while True:
+            left = {p: n for p, n in self.children.items() if alive(p)}
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = 60.0
+         ) -> Stopped:
+    """Send ``sig`` to ``proc`` alone and wait for it to exit."""
+    children = descendants(proc.pid)
+    t = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"still running {timeout} s after {sig.name}") from None
+    return Stopped(sig.name, code, time.monotonic() - t, children)
