@@ -139,6 +139,21 @@ def test_a_stopped_drill_exits_within_the_grace_and_leaves_nothing(
     print(f"drill stopped by {sig.name} during {phase}: exit {stopped.exit_code} "
           f"after {stopped.seconds:.2f} s")
     _assert_nothing_left(stopped, url, tmp_path, out)
+    _assert_reported_interrupted(tmp_path / "reports", sig)
+
+
+def _assert_reported_interrupted(reports: Path, sig: signal.Signals) -> None:
+    """The run's reports say the drill was interrupted by ``sig``, never that it passed."""
+    (run,) = (reports / "runs").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["verdict"] == "interrupted", summary["verdict"]
+    assert summary["interruption"]["by"] == sig.name, summary["interruption"]
+    drill = next(c for c in summary["checks"] if c["marker"] == "neon_drill")
+    assert drill["status"] == "interrupted", drill
+    record = (run / "drill-record.md").read_text()
+    assert record.startswith(f"# Drill record: NOT verified (interrupted by {sig.name}"), \
+        record[:200]
+    assert "drill: pass" not in record
 
 
 def _cmdline(pid: int) -> str:
