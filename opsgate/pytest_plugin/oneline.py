@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _pytest._code.code import ReprExceptionInfo, ReprFileLocation, ReprTraceback
 
 from opsgate.sensitive import Redactor
 
@@ -46,20 +45,27 @@ def shorten(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestR
         return
     if excinfo.value.pytrace:
         return
+    crash = getattr(report.longrepr, "reprcrash", None)
+    tb = getattr(report.longrepr, "reprtraceback", None)
+    if crash is None or tb is None:
+        return
     text = str(excinfo.value.msg)
     if redact:
         text = redact(text)
     message = "; ".join(ln.strip() for ln in text.splitlines() if ln.strip()) or "failed"
-    path, line = _location(item, call)
-    crash = ReprFileLocation(path, line, message)
+    # pytest's own report objects, rewritten in place: their classes are not part of
+    # pytest's public API, their fields (path, lineno, message, lines) are what its
+    # terminal, JUnit and pytest-xdist's serialisation read.
+    crash.path, crash.lineno = _location(item, call)
+    crash.message = message
+    tb.style = "value"
     # A failed test prints its crash line under FAILURES; a setup error (a fixture
     # failed) prints only its traceback under ERRORS: the line goes where pytest shows it.
-    entries: list[Any] = []
-    if report.when != "call":
-        from _pytest._code.code import ReprEntry
-
-        entries = [ReprEntry([str(crash)], None, None, None, "value")]
-    report.longrepr = ReprExceptionInfo(ReprTraceback(entries, None, "value"), crash)
+    if report.when != "call" and tb.reprentries:
+        tb.reprentries[0].lines = [str(crash)]
+        del tb.reprentries[1:]
+    else:
+        tb.reprentries = []
 
 
 def message_of(longrepr: Any) -> str | None:

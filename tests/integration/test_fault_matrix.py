@@ -40,6 +40,9 @@ SWITCHES: dict[str, set[str]] = {
     "vercel-backend-sensitive": {"deployment"}, "vercel-preview-backend-blob": {"deployment"},
     "vercel-no-database-url": {"deployment"}, "vercel-deploy-error": {"deployment"},
     "vercel-deploy-building": {"deployment"},
+    # Vercel's rate limit is waited out (Retry-After) and the checks stay green; an API
+    # that keeps answering 503 is red in the deployment check alone.
+    "vercel-429": set(), "vercel-503": {"deployment"},
 }
 
 #: Faults of the data, the settings and the repository, and the checks they turn red.

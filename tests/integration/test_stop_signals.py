@@ -24,8 +24,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from dotenv import dotenv_values
 
+from opsgate.config import read_env_file
 from opsgate.sandbox import Sandbox
 from opsgate.verify.drill import DUMP_FOLDER_PREFIX, SCRATCH_PREFIX
 from tests.gate_helpers import ROOT, clean_env
@@ -42,7 +42,7 @@ CLIENTS = ("pg_dump", "pg_restore", "psql")
 def big() -> Iterator[tuple[Sandbox, str]]:
     """The sandbox with `BULK_ROWS` more entities, and its direct URL."""
     with Sandbox.start() as sb:
-        values = dotenv_values(sb.env_file)
+        values = read_env_file(sb.env_file)
         url = values.get("DATABASE_URL_UNPOOLED") or values["DATABASE_URL"]
         assert url
         with psycopg.connect(url, autocommit=True) as conn:
