@@ -535,9 +535,11 @@ def applied(settings: Settings) -> Iterator[Settings]:
 
 
 def in_effect() -> Settings:
-    """The settings of the run in progress (bound by the migration runner), else the
-    process environment's. For code a run reaches without being handed its `Settings`:
-    a released migration's blob store (its HTTP time-out), a table hash's connections,
-    the sandbox's PostgreSQL programs and cache. Its env file then counts there too."""
+    """The settings of the run in progress (bound by the migration runner for a run,
+    and by the gate's plugin for a gate session), else the process environment's.
+
+    For code a run reaches without being handed its `Settings`: a released migration's
+    blob store (its HTTP time-out), a table hash's connections, the sandbox's
+    PostgreSQL programs and cache. The run's env file then counts there too."""
     bound = _IN_EFFECT.get()
     return bound if bound is not None else Settings.load()

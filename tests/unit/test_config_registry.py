@@ -61,7 +61,9 @@ def test_the_flags_table_is_the_gate_table() -> None:
 
 
 def _sources() -> list[Path]:
-    return sorted((ROOT / "opsgate").rglob("*.py"))
+    """opsgate's code and what it ships: the checks and the migrations."""
+    return sorted(p for top in ("opsgate", "checks", "migrations")
+                  for p in (ROOT / top).rglob("*.py"))
 
 
 def test_every_opsgate_name_in_the_source_is_a_registered_variable() -> None:
