@@ -1,23 +1,31 @@
-"""The environment contract (DESIGN.md "Environment contract") in one place.
+"""The environment contract in one place: every variable opsgate reads, its one
+default, and `Settings`, the only reader of configuration.
 
 `Settings.load()` merges an optional env file (such as the one ``vercel env pull``
 writes), read as the app's ``@next/env`` reads it (`opsgate.envfile`), under the process
-environment: a variable already in the environment wins.
+environment: a variable already in the environment wins. Nothing else in opsgate reads
+an opsgate variable from ``os.environ``, so a value in an env file counts wherever the
+same value in the environment would (a self-test scans the source for other readers).
 Secrets are wrapped at the moment they are read, so nothing downstream ever holds a
 printable copy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Iterator, Mapping
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from opsgate import envfile, resources
 from opsgate.errors import ConfigError, MissingEnvError, SessionEndpointError
+from opsgate.gate import CHECKS
 from opsgate.sensitive import MASK, Redactor, Secret, SecretUrl, mask_url, secret_parts
 from opsgate.target.db import host_of, is_pooler_host
 
@@ -28,75 +36,117 @@ DEFAULT_BLOB_PREFIX = "admin/"
 DEFAULT_BLOB_API_URL = "https://blob.vercel-storage.com"
 DEFAULT_VERCEL_API_URL = "https://api.vercel.com"
 DEFAULT_VERCEL_PROJECT_FILE = ".vercel/project.json"
+#: Seconds per HTTP attempt, for every HTTP client of opsgate (connect, read, write and
+#: pool waits alike), whoever makes it.
+DEFAULT_HTTP_TIMEOUT = 15.0
+#: Seconds a migration statement may run; 0: the server's own setting.
+DEFAULT_STATEMENT_TIMEOUT = 0.0
+#: Connections a large table's canon-v1 hash reads with, the caller's included.
+DEFAULT_HASH_CONNECTIONS = 2
+MAX_HASH_CONNECTIONS = 16
 #: Where change control looks, relative to the repository's top (docs/checks.md).
 DEFAULT_CHANGE_MIGRATIONS = "migrations/"
 DEFAULT_CHANGE_INDEX = "docs/migrations.md"
 DEFAULT_CHANGE_CHANGELOG = "CHANGELOG.md"
 DEFAULT_CHANGE_CHECKPOINT = "docs/checkpoints.md"
+#: Migration folders looked for in the current directory when OPSGATE_MIGRATIONS_DIR is
+#: not set, in this order: the app's (its runbook keeps them in scripts/migrations/),
+#: then the usual name; else the migrations shipped with opsgate.
+LOCAL_MIGRATIONS_DIRS = ("scripts/migrations", "migrations")
+#: A file named like a migration script opsgate runs (YYYYMMDD_<project>_..., the rest
+#: is `opsgate.migrate.scripts`' to check): a folder of the app's npm scripts, or of
+#: another tool's migrations, holds none and is not taken for opsgate's.
+_SCRIPT_NAME = re.compile(r"^\d{8}_\d+_[a-z0-9]+_to_[a-z0-9]+_[a-z0-9_]+\.py$")
 
-#: Every variable opsgate reads, with what it is for (shown by ``opsgate env``-style
-#: help and checked by the docs test).
-VARIABLES: dict[str, str] = {
-    "DATABASE_URL": "target database (wins over POSTGRES_URL); on Neon via Vercel the "
-    "POOLED endpoint",
-    "POSTGRES_URL": "target database, when DATABASE_URL is not set",
-    "DATABASE_URL_UNPOOLED": "the DIRECT endpoint, for work that needs a session (drill, "
-    "migrations, scratch databases); wins over POSTGRES_URL_NON_POOLING",
-    "POSTGRES_URL_NON_POOLING": "the direct endpoint, when DATABASE_URL_UNPOOLED is not set",
-    "OPSGATE_DATABASE_POOLED": "true when DATABASE_URL is a transaction pooler whose host "
-    "does not end in -pooler (default: judged from the host)",
-    "OPSGATE_STATEMENT_TIMEOUT": "seconds a migration statement may run (default 0: the "
-    "server's own setting)",
-    "OPS_BASE_URL": "base URL of the deployment",
-    "ADMIN_PASSWORD": "admin API login (secret)",
-    "ADMIN_STORAGE_BACKEND": "must be 'neon' in production",
-    "BLOB_READ_WRITE_TOKEN": "Vercel Blob token (secret)",
-    "ADMIN_BLOB_PREFIX": f"blob prefix of the admin state, default {DEFAULT_BLOB_PREFIX!r}",
-    "VERCEL_BLOB_API_URL": "Vercel Blob API base, default Vercel's",
-    "BACKUP_OUTPUT_PATH": "where the drill's backup archive is written (kept)",
-    "DRILL_DATABASE_URL": "restore target of the drill (default: a scratch database)",
-    "OPSGATE_PG_BINDIR": "folder of pg_dump/pg_restore to use (default: discovered)",
-    "OPSGATE_TARGET_NAME": "name of the target in reports (default: the database host)",
-    "OPSGATE_LEGACY_PAYLOAD_FILE": "legacy payload file for knowledge drift "
-    "(default: admin_content_state key 'constellation')",
-    "OPSGATE_MIGRATIONS_DIR": "folder of migration scripts (default: the runbook's, "
-    "shipped with opsgate)",
-    "OPSGATE_HTTP_TIMEOUT": "seconds per HTTP attempt (default 15)",
-    "OPSGATE_HASH_CONNECTIONS": "connections a large table's canon-v1 hash reads with, "
-    "sharing one snapshot (default 2; 1: one COPY)",
-    "OPSGATE_BLOB_DIR": "read the blob layout from this folder (the 'file' backend)",
-    "OPSGATE_EXPECTATIONS_FILE": "expected production markers (TOML: floors, domains, "
-    "migrations, pinned hashes); default: built-in floors",
-    "VERCEL_TOKEN": "Vercel REST API token for the deployment check (secret)",
-    "VERCEL_PROJECT_ID": "the Vercel project the deployment check inspects (default: "
-    "projectId of .vercel/project.json)",
-    "VERCEL_ORG_ID": "the project's team or account id, sent as teamId (default: orgId of "
-    ".vercel/project.json)",
-    "VERCEL_API_URL": f"Vercel REST API base, default {DEFAULT_VERCEL_API_URL}",
-    "OPSGATE_VERCEL_PROJECT_FILE": "the project link file, default .vercel/project.json "
-    "in the current directory",
-    "OPSGATE_CHANGE_RANGE": "git range the change-control check inspects, base..head",
-    "OPSGATE_CHANGE_REPO": "git repository of the change-control check (default: the "
-    "current directory's)",
-    "OPSGATE_CHANGE_MIGRATIONS": f"where migration scripts live, default "
-    f"{DEFAULT_CHANGE_MIGRATIONS!r}",
-    "OPSGATE_CHANGE_INDEX": f"the migration index, default {DEFAULT_CHANGE_INDEX!r}",
-    "OPSGATE_CHANGE_CHANGELOG": f"the changelog, default {DEFAULT_CHANGE_CHANGELOG!r}",
-    "OPSGATE_CHANGE_CHECKPOINT": f"the checkpoint log, default {DEFAULT_CHANGE_CHECKPOINT!r}",
+Masking = Literal["secret", "url"]
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One variable of the contract: what it is for, what an unset one means (its one
+    default, as `opsgate env` and docs/configuration.md show it; None: none, unset means
+    not configured) and how its value is masked (never shown, or a URL's password)."""
+
+    meaning: str
+    default: str | None = None
+    masked: Masking | None = None
+
+
+#: Every variable opsgate reads, the RUN_OPS_* flags apart (`FLAG_DEFAULTS`). A
+#: self-test holds it against docs/configuration.md's table both ways, and against every
+#: such name in opsgate's source.
+VARIABLES: dict[str, Variable] = {
+    "DATABASE_URL": Variable("target database (wins over POSTGRES_URL); on Neon via "
+                             "Vercel the POOLED endpoint", masked="url"),
+    "POSTGRES_URL": Variable("target database, when DATABASE_URL is not set", masked="url"),
+    "DATABASE_URL_UNPOOLED": Variable(
+        "the DIRECT endpoint, for work that needs a session (drill, migrations, scratch "
+        "databases); wins over POSTGRES_URL_NON_POOLING", masked="url"),
+    "POSTGRES_URL_NON_POOLING": Variable(
+        "the direct endpoint, when DATABASE_URL_UNPOOLED is not set", masked="url"),
+    "OPSGATE_DATABASE_POOLED": Variable(
+        "true when DATABASE_URL is a transaction pooler whose host does not end in -pooler",
+        "judged from the host"),
+    "OPSGATE_STATEMENT_TIMEOUT": Variable("seconds a migration statement may run",
+                                          "0 (the server's own setting)"),
+    "OPS_BASE_URL": Variable("base URL of the deployment", masked="url"),
+    "ADMIN_PASSWORD": Variable("admin API login", masked="secret"),
+    "ADMIN_STORAGE_BACKEND": Variable("must be 'neon' in production"),
+    "BLOB_READ_WRITE_TOKEN": Variable("Vercel Blob token", masked="secret"),
+    "ADMIN_BLOB_PREFIX": Variable("blob prefix of the admin state", DEFAULT_BLOB_PREFIX),
+    "VERCEL_BLOB_API_URL": Variable("Vercel Blob API base", DEFAULT_BLOB_API_URL),
+    "BACKUP_OUTPUT_PATH": Variable("where the drill's backup archive is written (kept)",
+                                   "a temporary file, removed"),
+    "DRILL_DATABASE_URL": Variable("restore target of the drill", "a scratch database",
+                                   masked="url"),
+    "OPSGATE_PG_BINDIR": Variable("folder of the PostgreSQL programs to use", "discovered"),
+    "OPSGATE_PGBOUNCER": Variable("the pgbouncer program of the Neon-shaped sandbox",
+                                  "pgbouncer on PATH, else /usr/sbin/pgbouncer"),
+    "OPSGATE_CACHE_DIR": Variable("cache of template clusters; 'off' turns it off",
+                                  "$XDG_CACHE_HOME/opsgate or ~/.cache/opsgate"),
+    "OPSGATE_TARGET_NAME": Variable("name of the target in reports", "the database host"),
+    "OPSGATE_LEGACY_PAYLOAD_FILE": Variable("legacy payload file for knowledge drift",
+                                            "admin_content_state key 'constellation'"),
+    "OPSGATE_MIGRATIONS_DIR": Variable(
+        "folder of migration scripts (ledger check, opsgate migrate)",
+        f"./{LOCAL_MIGRATIONS_DIRS[0]} or ./{LOCAL_MIGRATIONS_DIRS[1]} if it holds "
+        "migration scripts, else the ones shipped with opsgate"),
+    "OPSGATE_HTTP_TIMEOUT": Variable("seconds per HTTP attempt", f"{DEFAULT_HTTP_TIMEOUT:g}"),
+    "OPSGATE_HASH_CONNECTIONS": Variable(
+        f"connections a large table's canon-v1 hash reads with, sharing one snapshot "
+        f"(1 to {MAX_HASH_CONNECTIONS}; 1: one COPY)", str(DEFAULT_HASH_CONNECTIONS)),
+    "OPSGATE_BLOB_DIR": Variable("read the blob layout from this folder (the 'file' "
+                                 "backend) instead of Vercel Blob"),
+    "OPSGATE_EXPECTATIONS_FILE": Variable("expected production markers (TOML: floors, "
+                                          "domains, migrations, pinned hashes)",
+                                          "the built-in floors"),
+    "VERCEL_TOKEN": Variable("Vercel REST API token for the deployment check",
+                             masked="secret"),
+    "VERCEL_PROJECT_ID": Variable("the Vercel project the deployment check inspects",
+                                  "projectId of the project file"),
+    "VERCEL_ORG_ID": Variable("the project's team or account id, sent as teamId",
+                              "orgId of the project file"),
+    "VERCEL_API_URL": Variable("Vercel REST API base", DEFAULT_VERCEL_API_URL),
+    "VERCEL_ENV": Variable("read from a refresh's target env file: 'production' marks "
+                           "a production target"),
+    "VERCEL_URL": Variable("read from a refresh's target env file: set, with "
+                           "ADMIN_STORAGE_BACKEND=neon, it marks a deployment's file"),
+    "OPSGATE_VERCEL_PROJECT_FILE": Variable("the project link file `vercel link` writes",
+                                            DEFAULT_VERCEL_PROJECT_FILE),
+    "OPSGATE_CHANGE_RANGE": Variable("git range the change-control check inspects, "
+                                     "base..head"),
+    "OPSGATE_CHANGE_REPO": Variable("git repository of the change-control check",
+                                    "the current directory's"),
+    "OPSGATE_CHANGE_MIGRATIONS": Variable("where migration scripts live, for change "
+                                          "control", DEFAULT_CHANGE_MIGRATIONS),
+    "OPSGATE_CHANGE_INDEX": Variable("the migration index", DEFAULT_CHANGE_INDEX),
+    "OPSGATE_CHANGE_CHANGELOG": Variable("the changelog", DEFAULT_CHANGE_CHANGELOG),
+    "OPSGATE_CHANGE_CHECKPOINT": Variable("the checkpoint log", DEFAULT_CHANGE_CHECKPOINT),
 }
 
-#: The gate flags and their defaults (DESIGN.md).
-FLAG_DEFAULTS: dict[str, bool] = {
-    "RUN_OPS_PREFLIGHT": True,
-    "RUN_OPS_PARITY": True,
-    "RUN_OPS_LEDGER": True,
-    "RUN_OPS_NEON_DRILL": False,
-    "RUN_OPS_BLOB_FALLBACK": False,
-    "RUN_OPS_KNOWLEDGE_DRIFT": False,
-    "RUN_OPS_HEALTH": False,
-    "RUN_OPS_DEPLOYMENT": False,
-    "RUN_OPS_CHANGE_CONTROL": False,
-}
+#: The gate flags and their defaults, read from the gate's table (`opsgate.gate.CHECKS`),
+#: the one place that says which checks are on by default.
+FLAG_DEFAULTS: dict[str, bool] = {c.flag: c.default_on for c in CHECKS}
 
 
 def parse_flag(name: str, raw: str | None, default: bool) -> bool:
@@ -126,25 +176,45 @@ def _positive_float(name: str, raw: str | None, default: float, *, zero: bool = 
     return value
 
 
-def http_timeout_from_environment() -> float | None:
-    """``OPSGATE_HTTP_TIMEOUT`` from the process environment, for HTTP clients made
-    without `Settings`; None when unset (the client's default)."""
-    raw = os.environ.get("OPSGATE_HTTP_TIMEOUT")
-    return None if raw is None else _positive_float("OPSGATE_HTTP_TIMEOUT", raw, 15.0)
+def _connections(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_HASH_CONNECTIONS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_HASH_CONNECTIONS:
+        raise ConfigError(f"OPSGATE_HASH_CONNECTIONS={raw!r} is not a number of "
+                          f"connections from 1 to {MAX_HASH_CONNECTIONS}")
+    return value
+
+
+def default_migrations_dir(here: Path | None = None) -> tuple[str, str]:
+    """The migrations folder when OPSGATE_MIGRATIONS_DIR is not set, and why: the first
+    of `LOCAL_MIGRATIONS_DIRS` below ``here`` (default: the current directory) that
+    holds a script named like a migration, else the migrations shipped with opsgate.
+    Run in the app's repository, ``opsgate migrate`` and the ledger check then read the
+    app's own scripts, not a copy that came with the package."""
+    base = Path.cwd() if here is None else here
+    for name in LOCAL_MIGRATIONS_DIRS:
+        folder = base / name
+        if folder.is_dir() and any(_SCRIPT_NAME.match(p.name) for p in folder.iterdir()):
+            return str(folder), f"default: ./{name} holds migration scripts"
+    return str(resources.migrations_dir()), "default: the migrations shipped with opsgate"
 
 
 #: Variables whose whole value is a secret; URL variables keep their host, not password.
-SECRET_VARIABLES = frozenset({"ADMIN_PASSWORD", "BLOB_READ_WRITE_TOKEN", "VERCEL_TOKEN"})
-URL_VARIABLES = frozenset({"DATABASE_URL", "POSTGRES_URL", "DATABASE_URL_UNPOOLED",
-                           "POSTGRES_URL_NON_POOLING", "DRILL_DATABASE_URL"})
+SECRET_VARIABLES = frozenset(k for k, v in VARIABLES.items() if v.masked == "secret")
+URL_VARIABLES = frozenset(k for k, v in VARIABLES.items() if v.masked == "url")
 
 
-def _shown(name: str, value: str) -> str:
-    """How `Settings.source` keeps a variable: never a secret's value (``source`` is
-    for "is it set?" questions and may end up in a repr or a report)."""
+def shown(name: str, value: str) -> str:
+    """A variable's value as opsgate may print it: never a secret's value, a URL
+    without its password (`Settings.source` keeps this form: it is for "is it set?"
+    questions and may end up in a repr or a report; `opsgate env` prints it)."""
     if name in SECRET_VARIABLES:
         return MASK if value.strip() else value
-    if name in URL_VARIABLES or name == "OPS_BASE_URL":
+    if name in URL_VARIABLES:
         return mask_url(value)
     return value
 
@@ -174,7 +244,7 @@ class Settings:
     database_url_unpooled: SecretUrl | None = None
     database_url_unpooled_variable: str | None = None
     declared_pooled: bool | None = None
-    statement_timeout: float = 0.0
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT
     ops_base_url: str | None = None
     admin_password: Secret | None = None
     admin_storage_backend: str | None = None
@@ -184,10 +254,14 @@ class Settings:
     backup_output_path: str | None = None
     drill_database_url: SecretUrl | None = None
     pg_bindir: str | None = None
+    pgbouncer: str | None = None
+    #: OPSGATE_CACHE_DIR as given ("off" included); None: the default folder.
+    cache_dir: str | None = None
     target_name: str | None = None
     legacy_payload_file: str | None = None
-    migrations_dir: str = field(default_factory=lambda: str(resources.migrations_dir()))
-    http_timeout: float = 15.0
+    migrations_dir: str = field(default_factory=lambda: default_migrations_dir()[0])
+    http_timeout: float = DEFAULT_HTTP_TIMEOUT
+    hash_connections: int = DEFAULT_HASH_CONNECTIONS
     blob_dir: str | None = None
     expectations_file: str | None = None
     vercel_token: Secret | None = None
@@ -203,6 +277,9 @@ class Settings:
     change_checkpoint: str = DEFAULT_CHANGE_CHECKPOINT
     flags: Mapping[str, bool] = field(default_factory=lambda: dict(FLAG_DEFAULTS))
     source: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: Where each variable and flag came from: "environment", "env file", or
+    #: "default" (with why, for a default that depends on the current directory).
+    origins: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(
@@ -211,21 +288,29 @@ class Settings:
         env_file: str | os.PathLike[str] | None = None,
         *,
         file_wins: bool = False,
+        from_environment: Collection[str] | None = None,
     ) -> Settings:
         """Merge ``env_file`` under ``environ`` (default ``os.environ``) and parse it.
 
         ``file_wins`` is for the sandbox's own file: its target variables then override
         the environment (a stray DATABASE_URL must never redirect a sandbox run), while
-        the RUN_OPS_* flags still come from the environment.
+        the RUN_OPS_* flags still come from the environment. ``from_environment`` is for
+        a file that describes one side of a refresh: of the environment, only these
+        variables count, and only where the file does not set them.
         """
-        outer = os.environ if environ is None else environ
+        outer: Mapping[str, str] = os.environ if environ is None else environ
+        parsed = parse_env_file(env_file) if env_file is not None else None
+        if from_environment is not None:
+            outer = {k: v for k, v in outer.items() if k in from_environment
+                     and (parsed is None or k not in parsed.entries)}
         env: dict[str, str] = dict(outer)
-        if env_file is not None:
-            parsed = parse_env_file(env_file)
+        seen: Mapping[str, str] = outer
+        if parsed is not None:
             # Expansion sees the environment the file is merged under, as in the app; a
             # file that wins is expanded as if the environment did not set its keys.
-            seen = outer if not file_wins else {
-                k: v for k, v in outer.items() if k in FLAG_DEFAULTS or k not in parsed.entries}
+            if file_wins:
+                seen = {k: v for k, v in outer.items()
+                        if k in FLAG_DEFAULTS or k not in parsed.entries}
             env.update(parsed.values(seen))
 
         def get(name: str) -> str | None:
@@ -247,6 +332,13 @@ class Settings:
         drill = get("DRILL_DATABASE_URL")
         base = get("OPS_BASE_URL")
         vercel_token = get("VERCEL_TOKEN")
+        migrations = get("OPSGATE_MIGRATIONS_DIR")
+        origins = {name: ("default" if get(name) is None
+                          else "env file" if parsed is not None and name in parsed.entries
+                          and name not in seen else "environment")
+                   for name in (*VARIABLES, *FLAG_DEFAULTS)}
+        if migrations is None:
+            migrations, origins["OPSGATE_MIGRATIONS_DIR"] = default_migrations_dir()
         return cls(
             database_url=SecretUrl(db_url) if db_url else None,
             database_url_variable=db_var,
@@ -255,7 +347,8 @@ class Settings:
             declared_pooled=(parse_flag("OPSGATE_DATABASE_POOLED", pooled_raw, False)
                              if pooled_raw is not None else None),
             statement_timeout=_positive_float(
-                "OPSGATE_STATEMENT_TIMEOUT", get("OPSGATE_STATEMENT_TIMEOUT"), 0.0, zero=True),
+                "OPSGATE_STATEMENT_TIMEOUT", get("OPSGATE_STATEMENT_TIMEOUT"),
+                DEFAULT_STATEMENT_TIMEOUT, zero=True),
             ops_base_url=base.rstrip("/") if base else None,
             admin_password=Secret(password) if password else None,
             admin_storage_backend=get("ADMIN_STORAGE_BACKEND"),
@@ -265,10 +358,14 @@ class Settings:
             backup_output_path=get("BACKUP_OUTPUT_PATH"),
             drill_database_url=SecretUrl(drill) if drill else None,
             pg_bindir=get("OPSGATE_PG_BINDIR"),
+            pgbouncer=get("OPSGATE_PGBOUNCER"),
+            cache_dir=get("OPSGATE_CACHE_DIR"),
             target_name=get("OPSGATE_TARGET_NAME"),
             legacy_payload_file=get("OPSGATE_LEGACY_PAYLOAD_FILE"),
-            migrations_dir=get("OPSGATE_MIGRATIONS_DIR") or str(resources.migrations_dir()),
-            http_timeout=_positive_float("OPSGATE_HTTP_TIMEOUT", get("OPSGATE_HTTP_TIMEOUT"), 15.0),
+            migrations_dir=migrations,
+            http_timeout=_positive_float("OPSGATE_HTTP_TIMEOUT", get("OPSGATE_HTTP_TIMEOUT"),
+                                         DEFAULT_HTTP_TIMEOUT),
+            hash_connections=_connections(get("OPSGATE_HASH_CONNECTIONS")),
             blob_dir=get("OPSGATE_BLOB_DIR"),
             expectations_file=get("OPSGATE_EXPECTATIONS_FILE"),
             vercel_token=Secret(vercel_token) if vercel_token else None,
@@ -284,8 +381,9 @@ class Settings:
             change_changelog=get("OPSGATE_CHANGE_CHANGELOG") or DEFAULT_CHANGE_CHANGELOG,
             change_checkpoint=get("OPSGATE_CHANGE_CHECKPOINT") or DEFAULT_CHANGE_CHECKPOINT,
             flags=flags,
-            source={k: _shown(k, v) for k, v in env.items()
+            source={k: shown(k, v) for k, v in env.items()
                     if k in VARIABLES or k in FLAG_DEFAULTS},
+            origins=origins,
         )
 
     # -- questions the gate asks -------------------------------------------------
@@ -410,3 +508,38 @@ class Settings:
             for part in secret_parts(self.ops_base_url):
                 r.add(part)
         return r
+
+
+#: The settings of the run in progress, for code a run reaches without handing it its
+#: `Settings` (see `in_effect`).
+_IN_EFFECT: ContextVar[Settings | None] = ContextVar("opsgate_settings", default=None)
+
+
+def bind(settings: Settings) -> Token[Settings | None]:
+    """Make ``settings`` the ones `in_effect` gives, until `unbind` with the token."""
+    return _IN_EFFECT.set(settings)
+
+
+def unbind(token: Token[Settings | None]) -> None:
+    _IN_EFFECT.reset(token)
+
+
+@contextlib.contextmanager
+def applied(settings: Settings) -> Iterator[Settings]:
+    """`bind` for the length of a ``with`` block."""
+    token = bind(settings)
+    try:
+        yield settings
+    finally:
+        unbind(token)
+
+
+def in_effect() -> Settings:
+    """The settings of the run in progress (bound by the migration runner for a run,
+    and by the gate's plugin for a gate session), else the process environment's.
+
+    For code a run reaches without being handed its `Settings`: a released migration's
+    blob store (its HTTP time-out), a table hash's connections, the sandbox's
+    PostgreSQL programs and cache. The run's env file then counts there too."""
+    bound = _IN_EFFECT.get()
+    return bound if bound is not None else Settings.load()

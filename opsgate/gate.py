@@ -1,13 +1,20 @@
-"""The release gate's table (DESIGN.md "Markers and the gate"): which check, which
-marker, which flag turns it on, which variables it cannot run without."""
+"""The release gate's table: which check, which marker, which flag turns it on and
+whether it is on by default, which variables it cannot run without.
+
+This table is the one place that says which checks a plain run makes: the flags'
+defaults (`opsgate.config.FLAG_DEFAULTS`), the docs' flags table (held to it by a
+self-test) and the reports' severities are read from it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from opsgate.config import Settings
 from opsgate.markexpr import MarkerExpression
+
+if TYPE_CHECKING:  # config reads the flags' defaults from this table
+    from opsgate.config import Settings
 
 
 @dataclass(frozen=True)
@@ -20,15 +27,18 @@ class CheckSpec:
     #: False for a check that reads no target (a git range): a run of such checks only
     #: needs no DATABASE_URL, OPS_BASE_URL or blob token.
     needs_target: bool = True
+    #: Whether the check runs when its flag is unset: the runbook's default gate.
+    default_on: bool = False
 
 
 CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("preflight", "RUN_OPS_PREFLIGHT", ("DATABASE_URL",), "checks/test_preflight.py",
-              "Preflight: backend, database, deployment"),
+              "Preflight: backend, database, deployment", default_on=True),
     CheckSpec("parity", "RUN_OPS_PARITY", ("DATABASE_URL", "OPS_BASE_URL", "ADMIN_PASSWORD"),
-              "checks/test_parity.py", "Post-deploy parity: live API vs database"),
+              "checks/test_parity.py", "Post-deploy parity: live API vs database",
+              default_on=True),
     CheckSpec("ledger", "RUN_OPS_LEDGER", ("DATABASE_URL",), "checks/test_ledger.py",
-              "Migration ledger presence"),
+              "Migration ledger presence", default_on=True),
     CheckSpec("neon_drill", "RUN_OPS_NEON_DRILL", ("DATABASE_URL",), "checks/test_neon_drill.py",
               "Backup/restore drill"),
     CheckSpec("blob_fallback", "RUN_OPS_BLOB_FALLBACK", ("BLOB_READ_WRITE_TOKEN",),

@@ -10,6 +10,7 @@ import pytest
 
 from opsgate.config import FLAG_DEFAULTS, VARIABLES
 from opsgate.sandbox.embedded import EmbeddedPostgres
+from tests.gate_helpers import MACHINE_VARIABLES
 from tests.tools import PGBOUNCER, TOOLS, require
 
 if TYPE_CHECKING:
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 
 #: The gate's variables, and where CI collects a Markdown summary (a self-test's inner
 #: gate run must not append to the real one).
-CONTRACT_ENV = (*VARIABLES, *FLAG_DEFAULTS, "GITHUB_STEP_SUMMARY")
+CONTRACT_ENV = (*(v for v in VARIABLES if v not in MACHINE_VARIABLES), *FLAG_DEFAULTS,
+                "GITHUB_STEP_SUMMARY")
 
 
 @pytest.fixture(scope="session")

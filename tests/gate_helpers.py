@@ -18,6 +18,9 @@ import pytest
 
 from opsgate.config import FLAG_DEFAULTS, VARIABLES
 
+#: Variables about this machine (its pgbouncer, its cache), not about a target: an inner
+#: run started by a self-test keeps them, as it keeps PATH.
+MACHINE_VARIABLES = frozenset({"OPSGATE_PGBOUNCER", "OPSGATE_CACHE_DIR"})
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -73,7 +76,8 @@ class GateRun:
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in VARIABLES and k not in FLAG_DEFAULTS and not k.startswith("PYTEST_")
+           if (k not in VARIABLES or k in MACHINE_VARIABLES) and k not in FLAG_DEFAULTS
+           and not k.startswith("PYTEST_")
            and k != "GITHUB_STEP_SUMMARY"}
     env.update(extra)
     return env

@@ -11,15 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from opsgate import interrupts, resources
+from opsgate import interrupts
 from opsgate.config import Settings
 from opsgate.errors import ConfigError, DatabaseUnavailableError, OpsgateError, first_line
 from opsgate.migrate import ledger
@@ -33,9 +33,6 @@ from opsgate.migrate.runner import (
 from opsgate.migrate.scripts import discover_scripts, find_script
 from opsgate.pipes import reader_went_away
 from opsgate.target import db
-
-#: The runbook's migrations, shipped with opsgate (OPSGATE_MIGRATIONS_DIR overrides).
-DEFAULT_DIR = str(resources.migrations_dir())
 
 
 def build_parser(prog: str = "opsgate-migrate") -> argparse.ArgumentParser:
@@ -61,11 +58,10 @@ def _common(p: argparse.ArgumentParser, default: Any) -> None:
     after it they default to SUPPRESS, so a value given before is kept."""
     p.add_argument("--env-file", metavar="PATH", default=default,
                    help="dotenv file with DATABASE_URL etc.")
-    p.add_argument("--migrations-dir", metavar="DIR",
-                   default=(os.environ.get("OPSGATE_MIGRATIONS_DIR", DEFAULT_DIR)
-                            if default is None else default),
-                   help="folder of migration scripts (default: the runbook's, shipped "
-                   "with opsgate)")
+    p.add_argument("--migrations-dir", metavar="DIR", default=default,
+                   help="folder of migration scripts (default: OPSGATE_MIGRATIONS_DIR, "
+                   "else ./scripts/migrations or ./migrations if it holds migration "
+                   "scripts, else the runbook's, shipped with opsgate)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -106,7 +102,7 @@ def _err(line: str) -> None:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    scripts = discover_scripts(args.migrations_dir)
+    scripts = discover_scripts(settings.migrations_dir)
     url = settings.require_database_url()
     try:
         with db.connect(url, redact=settings.redactor()) as conn, \
@@ -145,7 +141,8 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     failed = [r["id"] for r in all_rows if r["status"] != "applied"]
     drift = drift or bool(unknown) or bool(failed)
     doc = {"migrations": report, "operations": operations, "unknown_in_ledger": unknown,
-           "non_applied_rows": failed, "target_database": url.masked}
+           "non_applied_rows": failed, "target_database": url.masked,
+           "migrations_dir": settings.migrations_dir}
     if args.json:
         _emit(doc)
     else:
@@ -155,6 +152,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
                + [[f"operation {o['status']}", str(o["name"]), str(o["ledger_id"]),
                    str(o["payload_hash"] or "-")[:12]] for o in operations])
         print(f"target: {url.masked}")
+        print(f"migrations: {settings.migrations_dir}")
     if unknown:
         _err(f"ledger names unknown migrations: {', '.join(unknown)}")
     if failed:
@@ -190,8 +188,10 @@ def dispatch(args: argparse.Namespace) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     try:
         settings = Settings.load(env_file=args.env_file)
+        if args.migrations_dir is not None:  # the option wins over the variable
+            settings = replace(settings, migrations_dir=args.migrations_dir)
         if args.command == "list":
-            scripts = discover_scripts(args.migrations_dir)
+            scripts = discover_scripts(settings.migrations_dir)
             if args.json:
                 _emit([{"name": s.name, "source": s.source, "target": s.target,
                         "checksum": s.checksum, "path": str(Path(s.path))} for s in scripts])
@@ -201,7 +201,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.command == "status":
             return _status(args, settings)
-        script = find_script(args.migrations_dir, args.name)
+        script = find_script(settings.migrations_dir, args.name)
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_USAGE

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from opsgate.config import Settings
+from opsgate.config import Settings, bind, unbind
 from opsgate.errors import DatabaseUnavailableError, OpsgateError, first_line
 from opsgate.migrate import ledger
 from opsgate.migrate.api import MigrationContext, Plan
@@ -160,6 +160,7 @@ def run_migration(
     mode = "force" if force and apply else ("apply" if apply else "dry-run")
     summary: dict[str, Any] = {
         "migration": script.name,
+        "migrations_dir": str(script.path.parent),
         "mode": mode,
         "status": "failed",
         "source": script.source,
@@ -222,6 +223,7 @@ def run_migration(
 
     timeout = statement_timeout if statement_timeout is not None else settings.statement_timeout
     summary["statement_timeout_s"] = timeout or None
+    bound = bind(settings)  # what the script reaches without ctx (a blob store) reads these
     try:
         try:
             # At least 1 ms: 0 would mean "no timeout" to PostgreSQL.
@@ -333,6 +335,7 @@ def run_migration(
                           f"({_first_line(exc, settings)}); whether it took effect is "
                           "unknown: run `opsgate migrate status` before anything else")
     finally:
+        unbind(bound)
         conn.close()
     return finish("applied", EXIT_OK,
                   f"{script.name} applied ({mode}), ledger row {summary['ledger_id']}")

@@ -135,9 +135,8 @@ def _allure_labels(request: pytest.FixtureRequest) -> None:
                  if m.name in BY_MARKER), None)
     if spec is None:
         return
-    default_on = spec.flag in ("RUN_OPS_PREFLIGHT", "RUN_OPS_PARITY", "RUN_OPS_LEDGER")
     allure.dynamic.epic("runbook")
     allure.dynamic.feature(spec.title)
     allure.dynamic.label("check", spec.marker)
-    allure.dynamic.severity(allure.severity_level.CRITICAL if default_on
+    allure.dynamic.severity(allure.severity_level.CRITICAL if spec.default_on
                             else allure.severity_level.NORMAL)

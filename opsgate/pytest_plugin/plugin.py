@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from opsgate import __version__, interrupts, resources
-from opsgate.config import Settings
+from opsgate.config import Settings, bind, unbind
 from opsgate.errors import ConfigError, OpsgateError
 from opsgate.gate import BY_MARKER, CHECKS, marker_expression, missing_env, needs_target
 from opsgate.markexpr import MarkerExpression, MarkerExpressionError
@@ -63,6 +63,10 @@ class GateState:
     _redactor: Redactor | None = None
     #: SIGINT and SIGTERM as `interrupts.Interrupted` for the session (gate runs only).
     stop_signals: contextlib.ExitStack | None = None
+    #: The run's settings made `config.in_effect` for the session (gate runs only): what
+    #: the gate reaches without them in hand (the sandbox's PostgreSQL programs and
+    #: cache, a table hash's connections) reads the env file too.
+    bound: Any = None
 
     @property
     def redact(self) -> Redactor:
@@ -214,6 +218,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE_KEY] = state
     if not state.gate_mode:
         return
+    state.bound = bind(settings)
     # SIGTERM (CI's second signal, `timeout`, container runtimes) stops the gate as Ctrl-C
     # does: the check's cleanup runs and the reports say the run was interrupted.
     interrupts.reset()
@@ -327,6 +332,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if state is not None and state.stop_signals is not None:
         state.stop_signals.close()
         state.stop_signals = None
+    if state is not None and state.bound is not None:
+        unbind(state.bound)
+        state.bound = None
     if state is not None and state.gate_mode:
         from opsgate import progress
 

@@ -110,8 +110,7 @@ def load_side(path: Path, which: str) -> tuple[Settings, dict[str, str]]:
     except ConfigError as exc:
         raise ConfigError(f"--{which}-env-file {path}: "
                           f"{str(exc).split(': ', 1)[-1]}") from None
-    extra = {k: os.environ[k] for k in FROM_ENVIRONMENT if k in os.environ and k not in values}
-    settings = Settings.load(environ=extra, env_file=path)
+    settings = Settings.load(env_file=path, from_environment=FROM_ENVIRONMENT)
     if settings.database_url is None:
         # Not MissingEnvError: its advice (set it in the environment) does not hold here.
         raise ConfigError(f"--{which}-env-file {path} sets no DATABASE_URL (nor POSTGRES_URL): "

@@ -107,6 +107,8 @@ class Sandbox:
         #: The runner's summary of each migration's last application: this start's, or
         #: the template's for a sandbox from the cache.
         self.migrations: list[dict[str, Any]] = []
+        #: The folder those migrations came from: the sandbox's ledger check reads it.
+        self.migrations_dir: Path = MIGRATIONS_DIR
         #: When this sandbox started: the times its data shows (the ledger of a copy
         #: excepted, see `own_times`) are this or later.
         self.started_at = datetime.now(UTC)
@@ -133,6 +135,7 @@ class Sandbox:
         return sandbox
 
     def _build(self, scale: int | None, migrations_dir: Path) -> None:
+        self.migrations_dir = migrations_dir
         # Should this process die without stopping (SIGKILL), the cluster's watchdog also
         # deletes the sandbox's folder and its settings file, which holds passwords.
         leftovers = (self.root, self.env_file)
@@ -282,6 +285,9 @@ class Sandbox:
             "ADMIN_BLOB_PREFIX": DEFAULT_BLOB_PREFIX,
             "OPSGATE_PG_BINDIR": str(self.pg.binaries.bindir),
             "OPSGATE_TARGET_NAME": "sandbox" if self.neon is None else "sandbox-neon",
+            # What the ledger check compares with is what this sandbox applied, whatever
+            # folder of scripts the current directory holds.
+            "OPSGATE_MIGRATIONS_DIR": str(self.migrations_dir),
         })
         if self.neon is not None:
             # The pooler's host is 127.0.0.1, not a *-pooler name: say what it is.

@@ -36,6 +36,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from opsgate.config import in_effect
 from opsgate.errors import PostgresUnavailableError
 from opsgate.sandbox.lifecycle import Service
 from opsgate.sandbox.tlsfiles import TlsFiles, write_private
@@ -63,7 +64,7 @@ _POLL_S = 0.005
 def cache_dir() -> Path | None:
     """opsgate's cache (template clusters): ``OPSGATE_CACHE_DIR``, else the XDG cache
     folder; None when ``OPSGATE_CACHE_DIR`` is ``off``."""
-    explicit = os.environ.get("OPSGATE_CACHE_DIR", "").strip()
+    explicit = in_effect().cache_dir or ""
     if explicit.lower() == "off":
         return None
     if explicit:
@@ -258,7 +259,7 @@ class EmbeddedPostgres(Service):
         if this process dies without stopping the cluster (a normal stop leaves them to
         the caller). ``template``: a data folder saved by `save_as_template` to start
         from, instead of an empty cluster."""
-        explicit = os.environ.get("OPSGATE_PG_BINDIR")
+        explicit = in_effect().pg_bindir
         if binaries is None and tls is not None and not explicit:
             binaries = _tls_binaries()
         self.binaries = binaries or find_server_binaries(explicit)

@@ -45,6 +45,7 @@ from urllib.parse import quote
 
 import psycopg
 
+from opsgate.config import in_effect
 from opsgate.errors import PostgresUnavailableError, first_line
 from opsgate.sandbox.embedded import _free_port, _service_user
 from opsgate.sandbox.lifecycle import Service
@@ -59,7 +60,7 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 def find_pgbouncer() -> Path:
     """``OPSGATE_PGBOUNCER`` if set, else ``pgbouncer`` on PATH, else Debian's location."""
-    explicit = os.environ.get("OPSGATE_PGBOUNCER")
+    explicit = in_effect().pgbouncer
     if explicit:
         if os.access(explicit, os.X_OK):
             return Path(explicit)

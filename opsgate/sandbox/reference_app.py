@@ -1,5 +1,6 @@
 """The reference deployment the sandbox serves: the web app's public and admin API,
-built from the database at request time, as DESIGN.md fixes them.
+built from the database at request time, as the app serves them (paths and shapes:
+``fixtures/contracts/``, docs/checks.md).
 
 It also carries the sandbox's fault switches (`Faults`), so the self-tests can make the
 API lie in one precise way and prove that exactly the intended check goes red.

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import httpx
 import ijson
 
+from opsgate.config import in_effect
 from opsgate.errors import BlobAuthError, BlobError, BlobFormatError, HttpCheckError, first_line
 from opsgate.sensitive import Secret
 from opsgate.target import web as http
@@ -72,10 +73,8 @@ class VercelBlobStore:
         self.pages = 0
         if timeout is None:
             # Callers that do not say (the released migration 1002) still honour the
-            # variable every other HTTP call of opsgate honours.
-            from opsgate.config import http_timeout_from_environment
-
-            timeout = http_timeout_from_environment()
+            # variable every other HTTP call of opsgate honours, env file included.
+            timeout = in_effect().http_timeout
         self._client = http.client(timeout=timeout, unreachable=unreachable)
 
     def describe(self) -> str:

@@ -1,4 +1,4 @@
-"""The target database's tables (DESIGN.md "Data contract"): DDL and table lists.
+"""The target database's tables (the app's data contract): DDL and table lists.
 
 Column lists are the contract; types, keys and indexes are opsgate's choice. Child
 tables cascade on delete so a backfill can replace the graph in one statement.
@@ -19,7 +19,7 @@ KB_TABLES = (
 )
 CONTRACT_TABLES = ADMIN_TABLES + KB_TABLES
 
-#: The admin overview's counts (DESIGN.md: GET /api/admin/overview) and their tables.
+#: The admin overview's counts (the app's GET /api/admin/overview) and their tables.
 OVERVIEW_COUNTS: tuple[tuple[str, str], ...] = (
     ("nodes", "kb_entities"), ("edges", "kb_edges"),
     ("admin_content_state", "admin_content_state"), ("admin_history", "admin_history"),

@@ -17,9 +17,11 @@ from typing import Any, BinaryIO
 
 import httpx
 
+from opsgate.config import DEFAULT_HTTP_TIMEOUT
 from opsgate.errors import HttpCheckError
 
-DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+#: For a client made without a time-out: the one default of OPSGATE_HTTP_TIMEOUT.
+DEFAULT_TIMEOUT = httpx.Timeout(DEFAULT_HTTP_TIMEOUT)
 RETRIES = 2
 BACKOFF_S = 0.3
 

@@ -40,7 +40,8 @@ from typing import IO, Any
 import psycopg
 from psycopg import Connection, pq, sql
 
-from opsgate.errors import CanonError, ConfigError, first_line
+from opsgate.config import DEFAULT_HASH_CONNECTIONS, MAX_HASH_CONNECTIONS, Settings, in_effect
+from opsgate.errors import CanonError, first_line
 from opsgate.target import db
 from opsgate.target.db import CONNECT_TIMEOUT_S
 from opsgate.verify.canon import (
@@ -58,8 +59,8 @@ HASH_BUFFER = 1 << 20
 _QUEUE_DEPTH = 4
 
 #: Connections a large table is read with, the caller's included (``OPSGATE_HASH_CONNECTIONS``).
-DEFAULT_CONNECTIONS = 2
-MAX_CONNECTIONS = 16
+DEFAULT_CONNECTIONS = DEFAULT_HASH_CONNECTIONS
+MAX_CONNECTIONS = MAX_HASH_CONNECTIONS
 
 #: Tables smaller than this on disk (``pg_table_size``) are read with one COPY: below
 #: it, starting a second connection costs about what it saves (docs/performance.md).
@@ -295,19 +296,10 @@ class HashRead:
 
 def hash_connections(environ: Mapping[str, str] | None = None) -> int:
     """Connections a large table's hash reads with, the caller's included:
-    ``OPSGATE_HASH_CONNECTIONS`` (a whole number from 1 to `MAX_CONNECTIONS`), default
-    `DEFAULT_CONNECTIONS`. 1 keeps one COPY on the caller's connection."""
-    raw = (os.environ if environ is None else environ).get("OPSGATE_HASH_CONNECTIONS", "")
-    if not raw.strip():
-        return DEFAULT_CONNECTIONS
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_CONNECTIONS:
-        raise ConfigError(f"OPSGATE_HASH_CONNECTIONS={raw.strip()!r} is not a number of "
-                          f"connections from 1 to {MAX_CONNECTIONS}")
-    return value
+    ``OPSGATE_HASH_CONNECTIONS`` of the settings in effect (`config.in_effect`: a run's
+    env file counts), or of ``environ`` when given; 1 keeps one COPY."""
+    return (in_effect() if environ is None else Settings.load(environ=environ)
+            ).hash_connections
 
 
 @dataclass(frozen=True)
