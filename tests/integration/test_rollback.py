@@ -5,6 +5,7 @@ writes nothing to Vercel, and a run stopped at any step is resumed by the next."
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,7 @@ def _interrupt_after(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> 
 
 
 @pytest.mark.parametrize(("owner", "name"), [
-    (VercelApi, "edit_env"), (VercelApi, "redeploy"), (deploy.time, "sleep"),
+    (VercelApi, "edit_env"), (VercelApi, "redeploy"), (time, "sleep"),
     (deploy, "confirm_serving"),
 ], ids=["after-env-edit", "after-redeploy", "while-waiting", "after-confirming"])
 def test_ctrl_c_at_each_step_leaves_a_record_and_the_next_run_resumes(
