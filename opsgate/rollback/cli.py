@@ -1,4 +1,4 @@
-"""``opsgate rollback status|to-blob|to-neon``.
+"""``opsgate rollback status|to-blob|to-neon|rehearse``.
 
 stdout: the steps and the outcome for people, or with ``--json`` exactly one JSON
 document (the summary, also kept as ``rollback.json`` in the run's record folder);
@@ -57,7 +57,7 @@ def _switch(sub: Any, name: str, backend: str, help_text: str) -> argparse.Argum
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("rollback", help="switch admin storage to the blob fallback and "
                        "back, guarded and recorded (dry run unless --apply)")
-    inner = p.add_subparsers(dest="rollback_command", metavar="{status,to-blob,to-neon}")
+    inner = p.add_subparsers(dest="rollback_command", metavar="{status,to-blob,to-neon,rehearse}")
     s = inner.add_parser("status", help="where each environment stands, and what a "
                          "rollback or a return would do now")
     _common(s)
@@ -68,6 +68,11 @@ def add_parser(sub: Any) -> None:
     n = _switch(inner, "to-neon", "neon", "carry fallback edits back, prove Neon, switch back")
     n.add_argument("--recover-from-blob", action="store_true",
                    help="run the forced restore of the fallback into Neon first")
+    r = inner.add_parser("rehearse", help="the whole round trip on a throwaway sandbox, "
+                         "recorded as a drill (never production)")
+    r.add_argument("--reports-dir", type=Path, default=Path("reports"), metavar="DIR")
+    r.add_argument("--json", action="store_true", help="print the JSON summary")
+    r.set_defaults(handler=run_rehearse)
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
 
@@ -132,5 +137,20 @@ def run_switch(args: argparse.Namespace) -> int:
             print("record these (or re-run with --write-audit next time):")
             print(f"  changelog:  {audit.get('changelog')}")
             print(f"  checkpoint: {audit.get('checkpoint')}")
+        print(f"record: {summary.details.get('record_dir')}")
+    return int(summary.exit_code or 0)
+
+
+def run_rehearse(args: argparse.Namespace) -> int:
+    from opsgate.interrupts import stop_on_signals
+    from opsgate.rollback.rehearse import rehearse
+    from opsgate.rollback.switch import as_lines
+
+    with stop_on_signals():
+        summary = rehearse(args.reports_dir, _say)
+    if args.json:
+        sys.stdout.write(json.dumps(summary.as_json(), indent=2) + "\n")
+    else:
+        print("\n".join(as_lines(summary)))
         print(f"record: {summary.details.get('record_dir')}")
     return int(summary.exit_code or 0)
