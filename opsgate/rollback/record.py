@@ -1,14 +1,14 @@
 """What a rollback leaves behind: ``rollback.json`` (the summary) and ``rollback.md``
 (for a human) in a run folder under the reports folder, a line in the hash-chained
-history, and the checkpoint and changelog entries the runbook asks for (printed, or
-appended with ``--write-audit`` to the files the change-control check reads).
+history (listing both files' hashes, so ``opsgate reports verify`` checks them), and
+the checkpoint and changelog entries the runbook asks for (printed, or appended with
+``--write-audit`` to the files the change-control check reads).
 
 Everything is redacted with the settings' secrets before it is written or printed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -17,7 +17,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from opsgate.reports import history
+from opsgate.reports import history, seal
 from opsgate.reports.redaction import redact_data
 
 HISTORY = "history.jsonl"
@@ -68,8 +68,9 @@ def write(doc: dict[str, Any], reports: Path, redact: Callable[[str], str]
         "target": clean.get("project", {}).get("name"), "target_kind": "rollback",
         "started_at": clean["started_at"], "finished_at": clean["finished_at"],
         "counts": {}, "notes": [f"{clean['operation']} {clean['status']}: {clean['message']}"],
-        "rollback_sha256": {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
-                            for name in ("rollback.json", "rollback.md")},
+        # As a gate run's line lists its files: `opsgate reports verify` checks them.
+        "artefacts": {name: seal.sha256_file(folder / name)
+                      for name in ("rollback.json", "rollback.md")},
     }
     with FileLock(str(reports / ".history.lock")):
         _, head = history.append_entry(reports / HISTORY, entry)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from opsgate.cli import main
 from opsgate.config import Settings
 from opsgate.reports import history
 from opsgate.rollback import deploy, status
@@ -85,6 +86,9 @@ def test_to_blob_switches_with_a_redeploy_and_a_rerun_is_a_noop(sb: Sandbox,
     assert check.ok and check.lines == 2, check.reason
     entries = history.entries(reports / "history.jsonl")
     assert [e["kind"] for e in entries] == ["rollback", "rollback"]
+    assert main(["reports", "verify", "--reports-dir", str(reports)]) == 0
+    (Path(again.details["record_dir"]) / "rollback.md").write_text("edited\n")
+    assert main(["reports", "verify", "--reports-dir", str(reports)]) == 1
     text = "".join(p.read_text() for p in reports.rglob("rollback.*"))
     for secret in (sb.vercel_token, sb.admin_password, sb.blob_token):
         assert secret.reveal() not in text
