@@ -1,11 +1,14 @@
-"""The Vercel REST API, as far as the deployment check reads it: the project, its
-environment variables by target, its production deployments.
+"""The Vercel REST API, as far as the deployment check reads it (the project, its
+environment variables by target, its production deployments) and the rollback command
+writes it (a variable's value, a redeploy).
 
 Endpoints are the versions Vercel's official SDK (``@vercel/sdk``) calls, and fields are
 read as its published schemas name them: ``GET /v9/projects/{idOrName}``,
 ``GET /v10/projects/{idOrName}/env``, ``GET /v1/projects/{idOrName}/env/{id}`` (one
 decrypted value), ``GET /v7/deployments?projectId=&target=production`` (``uid``,
-``readyState``), ``GET /v13/deployments/{idOrUrl}``; ``Authorization: Bearer <token>``,
+``readyState``), ``GET /v13/deployments/{idOrUrl}``; for the rollback command, the writes
+``PATCH /v9/projects/{idOrName}/env/{id}`` and ``POST /v13/deployments`` (a redeploy);
+``Authorization: Bearer <token>``,
 ``teamId`` on every request of a team's project, errors as
 ``{"error": {"code", "message"}}``.
 
