@@ -11,6 +11,7 @@ import hmac
 import secrets
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,6 +179,22 @@ def create_app(database_url: Secret, admin_password: Secret, faults: Faults | No
             counts["admin_history"] += 1
         return JSONResponse({"backend": backend, "counts": counts})
 
+    return Starlette(routes=[
+        Route("/", home),
+        Route("/api/constellation", constellation),
+        Route("/api/admin/session", session, methods=["POST"]),
+        Route("/api/admin/overview", overview),
+        Route("/api/admin/content/{key}", _save_handler(admin, sessions, connect),
+              methods=["PUT"]),
+    ])
+
+
+def _save_handler(admin: AdminBackend | None, sessions: set[str],
+                  connect: Callable[[], psycopg.Connection[Any]]
+                  ) -> Callable[[Request], Awaitable[Response]]:
+    """``PUT /api/admin/content/{key}``: an admin save, to the backend the serving
+    deployment names."""
+
     async def save(request: Request) -> Response:
         if request.cookies.get(SESSION_COOKIE) not in sessions:
             return JSONResponse({"error": "unauthorized"}, status_code=401)
@@ -196,10 +213,4 @@ def create_app(database_url: Secret, admin_password: Secret, faults: Faults | No
                 ident = AdminBackend.save_neon(conn, key, body["payload"], "admin")
         return JSONResponse({"backend": backend, "historyId": ident})
 
-    return Starlette(routes=[
-        Route("/", home),
-        Route("/api/constellation", constellation),
-        Route("/api/admin/session", session, methods=["POST"]),
-        Route("/api/admin/overview", overview),
-        Route("/api/admin/content/{key}", save, methods=["PUT"]),
-    ])
+    return save

@@ -29,6 +29,7 @@ import copy
 import hmac
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -267,6 +268,22 @@ def create_vercel_app(state: SandboxVercel, faults: Faults) -> Starlette:
                     return JSONResponse(d)
         return _error(404, "not_found", "Deployment not found")
 
+    return Starlette(routes=[
+        Route("/v9/projects/{id}", get_project),
+        *_write_routes(state, faults, guard, scoped),
+        Route("/v10/projects/{id}/env", list_env),
+        Route("/v1/projects/{id}/env/{env}", get_env),
+        Route("/v7/deployments", list_deployments),
+        Route("/v6/deployments", list_deployments),
+        Route("/v13/deployments/{id}", get_deployment),
+    ])
+
+
+def _write_routes(state: SandboxVercel, faults: Faults,
+                  guard: Callable[[Request], Response | None],
+                  scoped: Callable[[Request, str], SandboxProject | Response]) -> list[Route]:
+    """The rollback's writes: a variable's value, a redeploy (`DeploySim`)."""
+
     async def edit_env(request: Request) -> Response:
         p = scoped(request, request.path_params["id"])
         if isinstance(p, Response):
@@ -303,13 +320,5 @@ def create_vercel_app(state: SandboxVercel, faults: Faults) -> Starlette:
             return _error(404, "not_found", "Deployment not found")
         return JSONResponse(made)
 
-    return Starlette(routes=[
-        Route("/v9/projects/{id}", get_project),
-        Route("/v9/projects/{id}/env/{env}", edit_env, methods=["PATCH"]),
-        Route("/v13/deployments", create_deployment, methods=["POST"]),
-        Route("/v10/projects/{id}/env", list_env),
-        Route("/v1/projects/{id}/env/{env}", get_env),
-        Route("/v7/deployments", list_deployments),
-        Route("/v6/deployments", list_deployments),
-        Route("/v13/deployments/{id}", get_deployment),
-    ])
+    return [Route("/v9/projects/{id}/env/{env}", edit_env, methods=["PATCH"]),
+            Route("/v13/deployments", create_deployment, methods=["POST"])]
