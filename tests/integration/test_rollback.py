@@ -5,6 +5,9 @@ writes nothing to Vercel, and a run stopped at any step is resumed by the next."
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,3 +246,39 @@ def test_write_audit_appends_to_the_change_control_files(
     assert summary.status == "done", summary.message
     assert "rollback to-blob (production): done; reason: incident 42" in changelog.read_text()
     assert "reason: incident 42" in checkpoint.read_text()
+
+
+def test_the_command_stops_on_sigterm_leaving_a_record_and_no_secret(
+        sb: Sandbox, tmp_path: Path) -> None:
+    """The real command in a child process: SIGTERM while it waits for READY ends it as
+    Ctrl-C does (exit 130, the record written), and nothing it prints holds a secret."""
+    sb.faults.set("vercel-redeploy-stuck")
+    reports = tmp_path / "reports"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from opsgate.cli import main; sys.exit(main())",
+         "rollback", "to-blob", "--env-file", str(sb.env_file), "--reason", "drill",
+         "--apply", "--approve-production=constellation", "--wait", "60", "--poll", "0.05",
+         "--reports-dir", str(reports)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "is BUILDING" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, "".join(seen) + err
+    assert ("rollback to-blob interrupted: interrupted after production: redeploy; what was "
+            "done stays done") in out
+    (folder,) = (reports / "rollback").iterdir()
+    record = json.loads((folder / "rollback.json").read_text())
+    assert record["status"] == "interrupted" and record["exit_code"] == 130
+    text = out + "".join(seen) + err + (folder / "rollback.md").read_text()
+    for secret in (sb.vercel_token, sb.admin_password, sb.blob_token):
+        assert secret.reveal() not in text
