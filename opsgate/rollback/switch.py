@@ -122,6 +122,8 @@ def recover_neon(options: RollbackOptions, settings: Settings, fallback: Fallbac
     result = run_migration(script, settings, apply=options.apply, force=True,
                            reason=options.reason, verbose=False)
     summary.details["recovery"] = result.summary
+    if result.exit_code == EXIT_INTERRUPTED:
+        raise KeyboardInterrupt  # the runner rolled back; the run ends as interrupted
     if result.exit_code != EXIT_OK:
         raise Stop("failed", EXIT_FAILED, f"the forced restore failed: {result.message}")
     if not options.apply:

@@ -206,6 +206,16 @@ def test_a_stale_fallback_is_refused_unless_accepted_as_it_is(sb: Sandbox,
         _undo_neon_save(sb)
 
 
+def test_a_fallback_that_is_not_valid_is_refused(sb: Sandbox, tmp_path: Path) -> None:
+    sb.bucket.put("admin/history.json", b'[{"id": 1, "key": "homepage"}]')
+    summary = rollback(sb, tmp_path, apply=True, accept_fallback_as_is=True)
+    assert (summary.status, summary.exit_code) == ("precondition-failed", 1)
+    assert summary.message == ("the blob fallback is not usable: admin/history.json[0]: "
+                               "missing payload, action, actor, createdAt; the app cannot "
+                               "be switched to it")
+    assert writes(sb) == []
+
+
 def _undo_neon_save(sb: Sandbox) -> None:
     import psycopg
 
