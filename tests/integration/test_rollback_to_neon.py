@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
+from opsgate.migrate.runner import run_migration
+from opsgate.rollback import switch
 from opsgate.sandbox import Sandbox
 from tests.rollback_helpers import admin_save, app_overview, restored, rollback, writes
 
@@ -29,8 +32,8 @@ def _neon_payload(sb: Sandbox, key: str) -> object:
         return row[0] if row else None
 
 
-def test_the_round_trip_carries_fallback_edits_back_to_neon(sb: Sandbox,
-                                                            tmp_path: Path) -> None:
+def test_the_round_trip_carries_fallback_edits_back_to_neon(
+        sb: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert rollback(sb, tmp_path, apply=True).status == "done"
     saved = admin_save(sb, "homepage", {"hero": "edited while on the fallback"})
     assert saved["backend"] == "blob"
@@ -49,11 +52,25 @@ def test_the_round_trip_carries_fallback_edits_back_to_neon(sb: Sandbox,
     assert planned.details["recovery"]["status"] == "planned"
     assert _neon_payload(sb, "homepage") != {"hero": "edited while on the fallback"}
 
+    # Ctrl-C right after the forced restore committed: the next run resumes from there.
+    original = run_migration
+
+    def restore_then_stop(*args: Any, **kw: Any) -> Any:
+        assert original(*args, **kw).exit_code == 0
+        monkeypatch.setattr(switch, "run_migration", run_migration)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(switch, "run_migration", restore_then_stop)
     before = len(writes(sb))
+    stopped = rollback(sb, tmp_path, "neon", apply=True, recover_from_blob=True)
+    assert (stopped.status, stopped.exit_code) == ("interrupted", 130), stopped.message
+    assert _neon_payload(sb, "homepage") == {"hero": "edited while on the fallback"}
+    assert writes(sb)[before:] == [] and app_overview(sb)["backend"] == "blob"
+
     back = rollback(sb, tmp_path, "neon", apply=True, recover_from_blob=True)
     assert (back.status, back.exit_code) == ("done", 0), back.message
-    assert back.details["recovery"]["mode"] == "force"
-    assert _neon_payload(sb, "homepage") == {"hero": "edited while on the fallback"}
+    carried = next(s for s in back.steps if s["step"] == "fallback carried back")
+    assert carried["status"] == "skipped"  # done by the interrupted run, not again
     gate = next(s for s in back.steps if s["step"] == "gate on Neon")
     assert gate["status"] == "done" and "the gate passed" in gate["detail"]
     overview = app_overview(sb)
