@@ -137,7 +137,8 @@ def run_switch(args: argparse.Namespace) -> int:
             print("record these (or re-run with --write-audit next time):")
             print(f"  changelog:  {audit.get('changelog')}")
             print(f"  checkpoint: {audit.get('checkpoint')}")
-        print(f"record: {summary.details.get('record_dir')}")
+        if summary.details.get("record_dir"):
+            print(f"record: {summary.details['record_dir']}")
     return int(summary.exit_code or 0)
 
 

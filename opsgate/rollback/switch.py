@@ -222,7 +222,12 @@ def run(options: RollbackOptions, settings: Settings, say: Callable[[str], None]
 
 
 def finish_record(options: RollbackOptions, settings: Settings, summary: Summary) -> Summary:
+    """The record of the run, unless it was a usage error before any step (a missing
+    variable, a bad project link): nothing was looked at, so there is nothing to record."""
     redact = settings.redactor()
+    if summary.exit_code == EXIT_USAGE and not summary.steps:
+        summary.details["record_dir"] = None
+        return summary
     folder, head = record.write(summary.as_json(), options.reports, redact)
     summary.details["record_dir"] = str(folder)
     summary.details["history_head"] = head

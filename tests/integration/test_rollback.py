@@ -238,6 +238,17 @@ def test_production_needs_an_approval_naming_the_project(sb: Sandbox, tmp_path: 
     assert all(m == "GET" or "/env/" in p or p == "/v13/deployments" for m, p in writes(sb))
 
 
+def test_a_missing_variable_is_a_usage_error_without_a_record(
+        sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env = tmp_path / "partial.env"
+    env.write_text("ADMIN_STORAGE_BACKEND=neon\n")
+    assert main(["rollback", "to-blob", "--env-file", str(env), "--reason", "x"]) == 2
+    out = capsys.readouterr().out
+    assert ("rollback to-blob failed: required environment variable VERCEL_TOKEN is not "
+            "set") in out or "VERCEL_PROJECT_ID is not set" in out, out
+    assert not (tmp_path / "reports").exists()
+
+
 def test_an_api_answering_for_another_project_is_refused(sb: Sandbox, tmp_path: Path) -> None:
     sb.faults.set("vercel-wrong-project")
     summary = rollback(sb, tmp_path, apply=True)
