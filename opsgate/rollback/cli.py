@@ -13,12 +13,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opsgate.rollback.observe import ENVIRONMENTS
+if TYPE_CHECKING:
+    from opsgate.config import Settings
 
 
 def _environments(text: str) -> tuple[str, ...]:
+    from opsgate.rollback.observe import ENVIRONMENTS  # only when given: a light parser
+
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     bad = [n for n in names if n not in ENVIRONMENTS]
     if bad or not names:
@@ -76,7 +79,7 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
 
-def _settings(args: argparse.Namespace) -> Any:
+def _settings(args: argparse.Namespace) -> Settings:
     from opsgate.config import Settings
 
     return Settings.load(env_file=args.env_file)

@@ -10,6 +10,7 @@ half-way (variable edited, deployment not READY, Ctrl-C) resumable.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from typing import Any
 
 import httpx
@@ -83,12 +84,16 @@ def _short(d: dict[str, Any]) -> dict[str, Any]:
             "meta": d.get("meta") or {}}
 
 
-def production_domain(project: dict[str, Any]) -> str:
+def production_domain(project: dict[str, Any], settings: Settings) -> str:
+    """The project's production domain (its production alias), else OPS_BASE_URL's
+    host: the name ``GET /v13/deployments/{idOrUrl}`` resolves to the serving one."""
     for alias in project.get("alias") or []:
         if isinstance(alias, dict) and alias.get("environment") == "production":
             return str(alias["domain"])
+    if settings.ops_base_url:
+        return httpx.URL(settings.ops_base_url).netloc.decode()
     raise VercelApiError(f"Vercel project {project.get('name')}: no production domain "
-                         "in its aliases")
+                         "in its aliases, and OPS_BASE_URL is not set")
 
 
 def read_env_backend(api: VercelApi, environment: str, view: EnvView) -> None:
@@ -116,7 +121,7 @@ def read_env_backend(api: VercelApi, environment: str, view: EnvView) -> None:
 def read_deployments(api: VercelApi, environment: str, domain: str, view: EnvView) -> None:
     """The serving deployment (production: the one the production domain points at;
     preview: the newest READY one) and the newest one after it, if any."""
-    recent = list(_first(api.deployments(environment, limit=20), 20))
+    recent = list(islice(api.deployments(environment, limit=20), 20))
     if environment == "production":
         view.serving = _short(api.deployment(domain))
     else:
@@ -127,13 +132,6 @@ def read_deployments(api: VercelApi, environment: str, domain: str, view: EnvVie
         return
     after = [d for d in recent if int(d.get("createdAt") or 0) > int(view.serving["createdAt"])]
     view.newer = _short(after[0]) if after else None
-
-
-def _first(items: Any, n: int) -> Any:
-    for i, item in enumerate(items):
-        if i >= n:
-            return
-        yield item
 
 
 def read_app(settings: Settings, view: EnvView) -> None:
@@ -179,7 +177,7 @@ def read_fallback(settings: Settings) -> Fallback:
 
 def observe(api: VercelApi, settings: Settings, environments: tuple[str, ...]) -> Observation:
     project = api.project()
-    domain = production_domain(project)
+    domain = production_domain(project, settings)
     envs = {}
     for environment in environments:
         view = EnvView(environment)
