@@ -69,7 +69,13 @@ def start_redeploy(api: VercelApi, view: EnvView, project: dict[str, str], backe
                      f"{serving.get('id')} already serves {backend}")
         return None
     newer = view.newer or {}
-    if newer.get("meta", {}).get(MARK) == backend and newer.get("readyState") != "ERROR":
+    if (newer.get("meta", {}).get(MARK) == backend
+            and newer.get("readyState") in (*UNDER_WAY, "READY")):
+        if not apply:
+            summary.step("apply", f"{env}: redeploy", "planned",
+                         f"would wait for {newer['id']} (started by an earlier run, "
+                         f"{newer['readyState']})")
+            return None
         summary.step("apply", f"{env}: redeploy", "skipped",
                      f"{newer['id']} (started by an earlier run) is {newer['readyState']}: "
                      "resuming")

@@ -181,12 +181,15 @@ def _stages(options: RollbackOptions, settings: Settings, link: ProjectLink, api
 
 
 def _outcome(options: RollbackOptions, summary: Summary) -> Summary:
-    acted = [s for s in summary.steps if s["stage"] == "apply" and s["status"] == "done"]
+    # Acted: wrote something, carried the fallback back, or saw a redeploy to READY
+    # (one this run started, or one an interrupted run left on its way).
+    acted = [s for s in summary.steps if s["status"] == "done" and (
+        s["stage"] == "apply" or s["step"] == "fallback carried back"
+        or s["step"].endswith(": READY"))]
     if not options.apply:
         return summary.finish("planned", EXIT_OK, "dry run: nothing was changed; run again "
                               "with --apply to act")
-    if not acted and not any(s["status"] == "done" and s["step"] == "fallback carried back"
-                             for s in summary.steps):
+    if not acted:
         return summary.finish("noop", EXIT_OK, f"already on {options.backend} everywhere "
                               "asked: nothing to do")
     return summary.finish("done", EXIT_OK, f"{', '.join(options.environments)} now serve"
