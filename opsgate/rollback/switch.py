@@ -231,7 +231,13 @@ def finish_record(options: RollbackOptions, settings: Settings, summary: Summary
     if summary.exit_code == EXIT_USAGE and not summary.steps:
         summary.details["record_dir"] = None
         return summary
-    folder, head = record.write(summary.as_json(), options.reports, redact)
+    try:
+        folder, head = record.write(summary.as_json(), options.reports, redact)
+    except OSError as exc:  # an unwritable reports folder: said, and the run fails
+        summary.details["record_dir"] = None
+        return summary.finish(summary.status, summary.exit_code or EXIT_FAILED,
+                              f"{summary.message}; and the record could not be written "
+                              f"to {options.reports}: {exc.strerror or exc}")
     summary.details["record_dir"] = str(folder)
     summary.details["history_head"] = head
     doc = summary.as_json()

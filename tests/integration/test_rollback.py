@@ -311,3 +311,12 @@ def test_the_command_stops_on_sigterm_leaving_a_record_and_no_secret(
     text = out + "".join(seen) + err + (folder / "rollback.md").read_text()
     for secret in (sb.vercel_token, sb.admin_password, sb.blob_token):
         assert secret.reveal() not in text
+
+
+def test_a_record_that_cannot_be_written_fails_the_run_saying_so(
+        sb: Sandbox, tmp_path: Path) -> None:
+    (tmp_path / "reports").write_text("a file where the reports folder should be\n")
+    summary = rollback(sb, tmp_path)
+    assert summary.exit_code == 1 and summary.details["record_dir"] is None
+    assert summary.message.startswith("dry run: nothing was changed")
+    assert "; and the record could not be written to " in summary.message
