@@ -320,3 +320,14 @@ def test_a_record_that_cannot_be_written_fails_the_run_saying_so(
     assert summary.exit_code == 1 and summary.details["record_dir"] is None
     assert summary.message.startswith("dry run: nothing was changed")
     assert "; and the record could not be written to " in summary.message
+
+
+def test_a_link_file_naming_another_project_is_refused(sb: Sandbox, tmp_path: Path) -> None:
+    (tmp_path / ".vercel").mkdir()
+    (tmp_path / ".vercel" / "project.json").write_text(
+        '{"projectId": "prj_someone_else", "orgId": "team_x"}')
+    summary = rollback(sb, tmp_path, apply=True)
+    assert (summary.status, summary.exit_code) == ("precondition-failed", 2)
+    assert summary.message.endswith("but the link file names prj_someone_else: which "
+                                    "project is meant is unclear")
+    assert writes(sb) == []
