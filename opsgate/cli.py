@@ -5,7 +5,9 @@
 runner; ``opsgate sandbox up`` the sandbox in the foreground; ``opsgate reports
 verify|list|show`` the history; ``opsgate refresh`` the guarded production-to-local
 refresh; ``opsgate env`` every variable, its value (secrets masked) and where it came
-from. Options go before or after the subcommand. Exit codes:
+from; ``opsgate rollback status|to-blob|to-neon`` the guarded switch of the admin
+storage to the blob fallback and back. Options go before or after the subcommand. Exit
+codes:
 0 success, 1 a check or migration failed or was refused, 2 usage or configuration error
 (``gate`` returns pytest's own codes).
 """
@@ -33,11 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     from opsgate.migrate import cli as migrate_cli
     from opsgate.refresh import cli as refresh_cli
     from opsgate.reports import cli as reports_cli
+    from opsgate.rollback import cli as rollback_cli
     from opsgate.sandbox import cli as sandbox_cli
 
     p = argparse.ArgumentParser(prog="opsgate", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"opsgate {__version__}")
-    sub = p.add_subparsers(dest="area", metavar="{gate,migrate,sandbox,reports,refresh,env}")
+    sub = p.add_subparsers(dest="area",
+                           metavar="{gate,migrate,sandbox,reports,refresh,rollback,env}")
     sub.add_parser("gate", help="the release gate: pytest on the runbook checks opsgate "
                    "ships (pytest's options and arguments pass through)", add_help=False)
     m = sub.add_parser("migrate", help="data migrations under the runbook's safeguards")
@@ -45,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox_cli.add_parser(sub)
     reports_cli.add_parser(sub)
     refresh_cli.add_parser(sub)
+    rollback_cli.add_parser(sub)
     envlist.add_parser(sub)
     return p
 

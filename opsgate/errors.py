@@ -17,7 +17,8 @@ usage mistake from a failed check from a target that did not answer.
     ├── CanonError                  a value outside canon-v1's domain
     ├── DriftInputError             the legacy payload cannot be read or is not valid
     ├── DrillError                  the drill could not be carried out
-    └── ChangeRangeError            the git range of change control cannot be inspected
+    ├── ChangeRangeError            the git range of change control cannot be inspected
+    └── OperationStopped            a guarded operation ends early, with a status and exit code
 
 Every error carries a one-line message meant for a human; none may embed a secret value
 (callers pass masked forms).
@@ -120,3 +121,15 @@ def first_line(error: BaseException | str) -> str:
         if line.strip():
             return line.strip()
     return type(error).__name__ if isinstance(error, BaseException) else ""
+
+
+class OperationStopped(OpsgateError):
+    """A guarded operation (`opsgate.operation`) ends early on purpose: refused, failed,
+    nothing to do. It carries the summary's status, the exit code and the one line that
+    says why, so every stage stops the same way."""
+
+    def __init__(self, status: str, exit_code: int, message: str,
+                 problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.exit_code, self.message = status, exit_code, message
+        self.problems = problems or []

@@ -31,6 +31,7 @@ from opsgate.errors import OpsgateError
 from opsgate.migrate.runner import EXIT_INTERRUPTED, run_migration
 from opsgate.migrate.scripts import MigrationScript, discover_scripts
 from opsgate.sandbox import datagen, own_times
+from opsgate.sandbox.admin_backend import AdminBackend
 from opsgate.sandbox.blob_server import BlobBucket, create_blob_app
 from opsgate.sandbox.embedded import EmbeddedPostgres, binaries_identity, cache_dir
 from opsgate.sandbox.neon_shape import NeonShapedTarget
@@ -206,8 +207,10 @@ class Sandbox:
                 _prune_seeded(save_to.parent)
 
         app_db = Secret(db_url.reveal())
+        # The app stores admin state where its serving deployment's variables say.
+        admin = AdminBackend(self.bucket, prefix, self._served_backend)
         self.api = ThreadedServer(
-            lambda url: create_app(app_db, self.admin_password, self.faults), "api"
+            lambda url: create_app(app_db, self.admin_password, self.faults, admin), "api"
         ).start()
         # The Vercel API of this deployment: its production domain is the API's address.
         self.vercel = SandboxVercel(self.vercel_token, self.api.url.split("://", 1)[1])
@@ -225,6 +228,9 @@ class Sandbox:
             return
         with self.pg.connect("app") as conn:
             own_times.move_to(conn, window, self.started_at)
+
+    def _served_backend(self) -> str:
+        return self.vercel.deploys.serving_backend() if self.vercel is not None else "neon"
 
     def _migrate(self, source: dict[str, str | None], scripts: list[MigrationScript]) -> None:
         if not scripts:

@@ -12,6 +12,7 @@ import hmac
 import secrets
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from opsgate.sandbox.admin_backend import AdminBackend
 from opsgate.sensitive import Secret
 from opsgate.target import kb
 from opsgate.target.schema import OVERVIEW_COUNTS
@@ -36,6 +38,9 @@ FAULTS = (
     "vercel-wrong-project", "vercel-backend-blob", "vercel-backend-sensitive",
     "vercel-preview-backend-blob", "vercel-no-database-url", "vercel-deploy-error",
     "vercel-deploy-building", "vercel-429", "vercel-503",
+    # its redeploys' (opsgate.sandbox.vercel_deploys)
+    "vercel-redeploy-error", "vercel-redeploy-stuck", "vercel-alias-stuck",
+    "vercel-redeploy-stale-env",
 )
 
 
@@ -103,10 +108,12 @@ def _constellation(conn: psycopg.Connection[Any], faults: Faults) -> dict[str, A
                          "generatedAt": generated}}
 
 
-def create_app(database_url: Secret, admin_password: Secret, faults: Faults | None = None
-               ) -> Starlette:
+def create_app(database_url: Secret, admin_password: Secret, faults: Faults | None = None,
+               admin: AdminBackend | None = None) -> Starlette:
     """The ASGI app. Each request opens its own short connection (as a serverless
-    function would), so the API always reflects the database at request time."""
+    function would), so the API always reflects the database at request time.
+    ``admin``: where admin state lives, per the serving deployment (default: Postgres);
+    the overview reports it and ``PUT /api/admin/content/{key}`` saves there."""
     faults = faults or Faults()
     sessions: set[str] = set()
 
@@ -166,13 +173,45 @@ def create_app(database_url: Secret, admin_password: Secret, faults: Faults | No
             for label, table in OVERVIEW_COUNTS:
                 row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
                 counts[label] = int(row[0]) if row else 0
+        backend = admin.name() if admin is not None else "neon"
+        if admin is not None and backend == "blob":
+            counts["admin_content_state"], counts["admin_history"] = admin.blob_counts()
         if "overview-count-off-by-one" in faults.active:
             counts["admin_history"] += 1
-        return JSONResponse({"backend": "neon", "counts": counts})
+        return JSONResponse({"backend": backend, "counts": counts})
 
     return Starlette(routes=[
         Route("/", home),
         Route("/api/constellation", constellation),
         Route("/api/admin/session", session, methods=["POST"]),
         Route("/api/admin/overview", overview),
+        Route("/api/admin/content/{key}", _save_handler(admin, sessions, connect),
+              methods=["PUT"]),
     ])
+
+
+def _save_handler(admin: AdminBackend | None, sessions: set[str],
+                  connect: Callable[[], psycopg.Connection[Any]]
+                  ) -> Callable[[Request], Awaitable[Response]]:
+    """``PUT /api/admin/content/{key}``: an admin save, to the backend the serving
+    deployment names."""
+
+    async def save(request: Request) -> Response:
+        if request.cookies.get(SESSION_COOKIE) not in sessions:
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "expected JSON"}, status_code=400)
+        if not isinstance(body, dict) or "payload" not in body:
+            return JSONResponse({"error": "expected {\"payload\": ...}"}, status_code=400)
+        key = request.path_params["key"]
+        backend = admin.name() if admin is not None else "neon"
+        if admin is not None and backend == "blob":
+            ident = admin.save_blob(key, body["payload"], "admin")
+        else:
+            with connect() as conn:
+                ident = AdminBackend.save_neon(conn, key, body["payload"], "admin")
+        return JSONResponse({"backend": backend, "historyId": ident})
+
+    return save

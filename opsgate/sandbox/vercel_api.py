@@ -9,8 +9,11 @@ self-test runs the SDK against this server): ``GET /v9/projects/{idOrName}``,
 list, ``gitBranch`` only on a branch's value; encrypted values come back encrypted unless
 read one by one through ``GET /v1/projects/{idOrName}/env/{id}``; sensitive ones never
 come back), ``GET /v7/deployments?projectId&target`` (newest first; ``/v6`` answers the
-same), ``GET /v13/deployments/{idOrUrl}``; ``teamId`` on every request; Bearer auth;
-errors as ``{"error": {"code", "message"}}``.
+same), ``GET /v13/deployments/{idOrUrl}`` (an id, a deployment URL or an alias it
+holds); and the writes of a rollback (`opsgate.sandbox.vercel_deploys`):
+``PATCH /v9/projects/{idOrName}/env/{id}`` and ``POST /v13/deployments`` with
+``deploymentId`` (a redeploy); ``teamId`` on every request; Bearer auth; errors as
+``{"error": {"code", "message"}}``.
 
 Lists are paged as Vercel pages them: newest first by ``createdAt``, ``limit`` items a
 page (capped at `SandboxVercel.page_limit`), ``until``/``since`` timestamps select what
@@ -24,7 +27,9 @@ from __future__ import annotations
 
 import copy
 import hmac
+import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -33,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from opsgate.sandbox.reference_app import Faults
+from opsgate.sandbox.vercel_deploys import DeploySim
 from opsgate.sandbox.vercel_records import (
     SandboxProject,
     ciphertext,
@@ -69,6 +75,8 @@ class SandboxVercel:
         #: What ``vercel-429`` says in ``Retry-After`` (seconds).
         self.retry_after_s = 1
         self._requests = 0
+        #: Redeploys, env snapshots, the request log.
+        self.deploys = DeploySim(self.project)
 
     def env_values(self) -> dict[str, str]:
         """The sandbox's VERCEL_* variables (the token revealed, for its env file)."""
@@ -131,6 +139,14 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
                         status_code=status, headers=headers)
 
 
+async def _body(request: Request) -> dict[str, Any] | None:
+    try:
+        found = json.loads(await request.body())
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def _page(request: Request, items: list[dict[str, Any]], cap: int
           ) -> tuple[list[dict[str, Any]], dict[str, int | None]] | Response:
     """One page of ``items`` (newest first by ``createdAt``) as Vercel pages: ``until``
@@ -168,6 +184,8 @@ def create_vercel_app(state: SandboxVercel, faults: Faults) -> Starlette:
     """The ASGI app of the sandbox's Vercel API."""
 
     def guard(request: Request) -> Response | None:
+        state.deploys.requests.append((request.method, request.url.path))
+        state.deploys.advance()
         busy = state.overloaded(faults)
         if busy is not None:
             return busy
@@ -227,7 +245,9 @@ def create_vercel_app(state: SandboxVercel, faults: Faults) -> Starlette:
         if isinstance(p, Response):
             return p
         target = request.query_params.get("target")
-        items = [d for d in p.deployments if target in (None, d["target"])]
+        # A preview deployment's target is null; ``target=preview`` selects them.
+        wanted = None if target == "preview" else target
+        items = [d for d in p.deployments if target is None or d["target"] == wanted]
         paged = _page(request, items, state.page_limit)
         if isinstance(paged, Response):
             return paged
@@ -244,15 +264,61 @@ def create_vercel_app(state: SandboxVercel, faults: Faults) -> Starlette:
             if p is None or request.query_params.get("teamId") != p.account_id:
                 continue
             for d in p.deployments:
-                if wanted in (d["id"], d["url"]):
+                if wanted in (d["id"], d["url"], *d["alias"]):
                     return JSONResponse(d)
         return _error(404, "not_found", "Deployment not found")
 
     return Starlette(routes=[
         Route("/v9/projects/{id}", get_project),
+        *_write_routes(state, faults, guard, scoped),
         Route("/v10/projects/{id}/env", list_env),
         Route("/v1/projects/{id}/env/{env}", get_env),
         Route("/v7/deployments", list_deployments),
         Route("/v6/deployments", list_deployments),
         Route("/v13/deployments/{id}", get_deployment),
     ])
+
+
+def _write_routes(state: SandboxVercel, faults: Faults,
+                  guard: Callable[[Request], Response | None],
+                  scoped: Callable[[Request, str], SandboxProject | Response]) -> list[Route]:
+    """The rollback's writes: a variable's value, a redeploy (`DeploySim`)."""
+
+    async def edit_env(request: Request) -> Response:
+        p = scoped(request, request.path_params["id"])
+        if isinstance(p, Response):
+            return p
+        body = await _body(request)
+        if body is None:
+            return _error(400, "bad_request", "Invalid request: the body is not a JSON object")
+        if p.id != state.project.id:
+            return _error(403, "forbidden", "The sandbox edits only its own project")
+        edited = state.deploys.edit_env(request.path_params["env"], body)
+        if edited is None:
+            return _error(404, "not_found", "Environment Variable not found")
+        if edited["type"] == "encrypted":
+            edited["value"] = ciphertext()
+        return JSONResponse(edited)
+
+    async def create_deployment(request: Request) -> Response:
+        bad = guard(request)
+        if bad is not None:
+            return bad
+        body = await _body(request)
+        if body is None or not isinstance(body.get("deploymentId"), str):
+            return _error(400, "bad_request", "Invalid request: the sandbox only redeploys: "
+                          "give `deploymentId`")
+        if request.query_params.get("teamId") != state.team_id:
+            return _error(404, "not_found", "Deployment not found")
+        given = body.get("meta")
+        meta: dict[str, Any] = given if isinstance(given, dict) else {}
+        target = body.get("target") if body.get("target") == "production" else None
+        made = state.deploys.redeploy(body["deploymentId"], target,
+                                      {str(k): str(v) for k, v in meta.items()},
+                                      set(faults.active))
+        if made is None:
+            return _error(404, "not_found", "Deployment not found")
+        return JSONResponse(made)
+
+    return [Route("/v9/projects/{id}/env/{env}", edit_env, methods=["PATCH"]),
+            Route("/v13/deployments", create_deployment, methods=["POST"])]

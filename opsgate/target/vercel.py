@@ -1,11 +1,14 @@
-"""The Vercel REST API, as far as the deployment check reads it: the project, its
-environment variables by target, its production deployments.
+"""The Vercel REST API, as far as the deployment check reads it (the project, its
+environment variables by target, its production deployments) and the rollback command
+writes it (a variable's value, a redeploy).
 
 Endpoints are the versions Vercel's official SDK (``@vercel/sdk``) calls, and fields are
 read as its published schemas name them: ``GET /v9/projects/{idOrName}``,
 ``GET /v10/projects/{idOrName}/env``, ``GET /v1/projects/{idOrName}/env/{id}`` (one
 decrypted value), ``GET /v7/deployments?projectId=&target=production`` (``uid``,
-``readyState``), ``GET /v13/deployments/{idOrUrl}``; ``Authorization: Bearer <token>``,
+``readyState``), ``GET /v13/deployments/{idOrUrl}``; for the rollback command, the writes
+``PATCH /v9/projects/{idOrName}/env/{id}`` and ``POST /v13/deployments`` (a redeploy);
+``Authorization: Bearer <token>``,
 ``teamId`` on every request of a team's project, errors as
 ``{"error": {"code", "message"}}``.
 
@@ -118,13 +121,21 @@ class VercelApi:
         """The JSON answer of ``GET path``. A 429 or 5xx is the API's state, not an answer
         about the project: retried (within `ATTEMPTS` and `RETRY_BUDGET_S`) before it
         becomes the check's failure; any other error status fails at once."""
+        return self.send("GET", path, what, None, **params)
+
+    def send(self, method: str, path: str, what: str, body: dict[str, Any] | None,
+             **params: str) -> Any:
+        """The JSON answer of ``method path``. A write is retried on 429 only: the API
+        refused it before acting, while after a 5xx it may have acted (a second redeploy
+        is not what the operator asked for)."""
         query = dict(params)
         if self.link.team_id:
             query["teamId"] = self.link.team_id
         waited = 0.0
+        extra = {} if body is None else {"json": body}
         for attempt in range(1, ATTEMPTS + 1):
-            resp = http.request(self.client, "GET", path, what=what, params=query)
-            if resp.status_code != 429 and resp.status_code < 500:
+            resp = http.request(self.client, method, path, what=what, params=query, **extra)
+            if resp.status_code != 429 and (resp.status_code < 500 or method != "GET"):
                 break
             line = f"{what}: {_error_line(resp)}"
             if attempt == ATTEMPTS:
@@ -206,8 +217,31 @@ class VercelApi:
         return next(self.deployments("production", limit=1), None)
 
     def deployment(self, id_or_url: str) -> dict[str, Any]:
+        """One deployment in full, by id, URL or an alias it holds (so a production
+        domain names the deployment serving it)."""
         return _object(self.get(f"/v13/deployments/{id_or_url}",
                                 f"Vercel deployment {id_or_url}"), "deployment")
+
+    # -- writes (the rollback command) ----------------------------------------------
+
+    def edit_env(self, env_id: str, key: str, value: str) -> dict[str, Any]:
+        """Sets one variable's value (``PATCH /v9/projects/{idOrName}/env/{id}``, the
+        SDK's ``projects.editProjectEnv``). Only new deployments see it."""
+        return _object(self.send("PATCH", f"/v9/projects/{self.link.project_id}/env/{env_id}",
+                                 f"Vercel variable {key} (edit)", {"value": value}), "env")
+
+    def redeploy(self, deployment_id: str, name: str, target: str | None,
+                 meta: dict[str, str]) -> dict[str, Any]:
+        """A new deployment of ``deployment_id``'s source with the project's current
+        variables (``POST /v13/deployments`` with ``deploymentId``, the SDK's
+        ``deployments.createDeployment``); ``target`` ``production`` for production, None
+        for a preview. ``meta`` marks it, so a resumed run finds its own redeploy."""
+        body: dict[str, Any] = {"name": name, "deploymentId": deployment_id, "meta": meta}
+        if target is not None:
+            body["target"] = target
+        return _object(self.send("POST", "/v13/deployments",
+                                 f"Vercel redeploy of {deployment_id}", body, forceNew="1"),
+                       "deployment")
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
@@ -231,7 +265,7 @@ def _object(found: Any, what: str) -> dict[str, Any]:
 def _error_line(resp: httpx.Response) -> str:
     """``GET /v9/projects/x answered HTTP 404 not_found: Project not found``, from
     Vercel's error shape, or the first bytes of whatever came instead."""
-    where = f"GET {resp.request.url.copy_with(query=None)}"
+    where = f"{resp.request.method} {resp.request.url.copy_with(query=None)}"
     try:
         err = resp.json().get("error")
         if isinstance(err, dict):

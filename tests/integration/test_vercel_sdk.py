@@ -200,3 +200,84 @@ def test_a_field_the_sdk_fills_in_is_caught(
     assert listed["error"] is None and listed["lenient"] >= 1
     assert all(c["error"] is None and c["lenient"] == 0
                for c in out["calls"] if c is not listed)
+
+
+WRITE_PROBE = r"""
+// The rollback's writes, as the SDK sends them and parses the answers: edit one
+// variable, redeploy the serving deployment, poll it to READY, read the production
+// domain's deployment.
+import { VercelCore } from '@vercel/sdk/core.js';
+import { projectsEditProjectEnv } from '@vercel/sdk/funcs/projectsEditProjectEnv.js';
+import { deploymentsCreateDeployment } from '@vercel/sdk/funcs/deploymentsCreateDeployment.js';
+import { deploymentsGetDeployment } from '@vercel/sdk/funcs/deploymentsGetDeployment.js';
+import { startCountingUnrecognized } from '@vercel/sdk/types/unrecognized.js';
+import { startCountingDefaultToZeroValue } from '@vercel/sdk/types/defaultToZeroValue.js';
+
+const [serverURL, projectId, teamId, envId, serving, domain, name] = process.argv.slice(2);
+const sdk = new VercelCore({ bearerToken: process.env.VERCEL_TOKEN, serverURL,
+                             retryConfig: { strategy: 'none' } });
+const calls = [];
+async function call(label, fn) {
+  const unrecognized = startCountingUnrecognized();
+  const zeroed = startCountingDefaultToZeroValue();
+  let result; let error;
+  try {
+    const answer = await fn();
+    if (!answer.ok) throw answer.error;
+    result = answer.value;
+  } catch (e) {
+    error = `${e.name}: ${e.message}`.slice(0, 1500);
+  }
+  calls.push({ name: label, error: error ?? null, lenient: unrecognized.end() + zeroed.end() });
+  return result;
+}
+const edited = await call('editProjectEnv', () => projectsEditProjectEnv(sdk, {
+  idOrName: projectId, id: envId, teamId, requestBody: { value: 'blob' } }));
+const made = await call('createDeployment', () => deploymentsCreateDeployment(sdk, {
+  teamId, forceNew: '1',
+  requestBody: { name, deploymentId: serving, target: 'production',
+                 meta: { opsgateRollback: 'blob' } } }));
+const states = [];
+for (let i = 0; made && i < 100; i++) {
+  const d = await call('getDeployment', () => deploymentsGetDeployment(sdk,
+    { idOrUrl: made.id, teamId }));
+  if (!d) break;
+  if (states.at(-1) !== d.readyState) states.push(d.readyState);
+  if (d.readyState === 'READY' || d.readyState === 'ERROR') break;
+  await new Promise((r) => setTimeout(r, 50));
+}
+const live = await call('getDeployment', () => deploymentsGetDeployment(sdk,
+  { idOrUrl: domain, teamId }));
+console.log(JSON.stringify({ calls, edited: edited && { id: edited.id, key: edited.key },
+  made: made && { id: made.id, readyState: made.readyState, meta: made.meta },
+  states, live: live && { id: live.id, alias: live.alias } }));
+"""
+
+
+def test_the_official_sdk_validates_the_rollbacks_writes(sdk_dir: Path) -> None:
+    faults = Faults()
+    state = SandboxVercel(Secret("sbx_vercel_sdk-probe"), "127.0.0.1:9")
+    state.deploys.queued_s, state.deploys.building_s = 0.1, 0.2
+    env = next(e for e in state.project.envs if e["key"] == "ADMIN_STORAGE_BACKEND"
+               and e["target"] == ["production"])
+    serving = state.deploys.serving()["id"]
+    (sdk_dir / "write-probe.mjs").write_text(WRITE_PROBE)
+    server = ThreadedServer(lambda url: create_vercel_app(state, faults), "vercel").start()
+    try:
+        proc = subprocess.run(
+            ["node", "write-probe.mjs", server.url, state.project.id, state.team_id,
+             env["id"], serving, "127.0.0.1:9", state.project.name], cwd=sdk_dir,
+            env={**os.environ, "VERCEL_TOKEN": state.token.reveal()}, capture_output=True,
+            text=True, timeout=120, check=False)
+    finally:
+        server.stop()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    refused = [c for c in out["calls"] if c["error"] or c["lenient"]]
+    assert not refused, json.dumps(refused, indent=1)
+    assert out["edited"] == {"id": env["id"], "key": "ADMIN_STORAGE_BACKEND"}
+    assert out["made"]["readyState"] == "QUEUED"
+    assert out["made"]["meta"] == {"opsgateRollback": "blob"}
+    assert out["states"][-1] == "READY" and "BUILDING" in out["states"]
+    assert out["live"]["id"] == out["made"]["id"] and "127.0.0.1:9" in out["live"]["alias"]
+    assert state.deploys.serving_backend() == "blob"

@@ -1,0 +1,32 @@
+"""``opsgate rollback rehearse``: the whole round trip on a sandbox of its own, recorded
+as a drill in the caller's reports folder, nothing else left behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from opsgate.cli import main
+from opsgate.reports import history
+
+
+def test_rehearse_runs_the_round_trip_and_records_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reports = tmp_path / "reports"
+    assert main(["rollback", "rehearse", "--reports-dir", str(reports), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "done", doc["message"]
+    assert [s["step"] for s in doc["steps"]] == [
+        "to-blob", "admin edit on the fallback", "to-neon", "edit carried back"]
+    assert [r["status"] for r in doc["runs"]] == ["done", "done"]
+    recovery = doc["runs"][1]["recovery"]
+    assert recovery["mode"] == "force" and recovery["status"] == "applied"
+    entries = history.entries(reports / "history.jsonl")
+    assert [e["kind"] for e in entries] == ["rollback"] and entries[0]["verdict"] == "passed"
+    assert entries[0]["notes"][0].startswith("rollback rehearse done")
+    assert sorted(p.name for p in (reports / "rollback").iterdir())[0].endswith(
+        "_rollback-rehearse")
+    assert sorted(p.name for p in reports.iterdir()) == [".history.lock", "history.jsonl",
+                                                          "rollback"]
