@@ -43,6 +43,11 @@ SWITCHES: dict[str, set[str]] = {
     # Vercel's rate limit is waited out (Retry-After) and the checks stay green; an API
     # that keeps answering 503 is red in the deployment check alone.
     "vercel-429": set(), "vercel-503": {"deployment"},
+    # Faults of redeploys and alias moves: only `opsgate rollback` redeploys, so the
+    # gate's checks stay green (tests/integration/test_rollback.py holds each to its
+    # one-line refusal).
+    "vercel-redeploy-error": set(), "vercel-redeploy-stuck": set(),
+    "vercel-alias-stuck": set(), "vercel-redeploy-stale-env": set(),
 }
 
 #: Faults of the data, the settings and the repository, and the checks they turn red.
