@@ -1,0 +1,249 @@
+"""Round trips: what each check waits for when the target is far away.
+
+    python -m bench.roundtrips [--delay-ms 0 --delay-ms 50] [--only preflight] [--label L]
+
+Builds a Neon-shaped sandbox (``--sandbox-profile neon``: TLS-only PostgreSQL, pooled
+endpoint through PgBouncer, direct endpoint, reference app, blob and Vercel APIs), puts
+a delaying proxy (`bench.delayproxy`) in front of every one of its endpoints, writes
+the sandbox's settings with every URL pointing at the proxies, and runs each check in a
+pytest process of its own against them, then all of them in one run, then
+``pg_dump --format=directory --jobs=2`` alone against the direct endpoint: the command
+an operator would run instead of the drill's backup, and its floor.
+
+Per run: round trips waited out (definition in `bench.delayproxy`), connections opened
+and bytes each way, summed over every endpoint, plus wall time. Nothing here is a test;
+nothing is asserted. Writes bench/results/<date>-roundtrips.json and
+bench/results/latest-roundtrips.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from bench.delayproxy import Counts, ProxySet
+from opsgate.sandbox import Sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+#: Check markers measured one by one (change control reads git, not the target).
+CHECKS = ("preflight", "parity", "ledger", "health", "knowledge_drift", "blob_fallback",
+          "deployment", "neon_drill")
+ALL = "all checks"
+PG_DUMP = "pg_dump --jobs=2"
+
+#: The endpoints and the variable whose URL names each.
+ENDPOINTS = {"pooled": "DATABASE_URL", "direct": "DATABASE_URL_UNPOOLED",
+             "app": "OPS_BASE_URL", "blob": "VERCEL_BLOB_API_URL", "vercel": "VERCEL_API_URL"}
+
+#: The issue's targets.
+TARGET_CHECK_RT = 15
+TARGET_ALL_RT = 250
+TARGET_DRILL_RATIO = 1.25
+TARGET_UP_SHARE = 0.10
+
+
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None, "a URL with host:port"
+    return parts.hostname, parts.port
+
+
+def _rewrite(values: dict[str, str], proxies: ProxySet) -> dict[str, str]:
+    """Every ``127.0.0.1:PORT`` of an endpoint, in every value, now the proxy's port."""
+    ports = {_address(values[var])[1]: proxies.port(name) for name, var in ENDPOINTS.items()}
+
+    def swap(text: str) -> str:
+        return re.sub(r"127\.0\.0\.1:(\d+)",
+                      lambda m: f"127.0.0.1:{ports.get(int(m.group(1)), int(m.group(1)))}",
+                      text)
+
+    out = {k: swap(v) for k, v in values.items()}
+    out["PGPORT"] = str(proxies.port("pooled"))
+    return out
+
+
+def _alias_proxied_app(sandbox: Sandbox, app_host: str) -> None:
+    """The deployment check wants OPS_BASE_URL's host among production's aliases: add
+    the proxied address beside the real one (the sandbox's Vercel API runs in this
+    process)."""
+    assert sandbox.vercel is not None
+    project = sandbox.vercel.project
+    for deployment in project.deployments:
+        if deployment.get("alias"):
+            deployment["alias"] = [*deployment["alias"], app_host]
+
+
+def _write_env(path: Path, values: dict[str, str]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.writelines(f'{k}="{v}"\n' for k, v in values.items())
+
+
+def _measured(proxies: ProxySet, cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+    before = proxies.snapshot()
+    t = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                          check=False, timeout=1800)
+    wall = time.monotonic() - t
+    after = proxies.snapshot()
+    per = {name: after[name].minus(before[name]) for name in after}
+    total = Counts()
+    for counts in per.values():
+        total = total.plus(counts)
+    tail = (proc.stdout.strip().splitlines() or [""])[-1]
+    return {"wall_s": round(wall, 2), "exit": proc.returncode, "outcome": tail[:200],
+            **vars(total), "by_endpoint": {n: vars(c) for n, c in per.items() if c.connections}}
+
+
+def _clean_env() -> dict[str, str]:
+    """This process's environment without any target variable of the caller's."""
+    drop = ("DATABASE_URL", "POSTGRES_URL", "PG", "OPS_", "RUN_OPS_", "VERCEL", "BLOB_",
+            "ADMIN_", "OPSGATE_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+
+
+def measure_delay(sandbox: Sandbox, delay_ms: float, only: tuple[str, ...], work: Path
+                  ) -> dict[str, Any]:
+    values = sandbox.environ()
+    upstreams = {name: _address(values[var]) for name, var in ENDPOINTS.items()}
+    with ProxySet(upstreams, delay_s=delay_ms / 1000) as proxies:
+        env_values = _rewrite(values, proxies)
+        _alias_proxied_app(sandbox, f"127.0.0.1:{proxies.port('app')}")
+        env_file = work / f"target-{int(delay_ms)}.env"
+        _write_env(env_file, env_values)
+        reports = work / "reports"
+        base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                f"--env-file={env_file}", f"--reports-dir={reports}"]
+        env = _clean_env()
+        runs: dict[str, Any] = {}
+        for marker in only:
+            runs[marker] = _measured(proxies, [*base, "-m", marker], env)
+            print(f"  {delay_ms:g} ms {marker}: {_line(runs[marker])}", file=sys.stderr)
+        if len(only) > 1:
+            runs[ALL] = _measured(proxies, [*base, "-m", " or ".join(only)], env)
+            print(f"  {delay_ms:g} ms {ALL}: {_line(runs[ALL])}", file=sys.stderr)
+        runs[PG_DUMP] = _pg_dump(proxies, env_values, env, work)
+        print(f"  {delay_ms:g} ms {PG_DUMP}: {_line(runs[PG_DUMP])}", file=sys.stderr)
+        shutil.rmtree(reports, ignore_errors=True)
+        env_file.unlink()
+    return runs
+
+
+def _pg_dump(proxies: ProxySet, values: dict[str, str], env: dict[str, str], work: Path
+             ) -> dict[str, Any]:
+    """The drill's baseline: pg_dump alone, as the drill runs it, on the direct URL (the
+    password through PGPASSWORD, as the drill passes it)."""
+    params = conninfo_to_dict(values["DATABASE_URL_UNPOOLED"])
+    password = str(params.pop("password", "") or "")
+    out = work / "dump"
+    pg_dump = str(Path(values["OPSGATE_PG_BINDIR"]) / "pg_dump")
+    cmd = [pg_dump, "--format=directory", "--jobs=2", "--no-owner", "--no-privileges",
+           "-f", str(out), "-d", make_conninfo("", **params)]
+    try:
+        return _measured(proxies, cmd, {**env, "PGPASSWORD": password})
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _line(run: dict[str, Any]) -> str:
+    return (f"{run['round_trips']} round trips, {run['connections']} connections, "
+            f"{run['bytes_up']} B up, {run['bytes_down']} B down, {run['wall_s']} s, "
+            f"exit {run['exit']}")
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:,.1f}"
+
+
+def _target(name: str, runs: dict[str, Any]) -> str:
+    """The issue's target for a run, and whether this run met it."""
+    rt = runs[name]["round_trips"]
+    if name == PG_DUMP:
+        return "baseline"
+    if name == "neon_drill" and PG_DUMP in runs:
+        limit = TARGET_DRILL_RATIO * runs[PG_DUMP]["round_trips"]
+        ratio = rt / runs[PG_DUMP]["round_trips"]
+        return f"{ratio:.2f}x pg_dump (<= {TARGET_DRILL_RATIO}x): {'met' if rt <= limit else 'missed'}"
+    limit = TARGET_ALL_RT if name == ALL else TARGET_CHECK_RT
+    return f"<= {limit}: {'met' if rt <= limit else 'missed'}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """Round trips and wall time at every delay; connections and bytes (which do not
+    depend on the delay) at the largest one, whose counts also judge the targets."""
+    delays = list(result["delays"])
+    last = result["delays"][delays[-1]]
+    lines = [f"# Round trips ({result['label']}, {result['date']})", "",
+             "Per run, summed over every endpoint and connection: round trips waited out "
+             "(a server burst after a client burst, per connection), connections opened, "
+             "KiB sent (up) and received (down). `python -m bench.roundtrips`.", ""]
+    head = "| run |" + "".join(f" round trips at {d} ms |" for d in delays)
+    head += " connections | KiB up | KiB down | up/down |"
+    head += "".join(f" wall at {d} ms |" for d in delays) + f" target (at {delays[-1]} ms) |"
+    lines += [head, "|---" * (6 + 2 * len(delays)) + "|"]
+    for name, run in last.items():
+        share = run["bytes_up"] / run["bytes_down"] if run["bytes_down"] else 0.0
+        row = f"| {name} |" + "".join(
+            f" {result['delays'][d].get(name, {}).get('round_trips', '')} |" for d in delays)
+        row += (f" {run['connections']} | {_kib(run['bytes_up'])} | "
+                f"{_kib(run['bytes_down'])} | {share:.0%} |")
+        row += "".join(f" {result['delays'][d].get(name, {}).get('wall_s', '')} s |"
+                       for d in delays)
+        lines.append(row + f" {_target(name, last)} |")
+    failed = [f"{n} at {d} ms (exit {r['exit']}: {r['outcome']})" for d in delays
+              for n, r in result["delays"][d].items() if r["exit"] != 0]
+    if failed:
+        lines += ["", "Runs that did not pass: " + "; ".join(failed) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.roundtrips")
+    parser.add_argument("--delay-ms", type=float, action="append",
+                        help="added round-trip delay (repeatable; default 0 and 50)")
+    parser.add_argument("--only", action="append", choices=CHECKS,
+                        help="measure these checks only (repeatable)")
+    parser.add_argument("--label", default="current tree", help="names this run in the table")
+    args = parser.parse_args(argv)
+    delays = args.delay_ms or [0.0, 50.0]
+    only = tuple(args.only or CHECKS)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    work = Path(tempfile.mkdtemp(prefix="opsgate-roundtrips-"))
+    print("bench.roundtrips: building a neon-profile sandbox...", file=sys.stderr)
+    try:
+        with Sandbox.start(profile="neon") as sandbox:
+            result: dict[str, Any] = {
+                "label": args.label, "date": stamp, "machine": platform.platform(),
+                "python": platform.python_version(), "definition": (
+                    "round trip: the server starts sending after the client sent since "
+                    "the server last sent, counted per connection"),
+                "delays": {f"{d:g}": measure_delay(sandbox, d, only, work) for d in delays},
+            }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stamp}-roundtrips.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = markdown(result)
+    (RESULTS / "latest-roundtrips.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
