@@ -19,7 +19,7 @@ The same rules hold on a direct connection; they cost one round trip per transac
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import Any
 
 import psycopg
@@ -114,6 +114,15 @@ def pin(
     """
     if conn.autocommit and not in_transaction(conn):
         raise psycopg.ProgrammingError("opsgate.target.db.pin needs an open transaction")
+    pairs = _pairs(settings, statement_timeout_ms, lock_timeout_ms, application_name)
+    statement = _pin_statement(pairs)
+    if statement is not None:
+        conn.execute(statement)
+
+
+def _pairs(settings: Iterable[tuple[str, str]], statement_timeout_ms: int | None,
+           lock_timeout_ms: int | None, application_name: str | None
+           ) -> list[tuple[str, str]]:
     pairs = list(settings)
     if statement_timeout_ms is not None:
         pairs.append(("statement_timeout", str(int(statement_timeout_ms))))
@@ -121,13 +130,17 @@ def pin(
         pairs.append(("lock_timeout", str(int(lock_timeout_ms))))
     if application_name:
         pairs.append(("application_name", application_name[:63]))
+    return pairs
+
+
+def _pin_statement(pairs: list[tuple[str, str]]) -> sql.Composed | None:
     if not pairs:
-        return
+        return None
     calls = sql.SQL(", ").join(
         sql.SQL("set_config({}, {}, true)").format(sql.Literal(n), sql.Literal(v))
         for n, v in pairs
     )
-    conn.execute(sql.SQL("SELECT {}").format(calls))
+    return sql.SQL("SELECT {}").format(calls)
 
 
 def count_rows(conn: psycopg.Connection[Any], tables: Iterable[str], schema: str = "public"
@@ -191,10 +204,33 @@ def transaction(
     conn.read_only = read_only
     conn.isolation_level = isolation
     try:
-        with conn.transaction():
-            pin(conn, settings, statement_timeout_ms=statement_timeout_ms,
-                application_name=application_name)
+        if not conn.autocommit:  # psycopg sends a BEGIN of its own before any statement
+            with conn.transaction():
+                pin(conn, settings, statement_timeout_ms=statement_timeout_ms,
+                    application_name=application_name)
+                yield conn
+            return
+        # BEGIN and the settings as one simple query: one network round trip, where
+        # psycopg's own BEGIN followed by `pin` waits out two.
+        pairs = _pairs(settings, statement_timeout_ms, None, application_name)
+        conn.execute(sql.SQL("; ").join(
+            [_begin_statement(read_only, isolation),
+             *([p] if (p := _pin_statement(pairs)) is not None else [])]))
+        try:
             yield conn
+        except BaseException:
+            if not conn.closed:
+                with suppress(psycopg.Error):
+                    conn.rollback()
+            raise
+        conn.commit()
     finally:
         if not conn.closed:
             conn.read_only, conn.isolation_level = before
+
+
+def _begin_statement(read_only: bool, isolation: IsolationLevel | None) -> sql.Composable:
+    """What psycopg's ``conn.transaction()`` would send for these attributes."""
+    level = ("" if isolation is None
+             else f" ISOLATION LEVEL {isolation.name.replace('_', ' ')}")
+    return sql.SQL(f"BEGIN{level} {'READ ONLY' if read_only else 'READ WRITE'}")
