@@ -24,10 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 _READ = 65536
 _UP, _DOWN = "up", "down"
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Counts:
 @dataclass
 class _Conn:
     last: str | None = None
+    counts: Counts = field(default_factory=Counts)
 
 
 @dataclass
@@ -68,12 +72,18 @@ class DelayProxy:
     port: int = 0
     _open: int = 0
     _server: asyncio.Server | None = None
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    #: Every connection once closed: (opened, closed) on the loop's clock, and its counts.
+    closed: list[tuple[float, float, Counts]] = field(default_factory=list)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
+        """Stop listening and cut every connection still open, so each pump ends."""
+        for writer in list(self._writers):
+            writer.close()
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
@@ -92,12 +102,16 @@ class DelayProxy:
                 cwriter.close()
                 return
             self.counts.connections += 1
-            conn = _Conn()
+            self._writers.update((cwriter, swriter))
+            conn = _Conn(counts=Counts(connections=1))
+            opened = asyncio.get_running_loop().time()
             await asyncio.gather(self._pump(creader, swriter, _UP, conn),
                                  self._pump(sreader, cwriter, _DOWN, conn),
                                  return_exceptions=True)
             for w in (cwriter, swriter):
                 w.close()
+                self._writers.discard(w)
+            self.closed.append((opened, asyncio.get_running_loop().time(), conn.counts))
         finally:
             self._open -= 1
 
@@ -120,12 +134,13 @@ class DelayProxy:
         sender = asyncio.ensure_future(deliver())
         try:
             while data := await reader.read(_READ):
-                if direction == _UP:
-                    self.counts.bytes_up += len(data)
-                else:
-                    self.counts.bytes_down += len(data)
-                    if conn.last == _UP:
-                        self.counts.round_trips += 1
+                for counts in (self.counts, conn.counts):
+                    if direction == _UP:
+                        counts.bytes_up += len(data)
+                    else:
+                        counts.bytes_down += len(data)
+                        if conn.last == _UP:
+                            counts.round_trips += 1
                 conn.last = direction
                 await queue.put((loop.time() + self.delay_s / 2, data))
         except OSError:
@@ -169,7 +184,8 @@ class ProxySet:
             await asyncio.wait_for(self._stop.wait(), self.lifetime_s)
         for proxy in self.proxies.values():
             await proxy.close()
-        # Connections still open (a client that never closed): cut, until none is left.
+        # What is left once every connection is cut: cancelled, without a report each.
+        self._loop.set_exception_handler(lambda loop, context: None)
         while tasks := [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
             for t in tasks:
                 t.cancel()
@@ -177,6 +193,13 @@ class ProxySet:
 
     def port(self, name: str) -> int:
         return self.proxies[name].port
+
+    def connections_closed(self) -> dict[str, list[tuple[float, float, Counts]]]:
+        """Every endpoint's closed connections so far (see `DelayProxy.closed`)."""
+        def copy() -> dict[str, list[tuple[float, float, Counts]]]:
+            return {n: list(p.closed) for n, p in self.proxies.items()}
+
+        return asyncio.run_coroutine_threadsafe(_call(copy), self._loop).result(10)
 
     def snapshot(self) -> dict[str, Counts]:
         def copy() -> dict[str, Counts]:
@@ -196,7 +219,5 @@ class ProxySet:
         self._thread.join(10)
 
 
-async def _call(fn: object) -> dict[str, Counts]:
-    assert callable(fn)
-    result: dict[str, Counts] = fn()
-    return result
+async def _call(fn: Callable[[], _T]) -> _T:
+    return fn()

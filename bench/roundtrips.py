@@ -97,6 +97,7 @@ def _write_env(path: Path, values: dict[str, str]) -> None:
 
 def _measured(proxies: ProxySet, cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     before = proxies.snapshot()
+    seen = {n: len(c) for n, c in proxies.connections_closed().items()}
     t = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                           check=False, timeout=1800)
@@ -107,8 +108,19 @@ def _measured(proxies: ProxySet, cmd: list[str], env: dict[str, str]) -> dict[st
     for counts in per.values():
         total = total.plus(counts)
     tail = (proc.stdout.strip().splitlines() or [""])[-1]
+    # Each connection of the run, in the order it opened: which ones cost the most.
+    conns = [(opened, closed, name, counts)
+             for name, closed_list in proxies.connections_closed().items()
+             for opened, closed, counts in closed_list[seen[name]:]]
+    conns.sort(key=lambda c: c[0])
+    start = conns[0][0] if conns else 0.0
     return {"wall_s": round(wall, 2), "exit": proc.returncode, "outcome": tail[:200],
-            **vars(total), "by_endpoint": {n: vars(c) for n, c in per.items() if c.connections}}
+            **vars(total), "by_endpoint": {n: vars(c) for n, c in per.items() if c.connections},
+            "connections_in_order": [
+                {"endpoint": name, "opened_s": round(opened - start, 3),
+                 "open_s": round(closed - opened, 3), "round_trips": c.round_trips,
+                 "bytes_up": c.bytes_up, "bytes_down": c.bytes_down}
+                for opened, closed, name, c in conns]}
 
 
 def _clean_env() -> dict[str, str]:
