@@ -17,7 +17,7 @@ from bench.delayproxy import ProxySet
 from opsgate.sandbox import Sandbox
 from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.sensitive import SecretUrl
-from opsgate.target import db
+from opsgate.target import db, kb
 from opsgate.verify import canon, tablehash
 from tests.gate_helpers import clean_env, run_gate_here
 
@@ -88,3 +88,27 @@ def test_psql_hashes_a_table_in_the_round_trips_of_one_statement(fresh_db: str,
             psql, url.without_password, env, "t", columns, order_by)))
     assert hashed == [expected]
     assert hashing == one_statement, (hashing, one_statement)
+
+
+def test_kb_reads_and_table_shapes_take_one_round_trip_a_statement(sandbox: Sandbox) -> None:
+    """Reading the kb's edges inside the caller's transaction (as drift does) waits out
+    its two statements only: the order's collation query and the stream. A savepoint
+    around them added SAVEPOINT and RELEASE, two more round trips, and scoped nothing.
+    A table's shape (columns, key), which the drill reads per table and side, is one
+    statement, where it was two."""
+    url = sandbox.environ()["DATABASE_URL"]
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    with ProxySet({"db": (parts.hostname, parts.port)}, delay_s=0.02) as proxies:
+        proxied = SecretUrl(url.replace(f":{parts.port}/", f":{proxies.port('db')}/", 1))
+        with db.connect(proxied) as conn, db.transaction(conn, read_only=True):
+            before = proxies.snapshot()["db"].round_trips
+            edges = sum(1 for _ in kb.iter_edge_rows(conn))
+            waited = proxies.snapshot()["db"].round_trips - before
+            shape_before = proxies.snapshot()["db"].round_trips
+            shape = canon.table_shape(conn, "kb_edges")
+            shape_waited = proxies.snapshot()["db"].round_trips - shape_before
+    assert edges > 0
+    assert waited == 2, f"reading {edges} edges waited out {waited} round trips, not 2"
+    assert shape_waited == 1, f"table_shape waited out {shape_waited} round trips, not 1"
+    assert shape == (("id", "relation", "source_id", "target_id", "weight"), ("id",)), shape
