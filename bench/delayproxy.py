@@ -201,6 +201,15 @@ class ProxySet:
 
         return asyncio.run_coroutine_threadsafe(_call(copy), self._loop).result(10)
 
+    def settle(self, timeout_s: float = 5.0) -> None:
+        """Wait until every proxied connection has closed (a client that has exited may
+        not have been seen to close yet), at most ``timeout_s``."""
+        import time
+
+        end = time.monotonic() + timeout_s
+        while any(p._open for p in self.proxies.values()) and time.monotonic() < end:
+            time.sleep(0.02)
+
     def snapshot(self) -> dict[str, Counts]:
         def copy() -> dict[str, Counts]:
             return {n: Counts(**vars(p.counts)) for n, p in self.proxies.items()}

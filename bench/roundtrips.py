@@ -6,13 +6,15 @@ Builds a Neon-shaped sandbox (``--sandbox-profile neon``: TLS-only PostgreSQL, p
 endpoint through PgBouncer, direct endpoint, reference app, blob and Vercel APIs), puts
 a delaying proxy (`bench.delayproxy`) in front of every one of its endpoints, writes
 the sandbox's settings with every URL pointing at the proxies, and runs each check in a
-pytest process of its own against them, then all of them in one run, then
-``pg_dump --format=directory --jobs=2`` alone against the direct endpoint: the command
-an operator would run instead of the drill's backup, and its floor.
+pytest process of its own against them, then all of them in one run (and all but the
+drill), then the commands an operator would run instead, on the direct endpoint:
+``psql -c 'SELECT 1'`` (the price of one connection and one statement), ``pg_dump
+--format=directory --jobs=2`` as the drill runs it, and ``pg_restore --jobs=2`` of that
+dump into a database of its own (created and dropped around it).
 
 Per run: round trips waited out (definition in `bench.delayproxy`), connections opened
 and bytes each way, summed over every endpoint, plus wall time. Nothing here is a test;
-nothing is asserted. Writes bench/results/<date>-roundtrips.json and
+nothing is asserted. Writes bench/results/<date>-roundtrips-<label>.json and
 bench/results/latest-roundtrips.md.
 """
 
@@ -33,6 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.delayproxy import Counts, ProxySet
@@ -45,7 +49,10 @@ RESULTS = ROOT / "bench" / "results"
 CHECKS = ("preflight", "parity", "ledger", "health", "knowledge_drift", "blob_fallback",
           "deployment", "neon_drill")
 ALL = "all checks"
+ALL_BUT_DRILL = "all checks but the drill"
 PG_DUMP = "pg_dump --jobs=2"
+PG_RESTORE = "pg_restore --jobs=2"
+PSQL_ONE = "psql -c 'SELECT 1'"
 
 #: The endpoints and the variable whose URL names each.
 ENDPOINTS = {"pooled": "DATABASE_URL", "direct": "DATABASE_URL_UNPOOLED",
@@ -102,6 +109,7 @@ def _measured(proxies: ProxySet, cmd: list[str], env: dict[str, str]) -> dict[st
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                           check=False, timeout=1800)
     wall = time.monotonic() - t
+    proxies.settle()
     after = proxies.snapshot()
     per = {name: after[name].minus(before[name]) for name in after}
     total = Counts()
@@ -147,30 +155,53 @@ def measure_delay(sandbox: Sandbox, delay_ms: float, only: tuple[str, ...], work
         for marker in only:
             runs[marker] = _measured(proxies, [*base, "-m", marker], env)
             print(f"  {delay_ms:g} ms {marker}: {_line(runs[marker])}", file=sys.stderr)
-        if len(only) > 1:
-            runs[ALL] = _measured(proxies, [*base, "-m", " or ".join(only)], env)
-            print(f"  {delay_ms:g} ms {ALL}: {_line(runs[ALL])}", file=sys.stderr)
-        runs[PG_DUMP] = _pg_dump(proxies, env_values, env, work)
-        print(f"  {delay_ms:g} ms {PG_DUMP}: {_line(runs[PG_DUMP])}", file=sys.stderr)
+        together = {ALL: only, ALL_BUT_DRILL: tuple(m for m in only if m != "neon_drill")}
+        for name, markers in together.items():
+            if len(markers) > 1 and (name == ALL or len(markers) < len(only)):
+                runs[name] = _measured(proxies, [*base, "-m", " or ".join(markers)], env)
+                print(f"  {delay_ms:g} ms {name}: {_line(runs[name])}", file=sys.stderr)
+        for name, run in _pg_tools(proxies, env_values, env, work).items():
+            runs[name] = run
+            print(f"  {delay_ms:g} ms {name}: {_line(run)}", file=sys.stderr)
         shutil.rmtree(reports, ignore_errors=True)
         env_file.unlink()
     return runs
 
 
-def _pg_dump(proxies: ProxySet, values: dict[str, str], env: dict[str, str], work: Path
-             ) -> dict[str, Any]:
-    """The drill's baseline: pg_dump alone, as the drill runs it, on the direct URL (the
-    password through PGPASSWORD, as the drill passes it)."""
+def _pg_tools(proxies: ProxySet, values: dict[str, str], env: dict[str, str], work: Path
+              ) -> dict[str, dict[str, Any]]:
+    """The drill's baselines on the direct URL (the password through PGPASSWORD, as the
+    drill passes it): pg_dump alone, as the drill runs it; pg_restore of that dump into
+    a database of its own; and psql running one statement, the price of a connection."""
     params = conninfo_to_dict(values["DATABASE_URL_UNPOOLED"])
     password = str(params.pop("password", "") or "")
+    dsn = make_conninfo("", **params)
+    tool_env = {**env, "PGPASSWORD": password}
+    bindir = Path(values["OPSGATE_PG_BINDIR"])
     out = work / "dump"
-    pg_dump = str(Path(values["OPSGATE_PG_BINDIR"]) / "pg_dump")
-    cmd = [pg_dump, "--format=directory", "--jobs=2", "--no-owner", "--no-privileges",
-           "-f", str(out), "-d", make_conninfo("", **params)]
+    scratch = "opsgate_bench_restore"
+    runs: dict[str, dict[str, Any]] = {}
     try:
-        return _measured(proxies, cmd, {**env, "PGPASSWORD": password})
+        runs[PSQL_ONE] = _measured(proxies, [str(bindir / "psql"), "--no-psqlrc", "-qAt",
+                                             "-d", dsn, "-c", "SELECT 1"], tool_env)
+        runs[PG_DUMP] = _measured(proxies, [str(bindir / "pg_dump"), "--format=directory",
+                                            "--jobs=2", "--compress=0", "--no-owner",
+                                            "--no-privileges", "-f", str(out), "-d", dsn],
+                                  tool_env)
+        with psycopg.connect(values["DATABASE_URL_UNPOOLED"], autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+        try:
+            target = make_conninfo(dsn, dbname=scratch)
+            runs[PG_RESTORE] = _measured(proxies, [
+                str(bindir / "pg_restore"), "--jobs=2", "--no-owner", "--no-privileges",
+                "--exit-on-error", "-d", target, str(out)], tool_env)
+        finally:
+            with psycopg.connect(values["DATABASE_URL_UNPOOLED"], autocommit=True) as admin:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(scratch)))
     finally:
         shutil.rmtree(out, ignore_errors=True)
+    return runs
 
 
 def _line(run: dict[str, Any]) -> str:
@@ -186,13 +217,17 @@ def _kib(n: int) -> str:
 def _target(name: str, runs: dict[str, Any]) -> str:
     """The issue's target for a run, and whether this run met it."""
     rt = runs[name]["round_trips"]
-    if name == PG_DUMP:
+    if name in (PG_DUMP, PG_RESTORE, PSQL_ONE):
         return "baseline"
     if name == "neon_drill" and PG_DUMP in runs:
-        limit = TARGET_DRILL_RATIO * runs[PG_DUMP]["round_trips"]
-        ratio = rt / runs[PG_DUMP]["round_trips"]
-        return f"{ratio:.2f}x pg_dump (<= {TARGET_DRILL_RATIO}x): {'met' if rt <= limit else 'missed'}"
-    limit = TARGET_ALL_RT if name == ALL else TARGET_CHECK_RT
+        dump = runs[PG_DUMP]["round_trips"]
+        verdict = (f"{rt / dump:.2f}x pg_dump (<= {TARGET_DRILL_RATIO}x): "
+                   f"{'met' if rt <= TARGET_DRILL_RATIO * dump else 'missed'}")
+        if PG_RESTORE in runs:
+            both = dump + runs[PG_RESTORE]["round_trips"]
+            verdict += f"; {rt / both:.2f}x pg_dump + pg_restore"
+        return verdict
+    limit = TARGET_ALL_RT if name in (ALL, ALL_BUT_DRILL) else TARGET_CHECK_RT
     return f"<= {limit}: {'met' if rt <= limit else 'missed'}"
 
 
@@ -250,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stamp}-roundtrips.json").write_text(json.dumps(result, indent=2) + "\n")
+    slug = re.sub(r"[^a-z0-9]+", "-", args.label.lower()).strip("-")
+    (RESULTS / f"{stamp}-roundtrips-{slug}.json").write_text(json.dumps(result, indent=2) + "\n")
     text = markdown(result)
     (RESULTS / "latest-roundtrips.md").write_text(text)
     print(text)
