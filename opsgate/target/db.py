@@ -105,24 +105,17 @@ def pin(
     statement_timeout_ms: int | None = None,
     lock_timeout_ms: int | None = None,
     application_name: str | None = None,
+    begin: sql.Composable | None = None,
 ) -> None:
-    """Set ``settings`` for the current transaction only, in one round trip.
+    """Set ``settings`` for the current transaction only, in one round trip (``begin``,
+    a BEGIN statement for an autocommit connection, travels in the same simple query).
 
     On a non-autocommit connection this statement opens the transaction if none is
     open. On an autocommit one outside a transaction it refuses: ``set_config(...,
     true)`` would be lost at once and the caller would believe the settings held.
     """
-    if conn.autocommit and not in_transaction(conn):
+    if conn.autocommit and not in_transaction(conn) and begin is None:
         raise psycopg.ProgrammingError("opsgate.target.db.pin needs an open transaction")
-    pairs = _pairs(settings, statement_timeout_ms, lock_timeout_ms, application_name)
-    statement = _pin_statement(pairs)
-    if statement is not None:
-        conn.execute(statement)
-
-
-def _pairs(settings: Iterable[tuple[str, str]], statement_timeout_ms: int | None,
-           lock_timeout_ms: int | None, application_name: str | None
-           ) -> list[tuple[str, str]]:
     pairs = list(settings)
     if statement_timeout_ms is not None:
         pairs.append(("statement_timeout", str(int(statement_timeout_ms))))
@@ -130,17 +123,14 @@ def _pairs(settings: Iterable[tuple[str, str]], statement_timeout_ms: int | None
         pairs.append(("lock_timeout", str(int(lock_timeout_ms))))
     if application_name:
         pairs.append(("application_name", application_name[:63]))
-    return pairs
-
-
-def _pin_statement(pairs: list[tuple[str, str]]) -> sql.Composed | None:
     if not pairs:
-        return None
+        return
     calls = sql.SQL(", ").join(
         sql.SQL("set_config({}, {}, true)").format(sql.Literal(n), sql.Literal(v))
         for n, v in pairs
     )
-    return sql.SQL("SELECT {}").format(calls)
+    statement = sql.SQL("SELECT {}").format(calls)
+    conn.execute(statement if begin is None else sql.SQL("; ").join([begin, statement]))
 
 
 def count_rows(conn: psycopg.Connection[Any], tables: Iterable[str], schema: str = "public"
@@ -212,10 +202,11 @@ def transaction(
             return
         # BEGIN and the settings as one simple query: one network round trip, where
         # psycopg's own BEGIN followed by `pin` waits out two.
-        pairs = _pairs(settings, statement_timeout_ms, None, application_name)
-        conn.execute(sql.SQL("; ").join(
-            [_begin_statement(read_only, isolation),
-             *([p] if (p := _pin_statement(pairs)) is not None else [])]))
+        begin = _begin_statement(read_only, isolation)
+        pin(conn, settings, statement_timeout_ms=statement_timeout_ms,
+            application_name=application_name, begin=begin)
+        if not in_transaction(conn):  # nothing to pin: the BEGIN alone
+            conn.execute(begin)
         try:
             yield conn
         except BaseException:
@@ -229,7 +220,7 @@ def transaction(
             conn.read_only, conn.isolation_level = before
 
 
-def _begin_statement(read_only: bool, isolation: IsolationLevel | None) -> sql.Composable:
+def _begin_statement(read_only: bool, isolation: IsolationLevel | None) -> sql.SQL:
     """What psycopg's ``conn.transaction()`` would send for these attributes."""
     level = ("" if isolation is None
              else f" ISOLATION LEVEL {isolation.name.replace('_', ' ')}")
