@@ -94,20 +94,54 @@ def _require(fn: Any) -> Any:
         fail(str(exc))
 
 
+@pytest.fixture(scope="session")
+def _read_only_sessions() -> Iterator[dict[str, psycopg.Connection[Any]]]:
+    """The run's read-only connections, by URL, which `target_db` hands from test to
+    test: opening one costs about six network round trips (TLS, SCRAM, channel binding)
+    before its first query, more than most checks' queries together. Between tests it
+    holds no transaction, so through a transaction pooler it holds no server connection."""
+    held: dict[str, psycopg.Connection[Any]] = {}
+    yield held
+    for conn in held.values():
+        conn.close()
+
+
+def _reuse(conn: psycopg.Connection[Any] | None) -> psycopg.Connection[Any] | None:
+    """``conn`` inside a fresh read-only transaction, or None if it cannot serve (closed,
+    broken, or dropped by the server while idle)."""
+    if conn is None or conn.closed or conn.broken or db.in_transaction(conn):
+        return None
+    conn.read_only = True
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    try:
+        db.pin(conn, statement_timeout_ms=STATEMENT_TIMEOUT_MS, application_name="opsgate-check")
+    except psycopg.Error:
+        conn.close()
+        return None
+    return conn
+
+
 @pytest.fixture
-def target_db(ops_settings: Settings, pytestconfig: pytest.Config
+def target_db(ops_settings: Settings, pytestconfig: pytest.Config,
+              _read_only_sessions: dict[str, psycopg.Connection[Any]]
               ) -> Iterator[psycopg.Connection[Any]]:
-    """Read-only transaction on DATABASE_URL (or POSTGRES_URL), rolled back at the end."""
+    """Read-only transaction on DATABASE_URL (or POSTGRES_URL), rolled back at the end,
+    on the run's connection to it (`_read_only_sessions`)."""
     url = _require(ops_settings.require_database_url)
+    key = url.reveal()
     with allure.step(f"connect: read-only session to {url.masked}"):
-        conn = connect_read_only(url, ops_settings, get_state(pytestconfig).unreachable)
+        conn = _reuse(_read_only_sessions.pop(key, None)) or connect_read_only(
+            url, ops_settings, get_state(pytestconfig).unreachable)
     try:
         yield conn
     finally:
         if not conn.closed:
             with contextlib.suppress(psycopg.Error):
                 conn.rollback()
-        conn.close()
+        if conn.closed or conn.broken:
+            conn.close()
+        else:
+            _read_only_sessions[key] = conn
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ The same rules hold on a direct connection; they cost one round trip per transac
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import Any
 
 import psycopg
@@ -113,14 +113,16 @@ def pin(
     statement_timeout_ms: int | None = None,
     lock_timeout_ms: int | None = None,
     application_name: str | None = None,
+    begin: sql.Composable | None = None,
 ) -> None:
-    """Set ``settings`` for the current transaction only, in one round trip.
+    """Set ``settings`` for the current transaction only, in one round trip (``begin``,
+    a BEGIN statement for an autocommit connection, travels in the same simple query).
 
     On a non-autocommit connection this statement opens the transaction if none is
     open. On an autocommit one outside a transaction it refuses: ``set_config(...,
     true)`` would be lost at once and the caller would believe the settings held.
     """
-    if conn.autocommit and not in_transaction(conn):
+    if conn.autocommit and not in_transaction(conn) and begin is None:
         raise psycopg.ProgrammingError("opsgate.target.db.pin needs an open transaction")
     pairs = list(settings)
     named = {name for name, _ in pairs}
@@ -135,7 +137,8 @@ def pin(
         sql.SQL("set_config({}, {}, true)").format(sql.Literal(n), sql.Literal(v))
         for n, v in pairs
     )
-    conn.execute(sql.SQL("SELECT {}").format(calls))
+    statement = sql.SQL("SELECT {}").format(calls)
+    conn.execute(statement if begin is None else sql.SQL("; ").join([begin, statement]))
 
 
 def count_rows(conn: psycopg.Connection[Any], tables: Iterable[str], schema: str = "public"
@@ -199,10 +202,34 @@ def transaction(
     conn.read_only = read_only
     conn.isolation_level = isolation
     try:
-        with conn.transaction():
-            pin(conn, settings, statement_timeout_ms=statement_timeout_ms,
-                application_name=application_name)
+        if not conn.autocommit:  # psycopg sends a BEGIN of its own before any statement
+            with conn.transaction():
+                pin(conn, settings, statement_timeout_ms=statement_timeout_ms,
+                    application_name=application_name)
+                yield conn
+            return
+        # BEGIN and the settings as one simple query: one network round trip, where
+        # psycopg's own BEGIN followed by `pin` waits out two.
+        begin = _begin_statement(read_only, isolation)
+        pin(conn, settings, statement_timeout_ms=statement_timeout_ms,
+            application_name=application_name, begin=begin)
+        if not in_transaction(conn):  # nothing to pin: the BEGIN alone
+            conn.execute(begin)
+        try:
             yield conn
+        except BaseException:
+            if not conn.closed:
+                with suppress(psycopg.Error):
+                    conn.rollback()
+            raise
+        conn.commit()
     finally:
         if not conn.closed:
             conn.read_only, conn.isolation_level = before
+
+
+def _begin_statement(read_only: bool, isolation: IsolationLevel | None) -> sql.SQL:
+    """What psycopg's ``conn.transaction()`` would send for these attributes."""
+    level = ("" if isolation is None
+             else f" ISOLATION LEVEL {isolation.name.replace('_', ' ')}")
+    return sql.SQL(f"BEGIN{level} {'READ ONLY' if read_only else 'READ WRITE'}")

@@ -15,6 +15,7 @@ without workflows carries no ``workflows`` key (the contract never has it empty)
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import orjson
@@ -252,11 +253,20 @@ def order_by(conn: psycopg.Connection[Any], table: str, alias: str,
         for c in wanted)
 
 
+def _reading(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
+    """The caller's transaction when one is open, else one of our own.
+
+    Not a savepoint inside the caller's: SAVEPOINT and RELEASE would cost two network
+    round trips for nothing, since settings pinned with ``set_config(..., true)`` last to
+    the end of the whole transaction whether or not a savepoint is released."""
+    return nullcontext() if db.in_transaction(conn) else conn.transaction()
+
+
 def iter_nodes(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
     """Nodes in id order, payload-shaped, streamed in bounded memory (`rows`), each with
     its workflows (aggregated in the same query: one stream, so the connection needs no
     second cursor)."""
-    with conn.transaction():
+    with _reading(conn):
         db.pin(conn, READ_SETTINGS)
         query = _NODES.format(order=order_by(conn, "kb_entities", "e", ["id"]))
         for (nid, kind, title, domain, summary, ordered, tags, srcs, media,
@@ -320,7 +330,7 @@ def iter_workflows(conn: psycopg.Connection[Any]
     workflow's steps (a gap, or a row written by hand), the step also carries
     ``"position"``, so that a comparison with the payload shows it.
     """
-    with conn.transaction(), conn.cursor(name="opsgate_kb_workflows") as cur:
+    with _reading(conn), conn.cursor(name="opsgate_kb_workflows") as cur:
         db.pin(conn, READ_SETTINGS)
         cur.itersize = 2000
         _fast_json(cur)
@@ -347,7 +357,7 @@ def iter_edges(conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
 def iter_edge_rows(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, str, str, float]]:
     """`iter_edges` as rows ``(source, target, relation, weight)``: drift makes its
     records from them without a dict per edge (4M edges at 1M entities)."""
-    with conn.transaction():
+    with _reading(conn):
         order = order_by(conn, "kb_edges", "kb_edges", ["source_id", "target_id", "relation"])
         yield from rows(conn, "opsgate_kb_edges", sql.SQL(
             "SELECT source_id, target_id, relation, weight FROM kb_edges ORDER BY {}"

@@ -413,32 +413,28 @@ def table_shape(conn: Connection[Any], table: str, schema: str = "public") -> tu
     A table without a primary key is ordered by all its columns, by name: still a total
     order up to duplicate rows, which hash the same whichever comes first.
     """
-    with conn.cursor() as cur:
-        cur.execute(
-            """
-            SELECT a.attname FROM pg_attribute a
-            JOIN pg_class c ON c.oid = a.attrelid
-            JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
-            """,
-            (schema, table),
-        )
-        columns = tuple(sorted(r[0] for r in cur.fetchall()))
-        if not columns:
-            raise CanonError(f"table {schema}.{table} does not exist or has no columns")
-        cur.execute(
-            """
-            SELECT a.attname FROM pg_index i
-            JOIN pg_class c ON c.oid = i.indrelid
-            JOIN pg_namespace n ON n.oid = c.relnamespace
-            JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
-            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-            WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary
-            ORDER BY k.ord
-            """,
-            (schema, table),
-        )
-        pk = tuple(r[0] for r in cur.fetchall())
+    from psycopg.rows import tuple_row
+
+    # One statement, one network round trip: the columns, and the key's in key order.
+    row = conn.cursor(row_factory=tuple_row).execute(
+        """
+        SELECT
+          ARRAY(SELECT a.attname::text FROM pg_attribute a
+                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+          ARRAY(SELECT a.attname::text FROM pg_index i
+                JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
+                JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                WHERE i.indrelid = c.oid AND i.indisprimary
+                ORDER BY k.ord)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relname = %s
+        """,
+        (schema, table),
+    ).fetchone()
+    columns = tuple(sorted(row[0])) if row else ()
+    if not columns:
+        raise CanonError(f"table {schema}.{table} does not exist or has no columns")
+    pk = tuple(row[1]) if row else ()
     return columns, pk or columns
 
 

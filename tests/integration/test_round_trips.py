@@ -1,0 +1,114 @@
+"""Connections a gate run opens to the database, counted by a proxy in front of it: each
+one costs about six round trips (TLS, SCRAM) before its first query, which across a
+continent is most of a check's time (`bench.roundtrips` measures it at 50 ms)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+
+from bench.delayproxy import ProxySet
+from opsgate.sandbox import Sandbox
+from opsgate.sandbox.embedded import EmbeddedPostgres
+from opsgate.sensitive import SecretUrl
+from opsgate.target import db, kb
+from opsgate.verify import canon, tablehash
+from tests.gate_helpers import clean_env, run_gate_here
+
+pytestmark = pytest.mark.usefixtures("gate_in_process")
+
+
+def test_checks_share_one_read_only_connection(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Three checks, seven tests reading the database: one connection, each test in a
+    read-only transaction of its own on it."""
+    url = sandbox.environ()["DATABASE_URL"]
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    with ProxySet({"db": (parts.hostname, parts.port)}, delay_s=0.0) as proxies:
+        proxied = url.replace(f":{parts.port}/", f":{proxies.port('db')}/", 1)
+        run = run_gate_here(tmp_path, f"--env-file={sandbox.env_file}", "-m",
+                            "preflight or ledger or health", env=clean_env(DATABASE_URL=proxied))
+        counts = proxies.snapshot()["db"]
+    assert run.code == 0, run.stdout[-3000:]
+    assert counts.connections == 1, (
+        f"the run opened {counts.connections} database connections, not 1")
+
+
+def test_a_transaction_begins_with_its_settings_in_one_round_trip(fresh_db: str) -> None:
+    """BEGIN and the settings pinned to the transaction travel together: a read-only
+    transaction of one query waits out three round trips (BEGIN with its settings, the
+    query, COMMIT), where it waited out four. The proxy holds each direction 10 ms, so
+    the bytes a client writes at once are counted as the one burst they are."""
+    parts = urlsplit(fresh_db)
+    assert parts.hostname is not None and parts.port is not None
+    with ProxySet({"db": (parts.hostname, parts.port)}, delay_s=0.02) as proxies:
+        url = SecretUrl(fresh_db.replace(f":{parts.port}/", f":{proxies.port('db')}/", 1))
+        with db.connect(url) as conn:
+            before = proxies.snapshot()["db"].round_trips
+            with db.transaction(conn, read_only=True, statement_timeout_ms=1000):
+                timeout = conn.execute("SHOW statement_timeout").fetchone()
+            waited = proxies.snapshot()["db"].round_trips - before
+            after = conn.execute("SHOW statement_timeout").fetchone()
+    assert (waited, timeout, after) == (3, ("1s",), ("0",))
+
+
+def test_psql_hashes_a_table_in_the_round_trips_of_one_statement(fresh_db: str,
+                                                                  pg: EmbeddedPostgres) -> None:
+    """The drill's psql hash (BEGIN, the snapshot, the settings, COPY, COMMIT) waits out
+    what psql running one statement waits out; one ``-c`` per statement waited out ten
+    more, each one network round trip."""
+    parts = urlsplit(fresh_db)
+    assert parts.hostname is not None and parts.port is not None
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO t SELECT i, 'n' || i FROM generate_series(1, 500) i")
+        columns, order_by = canon.table_shape(conn, "t")
+        expected = canon.table_hash(conn, "t")
+    psql = pg.binaries.tool("psql")
+    with ProxySet({"db": (parts.hostname, parts.port)}, delay_s=0.02) as proxies:
+        url = SecretUrl(fresh_db.replace(f":{parts.port}/", f":{proxies.port('db')}/", 1))
+        env = {**os.environ, "PGPASSWORD": url.password or ""}
+
+        def waited(work: Callable[[], object]) -> int:
+            before = proxies.snapshot()["db"].round_trips
+            work()
+            return proxies.snapshot()["db"].round_trips - before
+
+        one_statement = waited(lambda: subprocess.run(
+            [str(psql), "--no-psqlrc", "-qAt", f"--dbname={url.without_password}", "-c",
+             "SELECT 1"], env=env, check=True, capture_output=True))
+        hashed: list[canon.TableHash] = []
+        hashing = waited(lambda: hashed.append(tablehash.table_hash_via_psql(
+            psql, url.without_password, env, "t", columns, order_by)))
+    assert hashed == [expected]
+    assert hashing == one_statement, (hashing, one_statement)
+
+
+def test_kb_reads_and_table_shapes_take_one_round_trip_a_statement(sandbox: Sandbox) -> None:
+    """Reading the kb's edges inside the caller's transaction (as drift does) waits out
+    its two statements only: the order's collation query and the stream. A savepoint
+    around them added SAVEPOINT and RELEASE, two more round trips, and scoped nothing.
+    A table's shape (columns, key), which the drill reads per table and side, is one
+    statement, where it was two."""
+    url = sandbox.environ()["DATABASE_URL"]
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    with ProxySet({"db": (parts.hostname, parts.port)}, delay_s=0.02) as proxies:
+        proxied = SecretUrl(url.replace(f":{parts.port}/", f":{proxies.port('db')}/", 1))
+        with db.connect(proxied) as conn, db.transaction(conn, read_only=True):
+            before = proxies.snapshot()["db"].round_trips
+            edges = sum(1 for _ in kb.iter_edge_rows(conn))
+            waited = proxies.snapshot()["db"].round_trips - before
+            shape_before = proxies.snapshot()["db"].round_trips
+            shape = canon.table_shape(conn, "kb_edges")
+            shape_waited = proxies.snapshot()["db"].round_trips - shape_before
+    assert edges > 0
+    assert waited == 2, f"reading {edges} edges waited out {waited} round trips, not 2"
+    assert shape_waited == 1, f"table_shape waited out {shape_waited} round trips, not 1"
+    assert shape == (("id", "relation", "source_id", "target_id", "weight"), ("id",)), shape
