@@ -8,6 +8,7 @@ or misbehaving component into a failure that says what answered, never a traceba
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 
 from opsgate.config import Settings
-from opsgate.errors import DatabaseUnavailableError, MissingEnvError
+from opsgate.errors import DatabaseUnavailableError, MissingEnvError, first_line
 from opsgate.gate import BY_MARKER
 from opsgate.pytest_plugin.plugin import EVIDENCE_KEY, get_state
 from opsgate.reports.reasons import NOT_TRIED_AGAIN
@@ -38,8 +39,15 @@ def fail(message: str) -> NoReturn:
     raise pytest.fail.Exception(message, pytrace=False) from None
 
 
+#: A first connection slower than this is said at the end of the run: a Neon compute
+#: that scaled to zero wakes on it (hundreds of milliseconds to seconds), and so does a
+#: paused pooler; within the connect time-out it is no failure, but worth knowing.
+SLOW_CONNECT_S = 1.0
+
+
 def connect_read_only(url: SecretUrl, settings: Settings,
-                      unreachable: dict[str, str] | None = None) -> psycopg.Connection[Any]:
+                      unreachable: dict[str, str] | None = None,
+                      recovered: list[str] | None = None) -> psycopg.Connection[Any]:
     """A connection whose every transaction begins ``BEGIN ISOLATION LEVEL REPEATABLE
     READ READ ONLY`` (psycopg's own transaction settings), already inside its first
     transaction with the output settings and a statement timeout pinned to it.
@@ -52,12 +60,19 @@ def connect_read_only(url: SecretUrl, settings: Settings,
     # check fails at once with the first line instead of connecting again.
     if unreachable is not None and url.masked in unreachable:
         fail(unreachable[url.masked] + NOT_TRIED_AGAIN)  # one cause in the reports
+    started = time.monotonic()
     try:
         conn = db.connect(url, redact=settings.redactor(), autocommit=False)
     except DatabaseUnavailableError as exc:
         if unreachable is not None:
             unreachable[url.masked] = str(exc)
         fail(str(exc))
+    waited = time.monotonic() - started
+    if recovered is not None and waited >= SLOW_CONNECT_S:
+        recovered.append(
+            f"{url.masked} accepted the connection after {waited:.1f} s (connect time-out "
+            f"{db.CONNECT_TIMEOUT_S} s): a Neon compute waking from scale to zero, or a "
+            "paused pooler, takes this long")
     conn.read_only = True
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     db.pin(conn, statement_timeout_ms=STATEMENT_TIMEOUT_MS, application_name="opsgate-check")
@@ -130,8 +145,9 @@ def target_db(ops_settings: Settings, pytestconfig: pytest.Config,
     url = _require(ops_settings.require_database_url)
     key = url.reveal()
     with allure.step(f"connect: read-only session to {url.masked}"):
+        state = get_state(pytestconfig)
         conn = _reuse(_read_only_sessions.pop(key, None)) or connect_read_only(
-            url, ops_settings, get_state(pytestconfig).unreachable)
+            url, ops_settings, state.unreachable, state.recovered)
     try:
         yield conn
     finally:
@@ -174,3 +190,41 @@ def _allure_labels(request: pytest.FixtureRequest) -> None:
     allure.dynamic.label("check", spec.marker)
     allure.dynamic.severity(allure.severity_level.CRITICAL if spec.default_on
                             else allure.severity_level.NORMAL)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A read-only check whose connection the server ended mid-check (a Neon compute
+    restarting: ``57P01 terminating connection due to administrator command``) runs
+    once more, whole, on a new connection and a new snapshot; a second loss fails it in
+    one line. Only checks that read through `target_db` (read-only transactions) are
+    tried again; a check that writes (the drill) never is."""
+    try:
+        return (yield)
+    except psycopg.OperationalError as exc:
+        funcargs: dict[str, Any] = getattr(item, "funcargs", {})
+        lost = funcargs.get("target_db")
+        if not isinstance(lost, psycopg.Connection) or not (lost.broken or lost.closed):
+            raise
+        first = first_line(exc)
+    state = get_state(item.config)
+    url = state.settings.require_database_url()
+    fresh = connect_read_only(url, state.settings, state.unreachable, state.recovered)
+    funcargs["target_db"] = fresh
+    found = funcargs.get("evidence")
+    if isinstance(found, dict):
+        found.clear()  # the first attempt's evidence is of a snapshot no longer read
+    try:
+        item.runtest()
+    except psycopg.OperationalError as again:
+        if not (fresh.broken or fresh.closed):
+            raise
+        fail(f"the database ended this check's connection twice ({first}; then "
+             f"{first_line(again)}); a read-only check is tried once more, no more")
+    finally:
+        fresh.close()
+    if isinstance(found, dict):
+        found["connection_lost_and_retried"] = first
+    state.recovered.append(f"{item.nodeid}: the database ended its connection ({first}); "
+                           "tried once more on a new connection, and it passed")
+    return None

@@ -60,6 +60,9 @@ class GateState:
     #: Databases and deployments that did not answer in this run, with the line that
     #: said so (one clear failure per cause; checks after the first fail at once).
     unreachable: dict[str, str] = field(default_factory=dict)
+    #: What the run waited out or recovered from and passed anyway (a slow first
+    #: connection, a connection the server ended mid-check): said at the end of the run.
+    recovered: list[str] = field(default_factory=list)
     _redactor: Redactor | None = None
     #: SIGINT and SIGTERM as `interrupts.Interrupted` for the session (gate runs only).
     stop_signals: contextlib.ExitStack | None = None
@@ -501,6 +504,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         )
     for line in state.partial:
         terminalreporter.write_line(f"opsgate: PARTIAL: {state.redact(line)}", yellow=True)
+    for line in state.recovered:
+        terminalreporter.write_line(f"opsgate: NOTE: {state.redact(line)}", yellow=True)
     if state.skipped:
         terminalreporter.write_line(
             f"opsgate: FAILED: {len(state.skipped)} selected check(s) skipped, and a skipped "

@@ -1,0 +1,144 @@
+"""What a Neon compute does to a run: it wakes slowly from scale to zero, and a restart
+ends the open connections (57P01). A slow first connection passes within the connect
+time-out and says how long it waited; a read-only check whose connection was ended runs
+once more on a new one, and a second loss fails it in one line; a check that does not
+read through the read-only session (the drill writes) is never tried again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from opsgate.sandbox import Sandbox
+from tests.gate_helpers import ROOT, clean_env, gate_project
+
+#: Ends its own connection ``TERMINATIONS`` times (as a compute restart does), counting
+#: its attempts in ``ATTEMPTS_FILE``.
+CHECKS = """
+import os
+import pathlib
+
+import psycopg
+import pytest
+
+
+def _attempt():
+    marker = pathlib.Path(os.environ["ATTEMPTS_FILE"])
+    n = int(marker.read_text()) if marker.exists() else 0
+    marker.write_text(str(n + 1))
+    return n
+
+
+@pytest.mark.health
+def test_reads_through_a_restart(target_db, evidence):
+    if _attempt() < int(os.environ["TERMINATIONS"]):
+        target_db.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    (one,) = target_db.execute("SELECT 1").fetchone()
+    evidence["one"] = one
+
+
+@pytest.mark.neon_drill
+def test_own_session_is_not_tried_again():
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+        if _attempt() < int(os.environ["TERMINATIONS"]):
+            conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        conn.execute("SELECT 1")
+"""
+
+
+def _run(pytester: pytest.Pytester, url: str, marker: str, terminations: int
+         ) -> tuple[int, str, int]:
+    gate_project(pytester, CHECKS)
+    attempts = pytester.path / f"attempts-{marker}"
+    env = clean_env(DATABASE_URL=url, ATTEMPTS_FILE=str(attempts),
+                    TERMINATIONS=str(terminations))
+    p = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                        "--no-reports", "-m", marker], cwd=pytester.path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout + p.stderr, int(attempts.read_text())
+
+
+def test_a_read_only_check_whose_connection_ends_runs_once_more(
+        pytester: pytest.Pytester, fresh_db: str) -> None:
+    code, out, attempts = _run(pytester, fresh_db, "health", terminations=1)
+    assert code == 0, out
+    assert attempts == 2
+    assert ("the database ended its connection (terminating connection due to "
+            "administrator command); tried once more on a new connection, and it passed"
+            ) in out, out
+
+
+def test_a_second_loss_fails_in_one_line(pytester: pytest.Pytester, fresh_db: str) -> None:
+    code, out, attempts = _run(pytester, fresh_db, "health", terminations=2)
+    assert code == 1, out
+    assert attempts == 2
+    line = CHECKS.splitlines().index("def test_reads_through_a_restart(target_db, evidence):")
+    assert (f"checks/test_all.py:{line}: the database ended this check's connection twice "
+            "(terminating connection due to administrator command; then terminating "
+            "connection due to administrator command); a read-only check is tried once "
+            "more, no more") in out, out
+    assert "Traceback" not in out
+
+
+def test_a_check_on_its_own_session_is_never_tried_again(
+        pytester: pytest.Pytester, fresh_db: str) -> None:
+    code, out, attempts = _run(pytester, fresh_db, "neon_drill", terminations=1)
+    assert code == 1, out
+    assert attempts == 1
+
+
+@pytest.fixture(scope="module")
+def neon() -> Iterator[Sandbox]:
+    with Sandbox.start(profile="neon") as sb:
+        yield sb
+
+
+def _connecting_to(port: int) -> bool:
+    """A client's TCP connection to ``port`` on this machine is open or opening (the
+    kernel completes the handshake for a stopped pooler: the client then waits for its
+    first answer)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for row in f.readlines()[1:]:
+                fields = row.split()
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                if remote_port == port and fields[3] in ("01", "02"):
+                    return True
+    return False
+
+
+@pytest.mark.pgbouncer
+def test_a_slow_first_connection_passes_and_says_how_long(neon: Sandbox,
+                                                          tmp_path: Path) -> None:
+    """The pooler is paused (stopped) while the gate connects, as a compute waking from
+    scale to zero keeps a client waiting, and resumed 1.5 s after the gate's connection
+    reached it."""
+    assert neon.neon is not None
+    pooler = neon.neon._started()
+    pid, port = pooler.pid, pooler.port
+    assert pid is not None and port is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+             f"--env-file={neon.env_file}", f"--reports-dir={tmp_path / 'reports'}",
+             "-m", "health"], cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while not _connecting_to(port):
+            assert proc.poll() is None and time.monotonic() < deadline, "never connected"
+            time.sleep(0.02)
+        time.sleep(1.5)  # the pause itself: how long the compute takes to wake
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out[-2000:]
+    assert "accepted the connection after" in out, out[-2000:]
+    assert "(connect time-out 10 s): a Neon compute waking from scale to zero" in out
