@@ -114,10 +114,12 @@ def _result(summary: MigrationSummary) -> RunResult:
 
 
 def mode_of(apply: bool, force: bool) -> str:
+    """The summary's and the ledger's ``mode``: ``--force`` counts only with ``--apply``
+    (a forced dry run is a dry run)."""
     return "force" if force and apply else ("apply" if apply else "dry-run")
 
 
-def flag_refusal(*, apply: bool, force: bool, reason: str | None) -> str | None:
+def flag_refusal(*, force: bool, reason: str | None) -> str | None:
     """Why these flags cannot run, or None. A flag that would do nothing is refused
     rather than ignored: the operator believes it did something. ``--force`` without
     ``--apply`` is the dry run of a forced run (it does something: the dry run ignores
@@ -127,7 +129,6 @@ def flag_refusal(*, apply: bool, force: bool, reason: str | None) -> str | None:
     if reason is not None and not force:
         return ("--reason is only for --force (only a forced run stores a reason); "
                 "add --force or drop --reason")
-    del apply  # every combination with --apply is meaningful
     return None
 
 
@@ -264,7 +265,7 @@ def run_migration(
     timeout = statement_timeout if statement_timeout is not None else settings.statement_timeout
     summary.statement_timeout_s = timeout or None
     try:
-        refusal = flag_refusal(apply=apply, force=force, reason=reason)
+        refusal = flag_refusal(force=force, reason=reason)
         if refusal:
             raise Stop("refused", EXIT_FAILED, refusal)
         # The direct endpoint when there is one; else DATABASE_URL, pooled or not: the

@@ -161,3 +161,13 @@ def test_the_summary_has_exactly_the_documented_fields(fresh_db: str, tmp_path: 
         assert isinstance(out, dict), (code, out, err)
         assert set(out) == documented, (out["status"], set(out) ^ documented)
         assert set(out["target_counts"]) == {"before", "after"}
+
+
+def test_an_unreadable_env_file_prints_one_summary(fresh_db: str, tmp_path: Path) -> None:
+    d = widget_dir(tmp_path)
+    missing = tmp_path / "no.env"
+    code, out, err = cli(fresh_db, "run", WIDGETS, "--env-file", str(missing), migrations=d)
+    assert code == 2 and isinstance(out, dict), (code, out, err)
+    assert out["status"] == "failed" and out["migration"] == WIDGETS
+    assert "no.env" in out["message"]
+    _one_line_no_traceback(err)
