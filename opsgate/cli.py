@@ -23,9 +23,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from opsgate import __version__, resources
+from opsgate.operation import EXIT_USAGE
 from opsgate.pipes import reader_went_away
-
-EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:

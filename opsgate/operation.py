@@ -1,5 +1,5 @@
-"""One skeleton for opsgate's guarded operations (the rollback command first; the
-migration runner and the refresh share its conventions): stages as small named
+"""One skeleton for opsgate's guarded operations (the rollback command and the migration
+runner run on it; the refresh and `opsgate` itself take its exit codes): stages as small named
 functions, one typed summary whose JSON is the documented one, one timing helper, one
 way to stop with a reason (`Stop`) and one set of exit codes.
 
@@ -15,14 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 from opsgate.errors import OperationStopped
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "STAGES", "Stop",
            "Summary", "iso", "now"]
 
-#: The runner's and the refresh's exit codes: success (a no-op included), a failed or
+#: Every command's exit codes, defined here only: success (a no-op included), a failed or
 #: refused operation, a usage or configuration error, and the shell's code for Ctrl-C.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -81,18 +81,20 @@ class Summary:
             self.timings_s[label] = round(self.timings_s.get(label, 0.0) + spent, 3)
 
     def finish(self, status: str, exit_code: int, message: str,
-               problems: list[str] | None = None) -> Summary:
+               problems: list[str] | None = None) -> Self:
         self.status, self.exit_code, self.message = status, exit_code, message
         self.problems = list(problems or self.problems)
         self.finished_at = iso(now())
         self.duration_s = round(time.monotonic() - self._t0, 3)
         return self
 
-    def stopped(self, stop: OperationStopped) -> Summary:
+    def stopped(self, stop: OperationStopped) -> Self:
         return self.finish(stop.status, stop.exit_code, stop.message, stop.problems)
 
     def as_json(self) -> dict[str, Any]:
-        """The documented summary: the common fields, then the operation's own."""
+        """The documented summary: the common fields, then the operation's own. An
+        operation whose summary was documented before this skeleton (the migration
+        runner's) overrides this to keep its JSON exactly as documented."""
         return {
             "operation": self.operation, "mode": self.mode, "status": self.status,
             "message": self.message, "exit_code": self.exit_code,

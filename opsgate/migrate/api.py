@@ -1,8 +1,9 @@
 """What a migration script sees: its context and the plan it returns.
 
 A script module defines ``SOURCE``, ``TARGET``, ``DESCRIPTION``, ``TARGET_TABLES`` and
-four functions: ``preconditions(ctx) -> list[str]`` and ``plan(ctx) -> Plan`` (both read
-only; the runner checks they wrote nothing), ``apply(ctx, plan)`` (writes, inside the
+four functions: ``preconditions(ctx) -> list[str]`` and ``plan(ctx) -> Plan``, run in
+that order, so a precondition can guard what plan reads (both read only; the runner
+checks they wrote nothing), ``apply(ctx, plan)`` (writes, inside the
 runner's transaction), ``verify(ctx, plan) -> list[str]`` (same transaction, before
 commit). Scripts never commit, roll back, lock or write the ledger: the runner does.
 

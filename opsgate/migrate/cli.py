@@ -1,9 +1,10 @@
 """``opsgate-migrate`` / ``python -m opsgate.migrate`` / ``opsgate migrate``.
 
 stdout carries exactly one JSON document (the summary); progress and the one-line
-outcome go to stderr. Exit codes: 0 success (applied, planned, no-op), 1 the migration
-failed or was refused, 2 usage or configuration error (bad name, missing variable,
-unreachable database).
+outcome go to stderr, also when the run never started (an unknown name, a badly named
+file in the folder, a script that fails to import). Exit codes (`opsgate.operation`): 0
+success (applied, planned, no-op), 1 the migration failed or was refused, 2 usage or
+configuration error (bad name, bad script, missing variable, unreachable database).
 """
 
 from __future__ import annotations
@@ -23,14 +24,9 @@ from opsgate import interrupts
 from opsgate.config import Settings
 from opsgate.errors import ConfigError, DatabaseUnavailableError, OpsgateError, first_line
 from opsgate.migrate import ledger
-from opsgate.migrate.runner import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_USAGE,
-    run_migration,
-)
+from opsgate.migrate.runner import RunResult, mode_of, run_migration, unstarted
 from opsgate.migrate.scripts import discover_scripts, find_script
+from opsgate.operation import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from opsgate.pipes import reader_went_away
 from opsgate.target import db
 
@@ -186,32 +182,44 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    settings: Settings | None = None
     try:
         settings = Settings.load(env_file=args.env_file)
         if args.migrations_dir is not None:  # the option wins over the variable
             settings = replace(settings, migrations_dir=args.migrations_dir)
         if args.command == "list":
-            scripts = discover_scripts(settings.migrations_dir)
-            if args.json:
-                _emit([{"name": s.name, "source": s.source, "target": s.target,
-                        "checksum": s.checksum, "path": str(Path(s.path))} for s in scripts])
-            else:
-                _table(["migration", "from", "to", "checksum"],
-                       [[s.name, s.source, s.target, s.checksum[:12]] for s in scripts])
+            _list(args, settings)
             return EXIT_OK
         if args.command == "status":
             return _status(args, settings)
         script = find_script(settings.migrations_dir, args.name)
-    except ConfigError as exc:
-        _err(str(exc))
-        return EXIT_USAGE
     except OpsgateError as exc:
-        _err(str(exc))
-        return EXIT_FAILED
-    result = run_migration(script, settings, apply=args.apply, force=args.force,
-                           reason=args.reason, source=args.source,
-                           lock_timeout=args.lock_timeout,
-                           statement_timeout=args.statement_timeout)
+        code = EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
+        if args.command != "run":
+            _err(str(exc))
+            return code
+        # `run` answers with its summary whatever happens, a run that never started too.
+        folder = settings.migrations_dir if settings else args.migrations_dir
+        return _report(unstarted(args.name, folder, mode_of(args.apply, args.force),
+                                 args.reason, code, str(exc)))
+    return _report(run_migration(script, settings, apply=args.apply, force=args.force,
+                                 reason=args.reason, source=args.source,
+                                 lock_timeout=args.lock_timeout,
+                                 statement_timeout=args.statement_timeout))
+
+
+def _list(args: argparse.Namespace, settings: Settings) -> None:
+    scripts = discover_scripts(settings.migrations_dir)
+    if args.json:
+        _emit([{"name": s.name, "source": s.source, "target": s.target,
+                "checksum": s.checksum, "path": str(Path(s.path))} for s in scripts])
+    else:
+        _table(["migration", "from", "to", "checksum"],
+               [[s.name, s.source, s.target, s.checksum[:12]] for s in scripts])
+
+
+def _report(result: RunResult) -> int:
+    """The one JSON summary on stdout, the one-line outcome on stderr."""
     _emit(result.summary)
     _err(f"{result.summary['status']}: {result.message}")
     return result.exit_code

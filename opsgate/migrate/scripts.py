@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from types import ModuleType
 
-from opsgate.errors import ScriptError
+from opsgate.errors import ScriptError, first_line
 
 NAME_RE = re.compile(
     r"^(?P<date>\d{8})_(?P<project>\d+)_(?P<source>[a-z0-9]+)_to_(?P<target>[a-z0-9]+)"
@@ -41,11 +41,19 @@ class MigrationScript:
         return script_checksum(self.path)
 
     def load(self) -> ModuleType:
+        """The script as a module, checked for what the runner calls: a script that
+        cannot be imported or lacks a part raises `ScriptError` naming the file."""
         spec = importlib.util.spec_from_file_location(f"opsgate_migration_{self.name}", self.path)
         if spec is None or spec.loader is None:
             raise ScriptError(f"{self.path.name}: cannot be loaded")
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except (Exception, SystemExit) as exc:
+            # A script that fails to import is a bad script (a usage error), said in
+            # one line, so the runner still prints its summary rather than a traceback.
+            raise ScriptError(f"{self.path.name} cannot be imported: "
+                              f"{exc.__class__.__name__}: {first_line(exc)}") from None
         lacking = [a for a in REQUIRED if not hasattr(module, a)]
         if lacking:
             raise ScriptError(f"{self.path.name}: missing {', '.join(lacking)}")

@@ -45,6 +45,7 @@ from opsgate.errors import (
     first_line,
 )
 from opsgate.migrate import ledger
+from opsgate.operation import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from opsgate.refresh import archive, markers
 from opsgate.refresh.errors import RefreshError
 from opsgate.refresh.identity import (
@@ -60,8 +61,6 @@ from opsgate.target.pgtools import find_client_tools, url_wants_tls
 from opsgate.target.schema import CONTRACT_TABLES
 from opsgate.verify import canon
 from opsgate.verify.expectations import Expectations
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 #: Variables a refresh takes from the process environment: where the PostgreSQL tools
 #: are. Everything about either database comes from its env file alone, so a stray

@@ -123,8 +123,8 @@ def test_changed_source_is_refused_then_forced_with_a_reason(applied_db: str, bl
     assert "--force --reason" in err
     assert db_fingerprint(applied_db) == before
 
-    code, _, err = cli(applied_db, "run", BLOB_STATE, "--apply", "--force")
-    assert code == 2 and "--reason" in err
+    code, out, err = cli(applied_db, "run", BLOB_STATE, "--apply", "--force")
+    assert code == 1 and out["status"] == "refused" and "--reason" in err
 
     code, out, _ = cli(applied_db, "run", BLOB_STATE, "--apply", "--force", "--reason",
                        "INC-42: restore homepage from blob", "--source", str(blob_dir))
