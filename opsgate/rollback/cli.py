@@ -46,8 +46,9 @@ def _switch(sub: Any, name: str, backend: str, help_text: str) -> argparse.Argum
     p.add_argument("--approve-production", metavar="PROJECT",
                    help="act on production: the Vercel project's name, as the refusal says")
     p.add_argument("--write-audit", action="store_true",
-                   help="append the changelog and checkpoint entries (OPSGATE_CHANGE_"
-                   "CHANGELOG, OPSGATE_CHANGE_CHECKPOINT) instead of printing them")
+                   help="append the changelog and checkpoint entries to the files the "
+                   "change-control check reads (OPSGATE_CHANGE_CHANGELOG, "
+                   "OPSGATE_CHANGE_CHECKPOINT) instead of printing them")
     p.add_argument("--reports-dir", type=Path, default=Path("reports"), metavar="DIR")
     p.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
                    help="how long to wait for a redeploy to be READY (default 600)")
