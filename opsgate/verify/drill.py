@@ -16,7 +16,6 @@ import re
 import secrets
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,15 +43,13 @@ from opsgate.errors import (
 )
 from opsgate.processes import alive
 from opsgate.sensitive import SecretUrl
-from opsgate.target import db
+from opsgate.target import db, pgrun
 from opsgate.target.pgtools import (
     CLIENT_TOOLS,
     PgBinaries,
     find_client_tools,
-    tool_verdict,
     url_wants_tls,
 )
-from opsgate.target.schema import CONTRACT_TABLES
 from opsgate.verify import canon, rowdiff, tablehash
 from opsgate.verify.steps import StepFn, no_steps
 
@@ -145,77 +142,7 @@ def _with_db(url: str, dbname: str) -> str:
 
 def _run_tool(args: list[str], what: str, redact: Callable[[str], str], env: dict[str, str],
               hint: str = "") -> None:
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        raise DrillError(f"{what} failed (exit {proc.returncode}): "
-                         f"{redact(tool_verdict(proc.stderr))}{hint}")
-
-
-#: The one line pg_restore 17+ always writes that servers before 17 reject (the setting
-#: appeared in 17). pg_dump must be at least the server's version, so on Neon's 14-16 a
-#: 17 client is the norm, and pg_restore offers no switch to leave the line out.
-_PG17_ONLY_SET = b"SET transaction_timeout = 0;\n"
-
-
-def _restore(tools: PgBinaries, archive: Path, target: SecretUrl, target_major: int,
-             redact: Callable[[str], str], workdir: Path) -> str:
-    """Restore ``archive`` into ``target``; returns how, for the evidence."""
-    if tools.major < 17 or target_major >= 17:
-        _run_tool([str(tools.tool("pg_restore")), f"--jobs={DUMP_JOBS}",
-                   "--no-owner", "--no-privileges", "--exit-on-error",
-                   f"--dbname={target.without_password}", str(archive)],
-                  "pg_restore", redact, _tool_env(target))
-        return f"pg_restore --jobs={DUMP_JOBS}"
-    _restore_through_psql(tools, archive, target, redact, workdir)
-    return (f"pg_restore {tools.version} script through psql, without its "
-            f"PostgreSQL 17-only 'SET transaction_timeout' (server is {target_major})")
-
-
-def _restore_through_psql(tools: PgBinaries, archive: Path, target: SecretUrl,
-                          redact: Callable[[str], str], workdir: Path) -> None:
-    """pg_restore's SQL script, streamed into psql with that one line dropped (outside
-    COPY data, where the same text could be a row). Memory stays one line deep.
-    Hand-written because no tool offers it: the filter is the whole point."""
-    psql = tools.tool("psql")
-    if not os.access(psql, os.X_OK):
-        raise DrillError(f"restoring a PostgreSQL {tools.major} dump into an older server "
-                         f"needs psql beside pg_restore in {tools.bindir}")
-    restore_err = (workdir / "pg_restore.err").open("w+b")
-    psql_err = (workdir / "psql.err").open("w+b")
-    with restore_err, psql_err:
-        restore = subprocess.Popen(
-            [str(tools.tool("pg_restore")), "--no-owner", "--no-privileges", "--file=-",
-             str(archive)], stdout=subprocess.PIPE, stderr=restore_err, env=_tool_env(target))
-        sink = subprocess.Popen(
-            [str(psql), "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1",
-             f"--dbname={target.without_password}"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_err,
-            env=_tool_env(target))
-        assert restore.stdout is not None and sink.stdin is not None
-        in_copy = False
-        try:
-            for line in restore.stdout:
-                if in_copy:
-                    in_copy = line != b"\\.\n"
-                elif line == _PG17_ONLY_SET:
-                    continue
-                elif line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
-                    in_copy = True
-                sink.stdin.write(line)
-        except BrokenPipeError:
-            pass  # psql stopped on an error: its own message says which
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                sink.stdin.close()
-            restore.stdout.close()
-            restore.wait()
-            sink.wait()
-        for proc, err, what in ((sink, psql_err, "psql"), (restore, restore_err,
-                                                            "pg_restore")):
-            if proc.returncode != 0:
-                err.seek(0)
-                raise DrillError(f"{what} failed (exit {proc.returncode}): "
-                                 f"{redact(tool_verdict(err.read().decode(errors='replace')))}")
+    pgrun.run_tool(args, what, env, redact, DrillError, hint)
 
 
 def _pooler_hint(url: SecretUrl, server_port: int | None) -> str:
@@ -235,17 +162,7 @@ def _pooler_hint(url: SecretUrl, server_port: int | None) -> str:
 
 
 def _tool_env(url: SecretUrl) -> dict[str, str]:
-    """Pass the password through PGPASSWORD, never on a command line (ps would show it)."""
-    env = dict(os.environ)
-    if url.password:
-        env["PGPASSWORD"] = url.password
-    return env
-
-
-def _table_list(conn: psycopg.Connection[Any]) -> list[str]:
-    present = {r[0] for r in conn.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    return [t for t in CONTRACT_TABLES if t in present]
+    return pgrun.tool_env(url)
 
 
 def _relations_in(conn: psycopg.Connection[Any]) -> list[str]:
@@ -264,7 +181,7 @@ def _shapes(conn: psycopg.Connection[Any], tables: list[str]
             ) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
     """(table, columns, key) of the ``tables`` present on ``conn``, largest first, so the
     parallel streams finish together (the biggest table is not left for last)."""
-    present = set(_table_list(conn))
+    present = set(pgrun.contract_tables(conn))
     sizes: dict[str, int] = dict(conn.execute(
         "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
         "WHERE relname = ANY(%s) AND relkind = 'r' "
@@ -516,7 +433,7 @@ def run_drill(
             except PostgresUnavailableError as exc:
                 raise DrillError(str(exc)) from None
         stop = Terminator([tools.tool(name) for name in CLIENT_TOOLS])
-        tables = _table_list(src)
+        tables = pgrun.contract_tables(src)
         if not tables:
             raise DrillError("the target has none of the contract tables; nothing to drill")
 
@@ -606,8 +523,9 @@ def run_drill(
                 _not_stopping(stop)
                 t_restore = time.monotonic()
                 bar.phase("restore")
-                result.restore_method = _restore(tools, archive, target, target_major,
-                                                 redact, workdir)
+                result.restore_method = pgrun.restore_archive(
+                    tools, archive, target, target_major, "pg_restore", redact, DrillError,
+                    options=("--no-owner", "--no-privileges"), jobs=DUMP_JOBS)
                 result.timings_s["restore"] = round(time.monotonic() - t_restore, 3)
             except BaseException as exc:  # reported on the main thread
                 pipeline_error.append(exc)
