@@ -54,7 +54,11 @@ VARIABLES: dict[str, str] = {
     "ADMIN_BLOB_PREFIX": f"blob prefix of the admin state, default {DEFAULT_BLOB_PREFIX!r}",
     "VERCEL_BLOB_API_URL": "Vercel Blob API base, default Vercel's",
     "BACKUP_OUTPUT_PATH": "where the drill's backup archive is written (kept)",
-    "DRILL_DATABASE_URL": "restore target of the drill (default: a scratch database)",
+    "DRILL_DATABASE_URL": "an empty database the drill restores into (wins over "
+    "OPSGATE_DRILL_RESTORE)",
+    "OPSGATE_DRILL_RESTORE": "where the drill restores its copy: 'local' (default: a "
+    "throwaway PostgreSQL on this machine) or 'target-scratch' (a scratch database on "
+    "the target server)",
     "OPSGATE_PG_BINDIR": "folder of pg_dump/pg_restore to use (default: discovered)",
     "OPSGATE_TARGET_NAME": "name of the target in reports (default: the database host)",
     "OPSGATE_LEGACY_PAYLOAD_FILE": "legacy payload file for knowledge drift "
@@ -111,6 +115,20 @@ def parse_flag(name: str, raw: str | None, default: bool) -> bool:
     raise ConfigError(
         f"{name}={raw.strip()!r} is not a flag value; use true/false, 1/0 or yes/no"
     )
+
+
+#: Where the drill may restore its copy (docs/checks.md, "The drill's restore").
+DRILL_RESTORE_MODES = ("local", "target-scratch")
+
+
+def _drill_restore(raw: str | None) -> str:
+    """'local' unless told otherwise: a scratch copy on the target server is a write to
+    production, which the runbook has approved separately."""
+    mode = (raw or "local").lower()
+    if mode not in DRILL_RESTORE_MODES:
+        raise ConfigError(f"OPSGATE_DRILL_RESTORE={raw!r}: expected one of "
+                          f"{', '.join(DRILL_RESTORE_MODES)}")
+    return mode
 
 
 def _positive_float(name: str, raw: str | None, default: float, *, zero: bool = False
@@ -183,6 +201,7 @@ class Settings:
     vercel_blob_api_url: str = DEFAULT_BLOB_API_URL
     backup_output_path: str | None = None
     drill_database_url: SecretUrl | None = None
+    drill_restore: str = "local"
     pg_bindir: str | None = None
     target_name: str | None = None
     legacy_payload_file: str | None = None
@@ -264,6 +283,7 @@ class Settings:
             vercel_blob_api_url=(get("VERCEL_BLOB_API_URL") or DEFAULT_BLOB_API_URL).rstrip("/"),
             backup_output_path=get("BACKUP_OUTPUT_PATH"),
             drill_database_url=SecretUrl(drill) if drill else None,
+            drill_restore=_drill_restore(get("OPSGATE_DRILL_RESTORE")),
             pg_bindir=get("OPSGATE_PG_BINDIR"),
             target_name=get("OPSGATE_TARGET_NAME"),
             legacy_payload_file=get("OPSGATE_LEGACY_PAYLOAD_FILE"),

@@ -42,6 +42,7 @@ from opsgate.errors import (
     first_line,
 )
 from opsgate.processes import alive
+from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.sensitive import SecretUrl
 from opsgate.target import db, pgrun
 from opsgate.target.pgtools import (
@@ -50,7 +51,7 @@ from opsgate.target.pgtools import (
     find_client_tools,
     url_wants_tls,
 )
-from opsgate.verify import canon, rowdiff, tablehash
+from opsgate.verify import canon, drill_local, rowdiff, tablehash
 from opsgate.verify.steps import StepFn, no_steps
 
 DUMP_JOBS = 2
@@ -87,6 +88,8 @@ class DrillResult:
     archive_bytes: int = 0
     archive_kept: bool = False
     restore_target: str = ""
+    restore_mode: str = ""
+    restore_role: dict[str, Any] = field(default_factory=dict)
     server_version: str = ""
     client_tools: str = ""
     leftovers_removed: list[str] = field(default_factory=list)
@@ -117,6 +120,9 @@ class DrillResult:
                         "jobs": DUMP_JOBS, "restore_method": self.restore_method},
             "source": self.source,
             "restore_target": self.restore_target,
+            # local, target-scratch or DRILL_DATABASE_URL (docs/checks.md)
+            "restore_mode": self.restore_mode,
+            "restore_role": self.restore_role,
             "server_version": self.server_version,
             "client_tools": self.client_tools,
             "leftover_scratch_databases_removed": self.leftovers_removed,
@@ -360,6 +366,107 @@ def sweep_leftovers(session: psycopg.Connection[Any], redact: Callable[[str], st
     return sweep
 
 
+def list_scratch_databases(session: psycopg.Connection[Any]) -> list[str]:
+    """Scratch databases of earlier drills on the server (read only: a local drill
+    lists them for the operator and drops none)."""
+    return [r[0] for r in session.execute(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY 1",
+        (SCRATCH_PREFIX,))]
+
+
+@dataclass
+class _Copies:
+    """What the drill made to restore into, for `run_drill`'s ``finally`` to undo: set
+    before each is made, so a stop landing while it is being made still undoes it."""
+
+    scratch: str | None = None
+    local: EmbeddedPostgres | None = None
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """Where the copy is restored: its URL, server major, whether its connections use
+    TLS, the mode, words for the evidence and the drill record, and the role."""
+
+    url: SecretUrl
+    major: int
+    tls: bool
+    mode: str
+    where: str
+    role: dict[str, Any] = field(default_factory=dict)
+
+
+def _restore_copy(settings: Settings, session: psycopg.Connection[Any],
+                  src: psycopg.Connection[Any], url: SecretUrl, source_major: int,
+                  workdir: Path, redact: Callable[[str], str], copies: _Copies) -> _Copy:
+    """DRILL_DATABASE_URL when set, else as OPSGATE_DRILL_RESTORE says: ``local`` (the
+    default, `drill_local`) or ``target-scratch``."""
+    if settings.drill_database_url is not None:
+        return _given_copy(settings.drill_database_url, redact)
+    if settings.drill_restore == "target-scratch":
+        return _scratch_copy(session, src, url, source_major, redact, copies)
+    role = drill_local.source_role(src)
+    size = src.execute("SELECT pg_database_size(current_database())").fetchone()
+    binaries = drill_local.local_binaries(source_major, settings.pg_bindir)
+    copies.local = drill_local.new_cluster(binaries, int(size[0]) if size else 0, workdir)
+    target = drill_local.prepare(copies.local, role)
+    return _Copy(target, binaries.major, True, "local",
+                 f"a throwaway local PostgreSQL {binaries.version} started by the drill, "
+                 f"as role {role.name} (not a superuser), database {role.database}; "
+                 "stopped and removed afterwards, nothing written to the target server",
+                 role.as_dict())
+
+
+def _given_copy(target: SecretUrl, redact: Callable[[str], str]) -> _Copy:
+    try:
+        with db.connect(target, redact=redact, what="DRILL_DATABASE_URL") as probe, \
+                db.transaction(probe, read_only=True):
+            occupied = _relations_in(probe)
+            tls = bool(probe.pgconn.ssl_in_use)
+            major = int(probe.info.server_version) // 10000
+    except DatabaseUnavailableError as exc:
+        raise DrillError(str(exc)) from None
+    if occupied:
+        raise DrillError(
+            f"DRILL_DATABASE_URL {target.masked} is not empty (has "
+            f"{', '.join(occupied)}); the drill restores only into an empty database "
+            "and never overwrites one")
+    return _Copy(target, major, tls, "DRILL_DATABASE_URL", target.masked)
+
+
+def _scratch_copy(session: psycopg.Connection[Any], src: psycopg.Connection[Any],
+                  url: SecretUrl, source_major: int, redact: Callable[[str], str],
+                  copies: _Copies) -> _Copy:
+    """A scratch database created on the target server (OPSGATE_DRILL_RESTORE=
+    target-scratch): a write to production, chosen explicitly."""
+    name = scratch_name()
+    # Held until the session ends: a later drill sees this copy is in use.
+    session.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (DRILL_LOCK_CLASS, name))
+    # Named before it exists: a stop that lands while CREATE DATABASE completes must
+    # still drop it (the drop is IF EXISTS).
+    copies.scratch = name
+    try:
+        session.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        session.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(name), sql.Literal(
+                f"{SCRATCH_COMMENT}{src.info.dbname}: {url.masked}, created "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} by pid "
+                f"{os.getpid()} on {socket.gethostname()}; dropped when the drill "
+                "ends: safe to drop")))
+    except psycopg.errors.InsufficientPrivilege:
+        raise DrillError(
+            f"no permission to create a scratch database on {url.masked}; grant "
+            "CREATEDB to this role, set OPSGATE_DRILL_RESTORE=local (the default) or "
+            "DRILL_DATABASE_URL to an empty database the drill may restore into") from None
+    except psycopg.Error as exc:
+        raise DrillError(f"creating the scratch database {name} failed: "
+                         f"{redact(first_line(exc))[:300]}") from None
+    target = SecretUrl(_with_db(url.reveal(), name))
+    return _Copy(target, source_major, True, "target-scratch",
+                 f"{target.masked} (a scratch database on the target server, dropped "
+                 "afterwards)")
+
+
 def run_drill(
     settings: Settings,
     *,
@@ -397,13 +504,16 @@ def run_drill(
     result.source = url.masked
     result.dump_folders_removed = sweep_dump_folders()
     workdir = Path(tempfile.mkdtemp(prefix=f"{DUMP_FOLDER_PREFIX}{os.getpid()}-"))
-    scratch: str | None = None
+    copies = _Copies()  # what the drill made to restore into, undone in `finally`
     stack = contextlib.ExitStack()  # the progress bar, closed before anything is reported
     # On a stop, the children (pg_dump, pg_restore, psql) are terminated by the main
     # thread: the threads that started them never see the KeyboardInterrupt.
     stop = Terminator(())
     try:
-        if settings.drill_database_url is None:
+        if settings.drill_database_url is None and settings.drill_restore == "local":
+            # Read only: earlier drills' scratch copies are listed, never dropped here.
+            result.other_scratch_databases = list_scratch_databases(session)
+        elif settings.drill_database_url is None:
             sweep = sweep_leftovers(session, redact)
             result.leftovers_removed = sweep.removed
             result.other_scratch_databases = sweep.not_ours
@@ -437,54 +547,16 @@ def run_drill(
         if not tables:
             raise DrillError("the target has none of the contract tables; nothing to drill")
 
-        # -- restore target: given and empty, or a scratch database we create -----------
-        restore_tls = True
-        if settings.drill_database_url is not None:
-            target = settings.drill_database_url
-            try:
-                with db.connect(target, redact=redact, what="DRILL_DATABASE_URL") as probe, \
-                        db.transaction(probe, read_only=True):
-                    occupied = _relations_in(probe)
-                    restore_tls = bool(probe.pgconn.ssl_in_use)
-                    target_major = int(probe.info.server_version) // 10000
-            except DatabaseUnavailableError as exc:
-                raise DrillError(str(exc)) from None
-            if occupied:
-                raise DrillError(
-                    f"DRILL_DATABASE_URL {target.masked} is not empty (has "
-                    f"{', '.join(occupied)}); the drill restores only into an empty database "
-                    "and never overwrites one")
-        else:
-            target_major = version_num // 10000
-            name = scratch_name()
-            # Held until the session ends: a later drill sees this copy is in use.
-            session.execute("SELECT pg_advisory_lock(%s, hashtext(%s))",
-                            (DRILL_LOCK_CLASS, name))
-            # Named before it exists: a stop that lands while CREATE DATABASE completes
-            # must still drop it (the drop is IF EXISTS).
-            scratch = name
-            try:
-                session.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-                session.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                    sql.Identifier(name), sql.Literal(
-                        f"{SCRATCH_COMMENT}{src.info.dbname}: {url.masked}, created "
-                        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} by pid "
-                        f"{os.getpid()} on {socket.gethostname()}; dropped when the drill "
-                        "ends: safe to drop")))
-            except psycopg.errors.InsufficientPrivilege:
-                raise DrillError(
-                    f"no permission to create a scratch database on {url.masked}; grant "
-                    "CREATEDB to this role or set DRILL_DATABASE_URL to an empty database "
-                    "the drill may restore into") from None
-            except psycopg.Error as exc:
-                raise DrillError(f"creating the scratch database {name} failed: "
-                                 f"{redact(first_line(exc))[:300]}") from None
-            target = SecretUrl(_with_db(url.reveal(), name))
-        result.restore_target = target.masked
+        # -- restore target: local (default), given and empty, or a scratch database --
+        copy = _restore_copy(settings, session, src, url, version_num // 10000, workdir,
+                             redact, copies)
+        target, target_major = copy.url, copy.major
+        result.restore_mode, result.restore_role = copy.mode, copy.role
+        result.restore_target = copy.where
         # "TLS" beside the tools only when pg_dump's and pg_restore's connections used it
-        # (a scratch database is reached as the source is).
+        # (a scratch database is reached as the source is; a local copy over loopback).
         result.client_tools = tools.describe(
-            connection_tls=bool(src.pgconn.ssl_in_use) and restore_tls)
+            connection_tls=bool(src.pgconn.ssl_in_use) and copy.tls)
 
         # -- dump (pg_dump joins our snapshot) while we hash the source in it ----------
         archive = Path(settings.backup_output_path) if settings.backup_output_path else (
@@ -590,8 +662,10 @@ def run_drill(
         stop.close()
         stack.close()
         src.close()
-        leftover = _drop_scratch(session, scratch, redact) if scratch else None
+        leftover = _drop_scratch(session, copies.scratch, redact) if copies.scratch else None
         session.close()
+        if copies.local is not None:
+            copies.local.stop()  # the local cluster stopped and its folder removed
         shutil.rmtree(workdir, ignore_errors=True)
         result.timings_s["total"] = round(time.monotonic() - t_all, 3)
         if leftover and sys.exc_info()[0] is None:

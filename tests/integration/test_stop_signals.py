@@ -21,10 +21,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from dotenv import dotenv_values
 
 from opsgate.sandbox import Sandbox
 from opsgate.verify.drill import DUMP_FOLDER_PREFIX, SCRATCH_PREFIX
@@ -42,7 +42,7 @@ CLIENTS = ("pg_dump", "pg_restore", "psql")
 def big() -> Iterator[tuple[Sandbox, str]]:
     """The sandbox with `BULK_ROWS` more entities, and its direct URL."""
     with Sandbox.start() as sb:
-        values = dotenv_values(sb.env_file)
+        values = sb.environ()
         url = values.get("DATABASE_URL_UNPOOLED") or values["DATABASE_URL"]
         assert url
         with psycopg.connect(url, autocommit=True) as conn:
@@ -88,11 +88,32 @@ def _hashing_the_copy(url: str) -> Any:
         "AND application_name = 'psql' AND query LIKE 'COPY%%'", SCRATCH_PREFIX)
 
 
-def _drill(sb: Sandbox, tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    """The gate's drill on ``sb`` as its own process; its temporary files in ``tmp``."""
+def _hashing_the_local_copy(proc: subprocess.Popen[bytes], url: str) -> Any:
+    """A psql below the drill connected to another server than the source: the local
+    copy (both are on 127.0.0.1; the ports differ)."""
+    source = f":{urlsplit(url).port}/"
+    return lambda: [p for p in _child(proc, "psql")()
+                    if "--dbname=" in _cmdline(p) and source not in _cmdline(p)]
+
+
+def _local_cluster_folders(proc: subprocess.Popen[bytes]) -> list[Path]:
+    """The data folders of the PostgreSQL servers running below the drill (its local
+    copy's postmaster, ``postgres -D <folder>``)."""
+    found = []
+    for pid in _child(proc, "postgres")():
+        args = _cmdline(pid).split()
+        if "-D" in args[:-1]:
+            found.append(Path(args[args.index("-D") + 1]))
+    return found
+
+
+def _drill(sb: Sandbox, tmp: Path, mode: str = "local") -> tuple[subprocess.Popen[bytes], Path]:
+    """The gate's drill on ``sb`` as its own process, restoring as ``mode`` says; its
+    temporary files in ``tmp``."""
     out = tmp / "gate.out"
     (tmp / "tmp").mkdir()
-    env = clean_env(RUN_OPS_NEON_DRILL="true", TMPDIR=str(tmp / "tmp"))
+    env = clean_env(RUN_OPS_NEON_DRILL="true", TMPDIR=str(tmp / "tmp"),
+                    OPSGATE_DRILL_RESTORE=mode)
     with out.open("wb") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
@@ -115,30 +136,44 @@ def _assert_nothing_left(stopped: Stopped, url: str, tmp: Path, out: Path) -> No
 
 
 #: Each phase with one signal: both take the same path once they have raised (the
-#: interrupt), and each run costs seconds of the suite.
-@pytest.mark.parametrize(("phase", "sig"), [("dump", signal.SIGINT),
-                                            ("restore", signal.SIGTERM),
-                                            ("hashing the copy", signal.SIGTERM)],
-                         ids=["dump-SIGINT", "restore-SIGTERM", "hashing the copy-SIGTERM"])
+#: interrupt), and each run costs seconds of the suite. The local mode (the default)
+#: in every phase; the scratch database on the target server in the two it adds.
+@pytest.mark.parametrize(("phase", "sig", "mode"), [
+    ("dump", signal.SIGINT, "local"),
+    ("restore", signal.SIGTERM, "local"),
+    ("hashing the copy", signal.SIGINT, "local"),
+    ("restore", signal.SIGTERM, "target-scratch"),
+    ("hashing the copy", signal.SIGTERM, "target-scratch")],
+    ids=["dump-SIGINT-local", "restore-SIGTERM-local", "hashing the copy-SIGINT-local",
+         "restore-SIGTERM-target-scratch", "hashing the copy-SIGTERM-target-scratch"])
 def test_a_stopped_drill_exits_within_the_grace_and_leaves_nothing(
-        big: tuple[Sandbox, str], tmp_path: Path, sig: signal.Signals, phase: str) -> None:
+        big: tuple[Sandbox, str], tmp_path: Path, sig: signal.Signals, phase: str,
+        mode: str) -> None:
     sb, url = big
-    proc, out = _drill(sb, tmp_path)
+    proc, out = _drill(sb, tmp_path, mode)
+    clusters: list[Path] = []
     try:
         if phase == "dump":
             wait_for("pg_dump running", _child(proc, "pg_dump"), proc, out=out)
         elif phase == "restore":
             wait_for("pg_restore running", _child(proc, "pg_restore"), proc, out=out)
+        elif mode == "local":
+            wait_for("psql reading the local copy", _hashing_the_local_copy(proc, url), proc,
+                     out=out)
         else:
             wait_for("psql reading the restored copy", _hashing_the_copy(url), proc, out=out)
+        if mode == "local":
+            clusters = wait_for("the local copy's server", lambda: _local_cluster_folders(proc),
+                                proc, out=out)
         stopped = stop(proc, sig)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    print(f"drill stopped by {sig.name} during {phase}: exit {stopped.exit_code} "
+    print(f"drill ({mode}) stopped by {sig.name} during {phase}: exit {stopped.exit_code} "
           f"after {stopped.seconds:.2f} s")
     _assert_nothing_left(stopped, url, tmp_path, out)
+    assert not [c for c in clusters if c.exists()], f"local copy left: {clusters}"
     _assert_reported_interrupted(tmp_path / "reports", sig)
 
 
