@@ -548,8 +548,10 @@ def run_drill(
             raise DrillError("the target has none of the contract tables; nothing to drill")
 
         # -- restore target: local (default), given and empty, or a scratch database --
+        t_copy = time.monotonic()
         copy = _restore_copy(settings, session, src, url, version_num // 10000, workdir,
                              redact, copies)
+        result.timings_s["prepare_copy"] = round(time.monotonic() - t_copy, 3)
         target, target_major = copy.url, copy.major
         result.restore_mode, result.restore_role = copy.mode, copy.role
         result.restore_target = copy.where

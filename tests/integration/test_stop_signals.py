@@ -29,7 +29,7 @@ import pytest
 from opsgate.sandbox import Sandbox
 from opsgate.verify.drill import DUMP_FOLDER_PREFIX, SCRATCH_PREFIX
 from tests.gate_helpers import ROOT, clean_env
-from tests.stop_helpers import GRACE_S, Stopped, descendants, stop, wait_for
+from tests.stop_helpers import GRACE_S, Stopped, alive, descendants, stop, wait_for
 
 #: Rows added to kb_entities: the drill then runs a few seconds, each phase long enough
 #: to be stopped in (a scaled sandbox would take a minute or more to build).
@@ -175,6 +175,37 @@ def test_a_stopped_drill_exits_within_the_grace_and_leaves_nothing(
     _assert_nothing_left(stopped, url, tmp_path, out)
     assert not [c for c in clusters if c.exists()], f"local copy left: {clusters}"
     _assert_reported_interrupted(tmp_path / "reports", sig)
+
+
+def test_a_killed_local_drill_leaves_its_copy_to_the_watchdog(
+        big: tuple[Sandbox, str], tmp_path: Path) -> None:
+    """SIGKILL runs no cleanup of the drill's own: the local copy's watchdog stops the
+    cluster and deletes its folder and the dump folder once the drill's process is gone."""
+    sb, _ = big
+    proc, out = _drill(sb, tmp_path, "local")
+    try:
+        wait_for("pg_restore running", _child(proc, "pg_restore"), proc, out=out)
+        clusters = wait_for("the local copy's server", lambda: _local_cluster_folders(proc),
+                            proc, out=out)
+        servers = _child(proc, "postgres")()
+        dumps = list((tmp_path / "tmp").glob(f"{DUMP_FOLDER_PREFIX}*"))
+        assert dumps and clusters
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    t = time.monotonic()
+    while time.monotonic() - t < 30 and any(p.exists() for p in (*clusters, *dumps)):
+        time.sleep(0.1)
+    gone = round(time.monotonic() - t, 2)
+    print(f"killed local drill: copy and dump folder removed {gone} s after SIGKILL")
+    assert not [p for p in (*clusters, *dumps) if p.exists()], "left after SIGKILL"
+    deadline = time.monotonic() + 10
+    while [p for p in servers if alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in servers if alive(p)], "the local copy's server still runs"
 
 
 def _assert_reported_interrupted(reports: Path, sig: signal.Signals) -> None:
