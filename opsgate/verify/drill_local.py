@@ -122,8 +122,10 @@ def prepare(cluster: EmbeddedPostgres, role: SourceRole) -> SecretUrl:
                      .format(sql.Identifier(role.database), sql.Identifier(role.name),
                              sql.Literal(role.encoding)))
     admin = cluster.url(role.database)
+    # Loopback without TLS, whatever PGSSLMODE the environment sets for the target.
     return SecretUrl(admin.reveal().replace(
-        f"{LOCAL_SUPERUSER}:{admin.password}@", f"{_userinfo(role.name)}:{password}@", 1))
+        f"{LOCAL_SUPERUSER}:{admin.password}@", f"{_userinfo(role.name)}:{password}@", 1)
+        + "?sslmode=disable")
 
 
 def _userinfo(name: str) -> str:
