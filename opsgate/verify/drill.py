@@ -467,6 +467,61 @@ def _scratch_copy(session: psycopg.Connection[Any], src: psycopg.Connection[Any]
                  "afterwards)")
 
 
+def _earlier_scratch_copies(settings: Settings, session: psycopg.Connection[Any],
+                            redact: Callable[[str], str], result: DrillResult) -> None:
+    """Scratch databases earlier drills left on the target server: in target-scratch
+    mode those of dead drills are dropped (and one that cannot be fails the drill); in
+    local mode they are only listed, since dropping them would be a write."""
+    if settings.drill_database_url is not None:
+        return
+    if settings.drill_restore == "local":
+        result.other_scratch_databases = list_scratch_databases(session)
+        return
+    sweep = sweep_leftovers(session, redact)
+    result.leftovers_removed = sweep.removed
+    result.other_scratch_databases = sweep.not_ours
+    if sweep.stuck:
+        raise DrillError(
+            f"{len(sweep.stuck)} scratch database(s) left by an earlier drill could "
+            f"not be removed: {'; '.join(sweep.stuck[:5])}; each is a full copy of "
+            "the data: drop it as its owner (DROP DATABASE name WITH (FORCE))")
+
+
+def _verify(result: DrillResult, tables: list[str], source_hashes: dict[str, canon.TableHash],
+            early: dict[str, Future[canon.TableHash]], tools: PgBinaries, url: SecretUrl,
+            target: SecretUrl, redact: Callable[[str], str], stop: Terminator,
+            bar: progress.Bar, steps: StepFn) -> None:
+    """Compare the restored copy's hashes (taken while it was restored, or now) with the
+    source's, name the rows behind a mismatch, and fill in the combined hashes."""
+    t = time.monotonic()
+    bar.phase("verify the restored copy")
+    with steps("verify: canon-v1 hash of every table, source vs restored"):
+        restored = {tbl: f.result() for tbl, f in early.items()}
+        if not early:
+            with db.connect(target, redact=redact, what="the restored database") as probe, \
+                    db.transaction(probe, read_only=True):
+                restored_shapes = _shapes(probe, tables)
+            restored = _hash_tables(tools, target, restored_shapes, redact, stop,
+                                    advance=bar.advance)
+        for tbl in tables:
+            sh, rh = source_hashes[tbl], restored.get(tbl)
+            result.tables.append(TableResult(tbl, sh.rows, rh.rows if rh else None,
+                                             sh.sha256, rh.sha256 if rh else None))
+        # Name the rows behind a mismatch. The source has moved on since the snapshot
+        # on a live target, so on a busy one this may also list rows written since.
+        mismatched = [x for x in result.tables if not x.match and x.restored_rows is not None]
+        if mismatched:
+            with db.connect(url, redact=redact) as s2, \
+                    db.connect(target, redact=redact, what="the restored database") as r, \
+                    db.transaction(s2, read_only=True), db.transaction(r, read_only=True):
+                for x in mismatched:
+                    x.differing_rows = rowdiff.locate(s2, r, x.table).describe()
+    result.timings_s["verify"] = round(time.monotonic() - t, 3)
+    result.source_hash = canon.combined_hash({x.table: x.source_sha256 for x in result.tables})
+    result.restored_hash = canon.combined_hash(
+        {x.table: x.restored_sha256 for x in result.tables})
+
+
 def run_drill(
     settings: Settings,
     *,
@@ -510,19 +565,7 @@ def run_drill(
     # thread: the threads that started them never see the KeyboardInterrupt.
     stop = Terminator(())
     try:
-        if settings.drill_database_url is None and settings.drill_restore == "local":
-            # Read only: earlier drills' scratch copies are listed, never dropped here.
-            result.other_scratch_databases = list_scratch_databases(session)
-        elif settings.drill_database_url is None:
-            sweep = sweep_leftovers(session, redact)
-            result.leftovers_removed = sweep.removed
-            result.other_scratch_databases = sweep.not_ours
-            if sweep.stuck:
-                raise DrillError(
-                    f"{len(sweep.stuck)} scratch database(s) left by an earlier drill could "
-                    f"not be removed: {'; '.join(sweep.stuck[:5])}; each is a full copy of "
-                    "the data: drop "
-                    "it as its owner (DROP DATABASE name WITH (FORCE))")
+        _earlier_scratch_copies(settings, session, redact, result)
         # Every transaction of this session: BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY.
         src.read_only = True
         src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -631,34 +674,8 @@ def run_drill(
         if before_verify is not None:
             before_verify(target)
 
-        # -- verify: the restored copy, two tables at a time --------------------------
-        t = time.monotonic()
-        bar.phase("verify the restored copy")
-        with steps("verify: canon-v1 hash of every table, source vs restored"):
-            restored = {tbl: f.result() for tbl, f in early.items()}
-            if not early:
-                with db.connect(target, redact=redact, what="the restored database") as probe, \
-                        db.transaction(probe, read_only=True):
-                    restored_shapes = _shapes(probe, tables)
-                restored = _hash_tables(tools, target, restored_shapes, redact, stop,
-                                        advance=bar.advance)
-            for tbl in tables:
-                sh, rh = source_hashes[tbl], restored.get(tbl)
-                result.tables.append(TableResult(tbl, sh.rows, rh.rows if rh else None,
-                                                 sh.sha256, rh.sha256 if rh else None))
-            # Name the rows behind a mismatch. The source has moved on since the snapshot
-            # on a live target, so on a busy one this may also list rows written since.
-            mismatched = [x for x in result.tables if not x.match and x.restored_rows is not None]
-            if mismatched:
-                with db.connect(url, redact=redact) as s2, \
-                        db.connect(target, redact=redact, what="the restored database") as r, \
-                        db.transaction(s2, read_only=True), db.transaction(r, read_only=True):
-                    for x in mismatched:
-                        x.differing_rows = rowdiff.locate(s2, r, x.table).describe()
-        result.timings_s["verify"] = round(time.monotonic() - t, 3)
-        result.source_hash = canon.combined_hash({x.table: x.source_sha256 for x in result.tables})
-        result.restored_hash = canon.combined_hash(
-            {x.table: x.restored_sha256 for x in result.tables})
+        _verify(result, tables, source_hashes, early, tools, url, target, redact, stop,
+                bar, steps)
         return result
     finally:
         stop.close()
