@@ -6,6 +6,11 @@ transaction exports it and pg_dump joins it with ``--snapshot``), so writes land
 a live target during the drill can neither fake a mismatch nor hide a real one. The
 source is hashed while pg_dump runs (both only read the same snapshot), which overlaps
 the two longest steps.
+
+"Elsewhere" is by default a throwaway local PostgreSQL (`drill_local`), so the target
+server sees only reads; a scratch database on the target server is an explicit choice
+(OPSGATE_DRILL_RESTORE=target-scratch), as is an empty database of the operator's own
+(DRILL_DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -537,8 +542,9 @@ def run_drill(
     ``after_dump`` and ``before_verify`` exist for the self-tests' fault injection.
     """
     try:
-        # pg_dump joins a snapshot this session exports, and the scratch database is
-        # created and dropped from it: a real session, so the direct endpoint.
+        # pg_dump joins a snapshot this session exports (and in target-scratch mode the
+        # scratch database is created and dropped from it): a real session, so the
+        # direct endpoint.
         url = settings.session_url("the backup/restore drill")
     except ConfigError as exc:
         raise DrillError(str(exc)) from None
