@@ -1,4 +1,5 @@
-"""pg_dump and pg_restore for the refresh, with passwords off every command line.
+"""pg_dump and pg_restore for the refresh, run through `opsgate.target.pgrun` (passwords
+off every command line; the drill's restore policy for newer archives).
 
 Archives are PostgreSQL's custom format: one file each, so its SHA-256 identifies it
 in the summary and in the ledger.
@@ -40,11 +41,6 @@ def _env(url: SecretUrl, *, read_only: bool) -> dict[str, str]:
 REFRESH_APP_NAME = "opsgate-refresh"
 
 
-def _run(args: list[str], what: str, env: dict[str, str], redact: Callable[[str], str]
-         ) -> None:
-    pgrun.run_tool(args, what, env, redact, RefreshError)
-
-
 def sha256_of(path: Path) -> str:
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
@@ -62,7 +58,8 @@ def export(tools: PgBinaries, url: SecretUrl, path: Path, what: str,
             f"--dbname={url.without_password}"]
     if snapshot:
         args.insert(2, f"--snapshot={snapshot}")
-    _run(args, f"pg_dump of the {what}", _env(url, read_only=True), redact)
+    pgrun.run_tool(args, f"pg_dump of the {what}", _env(url, read_only=True), redact,
+                   RefreshError)
     return Archive(path, path.stat().st_size, sha256_of(path))
 
 

@@ -151,11 +151,6 @@ def _with_db(url: str, dbname: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
 
 
-def _run_tool(args: list[str], what: str, redact: Callable[[str], str], env: dict[str, str],
-              hint: str = "") -> None:
-    pgrun.run_tool(args, what, env, redact, DrillError, hint)
-
-
 def _pooler_hint(url: SecretUrl, server_port: int | None) -> str:
     """A clue for a failed pg_dump: the server accepted us on another port than the URL
     names, as it does behind a pooler (or a port mapping). Not proof, so only a hint."""
@@ -170,10 +165,6 @@ def _pooler_hint(url: SecretUrl, server_port: int | None) -> str:
     return (f" (the URL names port {given} but the server accepted the connection on "
             f"{server_port}: if it goes through a pooler, set DATABASE_URL_UNPOOLED to the "
             "direct endpoint)")
-
-
-def _tool_env(url: SecretUrl) -> dict[str, str]:
-    return pgrun.tool_env(url)
 
 
 def _relations_in(conn: psycopg.Connection[Any]) -> list[str]:
@@ -211,7 +202,7 @@ def _hash_tables(tools: PgBinaries, url: SecretUrl,
     own that joins ``snapshot`` when given: every stream reads the same instant."""
     from concurrent.futures import ThreadPoolExecutor
 
-    env = _tool_env(url)
+    env = pgrun.tool_env(url)
 
     def one(shape: tuple[str, tuple[str, ...], tuple[str, ...]]) -> canon.TableHash:
         table, columns, order_by = shape
@@ -257,7 +248,7 @@ def _hash_as_restored(tools: PgBinaries, target: SecretUrl, tables: list[str],
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    env = _tool_env(target)
+    env = pgrun.tool_env(target)
     started: dict[str, Future[canon.TableHash]] = {}
 
     def one(table: str, columns: tuple[str, ...], order_by: tuple[str, ...]
@@ -631,11 +622,12 @@ def run_drill(
                 t_dump = time.monotonic()
                 bar.phase("dump, hashing the source")
                 try:
-                    _run_tool([str(tools.tool("pg_dump")), "--format=directory",
-                               f"--jobs={DUMP_JOBS}", "--compress=0", f"--snapshot={snapshot}",
-                               "--no-owner", "--no-privileges", f"--file={archive}",
-                               f"--dbname={url.without_password}"],
-                              "pg_dump", redact, _tool_env(url), hint=pooler_hint)
+                    pgrun.run_tool([str(tools.tool("pg_dump")), "--format=directory",
+                                    f"--jobs={DUMP_JOBS}", "--compress=0",
+                                    f"--snapshot={snapshot}", "--no-owner", "--no-privileges",
+                                    f"--file={archive}", f"--dbname={url.without_password}"],
+                                   "pg_dump", pgrun.tool_env(url), redact, DrillError,
+                                   hint=pooler_hint)
                 finally:
                     dumped.set()
                 result.timings_s["dump"] = round(time.monotonic() - t_dump, 3)
