@@ -94,7 +94,9 @@ def _through_psql(tools: PgBinaries, archive: Path, url: SecretUrl, options: Seq
     COPY data, where the same text could be a row). Memory stays one line deep; the
     two stderrs go to unnamed temporary files (no folder to leave behind). psql stops at
     the first error (ON_ERROR_STOP), and a ``--single-transaction`` script's BEGIN is
-    then rolled back as psql disconnects: all or nothing, as pg_restore itself."""
+    then rolled back as psql disconnects: all or nothing, as pg_restore itself. A stop
+    (KeyboardInterrupt) kills both tools at once rather than wait for psql's statement:
+    the refresh streams from its main thread, within CI's grace after SIGTERM."""
     psql = tools.tool("psql")
     if not os.access(psql, os.X_OK):
         raise error(f"{what}: restoring a PostgreSQL {tools.major} archive into an older "
@@ -109,6 +111,7 @@ def _through_psql(tools: PgBinaries, archive: Path, url: SecretUrl, options: Seq
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_err, env=env)
         assert restore.stdout is not None and sink.stdin is not None
         in_copy = False
+        ended = False
         try:
             for line in restore.stdout:
                 if in_copy:
@@ -118,9 +121,14 @@ def _through_psql(tools: PgBinaries, archive: Path, url: SecretUrl, options: Seq
                 elif line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
                     in_copy = True
                 sink.stdin.write(line)
+            ended = True
         except BrokenPipeError:
-            pass  # psql stopped on an error: its own message says which
+            ended = True  # psql stopped on an error: its own message says which
         finally:
+            if not ended:  # a stop: waiting would wait for psql's statement to end
+                for proc in (restore, sink):
+                    if proc.poll() is None:
+                        proc.kill()
             with contextlib.suppress(BrokenPipeError):
                 sink.stdin.close()
             restore.stdout.close()

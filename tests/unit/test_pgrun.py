@@ -38,3 +38,34 @@ def test_a_failing_tool_raises_the_callers_error_in_one_redacted_line(
                        lambda text: text.replace("pw-canary-123", "***"), error, hint=" (hint)")
     assert str(info.value) == ("pg_restore failed (exit 3): pg_restore: error: could not "
                                "connect as *** (hint)")
+
+
+def test_a_stop_during_a_streamed_restore_ends_both_tools_at_once(tmp_path: Path) -> None:
+    """A stop (KeyboardInterrupt, as SIGINT and the gate's SIGTERM raise) while the
+    script streams into psql must not wait for psql's statement to end: the refresh
+    streams from its main thread, within CI's 7.5 s grace."""
+    import signal
+    import time
+
+    from opsgate.target.pgtools import PgBinaries
+
+    (tmp_path / "pg_restore").write_text("#!/bin/sh\nexec yes 'SELECT 1;'\n")
+    (tmp_path / "psql").write_text("#!/bin/sh\nexec sleep 30\n")  # a long statement
+    for tool in ("pg_restore", "psql"):
+        (tmp_path / tool).chmod(0o755)
+    tools = PgBinaries(17, 0, tmp_path, "test")
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    t = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pgrun.restore_archive(tools, tmp_path / "archive", URL, 16, "pg_restore",
+                                  str, RefreshError)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - t < 5
