@@ -6,7 +6,8 @@ SIGINT or SIGTERM (to its pid alone, as CI and ``timeout`` send them) when a pha
 seen under way: pg_dump running below it, pg_restore running below it, psql reading
 the restored copy (a row in pg_stat_activity). Afterwards: exit code 2 within GitHub's
 7.5 s grace, no process it ran left alive, no scratch database and no backend of its
-client programs on the server, no dump folder.
+client programs on the server, no dump folder, and in the default local mode the local
+copy's server stopped and its folder gone (SIGKILL: by its watchdog).
 """
 
 from __future__ import annotations
