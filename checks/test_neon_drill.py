@@ -1,6 +1,7 @@
 """Backup/restore drill (runbook: "Neon backup/restore drill"): pg_dump the target,
-pg_restore into a scratch database (or DRILL_DATABASE_URL), compare every contract
-table's row count and canon-v1 hash. Writes only to the scratch/restore database."""
+pg_restore into a throwaway local PostgreSQL (default), a scratch database on the target
+server (OPSGATE_DRILL_RESTORE=target-scratch) or DRILL_DATABASE_URL, compare every
+contract table's row count and canon-v1 hash. Writes only to the restored copy."""
 
 from __future__ import annotations
 

@@ -97,8 +97,13 @@ VARIABLES: dict[str, Variable] = {
     "VERCEL_BLOB_API_URL": Variable("Vercel Blob API base", DEFAULT_BLOB_API_URL),
     "BACKUP_OUTPUT_PATH": Variable("where the drill's backup archive is written (kept)",
                                    "a temporary file, removed"),
-    "DRILL_DATABASE_URL": Variable("restore target of the drill", "a scratch database",
+    "DRILL_DATABASE_URL": Variable("an empty database the drill restores into (wins over "
+                                   "OPSGATE_DRILL_RESTORE)", "none: see OPSGATE_DRILL_RESTORE",
                                    masked="url"),
+    "OPSGATE_DRILL_RESTORE": Variable("where the drill restores its copy: 'local' (a "
+                                      "throwaway PostgreSQL on this machine) or "
+                                      "'target-scratch' (a scratch database on the target "
+                                      "server)", "local"),
     "OPSGATE_PG_BINDIR": Variable("folder of the PostgreSQL programs to use", "discovered"),
     "OPSGATE_PGBOUNCER": Variable("the pgbouncer program of the Neon-shaped sandbox",
                                   "pgbouncer on PATH, else /usr/sbin/pgbouncer"),
@@ -161,6 +166,20 @@ def parse_flag(name: str, raw: str | None, default: bool) -> bool:
     raise ConfigError(
         f"{name}={raw.strip()!r} is not a flag value; use true/false, 1/0 or yes/no"
     )
+
+
+#: Where the drill may restore its copy (docs/checks.md, "The drill's restore").
+DRILL_RESTORE_MODES = ("local", "target-scratch")
+
+
+def _drill_restore(raw: str | None) -> str:
+    """'local' unless told otherwise: a scratch copy on the target server is a write to
+    production, which the runbook has approved separately."""
+    mode = (raw or "local").lower()
+    if mode not in DRILL_RESTORE_MODES:
+        raise ConfigError(f"OPSGATE_DRILL_RESTORE={raw!r}: expected one of "
+                          f"{', '.join(DRILL_RESTORE_MODES)}")
+    return mode
 
 
 def _positive_float(name: str, raw: str | None, default: float, *, zero: bool = False
@@ -253,6 +272,7 @@ class Settings:
     vercel_blob_api_url: str = DEFAULT_BLOB_API_URL
     backup_output_path: str | None = None
     drill_database_url: SecretUrl | None = None
+    drill_restore: str = "local"
     pg_bindir: str | None = None
     pgbouncer: str | None = None
     #: OPSGATE_CACHE_DIR as given ("off" included); None: the default folder.
@@ -357,6 +377,7 @@ class Settings:
             vercel_blob_api_url=(get("VERCEL_BLOB_API_URL") or DEFAULT_BLOB_API_URL).rstrip("/"),
             backup_output_path=get("BACKUP_OUTPUT_PATH"),
             drill_database_url=SecretUrl(drill) if drill else None,
+            drill_restore=_drill_restore(get("OPSGATE_DRILL_RESTORE")),
             pg_bindir=get("OPSGATE_PG_BINDIR"),
             pgbouncer=get("OPSGATE_PGBOUNCER"),
             cache_dir=get("OPSGATE_CACHE_DIR"),

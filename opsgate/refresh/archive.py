@@ -1,4 +1,5 @@
-"""pg_dump and pg_restore for the refresh, with passwords off every command line.
+"""pg_dump and pg_restore for the refresh, run through `opsgate.target.pgrun` (passwords
+off every command line; the drill's restore policy for newer archives).
 
 Archives are PostgreSQL's custom format: one file each, so its SHA-256 identifies it
 in the summary and in the ledger.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,8 @@ from typing import Any
 
 from opsgate.refresh.errors import RefreshError
 from opsgate.sensitive import SecretUrl
-from opsgate.target.pgtools import PgBinaries, tool_verdict
+from opsgate.target import pgrun
+from opsgate.target.pgtools import PgBinaries
 
 
 @dataclass(frozen=True)
@@ -31,26 +32,13 @@ class Archive:
 
 
 def _env(url: SecretUrl, *, read_only: bool) -> dict[str, str]:
-    """The child's environment: the password in PGPASSWORD (``ps`` shows command lines,
-    not environments). A read-only export also starts its session with
-    ``default_transaction_read_only``: it is the tool's own direct session, gone when
-    the tool exits, so no shared connection keeps the setting."""
-    env = dict(os.environ)
-    env.pop("PGOPTIONS", None)
-    if url.password:
-        env["PGPASSWORD"] = url.password
-    env["PGAPPNAME"] = "opsgate-refresh"
-    if read_only:
-        env["PGOPTIONS"] = "-c default_transaction_read_only=on"
-    return env
+    """The tool's environment (`pgrun.tool_env`), its sessions named opsgate-refresh
+    (the stop handling finds them by that name)."""
+    return pgrun.tool_env(url, app_name=REFRESH_APP_NAME, read_only=read_only)
 
 
-def _run(args: list[str], what: str, env: dict[str, str], redact: Callable[[str], str]
-         ) -> None:
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        raise RefreshError(f"{what} failed (exit {proc.returncode}): "
-                           f"{redact(tool_verdict(proc.stderr))}")
+#: application_name of the refresh's own pg_dump, pg_restore and psql sessions.
+REFRESH_APP_NAME = "opsgate-refresh"
 
 
 def sha256_of(path: Path) -> str:
@@ -70,20 +58,23 @@ def export(tools: PgBinaries, url: SecretUrl, path: Path, what: str,
             f"--dbname={url.without_password}"]
     if snapshot:
         args.insert(2, f"--snapshot={snapshot}")
-    _run(args, f"pg_dump of the {what}", _env(url, read_only=True), redact)
+    pgrun.run_tool(args, f"pg_dump of the {what}", _env(url, read_only=True), redact,
+                   RefreshError)
     return Archive(path, path.stat().st_size, sha256_of(path))
 
 
-def restore(tools: PgBinaries, archive: Archive, url: SecretUrl,
-            redact: Callable[[str], str]) -> None:
+def restore(tools: PgBinaries, archive: Archive, url: SecretUrl, server_major: int,
+            redact: Callable[[str], str]) -> str:
     """Replace the target's objects with the archive's, all or nothing: one transaction
     (``--single-transaction``), objects dropped first (``--clean --if-exists``), owners
-    and grants left to the target (``--no-owner --no-privileges``)."""
+    and grants left to the target (``--no-owner --no-privileges``). Newer tools into an
+    older server go through psql (`pgrun.restore_archive`); returns how."""
     if sha256_of(archive.path) != archive.sha256:
         raise RefreshError(f"{archive.path} changed since it was exported (sha256 "
                            f"{archive.sha256[:12]}…); nothing was restored")
-    _run([str(tools.tool("pg_restore")), "--clean", "--if-exists", "--no-owner",
-          "--no-privileges", "--single-transaction", "--exit-on-error",
-          f"--dbname={url.without_password}", str(archive.path)],
-         "pg_restore into the target (one transaction: the target is unchanged)",
-         _env(url, read_only=False), redact)
+    return pgrun.restore_archive(
+        tools, archive.path, url, server_major,
+        "pg_restore into the target (one transaction: the target is unchanged)", redact,
+        RefreshError, app_name=REFRESH_APP_NAME,
+        options=("--clean", "--if-exists", "--no-owner", "--no-privileges",
+                 "--single-transaction"))

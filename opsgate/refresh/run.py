@@ -56,9 +56,8 @@ from opsgate.refresh.identity import (
     server_identity,
 )
 from opsgate.sensitive import SecretUrl
-from opsgate.target import db
+from opsgate.target import db, pgrun
 from opsgate.target.pgtools import find_client_tools, url_wants_tls
-from opsgate.target.schema import CONTRACT_TABLES
 from opsgate.verify import canon
 from opsgate.verify.expectations import Expectations
 
@@ -133,14 +132,8 @@ def _make_run_folder(path: Path) -> Path:
     return path
 
 
-def _tables(conn: psycopg.Connection[Any]) -> list[str]:
-    present = {r[0] for r in conn.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    return [t for t in CONTRACT_TABLES if t in present]
-
-
 def _hashes(conn: psycopg.Connection[Any], tables: list[str]) -> dict[str, canon.TableHash | None]:
-    present = set(_tables(conn))
+    present = set(pgrun.contract_tables(conn))
     return {t: canon.table_hash(conn, t) if t in present else None for t in tables}
 
 
@@ -197,7 +190,7 @@ def _record(conn: psycopg.Connection[Any], summary: dict[str, Any], status: str,
 
 
 #: The refresh's own pg_dump/pg_restore sessions (archive sets PGAPPNAME to this).
-_TOOL_APP = "opsgate-refresh"
+_TOOL_APP = archive.REFRESH_APP_NAME
 #: Seconds to reach a side when ending its sessions after a stop.
 _STOP_CONNECT_TIMEOUT_S = 2
 
@@ -276,7 +269,8 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
         "source": {}, "target": {}, "run_folder": None, "archives": {},
         "expectations": None, "source_markers": [], "source_read_only": None,
         "tables": [], "source_hash": None, "hash_version": canon.VERSION,
-        "target_hash_after": None, "apply_blockers": [], "ledger_id": None,
+        "target_hash_after": None, "apply_blockers": [], "restore_method": None,
+        "ledger_id": None,
         "started_at": _iso(started), "finished_at": None, "duration_s": None,
         "timings_s": {}, "message": "",
     }
@@ -388,7 +382,7 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
                             f"the source fails its expected production markers "
                             f"({expectations.source}): " + "; ".join(problems[:5])
                             + "; nothing was exported and neither database was written", problems)
-            tables = _tables(src_conn)
+            tables = pgrun.contract_tables(src_conn)
             if not tables:
                 raise _Stop("refused", EXIT_FAILED, "the source has none of the contract "
                             "tables; nothing to refresh from")
@@ -398,7 +392,7 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
                 major, source.pg_bindir or target.pg_bindir,
                 tls=url_wants_tls(src_url.reveal()) or url_wants_tls(tgt_url.reveal()))
             summary["client_tools"] = tools.describe()
-            programs += [tools.tool("pg_dump"), tools.tool("pg_restore")]
+            programs += [tools.tool("pg_dump"), tools.tool("pg_restore"), tools.tool("psql")]
             if folder is not None:
                 say(f"exporting the source {ep_src.name} to {folder}")
                 src_archive = timed("export_source", archive.export, tools, src_url,
@@ -432,11 +426,6 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
             rows.append({"table": t, "source_rows": sh.rows, "source_sha256": sh.sha256,
                          "target_rows_before": bh.rows if bh else None,
                          "target_sha256_before": bh.sha256 if bh else None})
-        if tools.major >= 17 > tgt_id.server_version // 10000:
-            summary["apply_blockers"].append(
-                f"pg_restore {tools.version} writes 'SET transaction_timeout', which the "
-                f"target's PostgreSQL {tgt_id.server_version // 10000} rejects; set "
-                "OPSGATE_PG_BINDIR to tools of the target's major version")
         if not options.apply:
             blockers = summary["apply_blockers"]
             raise _Stop("planned", EXIT_OK,
@@ -451,7 +440,8 @@ def refresh(options: RefreshOptions, *, log: Callable[[str], None] | None = None
 
         # -- apply: restore, prove, record ------------------------------------------
         say(f"restoring the source's export into {ep_tgt.name} (one transaction)")
-        timed("restore", archive.restore, tools, src_archive, tgt_url, redact)
+        summary["restore_method"] = timed("restore", archive.restore, tools, src_archive,
+                                          tgt_url, tgt_id.server_version // 10000, redact)
         restored = True
         with db.transaction(tgt_conn, read_only=True):
             after = timed("hash_target_after", _hashes, tgt_conn, tables)

@@ -6,6 +6,11 @@ transaction exports it and pg_dump joins it with ``--snapshot``), so writes land
 a live target during the drill can neither fake a mismatch nor hide a real one. The
 source is hashed while pg_dump runs (both only read the same snapshot), which overlaps
 the two longest steps.
+
+"Elsewhere" is by default a throwaway local PostgreSQL (`drill_local`), so the target
+server sees only reads; a scratch database on the target server is an explicit choice
+(OPSGATE_DRILL_RESTORE=target-scratch), as is an empty database of the operator's own
+(DRILL_DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import re
 import secrets
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,17 +47,16 @@ from opsgate.errors import (
     first_line,
 )
 from opsgate.processes import alive
+from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.sensitive import SecretUrl
-from opsgate.target import db
+from opsgate.target import db, pgrun
 from opsgate.target.pgtools import (
     CLIENT_TOOLS,
     PgBinaries,
     find_client_tools,
-    tool_verdict,
     url_wants_tls,
 )
-from opsgate.target.schema import CONTRACT_TABLES
-from opsgate.verify import canon, rowdiff, tablehash
+from opsgate.verify import canon, drill_local, rowdiff, tablehash
 from opsgate.verify.steps import StepFn, no_steps
 
 DUMP_JOBS = 2
@@ -90,6 +93,8 @@ class DrillResult:
     archive_bytes: int = 0
     archive_kept: bool = False
     restore_target: str = ""
+    restore_mode: str = ""
+    restore_role: dict[str, Any] = field(default_factory=dict)
     server_version: str = ""
     client_tools: str = ""
     leftovers_removed: list[str] = field(default_factory=list)
@@ -120,6 +125,9 @@ class DrillResult:
                         "jobs": DUMP_JOBS, "restore_method": self.restore_method},
             "source": self.source,
             "restore_target": self.restore_target,
+            # local, target-scratch or DRILL_DATABASE_URL (docs/checks.md)
+            "restore_mode": self.restore_mode,
+            "restore_role": self.restore_role,
             "server_version": self.server_version,
             "client_tools": self.client_tools,
             "leftover_scratch_databases_removed": self.leftovers_removed,
@@ -143,81 +151,6 @@ def _with_db(url: str, dbname: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
 
 
-def _run_tool(args: list[str], what: str, redact: Callable[[str], str], env: dict[str, str],
-              hint: str = "") -> None:
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        raise DrillError(f"{what} failed (exit {proc.returncode}): "
-                         f"{redact(tool_verdict(proc.stderr))}{hint}")
-
-
-#: The one line pg_restore 17+ always writes that servers before 17 reject (the setting
-#: appeared in 17). pg_dump must be at least the server's version, so on Neon's 14-16 a
-#: 17 client is the norm, and pg_restore offers no switch to leave the line out.
-_PG17_ONLY_SET = b"SET transaction_timeout = 0;\n"
-
-
-def _restore(tools: PgBinaries, archive: Path, target: SecretUrl, target_major: int,
-             redact: Callable[[str], str], workdir: Path) -> str:
-    """Restore ``archive`` into ``target``; returns how, for the evidence."""
-    if tools.major < 17 or target_major >= 17:
-        _run_tool([str(tools.tool("pg_restore")), f"--jobs={DUMP_JOBS}",
-                   "--no-owner", "--no-privileges", "--exit-on-error",
-                   f"--dbname={target.without_password}", str(archive)],
-                  "pg_restore", redact, _tool_env(target))
-        return f"pg_restore --jobs={DUMP_JOBS}"
-    _restore_through_psql(tools, archive, target, redact, workdir)
-    return (f"pg_restore {tools.version} script through psql, without its "
-            f"PostgreSQL 17-only 'SET transaction_timeout' (server is {target_major})")
-
-
-def _restore_through_psql(tools: PgBinaries, archive: Path, target: SecretUrl,
-                          redact: Callable[[str], str], workdir: Path) -> None:
-    """pg_restore's SQL script, streamed into psql with that one line dropped (outside
-    COPY data, where the same text could be a row). Memory stays one line deep.
-    Hand-written because no tool offers it: the filter is the whole point."""
-    psql = tools.tool("psql")
-    if not os.access(psql, os.X_OK):
-        raise DrillError(f"restoring a PostgreSQL {tools.major} dump into an older server "
-                         f"needs psql beside pg_restore in {tools.bindir}")
-    restore_err = (workdir / "pg_restore.err").open("w+b")
-    psql_err = (workdir / "psql.err").open("w+b")
-    with restore_err, psql_err:
-        restore = subprocess.Popen(
-            [str(tools.tool("pg_restore")), "--no-owner", "--no-privileges", "--file=-",
-             str(archive)], stdout=subprocess.PIPE, stderr=restore_err, env=_tool_env(target))
-        sink = subprocess.Popen(
-            [str(psql), "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1",
-             f"--dbname={target.without_password}"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_err,
-            env=_tool_env(target))
-        assert restore.stdout is not None and sink.stdin is not None
-        in_copy = False
-        try:
-            for line in restore.stdout:
-                if in_copy:
-                    in_copy = line != b"\\.\n"
-                elif line == _PG17_ONLY_SET:
-                    continue
-                elif line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
-                    in_copy = True
-                sink.stdin.write(line)
-        except BrokenPipeError:
-            pass  # psql stopped on an error: its own message says which
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                sink.stdin.close()
-            restore.stdout.close()
-            restore.wait()
-            sink.wait()
-        for proc, err, what in ((sink, psql_err, "psql"), (restore, restore_err,
-                                                            "pg_restore")):
-            if proc.returncode != 0:
-                err.seek(0)
-                raise DrillError(f"{what} failed (exit {proc.returncode}): "
-                                 f"{redact(tool_verdict(err.read().decode(errors='replace')))}")
-
-
 def _pooler_hint(url: SecretUrl, server_port: int | None) -> str:
     """A clue for a failed pg_dump: the server accepted us on another port than the URL
     names, as it does behind a pooler (or a port mapping). Not proof, so only a hint."""
@@ -232,20 +165,6 @@ def _pooler_hint(url: SecretUrl, server_port: int | None) -> str:
     return (f" (the URL names port {given} but the server accepted the connection on "
             f"{server_port}: if it goes through a pooler, set DATABASE_URL_UNPOOLED to the "
             "direct endpoint)")
-
-
-def _tool_env(url: SecretUrl) -> dict[str, str]:
-    """Pass the password through PGPASSWORD, never on a command line (ps would show it)."""
-    env = dict(os.environ)
-    if url.password:
-        env["PGPASSWORD"] = url.password
-    return env
-
-
-def _table_list(conn: psycopg.Connection[Any]) -> list[str]:
-    present = {r[0] for r in conn.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    return [t for t in CONTRACT_TABLES if t in present]
 
 
 def _relations_in(conn: psycopg.Connection[Any]) -> list[str]:
@@ -264,7 +183,7 @@ def _shapes(conn: psycopg.Connection[Any], tables: list[str]
             ) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
     """(table, columns, key) of the ``tables`` present on ``conn``, largest first, so the
     parallel streams finish together (the biggest table is not left for last)."""
-    present = set(_table_list(conn))
+    present = set(pgrun.contract_tables(conn))
     sizes: dict[str, int] = dict(conn.execute(
         "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
         "WHERE relname = ANY(%s) AND relkind = 'r' "
@@ -283,7 +202,7 @@ def _hash_tables(tools: PgBinaries, url: SecretUrl,
     own that joins ``snapshot`` when given: every stream reads the same instant."""
     from concurrent.futures import ThreadPoolExecutor
 
-    env = _tool_env(url)
+    env = pgrun.tool_env(url)
 
     def one(shape: tuple[str, tuple[str, ...], tuple[str, ...]]) -> canon.TableHash:
         table, columns, order_by = shape
@@ -329,7 +248,7 @@ def _hash_as_restored(tools: PgBinaries, target: SecretUrl, tables: list[str],
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    env = _tool_env(target)
+    env = pgrun.tool_env(target)
     started: dict[str, Future[canon.TableHash]] = {}
 
     def one(table: str, columns: tuple[str, ...], order_by: tuple[str, ...]
@@ -443,6 +362,162 @@ def sweep_leftovers(session: psycopg.Connection[Any], redact: Callable[[str], st
     return sweep
 
 
+def list_scratch_databases(session: psycopg.Connection[Any]) -> list[str]:
+    """Scratch databases of earlier drills on the server (read only: a local drill
+    lists them for the operator and drops none)."""
+    return [r[0] for r in session.execute(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY 1",
+        (SCRATCH_PREFIX,))]
+
+
+@dataclass
+class _Copies:
+    """What the drill made to restore into, for `run_drill`'s ``finally`` to undo: set
+    before each is made, so a stop landing while it is being made still undoes it."""
+
+    scratch: str | None = None
+    local: EmbeddedPostgres | None = None
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """Where the copy is restored: its URL, server major, whether its connections use
+    TLS, the mode, words for the evidence and the drill record, and the role."""
+
+    url: SecretUrl
+    major: int
+    tls: bool
+    mode: str
+    where: str
+    role: dict[str, Any] = field(default_factory=dict)
+
+
+def _restore_copy(settings: Settings, session: psycopg.Connection[Any],
+                  src: psycopg.Connection[Any], url: SecretUrl, source_major: int,
+                  workdir: Path, redact: Callable[[str], str], copies: _Copies) -> _Copy:
+    """DRILL_DATABASE_URL when set, else as OPSGATE_DRILL_RESTORE says: ``local`` (the
+    default, `drill_local`) or ``target-scratch``."""
+    if settings.drill_database_url is not None:
+        return _given_copy(settings.drill_database_url, redact)
+    if settings.drill_restore == "target-scratch":
+        return _scratch_copy(session, src, url, source_major, redact, copies)
+    role = drill_local.source_role(src)
+    size = src.execute("SELECT pg_database_size(current_database())").fetchone()
+    binaries = drill_local.local_binaries(source_major, settings.pg_bindir)
+    copies.local = drill_local.new_cluster(binaries, int(size[0]) if size else 0, workdir)
+    target = drill_local.prepare(copies.local, role)
+    return _Copy(target, binaries.major, True, "local",
+                 f"a throwaway local PostgreSQL {binaries.version} started by the drill, "
+                 f"as role {role.name} (not a superuser), database {role.database}; "
+                 "stopped and removed afterwards, nothing written to the target server",
+                 role.as_dict())
+
+
+def _given_copy(target: SecretUrl, redact: Callable[[str], str]) -> _Copy:
+    try:
+        with db.connect(target, redact=redact, what="DRILL_DATABASE_URL") as probe, \
+                db.transaction(probe, read_only=True):
+            occupied = _relations_in(probe)
+            tls = bool(probe.pgconn.ssl_in_use)
+            major = int(probe.info.server_version) // 10000
+    except DatabaseUnavailableError as exc:
+        raise DrillError(str(exc)) from None
+    if occupied:
+        raise DrillError(
+            f"DRILL_DATABASE_URL {target.masked} is not empty (has "
+            f"{', '.join(occupied)}); the drill restores only into an empty database "
+            "and never overwrites one")
+    return _Copy(target, major, tls, "DRILL_DATABASE_URL", target.masked)
+
+
+def _scratch_copy(session: psycopg.Connection[Any], src: psycopg.Connection[Any],
+                  url: SecretUrl, source_major: int, redact: Callable[[str], str],
+                  copies: _Copies) -> _Copy:
+    """A scratch database created on the target server (OPSGATE_DRILL_RESTORE=
+    target-scratch): a write to production, chosen explicitly."""
+    name = scratch_name()
+    # Held until the session ends: a later drill sees this copy is in use.
+    session.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (DRILL_LOCK_CLASS, name))
+    # Named before it exists: a stop that lands while CREATE DATABASE completes must
+    # still drop it (the drop is IF EXISTS).
+    copies.scratch = name
+    try:
+        session.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        session.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(name), sql.Literal(
+                f"{SCRATCH_COMMENT}{src.info.dbname}: {url.masked}, created "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} by pid "
+                f"{os.getpid()} on {socket.gethostname()}; dropped when the drill "
+                "ends: safe to drop")))
+    except psycopg.errors.InsufficientPrivilege:
+        raise DrillError(
+            f"no permission to create a scratch database on {url.masked}; grant "
+            "CREATEDB to this role, set OPSGATE_DRILL_RESTORE=local (the default) or "
+            "DRILL_DATABASE_URL to an empty database the drill may restore into") from None
+    except psycopg.Error as exc:
+        raise DrillError(f"creating the scratch database {name} failed: "
+                         f"{redact(first_line(exc))[:300]}") from None
+    target = SecretUrl(_with_db(url.reveal(), name))
+    return _Copy(target, source_major, True, "target-scratch",
+                 f"{target.masked} (a scratch database on the target server, dropped "
+                 "afterwards)")
+
+
+def _earlier_scratch_copies(settings: Settings, session: psycopg.Connection[Any],
+                            redact: Callable[[str], str], result: DrillResult) -> None:
+    """Scratch databases earlier drills left on the target server: in target-scratch
+    mode those of dead drills are dropped (and one that cannot be fails the drill); in
+    local mode they are only listed, since dropping them would be a write."""
+    if settings.drill_database_url is not None:
+        return
+    if settings.drill_restore == "local":
+        result.other_scratch_databases = list_scratch_databases(session)
+        return
+    sweep = sweep_leftovers(session, redact)
+    result.leftovers_removed = sweep.removed
+    result.other_scratch_databases = sweep.not_ours
+    if sweep.stuck:
+        raise DrillError(
+            f"{len(sweep.stuck)} scratch database(s) left by an earlier drill could "
+            f"not be removed: {'; '.join(sweep.stuck[:5])}; each is a full copy of "
+            "the data: drop it as its owner (DROP DATABASE name WITH (FORCE))")
+
+
+def _verify(result: DrillResult, tables: list[str], source_hashes: dict[str, canon.TableHash],
+            early: dict[str, Future[canon.TableHash]], tools: PgBinaries, url: SecretUrl,
+            target: SecretUrl, redact: Callable[[str], str], stop: Terminator,
+            bar: progress.Bar, steps: StepFn) -> None:
+    """Compare the restored copy's hashes (taken while it was restored, or now) with the
+    source's, name the rows behind a mismatch, and fill in the combined hashes."""
+    t = time.monotonic()
+    bar.phase("verify the restored copy")
+    with steps("verify: canon-v1 hash of every table, source vs restored"):
+        restored = {tbl: f.result() for tbl, f in early.items()}
+        if not early:
+            with db.connect(target, redact=redact, what="the restored database") as probe, \
+                    db.transaction(probe, read_only=True):
+                restored_shapes = _shapes(probe, tables)
+            restored = _hash_tables(tools, target, restored_shapes, redact, stop,
+                                    advance=bar.advance)
+        for tbl in tables:
+            sh, rh = source_hashes[tbl], restored.get(tbl)
+            result.tables.append(TableResult(tbl, sh.rows, rh.rows if rh else None,
+                                             sh.sha256, rh.sha256 if rh else None))
+        # Name the rows behind a mismatch. The source has moved on since the snapshot
+        # on a live target, so on a busy one this may also list rows written since.
+        mismatched = [x for x in result.tables if not x.match and x.restored_rows is not None]
+        if mismatched:
+            with db.connect(url, redact=redact) as s2, \
+                    db.connect(target, redact=redact, what="the restored database") as r, \
+                    db.transaction(s2, read_only=True), db.transaction(r, read_only=True):
+                for x in mismatched:
+                    x.differing_rows = rowdiff.locate(s2, r, x.table).describe()
+    result.timings_s["verify"] = round(time.monotonic() - t, 3)
+    result.source_hash = canon.combined_hash({x.table: x.source_sha256 for x in result.tables})
+    result.restored_hash = canon.combined_hash(
+        {x.table: x.restored_sha256 for x in result.tables})
+
+
 def run_drill(
     settings: Settings,
     *,
@@ -458,8 +533,9 @@ def run_drill(
     ``after_dump`` and ``before_verify`` exist for the self-tests' fault injection.
     """
     try:
-        # pg_dump joins a snapshot this session exports, and the scratch database is
-        # created and dropped from it: a real session, so the direct endpoint.
+        # pg_dump joins a snapshot this session exports (and in target-scratch mode the
+        # scratch database is created and dropped from it): a real session, so the
+        # direct endpoint.
         url = settings.session_url("the backup/restore drill")
     except ConfigError as exc:
         raise DrillError(str(exc)) from None
@@ -480,22 +556,13 @@ def run_drill(
     result.source = url.masked
     result.dump_folders_removed = sweep_dump_folders()
     workdir = Path(tempfile.mkdtemp(prefix=f"{DUMP_FOLDER_PREFIX}{os.getpid()}-"))
-    scratch: str | None = None
+    copies = _Copies()  # what the drill made to restore into, undone in `finally`
     stack = contextlib.ExitStack()  # the progress bar, closed before anything is reported
     # On a stop, the children (pg_dump, pg_restore, psql) are terminated by the main
     # thread: the threads that started them never see the KeyboardInterrupt.
     stop = Terminator(())
     try:
-        if settings.drill_database_url is None:
-            sweep = sweep_leftovers(session, redact)
-            result.leftovers_removed = sweep.removed
-            result.other_scratch_databases = sweep.not_ours
-            if sweep.stuck:
-                raise DrillError(
-                    f"{len(sweep.stuck)} scratch database(s) left by an earlier drill could "
-                    f"not be removed: {'; '.join(sweep.stuck[:5])}; each is a full copy of "
-                    "the data: drop "
-                    "it as its owner (DROP DATABASE name WITH (FORCE))")
+        _earlier_scratch_copies(settings, session, redact, result)
         # Every transaction of this session: BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY.
         src.read_only = True
         src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -516,58 +583,22 @@ def run_drill(
             except PostgresUnavailableError as exc:
                 raise DrillError(str(exc)) from None
         stop = Terminator([tools.tool(name) for name in CLIENT_TOOLS])
-        tables = _table_list(src)
+        tables = pgrun.contract_tables(src)
         if not tables:
             raise DrillError("the target has none of the contract tables; nothing to drill")
 
-        # -- restore target: given and empty, or a scratch database we create -----------
-        restore_tls = True
-        if settings.drill_database_url is not None:
-            target = settings.drill_database_url
-            try:
-                with db.connect(target, redact=redact, what="DRILL_DATABASE_URL") as probe, \
-                        db.transaction(probe, read_only=True):
-                    occupied = _relations_in(probe)
-                    restore_tls = bool(probe.pgconn.ssl_in_use)
-                    target_major = int(probe.info.server_version) // 10000
-            except DatabaseUnavailableError as exc:
-                raise DrillError(str(exc)) from None
-            if occupied:
-                raise DrillError(
-                    f"DRILL_DATABASE_URL {target.masked} is not empty (has "
-                    f"{', '.join(occupied)}); the drill restores only into an empty database "
-                    "and never overwrites one")
-        else:
-            target_major = version_num // 10000
-            name = scratch_name()
-            # Held until the session ends: a later drill sees this copy is in use.
-            session.execute("SELECT pg_advisory_lock(%s, hashtext(%s))",
-                            (DRILL_LOCK_CLASS, name))
-            # Named before it exists: a stop that lands while CREATE DATABASE completes
-            # must still drop it (the drop is IF EXISTS).
-            scratch = name
-            try:
-                session.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-                session.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                    sql.Identifier(name), sql.Literal(
-                        f"{SCRATCH_COMMENT}{src.info.dbname}: {url.masked}, created "
-                        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} by pid "
-                        f"{os.getpid()} on {socket.gethostname()}; dropped when the drill "
-                        "ends: safe to drop")))
-            except psycopg.errors.InsufficientPrivilege:
-                raise DrillError(
-                    f"no permission to create a scratch database on {url.masked}; grant "
-                    "CREATEDB to this role or set DRILL_DATABASE_URL to an empty database "
-                    "the drill may restore into") from None
-            except psycopg.Error as exc:
-                raise DrillError(f"creating the scratch database {name} failed: "
-                                 f"{redact(first_line(exc))[:300]}") from None
-            target = SecretUrl(_with_db(url.reveal(), name))
-        result.restore_target = target.masked
+        # -- restore target: local (default), given and empty, or a scratch database --
+        t_copy = time.monotonic()
+        copy = _restore_copy(settings, session, src, url, version_num // 10000, workdir,
+                             redact, copies)
+        result.timings_s["prepare_copy"] = round(time.monotonic() - t_copy, 3)
+        target, target_major = copy.url, copy.major
+        result.restore_mode, result.restore_role = copy.mode, copy.role
+        result.restore_target = copy.where
         # "TLS" beside the tools only when pg_dump's and pg_restore's connections used it
-        # (a scratch database is reached as the source is).
+        # (a scratch database is reached as the source is; a local copy over loopback).
         result.client_tools = tools.describe(
-            connection_tls=bool(src.pgconn.ssl_in_use) and restore_tls)
+            connection_tls=bool(src.pgconn.ssl_in_use) and copy.tls)
 
         # -- dump (pg_dump joins our snapshot) while we hash the source in it ----------
         archive = Path(settings.backup_output_path) if settings.backup_output_path else (
@@ -591,11 +622,12 @@ def run_drill(
                 t_dump = time.monotonic()
                 bar.phase("dump, hashing the source")
                 try:
-                    _run_tool([str(tools.tool("pg_dump")), "--format=directory",
-                               f"--jobs={DUMP_JOBS}", "--compress=0", f"--snapshot={snapshot}",
-                               "--no-owner", "--no-privileges", f"--file={archive}",
-                               f"--dbname={url.without_password}"],
-                              "pg_dump", redact, _tool_env(url), hint=pooler_hint)
+                    pgrun.run_tool([str(tools.tool("pg_dump")), "--format=directory",
+                                    f"--jobs={DUMP_JOBS}", "--compress=0",
+                                    f"--snapshot={snapshot}", "--no-owner", "--no-privileges",
+                                    f"--file={archive}", f"--dbname={url.without_password}"],
+                                   "pg_dump", pgrun.tool_env(url), redact, DrillError,
+                                   hint=pooler_hint)
                 finally:
                     dumped.set()
                 result.timings_s["dump"] = round(time.monotonic() - t_dump, 3)
@@ -606,8 +638,9 @@ def run_drill(
                 _not_stopping(stop)
                 t_restore = time.monotonic()
                 bar.phase("restore")
-                result.restore_method = _restore(tools, archive, target, target_major,
-                                                 redact, workdir)
+                result.restore_method = pgrun.restore_archive(
+                    tools, archive, target, target_major, "pg_restore", redact, DrillError,
+                    options=("--no-owner", "--no-privileges"), jobs=DUMP_JOBS)
                 result.timings_s["restore"] = round(time.monotonic() - t_restore, 3)
             except BaseException as exc:  # reported on the main thread
                 pipeline_error.append(exc)
@@ -639,41 +672,17 @@ def run_drill(
         if before_verify is not None:
             before_verify(target)
 
-        # -- verify: the restored copy, two tables at a time --------------------------
-        t = time.monotonic()
-        bar.phase("verify the restored copy")
-        with steps("verify: canon-v1 hash of every table, source vs restored"):
-            restored = {tbl: f.result() for tbl, f in early.items()}
-            if not early:
-                with db.connect(target, redact=redact, what="the restored database") as probe, \
-                        db.transaction(probe, read_only=True):
-                    restored_shapes = _shapes(probe, tables)
-                restored = _hash_tables(tools, target, restored_shapes, redact, stop,
-                                        advance=bar.advance)
-            for tbl in tables:
-                sh, rh = source_hashes[tbl], restored.get(tbl)
-                result.tables.append(TableResult(tbl, sh.rows, rh.rows if rh else None,
-                                                 sh.sha256, rh.sha256 if rh else None))
-            # Name the rows behind a mismatch. The source has moved on since the snapshot
-            # on a live target, so on a busy one this may also list rows written since.
-            mismatched = [x for x in result.tables if not x.match and x.restored_rows is not None]
-            if mismatched:
-                with db.connect(url, redact=redact) as s2, \
-                        db.connect(target, redact=redact, what="the restored database") as r, \
-                        db.transaction(s2, read_only=True), db.transaction(r, read_only=True):
-                    for x in mismatched:
-                        x.differing_rows = rowdiff.locate(s2, r, x.table).describe()
-        result.timings_s["verify"] = round(time.monotonic() - t, 3)
-        result.source_hash = canon.combined_hash({x.table: x.source_sha256 for x in result.tables})
-        result.restored_hash = canon.combined_hash(
-            {x.table: x.restored_sha256 for x in result.tables})
+        _verify(result, tables, source_hashes, early, tools, url, target, redact, stop,
+                bar, steps)
         return result
     finally:
         stop.close()
         stack.close()
         src.close()
-        leftover = _drop_scratch(session, scratch, redact) if scratch else None
+        leftover = _drop_scratch(session, copies.scratch, redact) if copies.scratch else None
         session.close()
+        if copies.local is not None:
+            copies.local.stop()  # the local cluster stopped and its folder removed
         shutil.rmtree(workdir, ignore_errors=True)
         result.timings_s["total"] = round(time.monotonic() - t_all, 3)
         if leftover and sys.exc_info()[0] is None:

@@ -107,8 +107,10 @@ def test_no_permission_for_a_scratch_database_points_at_drill_database_url(
     url = sandbox.environ()["DATABASE_URL"].replace(
         f"opsgate:{sandbox.pg.url().password}@", "reader:reader-canary-pw@")
     with pytest.raises(DrillError, match="no permission to create a scratch database") as info:
-        run_drill(Settings.load(environ={"DATABASE_URL": url}))
+        run_drill(Settings.load(environ={"DATABASE_URL": url,
+                                         "OPSGATE_DRILL_RESTORE": "target-scratch"}))
     assert "DRILL_DATABASE_URL" in str(info.value)
+    assert "OPSGATE_DRILL_RESTORE=local" in str(info.value)
     assert "reader-canary-pw" not in str(info.value)
 
 
@@ -183,7 +185,9 @@ def test_pg17_tools_drill_a_pg16_server_keeping_rows_that_look_like_the_dropped_
                          "payload text)")
             conn.execute("INSERT INTO admin_history VALUES "
                          "(1, 'k', E'SET transaction_timeout = 0;')")
-        result = run_drill(Settings.load(environ={"DATABASE_URL": url.reveal()}), tools=pg17)
+        result = run_drill(Settings.load(environ={
+            "DATABASE_URL": url.reveal(), "OPSGATE_DRILL_RESTORE": "target-scratch"}),
+            tools=pg17)
         assert result.problems == []
         assert "through psql" in result.restore_method
         rows = {t.table: t.restored_rows for t in result.tables}

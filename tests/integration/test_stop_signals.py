@@ -6,7 +6,8 @@ SIGINT or SIGTERM (to its pid alone, as CI and ``timeout`` send them) when a pha
 seen under way: pg_dump running below it, pg_restore running below it, psql reading
 the restored copy (a row in pg_stat_activity). Afterwards: exit code 2 within GitHub's
 7.5 s grace, no process it ran left alive, no scratch database and no backend of its
-client programs on the server, no dump folder.
+client programs on the server, no dump folder, and in the default local mode the local
+copy's server stopped and its folder gone (SIGKILL: by its watchdog).
 """
 
 from __future__ import annotations
@@ -21,15 +22,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 
-from opsgate.config import read_env_file
 from opsgate.sandbox import Sandbox
 from opsgate.verify.drill import DUMP_FOLDER_PREFIX, SCRATCH_PREFIX
 from tests.gate_helpers import ROOT, clean_env
-from tests.stop_helpers import GRACE_S, Stopped, descendants, stop, wait_for
+from tests.stop_helpers import GRACE_S, Stopped, alive, descendants, stop, wait_for
 
 #: Rows added to kb_entities: the drill then runs a few seconds, each phase long enough
 #: to be stopped in (a scaled sandbox would take a minute or more to build).
@@ -42,7 +43,7 @@ CLIENTS = ("pg_dump", "pg_restore", "psql")
 def big() -> Iterator[tuple[Sandbox, str]]:
     """The sandbox with `BULK_ROWS` more entities, and its direct URL."""
     with Sandbox.start() as sb:
-        values = read_env_file(sb.env_file)
+        values = sb.environ()
         url = values.get("DATABASE_URL_UNPOOLED") or values["DATABASE_URL"]
         assert url
         with psycopg.connect(url, autocommit=True) as conn:
@@ -88,11 +89,32 @@ def _hashing_the_copy(url: str) -> Any:
         "AND application_name = 'psql' AND query LIKE 'COPY%%'", SCRATCH_PREFIX)
 
 
-def _drill(sb: Sandbox, tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    """The gate's drill on ``sb`` as its own process; its temporary files in ``tmp``."""
+def _hashing_the_local_copy(proc: subprocess.Popen[bytes], url: str) -> Any:
+    """A psql below the drill connected to another server than the source: the local
+    copy (both are on 127.0.0.1; the ports differ)."""
+    source = f":{urlsplit(url).port}/"
+    return lambda: [p for p in _child(proc, "psql")()
+                    if "--dbname=" in _cmdline(p) and source not in _cmdline(p)]
+
+
+def _local_cluster_folders(proc: subprocess.Popen[bytes]) -> list[Path]:
+    """The data folders of the PostgreSQL servers running below the drill (its local
+    copy's postmaster, ``postgres -D <folder>``)."""
+    found = []
+    for pid in _child(proc, "postgres")():
+        args = _cmdline(pid).split()
+        if "-D" in args[:-1]:
+            found.append(Path(args[args.index("-D") + 1]))
+    return found
+
+
+def _drill(sb: Sandbox, tmp: Path, mode: str = "local") -> tuple[subprocess.Popen[bytes], Path]:
+    """The gate's drill on ``sb`` as its own process, restoring as ``mode`` says; its
+    temporary files in ``tmp``."""
     out = tmp / "gate.out"
     (tmp / "tmp").mkdir()
-    env = clean_env(RUN_OPS_NEON_DRILL="true", TMPDIR=str(tmp / "tmp"))
+    env = clean_env(RUN_OPS_NEON_DRILL="true", TMPDIR=str(tmp / "tmp"),
+                    OPSGATE_DRILL_RESTORE=mode)
     with out.open("wb") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
@@ -115,31 +137,76 @@ def _assert_nothing_left(stopped: Stopped, url: str, tmp: Path, out: Path) -> No
 
 
 #: Each phase with one signal: both take the same path once they have raised (the
-#: interrupt), and each run costs seconds of the suite.
-@pytest.mark.parametrize(("phase", "sig"), [("dump", signal.SIGINT),
-                                            ("restore", signal.SIGTERM),
-                                            ("hashing the copy", signal.SIGTERM)],
-                         ids=["dump-SIGINT", "restore-SIGTERM", "hashing the copy-SIGTERM"])
+#: interrupt), and each run costs seconds of the suite. The local mode (the default)
+#: in every phase; the scratch database on the target server in the two it adds.
+@pytest.mark.parametrize(("phase", "sig", "mode"), [
+    ("dump", signal.SIGINT, "local"),
+    ("restore", signal.SIGTERM, "local"),
+    ("hashing the copy", signal.SIGINT, "local"),
+    ("restore", signal.SIGTERM, "target-scratch"),
+    ("hashing the copy", signal.SIGTERM, "target-scratch")],
+    ids=["dump-SIGINT-local", "restore-SIGTERM-local", "hashing the copy-SIGINT-local",
+         "restore-SIGTERM-target-scratch", "hashing the copy-SIGTERM-target-scratch"])
 def test_a_stopped_drill_exits_within_the_grace_and_leaves_nothing(
-        big: tuple[Sandbox, str], tmp_path: Path, sig: signal.Signals, phase: str) -> None:
+        big: tuple[Sandbox, str], tmp_path: Path, sig: signal.Signals, phase: str,
+        mode: str) -> None:
     sb, url = big
-    proc, out = _drill(sb, tmp_path)
+    proc, out = _drill(sb, tmp_path, mode)
+    clusters: list[Path] = []
     try:
         if phase == "dump":
             wait_for("pg_dump running", _child(proc, "pg_dump"), proc, out=out)
         elif phase == "restore":
             wait_for("pg_restore running", _child(proc, "pg_restore"), proc, out=out)
+        elif mode == "local":
+            wait_for("psql reading the local copy", _hashing_the_local_copy(proc, url), proc,
+                     out=out)
         else:
             wait_for("psql reading the restored copy", _hashing_the_copy(url), proc, out=out)
+        if mode == "local":
+            clusters = wait_for("the local copy's server", lambda: _local_cluster_folders(proc),
+                                proc, out=out)
         stopped = stop(proc, sig)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    print(f"drill stopped by {sig.name} during {phase}: exit {stopped.exit_code} "
+    print(f"drill ({mode}) stopped by {sig.name} during {phase}: exit {stopped.exit_code} "
           f"after {stopped.seconds:.2f} s")
     _assert_nothing_left(stopped, url, tmp_path, out)
+    assert not [c for c in clusters if c.exists()], f"local copy left: {clusters}"
     _assert_reported_interrupted(tmp_path / "reports", sig)
+
+
+def test_a_killed_local_drill_leaves_its_copy_to_the_watchdog(
+        big: tuple[Sandbox, str], tmp_path: Path) -> None:
+    """SIGKILL runs no cleanup of the drill's own: the local copy's watchdog stops the
+    cluster and deletes its folder and the dump folder once the drill's process is gone."""
+    sb, _ = big
+    proc, out = _drill(sb, tmp_path, "local")
+    try:
+        wait_for("pg_restore running", _child(proc, "pg_restore"), proc, out=out)
+        clusters = wait_for("the local copy's server", lambda: _local_cluster_folders(proc),
+                            proc, out=out)
+        servers = _child(proc, "postgres")()
+        dumps = list((tmp_path / "tmp").glob(f"{DUMP_FOLDER_PREFIX}*"))
+        assert dumps and clusters
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    t = time.monotonic()
+    while time.monotonic() - t < 30 and any(p.exists() for p in (*clusters, *dumps)):
+        time.sleep(0.1)
+    gone = round(time.monotonic() - t, 2)
+    print(f"killed local drill: copy and dump folder removed {gone} s after SIGKILL")
+    assert not [p for p in (*clusters, *dumps) if p.exists()], "left after SIGKILL"
+    deadline = time.monotonic() + 10
+    while [p for p in servers if alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in servers if alive(p)], "the local copy's server still runs"
 
 
 def _assert_reported_interrupted(reports: Path, sig: signal.Signals) -> None:
