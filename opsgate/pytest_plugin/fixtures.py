@@ -26,6 +26,7 @@ from opsgate.reports.reasons import NOT_TRIED_AGAIN
 from opsgate.sensitive import SecretUrl
 from opsgate.target import db
 from opsgate.target import web as http
+from opsgate.verify.evidence_types import EvidenceStore
 from opsgate.verify.expectations import Expectations
 
 STATEMENT_TIMEOUT_MS = 120_000
@@ -171,9 +172,10 @@ def deployment(ops_settings: Settings, pytestconfig: pytest.Config) -> Iterator[
 
 
 @pytest.fixture
-def evidence(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The check's evidence, attached to its report (and so to every report file)."""
-    store: dict[str, Any] = {}
+def evidence(request: pytest.FixtureRequest) -> EvidenceStore:
+    """The check's evidence, attached to its report (and so to every report file):
+    keys written into it, or a typed record handed over with ``evidence.set``."""
+    store = EvidenceStore()
     request.node.stash[EVIDENCE_KEY] = store
     return store
 

@@ -24,13 +24,14 @@ from opsgate.gate import BY_MARKER, CHECKS, marker_expression, missing_env, need
 from opsgate.markexpr import MarkerExpression, MarkerExpressionError
 from opsgate.pytest_plugin import oneline
 from opsgate.sensitive import Redactor
+from opsgate.verify.evidence_types import ROLE_MARKER, EvidenceStore
 from opsgate.verify.expectations import Expectations
 
 #: The checks' fixtures (settings, read-only database, deployment client, evidence).
 pytest_plugins = ["opsgate.pytest_plugin.fixtures"]
 
 STATE_KEY = pytest.StashKey["GateState"]()
-EVIDENCE_KEY = pytest.StashKey[dict[str, Any]]()
+EVIDENCE_KEY = pytest.StashKey[EvidenceStore]()
 SANDBOX_ENV_KEY = "opsgate_sandbox_env_file"
 ALLURE_DIR_KEY = "opsgate_allure_dir"
 
@@ -202,6 +203,9 @@ def pytest_configure(config: pytest.Config) -> None:
             "markers", f"{spec.marker}: {spec.title} (flag {spec.flag}; "
             f"needs {', '.join(spec.required_env)})"
         )
+    config.addinivalue_line(
+        "markers", f"{ROLE_MARKER}(role): what the reports read this test for "
+        "(opsgate.verify.evidence_types): found by role, never by the test's name")
 
     env_file = config.getoption("env_file")
     workerinput = getattr(config, "workerinput", None)
@@ -408,9 +412,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = outcome.get_result()
     if state.gate_mode:
         oneline.shorten(item, call, report, redact)  # a check's failure: its one line
+    role = item.get_closest_marker(ROLE_MARKER)
+    if role is not None and call.when == "setup":
+        # On the item's properties, so every later report of the test (and a worker's,
+        # under xdist) carries it to the controller, whatever the outcome.
+        report.user_properties.append(("opsgate_role", str(role.args[0])))
     found = item.stash.get(EVIDENCE_KEY, None)
     if found and call.when == "call":
-        text = json.dumps(found, default=str, sort_keys=True)
+        text = json.dumps(found.as_json(), default=str, sort_keys=True)
         text = redact(text) if redact else text
         report.user_properties.append(("opsgate_evidence", text))
         _attach_to_allure(text)
