@@ -23,6 +23,7 @@ from opsgate.errors import ConfigError, OpsgateError
 from opsgate.gate import BY_MARKER, CHECKS, marker_expression, missing_env, needs_target
 from opsgate.markexpr import MarkerExpression, MarkerExpressionError
 from opsgate.pytest_plugin import oneline
+from opsgate.reports.reasons import gate_failures
 from opsgate.sensitive import Redactor
 from opsgate.verify.evidence_types import ROLE_MARKER, EvidenceStore
 from opsgate.verify.expectations import Expectations
@@ -505,25 +506,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if state.reports_error:
         terminalreporter.write_line(f"opsgate: reports NOT written: {state.reports_error}",
                                     red=True)
-    if state.flags_unserved:
-        terminalreporter.write_line(
-            "opsgate: FAILED: flags on but their check did not run: "
-            + ", ".join(state.flags_unserved),
-            red=True,
-        )
     for line in state.partial:
         terminalreporter.write_line(f"opsgate: PARTIAL: {state.redact(line)}", yellow=True)
     for line in state.recovered:
         terminalreporter.write_line(f"opsgate: NOTE: {state.redact(line)}", yellow=True)
-    if state.skipped:
-        terminalreporter.write_line(
-            f"opsgate: FAILED: {len(state.skipped)} selected check(s) skipped, and a skipped "
-            "check did not run: " + "; ".join(state.redact(s) for s in state.skipped[:5]),
-            red=True,
-        )
-    if state.no_check_ran:
-        terminalreporter.write_line(
-            f"opsgate: FAILED: no check ran (selection: {state.expression}); "
-            "a gate that checks nothing does not pass",
-            red=True,
-        )
+    for note in gate_failures(state):  # the same sentences as the reports' notes
+        terminalreporter.write_line(f"opsgate: FAILED: {state.redact(note)}", red=True)

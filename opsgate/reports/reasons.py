@@ -77,3 +77,20 @@ def causes(checks: list[dict[str, Any]]) -> list[Cause]:
 
 def cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def gate_failures(state: Any) -> list[str]:
+    """Why the gate failed beyond any one check, one sentence per failure: built here
+    once, for the terminal summary and for every report (summary.json's ``notes``)."""
+    notes = []
+    if getattr(state, "no_check_ran", False):
+        notes.append(f"no check ran (selection: {getattr(state, 'expression', '')}); a gate "
+                     "that checks nothing does not pass")
+    if getattr(state, "flags_unserved", None):
+        notes.append("flags on but their check did not run: "
+                     + ", ".join(state.flags_unserved))
+    skipped = getattr(state, "skipped", None)
+    if skipped:
+        notes.append(f"{len(skipped)} selected check(s) skipped, and a skipped check did not "
+                     "run: " + "; ".join(str(s) for s in skipped[:5]))
+    return notes
