@@ -124,35 +124,6 @@ class HealthCounts:
         return {"counts": self.counts}
 
 
-@dataclass(frozen=True)
-class BlobObjectsEvidence:
-    """blob_objects: what the store holds under the prefix against what it should."""
-
-    ROLE: ClassVar[str] = "blob.objects"
-    prefix: str
-    expected: list[str]
-    found: list[str]
-
-    @property
-    def missing(self) -> list[str]:
-        return [p for p in self.expected if p not in self.found]
-
-    @property
-    def extra(self) -> list[str]:
-        return [p for p in self.found if p not in self.expected]
-
-    @classmethod
-    def from_json(cls, evidence: dict[str, Any]) -> BlobObjectsEvidence:
-        return cls(str(evidence.get("prefix", "")),
-                   [str(p) for p in _list(evidence.get("expected"))],
-                   [str(p) for p in _list(evidence.get("found"))])
-
-    def as_json(self) -> dict[str, Any]:
-        return {"prefix": self.prefix, "expected": self.expected, "found": self.found,
-                "missing": self.missing, "extra": self.extra,
-                "object_count": len(self.found)}
-
-
 #: Roles of tests whose outcome the drill record lists among parity's key checks, with
 #: the words it uses (the role, not the test's name, is what the record looks for).
 PARITY_KEY_ROLES: tuple[tuple[str, str], ...] = (
@@ -167,5 +138,5 @@ PARITY_KEY_ROLES: tuple[tuple[str, str], ...] = (
 #: Every role a report reads: each is carried by exactly one runbook test (self-tested).
 REPORT_ROLES: tuple[str, ...] = (
     DrillEvidence.ROLE, BlobParityEvidence.ROLE, HealthCounts.ROLE,
-    BlobObjectsEvidence.ROLE, *(role for role, _ in PARITY_KEY_ROLES),
+    *(role for role, _ in PARITY_KEY_ROLES),
 )

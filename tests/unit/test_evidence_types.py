@@ -10,7 +10,6 @@ from opsgate.reports.model import RunRecord
 from opsgate.reports.model import TestOutcome as Outcome
 from opsgate.verify.evidence_types import (
     PARITY_KEY_ROLES,
-    BlobObjectsEvidence,
     BlobParityEvidence,
     DrillEvidence,
     EvidenceStore,
@@ -46,12 +45,6 @@ def test_the_json_of_typed_evidence_is_todays_evidence() -> None:
     assert not partial.compared
     assert HealthCounts({"kb_edges": 3, "gone": None}).as_json() == {
         "counts": {"kb_edges": 3, "gone": None}}
-
-
-def test_blob_objects_names_what_is_missing_and_extra() -> None:
-    ev = BlobObjectsEvidence("admin/", ["admin/a", "admin/b"], ["admin/b", "admin/c"])
-    assert ev.missing == ["admin/a"] and ev.extra == ["admin/c"]
-    assert BlobObjectsEvidence.from_json(ev.as_json()) == ev
 
 
 def test_a_renamed_drill_test_still_fills_the_drill_record() -> None:
