@@ -218,9 +218,6 @@ class RunRecord:
                        expression=redact(self.expression),
                        notes=[redact(n) for n in self.notes], interruption=interruption)
 
-    def evidence_of(self, marker: str) -> dict[str, dict[str, Any]]:
-        return {t.name: t.evidence for t in self.tests.values() if t.marker == marker}
-
     def by_role(self, role: str) -> TestOutcome | None:
         """The test that carries ``role`` (`opsgate.verify.evidence_types`), if the run
         had it: reports find what they need this way, never by a test's name."""

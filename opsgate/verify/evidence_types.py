@@ -124,6 +124,32 @@ class HealthCounts:
         return {"counts": self.counts}
 
 
+@dataclass(frozen=True)
+class ServerEvidence:
+    """preflight: the database server that answered (Allure's environment names it)."""
+
+    ROLE: ClassVar[str] = "preflight.server"
+    server_version: str | None
+    server_version_num: int | None
+    database: str | None
+    #: Contract tables and columns the database lacks.
+    missing: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, evidence: dict[str, Any]) -> ServerEvidence:
+        version, num, database = (evidence.get(k) for k in (
+            "server_version", "server_version_num", "database"))
+        return cls(version if isinstance(version, str) else None,
+                   num if isinstance(num, int) and not isinstance(num, bool) else None,
+                   database if isinstance(database, str) else None,
+                   [str(m) for m in _list(evidence.get("missing"))])
+
+    def as_json(self) -> dict[str, Any]:
+        return {"server_version": self.server_version,
+                "server_version_num": self.server_version_num, "database": self.database,
+                "missing": self.missing}
+
+
 #: Roles of tests whose outcome the drill record lists among parity's key checks, with
 #: the words it uses (the role, not the test's name, is what the record looks for).
 PARITY_KEY_ROLES: tuple[tuple[str, str], ...] = (
@@ -137,6 +163,6 @@ PARITY_KEY_ROLES: tuple[tuple[str, str], ...] = (
 
 #: Every role a report reads: each is carried by exactly one runbook test (self-tested).
 REPORT_ROLES: tuple[str, ...] = (
-    DrillEvidence.ROLE, BlobParityEvidence.ROLE, HealthCounts.ROLE,
+    DrillEvidence.ROLE, BlobParityEvidence.ROLE, HealthCounts.ROLE, ServerEvidence.ROLE,
     *(role for role, _ in PARITY_KEY_ROLES),
 )
