@@ -32,12 +32,19 @@ from opsgate.verify.expectations import Expectations
 STATEMENT_TIMEOUT_MS = 120_000
 
 
-def fail(message: str) -> NoReturn:
+def fail(message: str, cause: BaseException | None = None) -> NoReturn:
     """Fail the check with one line: no traceback, and no "During handling of the above
     exception" chain when called from an ``except`` block; the location pytest reports
-    is the check's line that called it, not this helper's."""
+    is the check's line that called it, not this helper's.
+
+    The error handled when it is called (or ``cause``, for a failure decided outside an
+    ``except``) stays the failure's ``__context__``, never shown: the failure's kind is
+    taken from its type (`opsgate.reports.failure_kinds`)."""
     __tracebackhide__ = True
-    raise pytest.fail.Exception(message, pytrace=False) from None
+    failure = pytest.fail.Exception(message, pytrace=False)
+    if cause is not None:
+        failure.__context__ = cause
+    raise failure from None
 
 
 #: A first connection slower than this is said at the end of the run: a Neon compute
@@ -60,7 +67,8 @@ def connect_read_only(url: SecretUrl, settings: Settings,
     # ``unreachable``: the run's record of targets that did not answer, so each later
     # check fails at once with the first line instead of connecting again.
     if unreachable is not None and url.masked in unreachable:
-        fail(unreachable[url.masked] + NOT_TRIED_AGAIN)  # one cause in the reports
+        fail(unreachable[url.masked] + NOT_TRIED_AGAIN,  # one cause in the reports
+             DatabaseUnavailableError(unreachable[url.masked]))
     started = time.monotonic()
     try:
         conn = db.connect(url, redact=settings.redactor(), autocommit=False)

@@ -19,10 +19,11 @@ import pytest
 
 from opsgate import __version__, interrupts, resources
 from opsgate.config import Settings, bind, unbind
-from opsgate.errors import ConfigError, OpsgateError
+from opsgate.errors import ConfigError, MissingEnvError, OpsgateError
 from opsgate.gate import BY_MARKER, CHECKS, marker_expression, missing_env, needs_target
 from opsgate.markexpr import MarkerExpression, MarkerExpressionError
 from opsgate.pytest_plugin import oneline
+from opsgate.reports import failure_kinds
 from opsgate.reports.reasons import gate_failures
 from opsgate.sensitive import Redactor
 from opsgate.verify.evidence_types import ROLE_MARKER, EvidenceStore
@@ -395,11 +396,12 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     markers = _check_markers(item)
     missing = missing_env(state.settings, markers)
     if missing:
-        pytest.fail(
+        # MissingEnvError behind the failure: its kind (`failure_kinds`) is the type's.
+        raise pytest.fail.Exception(
             f"missing {', '.join(missing)}: required by the {'/'.join(markers)} check and "
             "not set in the environment or the --env-file",
             pytrace=False,
-        )
+        ) from MissingEnvError(missing[0])
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -413,6 +415,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = outcome.get_result()
     if state.gate_mode:
         oneline.shorten(item, call, report, redact)  # a check's failure: its one line
+    if state.gate_mode and report.failed and call.excinfo is not None:
+        kind = failure_kinds.kind_of(call.excinfo.value,
+                                     verdict_types=(pytest.fail.Exception, AssertionError))
+        report.user_properties.append(("opsgate_failure_kind", kind))
     role = item.get_closest_marker(ROLE_MARKER)
     if role is not None and call.when == "setup":
         # On the item's properties, so every later report of the test (and a worker's,

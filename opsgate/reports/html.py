@@ -89,8 +89,10 @@ def _reasons(s: dict[str, Any]) -> str:
             if len(hit) > MAX_NAMED:
                 links.append(f"and {len(hit) - MAX_NAMED} more")
             named.append(f"<b>{escape(marker)}</b> · {', '.join(links)}")
+        kind = (f" <span class='muted'>({escape(cause.kind)})</span>" if cause.kind
+                else "")
         items.append(f"<li>{'; '.join(named)} {escape(cause.outcome)}: "
-                     f"{escape(reasons.cut(cause.message, MESSAGE_WIDTH))}</li>")
+                     f"{escape(reasons.cut(cause.message, MESSAGE_WIDTH))}{kind}</li>")
     if len(found) > MAX_CAUSES:
         items.append(f"<li>… and {len(found) - MAX_CAUSES} more causes (below)</li>")
     if not items:

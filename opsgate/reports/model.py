@@ -55,11 +55,16 @@ class TestOutcome:
     #: What the reports read this test for (its ``opsgate_role`` marker), or None; not
     #: part of summary.json, whose contract is the evidence alone.
     role: str | None = None
+    #: A failure's kind, from the type of the error behind it (`failure_kinds`).
+    kind: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"nodeid": self.nodeid, "name": self.name, "outcome": self.outcome,
-                "duration_s": round(self.duration_s, 3), "message": self.message,
-                "evidence": self.evidence}
+        out = {"nodeid": self.nodeid, "name": self.name, "outcome": self.outcome,
+               "duration_s": round(self.duration_s, 3), "message": self.message,
+               "evidence": self.evidence}
+        if self.kind is not None and self.outcome in ("failed", "error"):
+            out["kind"] = self.kind
+        return out
 
 
 @dataclass
@@ -103,6 +108,8 @@ class RunRecord:
         for name, value in getattr(report, "user_properties", []):
             if name == "opsgate_role":
                 test.role = str(value)
+            elif name == "opsgate_failure_kind":
+                test.kind = str(value)
             elif name == "opsgate_evidence":
                 try:
                     test.evidence = json.loads(value)

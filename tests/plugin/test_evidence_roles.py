@@ -1,5 +1,6 @@
 """Through the gate: a check's role reaches the run's record whatever the test is named
-and whatever its outcome, and its typed evidence is what summary.json holds."""
+and whatever its outcome, its typed evidence is what summary.json holds, and a failed
+test's kind is the type of the error behind it."""
 
 from __future__ import annotations
 
@@ -30,6 +31,26 @@ def broken():
 @pytest.mark.opsgate_role("parity.counts")
 def test_counts_renamed(broken):
     pass
+
+@pytest.mark.ledger
+def test_unreachable_in_words_of_a_verdict():
+    from opsgate.errors import DatabaseUnavailableError
+    from opsgate.pytest_plugin.fixtures import fail
+
+    try:
+        raise DatabaseUnavailableError("gone")
+    except DatabaseUnavailableError:
+        fail("the ledger differs from the scripts")
+
+@pytest.mark.ledger
+def test_a_verdict():
+    from opsgate.pytest_plugin.fixtures import fail
+
+    fail("the database did not answer (the words of another kind)")
+
+@pytest.mark.deployment
+def test_needs_vercel_token():
+    pass
 """
 
 
@@ -39,7 +60,7 @@ def test_roles_carry_the_drill_record_past_a_rename(pytester: pytest.Pytester,
     clean_env.setenv("DATABASE_URL", "postgresql://u:pw-roles@127.0.0.1:9/db")
     clean_env.setenv("OPS_BASE_URL", "http://127.0.0.1:9")
     clean_env.setenv("ADMIN_PASSWORD", "admin-roles")
-    result = pytester.runpytest("-m", "neon_drill or parity")
+    result = pytester.runpytest("-m", "neon_drill or parity or ledger or deployment")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     (run,) = (pytester.path / "reports" / "runs").iterdir()
     record = (run / "drill-record.md").read_text()
@@ -53,4 +74,12 @@ def test_roles_carry_the_drill_record_past_a_rename(pytester: pytest.Pytester,
         "tables": [{"table": "kb_edges", "source_rows": 3, "restored_rows": 3, "match": True}],
         "canonical_hash": {"source": "c" * 64, "restored": "c" * 64, "match": True},
         "source": "source-db", "restore_target": "scratch-db", "hash_version": "canon-v1"}
-    assert "role" not in drill["tests"][0]  # summary.json's contract is unchanged
+    assert "role" not in drill["tests"][0] and "kind" not in drill["tests"][0]
+    kinds = {t["name"]: t.get("kind") for c in summary["checks"] for t in c["tests"]}
+    # A failure's kind is the type of the error behind it, never its words.
+    assert kinds == {"test_a_name_no_report_knows": None,
+                     "test_counts_renamed": "Unexpected error",
+                     "test_unreachable_in_words_of_a_verdict": "Target unreachable",
+                     "test_a_verdict": "Check verdict",
+                     "test_needs_vercel_token": "Missing variable"}
+    assert "(Target unreachable)" in (run / "report.html").read_text()
