@@ -54,13 +54,18 @@ def test_needs_vercel_token():
 """
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one", "xdist"])
 def test_roles_carry_the_drill_record_past_a_rename(pytester: pytest.Pytester,
-                                                    clean_env: pytest.MonkeyPatch) -> None:
+                                                    clean_env: pytest.MonkeyPatch,
+                                                    workers: list[str]) -> None:
+    """Under pytest-xdist the role and the kind reach the controller on the workers'
+    reports (the controller collects nothing itself)."""
     gate_project(pytester, CHECKS)
     clean_env.setenv("DATABASE_URL", "postgresql://u:pw-roles@127.0.0.1:9/db")
     clean_env.setenv("OPS_BASE_URL", "http://127.0.0.1:9")
     clean_env.setenv("ADMIN_PASSWORD", "admin-roles")
-    result = pytester.runpytest("-m", "neon_drill or parity or ledger or deployment")
+    result = pytester.runpytest("-m", "neon_drill or parity or ledger or deployment",
+                                *workers)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     (run,) = (pytester.path / "reports" / "runs").iterdir()
     record = (run / "drill-record.md").read_text()
