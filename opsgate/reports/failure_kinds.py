@@ -47,6 +47,11 @@ BY_TYPE: tuple[tuple[type[OpsgateError], str], ...] = (
 )
 
 
+#: Every kind, as summary.json's schema lists them.
+KINDS: tuple[str, ...] = (MISSING_VARIABLE, CONFIGURATION, UNREACHABLE, CONTRACT,
+                          COULD_NOT_RUN, VERDICT, UNEXPECTED)
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     seen: list[BaseException] = []
     current: BaseException | None = exc

@@ -13,6 +13,7 @@ from opsgate.errors import (
 )
 from opsgate.pytest_plugin.fixtures import fail
 from opsgate.reports import failure_kinds
+from opsgate.target import contracts
 
 VERDICT = (pytest.fail.Exception, AssertionError)
 
@@ -52,3 +53,9 @@ def test_a_check_that_judged_the_target_is_a_verdict_and_a_bug_is_unexpected() -
         failure_kinds.VERDICT
     assert failure_kinds.kind_of(KeyError("x"), verdict_types=VERDICT) == \
         failure_kinds.UNEXPECTED
+
+
+def test_the_schema_lists_every_kind() -> None:
+    schema = contracts.schema("report-summary")
+    assert schema["$defs"]["test"]["properties"]["kind"]["enum"] == list(failure_kinds.KINDS)
+    assert {kind for _, kind in failure_kinds.BY_TYPE} <= set(failure_kinds.KINDS)
