@@ -17,6 +17,7 @@ from opsgate.pytest_plugin.fixtures import connect_read_only, fail
 from opsgate.pytest_plugin.plugin import get_state
 from opsgate.target.blob import BlobAdminState, open_admin_state
 from opsgate.verify.blob_parity import blob_hash, compare, store_for
+from opsgate.verify.evidence_types import BlobParityEvidence, EvidenceStore
 from opsgate.verify.expectations import Expectations
 
 #: The repeatable migration that writes Neon's admin state to the blob fallback.
@@ -50,21 +51,24 @@ def test_blob_state_is_complete_and_well_formed(blob_state: BlobAdminState,
         fail("content-state.json holds no key")
 
 
+@pytest.mark.opsgate_role(BlobParityEvidence.ROLE)
 def test_blob_and_neon_hashes_match(blob_state: BlobAdminState, ops_settings: Settings,
                                     expectations: Expectations,
-                                    evidence: dict[str, Any]) -> None:
+                                    evidence: EvidenceStore) -> None:
     pinned = expectations.pinned.get("admin_state_sha256")
     if ops_settings.database_url is None:
         # The runbook makes Neon parity optional; what was not compared is said, in the
         # evidence and so in every report ("partial"), never passed over in silence.
-        evidence["partial"] = ("Neon parity not compared: DATABASE_URL is not set; only "
-                               "the blob copy itself was verified")
+        partial = ("Neon parity not compared: DATABASE_URL is not set; only the blob "
+                   "copy itself was verified")
+        evidence["partial"] = partial
         try:
-            evidence["blob_hash"], _ = blob_hash(blob_state)
+            only_blob, _ = blob_hash(blob_state)
         except BlobError as exc:
             fail(f"the blob fallback is not usable: {exc}")
-        if pinned and evidence["blob_hash"] != pinned:
-            fail(f"the blob admin state changed: canon-v1 hash {evidence['blob_hash']}, "
+        evidence.set(BlobParityEvidence(only_blob, partial=partial))
+        if pinned and only_blob != pinned:
+            fail(f"the blob admin state changed: canon-v1 hash {only_blob}, "
                  f"pinned {pinned} in {expectations.source}")
         return
     conn: psycopg.Connection[Any] = connect_read_only(ops_settings.database_url, ops_settings)
@@ -73,8 +77,8 @@ def test_blob_and_neon_hashes_match(blob_state: BlobAdminState, ops_settings: Se
             result = compare(blob_state, conn)
         except BlobError as exc:
             fail(f"the blob fallback is not usable: {exc}")
+    evidence.set(BlobParityEvidence(result.blob_hash, result.neon_hash))
     evidence.update({
-        "blob_hash": result.blob_hash, "neon_hash": result.neon_hash,
         "blob_counts": result.blob_counts, "neon_counts": result.neon_counts,
         "differences": {k: v for k, v in result.differences.items() if v},
         "runbook_lines": [f"blob {result.blob_hash}", f"neon {result.neon_hash}",

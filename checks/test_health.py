@@ -19,17 +19,19 @@ from opsgate.config import Settings
 from opsgate.pytest_plugin.fixtures import fail
 from opsgate.target import db
 from opsgate.target.schema import CONTRACT_TABLES
+from opsgate.verify.evidence_types import EvidenceStore, HealthCounts
 from opsgate.verify.expectations import Expectations
 from opsgate.verify.trend import last_green_counts, trend
 
 pytestmark = pytest.mark.health
 
 
+@pytest.mark.opsgate_role(HealthCounts.ROLE)
 def test_row_counts(target_db: psycopg.Connection[Any], ops_settings: Settings,
                     expectations: Expectations, reports_root: Path,
-                    evidence: dict[str, Any]) -> None:
+                    evidence: EvidenceStore) -> None:
     counts = db.count_rows(target_db, CONTRACT_TABLES)
-    evidence["counts"] = counts  # a missing table shows as null
+    evidence.set(HealthCounts(dict(counts)))  # a missing table shows as null
     target = str(ops_settings.target_identity()["name"])
     change = trend(counts, last_green_counts(reports_root, target), expectations.max_shrink)
     evidence["trend"] = change.as_evidence()

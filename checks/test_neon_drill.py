@@ -5,8 +5,6 @@ contract table's row count and canon-v1 hash. Writes only to the restored copy."
 
 from __future__ import annotations
 
-from typing import Any
-
 import allure
 import pytest
 
@@ -14,17 +12,19 @@ from opsgate.config import Settings
 from opsgate.errors import DrillError
 from opsgate.pytest_plugin.fixtures import fail
 from opsgate.verify.drill import run_drill
+from opsgate.verify.evidence_types import DrillEvidence, EvidenceStore
 
 pytestmark = pytest.mark.neon_drill
 
 
+@pytest.mark.opsgate_role(DrillEvidence.ROLE)
 def test_backup_restores_to_identical_tables(ops_settings: Settings,
-                                             evidence: dict[str, Any]) -> None:
+                                             evidence: EvidenceStore) -> None:
     try:
         result = run_drill(ops_settings, steps=allure.step)
     except DrillError as exc:
         fail(str(exc))
-    evidence.update(result.evidence())
+    evidence.set(DrillEvidence.from_drill(result.evidence()))
     problems = result.problems
     if problems:
         fail(

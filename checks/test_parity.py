@@ -119,12 +119,14 @@ def db_graph(parity: engine.Parity, pytestconfig: pytest.Config) -> engine.DbCou
     return parity.db
 
 
+@pytest.mark.opsgate_role("parity.shape")
 def test_response_has_the_contract_shape(shaped: engine.ApiScan, evidence: dict[str, Any]
                                          ) -> None:
     evidence["metadata"] = shaped.metadata
     evidence["api_bytes"] = shaped.bytes
 
 
+@pytest.mark.opsgate_role("parity.counts")
 def test_node_and_edge_counts_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
                                       parity: engine.Parity, evidence: dict[str, Any]) -> None:
     assert shaped.metadata is not None
@@ -145,6 +147,7 @@ def test_node_and_edge_counts_aligned(shaped: engine.ApiScan, db_graph: engine.D
         fail("API and database disagree: " + "; ".join(problems))
 
 
+@pytest.mark.opsgate_role("parity.domains")
 def test_domains_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
                          evidence: dict[str, Any]) -> None:
     assert shaped.metadata is not None
@@ -159,6 +162,7 @@ def test_domains_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
         fail("domains differ: " + "; ".join(problems))
 
 
+@pytest.mark.opsgate_role("parity.build_notes")
 def test_build_and_note_counts_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
                                        evidence: dict[str, Any]) -> None:
     assert shaped.metadata is not None
@@ -177,6 +181,7 @@ def test_build_and_note_counts_aligned(shaped: engine.ApiScan, db_graph: engine.
         fail("build/note counts differ: " + "; ".join(problems))
 
 
+@pytest.mark.opsgate_role("parity.endpoints")
 def test_edge_endpoint_integrity(shaped: engine.ApiScan, evidence: dict[str, Any]) -> None:
     evidence["dangling_edges"] = shaped.dangling
     if shaped.dangling:
@@ -186,6 +191,7 @@ def test_edge_endpoint_integrity(shaped: engine.ApiScan, evidence: dict[str, Any
         )
 
 
+@pytest.mark.opsgate_role("parity.overview")
 def test_admin_overview_counts_match_the_database(
     deployment: httpx.Client, ops_settings: Settings, target_db: psycopg.Connection[Any],
     evidence: dict[str, Any],

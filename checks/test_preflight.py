@@ -16,6 +16,7 @@ from opsgate.pytest_plugin.fixtures import fail
 from opsgate.target import db
 from opsgate.target import web as http
 from opsgate.target.schema import CONTRACT_TABLES, missing_columns
+from opsgate.verify.evidence_types import EvidenceStore, ServerEvidence
 from opsgate.verify.expectations import Expectations
 
 pytestmark = pytest.mark.preflight
@@ -31,16 +32,16 @@ def test_storage_backend_is_neon(ops_settings: Settings, evidence: dict[str, Any
              "('file' and 'blob' are fallback or migration-source backends)")
 
 
+@pytest.mark.opsgate_role(ServerEvidence.ROLE)
 def test_database_answers_with_the_contract_schema(
-    target_db: psycopg.Connection[Any], evidence: dict[str, Any]
+    target_db: psycopg.Connection[Any], evidence: EvidenceStore
 ) -> None:
     row = target_db.execute("SELECT current_setting('server_version'), "
                             "current_setting('server_version_num')::int, "
                             "current_database()").fetchone()
     assert row is not None
-    evidence["server_version"], evidence["server_version_num"], evidence["database"] = row
     missing = missing_columns(target_db, CONTRACT_TABLES)
-    evidence["missing"] = missing
+    evidence.set(ServerEvidence(row[0], row[1], row[2], missing))
     if missing:
         fail(f"the database lacks {len(missing)} contract item(s): "
              + ", ".join(missing[:15]))

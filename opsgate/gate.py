@@ -53,6 +53,9 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("change_control", "RUN_OPS_CHANGE_CONTROL", ("OPSGATE_CHANGE_RANGE",),
               "checks/test_change_control.py", "Change control: migrations with index, "
               "changelog and checkpoint", needs_target=False),
+    CheckSpec("blob_objects", "RUN_OPS_BLOB_OBJECTS", ("BLOB_READ_WRITE_TOKEN",),
+              "checks/test_blob_objects.py", "Blob fallback objects: exactly the admin "
+              "state's files"),
 )
 
 BY_MARKER: Mapping[str, CheckSpec] = {c.marker: c for c in CHECKS}

@@ -26,17 +26,25 @@ from opsgate.reports.reasons import NOT_TRIED_AGAIN
 from opsgate.sensitive import SecretUrl
 from opsgate.target import db
 from opsgate.target import web as http
+from opsgate.verify.evidence_types import EvidenceStore
 from opsgate.verify.expectations import Expectations
 
 STATEMENT_TIMEOUT_MS = 120_000
 
 
-def fail(message: str) -> NoReturn:
+def fail(message: str, cause: BaseException | None = None) -> NoReturn:
     """Fail the check with one line: no traceback, and no "During handling of the above
     exception" chain when called from an ``except`` block; the location pytest reports
-    is the check's line that called it, not this helper's."""
+    is the check's line that called it, not this helper's.
+
+    The error handled when it is called (or ``cause``, for a failure decided outside an
+    ``except``) stays the failure's ``__context__``, never shown: the failure's kind is
+    taken from its type (`opsgate.reports.failure_kinds`)."""
     __tracebackhide__ = True
-    raise pytest.fail.Exception(message, pytrace=False) from None
+    failure = pytest.fail.Exception(message, pytrace=False)
+    if cause is not None:
+        failure.__context__ = cause
+    raise failure from None
 
 
 #: A first connection slower than this is said at the end of the run: a Neon compute
@@ -59,7 +67,8 @@ def connect_read_only(url: SecretUrl, settings: Settings,
     # ``unreachable``: the run's record of targets that did not answer, so each later
     # check fails at once with the first line instead of connecting again.
     if unreachable is not None and url.masked in unreachable:
-        fail(unreachable[url.masked] + NOT_TRIED_AGAIN)  # one cause in the reports
+        fail(unreachable[url.masked] + NOT_TRIED_AGAIN,  # one cause in the reports
+             DatabaseUnavailableError(unreachable[url.masked]))
     started = time.monotonic()
     try:
         conn = db.connect(url, redact=settings.redactor(), autocommit=False)
@@ -171,9 +180,10 @@ def deployment(ops_settings: Settings, pytestconfig: pytest.Config) -> Iterator[
 
 
 @pytest.fixture
-def evidence(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The check's evidence, attached to its report (and so to every report file)."""
-    store: dict[str, Any] = {}
+def evidence(request: pytest.FixtureRequest) -> EvidenceStore:
+    """The check's evidence, attached to its report (and so to every report file):
+    keys written into it, or a typed record handed over with ``evidence.set``."""
+    store = EvidenceStore()
     request.node.stash[EVIDENCE_KEY] = store
     return store
 

@@ -19,18 +19,21 @@ import pytest
 
 from opsgate import __version__, interrupts, resources
 from opsgate.config import Settings, bind, unbind
-from opsgate.errors import ConfigError, OpsgateError
+from opsgate.errors import ConfigError, MissingEnvError, OpsgateError
 from opsgate.gate import BY_MARKER, CHECKS, marker_expression, missing_env, needs_target
 from opsgate.markexpr import MarkerExpression, MarkerExpressionError
 from opsgate.pytest_plugin import oneline
+from opsgate.reports import failure_kinds
+from opsgate.reports.reasons import gate_failures
 from opsgate.sensitive import Redactor
+from opsgate.verify.evidence_types import ROLE_MARKER, EvidenceStore
 from opsgate.verify.expectations import Expectations
 
 #: The checks' fixtures (settings, read-only database, deployment client, evidence).
 pytest_plugins = ["opsgate.pytest_plugin.fixtures"]
 
 STATE_KEY = pytest.StashKey["GateState"]()
-EVIDENCE_KEY = pytest.StashKey[dict[str, Any]]()
+EVIDENCE_KEY = pytest.StashKey[EvidenceStore]()
 SANDBOX_ENV_KEY = "opsgate_sandbox_env_file"
 ALLURE_DIR_KEY = "opsgate_allure_dir"
 
@@ -202,6 +205,9 @@ def pytest_configure(config: pytest.Config) -> None:
             "markers", f"{spec.marker}: {spec.title} (flag {spec.flag}; "
             f"needs {', '.join(spec.required_env)})"
         )
+    config.addinivalue_line(
+        "markers", f"{ROLE_MARKER}(role): what the reports read this test for "
+        "(opsgate.verify.evidence_types): found by role, never by the test's name")
 
     env_file = config.getoption("env_file")
     workerinput = getattr(config, "workerinput", None)
@@ -390,11 +396,12 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     markers = _check_markers(item)
     missing = missing_env(state.settings, markers)
     if missing:
-        pytest.fail(
+        # MissingEnvError behind the failure: its kind (`failure_kinds`) is the type's.
+        raise pytest.fail.Exception(
             f"missing {', '.join(missing)}: required by the {'/'.join(markers)} check and "
             "not set in the environment or the --env-file",
             pytrace=False,
-        )
+        ) from MissingEnvError(missing[0])
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -408,9 +415,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = outcome.get_result()
     if state.gate_mode:
         oneline.shorten(item, call, report, redact)  # a check's failure: its one line
+    if state.gate_mode and report.failed and call.excinfo is not None:
+        kind = failure_kinds.kind_of(call.excinfo.value,
+                                     verdict_types=(pytest.fail.Exception, AssertionError))
+        report.user_properties.append(("opsgate_failure_kind", kind))
+    role = item.get_closest_marker(ROLE_MARKER)
+    if role is not None and call.when == "setup":
+        # On the item's properties, so every later report of the test (and a worker's,
+        # under xdist) carries it to the controller, whatever the outcome.
+        report.user_properties.append(("opsgate_role", str(role.args[0])))
     found = item.stash.get(EVIDENCE_KEY, None)
     if found and call.when == "call":
-        text = json.dumps(found, default=str, sort_keys=True)
+        text = json.dumps(found.as_json(), default=str, sort_keys=True)
         text = redact(text) if redact else text
         report.user_properties.append(("opsgate_evidence", text))
         _attach_to_allure(text)
@@ -496,25 +512,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if state.reports_error:
         terminalreporter.write_line(f"opsgate: reports NOT written: {state.reports_error}",
                                     red=True)
-    if state.flags_unserved:
-        terminalreporter.write_line(
-            "opsgate: FAILED: flags on but their check did not run: "
-            + ", ".join(state.flags_unserved),
-            red=True,
-        )
     for line in state.partial:
         terminalreporter.write_line(f"opsgate: PARTIAL: {state.redact(line)}", yellow=True)
     for line in state.recovered:
         terminalreporter.write_line(f"opsgate: NOTE: {state.redact(line)}", yellow=True)
-    if state.skipped:
-        terminalreporter.write_line(
-            f"opsgate: FAILED: {len(state.skipped)} selected check(s) skipped, and a skipped "
-            "check did not run: " + "; ".join(state.redact(s) for s in state.skipped[:5]),
-            red=True,
-        )
-    if state.no_check_ran:
-        terminalreporter.write_line(
-            f"opsgate: FAILED: no check ran (selection: {state.expression}); "
-            "a gate that checks nothing does not pass",
-            red=True,
-        )
+    for note in gate_failures(state):  # the same sentences as the reports' notes
+        terminalreporter.write_line(f"opsgate: FAILED: {state.redact(note)}", red=True)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from opsgate import __version__, interrupts
+from opsgate.reports import reasons
 from opsgate.reports.model import RunRecord, marker_of, marker_of_nodeid
 from opsgate.reports.step_summary import step_summary
 from opsgate.reports.writer import run_dir_name, write_run
@@ -143,18 +144,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def gate_notes(state: Any) -> list[str]:
-    """Why the gate failed beyond any one check, as every report states it."""
-    notes = []
-    if getattr(state, "no_check_ran", False):
-        notes.append("no check ran")
-    if getattr(state, "flags_unserved", None):
-        notes.append("flags on but their check did not run: "
-                     + ", ".join(state.flags_unserved))
-    skipped = getattr(state, "skipped", None)
-    if skipped:
-        notes.append(f"{len(skipped)} selected check(s) skipped, and a skipped check did not "
-                     "run: " + "; ".join(str(s) for s in skipped[:5]))
-    return notes
+    """Why the gate failed beyond any one check, as every report states it (the
+    sentences are `reasons.gate_failures`', shared with the terminal summary)."""
+    return reasons.gate_failures(state)
 
 
 def start_run(config: pytest.Config, state: Any) -> RunCollector:

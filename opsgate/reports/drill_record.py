@@ -6,18 +6,14 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from opsgate.gate import CHECKS
 from opsgate.reports.model import RunRecord
+from opsgate.verify.evidence_types import PARITY_KEY_ROLES, BlobParityEvidence, DrillEvidence
 
 RUNBOOK_ZONE = "America/New_York"
 
-PARITY_KEY_CHECKS = (
-    ("test_node_and_edge_counts_aligned", "nodes/edges counts aligned"),
-    ("test_domains_aligned", "domains aligned"),
-    ("test_build_and_note_counts_aligned", "build/notes node counts aligned"),
-    ("test_edge_endpoint_integrity", "edge endpoint integrity valid"),
-    ("test_admin_overview_counts_match_the_database", "admin overview counts aligned"),
-    ("test_response_has_the_contract_shape", "response shape valid"),
-)
+#: Checks with a line of their own above the rest (their evidence is read by role).
+OWN_LINES = ("parity", "neon_drill", "blob_fallback")
 
 
 def _window(record: RunRecord) -> str:
@@ -53,7 +49,6 @@ def _title(record: RunRecord, drill: dict[str, Any]) -> str:
 
 def render(record: RunRecord) -> str:
     checks = {c["marker"]: c for c in record.checks()}
-    tests = {t.name: t for t in record.tests.values()}
     out = [
         _title(record, checks["neon_drill"]),
         "",
@@ -69,8 +64,8 @@ def render(record: RunRecord) -> str:
     line = f"- Post-deploy parity check: {_status(parity)}."
     if parity["status"] != "not run":
         keys = []
-        for name, label in PARITY_KEY_CHECKS:
-            t = tests.get(name)
+        for role, label in PARITY_KEY_ROLES:
+            t = record.by_role(role)
             if t is not None:
                 keys.append(label if t.outcome == "passed"
                             else f"{label}: FAIL ({t.message[:160]})")
@@ -79,36 +74,39 @@ def render(record: RunRecord) -> str:
 
     drill = checks["neon_drill"]
     line = f"- Neon backup/restore drill: {_status(drill)}."
-    ev = record.evidence_of("neon_drill").get("test_backup_restores_to_identical_tables", {})
-    if ev.get("source"):
-        line += f" Dumped from {ev['source']} (restored into {ev.get('restore_target')})."
-    if ev.get("tables"):
+    found = record.by_role(DrillEvidence.ROLE)
+    ev = DrillEvidence.from_json(found.evidence if found is not None else {})
+    if ev.source:
+        line += f" Dumped from {ev.source} (restored into {ev.restore_target})."
+    if ev.tables:
         rows = ", ".join(f"`{t['table']}={t['source_rows']}/{t['restored_rows']}`"
-                         for t in ev["tables"])
-        line += f" Source/restored rows: {rows}. " + _combined_hash(ev)
+                         for t in ev.tables)
+        line += f" Source/restored rows: {rows}. " + _combined_hash(ev.as_json())
     elif drill["status"] == "failed":
         line += " " + drill["tests"][0]["message"][:300] if drill["tests"] else ""
     out.append(line)
-    out += _table_hashes(ev)
+    out += _table_hashes(ev.as_json())
 
     blob = checks["blob_fallback"]
     line = f"- Blob fallback verification: {_status(blob)}."
-    ev = record.evidence_of("blob_fallback").get("test_blob_and_neon_hashes_match", {})
-    if ev.get("blob_hash"):
-        if ev.get("partial") or ev.get("neon_hash") is None:
-            line += (f" Blob canonical hash `{ev['blob_hash']}`; Neon parity not compared "
-                     "(no DATABASE_URL).")
-        elif ev.get("blob_hash") == ev.get("neon_hash"):
-            line += f" Canonical parity hash match: blob and neon both `{ev['blob_hash']}`."
+    found = record.by_role(BlobParityEvidence.ROLE)
+    parity_ev = BlobParityEvidence.from_json(found.evidence if found is not None else {})
+    if parity_ev.blob_hash:
+        if not parity_ev.compared:
+            line += (f" Blob canonical hash `{parity_ev.blob_hash}`; Neon parity not "
+                     "compared (no DATABASE_URL).")
+        elif parity_ev.blob_hash == parity_ev.neon_hash:
+            line += (f" Canonical parity hash match: blob and neon both "
+                     f"`{parity_ev.blob_hash}`.")
         else:
-            line += (f" Canonical parity hash MISMATCH: blob `{ev['blob_hash']}`, "
-                     f"neon `{ev.get('neon_hash')}`.")
+            line += (f" Canonical parity hash MISMATCH: blob `{parity_ev.blob_hash}`, "
+                     f"neon `{parity_ev.neon_hash}`.")
     out.append(line)
 
-    for marker, label in (("knowledge_drift", "Knowledge drift verification"),
-                          ("ledger", "Migration ledger"), ("preflight", "Preflight"),
-                          ("health", "Health counts")):
-        out.append(f"- {label}: {_status(checks[marker])}.")
+    # Every other check of the gate table, in its order, under its title: a check added
+    # to the table is in the record without an edit here.
+    out += [f"- {spec.title}: {_status(checks[spec.marker])}." for spec in CHECKS
+            if spec.marker not in OWN_LINES]
     out += ["", "Hashes are canon-v1 (docs/canonical-hashing.md); secrets are never recorded.",
             ""]
     return "\n".join(out)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from opsgate.reports import summary_reader
+
 #: Figures per check in the summary (the rest is in report.html).
 MAX_FIGURES = 5
 #: Evidence keys that are not figures (times, protocol details, internal counters).
@@ -49,9 +51,7 @@ def of_evidence(evidence: dict[str, Any]) -> list[str]:
 def of_check(check: dict[str, Any]) -> list[str]:
     """The figures of every test of ``check`` (a summary.json check), bounded."""
     out: list[str] = []
-    for test in check.get("tests", []):
-        evidence = test.get("evidence")
-        if isinstance(evidence, dict):
-            out += [f for f in of_evidence(evidence) if f not in out]
+    for test in summary_reader.tests_of(check):
+        out += [f for f in of_evidence(test["evidence"]) if f not in out]
     return out[:MAX_FIGURES] + ([f"… {len(out) - MAX_FIGURES} more"]
                                 if len(out) > MAX_FIGURES else [])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from opsgate.reports import evidence_html, figures, reasons, svg, timeline
+from opsgate.reports import evidence_html, figures, reasons, summary_reader, svg, timeline
 from opsgate.reports.model import RunRecord
 
 CSS = """
@@ -89,8 +89,10 @@ def _reasons(s: dict[str, Any]) -> str:
             if len(hit) > MAX_NAMED:
                 links.append(f"and {len(hit) - MAX_NAMED} more")
             named.append(f"<b>{escape(marker)}</b> · {', '.join(links)}")
+        kind = (f" <span class='muted'>({escape(cause.kind)})</span>" if cause.kind
+                else "")
         items.append(f"<li>{'; '.join(named)} {escape(cause.outcome)}: "
-                     f"{escape(reasons.cut(cause.message, MESSAGE_WIDTH))}</li>")
+                     f"{escape(reasons.cut(cause.message, MESSAGE_WIDTH))}{kind}</li>")
     if len(found) > MAX_CAUSES:
         items.append(f"<li>… and {len(found) - MAX_CAUSES} more causes (below)</li>")
     if not items:
@@ -247,17 +249,6 @@ def _details(s: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def _health_now(s: dict[str, Any]) -> dict[str, int] | None:
-    for c in s["checks"]:
-        if c["marker"] != "health":
-            continue
-        for t in c["tests"]:
-            counts = t["evidence"].get("counts") if isinstance(t["evidence"], dict) else None
-            if isinstance(counts, dict):
-                return {k: v for k, v in counts.items() if isinstance(v, int)}
-    return None
-
-
 def render(record: RunRecord, previous_href: str | None, position: Position | None = None,
            runs: list[timeline.Point] | None = None) -> str:
     s = record.summary()
@@ -275,7 +266,8 @@ def render(record: RunRecord, previous_href: str | None, position: Position | No
         gate = ("<div class='reasons' id='gate-failures'><b>Gate failures</b> (the gate "
                 "failed for these, whatever the checks below say)<ul>"
                 + "".join(f"<li>{escape(n)}</li>" for n in s["notes"]) + "</ul></div>")
-    trend = health_trend(runs or [], _health_now(s), s["run_id"],
+    now = summary_reader.health_counts(s)
+    trend = health_trend(runs or [], now.counted() if now is not None else None, s["run_id"],
                          str(s["target"].get("name", "")))
     title = f"opsgate release gate: {s['target'].get('name') or s['target_kind']}"
     return f"""<!doctype html>

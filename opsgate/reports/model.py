@@ -11,8 +11,10 @@ from opsgate.gate import BY_MARKER, CHECKS
 from opsgate.pytest_plugin.oneline import message_of
 
 #: summary.json's contract; 2 added the ``interrupted`` verdict, status and outcome, the
-#: ``interrupted`` count and the ``interruption`` object.
-SUMMARY_SCHEMA = "opsgate-summary/2"
+#: ``interrupted`` count and the ``interruption`` object; 3 has one ``checks`` entry per
+#: row of the gate table, its length and markers no longer fixed by the schema (2 held
+#: exactly nine), so that adding a check does not change the contract again.
+SUMMARY_SCHEMA = "opsgate-summary/3"
 INTERRUPTED = "interrupted"
 #: The message of a selected test no report has reached yet.
 NOT_STARTED = "not started"
@@ -50,11 +52,19 @@ class TestOutcome:
     duration_s: float
     message: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
+    #: What the reports read this test for (its ``opsgate_role`` marker), or None; not
+    #: part of summary.json, whose contract is the evidence alone.
+    role: str | None = None
+    #: A failure's kind, from the type of the error behind it (`failure_kinds`).
+    kind: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"nodeid": self.nodeid, "name": self.name, "outcome": self.outcome,
-                "duration_s": round(self.duration_s, 3), "message": self.message,
-                "evidence": self.evidence}
+        out = {"nodeid": self.nodeid, "name": self.name, "outcome": self.outcome,
+               "duration_s": round(self.duration_s, 3), "message": self.message,
+               "evidence": self.evidence}
+        if self.kind is not None and self.outcome in ("failed", "error"):
+            out["kind"] = self.kind
+        return out
 
 
 @dataclass
@@ -96,7 +106,11 @@ class RunRecord:
             test.message = ""
         test.duration_s += float(getattr(report, "duration", 0.0) or 0.0)
         for name, value in getattr(report, "user_properties", []):
-            if name == "opsgate_evidence":
+            if name == "opsgate_role":
+                test.role = str(value)
+            elif name == "opsgate_failure_kind":
+                test.kind = str(value)
+            elif name == "opsgate_evidence":
                 try:
                     test.evidence = json.loads(value)
                 except (TypeError, json.JSONDecodeError):
@@ -211,8 +225,10 @@ class RunRecord:
                        expression=redact(self.expression),
                        notes=[redact(n) for n in self.notes], interruption=interruption)
 
-    def evidence_of(self, marker: str) -> dict[str, dict[str, Any]]:
-        return {t.name: t.evidence for t in self.tests.values() if t.marker == marker}
+    def by_role(self, role: str) -> TestOutcome | None:
+        """The test that carries ``role`` (`opsgate.verify.evidence_types`), if the run
+        had it: reports find what they need this way, never by a test's name."""
+        return next((t for t in self.tests.values() if t.role == role), None)
 
 
 def _message(report: Any) -> str:

@@ -30,6 +30,8 @@ class Cause:
     message: str
     outcome: str  # the first test's, as RED words it
     tests: list[dict[str, str]] = field(default_factory=list)  # marker, name, nodeid
+    #: The first test's failure kind (from the error's type), when it has one.
+    kind: str | None = None
 
     def by_check(self) -> dict[str, list[dict[str, str]]]:
         """The cause's tests per check (marker), in the order they were found."""
@@ -64,7 +66,9 @@ def causes(checks: list[dict[str, Any]]) -> list[Cause]:
             test = {"marker": str(c.get("marker")), "name": str(t.get("name")),
                     "nodeid": str(t.get("nodeid"))}
             later.append((message, test))
-            found.setdefault(message, Cause(message, RED[outcome]))
+            kind = t.get("kind")
+            found.setdefault(message, Cause(message, RED[outcome],
+                                             kind=kind if isinstance(kind, str) else None))
     # Tests are placed once every first line is known: summary.json lists checks in
     # the gate's order, not the order they ran, so a repeat may come before its first.
     placed: dict[str, Cause] = {}
@@ -77,3 +81,20 @@ def causes(checks: list[dict[str, Any]]) -> list[Cause]:
 
 def cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def gate_failures(state: Any) -> list[str]:
+    """Why the gate failed beyond any one check, one sentence per failure: built here
+    once, for the terminal summary and for every report (summary.json's ``notes``)."""
+    notes = []
+    if getattr(state, "no_check_ran", False):
+        notes.append(f"no check ran (selection: {getattr(state, 'expression', '')}); a gate "
+                     "that checks nothing does not pass")
+    if getattr(state, "flags_unserved", None):
+        notes.append("flags on but their check did not run: "
+                     + ", ".join(state.flags_unserved))
+    skipped = getattr(state, "skipped", None)
+    if skipped:
+        notes.append(f"{len(skipped)} selected check(s) skipped, and a skipped check did not "
+                     "run: " + "; ".join(str(s) for s in skipped[:5]))
+    return notes

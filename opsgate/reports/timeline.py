@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opsgate.reports import history
+from opsgate.reports import history, summary_reader
 
 #: Runs shown on the history page and in a trend (the newest ones).
 MAX_RUNS = 60
@@ -34,26 +34,9 @@ class Point:
 
 
 def _health_counts(summary_file: Path) -> dict[str, int]:
-    try:
-        summary = json.loads(summary_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(summary, dict):
-        return {}
-    # An earlier run's files may be damaged or edited (`verify` says so): anything not
-    # shaped as opsgate writes it is skipped, never a crash of this run.
-    checks = summary.get("checks")
-    for check in checks if isinstance(checks, list) else []:
-        if not isinstance(check, dict) or check.get("marker") != "health":
-            continue
-        tests = check.get("tests")
-        for test in tests if isinstance(tests, list) else []:
-            evidence = test.get("evidence") if isinstance(test, dict) else None
-            counts = evidence.get("counts") if isinstance(evidence, dict) else None
-            if isinstance(counts, dict):
-                return {str(k): v for k, v in counts.items()
-                        if isinstance(v, int) and not isinstance(v, bool)}
-    return {}
+    summary = summary_reader.load(summary_file)
+    found = summary_reader.health_counts(summary) if summary is not None else None
+    return found.counted() if found is not None else {}
 
 
 def points(reports_root: Path, history_file: str = "history.jsonl",

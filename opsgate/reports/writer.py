@@ -30,6 +30,7 @@ from opsgate.reports import (
 from opsgate.reports import junit as junit_xml
 from opsgate.reports.model import RunRecord
 from opsgate.target import contracts
+from opsgate.verify.evidence_types import ServerEvidence
 
 HISTORY = "history.jsonl"
 
@@ -98,9 +99,9 @@ def write_run(record: RunRecord, reports_root: Path, run_dir: Path,
         for results in {allure_dir, *([allure] if allure is not None else [])}:
             if results.is_dir():
                 allure_files.prune_fixtures(results)
-        server = None
-        for ev in clean.evidence_of("preflight").values():
-            server = server or ev.get("server_version")
+        answered = clean.by_role(ServerEvidence.ROLE)
+        server = (ServerEvidence.from_json(answered.evidence).server_version
+                  if answered is not None else None)
         (allure_dir / "environment.properties").write_text(
             _environment_properties(clean, server), encoding="utf-8")
 

@@ -8,13 +8,12 @@ earlier health checks, so nothing else needs storing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opsgate.reports import history
+from opsgate.reports import history, summary_reader
 
 __all__ = ["Trend", "last_green_counts", "trend"]
 
@@ -28,18 +27,10 @@ def last_green_counts(reports_root: Path, target: str
     for entry in reversed(history.entries(reports_root / HISTORY)):
         if entry.get("target") != target or entry.get("verdict") != "passed":
             continue
-        summary_file = reports_root / str(entry.get("dir", "")) / "summary.json"
-        try:
-            summary = json.loads(summary_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        for check in summary.get("checks", []):
-            if check.get("marker") != "health":
-                continue
-            for test in check.get("tests", []):
-                counts = test.get("evidence", {}).get("counts")
-                if isinstance(counts, dict):
-                    return str(entry.get("run_id")), counts
+        summary = summary_reader.load(reports_root / str(entry.get("dir", "")) / "summary.json")
+        found = summary_reader.health_counts(summary) if summary is not None else None
+        if found is not None:
+            return str(entry.get("run_id")), found.counts
     return None
 
 

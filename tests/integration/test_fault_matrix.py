@@ -23,6 +23,8 @@ pytestmark = pytest.mark.usefixtures("gate_in_process", "quick_retries")
 
 EVERY_CHECK = " or ".join(c.marker for c in CHECKS)
 NEW_MIGRATION = "20270101_1007_none_to_neon_audit_table"
+#: ADMIN_BLOB_PREFIX of the sandbox.
+PREFIX = "admin/"
 
 #: The sandbox's fault switches (`reference_app.FAULTS`) and the one check each turns red.
 SWITCHES: dict[str, set[str]] = {
@@ -35,7 +37,9 @@ SWITCHES: dict[str, set[str]] = {
     "api-hang": {"parity"},
     "api-login-redirect": {"parity"}, "api-bad-node-deep": {"parity"},
     "site-404": {"preflight"},
-    "blob-500": {"blob_fallback"}, "blob-hang": {"blob_fallback"},
+    # Both blob checks read the store's listing: a store that does not answer is red in
+    # each (an answer, or a time-out, is not "could not connect").
+    "blob-500": {"blob_fallback", "blob_objects"}, "blob-hang": {"blob_fallback", "blob_objects"},
     "vercel-wrong-project": {"deployment"}, "vercel-backend-blob": {"deployment"},
     "vercel-backend-sensitive": {"deployment"}, "vercel-preview-backend-blob": {"deployment"},
     "vercel-no-database-url": {"deployment"}, "vercel-deploy-error": {"deployment"},
@@ -61,11 +65,32 @@ OTHERS: dict[str, set[str]] = {
     "backend-env-blob": {"preflight"},
     "admin-state-edited-in-neon": {"blob_fallback"},
     "migration-without-entries": {"change_control"},
+    # A file of the admin state gone is two facts: the copy is not usable
+    # (blob_fallback) and the store does not hold what it should (blob_objects); an
+    # object the admin state does not name is only the second.
+    "blob-object-missing": {"blob_fallback", "blob_objects"},
+    "blob-object-extra": {"blob_objects"},
 }
 
 
 def test_the_matrix_covers_every_switch() -> None:
     assert set(SWITCHES) == set(FAULTS)
+
+
+#: Checks whose faults this matrix cannot make, and where they are proved red instead.
+PROVED_ELSEWHERE = {
+    "neon_drill": "tests/integration/test_drill.py (a restore that differs)",
+    "health": "tests/integration/test_checks_on_sandbox.py (a table emptied since the last "
+              "green run, which these runs, writing no reports, do not keep)",
+}
+
+
+def test_every_check_has_a_fault_that_turns_it_red() -> None:
+    """A new row of the gate table needs its faults here (or a word on where they are):
+    a check no fault turns red is a check nothing proves."""
+    reddened = set().union(*SWITCHES.values(), *OTHERS.values())
+    assert [c.marker for c in CHECKS
+            if c.marker not in reddened and c.marker not in PROVED_ELSEWHERE] == []
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +148,21 @@ def _faults(sandbox: Sandbox, tmp_path: Path, env: dict[str, str]
         script.write_text(script.read_text() + "\n# a quiet edit after apply\n")
         return setting(OPSGATE_MIGRATIONS_DIR=str(edited))
 
+    @contextlib.contextmanager
+    def blob_objects(*, drop: str = "", add: str = "") -> Iterator[None]:
+        kept = sandbox.bucket.get(PREFIX + drop) if drop else None
+        if drop:
+            sandbox.bucket.delete(PREFIX + drop)
+        if add:
+            sandbox.bucket.put(PREFIX + add, b"{}")
+        try:
+            yield
+        finally:
+            if kept is not None:
+                sandbox.bucket.put(kept.pathname, kept.data)
+            if add:
+                sandbox.bucket.delete(PREFIX + add)
+
     keep = "CREATE TABLE fault_keep AS SELECT * FROM {t} WHERE {w}; DELETE FROM {t} WHERE {w}"
     back = "INSERT INTO {t} SELECT * FROM fault_keep; DROP TABLE fault_keep"
     one_edge = "ctid = (SELECT min(ctid) FROM kb_edges)"
@@ -142,6 +182,8 @@ def _faults(sandbox: Sandbox, tmp_path: Path, env: dict[str, str]
             "UPDATE admin_content_state SET payload = payload - 'fault' "
             "WHERE key = 'homepage'"),
         "migration-without-entries": lambda: setting(OPSGATE_CHANGE_RANGE="clean..main"),
+        "blob-object-missing": lambda: blob_objects(drop="history.json"),
+        "blob-object-extra": lambda: blob_objects(add="content-state.json.bak"),
     }
 
 

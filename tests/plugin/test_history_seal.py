@@ -249,9 +249,13 @@ def test_gate_failures_are_in_every_report(
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     reports = gate.path / "reports"
     (d,) = run_dirs(reports)
-    assert json.loads((d / "summary.json").read_text())["notes"] == ["no check ran"]
+    (note,) = json.loads((d / "summary.json").read_text())["notes"]
+    assert note == ("no check ran (selection: health and not health); a gate that checks "
+                    "nothing does not pass")
+    # One sentence, built once: the terminal says what the reports say.
+    assert f"opsgate: FAILED: {note}" in result.stdout.str()
     page = (d / "report.html").read_text()
-    assert "Gate failures" in page and "<li>no check ran</li>" in page
+    assert "Gate failures" in page and "<li>no check ran (selection: " in page
     assert "- Gate failure: no check ran" in (d / "drill-record.md").read_text()
     assert "- no check ran" in summary.read_text()
     capsys.readouterr()

@@ -15,6 +15,8 @@ from opsgate.gate import CHECKS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "configuration.md"
+#: The flags table sits with the checks it lists (docs/adding-a-check.md).
+CHECKS_DOC = ROOT / "docs" / "checks.md"
 
 #: Environment variables opsgate reads that are not its configuration: the platform's,
 #: CI's, pytest's and libpq's. Everything else read from the environment is a variable
@@ -53,7 +55,7 @@ def test_every_variable_is_documented_and_every_documented_one_is_read() -> None
 
 
 def test_the_flags_table_is_the_gate_table() -> None:
-    rows = _table_rows(_section(DOC.read_text(), "## Flags and markers"))
+    rows = _table_rows(_section(CHECKS_DOC.read_text(), "## Flags and markers"))
     documented = {row[2].strip("`"): (row[1].strip("`"), row[3] == "true",
                                       row[0].strip("`")) for row in rows}
     assert documented == {c.flag: (c.marker, c.default_on, c.module) for c in CHECKS}

@@ -1,0 +1,168 @@
+"""Typed evidence: what a check hands the plugin, as a dataclass with its JSON form.
+
+Reports used to find a check's evidence by the test function's name and read it back
+by dict key, so renaming a test or a key blanked the drill record without a failure.
+Now a test whose evidence a report needs carries a role (``@pytest.mark.opsgate_role``,
+stable across renames), and the report reads the typed fields of the evidence class
+that role names (`from_json`). ``as_json`` is exactly the evidence JSON summary.json
+has always held, so the summary's contract is unchanged.
+
+`EvidenceStore` is what the ``evidence`` fixture gives a check: still a dict (checks
+not yet typed write keys into it), plus `EvidenceStore.set` for a typed record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+#: The marker that names a test's role for the reports: ``opsgate_role("drill.restore")``.
+ROLE_MARKER = "opsgate_role"
+
+
+class Evidence(Protocol):
+    """Any typed evidence: its JSON form is what every report file holds."""
+
+    def as_json(self) -> dict[str, Any]: ...
+
+
+class EvidenceStore(dict[str, Any]):
+    """A check's evidence: keys written one at a time, or a typed record (`set`), or
+    both (a fixture may write keys before the test sets its record)."""
+
+    def set(self, record: Evidence) -> None:
+        """Hand a typed record to the plugin: its JSON replaces what its keys name."""
+        self.update(record.as_json())
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+@dataclass(frozen=True)
+class DrillEvidence:
+    """neon_drill: the restore drill's tables on both sides and its combined hash."""
+
+    ROLE: ClassVar[str] = "drill.restore"
+    tables: list[dict[str, Any]]
+    canonical_hash: dict[str, Any]
+    source: str | None
+    restore_target: str | None
+    #: The drill's other facts (archive, tools, timings, ...), as the drill writes them.
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_drill(cls, evidence: dict[str, Any]) -> DrillEvidence:
+        rest = {k: v for k, v in evidence.items()
+                if k not in ("tables", "canonical_hash", "source", "restore_target")}
+        return cls(_list(evidence.get("tables")), _dict(evidence.get("canonical_hash")),
+                   evidence.get("source"), evidence.get("restore_target"), rest)
+
+    from_json = from_drill
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.details, "tables": self.tables, "canonical_hash": self.canonical_hash,
+                "source": self.source, "restore_target": self.restore_target}
+
+
+@dataclass(frozen=True)
+class BlobParityEvidence:
+    """blob_fallback: the blob copy's canon-v1 hash against Neon's (None: not compared)."""
+
+    ROLE: ClassVar[str] = "blob.parity"
+    blob_hash: str | None
+    neon_hash: str | None = None
+    partial: str | None = None
+
+    @classmethod
+    def from_json(cls, evidence: dict[str, Any]) -> BlobParityEvidence:
+        def text(key: str) -> str | None:
+            value = evidence.get(key)
+            return value if isinstance(value, str) else None
+        return cls(text("blob_hash"), text("neon_hash"), text("partial"))
+
+    @property
+    def compared(self) -> bool:
+        return self.partial is None and self.neon_hash is not None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"blob_hash": self.blob_hash}
+        if self.neon_hash is not None:
+            out["neon_hash"] = self.neon_hash
+        if self.partial is not None:
+            out["partial"] = self.partial
+        return out
+
+
+@dataclass(frozen=True)
+class HealthCounts:
+    """health: each contract table's row count (None: the table is missing)."""
+
+    ROLE: ClassVar[str] = "health.counts"
+    #: The check whose tests hold it (how a summary written before roles is read).
+    MARKER: ClassVar[str] = "health"
+    counts: dict[str, int | None]
+
+    @classmethod
+    def from_json(cls, evidence: dict[str, Any]) -> HealthCounts:
+        counts = _dict(evidence.get("counts"))
+        return cls({str(k): v for k, v in counts.items()
+                    if v is None or (isinstance(v, int) and not isinstance(v, bool))})
+
+    def counted(self) -> dict[str, int]:
+        """The tables that were counted (a missing table has no count)."""
+        return {k: v for k, v in self.counts.items() if v is not None}
+
+    def as_json(self) -> dict[str, Any]:
+        return {"counts": self.counts}
+
+
+@dataclass(frozen=True)
+class ServerEvidence:
+    """preflight: the database server that answered (Allure's environment names it)."""
+
+    ROLE: ClassVar[str] = "preflight.server"
+    server_version: str | None
+    server_version_num: int | None
+    database: str | None
+    #: Contract tables and columns the database lacks.
+    missing: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, evidence: dict[str, Any]) -> ServerEvidence:
+        version, num, database = (evidence.get(k) for k in (
+            "server_version", "server_version_num", "database"))
+        return cls(version if isinstance(version, str) else None,
+                   num if isinstance(num, int) and not isinstance(num, bool) else None,
+                   database if isinstance(database, str) else None,
+                   [str(m) for m in _list(evidence.get("missing"))])
+
+    def as_json(self) -> dict[str, Any]:
+        return {"server_version": self.server_version,
+                "server_version_num": self.server_version_num, "database": self.database,
+                "missing": self.missing}
+
+
+#: Roles of tests whose outcome the drill record lists among parity's key checks, with
+#: the words it uses (the role, not the test's name, is what the record looks for).
+PARITY_KEY_ROLES: tuple[tuple[str, str], ...] = (
+    ("parity.counts", "nodes/edges counts aligned"),
+    ("parity.domains", "domains aligned"),
+    ("parity.build_notes", "build/notes node counts aligned"),
+    ("parity.endpoints", "edge endpoint integrity valid"),
+    ("parity.overview", "admin overview counts aligned"),
+    ("parity.shape", "response shape valid"),
+)
+
+#: Every role a report reads: each is carried by exactly one runbook test (self-tested).
+REPORT_ROLES: tuple[str, ...] = (
+    DrillEvidence.ROLE, BlobParityEvidence.ROLE, HealthCounts.ROLE, ServerEvidence.ROLE,
+    *(role for role, _ in PARITY_KEY_ROLES),
+)
