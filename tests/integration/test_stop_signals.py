@@ -86,7 +86,7 @@ def _child(proc: subprocess.Popen[bytes], name: str) -> Any:
 def _hashing_the_copy(url: str) -> Any:
     return lambda: _server_rows(
         url, "SELECT pid FROM pg_stat_activity WHERE starts_with(datname, %s) "
-        "AND application_name = 'psql' AND query LIKE 'COPY%%'", SCRATCH_PREFIX)
+        "AND application_name = 'psql' AND query LIKE '%%COPY%%'", SCRATCH_PREFIX)
 
 
 def _hashing_the_local_copy(proc: subprocess.Popen[bytes], url: str) -> Any:
