@@ -233,7 +233,7 @@ class _Source:
     tables: list[str]
     hashes: dict[str, canon.TableHash | None]
     tools: PgBinaries
-    archive: archive.Archive | None
+    exported: archive.Archive | None
     #: canon-v1 combined hash of its tables: the summary's and the ledger's source hash.
     combined: str
 
@@ -494,12 +494,12 @@ def _plan(run: _Run, sides: _Sides, src: _Source) -> archive.Archive | None:
 
 def _apply(run: _Run, sides: _Sides, src: _Source, target_server: ServerIdentity) -> None:
     """The restore of the source's export: one transaction, all or nothing."""
-    if src.archive is None:
+    if src.exported is None:
         raise RefreshError("the source was not exported; nothing was restored")
     run.say(f"restoring the source's export into {sides.ep_tgt.name} (one transaction)")
     with run.timed("restore"):
         run.summary.restore_method = archive.restore(
-            src.tools, src.archive, sides.tgt_url, target_server.server_version // 10000,
+            src.tools, src.exported, sides.tgt_url, target_server.server_version // 10000,
             run.redact)
     run.restored = True
 
@@ -529,11 +529,11 @@ def _record(run: _Run, sides: _Sides, src: _Source, tgt_archive: archive.Archive
             mismatched: list[str]) -> RefreshResult:
     """The target's ledger row (``applied`` or ``verify-failed``), then the outcome."""
     s = run.summary
-    if src.archive is None or tgt_archive is None:
+    if src.exported is None or tgt_archive is None:
         raise RefreshError("the target was restored without both exports; not recorded")
     try:
         with run.timed("record"):
-            _ledger_row(run, sides, src, src.archive, tgt_archive,
+            _ledger_row(run, sides, src, src.exported, tgt_archive,
                         "verify-failed" if mismatched else "applied")
     except psycopg.Error as exc:
         raise RefreshError(
