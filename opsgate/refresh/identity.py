@@ -15,6 +15,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from opsgate.errors import ConfigError
+from opsgate.refresh.errors import RefreshError
 from opsgate.sensitive import SecretUrl
 from opsgate.target.db import is_pooler_host
 
@@ -93,7 +94,9 @@ def server_identity(conn: psycopg.Connection[Any]) -> ServerIdentity:
         "SELECT current_database(), host(inet_server_addr()), inet_server_port(), "
         "current_setting('server_version_num')::int, "
         "has_function_privilege('pg_control_system()', 'EXECUTE')").fetchone()
-    assert row is not None
+    if row is None:  # a SELECT without FROM returns one row; checked, not assumed
+        raise RefreshError("the server did not say which database it is; nothing was "
+                           "exported and neither database was written")
     dbname, address, port, version, may_read = row
     sysid = None
     if may_read:

@@ -346,3 +346,26 @@ def test_pg17_tools_refresh_a_pg16_target_through_psql_all_or_nothing(
         assert "through psql" in summary["restore_method"]
         assert summary["apply_blockers"] == []
         assert all(r["match"] for r in summary["tables"])
+
+
+def test_the_summary_has_exactly_the_documented_fields(
+        source: Sandbox, mirror: str, tmp_path: Path) -> None:
+    """Whatever the outcome, the fields docs/refresh.md lists, in its order; the two it
+    marks "only once" when the refresh got that far."""
+    from tests.unit.test_refresh_shape import documented_summary_fields
+
+    fields, conditional = documented_summary_fields()
+    target = target_env(source, tmp_path, mirror)
+    runs = {
+        "failed": refresh(source, tmp_path / "absent.env", f"--out={tmp_path / 'u'}"),
+        "refused": refresh(source, target_env(source, tmp_path, mirror, VERCEL_ENV="production"),
+                           f"--out={tmp_path / 'r'}"),
+        "planned": refresh(source, target, f"--out={tmp_path / 'p'}"),
+        "applied": refresh(source, target, f"--out={tmp_path / 'a'}", "--apply"),
+    }
+    for status, (_code, out, err) in runs.items():
+        assert out["status"] == status, (out["message"], err)
+        assert list(out) == [f for f in fields if f in out], (status, list(out))
+        assert set(fields) - conditional <= set(out), status
+    assert list(runs["applied"][1]) == fields
+    assert list(json.loads((tmp_path / "a" / "summary.json").read_text())) == fields
