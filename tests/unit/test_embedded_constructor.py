@@ -59,3 +59,22 @@ def test_binaries_that_do_not_exist_fail_at_start_not_before(tmp_path: Path) -> 
     with pytest.raises((PostgresUnavailableError, OSError)):
         cluster.start()
     assert cluster.root is None, "a failed start leaves nothing behind"
+
+
+def test_a_pgbouncer_object_looks_for_its_user_only_when_started(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under root the pooler's user may be created (``useradd``): by `start`, not by the
+    constructor."""
+    from opsgate.sandbox import pgbouncer
+    from opsgate.sandbox.tlsfiles import TlsFiles
+
+    looked: list[str] = []
+    monkeypatch.setattr(pgbouncer, "_service_user", lambda: looked.append("user"))
+    tls = TlsFiles(cert_pem=b"", key_pem=b"", ca_pem=b"")
+    pooler = pgbouncer.PgBouncer(server_port=1, users={}, tls=tls, base_dir=tmp_path,
+                                 binary=tmp_path / "no-such-pgbouncer")
+    assert looked == []
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(Exception):  # noqa: B017 (no TLS files, no binary: any failure)
+        pooler.start()
+    assert looked == ["user"]
