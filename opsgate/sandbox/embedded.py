@@ -625,4 +625,6 @@ class EmbeddedPostgres(Service):
 
     def __repr__(self) -> str:
         where = self.url().masked if self.port else "not started"
-        return f"EmbeddedPostgres({self.binaries.version}, {where})"
+        # A repr looks nothing up: binaries not yet found are said so.
+        version = self._binaries.version if self._binaries is not None else "not looked for"
+        return f"EmbeddedPostgres({version}, {where})"

@@ -402,7 +402,7 @@ SECOND_PROCESS_FROM = 2 << 20
 
 
 class _PayloadRun:
-    """The payload side (`payload_side`), started at once in a second process when the
+    """The payload side (`payload_side`), started by `start` in a second process when the
     payload is a file of `SECOND_PROCESS_FROM` bytes or more, else run here when its
     result is asked for."""
 

@@ -78,3 +78,9 @@ def test_a_pgbouncer_object_looks_for_its_user_only_when_started(
     with pytest.raises(Exception):  # noqa: B017 (no TLS files, no binary: any failure)
         pooler.start()
     assert looked == ["user"]
+
+
+def test_the_repr_of_an_unstarted_cluster_looks_nothing_up() -> None:
+    cluster = EmbeddedPostgres()
+    assert _io_of(lambda: repr(cluster)) == []
+    assert repr(cluster) == "EmbeddedPostgres(not looked for, not started)"
