@@ -53,7 +53,9 @@ def test_constructing_touches_no_file_and_starts_no_process(tmp_path: Path) -> N
     assert list(tmp_path.iterdir()) == []
 
 
-def test_binaries_that_do_not_exist_fail_at_start_not_before(tmp_path: Path) -> None:
+def test_binaries_that_do_not_exist_fail_at_start_not_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPSGATE_CACHE_DIR", "off")  # no template is looked for or made
     cluster = EmbeddedPostgres(_missing(tmp_path), base_dir=tmp_path)
     assert cluster.root is None and cluster.port is None
     with pytest.raises((PostgresUnavailableError, OSError)):
