@@ -16,11 +16,11 @@ import contextlib
 import math
 import os
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from opsgate import envfile, resources
@@ -254,6 +254,108 @@ def read_env_file(path: str | os.PathLike[str],
     return parse_env_file(path).values({} if environ is None else environ)
 
 
+def _merged_environment(
+    environ: Mapping[str, str] | None,
+    env_file: str | os.PathLike[str] | None,
+    file_wins: bool,
+    from_environment: Collection[str] | None,
+) -> tuple[dict[str, str], Mapping[str, str], envfile.EnvFile | None]:
+    """`Settings.load`'s variables: ``env_file`` merged under ``environ``; with what its
+    expansion saw (for the origins) and the parsed file, if any."""
+    outer: Mapping[str, str] = os.environ if environ is None else environ
+    parsed = parse_env_file(env_file) if env_file is not None else None
+    if from_environment is not None:
+        outer = {k: v for k, v in outer.items() if k in from_environment
+                 and (parsed is None or k not in parsed.entries)}
+    env: dict[str, str] = dict(outer)
+    seen: Mapping[str, str] = outer
+    if parsed is not None:
+        # Expansion sees the environment the file is merged under, as in the app; a
+        # file that wins is expanded as if the environment did not set its keys.
+        if file_wins:
+            seen = {k: v for k, v in outer.items()
+                    if k in FLAG_DEFAULTS or k not in parsed.entries}
+        env.update(parsed.values(seen))
+    return env, seen, parsed
+
+
+def _database_fields(get: Callable[[str], str | None]) -> dict[str, Any]:
+    """`Settings` fields of the database: its URLs (Vercel's names as fallbacks) and
+    the variable each came from, pooling, the statement time-out, the drill's."""
+    db_var = "DATABASE_URL" if get("DATABASE_URL") else (
+        "POSTGRES_URL" if get("POSTGRES_URL") else None
+    )
+    db_url = get(db_var) if db_var else None
+    direct_var = "DATABASE_URL_UNPOOLED" if get("DATABASE_URL_UNPOOLED") else (
+        "POSTGRES_URL_NON_POOLING" if get("POSTGRES_URL_NON_POOLING") else None
+    )
+    direct_url = get(direct_var) if direct_var else None
+    pooled_raw = get("OPSGATE_DATABASE_POOLED")
+    drill = get("DRILL_DATABASE_URL")
+    return {
+        "database_url": SecretUrl(db_url) if db_url else None,
+        "database_url_variable": db_var,
+        "database_url_unpooled": SecretUrl(direct_url) if direct_url else None,
+        "database_url_unpooled_variable": direct_var,
+        "declared_pooled": (parse_flag("OPSGATE_DATABASE_POOLED", pooled_raw, False)
+                            if pooled_raw is not None else None),
+        "statement_timeout": _positive_float(
+            "OPSGATE_STATEMENT_TIMEOUT", get("OPSGATE_STATEMENT_TIMEOUT"),
+            DEFAULT_STATEMENT_TIMEOUT, zero=True),
+        "backup_output_path": get("BACKUP_OUTPUT_PATH"),
+        "drill_database_url": SecretUrl(drill) if drill else None,
+        "drill_restore": _drill_restore(get("OPSGATE_DRILL_RESTORE")),
+    }
+
+
+def _service_fields(get: Callable[[str], str | None]) -> dict[str, Any]:
+    """`Settings` fields of the app and its services: the base URL, the admin password,
+    the blob store and Vercel's API."""
+    password = get("ADMIN_PASSWORD")
+    token = get("BLOB_READ_WRITE_TOKEN")
+    base = get("OPS_BASE_URL")
+    vercel_token = get("VERCEL_TOKEN")
+    return {
+        "ops_base_url": base.rstrip("/") if base else None,
+        "admin_password": Secret(password) if password else None,
+        "admin_storage_backend": get("ADMIN_STORAGE_BACKEND"),
+        "blob_read_write_token": Secret(token) if token else None,
+        "admin_blob_prefix": get("ADMIN_BLOB_PREFIX") or DEFAULT_BLOB_PREFIX,
+        "vercel_blob_api_url": (get("VERCEL_BLOB_API_URL") or DEFAULT_BLOB_API_URL).rstrip("/"),
+        "http_timeout": _positive_float("OPSGATE_HTTP_TIMEOUT", get("OPSGATE_HTTP_TIMEOUT"),
+                                        DEFAULT_HTTP_TIMEOUT),
+        "vercel_token": Secret(vercel_token) if vercel_token else None,
+        "vercel_project_id": get("VERCEL_PROJECT_ID"),
+        "vercel_org_id": get("VERCEL_ORG_ID"),
+        "vercel_api_url": (get("VERCEL_API_URL") or DEFAULT_VERCEL_API_URL).rstrip("/"),
+    }
+
+
+def _tool_fields(get: Callable[[str], str | None]) -> dict[str, Any]:
+    """`Settings` fields of opsgate's own tools and files: the hashes' connections,
+    PostgreSQL programs, cache, sandbox, payloads, expectations and the change record's
+    files. (The three groups are built in this order so that, of several bad values,
+    the same one is reported first as before they were split.)"""
+    return {
+        "hash_connections": _connections(get("OPSGATE_HASH_CONNECTIONS")),
+        "pg_bindir": get("OPSGATE_PG_BINDIR"),
+        "pgbouncer": get("OPSGATE_PGBOUNCER"),
+        "cache_dir": get("OPSGATE_CACHE_DIR"),
+        "target_name": get("OPSGATE_TARGET_NAME"),
+        "legacy_payload_file": get("OPSGATE_LEGACY_PAYLOAD_FILE"),
+        "blob_dir": get("OPSGATE_BLOB_DIR"),
+        "expectations_file": get("OPSGATE_EXPECTATIONS_FILE"),
+        "vercel_project_file": (get("OPSGATE_VERCEL_PROJECT_FILE")
+                                or DEFAULT_VERCEL_PROJECT_FILE),
+        "change_range": get("OPSGATE_CHANGE_RANGE"),
+        "change_repo": get("OPSGATE_CHANGE_REPO"),
+        "change_migrations": get("OPSGATE_CHANGE_MIGRATIONS") or DEFAULT_CHANGE_MIGRATIONS,
+        "change_index": get("OPSGATE_CHANGE_INDEX") or DEFAULT_CHANGE_INDEX,
+        "change_changelog": get("OPSGATE_CHANGE_CHANGELOG") or DEFAULT_CHANGE_CHANGELOG,
+        "change_checkpoint": get("OPSGATE_CHANGE_CHECKPOINT") or DEFAULT_CHANGE_CHECKPOINT,
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     """What one run knows about its target. Build it with `Settings.load`."""
@@ -318,89 +420,26 @@ class Settings:
         a file that describes one side of a refresh: of the environment, only these
         variables count, and only where the file does not set them.
         """
-        outer: Mapping[str, str] = os.environ if environ is None else environ
-        parsed = parse_env_file(env_file) if env_file is not None else None
-        if from_environment is not None:
-            outer = {k: v for k, v in outer.items() if k in from_environment
-                     and (parsed is None or k not in parsed.entries)}
-        env: dict[str, str] = dict(outer)
-        seen: Mapping[str, str] = outer
-        if parsed is not None:
-            # Expansion sees the environment the file is merged under, as in the app; a
-            # file that wins is expanded as if the environment did not set its keys.
-            if file_wins:
-                seen = {k: v for k, v in outer.items()
-                        if k in FLAG_DEFAULTS or k not in parsed.entries}
-            env.update(parsed.values(seen))
+        env, seen, parsed = _merged_environment(environ, env_file, file_wins,
+                                                 from_environment)
 
         def get(name: str) -> str | None:
             value = env.get(name)
             return value.strip() if value is not None and value.strip() != "" else None
 
-        db_var = "DATABASE_URL" if get("DATABASE_URL") else (
-            "POSTGRES_URL" if get("POSTGRES_URL") else None
-        )
-        db_url = get(db_var) if db_var else None
-        direct_var = "DATABASE_URL_UNPOOLED" if get("DATABASE_URL_UNPOOLED") else (
-            "POSTGRES_URL_NON_POOLING" if get("POSTGRES_URL_NON_POOLING") else None
-        )
-        direct_url = get(direct_var) if direct_var else None
-        pooled_raw = get("OPSGATE_DATABASE_POOLED")
         flags = {name: parse_flag(name, env.get(name), d) for name, d in FLAG_DEFAULTS.items()}
-        password = get("ADMIN_PASSWORD")
-        token = get("BLOB_READ_WRITE_TOKEN")
-        drill = get("DRILL_DATABASE_URL")
-        base = get("OPS_BASE_URL")
-        vercel_token = get("VERCEL_TOKEN")
-        migrations = get("OPSGATE_MIGRATIONS_DIR")
         origins = {name: ("default" if get(name) is None
                           else "env file" if parsed is not None and name in parsed.entries
                           and name not in seen else "environment")
                    for name in (*VARIABLES, *FLAG_DEFAULTS)}
+        migrations = get("OPSGATE_MIGRATIONS_DIR")
         if migrations is None:
             migrations, origins["OPSGATE_MIGRATIONS_DIR"] = default_migrations_dir()
         return cls(
-            database_url=SecretUrl(db_url) if db_url else None,
-            database_url_variable=db_var,
-            database_url_unpooled=SecretUrl(direct_url) if direct_url else None,
-            database_url_unpooled_variable=direct_var,
-            declared_pooled=(parse_flag("OPSGATE_DATABASE_POOLED", pooled_raw, False)
-                             if pooled_raw is not None else None),
-            statement_timeout=_positive_float(
-                "OPSGATE_STATEMENT_TIMEOUT", get("OPSGATE_STATEMENT_TIMEOUT"),
-                DEFAULT_STATEMENT_TIMEOUT, zero=True),
-            ops_base_url=base.rstrip("/") if base else None,
-            admin_password=Secret(password) if password else None,
-            admin_storage_backend=get("ADMIN_STORAGE_BACKEND"),
-            blob_read_write_token=Secret(token) if token else None,
-            admin_blob_prefix=get("ADMIN_BLOB_PREFIX") or DEFAULT_BLOB_PREFIX,
-            vercel_blob_api_url=(get("VERCEL_BLOB_API_URL") or DEFAULT_BLOB_API_URL).rstrip("/"),
-            backup_output_path=get("BACKUP_OUTPUT_PATH"),
-            drill_database_url=SecretUrl(drill) if drill else None,
-            drill_restore=_drill_restore(get("OPSGATE_DRILL_RESTORE")),
-            pg_bindir=get("OPSGATE_PG_BINDIR"),
-            pgbouncer=get("OPSGATE_PGBOUNCER"),
-            cache_dir=get("OPSGATE_CACHE_DIR"),
-            target_name=get("OPSGATE_TARGET_NAME"),
-            legacy_payload_file=get("OPSGATE_LEGACY_PAYLOAD_FILE"),
+            **_database_fields(get),
+            **_service_fields(get),
+            **_tool_fields(get),
             migrations_dir=migrations,
-            http_timeout=_positive_float("OPSGATE_HTTP_TIMEOUT", get("OPSGATE_HTTP_TIMEOUT"),
-                                         DEFAULT_HTTP_TIMEOUT),
-            hash_connections=_connections(get("OPSGATE_HASH_CONNECTIONS")),
-            blob_dir=get("OPSGATE_BLOB_DIR"),
-            expectations_file=get("OPSGATE_EXPECTATIONS_FILE"),
-            vercel_token=Secret(vercel_token) if vercel_token else None,
-            vercel_project_id=get("VERCEL_PROJECT_ID"),
-            vercel_org_id=get("VERCEL_ORG_ID"),
-            vercel_api_url=(get("VERCEL_API_URL") or DEFAULT_VERCEL_API_URL).rstrip("/"),
-            vercel_project_file=(get("OPSGATE_VERCEL_PROJECT_FILE")
-                                 or DEFAULT_VERCEL_PROJECT_FILE),
-            change_range=get("OPSGATE_CHANGE_RANGE"),
-            change_repo=get("OPSGATE_CHANGE_REPO"),
-            change_migrations=get("OPSGATE_CHANGE_MIGRATIONS") or DEFAULT_CHANGE_MIGRATIONS,
-            change_index=get("OPSGATE_CHANGE_INDEX") or DEFAULT_CHANGE_INDEX,
-            change_changelog=get("OPSGATE_CHANGE_CHANGELOG") or DEFAULT_CHANGE_CHANGELOG,
-            change_checkpoint=get("OPSGATE_CHANGE_CHECKPOINT") or DEFAULT_CHANGE_CHECKPOINT,
             flags=flags,
             source={k: shown(k, v) for k, v in env.items()
                     if k in VARIABLES or k in FLAG_DEFAULTS},

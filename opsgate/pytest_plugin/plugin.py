@@ -193,13 +193,7 @@ def _misread_rootdir(config: pytest.Config) -> str | None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     """tryfirst: junitxml and allure-pytest read the report paths set here."""
-    misread = _misread_rootdir(config)
-    if misread is not None:
-        raise pytest.UsageError(
-            f"opsgate: pytest took the value of {misread} for a test path while it looked "
-            f"for its rootdir (it reads the command line before plugins add their "
-            f"options), so it found rootdir {config.rootpath} and no configuration; write "
-            f"{misread}=PATH, or run `opsgate gate`, which fixes its rootdir")
+    _refuse_a_misread_rootdir(config)
     for spec in CHECKS:
         config.addinivalue_line(
             "markers", f"{spec.marker}: {spec.title} (flag {spec.flag}; "
@@ -208,26 +202,66 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{ROLE_MARKER}(role): what the reports read this test for "
         "(opsgate.verify.evidence_types): found by role, never by the test's name")
-
-    env_file = config.getoption("env_file")
     workerinput = getattr(config, "workerinput", None)
     sandbox_file = workerinput.get(SANDBOX_ENV_KEY) if workerinput is not None else None
     gate_mode = _is_gate_run(config)
-    try:
-        settings = Settings.load(env_file=sandbox_file or env_file, file_wins=bool(sandbox_file))
-    except ConfigError as exc:
-        if gate_mode:
-            raise pytest.UsageError(f"opsgate: {exc}") from None
-        # Loaded by a conftest or `-p`, the plugin also sees runs that are not the gate:
-        # those must not fail on the gate's variables.
-        settings = Settings()
-
+    settings = _load_settings(config, sandbox_file, gate_mode)
     state = GateState(settings=settings, gate_mode=gate_mode,
                       inspect_only=_inspect_only(config), narrowed=_narrowed(config))
     config.stash[STATE_KEY] = state
     if not state.gate_mode:
         return
-    state.bound = bind(settings)
+    _enter_gate_mode(config, state)
+    _choose_expression(config, state)
+    if state.inspect_only:
+        # Showing markers, fixtures or the collection needs no target and leaves no trace.
+        state.target_kind = "none (inspection only)"
+        return
+    _choose_target(config, state, workerinput, sandbox_file)
+    try:
+        state.expectations = Expectations.load(state.settings.expectations_file)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"opsgate: {exc}") from None
+    if workerinput is not None:
+        if workerinput.get(ALLURE_DIR_KEY) and not config.option.allure_report_dir:
+            config.option.allure_report_dir = workerinput[ALLURE_DIR_KEY]
+    elif not config.getoption("no_reports"):
+        from opsgate.reports.collector import start_run
+
+        start_run(config, state)
+
+
+def _refuse_a_misread_rootdir(config: pytest.Config) -> None:
+    """A usage error when pytest took an option's value for a test path (`_misread_rootdir`):
+    the run would otherwise go on without the project's configuration."""
+    misread = _misread_rootdir(config)
+    if misread is not None:
+        raise pytest.UsageError(
+            f"opsgate: pytest took the value of {misread} for a test path while it looked "
+            f"for its rootdir (it reads the command line before plugins add their "
+            f"options), so it found rootdir {config.rootpath} and no configuration; write "
+            f"{misread}=PATH, or run `opsgate gate`, which fixes its rootdir")
+
+
+def _load_settings(config: pytest.Config, sandbox_file: str | None, gate_mode: bool
+                   ) -> Settings:
+    """The run's settings: the sandbox's file on an xdist worker of a sandbox run, else
+    ``--env-file`` under the environment. Outside the gate, bad settings are ignored."""
+    env_file = config.getoption("env_file")
+    try:
+        return Settings.load(env_file=sandbox_file or env_file, file_wins=bool(sandbox_file))
+    except ConfigError as exc:
+        if gate_mode:
+            raise pytest.UsageError(f"opsgate: {exc}") from None
+        # Loaded by a conftest or `-p`, the plugin also sees runs that are not the gate:
+        # those must not fail on the gate's variables.
+        return Settings()
+
+
+def _enter_gate_mode(config: pytest.Config, state: GateState) -> None:
+    """What a gate run changes in pytest: its settings bound, stop signals, the
+    execution counter, progress bars, one-line failures, hypothesis unloaded."""
+    state.bound = bind(state.settings)
     # SIGTERM (CI's second signal, `timeout`, container runtimes) stops the gate as Ctrl-C
     # does: the check's cleanup runs and the reports say the run was interrupted.
     interrupts.reset()
@@ -246,28 +280,33 @@ def pytest_configure(config: pytest.Config) -> None:
     if hypothesis_plugin is not None:
         config.pluginmanager.unregister(hypothesis_plugin)
 
+
+def _choose_expression(config: pytest.Config, state: GateState) -> None:
+    """The marker expression: ``-m`` (validated), else the RUN_OPS_* flags' (refused
+    when every flag is false)."""
     if config.option.markexpr:
         _validate_markexpr(config, config.option.markexpr)
         state.expression, state.expression_source = config.option.markexpr, "-m"
-    else:
-        expr = marker_expression(settings.flags)
-        if not expr:
-            raise pytest.UsageError(
-                "opsgate: every RUN_OPS_* flag is false, so the gate would check nothing; "
-                "turn at least one on or pass -m"
-            )
-        config.option.markexpr = expr
-        state.expression, state.expression_source = expr, "RUN_OPS_* flags"
-
-    if state.inspect_only:
-        # Showing markers, fixtures or the collection needs no target and leaves no trace.
-        state.target_kind = "none (inspection only)"
         return
+    expr = marker_expression(state.settings.flags)
+    if not expr:
+        raise pytest.UsageError(
+            "opsgate: every RUN_OPS_* flag is false, so the gate would check nothing; "
+            "turn at least one on or pass -m"
+        )
+    config.option.markexpr = expr
+    state.expression, state.expression_source = expr, "RUN_OPS_* flags"
+
+
+def _choose_target(config: pytest.Config, state: GateState, workerinput: Any,
+                   sandbox_file: str | None) -> None:
+    """The sandbox started (``--sandbox``, on the controller), or the sandbox's workers
+    told so; a usage error when the selected checks need a target and none is set."""
     if config.getoption("sandbox") and workerinput is None:
         _start_sandbox(config, state)
     elif sandbox_file:
         state.target_kind = "sandbox"
-    elif not settings.has_target and needs_target(state.expression or ""):
+    elif not state.settings.has_target and needs_target(state.expression or ""):
         raise pytest.UsageError(
             "opsgate: no target configured: set DATABASE_URL (or POSTGRES_URL), OPS_BASE_URL "
             "(VERCEL_TOKEN for the deployment check) and the other variables of "
@@ -276,17 +315,6 @@ def pytest_configure(config: pytest.Config) -> None:
             + ("; change_control needs no target: run it alone with -m change_control"
                if "change_control" in (state.expression or "") else "")
         )
-    try:
-        state.expectations = Expectations.load(state.settings.expectations_file)
-    except ConfigError as exc:
-        raise pytest.UsageError(f"opsgate: {exc}") from None
-    if workerinput is not None:
-        if workerinput.get(ALLURE_DIR_KEY) and not config.option.allure_report_dir:
-            config.option.allure_report_dir = workerinput[ALLURE_DIR_KEY]
-    elif not config.getoption("no_reports"):
-        from opsgate.reports.collector import start_run
-
-        start_run(config, state)
 
 
 def _route_progress(config: pytest.Config) -> None:

@@ -38,7 +38,7 @@ from opsgate.sandbox.neon_shape import NeonShapedTarget
 from opsgate.sandbox.reference_app import Faults, create_app
 from opsgate.sandbox.servers import ThreadedServer
 from opsgate.sandbox.vercel_api import SandboxVercel, create_vercel_app
-from opsgate.sensitive import Secret
+from opsgate.sensitive import Secret, SecretUrl
 from opsgate.verify import canon
 
 FIXTURE_PAYLOAD = resources.fixtures_dir() / "constellation.json"
@@ -136,7 +136,27 @@ class Sandbox:
         return sandbox
 
     def _build(self, scale: int | None, migrations_dir: Path) -> None:
+        """The sandbox's stages, in order: database, blob store, a scaled payload,
+        migrations (or a seeded copy's), then the app's and Vercel's servers."""
         self.migrations_dir = migrations_dir
+        db_url, seeded = self._start_database(scale, migrations_dir)
+        payload = json.loads(FIXTURE_PAYLOAD.read_text(encoding="utf-8"))
+        content, history = datagen.admin_state(payload)
+        # A copy of a sandbox migrated by the runner from these very migrations, fixtures
+        # and code (see `_seeded_template`): its blob server takes the template's port
+        # when it is free, so the ledger's blob refresh names this very store.
+        saved = json.loads(_summaries(seeded).read_text()) if seeded is not None else {}
+        self._start_blob_store(content, history, int(saved.get("blob_port", 0)))
+        source = self._scaled_payload(scale)
+        db_url = self._migrate_or_reuse(source, scale, migrations_dir, seeded, saved, db_url)
+        self._start_app_servers(db_url)
+        self._write_env_file()
+        self.expected_admin_hash = canon.admin_state_hash(content, history)
+
+    def _start_database(self, scale: int | None, migrations_dir: Path
+                        ) -> tuple[SecretUrl, Path | None]:
+        """The app's database, started (Neon-shaped, or a plain cluster copied from a
+        seeded template when one is cached): its URL, and the template used, if any."""
         # Should this process die without stopping (SIGKILL), the cluster's watchdog also
         # deletes the sandbox's folder and its settings file, which holds passwords.
         leftovers = (self.root, self.env_file)
@@ -148,31 +168,29 @@ class Sandbox:
                                          base_dir=base_dir)
             self.neon.start()
             self.pg = self.neon.cluster
-            db_url = self.neon.pooled_url
-            seeded = None
-        else:
-            self.pg = EmbeddedPostgres(also_remove=leftovers, base_dir=base_dir)
-            seeded = self._seeded_template(scale, migrations_dir)
-            if seeded is not None:
-                self.pg.use_template(seeded)
-            self.pg.start()
-            db_url = (self.pg.url("app") if seeded is not None
-                      else self.pg.create_database("app"))
+            return self.neon.pooled_url, None
+        self.pg = EmbeddedPostgres(also_remove=leftovers, base_dir=base_dir)
+        seeded = self._seeded_template(scale, migrations_dir)
+        if seeded is not None:
+            self.pg.use_template(seeded)
+        self.pg.start()
+        db_url = (self.pg.url("app") if seeded is not None
+                  else self.pg.create_database("app"))
+        return db_url, seeded
 
-        payload = json.loads(FIXTURE_PAYLOAD.read_text(encoding="utf-8"))
-        content, history = datagen.admin_state(payload)
+    def _start_blob_store(self, content: Any, history: Any, port: int) -> None:
+        """The blob server on ``port`` (0: any), holding the fixtures' admin state."""
         prefix = DEFAULT_BLOB_PREFIX
-        # A copy of a sandbox migrated by the runner from these very migrations, fixtures
-        # and code (see `_seeded_template`): its blob server takes the template's port
-        # when it is free, so the ledger's blob refresh names this very store.
-        saved = json.loads(_summaries(seeded).read_text()) if seeded is not None else {}
         self.blob = ThreadedServer(
             lambda url: create_blob_app(self.blob_token, self.bucket, url, self.faults), "blob",
-            port=int(saved.get("blob_port", 0)),
+            port=port,
         ).start()
         self.bucket.put(prefix + "content-state.json", json.dumps(content).encode())
         self.bucket.put(prefix + "history.json", json.dumps(history).encode())
 
+    def _scaled_payload(self, scale: int | None) -> dict[str, str | None]:
+        """With ``scale``, a generated payload of that size for the backfill migration:
+        the migrations' sources."""
         source: dict[str, str | None] = {}
         if scale is not None:
             if scale < 1:
@@ -182,7 +200,14 @@ class Sandbox:
             with self.payload_file.open("w", encoding="utf-8") as out:
                 datagen.write_payload(out, scale)
             source[BACKFILL_MIGRATION] = str(self.payload_file)
+        return source
 
+    def _migrate_or_reuse(self, source: dict[str, str | None], scale: int | None,
+                          migrations_dir: Path, seeded: Path | None, saved: dict[str, Any],
+                          db_url: SecretUrl) -> SecretUrl:
+        """The migrations applied by the runner (and the result saved as a seeded
+        template), or a seeded copy's taken over: the app's database URL afterwards."""
+        assert self.blob is not None
         scripts = discover_scripts(migrations_dir)
         if seeded is not None:
             self.migrations = list(saved["migrations"])
@@ -195,20 +220,23 @@ class Sandbox:
                 names = {s.name for s in again}
                 self.migrations = [m for m in self.migrations if m.get("migration") not in names]
                 self._migrate(source, again)
-        else:
-            self._migrate(source, scripts)
-            save_to = self._seeded_template(scale, migrations_dir, existing=False)
-            if save_to is not None and self.pg is not None and self.neon is None:
-                save_to.parent.mkdir(parents=True, exist_ok=True)
-                _summaries(save_to).write_text(json.dumps(
-                    {"blob_port": self.blob.port, "migrations": self.migrations}))
-                self.pg.save_as_template(save_to)
-                db_url = self.pg.url("app")
-                _prune_seeded(save_to.parent)
+            return db_url
+        self._migrate(source, scripts)
+        save_to = self._seeded_template(scale, migrations_dir, existing=False)
+        if save_to is not None and self.pg is not None and self.neon is None:
+            save_to.parent.mkdir(parents=True, exist_ok=True)
+            _summaries(save_to).write_text(json.dumps(
+                {"blob_port": self.blob.port, "migrations": self.migrations}))
+            self.pg.save_as_template(save_to)
+            db_url = self.pg.url("app")
+            _prune_seeded(save_to.parent)
+        return db_url
 
+    def _start_app_servers(self, db_url: SecretUrl) -> None:
+        """The reference app on the database, and the Vercel API of its deployment."""
         app_db = Secret(db_url.reveal())
         # The app stores admin state where its serving deployment's variables say.
-        admin = AdminBackend(self.bucket, prefix, self._served_backend)
+        admin = AdminBackend(self.bucket, DEFAULT_BLOB_PREFIX, self._served_backend)
         self.api = ThreadedServer(
             lambda url: create_app(app_db, self.admin_password, self.faults, admin), "api"
         ).start()
@@ -217,8 +245,6 @@ class Sandbox:
         vercel = self.vercel
         self.vercel_server = ThreadedServer(
             lambda url: create_vercel_app(vercel, self.faults), "vercel").start()
-        self._write_env_file()
-        self.expected_admin_hash = canon.admin_state_hash(content, history)
 
     def _own_times(self) -> None:
         """The times the template's build wrote, moved to this sandbox's start

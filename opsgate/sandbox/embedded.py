@@ -241,7 +241,8 @@ class EmbeddedPostgres(Service):
 
     ``tls=`` (see `opsgate.sandbox.tlsfiles.make_tls_files`) makes a TLS-only cluster; without
     explicit binaries it then takes the first discovered distribution built with OpenSSL,
-    unless ``OPSGATE_PG_BINDIR`` names one, and refuses binaries without SSL.
+    unless ``OPSGATE_PG_BINDIR`` names one, and refuses binaries without SSL when started.
+    Making one does no I/O: programs are looked for, and the service user made, by `start`.
     """
 
     def __init__(
@@ -259,13 +260,12 @@ class EmbeddedPostgres(Service):
         if this process dies without stopping the cluster (a normal stop leaves them to
         the caller). ``template``: a data folder saved by `save_as_template` to start
         from, instead of an empty cluster."""
-        explicit = in_effect().pg_bindir
-        if binaries is None and tls is not None and not explicit:
-            binaries = _tls_binaries()
-        self.binaries = binaries or find_server_binaries(explicit)
+        # Nothing is looked for, run or copied here (see `_prepare`): only the settings of
+        # the run in progress are read, as they are where the object is made.
+        self._explicit_bindir = in_effect().pg_bindir if binaries is None else None
+        self._binaries = binaries
+        self._prepared = False
         self.tls = tls
-        if tls is not None and _tls_capable(self.binaries) is False:
-            raise _no_ssl_error(self.binaries)
         self._base_dir = base_dir
         self._settings = {
             # A throwaway cluster needs no durability; these make tests several times faster.
@@ -288,8 +288,8 @@ class EmbeddedPostgres(Service):
         self._password = secrets.token_urlsafe(18)
         self.root: Path | None = None
         self.port: int | None = None
-        self._user = _service_user()
-        self.binaries = _reachable_binaries(self.binaries, self._user)
+        #: The server's user (`_service_user`), known once `_prepare` has run.
+        self._user: pwd.struct_passwd | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
         #: The postmaster, when this process started it (`_launch`).
         self._server: subprocess.Popen[bytes] | None = None
@@ -297,6 +297,33 @@ class EmbeddedPostgres(Service):
         self._from = template
 
     # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def binaries(self) -> PgBinaries:
+        """The PostgreSQL programs: the caller's, else found on first use (a search of the
+        file system, in TLS mode pg_config runs too), not when the object is made. Once
+        started under root, the copy the service user can run (`_reachable_binaries`)."""
+        if self._binaries is None:
+            if self.tls is not None and not self._explicit_bindir:
+                self._binaries = _tls_binaries()
+            else:
+                self._binaries = find_server_binaries(self._explicit_bindir)
+        return self._binaries
+
+    def _prepare(self) -> None:
+        """What starting needs before any folder or process of the cluster exists: binaries
+        that can serve TLS in TLS mode (else the refusal, before anything is started), the
+        service user under root (created if missing) and binaries it can run (copied if
+        need be). Here rather than in the constructor, which does no I/O: an object made
+        and never started costs nothing and fails nowhere."""
+        if self._prepared:
+            return
+        binaries = self.binaries
+        if self.tls is not None and _tls_capable(binaries) is False:
+            raise _no_ssl_error(binaries)
+        self._user = _service_user()
+        self._binaries = _reachable_binaries(binaries, self._user)
+        self._prepared = True
 
     @property
     def datadir(self) -> Path:
@@ -315,6 +342,7 @@ class EmbeddedPostgres(Service):
     def start(self) -> None:
         if self.root is not None:
             return
+        self._prepare()
         base = self._base_dir if self._base_dir is not None else memory_folder()
         self.root = Path(tempfile.mkdtemp(prefix="opsgate-pg-", dir=base))
         atexit.register(self.stop)
@@ -597,4 +625,6 @@ class EmbeddedPostgres(Service):
 
     def __repr__(self) -> str:
         where = self.url().masked if self.port else "not started"
-        return f"EmbeddedPostgres({self.binaries.version}, {where})"
+        # A repr looks nothing up: binaries not yet found are said so.
+        version = self._binaries.version if self._binaries is not None else "not looked for"
+        return f"EmbeddedPostgres({version}, {where})"

@@ -77,8 +77,8 @@ class NeonShapedTarget(Service):
         self.owner = owner
         self.dbname = dbname
         self._password = Secret(secrets.token_urlsafe(24))
-        # Both checks up front, so a missing pgbouncer or a server without SSL is
-        # reported before anything is started.
+        # A missing pgbouncer is reported up front; a server without SSL by the cluster's
+        # start, the first thing `start` does: both before anything is started.
         self._pgbouncer_binary = find_pgbouncer()
         self.tls: TlsFiles = make_tls_files()
         self.cluster = EmbeddedPostgres(binaries, tls=self.tls, base_dir=base_dir,

@@ -31,6 +31,7 @@ import atexit
 import contextlib
 import ctypes
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -142,7 +143,9 @@ class PgBouncer(Service):
         self._users = dict(users)
         self._tls = tls
         self._base_dir = base_dir
-        self._user = _service_user()
+        #: The pooler's user (`_service_user`, which may create it): found by `start`,
+        #: so that making the object runs nothing.
+        self._user: pwd.struct_passwd | None = None
         self.folder: Path | None = None
         self.port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -157,6 +160,7 @@ class PgBouncer(Service):
     def start(self) -> None:
         if self.folder is not None:
             return
+        self._user = _service_user()
         self.folder = Path(tempfile.mkdtemp(prefix="opsgate-pgbouncer-", dir=self._base_dir))
         atexit.register(self.stop)
         try:

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -174,20 +175,24 @@ def _constellation(conn: psycopg.Connection[Any], faults: Faults) -> dict[str, A
                          "generatedAt": generated}}
 
 
-def create_app(database_url: Secret, admin_password: Secret, faults: Faults | None = None,
-               admin: AdminBackend | None = None) -> Starlette:
-    """The ASGI app. Each request opens its own short connection (as a serverless
-    function would), so the API always reflects the database at request time.
-    ``admin``: where admin state lives, per the serving deployment (default: Postgres);
-    the overview reports it and ``PUT /api/admin/content/{key}`` saves there."""
-    faults = faults or Faults()
-    sessions: set[str] = set()
+@dataclass
+class _ReferenceApi:
+    """What the reference app's routes share: the database, the admin password and
+    sessions, the admin backend and the fault switches."""
 
-    def connect() -> psycopg.Connection[Any]:
+    database_url: Secret
+    admin_password: Secret
+    faults: Faults
+    admin: AdminBackend | None
+    sessions: set[str] = field(default_factory=set)
+
+    def connect(self) -> psycopg.Connection[Any]:
         # Like the real app behind Neon's pooler: no prepared statements.
-        return psycopg.connect(database_url.reveal(), connect_timeout=5, prepare_threshold=None)
+        return psycopg.connect(self.database_url.reveal(), connect_timeout=5,
+                               prepare_threshold=None)
 
-    def misbehave() -> Response | None:
+    def misbehave(self) -> Response | None:
+        faults = self.faults
         if "api-login-redirect" in faults.active:
             # What a deployment behind a login wall (Vercel's protection) answers.
             return RedirectResponse("/login?next=/api/constellation", status_code=302)
@@ -199,62 +204,76 @@ def create_app(database_url: Secret, admin_password: Secret, faults: Faults | No
             time.sleep(faults.hang_seconds)
         return None
 
-    def home(request: Request) -> Response:
-        if "site-404" in faults.active:
-            return HTMLResponse("<!doctype html><h1>404: NOT_FOUND</h1>", status_code=404)
-        return HTMLResponse("<!doctype html><title>constellation</title><h1>ok</h1>")
 
-    def constellation(request: Request) -> Response:
-        faults.served[request.url.path] += 1
-        bad = misbehave()
-        if bad is not None:
-            return bad
-        if not faults.active & _REWRITING:
-            return StreamingResponse(_streamed_constellation(connect),
-                                     media_type="application/json")
-        with connect() as conn:
-            return JSONResponse(_constellation(conn, faults))
+def _home(api: _ReferenceApi, request: Request) -> Response:
+    if "site-404" in api.faults.active:
+        return HTMLResponse("<!doctype html><h1>404: NOT_FOUND</h1>", status_code=404)
+    return HTMLResponse("<!doctype html><title>constellation</title><h1>ok</h1>")
 
-    async def session(request: Request) -> Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "expected JSON"}, status_code=400)
-        given = body.get("password") if isinstance(body, dict) else None
-        if not isinstance(given, str) or not hmac.compare_digest(
-            given.encode(), admin_password.reveal().encode()
-        ):
-            return JSONResponse({"error": "invalid password"}, status_code=401)
-        token = secrets.token_urlsafe(24)
-        sessions.add(token)
-        resp = JSONResponse({"ok": True})
-        resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict")
-        return resp
 
-    def overview(request: Request) -> Response:
-        if request.cookies.get(SESSION_COOKIE) not in sessions:
-            return JSONResponse({"error": "unauthorized"}, status_code=401)
-        bad = misbehave()
-        if bad is not None:
-            return bad
-        with connect() as conn:
-            counts = {}
-            for label, table in OVERVIEW_COUNTS:
-                row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-                counts[label] = int(row[0]) if row else 0
-        backend = admin.name() if admin is not None else "neon"
-        if admin is not None and backend == "blob":
-            counts["admin_content_state"], counts["admin_history"] = admin.blob_counts()
-        if "overview-count-off-by-one" in faults.active:
-            counts["admin_history"] += 1
-        return JSONResponse({"backend": backend, "counts": counts})
+def _constellation_route(api: _ReferenceApi, request: Request) -> Response:
+    api.faults.served[request.url.path] += 1
+    bad = api.misbehave()
+    if bad is not None:
+        return bad
+    if not api.faults.active & _REWRITING:
+        return StreamingResponse(_streamed_constellation(api.connect),
+                                 media_type="application/json")
+    with api.connect() as conn:
+        return JSONResponse(_constellation(conn, api.faults))
 
+
+async def _session(api: _ReferenceApi, request: Request) -> Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return JSONResponse({"error": "expected JSON"}, status_code=400)
+    given = body.get("password") if isinstance(body, dict) else None
+    if not isinstance(given, str) or not hmac.compare_digest(
+        given.encode(), api.admin_password.reveal().encode()
+    ):
+        return JSONResponse({"error": "invalid password"}, status_code=401)
+    token = secrets.token_urlsafe(24)
+    api.sessions.add(token)
+    resp = JSONResponse({"ok": True})
+    resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict")
+    return resp
+
+
+def _overview(api: _ReferenceApi, request: Request) -> Response:
+    if request.cookies.get(SESSION_COOKIE) not in api.sessions:
+        return JSONResponse({"error": "unauthorized"}, status_code=401)
+    bad = api.misbehave()
+    if bad is not None:
+        return bad
+    with api.connect() as conn:
+        counts = {}
+        for label, table in OVERVIEW_COUNTS:
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            counts[label] = int(row[0]) if row else 0
+    admin = api.admin
+    backend = admin.name() if admin is not None else "neon"
+    if admin is not None and backend == "blob":
+        counts["admin_content_state"], counts["admin_history"] = admin.blob_counts()
+    if "overview-count-off-by-one" in api.faults.active:
+        counts["admin_history"] += 1
+    return JSONResponse({"backend": backend, "counts": counts})
+
+
+def create_app(database_url: Secret, admin_password: Secret, faults: Faults | None = None,
+               admin: AdminBackend | None = None) -> Starlette:
+    """The ASGI app. Each request opens its own short connection (as a serverless
+    function would), so the API always reflects the database at request time.
+    ``admin``: where admin state lives, per the serving deployment (default: Postgres);
+    the overview reports it and ``PUT /api/admin/content/{key}`` saves there. The
+    routes are module-level functions bound to the app's state."""
+    api = _ReferenceApi(database_url, admin_password, faults or Faults(), admin)
     return Starlette(routes=[
-        Route("/", home),
-        Route("/api/constellation", constellation),
-        Route("/api/admin/session", session, methods=["POST"]),
-        Route("/api/admin/overview", overview),
-        Route("/api/admin/content/{key}", _save_handler(admin, sessions, connect),
+        Route("/", partial(_home, api)),
+        Route("/api/constellation", partial(_constellation_route, api)),
+        Route("/api/admin/session", partial(_session, api), methods=["POST"]),
+        Route("/api/admin/overview", partial(_overview, api)),
+        Route("/api/admin/content/{key}", _save_handler(admin, api.sessions, api.connect),
               methods=["PUT"]),
     ])
 

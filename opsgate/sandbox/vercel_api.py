@@ -30,6 +30,8 @@ import hmac
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -180,13 +182,20 @@ def _page(request: Request, items: list[dict[str, Any]], cap: int
     }
 
 
-def create_vercel_app(state: SandboxVercel, faults: Faults) -> Starlette:
-    """The ASGI app of the sandbox's Vercel API."""
+@dataclass
+class _VercelApi:
+    """What the read routes share: the team and its projects, and the fault switches."""
 
-    def guard(request: Request) -> Response | None:
+    state: SandboxVercel
+    faults: Faults
+
+    def guard(self, request: Request) -> Response | None:
+        """Every request: logged, the simulated deployments moved on, then refused when
+        a fault overloads the API or the Bearer token is not the sandbox's."""
+        state = self.state
         state.deploys.requests.append((request.method, request.url.path))
         state.deploys.advance()
-        busy = state.overloaded(faults)
+        busy = state.overloaded(self.faults)
         if busy is not None:
             return busy
         given = request.headers.get("authorization", "")
@@ -195,87 +204,97 @@ def create_vercel_app(state: SandboxVercel, faults: Faults) -> Starlette:
             return _error(403, "forbidden", "Not authorized", invalidToken=True)
         return None
 
-    def scoped(request: Request, id_or_name: str) -> SandboxProject | Response:
-        bad = guard(request)
+    def scoped(self, request: Request, id_or_name: str) -> SandboxProject | Response:
+        bad = self.guard(request)
         if bad is not None:
             return bad
-        project = state.view(id_or_name, faults)
+        project = self.state.view(id_or_name, self.faults)
         # A team's project is invisible outside its team scope, as on Vercel.
         if project is None or request.query_params.get("teamId") != project.account_id:
             return _error(404, "not_found", "Project not found")
         return project
 
-    def get_project(request: Request) -> Response:
-        p = scoped(request, request.path_params["id"])
-        return p if isinstance(p, Response) else JSONResponse(p.as_json())
 
-    def list_env(request: Request) -> Response:
-        p = scoped(request, request.path_params["id"])
-        if isinstance(p, Response):
-            return p
-        paged = _page(request, p.envs, state.page_limit)
-        if isinstance(paged, Response):
-            return paged
-        envs = []
-        for e in paged[0]:
-            shown = dict(e)
-            if e["type"] == "encrypted":
-                shown["value"] = ciphertext()  # never decrypted in a list
-            elif e["type"] != "plain":
-                shown["value"] = ""  # the schema wants a string; a sensitive one is empty
-            envs.append(shown)
-        return JSONResponse({"envs": envs, "pagination": paged[1]})
+def _get_project(api: _VercelApi, request: Request) -> Response:
+    p = api.scoped(request, request.path_params["id"])
+    return p if isinstance(p, Response) else JSONResponse(p.as_json())
 
-    def get_env(request: Request) -> Response:
-        p = scoped(request, request.path_params["id"])
-        if isinstance(p, Response):
-            return p
-        e = next((e for e in p.envs if e["id"] == request.path_params["env"]), None)
-        if e is None:
-            return _error(404, "not_found", "Environment Variable not found")
-        out = dict(e)
-        if e["type"] == "sensitive":
-            out.pop("value", None)
-        else:
-            out["decrypted"] = True
-        return JSONResponse(out)
 
-    def list_deployments(request: Request) -> Response:
-        p = scoped(request, request.query_params.get("projectId", ""))
-        if isinstance(p, Response):
-            return p
-        target = request.query_params.get("target")
-        # A preview deployment's target is null; ``target=preview`` selects them.
-        wanted = None if target == "preview" else target
-        items = [d for d in p.deployments if target is None or d["target"] == wanted]
-        paged = _page(request, items, state.page_limit)
-        if isinstance(paged, Response):
-            return paged
-        return JSONResponse({"deployments": [listed(d) for d in paged[0]],
-                             "pagination": paged[1]})
+def _list_env(api: _VercelApi, request: Request) -> Response:
+    p = api.scoped(request, request.path_params["id"])
+    if isinstance(p, Response):
+        return p
+    paged = _page(request, p.envs, api.state.page_limit)
+    if isinstance(paged, Response):
+        return paged
+    envs = []
+    for e in paged[0]:
+        shown = dict(e)
+        if e["type"] == "encrypted":
+            shown["value"] = ciphertext()  # never decrypted in a list
+        elif e["type"] != "plain":
+            shown["value"] = ""  # the schema wants a string; a sensitive one is empty
+        envs.append(shown)
+    return JSONResponse({"envs": envs, "pagination": paged[1]})
 
-    def get_deployment(request: Request) -> Response:
-        bad = guard(request)
-        if bad is not None:
-            return bad
-        wanted = request.path_params["id"]
-        for project in (state.project, state.staging):
-            p = state.view(project.id, faults)
-            if p is None or request.query_params.get("teamId") != p.account_id:
-                continue
-            for d in p.deployments:
-                if wanted in (d["id"], d["url"], *d["alias"]):
-                    return JSONResponse(d)
-        return _error(404, "not_found", "Deployment not found")
 
+def _get_env(api: _VercelApi, request: Request) -> Response:
+    p = api.scoped(request, request.path_params["id"])
+    if isinstance(p, Response):
+        return p
+    e = next((e for e in p.envs if e["id"] == request.path_params["env"]), None)
+    if e is None:
+        return _error(404, "not_found", "Environment Variable not found")
+    out = dict(e)
+    if e["type"] == "sensitive":
+        out.pop("value", None)
+    else:
+        out["decrypted"] = True
+    return JSONResponse(out)
+
+
+def _list_deployments(api: _VercelApi, request: Request) -> Response:
+    p = api.scoped(request, request.query_params.get("projectId", ""))
+    if isinstance(p, Response):
+        return p
+    target = request.query_params.get("target")
+    # A preview deployment's target is null; ``target=preview`` selects them.
+    wanted = None if target == "preview" else target
+    items = [d for d in p.deployments if target is None or d["target"] == wanted]
+    paged = _page(request, items, api.state.page_limit)
+    if isinstance(paged, Response):
+        return paged
+    return JSONResponse({"deployments": [listed(d) for d in paged[0]],
+                         "pagination": paged[1]})
+
+
+def _get_deployment(api: _VercelApi, request: Request) -> Response:
+    bad = api.guard(request)
+    if bad is not None:
+        return bad
+    wanted = request.path_params["id"]
+    state = api.state
+    for project in (state.project, state.staging):
+        p = state.view(project.id, api.faults)
+        if p is None or request.query_params.get("teamId") != p.account_id:
+            continue
+        for d in p.deployments:
+            if wanted in (d["id"], d["url"], *d["alias"]):
+                return JSONResponse(d)
+    return _error(404, "not_found", "Deployment not found")
+
+
+def create_vercel_app(state: SandboxVercel, faults: Faults) -> Starlette:
+    """The ASGI app of the sandbox's Vercel API: module-level routes bound to its state."""
+    api = _VercelApi(state, faults)
     return Starlette(routes=[
-        Route("/v9/projects/{id}", get_project),
-        *_write_routes(state, faults, guard, scoped),
-        Route("/v10/projects/{id}/env", list_env),
-        Route("/v1/projects/{id}/env/{env}", get_env),
-        Route("/v7/deployments", list_deployments),
-        Route("/v6/deployments", list_deployments),
-        Route("/v13/deployments/{id}", get_deployment),
+        Route("/v9/projects/{id}", partial(_get_project, api)),
+        *_write_routes(state, faults, api.guard, api.scoped),
+        Route("/v10/projects/{id}/env", partial(_list_env, api)),
+        Route("/v1/projects/{id}/env/{env}", partial(_get_env, api)),
+        Route("/v7/deployments", partial(_list_deployments, api)),
+        Route("/v6/deployments", partial(_list_deployments, api)),
+        Route("/v13/deployments/{id}", partial(_get_deployment, api)),
     ])
 
 

@@ -402,16 +402,22 @@ SECOND_PROCESS_FROM = 2 << 20
 
 
 class _PayloadRun:
-    """The payload side (`payload_side`), started at once in a second process when the
+    """The payload side (`payload_side`), started by `start` in a second process when the
     payload is a file of `SECOND_PROCESS_FROM` bytes or more, else run here when its
     result is asked for."""
 
     def __init__(self, reader: PayloadReader, folder: Path, chunk_size: int) -> None:
+        """Nothing is started here (`start` does it): a constructor runs no process."""
         self._reader, self._folder, self._chunk = reader, folder, chunk_size
         self._proc: subprocess.Popen[bytes] | None = None
         self._lines: queue.Queue[bytes | None] = queue.Queue()
+
+    def start(self) -> _PayloadRun:
+        """The second process started, with its output pumps, when the payload is a file
+        of `SECOND_PROCESS_FROM` bytes or more; else nothing (`result` runs it here)."""
+        reader, folder, chunk_size = self._reader, self._folder, self._chunk
         if reader.path is None or _size(reader.path) < SECOND_PROCESS_FROM:
-            return
+            return self
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "opsgate.verify._payload_worker"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -428,6 +434,7 @@ class _PayloadRun:
                 name="opsgate-drift-payload-stderr", daemon=True)]
         for thread in self._threads:
             thread.start()
+        return self
 
     def _pump(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
@@ -554,7 +561,7 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
     # envelope last, is a whole pass).
     with tempfile.TemporaryDirectory(prefix="opsgate-drift-") as tmp:
         folder = Path(tmp)
-        run = _PayloadRun(payload, folder, chunk_size)
+        run = _PayloadRun(payload, folder, chunk_size).start()
         try:
             t = time.monotonic()
             snapshot: AbstractContextManager[Any] = (

@@ -518,20 +518,49 @@ def _verify(result: DrillResult, tables: list[str], source_hashes: dict[str, can
         {x.table: x.restored_sha256 for x in result.tables})
 
 
-def run_drill(
-    settings: Settings,
-    *,
-    tools: PgBinaries | None = None,
-    tool_search: dict[str, Any] | None = None,
-    after_dump: Callable[[Path], None] | None = None,
-    before_verify: Callable[[SecretUrl], None] | None = None,
-    steps: StepFn = no_steps,
-) -> DrillResult:
-    """Dump, restore, verify. Raises `DrillError` when the drill cannot be carried out;
-    returns a result whose ``problems`` list the mismatches when it can.
+@dataclass
+class _Drill:
+    """What one drill holds open, for `_release` to close whatever happens: the session
+    that exports the snapshot (and drops a scratch copy), the source's snapshot
+    transaction, the dump folder, the copies made to restore into, the progress bar and
+    the children's terminator (replaced once the client tools are known)."""
 
-    ``after_dump`` and ``before_verify`` exist for the self-tests' fault injection.
-    """
+    settings: Settings
+    url: SecretUrl
+    redact: Callable[[str], str]
+    result: DrillResult
+    started: float
+    session: psycopg.Connection[Any]
+    src: psycopg.Connection[Any]
+    workdir: Path
+    copies: _Copies = field(default_factory=_Copies)
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    # On a stop, the children (pg_dump, pg_restore, psql) are terminated by the main
+    # thread: the threads that started them never see the KeyboardInterrupt.
+    stop: Terminator = field(default_factory=lambda: Terminator(()))
+
+
+@dataclass
+class _Pipeline:
+    """The dump-then-restore thread's inputs, and what it hands back: its error, and the
+    event that keeps the source's snapshot alive until pg_dump has finished."""
+
+    drill: _Drill
+    tools: PgBinaries
+    snapshot: str
+    pooler_hint: str
+    archive: Path
+    target: SecretUrl
+    target_major: int
+    bar: progress.Bar
+    after_dump: Callable[[Path], None] | None
+    error: list[BaseException] = field(default_factory=list)
+    dumped: threading.Event = field(default_factory=threading.Event)
+
+
+def _open_drill(settings: Settings) -> _Drill:
+    """The source's URL and its two sessions, earlier drills' dump folders swept and this
+    drill's made; a `DrillError` when the source cannot be reached."""
     try:
         # pg_dump joins a snapshot this session exports (and in target-scratch mode the
         # scratch database is created and dropped from it): a real session, so the
@@ -541,7 +570,7 @@ def run_drill(
         raise DrillError(str(exc)) from None
     redact = settings.redactor()
     result = DrillResult()
-    t_all = time.monotonic()
+    started = time.monotonic()
     # No application_name in the startup packet: if the "direct" URL is a pooler after
     # all, PgBouncer would replay it onto a server connection the app then inherits.
     try:
@@ -556,147 +585,222 @@ def run_drill(
     result.source = url.masked
     result.dump_folders_removed = sweep_dump_folders()
     workdir = Path(tempfile.mkdtemp(prefix=f"{DUMP_FOLDER_PREFIX}{os.getpid()}-"))
-    copies = _Copies()  # what the drill made to restore into, undone in `finally`
-    stack = contextlib.ExitStack()  # the progress bar, closed before anything is reported
-    # On a stop, the children (pg_dump, pg_restore, psql) are terminated by the main
-    # thread: the threads that started them never see the KeyboardInterrupt.
-    stop = Terminator(())
+    return _Drill(settings, url, redact, result, started, session, src, workdir)
+
+
+def _export_snapshot(drill: _Drill) -> tuple[str, int, int | None]:
+    """Pin the source session to one read-only snapshot and export it: the snapshot's
+    name, the server's version number and the port it answers on."""
+    src = drill.src
+    # Every transaction of this session: BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY.
+    src.read_only = True
+    src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    db.pin(src, (), application_name="opsgate-drill")  # this transaction only
+    row = src.execute("SELECT pg_export_snapshot(), current_setting('server_version'), "
+                      "current_setting('server_version_num')::int, "
+                      "inet_server_port()").fetchone()
+    assert row is not None
+    snapshot, drill.result.server_version, version_num, server_port = row
+    return snapshot, version_num, server_port
+
+
+def _client_tools(drill: _Drill, version_num: int, tool_search: dict[str, Any] | None
+                  ) -> PgBinaries:
+    """pg_dump and pg_restore of the source's major, built with TLS when the source's
+    or the given copy's URL asks for it."""
+    settings, url = drill.settings, drill.url
     try:
-        _earlier_scratch_copies(settings, session, redact, result)
-        # Every transaction of this session: BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY.
-        src.read_only = True
-        src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        db.pin(src, (), application_name="opsgate-drill")  # this transaction only
-        row = src.execute("SELECT pg_export_snapshot(), current_setting('server_version'), "
-                          "current_setting('server_version_num')::int, "
-                          "inet_server_port()").fetchone()
-        assert row is not None
-        snapshot, result.server_version, version_num, server_port = row
-        pooler_hint = _pooler_hint(url, server_port)
-        if tools is None:
-            try:
-                wants_tls = url_wants_tls(url.reveal()) or (
-                    settings.drill_database_url is not None
-                    and url_wants_tls(settings.drill_database_url.reveal()))
-                tools = find_client_tools(version_num // 10000, settings.pg_bindir,
-                                          tls=wants_tls, **(tool_search or {}))
-            except PostgresUnavailableError as exc:
-                raise DrillError(str(exc)) from None
-        stop = Terminator([tools.tool(name) for name in CLIENT_TOOLS])
-        tables = pgrun.contract_tables(src)
-        if not tables:
-            raise DrillError("the target has none of the contract tables; nothing to drill")
+        wants_tls = url_wants_tls(url.reveal()) or (
+            settings.drill_database_url is not None
+            and url_wants_tls(settings.drill_database_url.reveal()))
+        return find_client_tools(version_num // 10000, settings.pg_bindir,
+                                 tls=wants_tls, **(tool_search or {}))
+    except PostgresUnavailableError as exc:
+        raise DrillError(str(exc)) from None
 
-        # -- restore target: local (default), given and empty, or a scratch database --
-        t_copy = time.monotonic()
-        copy = _restore_copy(settings, session, src, url, version_num // 10000, workdir,
-                             redact, copies)
-        result.timings_s["prepare_copy"] = round(time.monotonic() - t_copy, 3)
-        target, target_major = copy.url, copy.major
-        result.restore_mode, result.restore_role = copy.mode, copy.role
-        result.restore_target = copy.where
-        # "TLS" beside the tools only when pg_dump's and pg_restore's connections used it
-        # (a scratch database is reached as the source is; a local copy over loopback).
-        result.client_tools = tools.describe(
-            connection_tls=bool(src.pgconn.ssl_in_use) and copy.tls)
 
-        # -- dump (pg_dump joins our snapshot) while we hash the source in it ----------
-        archive = Path(settings.backup_output_path) if settings.backup_output_path else (
-            workdir / "archive")
-        if archive.exists():
-            raise DrillError(f"BACKUP_OUTPUT_PATH {archive} already exists; "
-                             "the drill never overwrites an archive")
-        result.archive_kept = settings.backup_output_path is not None
-        result.archive_path = str(archive)
-        pipeline_error: list[BaseException] = []
-        dumped = threading.Event()  # the snapshot must live until pg_dump has finished
-        early: dict[str, Future[canon.TableHash]] = {}
-        source_shapes = _shapes(src, tables)
-        bar = stack.enter_context(progress.bar("backup/restore drill: tables hashed",
-                                               total=2 * len(tables), unit="tables"))
+def _prepare_copy(drill: _Drill, version_num: int, tools: PgBinaries) -> _Copy:
+    """The restore target: local (default), given and empty, or a scratch database;
+    its mode, role and client tools in the result."""
+    result = drill.result
+    t_copy = time.monotonic()
+    copy = _restore_copy(drill.settings, drill.session, drill.src, drill.url,
+                         version_num // 10000, drill.workdir, drill.redact, drill.copies)
+    result.timings_s["prepare_copy"] = round(time.monotonic() - t_copy, 3)
+    result.restore_mode, result.restore_role = copy.mode, copy.role
+    result.restore_target = copy.where
+    # "TLS" beside the tools only when pg_dump's and pg_restore's connections used it
+    # (a scratch database is reached as the source is; a local copy over loopback).
+    result.client_tools = tools.describe(
+        connection_tls=bool(drill.src.pgconn.ssl_in_use) and copy.tls)
+    return copy
 
-        def dump_then_restore() -> None:
-            """pg_dump joins the snapshot; as soon as it is done the restore starts,
-            while the main thread is still hashing the source in the same snapshot."""
-            try:
-                t_dump = time.monotonic()
-                bar.phase("dump, hashing the source")
-                try:
-                    pgrun.run_tool([str(tools.tool("pg_dump")), "--format=directory",
-                                    f"--jobs={DUMP_JOBS}", "--compress=0",
-                                    f"--snapshot={snapshot}", "--no-owner", "--no-privileges",
-                                    f"--file={archive}", f"--dbname={url.without_password}"],
-                                   "pg_dump", pgrun.tool_env(url), redact, DrillError,
-                                   hint=pooler_hint)
-                finally:
-                    dumped.set()
-                result.timings_s["dump"] = round(time.monotonic() - t_dump, 3)
-                result.archive_bytes = sum(p.stat().st_size for p in archive.rglob("*")
-                                           if p.is_file())
-                if after_dump is not None:
-                    after_dump(archive)
-                _not_stopping(stop)
-                t_restore = time.monotonic()
-                bar.phase("restore")
-                result.restore_method = pgrun.restore_archive(
-                    tools, archive, target, target_major, "pg_restore", redact, DrillError,
-                    options=("--no-owner", "--no-privileges"), jobs=DUMP_JOBS)
-                result.timings_s["restore"] = round(time.monotonic() - t_restore, 3)
-            except BaseException as exc:  # reported on the main thread
-                pipeline_error.append(exc)
 
-        t = time.monotonic()
-        worker = threading.Thread(target=dump_then_restore, name="opsgate-dump-restore")
-        worker.start()
-        # Allure steps belong to the test's thread, so the step spans the whole pipeline.
-        with steps(f"dump and restore ({DUMP_JOBS} jobs each) while hashing the source "
-                   f"in the dump's snapshot ({HASH_WORKERS} tables at a time); restore into "
-                   f"{target.masked}"):
-            try:
-                with stop.on_interrupt():
-                    source_hashes = _hash_tables(tools, url, source_shapes, redact, stop,
-                                                 snapshot=snapshot, advance=bar.advance)
-                    result.timings_s["hash_source"] = round(time.monotonic() - t, 3)
-                    dumped.wait()
-                    src.commit()
-                    if before_verify is None:  # the self-tests' faults go in after restore
-                        bar.phase("restore, hashing restored tables")
-                        early = _hash_as_restored(tools, target, tables, redact, worker,
-                                                  bar.advance, stop)
-            finally:
-                dumped.wait()
-                worker.join()
-        result.timings_s["dump_restore_and_source_hash"] = round(time.monotonic() - t, 3)
-        if pipeline_error:
-            raise pipeline_error[0]
-        if before_verify is not None:
-            before_verify(target)
+def _archive_path(drill: _Drill) -> Path:
+    """Where pg_dump writes: BACKUP_OUTPUT_PATH (kept, never overwritten) or the dump
+    folder."""
+    settings = drill.settings
+    archive = Path(settings.backup_output_path) if settings.backup_output_path else (
+        drill.workdir / "archive")
+    if archive.exists():
+        raise DrillError(f"BACKUP_OUTPUT_PATH {archive} already exists; "
+                         "the drill never overwrites an archive")
+    drill.result.archive_kept = settings.backup_output_path is not None
+    drill.result.archive_path = str(archive)
+    return archive
 
-        _verify(result, tables, source_hashes, early, tools, url, target, redact, stop,
-                bar, steps)
-        return result
+
+def _dump_then_restore(job: _Pipeline) -> None:
+    """pg_dump joins the snapshot; as soon as it is done the restore starts, while the
+    main thread is still hashing the source in the same snapshot. Runs on its own
+    thread: an error is handed back in ``job.error``."""
+    drill, tools, archive, result = job.drill, job.tools, job.archive, job.drill.result
+    url, redact = drill.url, drill.redact
+    try:
+        t_dump = time.monotonic()
+        job.bar.phase("dump, hashing the source")
+        try:
+            pgrun.run_tool([str(tools.tool("pg_dump")), "--format=directory",
+                            f"--jobs={DUMP_JOBS}", "--compress=0",
+                            f"--snapshot={job.snapshot}", "--no-owner", "--no-privileges",
+                            f"--file={archive}", f"--dbname={url.without_password}"],
+                           "pg_dump", pgrun.tool_env(url), redact, DrillError,
+                           hint=job.pooler_hint)
+        finally:
+            job.dumped.set()
+        result.timings_s["dump"] = round(time.monotonic() - t_dump, 3)
+        result.archive_bytes = sum(p.stat().st_size for p in archive.rglob("*")
+                                   if p.is_file())
+        if job.after_dump is not None:
+            job.after_dump(archive)
+        _not_stopping(drill.stop)
+        t_restore = time.monotonic()
+        job.bar.phase("restore")
+        result.restore_method = pgrun.restore_archive(
+            tools, archive, job.target, job.target_major, "pg_restore", redact, DrillError,
+            options=("--no-owner", "--no-privileges"), jobs=DUMP_JOBS)
+        result.timings_s["restore"] = round(time.monotonic() - t_restore, 3)
+    except BaseException as exc:  # reported on the main thread
+        job.error.append(exc)
+
+
+def _dump_restore_and_hash(job: _Pipeline, tables: list[str],
+                           source_shapes: list[tuple[str, tuple[str, ...], tuple[str, ...]]],
+                           hash_early: bool, steps: StepFn
+                           ) -> tuple[dict[str, canon.TableHash],
+                                      dict[str, Future[canon.TableHash]]]:
+    """Dump and restore on a thread while this one hashes the source in the dump's
+    snapshot, then (``hash_early``) the restored tables as each is restored: the
+    source's hashes and the restored ones' futures."""
+    drill, tools, bar = job.drill, job.tools, job.bar
+    result, stop = drill.result, drill.stop
+    early: dict[str, Future[canon.TableHash]] = {}
+    t = time.monotonic()
+    worker = threading.Thread(target=_dump_then_restore, args=(job,),
+                              name="opsgate-dump-restore")
+    worker.start()
+    # Allure steps belong to the test's thread, so the step spans the whole pipeline.
+    with steps(f"dump and restore ({DUMP_JOBS} jobs each) while hashing the source "
+               f"in the dump's snapshot ({HASH_WORKERS} tables at a time); restore into "
+               f"{job.target.masked}"):
+        try:
+            with stop.on_interrupt():
+                source_hashes = _hash_tables(tools, drill.url, source_shapes, drill.redact,
+                                             stop, snapshot=job.snapshot,
+                                             advance=bar.advance)
+                result.timings_s["hash_source"] = round(time.monotonic() - t, 3)
+                job.dumped.wait()
+                drill.src.commit()
+                if hash_early:  # the self-tests' faults go in after restore
+                    bar.phase("restore, hashing restored tables")
+                    early = _hash_as_restored(tools, job.target, tables, drill.redact,
+                                              worker, bar.advance, stop)
+        finally:
+            job.dumped.wait()
+            worker.join()
+    result.timings_s["dump_restore_and_source_hash"] = round(time.monotonic() - t, 3)
+    if job.error:
+        raise job.error[0]
+    return source_hashes, early
+
+
+def _release(drill: _Drill, pending: BaseException | None) -> None:
+    """Close what the drill holds (sessions, bar, children, the local cluster, the dump
+    folder) whatever happened; a scratch copy that cannot be dropped fails the drill,
+    or travels with the drill's own error (``pending``), or is printed beside a stop."""
+    drill.stop.close()
+    drill.stack.close()
+    drill.src.close()
+    copies = drill.copies
+    leftover = (_drop_scratch(drill.session, copies.scratch, drill.redact)
+                if copies.scratch else None)
+    drill.session.close()
+    if copies.local is not None:
+        copies.local.stop()  # the local cluster stopped and its folder removed
+    shutil.rmtree(drill.workdir, ignore_errors=True)
+    drill.result.timings_s["total"] = round(time.monotonic() - drill.started, 3)
+    if leftover and pending is None:
+        raise DrillError(leftover)
+    if leftover and isinstance(pending, KeyboardInterrupt):
+        # The stop goes on as a stop (pytest reports the run interrupted); the
+        # copy left behind still gets its line.
+        print(f"opsgate drill: {leftover}", file=sys.stderr, flush=True)
+    elif leftover:
+        # The drill's own error is on its way up; the leftover must not be lost
+        # behind it, so the two travel as one line.
+        raise DrillError(f"{first_line(pending) if pending else 'the drill failed'}; "
+                         f"and {leftover}") from None
+
+
+def _drill(drill: _Drill, tools: PgBinaries | None, tool_search: dict[str, Any] | None,
+           after_dump: Callable[[Path], None] | None,
+           before_verify: Callable[[SecretUrl], None] | None, steps: StepFn) -> None:
+    """The drill's stages, in order, on what `_open_drill` opened."""
+    result = drill.result
+    _earlier_scratch_copies(drill.settings, drill.session, drill.redact, result)
+    snapshot, version_num, server_port = _export_snapshot(drill)
+    pooler_hint = _pooler_hint(drill.url, server_port)
+    if tools is None:
+        tools = _client_tools(drill, version_num, tool_search)
+    drill.stop = Terminator([tools.tool(name) for name in CLIENT_TOOLS])
+    tables = pgrun.contract_tables(drill.src)
+    if not tables:
+        raise DrillError("the target has none of the contract tables; nothing to drill")
+    copy = _prepare_copy(drill, version_num, tools)
+    archive = _archive_path(drill)
+    source_shapes = _shapes(drill.src, tables)
+    bar = drill.stack.enter_context(progress.bar("backup/restore drill: tables hashed",
+                                                 total=2 * len(tables), unit="tables"))
+    job = _Pipeline(drill, tools, snapshot, pooler_hint, archive, copy.url, copy.major, bar,
+                    after_dump)
+    source_hashes, early = _dump_restore_and_hash(job, tables, source_shapes,
+                                                  before_verify is None, steps)
+    if before_verify is not None:
+        before_verify(copy.url)
+    _verify(result, tables, source_hashes, early, tools, drill.url, copy.url, drill.redact,
+            drill.stop, bar, steps)
+
+
+def run_drill(
+    settings: Settings,
+    *,
+    tools: PgBinaries | None = None,
+    tool_search: dict[str, Any] | None = None,
+    after_dump: Callable[[Path], None] | None = None,
+    before_verify: Callable[[SecretUrl], None] | None = None,
+    steps: StepFn = no_steps,
+) -> DrillResult:
+    """Dump, restore, verify. Raises `DrillError` when the drill cannot be carried out;
+    returns a result whose ``problems`` list the mismatches when it can.
+
+    ``after_dump`` and ``before_verify`` exist for the self-tests' fault injection.
+    """
+    drill = _open_drill(settings)
+    try:
+        _drill(drill, tools, tool_search, after_dump, before_verify, steps)
+        return drill.result
     finally:
-        stop.close()
-        stack.close()
-        src.close()
-        leftover = _drop_scratch(session, copies.scratch, redact) if copies.scratch else None
-        session.close()
-        if copies.local is not None:
-            copies.local.stop()  # the local cluster stopped and its folder removed
-        shutil.rmtree(workdir, ignore_errors=True)
-        result.timings_s["total"] = round(time.monotonic() - t_all, 3)
-        if leftover and sys.exc_info()[0] is None:
-            raise DrillError(leftover)
-        if leftover and isinstance(sys.exc_info()[1], KeyboardInterrupt):
-            # The stop goes on as a stop (pytest reports the run interrupted); the
-            # copy left behind still gets its line.
-            print(f"opsgate drill: {leftover}", file=sys.stderr, flush=True)
-        elif leftover:
-            # The drill's own error is on its way up; the leftover must not be lost
-            # behind it, so the two travel as one line.
-            pending = sys.exc_info()[1]
-            raise DrillError(f"{first_line(pending) if pending else 'the drill failed'}; "
-                             f"and {leftover}") from None
+        _release(drill, sys.exc_info()[1])
 
 
 def _drop_scratch(session: psycopg.Connection[Any], name: str, redact: Callable[[str], str]

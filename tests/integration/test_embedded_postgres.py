@@ -88,13 +88,15 @@ def test_binaries_in_a_private_folder_are_copied_for_the_service_user(tmp_path: 
     hidden = pgtools.PgBinaries(wheel.major, wheel.minor,
                                 private / "site" / "pgserver" / "pginstall" / "bin", "private")
     cluster = EmbeddedPostgres(hidden)
-    # The copy is a cache of the system's temporary folder, where the service user can
-    # read it, keyed by the distribution's path: this test's path is new on every run,
-    # so the test deletes the copy it caused.
-    copy = cluster.binaries.bindir.parents[2]
+    # The copy is made by start (the constructor does no I/O). It is a cache of the
+    # system's temporary folder, where the service user can read it, keyed by the
+    # distribution's path: this test's path is new on every run, so the test deletes the
+    # copy it caused.
+    copy = hidden.bindir.parents[2]
     try:
-        assert copy.name.startswith("opsgate-pgdist-"), copy
         with cluster, cluster.connect() as conn:
+            copy = cluster.binaries.bindir.parents[2]
+            assert copy.name.startswith("opsgate-pgdist-"), copy
             assert conn.execute("SELECT 1").fetchone() == (1,)
             assert "copied for the service user" in cluster.binaries.origin
     finally:

@@ -214,4 +214,4 @@ def test_tls_mode_refuses_binaries_without_openssl() -> None:
     if wheel is None:
         pytest.skip("pgserver wheel not installed")
     with pytest.raises(PostgresUnavailableError, match="built without OpenSSL"):
-        EmbeddedPostgres(wheel, tls=make_tls_files())
+        EmbeddedPostgres(wheel, tls=make_tls_files()).start()
