@@ -1,5 +1,5 @@
-"""The refresh's shape, as the architecture asks for it: small stage functions on the
-operation skeleton, no bare ``assert`` guarding what happens at run time (``python -O``
+"""The refresh's shape, as the architecture asks for it (its functions' length is held
+by tests/unit/test_function_length.py): no bare ``assert`` guarding what happens at run time (``python -O``
 drops them), and one typed summary whose JSON is exactly the one docs/refresh.md
 documents (a script reads it as ``--json`` and as ``summary.json``)."""
 
@@ -33,17 +33,6 @@ def documented_summary_fields() -> tuple[list[str], set[str]]:
         if "only once" in line:
             conditional.update(names)
     return fields, conditional
-
-
-def test_no_function_in_the_refresh_package_is_over_80_lines() -> None:
-    long = []
-    for path in sorted(REFRESH.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                lines = (node.end_lineno or node.lineno) - node.lineno + 1
-                if lines > 80:
-                    long.append(f"{path.name}:{node.name} ({lines} lines)")
-    assert not long, "functions over 80 lines: " + ", ".join(long)
 
 
 def test_no_assert_in_the_refresh_package() -> None:
