@@ -20,22 +20,17 @@ from starlette.routing import Route
 from opsgate.errors import VercelApiError
 from opsgate.sandbox.reference_app import Faults
 from opsgate.sandbox.servers import ThreadedServer
-from opsgate.sandbox.vercel_api import SandboxVercel, create_vercel_app
-from opsgate.sensitive import Secret
+from opsgate.sandbox.vercel_api import SandboxVercel
 from opsgate.target import vercel
+from tests.vercel_helpers import served_vercel_api
 
 TOKEN = "sbx_vercel_client-token-4c2d"
 
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[SandboxVercel, Faults, str]]:
-    faults = Faults()
-    state = SandboxVercel(Secret(TOKEN), "127.0.0.1:9")
-    server = ThreadedServer(lambda url: create_vercel_app(state, faults), "vercel").start()
-    try:
-        yield state, faults, server.url
-    finally:
-        server.stop()
+    with served_vercel_api(TOKEN) as served:
+        yield served
 
 
 @pytest.fixture

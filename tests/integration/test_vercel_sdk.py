@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from opsgate.sandbox.reference_app import Faults
-from opsgate.sandbox.servers import ThreadedServer
-from opsgate.sandbox.vercel_api import SandboxVercel, create_vercel_app
+from opsgate.sandbox.vercel_api import SandboxVercel
 from opsgate.sensitive import Secret
 from tests.tools import NODE, require
+from tests.vercel_helpers import served_vercel_api
 
 #: The SDK whose schemas are the oracle, pinned exactly: another version may validate
 #: otherwise.
@@ -124,13 +124,8 @@ def sdk_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[tuple[SandboxVercel, Faults, str]]:
-    faults = Faults()
-    state = SandboxVercel(Secret("sbx_vercel_sdk-probe"), "127.0.0.1:9")
-    server = ThreadedServer(lambda url: create_vercel_app(state, faults), "vercel").start()
-    try:
-        yield state, faults, server.url
-    finally:
-        server.stop()
+    with served_vercel_api("sbx_vercel_sdk-probe") as served:
+        yield served
 
 
 def probe(sdk_dir: Path, state: SandboxVercel, url: str, limit: int) -> dict[str, Any]:
@@ -255,22 +250,18 @@ console.log(JSON.stringify({ calls, edited: edited && { id: edited.id, key: edit
 
 
 def test_the_official_sdk_validates_the_rollbacks_writes(sdk_dir: Path) -> None:
-    faults = Faults()
     state = SandboxVercel(Secret("sbx_vercel_sdk-probe"), "127.0.0.1:9")
     state.deploys.queued_s, state.deploys.building_s = 0.1, 0.2
     env = next(e for e in state.project.envs if e["key"] == "ADMIN_STORAGE_BACKEND"
                and e["target"] == ["production"])
     serving = state.deploys.serving()["id"]
     (sdk_dir / "write-probe.mjs").write_text(WRITE_PROBE)
-    server = ThreadedServer(lambda url: create_vercel_app(state, faults), "vercel").start()
-    try:
+    with served_vercel_api("", state) as (_, _, url):
         proc = subprocess.run(
-            ["node", "write-probe.mjs", server.url, state.project.id, state.team_id,
+            ["node", "write-probe.mjs", url, state.project.id, state.team_id,
              env["id"], serving, "127.0.0.1:9", state.project.name], cwd=sdk_dir,
             env={**os.environ, "VERCEL_TOKEN": state.token.reveal()}, capture_output=True,
             text=True, timeout=120, check=False)
-    finally:
-        server.stop()
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     refused = [c for c in out["calls"] if c["error"] or c["lenient"]]

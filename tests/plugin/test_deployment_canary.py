@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from opsgate.sandbox.reference_app import Faults
-from opsgate.sandbox.servers import ThreadedServer
-from opsgate.sandbox.vercel_api import SandboxVercel, create_vercel_app
-from opsgate.sensitive import Secret
+from opsgate.sandbox.vercel_api import SandboxVercel
 from tests.gate_helpers import clean_env, run_gate
+from tests.vercel_helpers import served_vercel_api
 
 TOKEN = "vcl_canary-token-f17b"
 CORE = "canary-token-f17b"
@@ -21,13 +20,8 @@ CORE = "canary-token-f17b"
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[tuple[SandboxVercel, Faults, str]]:
-    faults = Faults()
-    state = SandboxVercel(Secret(TOKEN), "127.0.0.1:9")
-    server = ThreadedServer(lambda url: create_vercel_app(state, faults), "vercel").start()
-    try:
-        yield state, faults, server.url
-    finally:
-        server.stop()
+    with served_vercel_api(TOKEN) as served:
+        yield served
 
 
 @pytest.mark.parametrize(("token", "extra"), [
