@@ -117,7 +117,7 @@ def opsgate_parity(args: dict[str, Any]) -> dict[str, Any]:
     import tempfile
     from pathlib import Path
 
-    from opsgate.target import web
+    from opsgate.clients import web
     from opsgate.verify import parity
 
     with tempfile.TemporaryDirectory(prefix="bench-parity-") as tmp:

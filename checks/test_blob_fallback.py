@@ -11,11 +11,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from opsgate.clients.blob import BlobAdminState, open_admin_state
 from opsgate.config import Settings
 from opsgate.errors import BlobError
 from opsgate.pytest_plugin.fixtures import connect_read_only, fail
 from opsgate.pytest_plugin.plugin import get_state
-from opsgate.target.blob import BlobAdminState, open_admin_state
 from opsgate.verify.blob_parity import blob_hash, compare, store_for
 from opsgate.verify.evidence_types import BlobParityEvidence, EvidenceStore
 from opsgate.verify.expectations import Expectations

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from opsgate.clients.blob import CONTENT_STATE, HISTORY
 from opsgate.config import Settings
 from opsgate.errors import BlobError
 from opsgate.pytest_plugin.fixtures import fail
 from opsgate.pytest_plugin.plugin import get_state
-from opsgate.target.blob import CONTENT_STATE, HISTORY
 from opsgate.verify.blob_parity import store_for
 from opsgate.verify.evidence_types import EvidenceStore
 

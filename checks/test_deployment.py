@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
+from opsgate.clients import vercel
 from opsgate.config import Settings
 from opsgate.errors import ConfigError, HttpCheckError, MissingEnvError
 from opsgate.pytest_plugin.fixtures import fail
 from opsgate.pytest_plugin.plugin import get_state
-from opsgate.target import vercel
 from opsgate.verify.evidence import bounded
 
 pytestmark = pytest.mark.deployment

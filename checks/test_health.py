@@ -15,10 +15,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from opsgate.clients import db
+from opsgate.clients.schema import CONTRACT_TABLES
 from opsgate.config import Settings
 from opsgate.pytest_plugin.fixtures import fail
-from opsgate.target import db
-from opsgate.target.schema import CONTRACT_TABLES
 from opsgate.verify.evidence_types import EvidenceStore, HealthCounts
 from opsgate.verify.expectations import Expectations
 from opsgate.verify.trend import last_green_counts, trend

@@ -10,10 +10,10 @@ import allure
 import psycopg
 import pytest
 
+from opsgate.clients import db
 from opsgate.config import Settings
 from opsgate.errors import OpsgateError
 from opsgate.pytest_plugin.fixtures import fail
-from opsgate.target import db
 from opsgate.verify.drift import compare, payload_from_database, payload_from_file
 from opsgate.verify.expectations import Expectations
 

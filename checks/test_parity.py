@@ -16,13 +16,13 @@ import httpx
 import psycopg
 import pytest
 
+from opsgate.clients import contracts, db
+from opsgate.clients import web as http
+from opsgate.clients.schema import OVERVIEW_COUNTS
 from opsgate.config import Settings
 from opsgate.errors import HttpCheckError, MissingEnvError, first_line
 from opsgate.pytest_plugin.fixtures import connect_read_only, fail
 from opsgate.pytest_plugin.plugin import get_state
-from opsgate.target import contracts, db
-from opsgate.target import web as http
-from opsgate.target.schema import OVERVIEW_COUNTS
 from opsgate.verify import parity as engine
 from opsgate.verify.evidence import count_lines, set_diff
 

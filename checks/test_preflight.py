@@ -10,12 +10,12 @@ import httpx
 import psycopg
 import pytest
 
+from opsgate.clients import db
+from opsgate.clients import web as http
+from opsgate.clients.schema import CONTRACT_TABLES, missing_columns
 from opsgate.config import Settings
 from opsgate.errors import HttpCheckError
 from opsgate.pytest_plugin.fixtures import fail
-from opsgate.target import db
-from opsgate.target import web as http
-from opsgate.target.schema import CONTRACT_TABLES, missing_columns
 from opsgate.verify.evidence_types import EvidenceStore, ServerEvidence
 from opsgate.verify.expectations import Expectations
 

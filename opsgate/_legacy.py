@@ -20,12 +20,17 @@ from types import ModuleType
 
 #: Old module name -> where it lives now.
 ALIASES = {
-    "opsgate.schema": "opsgate.target.schema",
-    "opsgate.blob": "opsgate.target.blob",
-    "opsgate.kb": "opsgate.target.kb",
+    "opsgate.schema": "opsgate.clients.schema",
+    "opsgate.blob": "opsgate.clients.blob",
+    "opsgate.kb": "opsgate.clients.kb",
     "opsgate.canon": "opsgate.verify.canon",
     "opsgate.drift": "opsgate.verify.drift",
     "opsgate.extsort": "opsgate.verify.extsort",
+    # opsgate.target was renamed opsgate.clients (a folder named "target" is a build
+    # folder to common .gitignore templates); 1005 and 1006 import the old names.
+    "opsgate.target": "opsgate.clients",
+    "opsgate.target.kb": "opsgate.clients.kb",
+    "opsgate.target.blob": "opsgate.clients.blob",
 }
 
 
@@ -45,4 +50,6 @@ class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 def install() -> None:
     if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
-        sys.meta_path.append(_AliasFinder())
+        # First: an old package name (opsgate.target) must not let the path finder load
+        # its submodules a second time from the new folder under their old names.
+        sys.meta_path.insert(0, _AliasFinder())

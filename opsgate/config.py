@@ -24,10 +24,10 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from opsgate import envfile, resources
+from opsgate.clients.db import host_of, is_pooler_host
 from opsgate.errors import ConfigError, MissingEnvError, SessionEndpointError
 from opsgate.gate import CHECKS
 from opsgate.sensitive import MASK, Redactor, Secret, SecretUrl, mask_url, secret_parts
-from opsgate.target.db import host_of, is_pooler_host
 
 TRUE_WORDS = frozenset({"true", "1", "yes"})
 FALSE_WORDS = frozenset({"false", "0", "no"})

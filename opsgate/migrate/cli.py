@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 
 from opsgate import interrupts
+from opsgate.clients import db
 from opsgate.config import Settings
 from opsgate.errors import ConfigError, DatabaseUnavailableError, OpsgateError, first_line
 from opsgate.migrate import ledger
@@ -28,7 +29,6 @@ from opsgate.migrate.runner import RunResult, mode_of, run_migration, unstarted
 from opsgate.migrate.scripts import discover_scripts, find_script
 from opsgate.operation import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from opsgate.pipes import reader_went_away
-from opsgate.target import db
 
 
 def build_parser(prog: str = "opsgate-migrate") -> argparse.ArgumentParser:

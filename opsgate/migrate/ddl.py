@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from opsgate.clients.schema import missing_columns
 from opsgate.migrate.api import MigrationContext, Plan
-from opsgate.target.schema import missing_columns
 
 
 def plan(ctx: MigrationContext, ddl: Sequence[str], tables: tuple[str, ...]) -> Plan:
@@ -21,7 +21,7 @@ def plan(ctx: MigrationContext, ddl: Sequence[str], tables: tuple[str, ...]) -> 
 
 def apply(ctx: MigrationContext, ddl: Sequence[str]) -> None:
     for statement in ddl:
-        ctx.conn.execute(statement)  # fixed DDL from opsgate.target.schema, not user input
+        ctx.conn.execute(statement)  # fixed DDL from opsgate.clients.schema, not user input
 
 
 def verify(ctx: MigrationContext, tables: tuple[str, ...]) -> list[str]:

@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from opsgate.clients import db
 from opsgate.config import Settings, bind, unbind
 from opsgate.errors import OpsgateError, first_line
 from opsgate.migrate import ledger
@@ -40,7 +41,6 @@ from opsgate.operation import (
     iso,
     now,
 )
-from opsgate.target import db
 from opsgate.verify import canon
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "MigrationSummary",

@@ -18,14 +18,14 @@ import httpx
 import psycopg
 import pytest
 
+from opsgate.clients import db
+from opsgate.clients import web as http
 from opsgate.config import Settings
 from opsgate.errors import DatabaseUnavailableError, MissingEnvError, first_line
 from opsgate.gate import BY_MARKER
 from opsgate.pytest_plugin.plugin import EVIDENCE_KEY, get_state
 from opsgate.reports.reasons import NOT_TRIED_AGAIN
 from opsgate.sensitive import SecretUrl
-from opsgate.target import db
-from opsgate.target import web as http
 from opsgate.verify.evidence_types import EvidenceStore
 from opsgate.verify.expectations import Expectations
 

@@ -1,4 +1,4 @@
-"""pg_dump and pg_restore for the refresh, run through `opsgate.target.pgrun` (passwords
+"""pg_dump and pg_restore for the refresh, run through `opsgate.clients.pgrun` (passwords
 off every command line; the drill's restore policy for newer archives).
 
 Archives are PostgreSQL's custom format: one file each, so its SHA-256 identifies it
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opsgate.clients import pgrun
+from opsgate.clients.pgtools import PgBinaries
 from opsgate.refresh.errors import RefreshError
 from opsgate.sensitive import SecretUrl
-from opsgate.target import pgrun
-from opsgate.target.pgtools import PgBinaries
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from opsgate.clients.db import is_pooler_host
 from opsgate.errors import ConfigError
 from opsgate.refresh.errors import RefreshError
 from opsgate.sensitive import SecretUrl
-from opsgate.target.db import is_pooler_host
 
 #: Host suffixes of managed production databases (Neon, reached through Vercel).
 PRODUCTION_HOST_SUFFIXES = (".neon.tech",)

@@ -11,8 +11,8 @@ from typing import Any
 
 import psycopg
 
+from opsgate.clients import db, kb
 from opsgate.migrate import ledger
-from opsgate.target import db, kb
 from opsgate.verify import canon, drift
 from opsgate.verify.blob_parity import read_neon_state
 from opsgate.verify.expectations import Expectations

@@ -41,6 +41,8 @@ import psycopg
 
 from opsgate import interrupts, progress
 from opsgate.children import children_running
+from opsgate.clients import db, pgrun
+from opsgate.clients.pgtools import PgBinaries, find_client_tools, url_wants_tls
 from opsgate.config import Settings, read_env_file
 from opsgate.errors import (
     ConfigError,
@@ -63,8 +65,6 @@ from opsgate.refresh.identity import (
 )
 from opsgate.refresh.summary import RefreshSummary
 from opsgate.sensitive import SecretUrl
-from opsgate.target import db, pgrun
-from opsgate.target.pgtools import PgBinaries, find_client_tools, url_wants_tls
 from opsgate.verify import canon
 from opsgate.verify.expectations import Expectations
 

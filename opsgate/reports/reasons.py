@@ -20,7 +20,7 @@ RED = {"failed": "failed", "error": "error (setup)", "skipped": "did not run",
 
 #: What a check adds to the first line when a database did not answer earlier in the run.
 NOT_TRIED_AGAIN = " (earlier in this run; not tried again)"
-#: opsgate.target.web's line for an origin that did not answer earlier in the run.
+#: opsgate.clients.web's line for an origin that did not answer earlier in the run.
 _WEB_AGAIN = re.compile(r".*?: (?P<origin>\S+) did not answer earlier in this run "
                         r"\((?P<reason>.*)\); not tried again")
 

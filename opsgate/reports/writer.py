@@ -17,6 +17,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from opsgate.clients import contracts
 from opsgate.reports import (
     allure_files,
     drill_record,
@@ -29,7 +30,6 @@ from opsgate.reports import (
 )
 from opsgate.reports import junit as junit_xml
 from opsgate.reports.model import RunRecord
-from opsgate.target import contracts
 from opsgate.verify.evidence_types import ServerEvidence
 
 HISTORY = "history.jsonl"

@@ -91,10 +91,10 @@ def _say(line: str) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from opsgate.clients import vercel
     from opsgate.errors import ConfigError, OpsgateError
     from opsgate.rollback import status
     from opsgate.rollback.observe import observe
-    from opsgate.target import vercel
 
     try:
         settings = _settings(args)

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from opsgate.clients.vercel import VercelApi
 from opsgate.config import Settings
 from opsgate.operation import EXIT_FAILED, Stop, Summary
 from opsgate.rollback.observe import BACKEND, UNDER_WAY, EnvView, read_app
-from opsgate.target.vercel import VercelApi
 
 #: The ``meta`` key of opsgate's redeploys; its value is the backend switched to.
 MARK = "opsgateRollback"

@@ -15,12 +15,12 @@ from typing import Any
 
 import httpx
 
+from opsgate.clients import db
+from opsgate.clients import web as http
+from opsgate.clients.blob import open_admin_state
+from opsgate.clients.vercel import VercelApi
 from opsgate.config import Settings
 from opsgate.errors import BlobError, HttpCheckError, OpsgateError, VercelApiError
-from opsgate.target import db
-from opsgate.target import web as http
-from opsgate.target.blob import open_admin_state
-from opsgate.target.vercel import VercelApi
 from opsgate.verify.blob_parity import compare, store_for
 
 ENVIRONMENTS = ("production", "preview")

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from opsgate import resources
+from opsgate.clients import vercel
+from opsgate.clients.vercel import ProjectLink, VercelApi
 from opsgate.config import Settings
 from opsgate.errors import ConfigError, OpsgateError, first_line
 from opsgate.migrate.runner import run_migration
@@ -21,8 +23,6 @@ from opsgate.operation import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from opsgate.rollback import deploy, record
 from opsgate.rollback.gate import run_gate
 from opsgate.rollback.observe import Fallback, Observation, observe, read_fallback
-from opsgate.target import vercel
-from opsgate.target.vercel import ProjectLink, VercelApi
 
 #: The migration that carries the fallback's state (edits made on it) back to Neon.
 RECOVERY = "20260211_1002_blob_to_neon_admin_state"

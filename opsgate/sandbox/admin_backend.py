@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import psycopg
 
-from opsgate.target.blob import CONTENT_STATE, HISTORY
+from opsgate.clients.blob import CONTENT_STATE, HISTORY
 
 
 class _Stored(Protocol):

@@ -36,12 +36,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from opsgate.config import in_effect
-from opsgate.errors import PostgresUnavailableError
-from opsgate.sandbox.lifecycle import Service
-from opsgate.sandbox.tlsfiles import TlsFiles, write_private
-from opsgate.sensitive import SecretUrl
-from opsgate.target.pgtools import (
+from opsgate.clients.pgtools import (
     CLIENT_TOOLS,
     SERVER_TOOLS,
     PgBinaries,
@@ -50,6 +45,11 @@ from opsgate.target.pgtools import (
     file_version,
     find_server_binaries,
 )
+from opsgate.config import in_effect
+from opsgate.errors import PostgresUnavailableError
+from opsgate.sandbox.lifecycle import Service
+from opsgate.sandbox.tlsfiles import TlsFiles, write_private
+from opsgate.sensitive import SecretUrl
 
 SERVICE_USER = "opsgate-pg"
 _INITDB_OPTIONS = ("--auth-host=scram-sha-256", "--auth-local=trust", "--encoding=UTF8",

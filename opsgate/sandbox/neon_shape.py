@@ -29,13 +29,13 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
+from opsgate.clients.pgtools import PgBinaries
 from opsgate.errors import PostgresUnavailableError
 from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.sandbox.lifecycle import Service
 from opsgate.sandbox.pgbouncer import PgBouncer, find_pgbouncer, read_scram_verifier
 from opsgate.sandbox.tlsfiles import TlsFiles, make_tls_files
 from opsgate.sensitive import Secret, SecretUrl
-from opsgate.target.pgtools import PgBinaries
 
 NEON_SUPERUSER = "neon_superuser"
 

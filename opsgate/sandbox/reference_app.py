@@ -30,10 +30,10 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
+from opsgate.clients import kb
+from opsgate.clients.schema import OVERVIEW_COUNTS
 from opsgate.sandbox.admin_backend import AdminBackend
 from opsgate.sensitive import Secret
-from opsgate.target import kb
-from opsgate.target.schema import OVERVIEW_COUNTS
 
 SESSION_COOKIE = "opsgate_admin_session"
 

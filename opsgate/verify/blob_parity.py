@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from opsgate.clients import db
+from opsgate.clients.blob import BlobAdminState, BlobStore, FileBlobStore, VercelBlobStore
 from opsgate.config import Settings
-from opsgate.target import db
-from opsgate.target.blob import BlobAdminState, BlobStore, FileBlobStore, VercelBlobStore
 from opsgate.verify import canon
 from opsgate.verify.evidence import MAX_EXAMPLES, value_differences
 from opsgate.verify.extsort import external_sorted

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from opsgate.clients.session_settings import OUTPUT_SETTINGS
 from opsgate.errors import CanonError
-from opsgate.target.session_settings import OUTPUT_SETTINGS
 
 if TYPE_CHECKING:  # the driver is imported where tables are read: the payload side of
     # drift canonicalises documents in a process that has no use for it (memory)
@@ -35,7 +35,7 @@ VERSION = "canon-v1"
 _SAFE_INT = 2**53 - 1
 
 #: The session settings canon-v1 table encodings are read under. They are opsgate's
-#: output settings (`opsgate.target.db.OUTPUT_SETTINGS`), pinned inside every transaction;
+#: output settings (`opsgate.clients.db.OUTPUT_SETTINGS`), pinned inside every transaction;
 #: changing them changes the bytes, and so would be a new canon version.
 TABLE_SESSION_SETTINGS: tuple[tuple[str, str], ...] = OUTPUT_SETTINGS
 
@@ -400,7 +400,7 @@ class TableHash:
 def pin_session(conn: Connection[Any]) -> None:
     """Apply `TABLE_SESSION_SETTINGS` to ``conn``'s current transaction (never to its
     session: on a pooled connection a session setting outlives us and reaches the app)."""
-    from opsgate.target import db
+    from opsgate.clients import db
 
     db.pin(conn, TABLE_SESSION_SETTINGS)
 
@@ -455,7 +455,7 @@ def iter_table_copy(
     conn: Connection[Any], table: str, schema: str = "public"
 ) -> Iterator[bytes]:
     """Yield the canon-v1 COPY stream of ``table`` in chunks, under pinned settings."""
-    from opsgate.target import db
+    from opsgate.clients import db
 
     with db.reading(conn):
         pin_session(conn)

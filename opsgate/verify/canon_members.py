@@ -11,7 +11,7 @@ reduces to looking at those numbers and sorting ``tags``: a node's bytes cost ab
 tenth of the general walk (measured in `docs/performance.md`).
 
 Precondition: the member passed the contract schema (the payload side validates every
-member first) or was built by `opsgate.target.kb` (typed columns). A number these
+member first) or was built by `opsgate.clients.kb` (typed columns). A number these
 functions cannot vouch for, or a shape they do not know, goes the general way, so the
 bytes are canon-v1's either way; tests/unit/test_canon_members.py proves them equal to
 `canon.canonical_json` and to the ``rfc8785`` oracle.

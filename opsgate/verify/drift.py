@@ -37,8 +37,8 @@ import psycopg
 from psycopg import sql
 
 from opsgate import progress
+from opsgate.clients import db, kb
 from opsgate.errors import DriftInputError, OpsgateError, first_line
-from opsgate.target import db, kb
 from opsgate.verify import canon
 from opsgate.verify.canon_members import edge_row_bytes, node_bytes
 from opsgate.verify.evidence import MAX_EXAMPLES

@@ -37,6 +37,13 @@ from psycopg import sql
 
 from opsgate import progress
 from opsgate.children import Terminator
+from opsgate.clients import db, pgrun
+from opsgate.clients.pgtools import (
+    CLIENT_TOOLS,
+    PgBinaries,
+    find_client_tools,
+    url_wants_tls,
+)
 from opsgate.config import Settings
 from opsgate.errors import (
     CanonError,
@@ -49,13 +56,6 @@ from opsgate.errors import (
 from opsgate.processes import alive
 from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.sensitive import SecretUrl
-from opsgate.target import db, pgrun
-from opsgate.target.pgtools import (
-    CLIENT_TOOLS,
-    PgBinaries,
-    find_client_tools,
-    url_wants_tls,
-)
 from opsgate.verify import canon, drill_local, rowdiff, tablehash
 from opsgate.verify.steps import StepFn, no_steps
 

@@ -27,10 +27,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from opsgate.clients.pgtools import CLIENT_TOOLS, SERVER_TOOLS, PgBinaries, discover
 from opsgate.errors import DrillError, PostgresUnavailableError, first_line
 from opsgate.sandbox.embedded import EmbeddedPostgres, memory_folder
 from opsgate.sensitive import SecretUrl
-from opsgate.target.pgtools import CLIENT_TOOLS, SERVER_TOOLS, PgBinaries, discover
 
 #: The local cluster's own superuser: never the restoring role, which is the source's.
 LOCAL_SUPERUSER = "opsgate_drill_admin"

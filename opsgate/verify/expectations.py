@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opsgate.clients.schema import CONTRACT_TABLES
 from opsgate.errors import ConfigError
-from opsgate.target.schema import CONTRACT_TABLES
 
 __all__ = ["DEFAULT_FLOORS", "DEFAULT_MAX_SHRINK", "FLOOR_OWNERS", "Expectations"]
 

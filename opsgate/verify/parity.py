@@ -26,9 +26,9 @@ import psycopg
 from filelock import FileLock
 
 from opsgate import progress
+from opsgate.clients import contracts
+from opsgate.clients import web as http
 from opsgate.errors import HttpCheckError
-from opsgate.target import contracts
-from opsgate.target import web as http
 from opsgate.verify import jsonsplit
 from opsgate.verify.evidence import MAX_EXAMPLES, set_diff
 

@@ -25,8 +25,8 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 import ijson
 import jsonschema_rs
 
+from opsgate.clients import contracts
 from opsgate.errors import DriftInputError, OpsgateError, first_line
-from opsgate.target import contracts
 from opsgate.verify import canon
 from opsgate.verify.canon_members import edge_bytes, node_bytes
 from opsgate.verify.extsort import (

@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from opsgate.target import db
+from opsgate.clients import db
 from opsgate.verify.canon import pin_session, table_shape
 
 BUCKETS = 4096

@@ -40,10 +40,10 @@ from typing import IO, Any
 import psycopg
 from psycopg import Connection, pq, sql
 
+from opsgate.clients import db
+from opsgate.clients.db import CONNECT_TIMEOUT_S
 from opsgate.config import DEFAULT_HASH_CONNECTIONS, MAX_HASH_CONNECTIONS, Settings, in_effect
 from opsgate.errors import CanonError, first_line
-from opsgate.target import db
-from opsgate.target.db import CONNECT_TIMEOUT_S
 from opsgate.verify.canon import (
     TABLE_SESSION_SETTINGS,
     TableHash,
@@ -535,7 +535,7 @@ def _take_ranges(conn: Connection[Any], ranges: _Ranges, who: int) -> None:
 def _helper(conninfo: str, ranges: _Ranges, who: int) -> None:
     """A connection of its own that joins the hash's snapshot, then takes ranges.
 
-    Hand-written rather than through `opsgate.target.db.transaction`: the import must be
+    Hand-written rather than through `opsgate.clients.db.transaction`: the import must be
     the first statement of its transaction, and sending ``BEGIN``, ``SET TRANSACTION
     SNAPSHOT``, the settings and the check as one simple query costs one round trip,
     where a transaction block would cost three. Nothing is set outside the

@@ -32,6 +32,6 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """HTTP retries of this test's process without their pauses (0.3 s, then 0.6 s):
     tests of an origin that does not answer assert the attempts and the message, and
     each waited out 0.9 s of pauses for it. Gate runs in this process share the module."""
-    from opsgate.target import web
+    from opsgate.clients import web
 
     monkeypatch.setattr(web, "BACKOFF_S", 0.01)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from opsgate.clients.blob import FileBlobStore, VercelBlobStore, open_admin_state
 from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox, datagen
-from opsgate.target.blob import FileBlobStore, VercelBlobStore, open_admin_state
 from opsgate.verify import canon, extsort
 from opsgate.verify.blob_parity import blob_hash
 from tests.gate_helpers import GateRun, clean_env, run_gate_here

@@ -179,8 +179,8 @@ def read_neon_state_of(url: str) -> tuple[dict[str, object], list[dict[str, obje
 
 def test_the_refresh_writes_a_folder_too_and_it_reads_back_equal(
         fresh_db: str, tmp_path: Path) -> None:
+    from opsgate.clients.blob import FileBlobStore, read_admin_state
     from opsgate.sandbox import FIXTURE_PAYLOAD, datagen
-    from opsgate.target.blob import FileBlobStore, read_admin_state
     from opsgate.verify import canon
     from opsgate.verify.blob_parity import read_neon_state
     from tests.migration_helpers import ADMIN_SCHEMA, BLOB_STATE

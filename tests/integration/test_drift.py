@@ -12,9 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from opsgate.clients import kb
 from opsgate.errors import DriftInputError, OpsgateError
 from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox
-from opsgate.target import kb
 from opsgate.verify import canon
 from opsgate.verify.drift import (
     MAX_DIFFS,

@@ -11,13 +11,13 @@ import psycopg
 import pytest
 
 from opsgate import progress
+from opsgate.clients import pgtools
+from opsgate.clients.schema import CONTRACT_TABLES
 from opsgate.config import Settings
 from opsgate.errors import DrillError
 from opsgate.sandbox import Sandbox
 from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.sensitive import SecretUrl
-from opsgate.target import pgtools
-from opsgate.target.schema import CONTRACT_TABLES
 from opsgate.verify.drill import run_drill
 from tests.migration_helpers import db_fingerprint
 

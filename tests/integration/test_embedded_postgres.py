@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from opsgate.clients import pgtools
 from opsgate.errors import PostgresUnavailableError
 from opsgate.sandbox.embedded import EmbeddedPostgres, binaries_identity
-from opsgate.target import pgtools
 
 
 def test_wheel_is_found_with_no_postgres_on_path() -> None:

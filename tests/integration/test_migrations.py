@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from opsgate.clients import kb
 from opsgate.errors import ScriptError
 from opsgate.migrate.scripts import discover_scripts, script_checksum
 from opsgate.sandbox import datagen
 from opsgate.sandbox.embedded import EmbeddedPostgres
-from opsgate.target import kb
 from opsgate.verify import canon
 from tests.migration_helpers import (
     ADMIN_SCHEMA,

@@ -14,11 +14,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from opsgate.clients import pgtools
 from opsgate.errors import PostgresUnavailableError
 from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.sandbox.neon_shape import NeonShapedTarget
 from opsgate.sandbox.tlsfiles import make_tls_files
-from opsgate.target import pgtools
 
 pytestmark = pytest.mark.pgbouncer
 

@@ -130,8 +130,8 @@ def test_prepared_statements_break_through_the_pooler_but_opsgate_makes_none(
     """psycopg prepares a statement after five runs of it; through PgBouncer 1.18 the
     next client on that server connection then meets "prepared statement "_pg3_0"
     already exists". opsgate's connections never prepare."""
+    from opsgate.clients import db
     from opsgate.sensitive import SecretUrl
-    from opsgate.target import db
 
     url = neon.environ()["DATABASE_URL"]
 
@@ -457,7 +457,7 @@ def test_a_table_hash_shares_its_snapshot_across_pooled_server_connections(
     """Through PgBouncer in transaction mode each of the two transactions holds a server
     connection of its own; the second imports the first's exported snapshot there (the
     snapshot is the server's, not the server connection's), and the pool is left clean."""
-    from opsgate.target import db
+    from opsgate.clients import db
     from opsgate.verify import tablehash
 
     claim = tablehash._Ranges.claim
@@ -486,7 +486,7 @@ def test_a_table_hash_with_no_free_server_connection_reads_alone(neon: Sandbox) 
     """Every other server connection of the pool busy: the helper's transaction waits
     in PgBouncer's queue, the caller's connection reads every range, and once its
     transaction ends the helper's import fails and it stops. Same hash, no wait."""
-    from opsgate.target import db
+    from opsgate.clients import db
     from opsgate.verify import tablehash
 
     assert neon.neon is not None

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from opsgate.clients import web as http
 from opsgate.sandbox import Sandbox
-from opsgate.target import web as http
 from opsgate.verify import parity
 from tests.gate_helpers import clean_env, run_gate, run_gate_here
 

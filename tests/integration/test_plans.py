@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 
-from opsgate.target import db
+from opsgate.clients import db
 from tests.migration_helpers import cli
 
 #: Fills a table in apply; verify fails if the planner has no statistics for it (a

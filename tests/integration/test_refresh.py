@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from opsgate.cli import main as cli_main
+from opsgate.clients.schema import CONTRACT_TABLES
 from opsgate.refresh.archive import sha256_of
 from opsgate.sandbox import Sandbox
-from opsgate.target.schema import CONTRACT_TABLES
 from opsgate.verify import canon
 from tests.gate_helpers import clean_env, main_here, run_gate_here
 from tests.migration_helpers import ROOT, cli, db_fingerprint, ledger_rows
@@ -301,7 +301,7 @@ def test_on_a_terminal_a_progress_line_names_the_steps(
 
 
 def _pg16_and_pg17() -> tuple[Any, Any]:
-    from opsgate.target import pgtools
+    from opsgate.clients import pgtools
 
     found = pgtools.discover(pgtools.SERVER_TOOLS + pgtools.CLIENT_TOOLS, path="",
                              debian_root=None)

@@ -14,9 +14,9 @@ import jsonschema
 import pytest
 
 from opsgate.cli import main as cli_main
+from opsgate.clients.contracts import schema
 from opsgate.reports import history, seal
 from opsgate.sandbox import Sandbox
-from opsgate.target.contracts import schema
 from tests.browser import render
 from tests.gate_helpers import ROOT, main_here, run_gate, run_gate_here
 from tests.gate_helpers import clean_env as _clean_env

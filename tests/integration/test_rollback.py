@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from opsgate.cli import main
+from opsgate.clients import vercel
+from opsgate.clients.vercel import VercelApi
 from opsgate.config import Settings
 from opsgate.reports import history
 from opsgate.rollback import deploy, status
 from opsgate.rollback.observe import observe
 from opsgate.sandbox import Sandbox
-from opsgate.target import vercel
-from opsgate.target.vercel import VercelApi
 from tests.rollback_helpers import admin_save, app_overview, restored, rollback, writes
 
 

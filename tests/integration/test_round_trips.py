@@ -14,10 +14,10 @@ import psycopg
 import pytest
 
 from bench.delayproxy import ProxySet
+from opsgate.clients import db, kb
 from opsgate.sandbox import Sandbox
 from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.sensitive import SecretUrl
-from opsgate.target import db, kb
 from opsgate.verify import canon, tablehash
 from tests.gate_helpers import clean_env, run_gate_here
 

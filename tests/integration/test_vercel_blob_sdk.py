@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from opsgate.clients.blob import VercelBlobStore, read_admin_state
 from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox, datagen
-from opsgate.target.blob import VercelBlobStore, read_admin_state
 from opsgate.verify import canon
 
 SDK_SCRIPT = r"""

@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from opsgate.clients import vercel
 from opsgate.errors import VercelApiError
 from opsgate.sandbox.reference_app import Faults
 from opsgate.sandbox.servers import ThreadedServer
 from opsgate.sandbox.vercel_api import SandboxVercel
-from opsgate.target import vercel
 from tests.vercel_helpers import served_vercel_api
 
 TOKEN = "sbx_vercel_client-token-4c2d"

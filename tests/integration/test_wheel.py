@@ -56,7 +56,7 @@ def _build_and_install(tmp: Path) -> Path:
     (wheel,) = dist.glob("opsgate-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("opsgate/py.typed", "opsgate/pytest_plugin/gate.ini",
-                   "opsgate/target/db.py", "opsgate/verify/canon.py", "opsgate/refresh/run.py",
+                   "opsgate/clients/db.py", "opsgate/verify/canon.py", "opsgate/refresh/run.py",
                    "opsgate/rollback/switch.py",
                    "opsgate/_data/checks/test_parity.py",
                    "opsgate/_data/migrations/20260210_1001_none_to_neon_admin_schema.py",

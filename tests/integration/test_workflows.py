@@ -19,13 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from opsgate.clients import contracts, kb
+from opsgate.clients.schema import CONTRACT_TABLES, KB_DDL
 from opsgate.config import Settings
 from opsgate.migrate import MigrationContext
 from opsgate.migrate.scripts import discover_scripts
 from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox, datagen
 from opsgate.sandbox.embedded import EmbeddedPostgres
-from opsgate.target import contracts, kb
-from opsgate.target.schema import CONTRACT_TABLES, KB_DDL
 from opsgate.verify import canon, drift
 from tests.migration_helpers import (
     MIGRATIONS,

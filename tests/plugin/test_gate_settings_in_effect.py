@@ -12,7 +12,7 @@ from tests.gate_helpers import gate_project
 
 CHECK = """
 import pytest
-from opsgate.target import web
+from opsgate.clients import web
 from opsgate.verify import tablehash
 
 @pytest.mark.preflight

@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 
 from opsgate import cli
-from opsgate.target.contracts import schema
+from opsgate.clients.contracts import schema
 from tests.gate_helpers import gate_project, main_here
 
 CHECKS = """

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from opsgate.clients import kb
 from opsgate.errors import CanonError
-from opsgate.target import kb
 from opsgate.verify import canon, drift
 from tests.strategies import json_values, payloads, shuffled
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from opsgate.target import kb
+from opsgate.clients import kb
 from opsgate.verify import canon, drift
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "fixtures"

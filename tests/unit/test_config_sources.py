@@ -12,6 +12,8 @@ import httpx
 import pytest
 
 from opsgate import resources
+from opsgate.clients import web
+from opsgate.clients.blob import VercelBlobStore
 from opsgate.config import (
     DEFAULT_HTTP_TIMEOUT,
     Settings,
@@ -24,8 +26,6 @@ from opsgate.migrate import cli as migrate_cli
 from opsgate.migrate.runner import run_migration
 from opsgate.migrate.scripts import discover_scripts
 from opsgate.sensitive import Secret
-from opsgate.target import web
-from opsgate.target.blob import VercelBlobStore
 from opsgate.verify import tablehash
 
 SHIPPED = resources.migrations_dir()

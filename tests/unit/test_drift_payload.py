@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from opsgate.clients import kb
 from opsgate.errors import DriftInputError
 from opsgate.sandbox import FIXTURE_PAYLOAD
-from opsgate.target import kb
 from opsgate.verify import canon, drift, extsort
 from tests.strategies import payloads
 

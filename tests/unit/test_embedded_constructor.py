@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from opsgate.clients.pgtools import PgBinaries
 from opsgate.errors import PostgresUnavailableError
 from opsgate.sandbox.embedded import EmbeddedPostgres
-from opsgate.target.pgtools import PgBinaries
 
 #: Audit events that read or change the file system or start a process.
 _IO_EVENTS = ("open", "os.", "shutil.", "subprocess.", "socket.", "tempfile.", "pty.")

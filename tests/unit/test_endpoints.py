@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from opsgate.clients import db
+from opsgate.clients.pgtools import url_wants_tls
 from opsgate.config import Settings
 from opsgate.errors import MissingEnvError, SessionEndpointError
-from opsgate.target import db
-from opsgate.target.pgtools import url_wants_tls
 
 POOLED = ("postgresql://neondb_owner:npg_s3cret@ep-cool-darkness-123456-pooler.us-east-2"
           ".aws.neon.tech/neondb?sslmode=require&channel_binding=require")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from opsgate.clients import contracts
 from opsgate.errors import (
     BlobAuthError,
     BlobFormatError,
@@ -13,7 +14,6 @@ from opsgate.errors import (
 )
 from opsgate.pytest_plugin.fixtures import fail
 from opsgate.reports import failure_kinds
-from opsgate.target import contracts
 
 VERDICT = (pytest.fail.Exception, AssertionError)
 

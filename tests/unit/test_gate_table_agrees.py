@@ -17,12 +17,12 @@ from types import ModuleType
 
 import pytest
 
+from opsgate.clients import contracts
 from opsgate.config import FLAG_DEFAULTS
 from opsgate.gate import CHECKS, CheckSpec
 from opsgate.reports import drill_record, html
 from opsgate.reports.model import SUMMARY_SCHEMA, RunRecord
 from opsgate.reports.step_summary import step_summary
-from opsgate.target import contracts
 from opsgate.verify.evidence_types import REPORT_ROLES, ROLE_MARKER
 
 ROOT = Path(__file__).resolve().parents[2]

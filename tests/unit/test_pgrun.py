@@ -1,4 +1,4 @@
-"""The one runner of PostgreSQL tools (`opsgate.target.pgrun`): passwords only in the
+"""The one runner of PostgreSQL tools (`opsgate.clients.pgrun`): passwords only in the
 environment, failures in one redacted line of the caller's error type."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from opsgate.clients import pgrun
 from opsgate.errors import DrillError
 from opsgate.refresh.errors import RefreshError
 from opsgate.sensitive import SecretUrl
-from opsgate.target import pgrun
 
 URL = SecretUrl("postgresql://app:pw-canary-123@db.example:5432/app")
 
@@ -47,7 +47,7 @@ def test_a_stop_during_a_streamed_restore_ends_both_tools_at_once(tmp_path: Path
     import signal
     import time
 
-    from opsgate.target.pgtools import PgBinaries
+    from opsgate.clients.pgtools import PgBinaries
 
     (tmp_path / "pg_restore").write_text("#!/bin/sh\nexec yes 'SELECT 1;'\n")
     (tmp_path / "psql").write_text("#!/bin/sh\nexec sleep 30\n")  # a long statement

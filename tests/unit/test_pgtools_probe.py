@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from opsgate.target import pgtools
+from opsgate.clients import pgtools
 
 
 def _program(path: Path, version: str, calls: Path) -> None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import pytest
 
+from opsgate.clients import web
 from opsgate.errors import HttpCheckError
 from opsgate.reports import reasons
-from opsgate.target import web
 
 ORIGIN = "http://127.0.0.1:41234"
 FIRST = f"constellation API: GET {ORIGIN}/api/constellation timed out after 3 attempts"
 
 
 def _web_again() -> str:
-    """The line opsgate.target.web itself gives for an origin the run recorded as not
+    """The line opsgate.clients.web itself gives for an origin the run recorded as not
     answering (it fails before sending anything)."""
     memo = {ORIGIN: "timed out after 3 attempts"}
     with web.client(ORIGIN, unreachable=memo) as cl, pytest.raises(HttpCheckError) as exc:

@@ -9,7 +9,7 @@ from pathlib import Path
 import certifi
 import pytest
 
-from opsgate.target import web
+from opsgate.clients import web
 
 
 def _context(client: object) -> ssl.SSLContext:

@@ -38,10 +38,10 @@ from typing import Any
 
 import httpx
 
+from opsgate.clients import web as http
 from opsgate.config import Settings
 from opsgate.errors import ConfigError, HttpCheckError, MissingEnvError, VercelApiError
 from opsgate.sensitive import Secret
-from opsgate.target import web as http
 
 #: Variable types whose values are secrets (Vercel's ``type``); ``plain`` is not.
 SECRET_TYPES = frozenset({"encrypted", "sensitive", "secret"})

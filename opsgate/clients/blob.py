@@ -22,10 +22,10 @@ from typing import Any, Protocol
 import httpx
 import ijson
 
+from opsgate.clients import web as http
 from opsgate.config import in_effect
 from opsgate.errors import BlobAuthError, BlobError, BlobFormatError, HttpCheckError, first_line
 from opsgate.sensitive import Secret
-from opsgate.target import web as http
 
 API_VERSION = "7"
 PAGE_LIMIT = 1000

@@ -22,9 +22,9 @@ from typing import Any
 
 import psycopg
 
+from opsgate.clients.pgtools import PgBinaries, tool_verdict
+from opsgate.clients.schema import CONTRACT_TABLES
 from opsgate.sensitive import SecretUrl
-from opsgate.target.pgtools import PgBinaries, tool_verdict
-from opsgate.target.schema import CONTRACT_TABLES
 
 #: The one line pg_restore 17+ always writes that servers before 17 reject.
 PG17_ONLY_SET = b"SET transaction_timeout = 0;\n"

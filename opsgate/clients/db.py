@@ -26,9 +26,9 @@ import psycopg
 from psycopg import IsolationLevel, sql
 from psycopg.conninfo import conninfo_to_dict
 
+from opsgate.clients.session_settings import OUTPUT_SETTINGS
 from opsgate.errors import DatabaseUnavailableError, first_line
 from opsgate.sensitive import SecretUrl
-from opsgate.target.session_settings import OUTPUT_SETTINGS
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -123,7 +123,7 @@ def pin(
     true)`` would be lost at once and the caller would believe the settings held.
     """
     if conn.autocommit and not in_transaction(conn) and begin is None:
-        raise psycopg.ProgrammingError("opsgate.target.db.pin needs an open transaction")
+        raise psycopg.ProgrammingError("opsgate.clients.db.pin needs an open transaction")
     pairs = list(settings)
     named = {name for name, _ in pairs}
     pairs += [p for p in PLAN_SETTINGS if p[0] not in named]
@@ -197,7 +197,7 @@ def transaction(
     """
     if in_transaction(conn):
         raise psycopg.ProgrammingError(
-            "opsgate.target.db.transaction must begin the transaction itself (found one open)")
+            "opsgate.clients.db.transaction must begin the transaction itself (found one open)")
     before = (conn.read_only, conn.isolation_level)
     conn.read_only = read_only
     conn.isolation_level = isolation

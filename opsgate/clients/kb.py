@@ -23,8 +23,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb, set_json_loads
 
-from opsgate.target import db
-from opsgate.target.schema import KB_TABLES
+from opsgate.clients import db
+from opsgate.clients.schema import KB_TABLES
 
 GRAPH_KEYS = ("domains", "nodes", "edges")
 

@@ -1,1 +1,0 @@
-"""Talking to the target: database sessions, HTTP, blob store, PostgreSQL tools, contract."""
