@@ -176,21 +176,13 @@ def _reachable_binaries(binaries: PgBinaries, user: pwd.struct_passwd | None) ->
     cache = Path(tempfile.gettempdir()) / f"opsgate-pgdist-{binaries.version}-{tag}"
     if not (cache / rel / "bin" / "postgres").exists():
         staging = Path(tempfile.mkdtemp(prefix="opsgate-pgdist-"))
-        shutil.copytree(dist, staging / "tree" / rel, symlinks=True)
-        for lib in libs:
-            shutil.copytree(lib, staging / "tree" / lib.name, symlinks=True)
-        for root, dirs, files in os.walk(staging):
-            for name in dirs:
-                os.chmod(os.path.join(root, name), 0o755)
-            for name in files:
-                path = os.path.join(root, name)
-                if not os.path.islink(path):
-                    os.chmod(path, os.stat(path).st_mode | 0o444)
-        staging.chmod(0o755)
-        # Another process may have won the race: its copy is the same.
-        with contextlib.suppress(OSError):
-            (staging / "tree").rename(cache)
-        shutil.rmtree(staging, ignore_errors=True)
+        try:  # a copy that fails half-way (or a stop) leaves no staging folder behind
+            _stage_copy(dist, libs, staging / "tree", rel)
+            # Another process may have won the race: its copy is the same.
+            with contextlib.suppress(OSError):
+                (staging / "tree").rename(cache)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     copied = PgBinaries(binaries.major, binaries.minor, cache / rel / "bin",
                         f"{binaries.origin}, copied for the service user")
     if not _runnable_by(user, copied.tool("postgres")):
@@ -198,6 +190,21 @@ def _reachable_binaries(binaries: PgBinaries, user: pwd.struct_passwd | None) ->
             f"the PostgreSQL binaries in {binaries.bindir} cannot be run by the service user "
             f"{user.pw_name}; set OPSGATE_PG_BINDIR to a folder it can read")
     return copied
+
+
+def _stage_copy(dist: Path, libs: list[Path], tree: Path, rel: Path) -> None:
+    """The distribution and its libraries under ``tree``, readable by every user."""
+    shutil.copytree(dist, tree / rel, symlinks=True)
+    for lib in libs:
+        shutil.copytree(lib, tree / lib.name, symlinks=True)
+    for root, dirs, files in os.walk(tree.parent):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | 0o444)
+    tree.parent.chmod(0o755)
 
 
 def _tls_capable(binaries: PgBinaries) -> bool | None:

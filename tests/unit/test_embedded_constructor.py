@@ -86,3 +86,21 @@ def test_the_repr_of_an_unstarted_cluster_looks_nothing_up() -> None:
     cluster = EmbeddedPostgres()
     assert _io_of(lambda: repr(cluster)) == []
     assert repr(cluster) == "EmbeddedPostgres(not looked for, not started)"
+
+
+def test_a_copy_for_the_service_user_that_fails_leaves_no_staging_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The distribution is copied into a staging folder first; a copy that fails half-way
+    (here: a distribution folder that is gone) removes it."""
+    import pwd
+    import tempfile
+
+    from opsgate.clients.pgtools import PgBinaries
+    from opsgate.sandbox import embedded
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    bindir = tmp_path / "gone" / "pkg" / "dist" / "bin"
+    nobody = pwd.getpwnam("nobody")
+    with pytest.raises(OSError):
+        embedded._reachable_binaries(PgBinaries(17, 0, bindir, "test"), nobody)
+    assert list(tmp_path.glob("opsgate-pgdist-*")) == []
