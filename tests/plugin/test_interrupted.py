@@ -60,7 +60,8 @@ def _stopped_run(pytester: pytest.Pytester, sig: signal.Signals, *args: str
     started = pytester.path / "started"
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RUN_OPS_", "PYTEST_", "OPSGATE_", "GITHUB_"))}
-    env.update(ENV, STARTED_FILE=str(started))
+    env.update(ENV, STARTED_FILE=str(started),
+               GITHUB_STEP_SUMMARY=str(pytester.path / "step-summary.md"))
     reports = pytester.path / "reports"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
@@ -133,6 +134,11 @@ def test_a_stopped_drill_is_interrupted_in_every_artefact(
     assert history[-1]["verdict"] == "interrupted"
     assert any(sig.name in n for n in history[-1]["notes"])
     assert f"interrupted by {sig.name}" in (run.parent.parent / "history.html").read_text()
+
+    step = (run.parent.parent.parent / "step-summary.md").read_text()
+    assert "### opsgate release gate: INTERRUPTED" in step, step
+    assert "| interrupted checks | ledger, neon_drill |" in step, step
+    assert f"interrupted by {sig.name} during" in step, step
 
     listed = main_here(cli.main, ["reports", "list", f"--reports-dir={run.parent.parent}"]
                        ).stdout
