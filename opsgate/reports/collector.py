@@ -52,10 +52,13 @@ class RunCollector:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.record.record(report, marker_of(report.keywords))
 
-    def pytest_collection_finish(self, session: pytest.Session) -> None:
-        """The selected tests (this process collected them): each is interrupted until
-        its reports arrive."""
-        for item in session.items:
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """The selected tests, once every plugin has deselected what it deselects (this
+        process collected them): each is interrupted until its reports arrive. Not
+        ``pytest_collection_finish``: pytest calls that one even when a stop cut the
+        collection short, with tests no selection has yet removed."""
+        for item in items:
             self.record.expect(item.nodeid, marker_of(item.keywords))
 
     @pytest.hookimpl(optionalhook=True)

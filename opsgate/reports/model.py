@@ -34,7 +34,8 @@ class Interruption:
     def sentence(self) -> str:
         """One line for every report: "interrupted by SIGTERM during neon_drill ..."."""
         during = (f" during {', '.join(self.running)}" if self.running
-                  else " between tests")
+                  else " between tests" if self.not_started
+                  else " before any selected test started")
         left = (f"; {len(self.not_started)} selected test(s) never started"
                 if self.not_started else "")
         return f"interrupted by {self.by}{during}{left}"

@@ -168,3 +168,35 @@ def test_maxfail_leaves_the_checks_after_it_interrupted(pytester: pytest.Pyteste
     assert (status["preflight"], status["neon_drill"], status["ledger"]) == (
         "failed", "interrupted", "interrupted")
     assert not (pytester.path / "started").exists()
+
+
+#: Holds the run inside collection (after the tests are collected, before the
+#: selection): where a signal 1 s into a run lands.
+SLOW_COLLECTION = """
+import os
+import pathlib
+import time
+
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    pathlib.Path(os.environ["STARTED_FILE"]).write_text("collecting")
+    time.sleep(60)
+"""
+
+
+def test_a_run_stopped_while_it_collects_names_no_check_interrupted(
+        pytester: pytest.Pytester) -> None:
+    """Stopped before the selection was made, a run knows of no selected test: no check
+    is recorded as interrupted (nor one the marker expression would have left out),
+    and the verdict still says the run was interrupted."""
+    pytester.makeconftest(SLOW_COLLECTION)
+    code, out, run = _stopped_run(pytester, signal.SIGTERM)
+    assert code == pytest.ExitCode.INTERRUPTED, out
+    s = _summary(run)
+    assert s["verdict"] == "interrupted"
+    assert s["interruption"] == {"by": "SIGTERM", "running": [], "not_started": []}
+    assert {c["status"] for c in s["checks"]} == {"not run"}, s["checks"]
+    assert "interrupted by SIGTERM before any selected test started" in s["notes"]
