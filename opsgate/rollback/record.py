@@ -37,7 +37,7 @@ def run_folder(reports: Path, operation: str) -> Path:
 
 
 def markdown(doc: dict[str, Any]) -> str:
-    lines = [f"# opsgate rollback {doc['operation']}: {doc['status']}", "",
+    lines = [f"# opsgate {doc['operation']}: {doc['status']}", "",
              f"{doc['message']}", "",
              f"- mode: {doc['mode']}", f"- reason: {doc.get('reason')}",
              f"- project: {doc.get('project', {}).get('name')}",

@@ -51,7 +51,11 @@ def _switch(backend: str, settings: Settings, env_file: Path, work: Path, projec
                               approve_production=project, reports=work,
                               env_file=env_file, pace=deploy.Pace(120.0, 0.1), **kw)
     done = run(options, settings, say)
-    summary.details.setdefault("runs", []).append(done.as_json())
+    inner = done.as_json()
+    # Its own record lived in the rehearsal's temporary folder, removed with it: this
+    # copy of its summary is what remains, so it names no folder that is gone.
+    inner["record_dir"] = inner["history_head"] = None
+    summary.details.setdefault("runs", []).append(inner)
     summary.step("apply", f"to-{backend}", "done" if done.status == "done" else "failed",
                  done.message)
     if done.status != "done":

@@ -21,6 +21,10 @@ def test_rehearse_runs_the_round_trip_and_records_it(
     assert [s["step"] for s in doc["steps"]] == [
         "to-blob", "admin edit on the fallback", "to-neon", "edit carried back"]
     assert [r["status"] for r in doc["runs"]] == ["done", "done"]
+    # The inner runs' records were in the rehearsal's removed folder: none is named.
+    assert [(r["record_dir"], r["history_head"]) for r in doc["runs"]] == [(None, None)] * 2
+    record = next((reports / "rollback").iterdir()) / "rollback.md"
+    assert record.read_text().startswith("# opsgate rollback rehearse: done")
     recovery = doc["runs"][1]["recovery"]
     assert recovery["mode"] == "force" and recovery["status"] == "applied"
     entries = history.entries(reports / "history.jsonl")
