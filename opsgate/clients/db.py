@@ -223,9 +223,26 @@ def transaction(
                     conn.rollback()
             raise
         conn.commit()
+    except psycopg.Error as exc:
+        _interrupted_mid_command(conn, exc)
+        raise
     finally:
         if not conn.closed:
-            conn.read_only, conn.isolation_level = before
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.ACTIVE:
+                conn.close()  # stopped mid-command: nothing more can run on it
+            else:
+                conn.read_only, conn.isolation_level = before
+
+
+def _interrupted_mid_command(conn: psycopg.Connection[Any], exc: psycopg.Error) -> None:
+    """A stop (Ctrl-C, SIGTERM) that lands while a command runs leaves the connection
+    busy; ending the transaction then fails ("another command is already in progress")
+    and that error would take the stop's place, so a stopped check would read as
+    failed. The connection is closed and the stop goes on."""
+    stop = exc.__context__
+    if isinstance(stop, KeyboardInterrupt):
+        conn.close()
+        raise stop from None
 
 
 def _begin_statement(read_only: bool, isolation: IsolationLevel | None) -> sql.SQL:

@@ -1,0 +1,25 @@
+"""A stop that lands while a command runs is still a stop: ending the transaction must not
+put a "connection busy" error in its place (a drill stopped by SIGTERM during its restore
+then read as failed: "can't change 'read_only' now: connection in transaction status
+ACTIVE")."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from opsgate.clients import db
+
+
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_a_stop_while_a_command_runs_leaves_as_a_stop(fresh_db: str, autocommit: bool) -> None:
+    conn = psycopg.connect(fresh_db, autocommit=autocommit)
+    try:
+        with pytest.raises(KeyboardInterrupt), db.transaction(conn, read_only=True):
+            # A command under way, as a stop between sending it and reading its answer
+            # leaves the connection.
+            conn.pgconn.send_query(b"SELECT pg_sleep(0.3)")
+            raise KeyboardInterrupt
+        assert conn.closed  # nothing more could run on it
+    finally:
+        conn.close()
