@@ -11,7 +11,8 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -104,3 +105,24 @@ def stop(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = 60
         proc.wait()
         raise AssertionError(f"still running {timeout} s after {sig.name}") from None
     return Stopped(sig.name, code, time.monotonic() - t, children)
+
+
+@contextmanager
+def reaped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Whatever happens inside (a probe that never fires, a failed assertion), ``proc``
+    is not left running after the test."""
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def assert_stopped_in_time(stopped: Stopped, exit_code: int, said: str) -> None:
+    """``stopped`` ended with ``exit_code`` inside CI's grace period; ``said`` is the
+    tail of its output, for the failure's line."""
+    assert stopped.exit_code == exit_code, (
+        f"exit {stopped.exit_code} after {stopped.signal_name}: {said[-800:]}")
+    assert stopped.seconds < GRACE_S, (
+        f"exited {stopped.seconds:.1f} s after {stopped.signal_name}: {said[-800:]}")

@@ -30,7 +30,15 @@ import pytest
 from opsgate.sandbox import Sandbox
 from opsgate.verify.drill import DUMP_FOLDER_PREFIX, SCRATCH_PREFIX
 from tests.gate_helpers import ROOT, clean_env
-from tests.stop_helpers import GRACE_S, Stopped, alive, descendants, stop, wait_for
+from tests.stop_helpers import (
+    Stopped,
+    alive,
+    assert_stopped_in_time,
+    descendants,
+    reaped,
+    stop,
+    wait_for,
+)
 
 #: Rows added to kb_entities: the drill then runs a few seconds, each phase long enough
 #: to be stopped in (a scaled sandbox would take a minute or more to build).
@@ -125,10 +133,7 @@ def _drill(sb: Sandbox, tmp: Path, mode: str = "local") -> tuple[subprocess.Pope
 
 
 def _assert_nothing_left(stopped: Stopped, url: str, tmp: Path, out: Path) -> None:
-    said = out.read_text(errors="replace")[-800:]
-    assert stopped.exit_code == 2, f"exit {stopped.exit_code} after {stopped.signal_name}: {said}"
-    assert stopped.seconds < GRACE_S, (
-        f"exited {stopped.seconds:.1f} s after {stopped.signal_name}: {said}")
+    assert_stopped_in_time(stopped, 2, out.read_text(errors="replace"))
     assert not stopped.children_left(), f"left running: {stopped.children_left()}"
     assert not _scratch_databases(url), f"scratch database left: {_scratch_databases(url)}"
     assert not _client_backends(url), f"backends left: {_client_backends(url)}"
@@ -153,7 +158,7 @@ def test_a_stopped_drill_exits_within_the_grace_and_leaves_nothing(
     sb, url = big
     proc, out = _drill(sb, tmp_path, mode)
     clusters: list[Path] = []
-    try:
+    with reaped(proc):
         if phase == "dump":
             wait_for("pg_dump running", _child(proc, "pg_dump"), proc, out=out)
         elif phase == "restore":
@@ -167,10 +172,6 @@ def test_a_stopped_drill_exits_within_the_grace_and_leaves_nothing(
             clusters = wait_for("the local copy's server", lambda: _local_cluster_folders(proc),
                                 proc, out=out)
         stopped = stop(proc, sig)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     print(f"drill ({mode}) stopped by {sig.name} during {phase}: exit {stopped.exit_code} "
           f"after {stopped.seconds:.2f} s")
     _assert_nothing_left(stopped, url, tmp_path, out)
@@ -184,7 +185,7 @@ def test_a_killed_local_drill_leaves_its_copy_to_the_watchdog(
     cluster and deletes its folder and the dump folder once the drill's process is gone."""
     sb, _ = big
     proc, out = _drill(sb, tmp_path, "local")
-    try:
+    with reaped(proc):
         wait_for("pg_restore running", _child(proc, "pg_restore"), proc, out=out)
         clusters = wait_for("the local copy's server", lambda: _local_cluster_folders(proc),
                             proc, out=out)
@@ -193,10 +194,6 @@ def test_a_killed_local_drill_leaves_its_copy_to_the_watchdog(
         assert dumps and clusters
         proc.kill()
         proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     t = time.monotonic()
     while time.monotonic() - t < 30 and any(p.exists() for p in (*clusters, *dumps)):
         time.sleep(0.1)
@@ -268,20 +265,15 @@ def test_sandbox_up_stopped_while_it_builds_stops_its_query_and_removes_everythi
             [sys.executable, "-m", "opsgate.cli", "sandbox", "up", "--scale",
              str(SANDBOX_SCALE), f"--env-file={env_file}"], cwd=tmp_path, env=clean_env(),
             stdout=sink, stderr=subprocess.STDOUT)
-    try:
+    with reaped(proc):
         wait_for("a migration query of the build", _busy_backend(proc), proc, out=out)
         folders = _folders_of_the_build(proc)
         stopped = stop(proc, sig)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     said = out.read_text(errors="replace")
     print(f"sandbox build stopped by {sig.name}: exit {stopped.exit_code} after "
           f"{stopped.seconds:.2f} s")
     assert len(folders) == 2, f"the build's folders not found: {folders}"
-    assert stopped.exit_code == 130, f"exit {stopped.exit_code}: {said[-600:]}"
-    assert stopped.seconds < GRACE_S, f"exited {stopped.seconds:.1f} s after {sig.name}"
+    assert_stopped_in_time(stopped, 130, said)
     assert "stopped by" in said and " up (" not in said, said[-600:]
     assert "Traceback" not in said, said[-1500:]
     assert not stopped.children_left(), f"left running: {stopped.children_left()}"
@@ -352,20 +344,15 @@ def test_a_migration_stopped_mid_apply_rolls_back_and_says_so(
              str(migrations), "run", STOP_PROBE, "--apply"],
             cwd=ROOT, env=env, stdout=stdout, stderr=stderr)
     app = f"opsgate-migrate {STOP_PROBE}"
-    try:
+    with reaped(proc):
         wait_for("the apply under way", lambda: marker.exists() and _server_rows(
             url, "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
             "AND state = 'active'", app), proc, out=err)
         stopped = stop(proc, sig)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     said = err.read_text(errors="replace")
     print(f"migration ({mode}) stopped by {sig.name}: exit {stopped.exit_code} after "
           f"{stopped.seconds:.2f} s")
-    assert stopped.exit_code == 130, f"exit {stopped.exit_code}: {said[-800:]}"
-    assert stopped.seconds < GRACE_S, f"exited {stopped.seconds:.1f} s after {sig.name}"
+    assert_stopped_in_time(stopped, 130, said)
     summary = json.loads(out.read_text())
     assert summary["status"] == "failed", summary
     assert summary["message"].endswith("interrupted; nothing was committed"), summary
@@ -395,18 +382,13 @@ def test_a_stopped_refresh_leaves_the_target_as_it_was_and_no_partial_export(
                  f"--source-env-file={sb.env_file}", f"--target-env-file={target_env}",
                  "--apply", f"--out={run_folder}", "--json"],
                 cwd=tmp_path, env=clean_env(), stdout=stdout, stderr=stderr)
-        try:
+        with reaped(proc):
             wait_for(f"{phase} running", _child(proc, phase), proc, out=err)
             stopped = stop(proc, sig)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         said = err.read_text(errors="replace")
         print(f"refresh stopped by {sig.name} during {phase}: exit {stopped.exit_code} "
               f"after {stopped.seconds:.2f} s")
-        assert stopped.exit_code == 130, f"exit {stopped.exit_code}: {said[-800:]}"
-        assert stopped.seconds < GRACE_S, f"exited {stopped.seconds:.1f} s after {sig.name}"
+        assert_stopped_in_time(stopped, 130, said)
         summary = json.loads(out.read_text())
         kept = {a["path"] for a in summary["archives"].values()}
         assert {str(p) for p in run_folder.glob("*.dump")} == kept, (
@@ -441,10 +423,7 @@ def _gate(sb: Sandbox, tmp: Path, check: str, *args: str, **env: str
 
 
 def _assert_stopped_in_time(stopped: Stopped, out: Path) -> None:
-    said = out.read_text(errors="replace")[-800:]
-    assert stopped.exit_code == 2, f"exit {stopped.exit_code} after {stopped.signal_name}: {said}"
-    assert stopped.seconds < GRACE_S, (
-        f"exited {stopped.seconds:.1f} s after {stopped.signal_name}: {said}")
+    assert_stopped_in_time(stopped, 2, out.read_text(errors="replace"))
     assert not stopped.children_left(), f"left running: {stopped.children_left()}"
 
 
@@ -466,14 +445,10 @@ def test_a_stopped_drift_check_ends_its_query_and_its_second_process(
         workers[:] = [p for p in descendants(proc.pid) if "_payload_worker" in _cmdline(p)]
         return bool(workers and _server_rows(url, reading))
 
-    try:
+    with reaped(proc):
         wait_for("the payload's second process and the kb read", both_sides_busy, proc,
                  out=out)
         stopped = stop(proc, signal.SIGTERM)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     print(f"drift stopped by SIGTERM: exit {stopped.exit_code} after {stopped.seconds:.2f} s")
     _assert_stopped_in_time(stopped, out)
     assert set(workers) <= set(stopped.children)  # and so none is left running
@@ -486,15 +461,11 @@ def test_a_stopped_parity_check_ends_its_download_and_deletes_its_spool(
     _sb, url = big
     basetemp = tmp_path / "basetemp"
     proc, out = _gate(_sb, tmp_path, "test_parity.py", f"--basetemp={basetemp}")
-    try:
+    with reaped(proc):
         wait_for("the API's answer arriving", lambda: [
             p for p in basetemp.glob("**/constellation.spool") if p.stat().st_size > 0],
             proc, out=out)
         stopped = stop(proc, signal.SIGINT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     print(f"parity stopped by SIGINT: exit {stopped.exit_code} after {stopped.seconds:.2f} s")
     _assert_stopped_in_time(stopped, out)
     assert not list(basetemp.glob("**/constellation.spool"))
