@@ -29,21 +29,11 @@ from tests.vercel_helpers import served_vercel_api
 #: otherwise.
 SDK = "@vercel/sdk@1.28.35"
 
-PROBE = r"""
-// The SDK's standalone functions, not its Vercel class: importing the class loads every
-// endpoint's schemas (about 10 s of Node's time here), these load what they use.
-import { VercelCore } from '@vercel/sdk/core.js';
-import { projectsGetProject } from '@vercel/sdk/funcs/projectsGetProject.js';
-import { projectsFilterProjectEnvs } from '@vercel/sdk/funcs/projectsFilterProjectEnvs.js';
-import { projectsGetProjectEnv } from '@vercel/sdk/funcs/projectsGetProjectEnv.js';
-import { deploymentsGetDeployments } from '@vercel/sdk/funcs/deploymentsGetDeployments.js';
-import { deploymentsGetDeployment } from '@vercel/sdk/funcs/deploymentsGetDeployment.js';
+#: What both probes share: the SDK's counters of values it filled in or did not know, and
+#: ``call``, which records each call's error (Zod's issues flattened) and those counts.
+CALLS = r"""
 import { startCountingUnrecognized } from '@vercel/sdk/types/unrecognized.js';
 import { startCountingDefaultToZeroValue } from '@vercel/sdk/types/defaultToZeroValue.js';
-
-const [serverURL, projectId, teamId, limit] = process.argv.slice(2);
-const sdk = new VercelCore({ bearerToken: process.env.VERCEL_TOKEN, serverURL,
-                             retryConfig: { strategy: 'none' } });
 
 // Zod's issues, flattened: of a union's branches, the one that came closest.
 function issues(list) {
@@ -74,6 +64,21 @@ async function call(name, fn) {
   calls.push({ name, error: error?.slice(0, 1500) ?? null, lenient });
   return result;
 }
+"""
+
+PROBE = r"""
+// The SDK's standalone functions, not its Vercel class: importing the class loads every
+// endpoint's schemas (about 10 s of Node's time here), these load what they use.
+import { VercelCore } from '@vercel/sdk/core.js';
+import { projectsGetProject } from '@vercel/sdk/funcs/projectsGetProject.js';
+import { projectsFilterProjectEnvs } from '@vercel/sdk/funcs/projectsFilterProjectEnvs.js';
+import { projectsGetProjectEnv } from '@vercel/sdk/funcs/projectsGetProjectEnv.js';
+import { deploymentsGetDeployments } from '@vercel/sdk/funcs/deploymentsGetDeployments.js';
+import { deploymentsGetDeployment } from '@vercel/sdk/funcs/deploymentsGetDeployment.js';
+
+const [serverURL, projectId, teamId, limit] = process.argv.slice(2);
+const sdk = new VercelCore({ bearerToken: process.env.VERCEL_TOKEN, serverURL,
+                             retryConfig: { strategy: 'none' } });
 
 const project = await call('getProject',
   () => projectsGetProject(sdk, { idOrName: projectId, teamId }));
@@ -118,7 +123,7 @@ def sdk_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           check=False)
     if proc.returncode != 0:
         pytest.fail(f"npm install {SDK} failed: {proc.stderr[-500:]}")
-    (folder / "probe.mjs").write_text(PROBE)
+    (folder / "probe.mjs").write_text(CALLS + PROBE)
     return folder
 
 
@@ -205,27 +210,10 @@ import { VercelCore } from '@vercel/sdk/core.js';
 import { projectsEditProjectEnv } from '@vercel/sdk/funcs/projectsEditProjectEnv.js';
 import { deploymentsCreateDeployment } from '@vercel/sdk/funcs/deploymentsCreateDeployment.js';
 import { deploymentsGetDeployment } from '@vercel/sdk/funcs/deploymentsGetDeployment.js';
-import { startCountingUnrecognized } from '@vercel/sdk/types/unrecognized.js';
-import { startCountingDefaultToZeroValue } from '@vercel/sdk/types/defaultToZeroValue.js';
 
 const [serverURL, projectId, teamId, envId, serving, domain, name] = process.argv.slice(2);
 const sdk = new VercelCore({ bearerToken: process.env.VERCEL_TOKEN, serverURL,
                              retryConfig: { strategy: 'none' } });
-const calls = [];
-async function call(label, fn) {
-  const unrecognized = startCountingUnrecognized();
-  const zeroed = startCountingDefaultToZeroValue();
-  let result; let error;
-  try {
-    const answer = await fn();
-    if (!answer.ok) throw answer.error;
-    result = answer.value;
-  } catch (e) {
-    error = `${e.name}: ${e.message}`.slice(0, 1500);
-  }
-  calls.push({ name: label, error: error ?? null, lenient: unrecognized.end() + zeroed.end() });
-  return result;
-}
 const edited = await call('editProjectEnv', () => projectsEditProjectEnv(sdk, {
   idOrName: projectId, id: envId, teamId, requestBody: { value: 'blob' } }));
 const made = await call('createDeployment', () => deploymentsCreateDeployment(sdk, {
@@ -255,7 +243,7 @@ def test_the_official_sdk_validates_the_rollbacks_writes(sdk_dir: Path) -> None:
     env = next(e for e in state.project.envs if e["key"] == "ADMIN_STORAGE_BACKEND"
                and e["target"] == ["production"])
     serving = state.deploys.serving()["id"]
-    (sdk_dir / "write-probe.mjs").write_text(WRITE_PROBE)
+    (sdk_dir / "write-probe.mjs").write_text(CALLS + WRITE_PROBE)
     with served_vercel_api("", state) as (_, _, url):
         proc = subprocess.run(
             ["node", "write-probe.mjs", url, state.project.id, state.team_id,
