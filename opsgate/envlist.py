@@ -15,8 +15,7 @@ from typing import Any
 
 from opsgate.config import FLAG_DEFAULTS, VARIABLES, Settings, shown
 from opsgate.errors import ConfigError
-
-EXIT_OK, EXIT_USAGE = 0, 2
+from opsgate.operation import EXIT_OK, EXIT_USAGE
 
 
 def add_parser(sub: Any) -> None:

@@ -11,25 +11,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from opsgate import __version__, interrupts
+from opsgate.operation import iso, now
 from opsgate.reports import reasons
 from opsgate.reports.model import RunRecord, marker_of, marker_of_nodeid
 from opsgate.reports.step_summary import step_summary
 from opsgate.reports.writer import run_dir_name, write_run
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _iso(ts: datetime) -> str:
-    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class RunCollector:
@@ -46,7 +38,7 @@ class RunCollector:
         self.allure = allure  # the caller's --alluredir, when not the run's own
         self.head: str | None = None
         self.done = False
-        self._t0 = _now()
+        self._t0 = now()
         self._stopped_by: str | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -86,14 +78,14 @@ class RunCollector:
         if self.done:
             return
         self.done = True
-        end = _now()
-        self.record.finished_at = _iso(end)
+        end = now()
+        self.record.finished_at = iso(end)
         self.record.duration_s = (end - self._t0).total_seconds()
         self.record.exit_status = int(session.exitstatus)
         self.record.interrupted_by(self._why_stopped(session))
         if self.record.interruption is not None:
             self.record.notes.append(self.record.interruption.sentence())
-        self.record.notes.extend(gate_notes(self.state))
+        self.record.notes.extend(reasons.gate_failures(self.state))
         try:
             _entry, self.head = write_run(self.record, self.root, self.run_dir,
                                           self.state.redact, self.junit, self.allure)
@@ -146,17 +138,11 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
-def gate_notes(state: Any) -> list[str]:
-    """Why the gate failed beyond any one check, as every report states it (the
-    sentences are `reasons.gate_failures`', shared with the terminal summary)."""
-    return reasons.gate_failures(state)
-
-
 def start_run(config: pytest.Config, state: Any) -> RunCollector:
     """Choose the run directory, point junitxml and allure-pytest into it, register."""
     root = Path(config.getoption("reports_dir") or (config.rootpath / "reports")).resolve()
     ident = state.settings.target_identity()
-    start = _now()
+    start = now()
     stamp = start.strftime("%Y%m%dT%H%M%SZ")
     runs = root / "runs"
     name = run_dir_name(stamp, str(ident["name"]))
@@ -177,7 +163,7 @@ def start_run(config: pytest.Config, state: Any) -> RunCollector:
     if not allure:
         config.option.allure_report_dir = str(run_dir / "allure-results")
     record = RunRecord(
-        run_id=run_dir.name, started_at=_iso(start), target=dict(ident),
+        run_id=run_dir.name, started_at=iso(start), target=dict(ident),
         target_kind=state.target_kind, expression=state.expression or "",
         expression_source=state.expression_source, opsgate_version=__version__,
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 from opsgate import interrupts
 from opsgate.errors import OpsgateError
+from opsgate.operation import EXIT_INTERRUPTED
 
 DEFAULT_ENV_FILE = ".env.sandbox"
 
@@ -35,10 +36,6 @@ def add_parser(sub: Any) -> None:
     up.add_argument("--fault", action="append", default=[], metavar="NAME",
                     help="make the reference API misbehave (see docs/sandbox.md)")
     p.set_defaults(handler=run)
-
-
-#: Exit code of a build stopped by SIGINT or SIGTERM (the shell's code for Ctrl-C).
-EXIT_INTERRUPTED = 130
 
 
 def run(args: argparse.Namespace) -> int:
