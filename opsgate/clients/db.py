@@ -228,8 +228,11 @@ def transaction(
         raise
     finally:
         if not conn.closed:
-            if conn.info.transaction_status == psycopg.pq.TransactionStatus.ACTIVE:
-                conn.close()  # stopped mid-command: nothing more can run on it
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                # Stopped mid-command (ACTIVE), or a second stop landed during the
+                # rollback (INTRANS, INERROR): psycopg refuses to change attributes then,
+                # and that error would replace the stop. Nothing more can run on it.
+                conn.close()
             else:
                 conn.read_only, conn.isolation_level = before
 

@@ -23,3 +23,24 @@ def test_a_stop_while_a_command_runs_leaves_as_a_stop(fresh_db: str, autocommit:
         assert conn.closed  # nothing more could run on it
     finally:
         conn.close()
+
+
+class _StopDuringRollback(psycopg.Connection[tuple[object, ...]]):
+    """A real connection whose rollback is cut short by a second stop, as CI's SIGTERM
+    landing 7.5 s after its SIGINT does; the transaction is still open (INTRANS)."""
+
+    def rollback(self) -> None:
+        raise KeyboardInterrupt
+
+
+def test_a_stop_during_the_rollback_leaves_as_a_stop(fresh_db: str) -> None:
+    # Seen in CI: "can't change 'read_only' now: connection in transaction status INTRANS"
+    # took the place of a drill's SIGTERM. (Only the autocommit path calls rollback().)
+    conn = _StopDuringRollback.connect(fresh_db, autocommit=True)
+    try:
+        with pytest.raises(KeyboardInterrupt), db.transaction(conn, read_only=True):
+            conn.execute("SELECT 1")
+            raise KeyboardInterrupt
+        assert conn.closed
+    finally:
+        conn.close()
