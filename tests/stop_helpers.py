@@ -92,18 +92,28 @@ class Stopped:
             time.sleep(0.05)
 
 
-def stop(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = 60.0
-         ) -> Stopped:
-    """Send ``sig`` to ``proc`` alone and wait for it to exit."""
+def stop(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = 60.0,
+         out: Path | None = None) -> Stopped:
+    """Send ``sig`` to ``proc`` alone and wait for it to exit.
+
+    A process still running after ``timeout`` gets SIGABRT first: a Python process with
+    faulthandler on (pytest turns it on) then writes every thread's stack to its output,
+    and the failure shows where it hung (the tail of ``out``)."""
     children = descendants(proc.pid)
     t = time.monotonic()
     proc.send_signal(sig)
     try:
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise AssertionError(f"still running {timeout} s after {sig.name}") from None
+        proc.send_signal(signal.SIGABRT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        tail = out.read_text(errors="replace")[-4000:] if out and out.exists() else ""
+        raise AssertionError(f"still running {timeout} s after {sig.name}; its stacks: "
+                             f"{tail}") from None
     return Stopped(sig.name, code, time.monotonic() - t, children)
 
 

@@ -525,15 +525,20 @@ class EmbeddedPostgres(Service):
         except OSError as exc:
             return f"its log could not be read ({exc.strerror})"
 
-    def _stop_server(self) -> bool:
+    def _stop_server(self, *, keep_data: bool = True) -> bool:
         """Stop the postmaster started by `_launch`: fast shutdown (SIGINT), then
         immediate (SIGQUIT), then SIGKILL, each followed by a wait on the child's exit
-        (Popen.wait: no pid file read, no fixed pace). False when this process has no
-        such child (pg_ctl stops it then)."""
+        (Popen.wait: no pid file read, no fixed pace). Without ``keep_data`` (the folder
+        is deleted next) immediate comes first: a fast shutdown's checkpoint would write
+        every dirty page of data about to be deleted (seconds, after a drill's restore,
+        of a stopped run's grace period). False when this process has no such child
+        (pg_ctl stops it then)."""
         proc, self._server = self._server, None
         if proc is None:
             return False
-        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL):
+        order = ((signal.SIGINT, signal.SIGQUIT, signal.SIGKILL) if keep_data
+                 else (signal.SIGQUIT, signal.SIGKILL))
+        for sig in order:
             if proc.poll() is not None:
                 break
             proc.send_signal(sig)
@@ -541,13 +546,14 @@ class EmbeddedPostgres(Service):
                 proc.wait(_STOP_TIMEOUT_S)
         return True
 
-    def _stop_postmaster(self) -> None:
+    def _stop_postmaster(self, *, keep_data: bool = True) -> None:
         """The cluster's server stopped: ours by signal (`_stop_server`); one running on
         this data folder that this object did not start, with pg_ctl, fast then
-        immediate."""
-        if self._stop_server() or not (self.datadir / "postmaster.pid").exists():
+        immediate (immediate only without ``keep_data``)."""
+        if (self._stop_server(keep_data=keep_data)
+                or not (self.datadir / "postmaster.pid").exists()):
             return
-        for mode in ("fast", "immediate"):
+        for mode in ("fast", "immediate") if keep_data else ("immediate",):
             proc = self._run([str(self.binaries.tool("pg_ctl")), "-D", str(self.datadir),
                               "-m", mode, "-w", "-t", "30", "stop"], timeout=60)
             if proc.returncode == 0:
@@ -566,13 +572,14 @@ class EmbeddedPostgres(Service):
         )
 
     def stop(self) -> None:
-        """Stop the server (fast, then immediate) and delete its folder. Idempotent."""
+        """Stop the server (immediate: its data is deleted next, so nothing needs to
+        reach disk) and delete its folder. Idempotent."""
         root, self.root = self.root, None
         if root is None:
             return
         self.root = root
         try:
-            self._stop_postmaster()
+            self._stop_postmaster(keep_data=False)
         finally:
             self.root = None
             shutil.rmtree(root, ignore_errors=True)

@@ -171,7 +171,7 @@ def test_a_stopped_drill_exits_within_the_grace_and_leaves_nothing(
         if mode == "local":
             clusters = wait_for("the local copy's server", lambda: _local_cluster_folders(proc),
                                 proc, out=out)
-        stopped = stop(proc, sig)
+        stopped = stop(proc, sig, out=out)
     print(f"drill ({mode}) stopped by {sig.name} during {phase}: exit {stopped.exit_code} "
           f"after {stopped.seconds:.2f} s")
     _assert_nothing_left(stopped, url, tmp_path, out)
