@@ -25,6 +25,15 @@ from opsgate.pytest_plugin.fixtures import connect_read_only, fail
 from opsgate.pytest_plugin.plugin import get_state
 from opsgate.verify import parity as engine
 from opsgate.verify.evidence import count_lines, set_diff
+from opsgate.verify.evidence_parity import (
+    ParityBuildNotes,
+    ParityCounts,
+    ParityDomains,
+    ParityEndpoints,
+    ParityOverview,
+    ParityShape,
+)
+from opsgate.verify.evidence_types import EvidenceStore
 
 pytestmark = pytest.mark.parity
 
@@ -120,21 +129,16 @@ def db_graph(parity: engine.Parity, pytestconfig: pytest.Config) -> engine.DbCou
 
 
 @pytest.mark.opsgate_role("parity.shape")
-def test_response_has_the_contract_shape(shaped: engine.ApiScan, evidence: dict[str, Any]
+def test_response_has_the_contract_shape(shaped: engine.ApiScan, evidence: EvidenceStore
                                          ) -> None:
-    evidence["metadata"] = shaped.metadata
-    evidence["api_bytes"] = shaped.bytes
+    evidence.set(ParityShape(shaped.metadata, shaped.bytes))
 
 
 @pytest.mark.opsgate_role("parity.counts")
 def test_node_and_edge_counts_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
-                                      parity: engine.Parity, evidence: dict[str, Any]) -> None:
+                                      parity: engine.Parity, evidence: EvidenceStore) -> None:
     assert shaped.metadata is not None
     meta = shaped.metadata["counts"]
-    evidence["api"] = {"nodes": shaped.nodes, "edges": shaped.edges, "metadata_counts": meta}
-    evidence["database"] = {"nodes": db_graph.nodes, "edges": db_graph.edges}
-    evidence["digests_equal"] = {"node ids": shaped.node_digest == db_graph.node_digest,
-                                 "edges": shaped.edge_digest == db_graph.edge_digest}
     problems = count_lines({
         "nodes": (shaped.nodes, db_graph.nodes),
         "edges": (shaped.edges, db_graph.edges),
@@ -142,18 +146,21 @@ def test_node_and_edge_counts_aligned(shaped: engine.ApiScan, db_graph: engine.D
         "metadata.counts.edges": (meta["edges"], db_graph.edges),
     }, "api", "database")
     problems += parity.node_differences + parity.edge_differences
-    evidence["differences"] = problems
+    evidence.set(ParityCounts(
+        {"nodes": shaped.nodes, "edges": shaped.edges, "metadata_counts": meta},
+        {"nodes": db_graph.nodes, "edges": db_graph.edges},
+        {"node ids": shaped.node_digest == db_graph.node_digest,
+         "edges": shaped.edge_digest == db_graph.edge_digest}, problems))
     if problems:
         fail("API and database disagree: " + "; ".join(problems))
 
 
 @pytest.mark.opsgate_role("parity.domains")
 def test_domains_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
-                         evidence: dict[str, Any]) -> None:
+                         evidence: EvidenceStore) -> None:
     assert shaped.metadata is not None
     api_domains = set(shaped.metadata["domains"])
-    evidence["api_domains"] = sorted(api_domains)
-    evidence["database_domains"] = db_graph.domains
+    evidence.set(ParityDomains(sorted(api_domains), db_graph.domains))
     problems = set_diff("domains", set(db_graph.domains), api_domains,
                         expected_name="database", actual_name="api metadata")
     problems += set_diff("domains", set(db_graph.domains), set(shaped.node_domains),
@@ -164,13 +171,12 @@ def test_domains_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
 
 @pytest.mark.opsgate_role("parity.build_notes")
 def test_build_and_note_counts_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
-                                       evidence: dict[str, Any]) -> None:
+                                       evidence: EvidenceStore) -> None:
     assert shaped.metadata is not None
     meta = shaped.metadata["counts"]
-    evidence["build"] = {"api": shaped.build, "metadata": meta["build"],
-                         "database": db_graph.build}
-    evidence["notes"] = {"api": shaped.notes, "metadata": meta["notes"],
-                         "database": db_graph.notes}
+    evidence.set(ParityBuildNotes(
+        {"api": shaped.build, "metadata": meta["build"], "database": db_graph.build},
+        {"api": shaped.notes, "metadata": meta["notes"], "database": db_graph.notes}))
     problems = count_lines({
         "build nodes": (shaped.build, db_graph.build),
         "note nodes": (shaped.notes, db_graph.notes),
@@ -182,8 +188,8 @@ def test_build_and_note_counts_aligned(shaped: engine.ApiScan, db_graph: engine.
 
 
 @pytest.mark.opsgate_role("parity.endpoints")
-def test_edge_endpoint_integrity(shaped: engine.ApiScan, evidence: dict[str, Any]) -> None:
-    evidence["dangling_edges"] = shaped.dangling
+def test_edge_endpoint_integrity(shaped: engine.ApiScan, evidence: EvidenceStore) -> None:
+    evidence.set(ParityEndpoints(shaped.dangling))
     if shaped.dangling:
         fail(
             f"{shaped.dangling} edge(s) in the API point at nodes it does not serve: "
@@ -194,7 +200,7 @@ def test_edge_endpoint_integrity(shaped: engine.ApiScan, evidence: dict[str, Any
 @pytest.mark.opsgate_role("parity.overview")
 def test_admin_overview_counts_match_the_database(
     deployment: httpx.Client, ops_settings: Settings, target_db: psycopg.Connection[Any],
-    evidence: dict[str, Any],
+    evidence: EvidenceStore,
 ) -> None:
     password = ops_settings.require_admin_password()
     counts: dict[str, int] = {}
@@ -216,8 +222,7 @@ def test_admin_overview_counts_match_the_database(
     found = contracts.problems("admin-overview", body)
     if found:
         fail("admin overview does not match the contract: " + "; ".join(found))
-    evidence["overview"] = body
-    evidence["database"] = counts
+    evidence.set(ParityOverview(body, counts))
     problems = count_lines({k: (body["counts"][k], v) for k, v in counts.items()},
                            "overview", "database")
     if problems:

@@ -1,5 +1,5 @@
 """pytest fixtures the runbook checks use: the target's settings, a read-only database
-session, the deployment's HTTP client and the evidence dict.
+session, the deployment's HTTP client and the evidence store.
 
 Every fixture turns a missing variable into a failure that names it, and an unreachable
 or misbehaving component into a failure that says what answered, never a traceback.
@@ -181,8 +181,8 @@ def deployment(ops_settings: Settings, pytestconfig: pytest.Config) -> Iterator[
 
 @pytest.fixture
 def evidence(request: pytest.FixtureRequest) -> EvidenceStore:
-    """The check's evidence, attached to its report (and so to every report file):
-    keys written into it, or a typed record handed over with ``evidence.set``."""
+    """The check's evidence, attached to its report (and so to every report file): the
+    typed records handed over with ``evidence.set``, by the test and its fixtures."""
     store = EvidenceStore()
     request.node.stash[EVIDENCE_KEY] = store
     return store

@@ -9,6 +9,7 @@ from typing import Any
 
 from opsgate.gate import BY_MARKER, CHECKS
 from opsgate.pytest_plugin.oneline import message_of
+from opsgate.verify.evidence_types import Partial
 
 #: summary.json's contract; 2 added the ``interrupted`` verdict, status and outcome, the
 #: ``interrupted`` count and the ``interruption`` object; 3 has one ``checks`` entry per
@@ -146,8 +147,8 @@ class RunRecord:
         out = []
         for spec in CHECKS:
             tests = [t for t in self.tests.values() if t.marker == spec.marker]
-            partial = [str(t.evidence["partial"]) for t in tests
-                       if isinstance(t.evidence, dict) and t.evidence.get("partial")]
+            partial = [p.partial for p in (Partial.from_json(t.evidence) for t in tests
+                                           if isinstance(t.evidence, dict)) if p]
             if not tests:
                 status = "not run"
             elif any(t.outcome in ("failed", "error") for t in tests):
