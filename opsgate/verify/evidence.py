@@ -2,8 +2,8 @@
 
 Checks hand typed records (`opsgate.verify.evidence_types`) to the ``evidence``
 fixture; the plugin attaches their JSON to the test report (redacted), where the
-reports (JUnit properties, summary.json, Allure attachments) pick it up. Diff helpers keep examples bounded so a million-row mismatch
-still produces a readable message.
+reports (JUnit properties, summary.json, Allure attachments) pick it up. Diff helpers
+keep examples bounded so a million-row mismatch still produces a readable message.
 """
 
 from __future__ import annotations
