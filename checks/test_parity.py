@@ -9,7 +9,7 @@ below reads, on every pytest-xdist worker (see opsgate.verify.parity)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import allure
 import httpx
@@ -20,9 +20,16 @@ from opsgate.clients import contracts, db
 from opsgate.clients import web as http
 from opsgate.clients.schema import OVERVIEW_COUNTS
 from opsgate.config import Settings
-from opsgate.errors import HttpCheckError, MissingEnvError, first_line
+from opsgate.errors import (
+    NOT_TRIED_AGAIN,
+    HttpCheckError,
+    MissingEnvError,
+    NotTriedAgainError,
+    first_line,
+)
 from opsgate.pytest_plugin.fixtures import connect_read_only, fail
 from opsgate.pytest_plugin.plugin import get_state
+from opsgate.reports import failure_kinds
 from opsgate.verify import parity as engine
 from opsgate.verify.evidence import count_lines, set_diff
 from opsgate.verify.evidence_parity import (
@@ -65,6 +72,7 @@ def _compute(settings: Settings, config: pytest.Config, spool: Path) -> engine.P
         return result
     except pytest.fail.Exception as exc:  # connect_read_only's one-line failure
         result.db_error = str(exc.msg)
+        result.db_again_of = failure_kinds.again_of(exc)
         return result
     with allure.step("read: kb_entities and kb_edges (one statement)"), conn:
         try:
@@ -92,19 +100,21 @@ def parity(ops_settings: Settings, pytestconfig: pytest.Config,
 _SHOWN = pytest.StashKey[set[str]]()
 
 
-def _once(message: str, config: pytest.Config) -> str:
+def _once(message: str, again_of: str | None, config: pytest.Config) -> NoReturn:
     """The run's one attempt at the API and the database serves every parity test: after
     the first test shows that a target did not answer, the others say it was not tried
     again, as login and deployment do (only for a target that did not answer: an HTTP
-    error or a contract break is no connection failure)."""
-    if "not tried again" in message or not any(
-            cause in message for cause in get_state(config).unreachable.values()):
-        return message
+    error or a contract break is no connection failure). ``again_of``: the first line,
+    when the target was not asked at all because it did not answer an earlier check."""
+    if again_of is not None:
+        fail(message, NotTriedAgainError(message, again_of))
+    if not any(cause in message for cause in get_state(config).unreachable.values()):
+        fail(message)
     shown = config.stash.setdefault(_SHOWN, set())
     if message in shown:
-        return f"{message} (earlier in this run; not tried again)"
+        fail(message + NOT_TRIED_AGAIN, NotTriedAgainError(message + NOT_TRIED_AGAIN, message))
     shown.add(message)
-    return message
+    fail(message)
 
 
 @pytest.fixture
@@ -112,7 +122,7 @@ def shaped(parity: engine.Parity, pytestconfig: pytest.Config) -> engine.ApiScan
     """The API's figures, once the answer is known to match its contract."""
     api = parity.api
     if api.error is not None:
-        fail(_once(api.error, pytestconfig))
+        _once(api.error, api.again_of, pytestconfig)
     if api.contract:
         more = (f" ({api.bad_items} item(s) in all)" if api.bad_items > len(api.contract)
                 else "")
@@ -124,7 +134,7 @@ def shaped(parity: engine.Parity, pytestconfig: pytest.Config) -> engine.ApiScan
 @pytest.fixture
 def db_graph(parity: engine.Parity, pytestconfig: pytest.Config) -> engine.DbCounts:
     if parity.db is None:
-        fail(_once(parity.db_error or "the database was not read", pytestconfig))
+        _once(parity.db_error or "the database was not read", parity.db_again_of, pytestconfig)
     return parity.db
 
 

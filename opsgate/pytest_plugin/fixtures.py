@@ -21,10 +21,15 @@ import pytest
 from opsgate.clients import db
 from opsgate.clients import web as http
 from opsgate.config import Settings
-from opsgate.errors import DatabaseUnavailableError, MissingEnvError, first_line
+from opsgate.errors import (
+    NOT_TRIED_AGAIN,
+    DatabaseNotTriedAgain,
+    DatabaseUnavailableError,
+    MissingEnvError,
+    first_line,
+)
 from opsgate.gate import BY_MARKER
 from opsgate.pytest_plugin.plugin import EVIDENCE_KEY, get_state
-from opsgate.reports.reasons import NOT_TRIED_AGAIN
 from opsgate.sensitive import SecretUrl
 from opsgate.verify.evidence_types import EvidenceStore
 from opsgate.verify.expectations import Expectations
@@ -67,8 +72,8 @@ def connect_read_only(url: SecretUrl, settings: Settings,
     # ``unreachable``: the run's record of targets that did not answer, so each later
     # check fails at once with the first line instead of connecting again.
     if unreachable is not None and url.masked in unreachable:
-        fail(unreachable[url.masked] + NOT_TRIED_AGAIN,  # one cause in the reports
-             DatabaseUnavailableError(unreachable[url.masked]))
+        seen = unreachable[url.masked]  # one cause in the reports: joined by type
+        fail(seen + NOT_TRIED_AGAIN, DatabaseNotTriedAgain(seen + NOT_TRIED_AGAIN, seen))
     started = time.monotonic()
     try:
         conn = db.connect(url, redact=settings.redactor(), autocommit=False)

@@ -59,6 +59,8 @@ class TestOutcome:
     role: str | None = None
     #: A failure's kind, from the type of the error behind it (`failure_kinds`).
     kind: str | None = None
+    #: For a target not tried again, the line of its first failure (`failure_kinds.again_of`).
+    again_of: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {"nodeid": self.nodeid, "name": self.name, "outcome": self.outcome,
@@ -66,6 +68,8 @@ class TestOutcome:
                "evidence": self.evidence}
         if self.kind is not None and self.outcome in ("failed", "error"):
             out["kind"] = self.kind
+        if self.again_of is not None and self.outcome in ("failed", "error"):
+            out["again_of"] = self.again_of
         return out
 
 
@@ -112,6 +116,8 @@ class RunRecord:
                 test.role = str(value)
             elif name == "opsgate_failure_kind":
                 test.kind = str(value)
+            elif name == "opsgate_again_of":
+                test.again_of = str(value)
             elif name == "opsgate_evidence":
                 try:
                     test.evidence = json.loads(value)
@@ -217,6 +223,7 @@ class RunRecord:
         tests = {
             redact(nodeid): replace(t, nodeid=redact(t.nodeid), name=redact(t.name),
                                     message=redact_data(t.message, redact),
+                                    again_of=t.again_of and redact(t.again_of),
                                     evidence=redact_data(t.evidence, redact))
             for nodeid, t in self.tests.items()
         }
