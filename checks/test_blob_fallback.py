@@ -17,7 +17,13 @@ from opsgate.errors import BlobError
 from opsgate.pytest_plugin.fixtures import connect_read_only, fail
 from opsgate.pytest_plugin.plugin import get_state
 from opsgate.verify.blob_parity import blob_hash, compare, store_for
-from opsgate.verify.evidence_types import BlobParityEvidence, EvidenceStore
+from opsgate.verify.evidence_blob import (
+    BlobContentState,
+    BlobListing,
+    BlobNeonComparison,
+    BlobStoreUsed,
+)
+from opsgate.verify.evidence_types import BlobParityEvidence, EvidenceStore, Partial
 from opsgate.verify.expectations import Expectations
 
 #: The repeatable migration that writes Neon's admin state to the blob fallback.
@@ -27,24 +33,25 @@ pytestmark = pytest.mark.blob_fallback
 
 
 @pytest.fixture
-def blob_state(ops_settings: Settings, evidence: dict[str, Any],
+def blob_state(ops_settings: Settings, evidence: EvidenceStore,
                pytestconfig: pytest.Config) -> BlobAdminState:
     store = store_for(ops_settings, get_state(pytestconfig).unreachable)
-    evidence["store"] = store.describe()
+    evidence.set(BlobStoreUsed(store.describe()))
     try:
         state = open_admin_state(store, ops_settings.admin_blob_prefix)
     except BlobError as exc:
         fail(f"the blob fallback is not usable: {exc}")
-    evidence["objects"] = [o.as_dict() for o in state.objects]
-    evidence["list_pages"] = getattr(store, "pages", None)
+    evidence.set(BlobListing([o.as_dict() for o in state.objects],
+                             getattr(store, "pages", None)))
     return state
 
 
 def test_blob_state_is_complete_and_well_formed(blob_state: BlobAdminState,
-                                                evidence: dict[str, Any]) -> None:
-    evidence["content_state_keys"] = len(blob_state.content_state)
+                                                evidence: EvidenceStore) -> None:
+    keys = len(blob_state.content_state)
+    evidence.set(BlobContentState(keys))
     try:
-        evidence["history_entries"] = sum(1 for _ in blob_state.entries())
+        evidence.set(BlobContentState(keys, sum(1 for _ in blob_state.entries())))
     except BlobError as exc:
         fail(f"the blob fallback is not usable: {exc}")
     if not blob_state.content_state:
@@ -61,7 +68,7 @@ def test_blob_and_neon_hashes_match(blob_state: BlobAdminState, ops_settings: Se
         # evidence and so in every report ("partial"), never passed over in silence.
         partial = ("Neon parity not compared: DATABASE_URL is not set; only the blob "
                    "copy itself was verified")
-        evidence["partial"] = partial
+        evidence.set(Partial(partial))
         try:
             only_blob, _ = blob_hash(blob_state)
         except BlobError as exc:
@@ -78,17 +85,14 @@ def test_blob_and_neon_hashes_match(blob_state: BlobAdminState, ops_settings: Se
         except BlobError as exc:
             fail(f"the blob fallback is not usable: {exc}")
     evidence.set(BlobParityEvidence(result.blob_hash, result.neon_hash))
-    evidence.update({
-        "blob_counts": result.blob_counts, "neon_counts": result.neon_counts,
-        "differences": {k: v for k, v in result.differences.items() if v},
-        "runbook_lines": [f"blob {result.blob_hash}", f"neon {result.neon_hash}",
-                          f"canonical parity hash match: {result.match}"],
-    })
-    if pinned:
-        evidence["pinned_admin_state_sha256"] = pinned
-        if result.neon_hash != pinned:
-            fail(f"the admin state changed: canon-v1 hash {result.neon_hash}, pinned "
-                 f"{pinned} in {expectations.source}")
+    evidence.set(BlobNeonComparison(
+        result.blob_counts, result.neon_counts,
+        {k: v for k, v in result.differences.items() if v},
+        [f"blob {result.blob_hash}", f"neon {result.neon_hash}",
+         f"canonical parity hash match: {result.match}"], pinned))
+    if pinned and result.neon_hash != pinned:
+        fail(f"the admin state changed: canon-v1 hash {result.neon_hash}, pinned "
+             f"{pinned} in {expectations.source}")
     if not result.match:
         fail(f"blob and neon admin state differ (blob {result.blob_hash}, neon "
              f"{result.neon_hash}): " + "; ".join(result.lines())

@@ -9,9 +9,6 @@ other check would see it. Reads only the listing, never an object's body."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import pytest
 
 from opsgate.clients.blob import CONTENT_STATE, HISTORY
@@ -20,32 +17,10 @@ from opsgate.errors import BlobError
 from opsgate.pytest_plugin.fixtures import fail
 from opsgate.pytest_plugin.plugin import get_state
 from opsgate.verify.blob_parity import store_for
+from opsgate.verify.evidence_blob import BlobObjects, BlobStoreUsed
 from opsgate.verify.evidence_types import EvidenceStore
 
 pytestmark = pytest.mark.blob_objects
-
-
-@dataclass(frozen=True)
-class BlobObjects:
-    """The check's evidence: what the store holds under the prefix against what it
-    should. Here, not in opsgate.verify.evidence_types: no report reads it by role."""
-
-    prefix: str
-    expected: list[str]
-    found: list[str]
-
-    @property
-    def missing(self) -> list[str]:
-        return [p for p in self.expected if p not in self.found]
-
-    @property
-    def extra(self) -> list[str]:
-        return [p for p in self.found if p not in self.expected]
-
-    def as_json(self) -> dict[str, Any]:
-        return {"prefix": self.prefix, "expected": self.expected, "found": self.found,
-                "missing": self.missing, "extra": self.extra,
-                "object_count": len(self.found)}
 
 
 def test_blob_store_holds_exactly_the_admin_state(ops_settings: Settings,
@@ -53,7 +28,7 @@ def test_blob_store_holds_exactly_the_admin_state(ops_settings: Settings,
                                                   pytestconfig: pytest.Config) -> None:
     prefix = ops_settings.admin_blob_prefix
     store = store_for(ops_settings, get_state(pytestconfig).unreachable)
-    evidence["store"] = store.describe()
+    evidence.set(BlobStoreUsed(store.describe()))
     try:
         found = sorted(o.pathname for o in store.list(prefix))
     except BlobError as exc:

@@ -6,7 +6,6 @@ every migration script added or changed comes with all three entries. Reads git 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,12 +13,13 @@ from opsgate.config import Settings
 from opsgate.errors import ChangeRangeError, MissingEnvError
 from opsgate.pytest_plugin.fixtures import fail
 from opsgate.verify.change_control import ChangePaths, review
+from opsgate.verify.evidence_types import EvidenceStore
 
 pytestmark = pytest.mark.change_control
 
 
 def test_each_migration_in_the_range_has_index_changelog_and_checkpoint_entries(
-    ops_settings: Settings, pytestconfig: pytest.Config, evidence: dict[str, Any]
+    ops_settings: Settings, pytestconfig: pytest.Config, evidence: EvidenceStore
 ) -> None:
     try:
         range_text = ops_settings.require_change_range()
@@ -32,10 +32,7 @@ def test_each_migration_in_the_range_has_index_changelog_and_checkpoint_entries(
                        Path(pytestconfig.invocation_params.dir))
     except ChangeRangeError as exc:
         fail(str(exc))
-    evidence.update(found.evidence())
-    if not found.migrations:
-        evidence["note"] = (f"no migration script added or changed in "
-                            f"{len(found.commits)} commit(s)")
+    evidence.set(found.evidence())
     problems = found.problems()
     if problems:
         fail("; ".join(problems))

@@ -10,6 +10,7 @@ recorded, and ADMIN_STORAGE_BACKEND, when encrypted, is compared without being s
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,13 @@ from opsgate.errors import ConfigError, HttpCheckError, MissingEnvError
 from opsgate.pytest_plugin.fixtures import fail
 from opsgate.pytest_plugin.plugin import get_state
 from opsgate.verify.evidence import bounded
+from opsgate.verify.evidence_deployment import (
+    BaseUrlHost,
+    EnvTargets,
+    LinkedProject,
+    ProductionDeployment,
+)
+from opsgate.verify.evidence_types import EvidenceStore
 
 pytestmark = pytest.mark.deployment
 
@@ -57,14 +65,15 @@ def _call(fn: Any, *args: Any) -> Any:
 
 
 def test_project_is_the_linked_one(api: vercel.VercelApi, link: vercel.ProjectLink,
-                                   evidence: dict[str, Any]) -> None:
-    evidence["linked_by"] = link.source
-    evidence["project_id"], evidence["org_id"] = link.project_id, link.org_id
+                                   evidence: EvidenceStore) -> None:
+    linked = LinkedProject(link.source, link.project_id, link.org_id)
+    evidence.set(linked)
     if link.conflict:
         fail(f"VERCEL_PROJECT_ID is {link.project_id} but the project file names "
              f"{link.conflict}: which project this gate checks is unclear; make them agree")
     project = _call(api.project)
-    evidence["project"] = {k: project.get(k) for k in ("id", "name", "accountId")}
+    evidence.set(replace(linked, project={k: project.get(k)
+                                          for k in ("id", "name", "accountId")}))
     problems = []
     if link.project_id not in (project.get("id"), project.get("name")):
         problems.append(f"asked for project {link.project_id}, the API answered with "
@@ -83,7 +92,7 @@ def _applies(env: dict[str, Any], target: str) -> bool:
     return target in listed and not env.get("gitBranch")
 
 
-def test_env_by_target(api: vercel.VercelApi, evidence: dict[str, Any]) -> None:
+def test_env_by_target(api: vercel.VercelApi, evidence: EvidenceStore) -> None:
     envs = _call(api.envs)
     problems: list[str] = []
     shown: dict[str, dict[str, Any]] = {}
@@ -116,14 +125,13 @@ def test_env_by_target(api: vercel.VercelApi, evidence: dict[str, Any]) -> None:
                 problems.append(f"{BACKEND} for {target} is of type {kind}, whose value "
                                 "cannot be read back, so 'neon' cannot be verified; store it "
                                 "as a plain variable")
-    evidence["targets"] = shown
-    evidence["variables_listed"] = len(envs)
+    evidence.set(EnvTargets(shown, len(envs)))
     if problems:
         fail("; ".join(problems))
 
 
 @pytest.fixture
-def production(api: vercel.VercelApi, evidence: dict[str, Any]) -> dict[str, Any]:
+def production(api: vercel.VercelApi, evidence: EvidenceStore) -> dict[str, Any]:
     """The latest production deployment, in full (``/v13/deployments``)."""
     latest = _call(api.latest_production_deployment)
     if latest is None:
@@ -132,11 +140,11 @@ def production(api: vercel.VercelApi, evidence: dict[str, Any]) -> dict[str, Any
     if not isinstance(ident, str):
         fail("the latest production deployment has no id in the API's answer")
     found: dict[str, Any] = _call(api.deployment, ident)
-    evidence["deployment"] = {
+    evidence.set(ProductionDeployment({
         "id": found.get("id"), "url": found.get("url"), "readyState": found.get("readyState"),
         "target": found.get("target"), "createdAt": found.get("createdAt"),
         "aliases": bounded(found.get("alias") or [], 20),
-    }
+    }))
     return found
 
 
@@ -152,14 +160,14 @@ def test_latest_production_deployment_is_ready(production: dict[str, Any]) -> No
 
 
 def test_base_url_is_served_by_it(production: dict[str, Any], ops_settings: Settings,
-                                  evidence: dict[str, Any]) -> None:
+                                  evidence: EvidenceStore) -> None:
     try:
         base = ops_settings.require_base_url()
     except MissingEnvError as exc:
         fail(str(exc))
     host = httpx.URL(base).netloc.decode("ascii", "replace")
     names = [production.get("url"), *(production.get("alias") or [])]
-    evidence["OPS_BASE_URL host"] = host
+    evidence.set(BaseUrlHost(host))
     if host not in names:
         shown = ", ".join(str(n) for n in bounded(names, 10)) or "none"
         state = production.get("readyState")

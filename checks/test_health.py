@@ -34,6 +34,6 @@ def test_row_counts(target_db: psycopg.Connection[Any], ops_settings: Settings,
     evidence.set(HealthCounts(dict(counts)))  # a missing table shows as null
     target = str(ops_settings.target_identity()["name"])
     change = trend(counts, last_green_counts(reports_root, target), expectations.max_shrink)
-    evidence["trend"] = change.as_evidence()
+    evidence.set(change.evidence())
     if change.problems:
         fail("; ".join(change.problems))

@@ -15,6 +15,7 @@ from opsgate.config import Settings
 from opsgate.errors import OpsgateError
 from opsgate.pytest_plugin.fixtures import fail
 from opsgate.verify.drift import compare, payload_from_database, payload_from_file
+from opsgate.verify.evidence_types import EvidenceStore
 from opsgate.verify.expectations import Expectations
 
 pytestmark = pytest.mark.knowledge_drift
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.knowledge_drift
 
 def test_legacy_payload_matches_the_kb_graph(
     ops_settings: Settings, target_db: psycopg.Connection[Any], expectations: Expectations,
-    evidence: dict[str, Any]
+    evidence: EvidenceStore
 ) -> None:
     try:
         if ops_settings.legacy_payload_file:
@@ -37,13 +38,11 @@ def test_legacy_payload_matches_the_kb_graph(
         result = compare(payload, target_db, source, steps=allure.step)
     except OpsgateError as exc:
         fail(str(exc))
-    evidence.update(result.evidence())
     pinned = expectations.pinned.get("kb_graph_sha256")
-    if pinned:
-        evidence["pinned_kb_graph_sha256"] = pinned
-        if result.kb.graph_hash != pinned:
-            fail(f"the kb graph changed: canon-v1 hash {result.kb.graph_hash}, pinned "
-                 f"{pinned} in {expectations.source}")
+    evidence.set(result.evidence(pinned))
+    if pinned and result.kb.graph_hash != pinned:
+        fail(f"the kb graph changed: canon-v1 hash {result.kb.graph_hash}, pinned "
+             f"{pinned} in {expectations.source}")
     if result.drifted:
         fail("the kb graph drifted from the legacy payload: "
              + " | ".join(result.summary_lines())

@@ -14,6 +14,8 @@ from opsgate.errors import OpsgateError
 from opsgate.migrate import ledger
 from opsgate.migrate.scripts import discover_scripts
 from opsgate.pytest_plugin.fixtures import fail
+from opsgate.verify.evidence_database import LedgerApplied, LedgerChecksums, LedgerRows
+from opsgate.verify.evidence_types import EvidenceStore
 from opsgate.verify.expectations import Expectations
 
 pytestmark = pytest.mark.ledger
@@ -39,10 +41,10 @@ def rows(target_db: psycopg.Connection[Any]) -> list[dict[str, Any]]:
 
 def test_every_migration_is_applied_with_a_payload_hash(
     scripts: list[Any], rows: list[dict[str, Any]], expectations: Expectations,
-    evidence: dict[str, Any]
+    evidence: EvidenceStore
 ) -> None:
     applied = {r["name"]: r for r in rows if r["status"] == "applied" and r["payload_hash"]}
-    evidence["migrations"] = [
+    migrations = [
         {"name": s.name, "ledger_id": applied[s.name]["id"] if s.name in applied else None,
          "payload_hash": applied[s.name]["payload_hash"] if s.name in applied else None}
         for s in scripts
@@ -52,10 +54,9 @@ def test_every_migration_is_applied_with_a_payload_hash(
     # that lost a migration must not make its absence from the ledger look fine).
     missing += [m for m in expectations.required_migrations
                 if m not in applied and m not in missing]
-    evidence["required_migrations"] = list(expectations.required_migrations)
     # The ledger's floor is judged here, not by preflight: one lost row, one red check.
     floors = expectations.floors_judged_by("ledger")
-    evidence["floors"] = floors
+    evidence.set(LedgerApplied(migrations, list(expectations.required_migrations), floors))
     problems = ([f"{len(missing)} migration(s) have no applied ledger row with a payload "
                  "hash: " + ", ".join(missing)] if missing else [])
     problems += expectations.floor_problems({"admin_migrations": len(rows)}, "ledger")
@@ -64,7 +65,7 @@ def test_every_migration_is_applied_with_a_payload_hash(
 
 
 def test_no_script_changed_after_apply(
-    scripts: list[Any], rows: list[dict[str, Any]], evidence: dict[str, Any]
+    scripts: list[Any], rows: list[dict[str, Any]], evidence: EvidenceStore
 ) -> None:
     last: dict[str, dict[str, Any]] = {}
     for r in rows:
@@ -75,19 +76,19 @@ def test_no_script_changed_after_apply(
         f"file {s.checksum[:12]}…)"
         for s in scripts if s.name in last and last[s.name]["script_checksum"] != s.checksum
     ]
-    evidence["checksums"] = {s.name: s.checksum for s in scripts}
+    evidence.set(LedgerChecksums({s.name: s.checksum for s in scripts}))
     if edited:
         fail("script(s) edited after they were applied: " + "; ".join(edited))
 
 
 def test_ledger_names_only_known_successful_migrations(
-    scripts: list[Any], rows: list[dict[str, Any]], evidence: dict[str, Any]
+    scripts: list[Any], rows: list[dict[str, Any]], evidence: EvidenceStore
 ) -> None:
     known = {s.name for s in scripts} | ledger.OPERATIONS  # e.g. an `opsgate refresh` row
     unknown = sorted({r["name"] for r in rows} - known)
     failed = [f"row {r['id']} {r['name']} status {r['status']}" for r in rows
               if r["status"] != "applied"]
-    evidence["ledger_rows"] = len(rows)
+    evidence.set(LedgerRows(len(rows)))
     problems = ([f"unknown migrations in the ledger: {', '.join(unknown)}"] if unknown else []
                 ) + ([f"non-applied rows: {'; '.join(failed[:10])}"] if failed else [])
     if problems:

@@ -9,7 +9,7 @@ below reads, on every pytest-xdist worker (see opsgate.verify.parity)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import allure
 import httpx
@@ -20,11 +20,27 @@ from opsgate.clients import contracts, db
 from opsgate.clients import web as http
 from opsgate.clients.schema import OVERVIEW_COUNTS
 from opsgate.config import Settings
-from opsgate.errors import HttpCheckError, MissingEnvError, first_line
+from opsgate.errors import (
+    NOT_TRIED_AGAIN,
+    HttpCheckError,
+    MissingEnvError,
+    NotTriedAgainError,
+    first_line,
+)
 from opsgate.pytest_plugin.fixtures import connect_read_only, fail
 from opsgate.pytest_plugin.plugin import get_state
+from opsgate.reports import failure_kinds
 from opsgate.verify import parity as engine
 from opsgate.verify.evidence import count_lines, set_diff
+from opsgate.verify.evidence_parity import (
+    ParityBuildNotes,
+    ParityCounts,
+    ParityDomains,
+    ParityEndpoints,
+    ParityOverview,
+    ParityShape,
+)
+from opsgate.verify.evidence_types import EvidenceStore
 
 pytestmark = pytest.mark.parity
 
@@ -56,6 +72,7 @@ def _compute(settings: Settings, config: pytest.Config, spool: Path) -> engine.P
         return result
     except pytest.fail.Exception as exc:  # connect_read_only's one-line failure
         result.db_error = str(exc.msg)
+        result.db_again_of = failure_kinds.again_of(exc)
         return result
     with allure.step("read: kb_entities and kb_edges (one statement)"), conn:
         try:
@@ -83,19 +100,21 @@ def parity(ops_settings: Settings, pytestconfig: pytest.Config,
 _SHOWN = pytest.StashKey[set[str]]()
 
 
-def _once(message: str, config: pytest.Config) -> str:
+def _once(message: str, again_of: str | None, config: pytest.Config) -> NoReturn:
     """The run's one attempt at the API and the database serves every parity test: after
     the first test shows that a target did not answer, the others say it was not tried
     again, as login and deployment do (only for a target that did not answer: an HTTP
-    error or a contract break is no connection failure)."""
-    if "not tried again" in message or not any(
-            cause in message for cause in get_state(config).unreachable.values()):
-        return message
+    error or a contract break is no connection failure). ``again_of``: the first line,
+    when the target was not asked at all because it did not answer an earlier check."""
+    if again_of is not None:
+        fail(message, NotTriedAgainError(message, again_of))
+    if not any(cause in message for cause in get_state(config).unreachable.values()):
+        fail(message)
     shown = config.stash.setdefault(_SHOWN, set())
     if message in shown:
-        return f"{message} (earlier in this run; not tried again)"
+        fail(message + NOT_TRIED_AGAIN, NotTriedAgainError(message + NOT_TRIED_AGAIN, message))
     shown.add(message)
-    return message
+    fail(message)
 
 
 @pytest.fixture
@@ -103,7 +122,7 @@ def shaped(parity: engine.Parity, pytestconfig: pytest.Config) -> engine.ApiScan
     """The API's figures, once the answer is known to match its contract."""
     api = parity.api
     if api.error is not None:
-        fail(_once(api.error, pytestconfig))
+        _once(api.error, api.again_of, pytestconfig)
     if api.contract:
         more = (f" ({api.bad_items} item(s) in all)" if api.bad_items > len(api.contract)
                 else "")
@@ -115,26 +134,21 @@ def shaped(parity: engine.Parity, pytestconfig: pytest.Config) -> engine.ApiScan
 @pytest.fixture
 def db_graph(parity: engine.Parity, pytestconfig: pytest.Config) -> engine.DbCounts:
     if parity.db is None:
-        fail(_once(parity.db_error or "the database was not read", pytestconfig))
+        _once(parity.db_error or "the database was not read", parity.db_again_of, pytestconfig)
     return parity.db
 
 
 @pytest.mark.opsgate_role("parity.shape")
-def test_response_has_the_contract_shape(shaped: engine.ApiScan, evidence: dict[str, Any]
+def test_response_has_the_contract_shape(shaped: engine.ApiScan, evidence: EvidenceStore
                                          ) -> None:
-    evidence["metadata"] = shaped.metadata
-    evidence["api_bytes"] = shaped.bytes
+    evidence.set(ParityShape(shaped.metadata, shaped.bytes))
 
 
 @pytest.mark.opsgate_role("parity.counts")
 def test_node_and_edge_counts_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
-                                      parity: engine.Parity, evidence: dict[str, Any]) -> None:
+                                      parity: engine.Parity, evidence: EvidenceStore) -> None:
     assert shaped.metadata is not None
     meta = shaped.metadata["counts"]
-    evidence["api"] = {"nodes": shaped.nodes, "edges": shaped.edges, "metadata_counts": meta}
-    evidence["database"] = {"nodes": db_graph.nodes, "edges": db_graph.edges}
-    evidence["digests_equal"] = {"node ids": shaped.node_digest == db_graph.node_digest,
-                                 "edges": shaped.edge_digest == db_graph.edge_digest}
     problems = count_lines({
         "nodes": (shaped.nodes, db_graph.nodes),
         "edges": (shaped.edges, db_graph.edges),
@@ -142,18 +156,21 @@ def test_node_and_edge_counts_aligned(shaped: engine.ApiScan, db_graph: engine.D
         "metadata.counts.edges": (meta["edges"], db_graph.edges),
     }, "api", "database")
     problems += parity.node_differences + parity.edge_differences
-    evidence["differences"] = problems
+    evidence.set(ParityCounts(
+        {"nodes": shaped.nodes, "edges": shaped.edges, "metadata_counts": meta},
+        {"nodes": db_graph.nodes, "edges": db_graph.edges},
+        {"node ids": shaped.node_digest == db_graph.node_digest,
+         "edges": shaped.edge_digest == db_graph.edge_digest}, problems))
     if problems:
         fail("API and database disagree: " + "; ".join(problems))
 
 
 @pytest.mark.opsgate_role("parity.domains")
 def test_domains_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
-                         evidence: dict[str, Any]) -> None:
+                         evidence: EvidenceStore) -> None:
     assert shaped.metadata is not None
     api_domains = set(shaped.metadata["domains"])
-    evidence["api_domains"] = sorted(api_domains)
-    evidence["database_domains"] = db_graph.domains
+    evidence.set(ParityDomains(sorted(api_domains), db_graph.domains))
     problems = set_diff("domains", set(db_graph.domains), api_domains,
                         expected_name="database", actual_name="api metadata")
     problems += set_diff("domains", set(db_graph.domains), set(shaped.node_domains),
@@ -164,13 +181,12 @@ def test_domains_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
 
 @pytest.mark.opsgate_role("parity.build_notes")
 def test_build_and_note_counts_aligned(shaped: engine.ApiScan, db_graph: engine.DbCounts,
-                                       evidence: dict[str, Any]) -> None:
+                                       evidence: EvidenceStore) -> None:
     assert shaped.metadata is not None
     meta = shaped.metadata["counts"]
-    evidence["build"] = {"api": shaped.build, "metadata": meta["build"],
-                         "database": db_graph.build}
-    evidence["notes"] = {"api": shaped.notes, "metadata": meta["notes"],
-                         "database": db_graph.notes}
+    evidence.set(ParityBuildNotes(
+        {"api": shaped.build, "metadata": meta["build"], "database": db_graph.build},
+        {"api": shaped.notes, "metadata": meta["notes"], "database": db_graph.notes}))
     problems = count_lines({
         "build nodes": (shaped.build, db_graph.build),
         "note nodes": (shaped.notes, db_graph.notes),
@@ -182,8 +198,8 @@ def test_build_and_note_counts_aligned(shaped: engine.ApiScan, db_graph: engine.
 
 
 @pytest.mark.opsgate_role("parity.endpoints")
-def test_edge_endpoint_integrity(shaped: engine.ApiScan, evidence: dict[str, Any]) -> None:
-    evidence["dangling_edges"] = shaped.dangling
+def test_edge_endpoint_integrity(shaped: engine.ApiScan, evidence: EvidenceStore) -> None:
+    evidence.set(ParityEndpoints(shaped.dangling))
     if shaped.dangling:
         fail(
             f"{shaped.dangling} edge(s) in the API point at nodes it does not serve: "
@@ -194,7 +210,7 @@ def test_edge_endpoint_integrity(shaped: engine.ApiScan, evidence: dict[str, Any
 @pytest.mark.opsgate_role("parity.overview")
 def test_admin_overview_counts_match_the_database(
     deployment: httpx.Client, ops_settings: Settings, target_db: psycopg.Connection[Any],
-    evidence: dict[str, Any],
+    evidence: EvidenceStore,
 ) -> None:
     password = ops_settings.require_admin_password()
     counts: dict[str, int] = {}
@@ -216,8 +232,7 @@ def test_admin_overview_counts_match_the_database(
     found = contracts.problems("admin-overview", body)
     if found:
         fail("admin overview does not match the contract: " + "; ".join(found))
-    evidence["overview"] = body
-    evidence["database"] = counts
+    evidence.set(ParityOverview(body, counts))
     problems = count_lines({k: (body["counts"][k], v) for k, v in counts.items()},
                            "overview", "database")
     if problems:

@@ -7,9 +7,12 @@ usage mistake from a failed check from a target that did not answer.
     │   ├── SessionEndpointError    session work given only a pooled URL (names the variable)
     │   └── ScriptError             a migration script badly named, duplicated, incomplete
     ├── DatabaseUnavailableError    the database could not be reached, or the connection was lost
+    │   └── DatabaseNotTriedAgain   not reached earlier in this run: not tried again
     ├── PostgresUnavailableError    no usable PostgreSQL binaries, or a cluster did not start
     ├── HttpCheckError              an HTTP exchange gave no usable answer
-    │   └── VercelApiError          the Vercel REST API refused or gave no usable answer
+    │   ├── VercelApiError          the Vercel REST API refused or gave no usable answer
+    │   └── HttpNotTriedAgain       an origin not connected to earlier in this run: not tried again
+    ├── NotTriedAgainError          a target that did not answer earlier (both above are one too)
     ├── BlobError                   the blob store gave no usable answer
     │   ├── BlobAuthError           the token was refused (never shown)
     │   └── BlobFormatError         an object is not what the layout promises
@@ -48,6 +51,21 @@ class MissingEnvError(ConfigError):
         )
 
 
+#: What a check adds to the first line of a target that did not answer earlier in the
+#: run, when it does not try that target again.
+NOT_TRIED_AGAIN = " (earlier in this run; not tried again)"
+
+
+class NotTriedAgainError(OpsgateError):
+    """A target that did not answer earlier in this run, not tried again. ``first`` is
+    the line that said so the first time: the reports join this failure to that one
+    (one cause, every check named), from this type, never from the message's words."""
+
+    def __init__(self, message: str, first: str) -> None:
+        super().__init__(message)
+        self.first = first
+
+
 class PostgresUnavailableError(OpsgateError):
     """No usable PostgreSQL server binaries, or the embedded cluster failed to start."""
 
@@ -55,6 +73,10 @@ class PostgresUnavailableError(OpsgateError):
 class DatabaseUnavailableError(OpsgateError):
     """The database could not be reached or the connection was lost. The message names
     the masked URL and libpq's reason in one line."""
+
+
+class DatabaseNotTriedAgain(NotTriedAgainError, DatabaseUnavailableError):
+    """A database that could not be reached earlier in this run: not connected to again."""
 
 
 class SessionEndpointError(ConfigError):
@@ -105,6 +127,11 @@ class DrillError(OpsgateError):
 class VercelApiError(HttpCheckError):
     """The Vercel REST API refused a request or answered something unusable. The message
     carries Vercel's error code and message, never the token."""
+
+
+class HttpNotTriedAgain(NotTriedAgainError, HttpCheckError):
+    """An origin that could not be connected to earlier in this run: no request is sent
+    to it again (`opsgate.clients.web.RunTransport`)."""
 
 
 class ChangeRangeError(OpsgateError):

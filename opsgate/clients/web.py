@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import httpx
 
 from opsgate.config import DEFAULT_HTTP_TIMEOUT
-from opsgate.errors import HttpCheckError
+from opsgate.errors import HttpCheckError, HttpNotTriedAgain
 
 #: For a client made without a time-out: the one default of OPSGATE_HTTP_TIMEOUT.
 DEFAULT_TIMEOUT = httpx.Timeout(DEFAULT_HTTP_TIMEOUT)
@@ -32,7 +32,8 @@ def client(base_url: str = "", timeout: httpx.Timeout | float | None = None,
     """A client with opsgate's settings. ``unreachable``, when given, is shared by every
     client of one run: an origin that could not be connected to (refused, or no
     connection within the connect time-out) is recorded there with the line that said
-    so, and later requests to it fail at once with that line (`RunTransport`)."""
+    so, and later requests to it fail at once, an `HttpNotTriedAgain` carrying that
+    line (`RunTransport`)."""
     # A query on the base URL (Vercel's x-vercel-protection-bypass, say) goes with every
     # request; left on base_url, httpx would join paths after it and lose them.
     base = httpx.URL(base_url)
@@ -184,8 +185,8 @@ def _with_retries(cl: httpx.Client, method: str, url: str, what: str,
         try:
             return send()
         except NotTriedAgain as exc:
-            raise HttpCheckError(f"{what}: {_origin(target)} did not answer earlier in this "
-                                 f"run ({exc}); not tried again") from None
+            raise HttpNotTriedAgain(f"{what}: {_origin(target)} did not answer earlier in "
+                                    f"this run ({exc}); not tried again", str(exc)) from None
         except httpx.TimeoutException as exc:
             kind = _timed_out(exc, cl.timeout)
             connected = not isinstance(exc, httpx.ConnectTimeout)
@@ -194,11 +195,11 @@ def _with_retries(cl: httpx.Client, method: str, url: str, what: str,
             connected = not isinstance(exc, httpx.ConnectError)
         if attempt < RETRIES:
             time.sleep(BACKOFF_S * (attempt + 1))
+    line = f"{what}: {method} {target} {kind} after {RETRIES + 1} attempts"
     if not connected and isinstance(cl, Client):
-        cl.run_transport.remember(target, f"{kind} after {RETRIES + 1} attempts")
+        cl.run_transport.remember(target, line)
     # The transport's own exception adds nothing the line does not say: not chained.
-    raise HttpCheckError(
-        f"{what}: {method} {target} {kind} after {RETRIES + 1} attempts") from None
+    raise HttpCheckError(line) from None
 
 
 def _timed_out(exc: httpx.TimeoutException, timeout: httpx.Timeout) -> str:

@@ -1,5 +1,5 @@
 """pytest fixtures the runbook checks use: the target's settings, a read-only database
-session, the deployment's HTTP client and the evidence dict.
+session, the deployment's HTTP client and the evidence store.
 
 Every fixture turns a missing variable into a failure that names it, and an unreachable
 or misbehaving component into a failure that says what answered, never a traceback.
@@ -21,10 +21,15 @@ import pytest
 from opsgate.clients import db
 from opsgate.clients import web as http
 from opsgate.config import Settings
-from opsgate.errors import DatabaseUnavailableError, MissingEnvError, first_line
+from opsgate.errors import (
+    NOT_TRIED_AGAIN,
+    DatabaseNotTriedAgain,
+    DatabaseUnavailableError,
+    MissingEnvError,
+    first_line,
+)
 from opsgate.gate import BY_MARKER
 from opsgate.pytest_plugin.plugin import EVIDENCE_KEY, get_state
-from opsgate.reports.reasons import NOT_TRIED_AGAIN
 from opsgate.sensitive import SecretUrl
 from opsgate.verify.evidence_types import EvidenceStore
 from opsgate.verify.expectations import Expectations
@@ -67,8 +72,8 @@ def connect_read_only(url: SecretUrl, settings: Settings,
     # ``unreachable``: the run's record of targets that did not answer, so each later
     # check fails at once with the first line instead of connecting again.
     if unreachable is not None and url.masked in unreachable:
-        fail(unreachable[url.masked] + NOT_TRIED_AGAIN,  # one cause in the reports
-             DatabaseUnavailableError(unreachable[url.masked]))
+        seen = unreachable[url.masked]  # one cause in the reports: joined by type
+        fail(seen + NOT_TRIED_AGAIN, DatabaseNotTriedAgain(seen + NOT_TRIED_AGAIN, seen))
     started = time.monotonic()
     try:
         conn = db.connect(url, redact=settings.redactor(), autocommit=False)
@@ -181,8 +186,8 @@ def deployment(ops_settings: Settings, pytestconfig: pytest.Config) -> Iterator[
 
 @pytest.fixture
 def evidence(request: pytest.FixtureRequest) -> EvidenceStore:
-    """The check's evidence, attached to its report (and so to every report file):
-    keys written into it, or a typed record handed over with ``evidence.set``."""
+    """The check's evidence, attached to its report (and so to every report file): the
+    typed records handed over with ``evidence.set``, by the test and its fixtures."""
     store = EvidenceStore()
     request.node.stash[EVIDENCE_KEY] = store
     return store

@@ -19,7 +19,7 @@ import pytest
 
 from opsgate.sensitive import Redactor
 
-__all__ = ["message_of", "shorten"]
+__all__ = ["message_of", "one_line", "shorten"]
 
 
 def _location(item: pytest.Item, call: pytest.CallInfo[None]) -> tuple[str, int]:
@@ -33,6 +33,13 @@ def _location(item: pytest.Item, call: pytest.CallInfo[None]) -> tuple[str, int]
             if Path(str(entry.path)) == path:
                 line = entry.lineno + 1
     return f"{path.parent.name}/{path.name}", line
+
+
+def one_line(text: str, redact: Redactor | None) -> str:
+    """A failure's message as its report carries it: scrubbed, its lines joined."""
+    if redact:
+        text = redact(text)
+    return "; ".join(ln.strip() for ln in text.splitlines() if ln.strip()) or "failed"
 
 
 def shorten(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport,
@@ -49,10 +56,7 @@ def shorten(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestR
     tb = getattr(report.longrepr, "reprtraceback", None)
     if crash is None or tb is None:
         return
-    text = str(excinfo.value.msg)
-    if redact:
-        text = redact(text)
-    message = "; ".join(ln.strip() for ln in text.splitlines() if ln.strip()) or "failed"
+    message = one_line(str(excinfo.value.msg), redact)
     # pytest's own report objects, rewritten in place: their classes are not part of
     # pytest's public API, their fields (path, lineno, message, lines) are what its
     # terminal, JUnit and pytest-xdist's serialisation read.

@@ -447,6 +447,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         kind = failure_kinds.kind_of(call.excinfo.value,
                                      verdict_types=(pytest.fail.Exception, AssertionError))
         report.user_properties.append(("opsgate_failure_kind", kind))
+        first = failure_kinds.again_of(call.excinfo.value)
+        if first is not None:  # one line, scrubbed, as the message it points back to
+            report.user_properties.append(("opsgate_again_of", oneline.one_line(first, redact)))
     role = item.get_closest_marker(ROLE_MARKER)
     if role is not None and call.when == "setup":
         # On the item's properties, so every later report of the test (and a worker's,

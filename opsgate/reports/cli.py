@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from opsgate.reports import history, seal
+from opsgate.reports import history, seal, summary_reader
 from opsgate.reports.writer import HISTORY
 
 #: Problems printed per run before "... and N more" (a deleted allure-results/ folder
@@ -190,13 +190,10 @@ def _show(root: Path, run_id: str, as_json: bool) -> int:
     if not summary_path.exists():
         print(f"opsgate reports: no run {run_id!r}")
         return 2
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        if not isinstance(summary, dict):
-            raise ValueError("not an object")
-    except (OSError, ValueError) as exc:
-        print(f"opsgate reports: {summary_path} is not a readable summary "
-              f"({exc.__class__.__name__}); run `opsgate reports verify`")
+    summary = summary_reader.load(summary_path)
+    if summary is None:
+        print(f"opsgate reports: {summary_path} is not a readable summary (not a JSON "
+              "object); run `opsgate reports verify`")
         return 2
     mismatch = _summary_mismatch(summary_path, match[0]) if match else None
     if as_json:

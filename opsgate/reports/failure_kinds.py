@@ -21,6 +21,7 @@ from opsgate.errors import (
     DriftInputError,
     HttpCheckError,
     MissingEnvError,
+    NotTriedAgainError,
     OpsgateError,
     PostgresUnavailableError,
     SessionEndpointError,
@@ -41,6 +42,7 @@ BY_TYPE: tuple[tuple[type[OpsgateError], str], ...] = (
     (MissingEnvError, MISSING_VARIABLE), (SessionEndpointError, MISSING_VARIABLE),
     (ConfigError, CONFIGURATION), (ChangeRangeError, CONFIGURATION),
     (BlobFormatError, CONTRACT), (ContractError, CONTRACT), (DriftInputError, CONTRACT),
+    (NotTriedAgainError, UNREACHABLE),
     (DatabaseUnavailableError, UNREACHABLE), (HttpCheckError, UNREACHABLE),
     (BlobError, UNREACHABLE), (PostgresUnavailableError, COULD_NOT_RUN),
     (OpsgateError, COULD_NOT_RUN),
@@ -59,6 +61,15 @@ def _chain(exc: BaseException) -> list[BaseException]:
         seen.append(current)
         current = current.__cause__ or current.__context__
     return seen
+
+
+def again_of(exc: BaseException) -> str | None:
+    """The first line of the failure ``exc`` repeats, when a `NotTriedAgainError` is
+    behind it: a target that did not answer earlier in the run, not tried again."""
+    for link in _chain(exc):
+        if isinstance(link, NotTriedAgainError):
+            return link.first
+    return None
 
 
 def kind_of(exc: BaseException, *, verdict_types: tuple[type[BaseException], ...]

@@ -9,6 +9,7 @@ from typing import Any
 
 from opsgate.gate import BY_MARKER, CHECKS
 from opsgate.pytest_plugin.oneline import message_of
+from opsgate.verify.evidence_types import Partial
 
 #: summary.json's contract; 2 added the ``interrupted`` verdict, status and outcome, the
 #: ``interrupted`` count and the ``interruption`` object; 3 has one ``checks`` entry per
@@ -58,6 +59,8 @@ class TestOutcome:
     role: str | None = None
     #: A failure's kind, from the type of the error behind it (`failure_kinds`).
     kind: str | None = None
+    #: For a target not tried again, the line of its first failure (`failure_kinds.again_of`).
+    again_of: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {"nodeid": self.nodeid, "name": self.name, "outcome": self.outcome,
@@ -65,6 +68,8 @@ class TestOutcome:
                "evidence": self.evidence}
         if self.kind is not None and self.outcome in ("failed", "error"):
             out["kind"] = self.kind
+        if self.again_of is not None and self.outcome in ("failed", "error"):
+            out["again_of"] = self.again_of
         return out
 
 
@@ -111,6 +116,8 @@ class RunRecord:
                 test.role = str(value)
             elif name == "opsgate_failure_kind":
                 test.kind = str(value)
+            elif name == "opsgate_again_of":
+                test.again_of = str(value)
             elif name == "opsgate_evidence":
                 try:
                     test.evidence = json.loads(value)
@@ -146,8 +153,8 @@ class RunRecord:
         out = []
         for spec in CHECKS:
             tests = [t for t in self.tests.values() if t.marker == spec.marker]
-            partial = [str(t.evidence["partial"]) for t in tests
-                       if isinstance(t.evidence, dict) and t.evidence.get("partial")]
+            partial = [p.partial for p in (Partial.from_json(t.evidence) for t in tests
+                                           if isinstance(t.evidence, dict)) if p]
             if not tests:
                 status = "not run"
             elif any(t.outcome in ("failed", "error") for t in tests):
@@ -216,6 +223,7 @@ class RunRecord:
         tests = {
             redact(nodeid): replace(t, nodeid=redact(t.nodeid), name=redact(t.name),
                                     message=redact_data(t.message, redact),
+                                    again_of=t.again_of and redact(t.again_of),
                                     evidence=redact_data(t.evidence, redact))
             for nodeid, t in self.tests.items()
         }

@@ -4,25 +4,19 @@ problems.
 
 One cause, one message, mostly: a database that did not answer fails every check that
 reads it with the same line. The checks after the first do not try again (the run
-remembers what did not answer) and say so, in a message of their own
-(`NOT_TRIED_AGAIN`, or a web origin's "did not answer earlier in this run (…); not
-tried again"): such a message joins the cause it points back to."""
+remembers what did not answer) and say so in words of their own; the error behind such
+a failure is an `opsgate.errors.NotTriedAgainError` carrying the first failure's line,
+which summary.json keeps as the test's ``again_of``: the test joins the cause whose
+message is that line or holds it. The type decides, never the message's wording."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 #: Outcomes that make the gate red (a skipped check did not run, which fails the gate).
 RED = {"failed": "failed", "error": "error (setup)", "skipped": "did not run",
        "interrupted": "interrupted"}
-
-#: What a check adds to the first line when a database did not answer earlier in the run.
-NOT_TRIED_AGAIN = " (earlier in this run; not tried again)"
-#: opsgate.clients.web's line for an origin that did not answer earlier in the run.
-_WEB_AGAIN = re.compile(r".*?: (?P<origin>\S+) did not answer earlier in this run "
-                        r"\((?P<reason>.*)\); not tried again")
 
 
 @dataclass
@@ -41,22 +35,24 @@ class Cause:
         return out
 
 
-def _first_of(message: str, found: dict[str, Cause]) -> Cause | None:
-    """The cause a "not tried again" message points back to, if the run has it."""
-    if message.endswith(NOT_TRIED_AGAIN):
-        return found.get(message.removesuffix(NOT_TRIED_AGAIN))
-    again = _WEB_AGAIN.fullmatch(message)
-    if again is None:
+def _first_of(again_of: str | None, found: dict[str, Cause],
+              repeats: set[str]) -> Cause | None:
+    """The cause a test not tried again points back to (``again_of``: the first
+    failure's line): the failure with that message, else one whose message holds it (a
+    check may say what it was doing first); never another repeat."""
+    if again_of is None:
         return None
-    origin, reason = again["origin"], again["reason"]
-    return next((c for m, c in found.items()
-                 if m != message and origin in m and m.endswith(reason)), None)
+    exact = found.get(again_of)
+    if exact is not None and again_of not in repeats:
+        return exact
+    return next((c for m, c in found.items() if m not in repeats and again_of in m), None)
 
 
 def causes(checks: list[dict[str, Any]]) -> list[Cause]:
     """The causes of a red run from summary.json's ``checks``, in check order."""
     found: dict[str, Cause] = {}
-    later: list[tuple[str, dict[str, str]]] = []
+    later: list[tuple[str, str | None, dict[str, str]]] = []
+    repeats: set[str] = set()
     for c in checks:
         for t in c.get("tests", []):
             outcome = t.get("outcome")
@@ -65,15 +61,19 @@ def causes(checks: list[dict[str, Any]]) -> list[Cause]:
             message = str(t.get("message") or "no message")
             test = {"marker": str(c.get("marker")), "name": str(t.get("name")),
                     "nodeid": str(t.get("nodeid"))}
-            later.append((message, test))
+            again_of = t.get("again_of")
+            again_of = again_of if isinstance(again_of, str) and again_of else None
+            if again_of is not None:
+                repeats.add(message)
+            later.append((message, again_of, test))
             kind = t.get("kind")
             found.setdefault(message, Cause(message, RED[outcome],
                                              kind=kind if isinstance(kind, str) else None))
     # Tests are placed once every first line is known: summary.json lists checks in
     # the gate's order, not the order they ran, so a repeat may come before its first.
     placed: dict[str, Cause] = {}
-    for message, test in later:
-        cause = _first_of(message, found) or found[message]
+    for message, again_of, test in later:
+        cause = _first_of(again_of, found, repeats) or found[message]
         cause.tests.append(test)
         placed.setdefault(cause.message, cause)
     return list(placed.values())

@@ -6,10 +6,11 @@ gate run; the verdict is read from the run's ``summary.json``.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
+
+from opsgate.reports import summary_reader
 
 #: The checks that speak for Neon's state before a return to it.
 MARKERS = "preflight or parity or ledger or knowledge_drift or blob_fallback"
@@ -36,8 +37,10 @@ def run_gate(reports: Path, env_file: Path | None, timeout_s: float = 900.0
     if summary is None or not summary.is_file():
         tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
         return False, f"the gate left no summary (exit {done.returncode}): {tail[0][:200]}"
-    doc = json.loads(summary.read_text(encoding="utf-8"))
-    failed = [c["marker"] for c in doc.get("checks", []) if c.get("status") not in
+    doc = summary_reader.load(summary)
+    if doc is None:
+        return False, f"the gate's summary is not a readable JSON object: {summary}"
+    failed = [c["marker"] for c in summary_reader.checks(doc) if c.get("status") not in
               ("passed", "partial")]
     where = summary.parent.relative_to(reports).as_posix()
     if doc.get("verdict") == "passed" and done.returncode == 0:

@@ -80,23 +80,46 @@ class ChangeReview:
                               + ", ".join(m.missing) + " in the same range")
         return lines
 
-    def evidence(self) -> dict[str, Any]:
-        return {
-            "range": self.range,
-            "repo": self.repo,
-            "base": self.base,
-            "head": self.head,
-            "merge_base": self.merge_base,
-            "commits_inspected": len(self.commits),
-            "commits": self.commits[:MAX_COMMITS_SHOWN],
-            "paths": {"migrations": self.paths.migrations, **self.paths.documents()},
-            "migrations_changed": len([m for m in self.migrations if m.status != "deleted"]),
+    def evidence(self) -> ChangeControlEvidence:
+        return ChangeControlEvidence(self)
+
+
+@dataclass(frozen=True)
+class ChangeControlEvidence:
+    """change_control: the range and the commits inspected, the documents looked in,
+    each migration script added, changed or deleted with where it is mentioned and
+    where it is missing, and a note when the range changed no migration."""
+
+    review: ChangeReview
+
+    @property
+    def note(self) -> str | None:
+        if self.review.migrations:
+            return None
+        return (f"no migration script added or changed in "
+                f"{len(self.review.commits)} commit(s)")
+
+    def as_json(self) -> dict[str, Any]:
+        r = self.review
+        out: dict[str, Any] = {
+            "range": r.range,
+            "repo": r.repo,
+            "base": r.base,
+            "head": r.head,
+            "merge_base": r.merge_base,
+            "commits_inspected": len(r.commits),
+            "commits": r.commits[:MAX_COMMITS_SHOWN],
+            "paths": {"migrations": r.paths.migrations, **r.paths.documents()},
+            "migrations_changed": len([m for m in r.migrations if m.status != "deleted"]),
             "migrations": [
                 {"name": m.name, "path": m.path, "status": m.status,
                  "mentioned_in": m.mentioned_in, "missing": m.missing}
-                for m in self.migrations
+                for m in r.migrations
             ],
         }
+        if self.note is not None:
+            out["note"] = self.note
+        return out
 
 
 def _git_env() -> dict[str, str]:

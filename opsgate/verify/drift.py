@@ -184,14 +184,37 @@ class DriftResult:
                              + "; ".join(map(show_example, self.examples[kind][:5])))
         return lines
 
-    def evidence(self) -> dict[str, Any]:
-        return {
+    def evidence(self, pinned: str | None = None) -> DriftEvidence:
+        """knowledge_drift's evidence; ``pinned``: the kb graph hash the expectations
+        pin, if any."""
+        return DriftEvidence(self.source, self.payload, self.kb, self.counts,
+                             self.examples, self.timings_s, pinned)
+
+
+@dataclass(frozen=True)
+class DriftEvidence:
+    """knowledge_drift: both sides' figures and graph hashes, the differences counted
+    per kind with bounded examples, timings, and the pinned hash (omitted when none)."""
+
+    source: str
+    payload: Side
+    kb: Side
+    differences: dict[str, int]
+    examples: dict[str, list[Any]]
+    timings_s: dict[str, float]
+    pinned_kb_graph_sha256: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "source": self.source,
-            "payload": vars(self.payload), "kb": vars(self.kb),
+            "payload": dict(vars(self.payload)), "kb": dict(vars(self.kb)),
             "hash_match": self.payload.graph_hash == self.kb.graph_hash,
-            "differences": self.counts, "examples": self.examples,
+            "differences": self.differences, "examples": self.examples,
             "timings_s": self.timings_s, "hash_version": canon.VERSION,
         }
+        if self.pinned_kb_graph_sha256:
+            out["pinned_kb_graph_sha256"] = self.pinned_kb_graph_sha256
+        return out
 
 
 def kb_graph_hash(conn: psycopg.Connection[Any]) -> str:

@@ -1,9 +1,9 @@
 """Evidence a check records (counts, hashes, bounded diffs, timings) for reports.
 
-Checks write into the ``evidence`` fixture, a plain dict; the plugin attaches it to the
-test report (redacted), where the reports (JUnit properties, summary.json, Allure
-attachments) pick it up. Diff helpers keep examples bounded so a million-row mismatch
-still produces a readable message.
+Checks hand typed records (`opsgate.verify.evidence_types`) to the ``evidence``
+fixture; the plugin attaches their JSON to the test report (redacted), where the
+reports (JUnit properties, summary.json, Allure attachments) pick it up. Diff helpers
+keep examples bounded so a million-row mismatch still produces a readable message.
 """
 
 from __future__ import annotations

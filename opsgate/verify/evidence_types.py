@@ -7,12 +7,17 @@ stable across renames), and the report reads the typed fields of the evidence cl
 that role names (`from_json`). ``as_json`` is exactly the evidence JSON summary.json
 has always held, so the summary's contract is unchanged.
 
-`EvidenceStore` is what the ``evidence`` fixture gives a check: still a dict (checks
-not yet typed write keys into it), plus `EvidenceStore.set` for a typed record.
+`EvidenceStore` is what the ``evidence`` fixture gives a check: read-only (a mapping),
+written only by `EvidenceStore.set` with a typed record, by checks and fixtures alike (a
+fixture sets its own record before the test sets the test's). Checks' records that no
+report reads live beside the facts they hold (``evidence_parity``, ``evidence_blob``,
+``evidence_deployment``, ``evidence_database``; drift's and change control's in their
+modules); the ones reports read are here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -26,16 +31,31 @@ class Evidence(Protocol):
     def as_json(self) -> dict[str, Any]: ...
 
 
-class EvidenceStore(dict[str, Any]):
-    """A check's evidence: keys written one at a time, or a typed record (`set`), or
-    both (a fixture may write keys before the test sets its record)."""
+class EvidenceStore(Mapping[str, Any]):
+    """A check's evidence: the typed records handed over with `set`, merged. No item
+    assignment and no ``update``: a key written by hand is evidence no type describes,
+    and nothing holds its JSON to summary.json's (a self-test holds checks/ to it)."""
+
+    def __init__(self) -> None:
+        self._json: dict[str, Any] = {}
 
     def set(self, record: Evidence) -> None:
-        """Hand a typed record to the plugin: its JSON replaces what its keys name."""
-        self.update(record.as_json())
+        """Hand a typed record to the plugin: its JSON replaces what its keys name (a
+        check may set a record as soon as its facts are known, and a fuller one later:
+        what a failure left is what was known when it came)."""
+        self._json.update(record.as_json())
 
     def as_json(self) -> dict[str, Any]:
-        return dict(self)
+        return dict(self._json)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._json[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._json)
+
+    def __len__(self) -> int:
+        return len(self._json)
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -44,6 +64,22 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
+
+
+@dataclass(frozen=True)
+class Partial:
+    """What a check that passed did not verify (any check may set it): the run's
+    ``partial_checks`` and every report say it, never a silent pass."""
+
+    partial: str
+
+    @classmethod
+    def from_json(cls, evidence: Mapping[str, Any]) -> Partial | None:
+        value = evidence.get("partial")
+        return cls(str(value)) if value else None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"partial": self.partial}
 
 
 @dataclass(frozen=True)
@@ -122,6 +158,20 @@ class HealthCounts:
 
     def as_json(self) -> dict[str, Any]:
         return {"counts": self.counts}
+
+
+@dataclass(frozen=True)
+class HealthTrend:
+    """health: each table's count against the last green run of the target."""
+
+    #: That run's id, or None when there is none.
+    compared_with: str | None
+    #: Per table: ``previous``, ``now`` and ``change`` ("+1.0%", or None from 0).
+    tables: dict[str, dict[str, Any]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"trend": {"compared_with": self.compared_with
+                          or "no earlier green run of this target", "tables": self.tables}}
 
 
 @dataclass(frozen=True)

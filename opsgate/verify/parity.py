@@ -28,7 +28,7 @@ from filelock import FileLock
 from opsgate import progress
 from opsgate.clients import contracts
 from opsgate.clients import web as http
-from opsgate.errors import HttpCheckError
+from opsgate.errors import HttpCheckError, NotTriedAgainError
 from opsgate.verify import jsonsplit
 from opsgate.verify.evidence import MAX_EXAMPLES, set_diff
 
@@ -59,6 +59,9 @@ class ApiScan:
     """What one pass over the API's answer found (JSON-able: shared between workers)."""
 
     error: str | None = None
+    #: When the API was not asked because it did not answer earlier in the run: the
+    #: line of that first failure (`NotTriedAgainError.first`).
+    again_of: str | None = None
     bytes: int = 0
     nodes: int = 0
     edges: int = 0
@@ -94,6 +97,8 @@ class Parity:
     db_error: str | None = None
     node_differences: list[str] = field(default_factory=list)
     edge_differences: list[str] = field(default_factory=list)
+    #: As `ApiScan.again_of`, for the database.
+    db_again_of: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -102,7 +107,8 @@ class Parity:
     def from_json(cls, text: str) -> Parity:
         raw = json.loads(text)
         return cls(ApiScan(**raw["api"]), DbCounts(**raw["db"]) if raw["db"] else None,
-                   raw["db_error"], raw["node_differences"], raw["edge_differences"])
+                   raw["db_error"], raw["node_differences"], raw["edge_differences"],
+                   raw.get("db_again_of"))
 
 
 # -- the API side ---------------------------------------------------------------------
@@ -119,7 +125,8 @@ def fetch_and_scan(client: httpx.Client, spool: Path) -> ApiScan:
     try:
         resp = fetch(client, spool)
     except HttpCheckError as exc:
-        return ApiScan(error=str(exc))
+        return ApiScan(error=str(exc), again_of=exc.first if isinstance(
+            exc, NotTriedAgainError) else None)
     try:
         return scan(spool)
     except _NotJson as exc:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from opsgate.reports import history, summary_reader
+from opsgate.verify.evidence_types import HealthTrend
 
 __all__ = ["Trend", "last_green_counts", "trend"]
 
@@ -40,9 +41,8 @@ class Trend:
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
-    def as_evidence(self) -> dict[str, Any]:
-        return {"compared_with": self.compared_with or "no earlier green run of this target",
-                "tables": self.tables}
+    def evidence(self) -> HealthTrend:
+        return HealthTrend(self.compared_with, self.tables)
 
 
 def trend(now: Mapping[str, int | None], previous: tuple[str, Mapping[str, Any]] | None,

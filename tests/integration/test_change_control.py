@@ -116,8 +116,9 @@ def test_range_without_migrations_is_green_and_says_so(repo: Path) -> None:
                                                 "CHANGELOG.md", "docs/checkpoints.md"),
                    cwd=repo / "docs")  # the default repository: the current directory's
     assert found.problems() == []
-    ev = found.evidence()
+    ev = found.evidence().as_json()
     assert ev["migrations_changed"] == 0 and ev["commits_inspected"] == 1
+    assert ev["note"] == "no migration script added or changed in 1 commit(s)"
     assert ev["commits"][0].endswith("docs only")
 
 

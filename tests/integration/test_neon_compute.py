@@ -29,6 +29,14 @@ import psycopg
 import pytest
 
 
+class One:
+    def __init__(self, one):
+        self.one = one
+
+    def as_json(self):
+        return {"one": self.one}
+
+
 def _attempt():
     marker = pathlib.Path(os.environ["ATTEMPTS_FILE"])
     n = int(marker.read_text()) if marker.exists() else 0
@@ -41,7 +49,7 @@ def test_reads_through_a_restart(target_db, evidence):
     if _attempt() < int(os.environ["TERMINATIONS"]):
         target_db.execute("SELECT pg_terminate_backend(pg_backend_pid())")
     (one,) = target_db.execute("SELECT 1").fetchone()
-    evidence["one"] = one
+    evidence.set(One(one))
 
 
 @pytest.mark.neon_drill

@@ -326,8 +326,9 @@ def test_a_run_whose_checks_all_skip_is_not_green(gate: pytest.Pytester,
 def test_a_partial_check_says_so(gate: pytest.Pytester, clean_env: pytest.MonkeyPatch) -> None:
     only_preflight(gate, clean_env, "pass")
     (gate.path / "checks" / "test_all.py").write_text(
-        "import pytest\n@pytest.mark.preflight\ndef test_preflight(evidence):\n"
-        "    evidence['partial'] = 'the other half was not compared'\n")
+        "import pytest\nfrom opsgate.verify.evidence_types import Partial\n"
+        "@pytest.mark.preflight\ndef test_preflight(evidence):\n"
+        "    evidence.set(Partial('the other half was not compared'))\n")
     result = gate.runpytest()
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*opsgate: PARTIAL: *test_preflight: the other half was not "

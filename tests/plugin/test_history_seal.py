@@ -25,9 +25,13 @@ ENV = {
 CHECKS = """
 import pytest
 
+class Version:
+    def as_json(self):
+        return {"server_version": "17.0"}
+
 @pytest.mark.preflight
 def test_preflight(evidence):
-    evidence["server_version"] = "17.0"
+    evidence.set(Version())
 
 @pytest.mark.parity
 def test_parity():

@@ -31,7 +31,7 @@ PINNED = {
     "contracts/constellation-payload.schema.json":
         "dda6bbd5d449b054b45387d376beddb50cf491f91d2abab77aadc2fc0ad041ad",
     "contracts/report-summary.schema.json":
-        "902df9a4146f9e95bcc1eb5307d6d7b8d9d94f80501e48d88d4acedc1641e53f",
+        "a152455942cfddf5de8f8f14a77e1223145c348b66fde5a38d9c27ef47f4d94e",
 }
 #: The graph part ({domains, edges, nodes}) of constellation.json.
 CONSTELLATION_GRAPH = "2d7205522d0391e2c3c4b6298e8c06b5955babc8ed5d47f3993f4d013d372727"

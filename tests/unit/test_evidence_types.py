@@ -8,6 +8,7 @@ from typing import Any
 from opsgate.reports import drill_record, summary_reader
 from opsgate.reports.model import RunRecord
 from opsgate.reports.model import TestOutcome as Outcome
+from opsgate.verify.evidence_blob import BlobStoreUsed
 from opsgate.verify.evidence_types import (
     PARITY_KEY_ROLES,
     BlobParityEvidence,
@@ -37,7 +38,8 @@ def _record(*tests: Outcome) -> RunRecord:
 
 def test_the_json_of_typed_evidence_is_todays_evidence() -> None:
     assert DrillEvidence.from_drill(DRILL).as_json() == DRILL
-    store = EvidenceStore(store="folder x")
+    store = EvidenceStore()
+    store.set(BlobStoreUsed("folder x"))
     store.set(BlobParityEvidence("b" * 64, "b" * 64))
     assert store.as_json() == {"store": "folder x", "blob_hash": "b" * 64, "neon_hash": "b" * 64}
     partial = BlobParityEvidence("b" * 64, partial="not compared")
