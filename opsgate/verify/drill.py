@@ -175,7 +175,8 @@ def _relations_in(conn: psycopg.Connection[Any]) -> list[str]:
         "AND c.relkind IN ('r', 'p', 'v', 'm', 'S') LIMIT 5")]
 
 
-#: Tables hashed at once, on each side: one psql (and one server backend) per table.
+#: Restored tables hashed at once: one psql (and one server backend) per table. The
+#: source's are hashed one after the other on the snapshot's own connection.
 HASH_WORKERS = 2
 
 
@@ -189,17 +190,40 @@ def _shapes(conn: psycopg.Connection[Any], tables: list[str]
         "WHERE relname = ANY(%s) AND relkind = 'r' "
         "AND relnamespace = 'public'::regnamespace", (tables,)).fetchall())
     todo = sorted((t for t in tables if t in present), key=lambda t: -int(sizes.get(t, 0)))
-    return [(t, *canon.table_shape(conn, t)) for t in todo]
+    shapes = canon.table_shapes(conn, todo) if todo else {}
+    return [(t, *shapes[t]) for t in todo]
+
+
+def _hash_source(drill: _Drill, tables: list[str], advance: Callable[[int], None]
+                 ) -> dict[str, canon.TableHash]:
+    """canon-v1 hashes of ``tables`` on the source, one COPY each on the connection that
+    exported pg_dump's snapshot (its transaction is that snapshot, its settings pinned
+    by `_export_snapshot`): across the network a table costs one round trip, where a
+    psql of its own paid a connection's eight. Every shape is read in one statement."""
+    src, stop = drill.src, drill.stop
+    try:
+        shapes = canon.table_shapes(src, tables)
+        hashes = {}
+        for table in tables:
+            _not_stopping(stop)
+            hashes[table] = tablehash.table_hash_in_snapshot(src, table, *shapes[table])
+            advance(1)
+        return hashes
+    except CanonError as exc:
+        raise DrillError(str(exc)) from None
+    except psycopg.Error as exc:
+        raise DrillError(f"hashing the source in the dump's snapshot failed: "
+                         f"{drill.redact(first_line(exc))[:300]}") from None
 
 
 def _hash_tables(tools: PgBinaries, url: SecretUrl,
                  shapes: list[tuple[str, tuple[str, ...], tuple[str, ...]]],
                  redact: Callable[[str], str], stop: Terminator, *,
-                 snapshot: str | None = None, advance: Callable[[int], None] = lambda n: None
+                 advance: Callable[[int], None] = lambda n: None
                  ) -> dict[str, canon.TableHash]:
-    """canon-v1 hashes of the tables in ``shapes``, `HASH_WORKERS` at a time, each
-    received by psql (`tablehash.table_hash_via_psql`) in a read-only transaction of its
-    own that joins ``snapshot`` when given: every stream reads the same instant."""
+    """canon-v1 hashes of the restored tables in ``shapes``, `HASH_WORKERS` at a time,
+    each received by psql (`tablehash.table_hash_via_psql`) in a read-only transaction
+    of its own (nothing writes to the copy once it is restored)."""
     from concurrent.futures import ThreadPoolExecutor
 
     env = pgrun.tool_env(url)
@@ -209,8 +233,7 @@ def _hash_tables(tools: PgBinaries, url: SecretUrl,
         _not_stopping(stop)
         try:
             h = tablehash.table_hash_via_psql(tools.tool("psql"), url.without_password, env,
-                                              table, columns, order_by, snapshot=snapshot,
-                                              redact=redact)
+                                              table, columns, order_by, redact=redact)
         except CanonError as exc:
             raise DrillError(str(exc)) from None
         advance(1)
@@ -392,7 +415,7 @@ class _Copy:
     role: dict[str, Any] = field(default_factory=dict)
 
 
-def _restore_copy(settings: Settings, session: psycopg.Connection[Any],
+def _restore_copy(settings: Settings, session: psycopg.Connection[Any] | None,
                   src: psycopg.Connection[Any], url: SecretUrl, source_major: int,
                   workdir: Path, redact: Callable[[str], str], copies: _Copies) -> _Copy:
     """DRILL_DATABASE_URL when set, else as OPSGATE_DRILL_RESTORE says: ``local`` (the
@@ -400,6 +423,7 @@ def _restore_copy(settings: Settings, session: psycopg.Connection[Any],
     if settings.drill_database_url is not None:
         return _given_copy(settings.drill_database_url, redact)
     if settings.drill_restore == "target-scratch":
+        assert session is not None, "target-scratch mode opens its session"
         return _scratch_copy(session, src, url, source_major, redact, copies)
     role = drill_local.source_role(src)
     size = src.execute("SELECT pg_database_size(current_database())").fetchone()
@@ -463,16 +487,19 @@ def _scratch_copy(session: psycopg.Connection[Any], src: psycopg.Connection[Any]
                  "afterwards)")
 
 
-def _earlier_scratch_copies(settings: Settings, session: psycopg.Connection[Any],
-                            redact: Callable[[str], str], result: DrillResult) -> None:
+def _earlier_scratch_copies(settings: Settings, session: psycopg.Connection[Any] | None,
+                            src: psycopg.Connection[Any], redact: Callable[[str], str],
+                            result: DrillResult) -> None:
     """Scratch databases earlier drills left on the target server: in target-scratch
     mode those of dead drills are dropped (and one that cannot be fails the drill); in
-    local mode they are only listed, since dropping them would be a write."""
+    local mode they are only listed (on ``src``, in its snapshot transaction), since
+    dropping them would be a write."""
     if settings.drill_database_url is not None:
         return
     if settings.drill_restore == "local":
-        result.other_scratch_databases = list_scratch_databases(session)
+        result.other_scratch_databases = list_scratch_databases(src)
         return
+    assert session is not None, "target-scratch mode opens its session"
     sweep = sweep_leftovers(session, redact)
     result.leftovers_removed = sweep.removed
     result.other_scratch_databases = sweep.not_ours
@@ -521,16 +548,17 @@ def _verify(result: DrillResult, tables: list[str], source_hashes: dict[str, can
 @dataclass
 class _Drill:
     """What one drill holds open, for `_release` to close whatever happens: the session
-    that exports the snapshot (and drops a scratch copy), the source's snapshot
-    transaction, the dump folder, the copies made to restore into, the progress bar and
-    the children's terminator (replaced once the client tools are known)."""
+    that creates and drops a scratch copy (target-scratch mode only), the source's
+    snapshot transaction (exported to pg_dump, and hashed in), the dump folder, the
+    copies made to restore into, the progress bar and the children's terminator
+    (replaced once the client tools are known)."""
 
     settings: Settings
     url: SecretUrl
     redact: Callable[[str], str]
     result: DrillResult
     started: float
-    session: psycopg.Connection[Any]
+    session: psycopg.Connection[Any] | None
     src: psycopg.Connection[Any]
     workdir: Path
     copies: _Copies = field(default_factory=_Copies)
@@ -559,12 +587,12 @@ class _Pipeline:
 
 
 def _open_drill(settings: Settings) -> _Drill:
-    """The source's URL and its two sessions, earlier drills' dump folders swept and this
-    drill's made; a `DrillError` when the source cannot be reached."""
+    """The source's URL and its sessions (the snapshot's, and in target-scratch mode the
+    one that creates and drops the scratch database), earlier drills' dump folders swept
+    and this drill's made; a `DrillError` when the source cannot be reached."""
     try:
-        # pg_dump joins a snapshot this session exports (and in target-scratch mode the
-        # scratch database is created and dropped from it): a real session, so the
-        # direct endpoint.
+        # pg_dump joins a snapshot the drill exports: a real session, so the direct
+        # endpoint.
         url = settings.session_url("the backup/restore drill")
     except ConfigError as exc:
         raise DrillError(str(exc)) from None
@@ -573,14 +601,18 @@ def _open_drill(settings: Settings) -> _Drill:
     started = time.monotonic()
     # No application_name in the startup packet: if the "direct" URL is a pooler after
     # all, PgBouncer would replay it onto a server connection the app then inherits.
+    # A second session only where something is written (CREATE DATABASE needs
+    # autocommit): across the network a connection costs about eight round trips.
+    scratch = settings.drill_database_url is None and settings.drill_restore == "target-scratch"
     try:
-        session = db.connect(url, redact=redact)
+        session = db.connect(url, redact=redact) if scratch else None
     except DatabaseUnavailableError as exc:
         raise DrillError(str(exc)) from None
     try:
         src = db.connect(url, redact=redact, autocommit=False)
     except DatabaseUnavailableError as exc:
-        session.close()
+        if session is not None:
+            session.close()
         raise DrillError(str(exc)) from None
     result.source = url.masked
     result.dump_folders_removed = sweep_dump_folders()
@@ -595,7 +627,8 @@ def _export_snapshot(drill: _Drill) -> tuple[str, int, int | None]:
     # Every transaction of this session: BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY.
     src.read_only = True
     src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    db.pin(src, (), application_name="opsgate-drill")  # this transaction only
+    # This transaction only; canon-v1's settings too, for `_hash_source`'s COPYs.
+    db.pin(src, canon.TABLE_SESSION_SETTINGS, application_name="opsgate-drill")
     row = src.execute("SELECT pg_export_snapshot(), current_setting('server_version'), "
                       "current_setting('server_version_num')::int, "
                       "inet_server_port()").fetchone()
@@ -684,14 +717,13 @@ def _dump_then_restore(job: _Pipeline) -> None:
         job.error.append(exc)
 
 
-def _dump_restore_and_hash(job: _Pipeline, tables: list[str],
-                           source_shapes: list[tuple[str, tuple[str, ...], tuple[str, ...]]],
-                           hash_early: bool, steps: StepFn
+def _dump_restore_and_hash(job: _Pipeline, tables: list[str], hash_early: bool,
+                           steps: StepFn
                            ) -> tuple[dict[str, canon.TableHash],
                                       dict[str, Future[canon.TableHash]]]:
     """Dump and restore on a thread while this one hashes the source in the dump's
-    snapshot, then (``hash_early``) the restored tables as each is restored: the
-    source's hashes and the restored ones' futures."""
+    snapshot (on the connection that holds it), then (``hash_early``) the restored
+    tables as each is restored: the source's hashes and the restored ones' futures."""
     drill, tools, bar = job.drill, job.tools, job.bar
     result, stop = drill.result, drill.stop
     early: dict[str, Future[canon.TableHash]] = {}
@@ -701,13 +733,11 @@ def _dump_restore_and_hash(job: _Pipeline, tables: list[str],
     worker.start()
     # Allure steps belong to the test's thread, so the step spans the whole pipeline.
     with steps(f"dump and restore ({DUMP_JOBS} jobs each) while hashing the source "
-               f"in the dump's snapshot ({HASH_WORKERS} tables at a time); restore into "
-               f"{job.target.masked}"):
+               "in the dump's snapshot (on its own connection, one table after the "
+               f"other); restore into {job.target.masked}"):
         try:
             with stop.on_interrupt():
-                source_hashes = _hash_tables(tools, drill.url, source_shapes, drill.redact,
-                                             stop, snapshot=job.snapshot,
-                                             advance=bar.advance)
+                source_hashes = _hash_source(drill, tables, bar.advance)
                 result.timings_s["hash_source"] = round(time.monotonic() - t, 3)
                 job.dumped.wait()
                 drill.src.commit()
@@ -733,8 +763,9 @@ def _release(drill: _Drill, pending: BaseException | None) -> None:
     drill.src.close()
     copies = drill.copies
     leftover = (_drop_scratch(drill.session, copies.scratch, drill.redact)
-                if copies.scratch else None)
-    drill.session.close()
+                if copies.scratch and drill.session is not None else None)
+    if drill.session is not None:
+        drill.session.close()
     if copies.local is not None:
         copies.local.stop()  # the local cluster stopped and its folder removed
     shutil.rmtree(drill.workdir, ignore_errors=True)
@@ -757,8 +788,8 @@ def _drill(drill: _Drill, tools: PgBinaries | None, tool_search: dict[str, Any] 
            before_verify: Callable[[SecretUrl], None] | None, steps: StepFn) -> None:
     """The drill's stages, in order, on what `_open_drill` opened."""
     result = drill.result
-    _earlier_scratch_copies(drill.settings, drill.session, drill.redact, result)
     snapshot, version_num, server_port = _export_snapshot(drill)
+    _earlier_scratch_copies(drill.settings, drill.session, drill.src, drill.redact, result)
     pooler_hint = _pooler_hint(drill.url, server_port)
     if tools is None:
         tools = _client_tools(drill, version_num, tool_search)
@@ -768,13 +799,12 @@ def _drill(drill: _Drill, tools: PgBinaries | None, tool_search: dict[str, Any] 
         raise DrillError("the target has none of the contract tables; nothing to drill")
     copy = _prepare_copy(drill, version_num, tools)
     archive = _archive_path(drill)
-    source_shapes = _shapes(drill.src, tables)
     bar = drill.stack.enter_context(progress.bar("backup/restore drill: tables hashed",
                                                  total=2 * len(tables), unit="tables"))
     job = _Pipeline(drill, tools, snapshot, pooler_hint, archive, copy.url, copy.major, bar,
                     after_dump)
-    source_hashes, early = _dump_restore_and_hash(job, tables, source_shapes,
-                                                  before_verify is None, steps)
+    source_hashes, early = _dump_restore_and_hash(job, tables, before_verify is None,
+                                                  steps)
     if before_verify is not None:
         before_verify(copy.url)
     _verify(result, tables, source_hashes, early, tools, drill.url, copy.url, drill.redact,
