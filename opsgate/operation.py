@@ -1,5 +1,6 @@
-"""One skeleton for opsgate's guarded operations (the rollback command and the migration
-runner run on it; the refresh and `opsgate` itself take its exit codes): stages as small named
+"""One skeleton for opsgate's guarded operations (the rollback command, the migration
+runner and the backup/restore drill run on it; the refresh and `opsgate` itself take its
+exit codes): stages as small named
 functions, one typed summary whose JSON is the documented one, one timing helper, one
 way to stop with a reason (`Stop`) and one set of exit codes.
 

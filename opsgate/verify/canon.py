@@ -413,12 +413,20 @@ def table_shape(conn: Connection[Any], table: str, schema: str = "public") -> tu
     A table without a primary key is ordered by all its columns, by name: still a total
     order up to duplicate rows, which hash the same whichever comes first.
     """
+    return table_shapes(conn, [table], schema)[table]
+
+
+def table_shapes(conn: Connection[Any], tables: Iterable[str], schema: str = "public"
+                 ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """`table_shape` of each of ``tables``, in one statement (one network round trip
+    for all of them: the drill reads every contract table's at once)."""
     from psycopg.rows import tuple_row
 
-    # One statement, one network round trip: the columns, and the key's in key order.
-    row = conn.cursor(row_factory=tuple_row).execute(
+    wanted = list(tables)
+    # The columns, and the key's in key order.
+    rows = conn.cursor(row_factory=tuple_row).execute(
         """
-        SELECT
+        SELECT c.relname::text,
           ARRAY(SELECT a.attname::text FROM pg_attribute a
                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
           ARRAY(SELECT a.attname::text FROM pg_index i
@@ -427,15 +435,18 @@ def table_shape(conn: Connection[Any], table: str, schema: str = "public") -> tu
                 WHERE i.indrelid = c.oid AND i.indisprimary
                 ORDER BY k.ord)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = %s AND c.relname = %s
+        WHERE n.nspname = %s AND c.relname = ANY(%s)
         """,
-        (schema, table),
-    ).fetchone()
-    columns = tuple(sorted(row[0])) if row else ()
-    if not columns:
-        raise CanonError(f"table {schema}.{table} does not exist or has no columns")
-    pk = tuple(row[1]) if row else ()
-    return columns, pk or columns
+        (schema, wanted),
+    ).fetchall()
+    found = {name: (tuple(sorted(cols)), tuple(pk)) for name, cols, pk in rows}
+    shapes = {}
+    for table in wanted:
+        columns, pk = found.get(table, ((), ()))
+        if not columns:
+            raise CanonError(f"table {schema}.{table} does not exist or has no columns")
+        shapes[table] = (columns, pk or columns)
+    return shapes
 
 
 def table_copy_query(

@@ -4,8 +4,15 @@ prove with canon-v1 table hashes that what came back is what went out.
 The source hashes are taken inside the very snapshot pg_dump reads (the drill's
 transaction exports it and pg_dump joins it with ``--snapshot``), so writes landing on
 a live target during the drill can neither fake a mismatch nor hide a real one. The
-source is hashed while pg_dump runs (both only read the same snapshot), which overlaps
-the two longest steps.
+source is hashed while pg_dump runs (both only read the same snapshot), on the very
+connection that exported it (one COPY a table), which overlaps the two longest steps.
+
+The drill runs on `opsgate.operation`'s skeleton: its stages (preconditions, plan,
+apply, verify) are small named functions, each step recorded in a `Summary` (timed with
+`Summary.timed` into the evidence's own ``timings_s``) and its end the skeleton's (done,
+or a `Stop` as failed or interrupted). What callers see is unchanged: a `DrillError`
+when the drill cannot be carried out, KeyboardInterrupt on a stop, else a `DrillResult`
+whose evidence keeps its documented shape (the summary rides beside it, not in it).
 
 "Elsewhere" is by default a throwaway local PostgreSQL (`drill_local`), so the target
 server sees only reads; a scratch database on the target server is an explicit choice
@@ -25,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +60,7 @@ from opsgate.errors import (
     PostgresUnavailableError,
     first_line,
 )
+from opsgate.operation import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Stop, Summary
 from opsgate.processes import alive
 from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.sensitive import SecretUrl
@@ -103,6 +111,9 @@ class DrillResult:
     other_scratch_databases: list[str] = field(default_factory=list)
     restore_method: str = ""
     timings_s: dict[str, float] = field(default_factory=dict)
+    #: The run on the operation skeleton: its stages as steps, its status and message
+    #: (not part of the evidence, which stays as documented).
+    summary: Summary | None = field(default=None, repr=False, compare=False)
 
     @property
     def problems(self) -> list[str]:
@@ -175,7 +186,8 @@ def _relations_in(conn: psycopg.Connection[Any]) -> list[str]:
         "AND c.relkind IN ('r', 'p', 'v', 'm', 'S') LIMIT 5")]
 
 
-#: Tables hashed at once, on each side: one psql (and one server backend) per table.
+#: Restored tables hashed at once: one psql (and one server backend) per table. The
+#: source's are hashed one after the other on the snapshot's own connection.
 HASH_WORKERS = 2
 
 
@@ -189,17 +201,40 @@ def _shapes(conn: psycopg.Connection[Any], tables: list[str]
         "WHERE relname = ANY(%s) AND relkind = 'r' "
         "AND relnamespace = 'public'::regnamespace", (tables,)).fetchall())
     todo = sorted((t for t in tables if t in present), key=lambda t: -int(sizes.get(t, 0)))
-    return [(t, *canon.table_shape(conn, t)) for t in todo]
+    shapes = canon.table_shapes(conn, todo) if todo else {}
+    return [(t, *shapes[t]) for t in todo]
+
+
+def _hash_source(drill: _Drill, tables: list[str], advance: Callable[[int], None]
+                 ) -> dict[str, canon.TableHash]:
+    """canon-v1 hashes of ``tables`` on the source, one COPY each on the connection that
+    exported pg_dump's snapshot (its transaction is that snapshot, its settings pinned
+    by `_export_snapshot`): across the network a table costs one round trip, where a
+    psql of its own paid a connection's eight. Every shape is read in one statement."""
+    src, stop = drill.src, drill.stop
+    try:
+        shapes = canon.table_shapes(src, tables)
+        hashes = {}
+        for table in tables:
+            _not_stopping(stop)
+            hashes[table] = tablehash.table_hash_in_snapshot(src, table, *shapes[table])
+            advance(1)
+        return hashes
+    except CanonError as exc:
+        raise DrillError(str(exc)) from None
+    except psycopg.Error as exc:
+        raise DrillError(f"hashing the source in the dump's snapshot failed: "
+                         f"{drill.redact(first_line(exc))[:300]}") from None
 
 
 def _hash_tables(tools: PgBinaries, url: SecretUrl,
                  shapes: list[tuple[str, tuple[str, ...], tuple[str, ...]]],
                  redact: Callable[[str], str], stop: Terminator, *,
-                 snapshot: str | None = None, advance: Callable[[int], None] = lambda n: None
+                 advance: Callable[[int], None] = lambda n: None
                  ) -> dict[str, canon.TableHash]:
-    """canon-v1 hashes of the tables in ``shapes``, `HASH_WORKERS` at a time, each
-    received by psql (`tablehash.table_hash_via_psql`) in a read-only transaction of its
-    own that joins ``snapshot`` when given: every stream reads the same instant."""
+    """canon-v1 hashes of the restored tables in ``shapes``, `HASH_WORKERS` at a time,
+    each received by psql (`tablehash.table_hash_via_psql`) in a read-only transaction
+    of its own (nothing writes to the copy once it is restored)."""
     from concurrent.futures import ThreadPoolExecutor
 
     env = pgrun.tool_env(url)
@@ -209,8 +244,7 @@ def _hash_tables(tools: PgBinaries, url: SecretUrl,
         _not_stopping(stop)
         try:
             h = tablehash.table_hash_via_psql(tools.tool("psql"), url.without_password, env,
-                                              table, columns, order_by, snapshot=snapshot,
-                                              redact=redact)
+                                              table, columns, order_by, redact=redact)
         except CanonError as exc:
             raise DrillError(str(exc)) from None
         advance(1)
@@ -392,7 +426,7 @@ class _Copy:
     role: dict[str, Any] = field(default_factory=dict)
 
 
-def _restore_copy(settings: Settings, session: psycopg.Connection[Any],
+def _restore_copy(settings: Settings, session: psycopg.Connection[Any] | None,
                   src: psycopg.Connection[Any], url: SecretUrl, source_major: int,
                   workdir: Path, redact: Callable[[str], str], copies: _Copies) -> _Copy:
     """DRILL_DATABASE_URL when set, else as OPSGATE_DRILL_RESTORE says: ``local`` (the
@@ -400,6 +434,7 @@ def _restore_copy(settings: Settings, session: psycopg.Connection[Any],
     if settings.drill_database_url is not None:
         return _given_copy(settings.drill_database_url, redact)
     if settings.drill_restore == "target-scratch":
+        assert session is not None, "target-scratch mode opens its session"
         return _scratch_copy(session, src, url, source_major, redact, copies)
     role = drill_local.source_role(src)
     size = src.execute("SELECT pg_database_size(current_database())").fetchone()
@@ -463,16 +498,19 @@ def _scratch_copy(session: psycopg.Connection[Any], src: psycopg.Connection[Any]
                  "afterwards)")
 
 
-def _earlier_scratch_copies(settings: Settings, session: psycopg.Connection[Any],
-                            redact: Callable[[str], str], result: DrillResult) -> None:
+def _earlier_scratch_copies(settings: Settings, session: psycopg.Connection[Any] | None,
+                            src: psycopg.Connection[Any], redact: Callable[[str], str],
+                            result: DrillResult) -> None:
     """Scratch databases earlier drills left on the target server: in target-scratch
     mode those of dead drills are dropped (and one that cannot be fails the drill); in
-    local mode they are only listed, since dropping them would be a write."""
+    local mode they are only listed (on ``src``, in its snapshot transaction), since
+    dropping them would be a write."""
     if settings.drill_database_url is not None:
         return
     if settings.drill_restore == "local":
-        result.other_scratch_databases = list_scratch_databases(session)
+        result.other_scratch_databases = list_scratch_databases(src)
         return
+    assert session is not None, "target-scratch mode opens its session"
     sweep = sweep_leftovers(session, redact)
     result.leftovers_removed = sweep.removed
     result.other_scratch_databases = sweep.not_ours
@@ -483,21 +521,21 @@ def _earlier_scratch_copies(settings: Settings, session: psycopg.Connection[Any]
             "the data: drop it as its owner (DROP DATABASE name WITH (FORCE))")
 
 
-def _verify(result: DrillResult, tables: list[str], source_hashes: dict[str, canon.TableHash],
-            early: dict[str, Future[canon.TableHash]], tools: PgBinaries, url: SecretUrl,
-            target: SecretUrl, redact: Callable[[str], str], stop: Terminator,
+def _verify(drill: _Drill, tables: list[str], source_hashes: dict[str, canon.TableHash],
+            early: dict[str, Future[canon.TableHash]], tools: PgBinaries, target: SecretUrl,
             bar: progress.Bar, steps: StepFn) -> None:
     """Compare the restored copy's hashes (taken while it was restored, or now) with the
     source's, name the rows behind a mismatch, and fill in the combined hashes."""
-    t = time.monotonic()
+    result, redact = drill.result, drill.redact
     bar.phase("verify the restored copy")
-    with steps("verify: canon-v1 hash of every table, source vs restored"):
+    with _step(drill, "verify", "hashes compared", timing="verify") as detail, \
+            steps("verify: canon-v1 hash of every table, source vs restored"):
         restored = {tbl: f.result() for tbl, f in early.items()}
         if not early:
             with db.connect(target, redact=redact, what="the restored database") as probe, \
                     db.transaction(probe, read_only=True):
                 restored_shapes = _shapes(probe, tables)
-            restored = _hash_tables(tools, target, restored_shapes, redact, stop,
+            restored = _hash_tables(tools, target, restored_shapes, redact, drill.stop,
                                     advance=bar.advance)
         for tbl in tables:
             sh, rh = source_hashes[tbl], restored.get(tbl)
@@ -507,12 +545,13 @@ def _verify(result: DrillResult, tables: list[str], source_hashes: dict[str, can
         # on a live target, so on a busy one this may also list rows written since.
         mismatched = [x for x in result.tables if not x.match and x.restored_rows is not None]
         if mismatched:
-            with db.connect(url, redact=redact) as s2, \
+            with db.connect(drill.url, redact=redact) as s2, \
                     db.connect(target, redact=redact, what="the restored database") as r, \
                     db.transaction(s2, read_only=True), db.transaction(r, read_only=True):
                 for x in mismatched:
                     x.differing_rows = rowdiff.locate(s2, r, x.table).describe()
-    result.timings_s["verify"] = round(time.monotonic() - t, 3)
+        differ = sum(not x.match for x in result.tables)
+        detail.append(f"{len(tables) - differ} of {len(tables)} tables match")
     result.source_hash = canon.combined_hash({x.table: x.source_sha256 for x in result.tables})
     result.restored_hash = canon.combined_hash(
         {x.table: x.restored_sha256 for x in result.tables})
@@ -521,16 +560,18 @@ def _verify(result: DrillResult, tables: list[str], source_hashes: dict[str, can
 @dataclass
 class _Drill:
     """What one drill holds open, for `_release` to close whatever happens: the session
-    that exports the snapshot (and drops a scratch copy), the source's snapshot
-    transaction, the dump folder, the copies made to restore into, the progress bar and
-    the children's terminator (replaced once the client tools are known)."""
+    that creates and drops a scratch copy (target-scratch mode only), the source's
+    snapshot transaction (exported to pg_dump, and hashed in), the dump folder, the
+    copies made to restore into, the progress bar and the children's terminator
+    (replaced once the client tools are known); and its `Summary` (the operation
+    skeleton's), whose ``timings_s`` is the result's."""
 
     settings: Settings
     url: SecretUrl
     redact: Callable[[str], str]
     result: DrillResult
-    started: float
-    session: psycopg.Connection[Any]
+    summary: Summary
+    session: psycopg.Connection[Any] | None
     src: psycopg.Connection[Any]
     workdir: Path
     copies: _Copies = field(default_factory=_Copies)
@@ -538,6 +579,30 @@ class _Drill:
     # On a stop, the children (pg_dump, pg_restore, psql) are terminated by the main
     # thread: the threads that started them never see the KeyboardInterrupt.
     stop: Terminator = field(default_factory=lambda: Terminator(()))
+
+
+@contextlib.contextmanager
+def _step(drill: _Drill, stage: str, step: str, *, timing: str | None = None
+          ) -> Iterator[list[str]]:
+    """One step of the drill's ``stage``, recorded in its summary: ``done`` with the
+    detail the block appends, or ``failed`` with the line that stopped it. ``timing``
+    names the evidence's ``timings_s`` entry it is timed into (`Summary.timed`)."""
+    detail: list[str] = []
+    try:
+        with drill.summary.timed(timing) if timing else contextlib.nullcontext():
+            yield detail
+    except BaseException as exc:
+        why = ("interrupted" if isinstance(exc, KeyboardInterrupt)
+               else drill.redact(first_line(exc))[:300])
+        drill.summary.step(stage, step, "failed", why)
+        raise
+    drill.summary.step(stage, step, "done", "; ".join(detail))
+
+
+def _restore_mode(settings: Settings) -> str:
+    """The evidence's ``restore_mode`` as the settings choose it (`_restore_copy`)."""
+    return "DRILL_DATABASE_URL" if settings.drill_database_url is not None else (
+        settings.drill_restore)
 
 
 @dataclass
@@ -559,33 +624,41 @@ class _Pipeline:
 
 
 def _open_drill(settings: Settings) -> _Drill:
-    """The source's URL and its two sessions, earlier drills' dump folders swept and this
-    drill's made; a `DrillError` when the source cannot be reached."""
+    """The source's URL and its sessions (the snapshot's, and in target-scratch mode the
+    one that creates and drops the scratch database), earlier drills' dump folders swept
+    and this drill's made; a `DrillError` when the source cannot be reached."""
     try:
-        # pg_dump joins a snapshot this session exports (and in target-scratch mode the
-        # scratch database is created and dropped from it): a real session, so the
-        # direct endpoint.
+        # pg_dump joins a snapshot the drill exports: a real session, so the direct
+        # endpoint.
         url = settings.session_url("the backup/restore drill")
     except ConfigError as exc:
         raise DrillError(str(exc)) from None
     redact = settings.redactor()
     result = DrillResult()
-    started = time.monotonic()
+    # The summary's clock starts here, as the evidence's "total" always has.
+    summary = Summary(operation="backup-restore-drill", mode=_restore_mode(settings),
+                      timings_s=result.timings_s)
     # No application_name in the startup packet: if the "direct" URL is a pooler after
     # all, PgBouncer would replay it onto a server connection the app then inherits.
+    # A second session only where something is written (CREATE DATABASE needs
+    # autocommit): across the network a connection costs about eight round trips.
+    scratch = settings.drill_database_url is None and settings.drill_restore == "target-scratch"
     try:
-        session = db.connect(url, redact=redact)
+        session = db.connect(url, redact=redact) if scratch else None
     except DatabaseUnavailableError as exc:
         raise DrillError(str(exc)) from None
     try:
         src = db.connect(url, redact=redact, autocommit=False)
     except DatabaseUnavailableError as exc:
-        session.close()
+        if session is not None:
+            session.close()
         raise DrillError(str(exc)) from None
     result.source = url.masked
     result.dump_folders_removed = sweep_dump_folders()
     workdir = Path(tempfile.mkdtemp(prefix=f"{DUMP_FOLDER_PREFIX}{os.getpid()}-"))
-    return _Drill(settings, url, redact, result, started, session, src, workdir)
+    summary.step("preconditions", "source reached", "done", url.masked)
+    result.summary = summary
+    return _Drill(settings, url, redact, result, summary, session, src, workdir)
 
 
 def _export_snapshot(drill: _Drill) -> tuple[str, int, int | None]:
@@ -595,7 +668,8 @@ def _export_snapshot(drill: _Drill) -> tuple[str, int, int | None]:
     # Every transaction of this session: BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY.
     src.read_only = True
     src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    db.pin(src, (), application_name="opsgate-drill")  # this transaction only
+    # This transaction only; canon-v1's settings too, for `_hash_source`'s COPYs.
+    db.pin(src, canon.TABLE_SESSION_SETTINGS, application_name="opsgate-drill")
     row = src.execute("SELECT pg_export_snapshot(), current_setting('server_version'), "
                       "current_setting('server_version_num')::int, "
                       "inet_server_port()").fetchone()
@@ -619,14 +693,51 @@ def _client_tools(drill: _Drill, version_num: int, tool_search: dict[str, Any] |
         raise DrillError(str(exc)) from None
 
 
+@dataclass(frozen=True)
+class _Source:
+    """What the preconditions found: the exported snapshot, the server's version number,
+    a hint for a failing pg_dump, the client tools and the contract tables present."""
+
+    snapshot: str
+    version_num: int
+    pooler_hint: str
+    tools: PgBinaries
+    tables: list[str]
+
+
+def _preconditions(drill: _Drill, tools: PgBinaries | None,
+                   tool_search: dict[str, Any] | None) -> _Source:
+    """The snapshot exported, earlier drills' scratch copies dealt with, the client
+    tools found and the contract tables present: each a step of the summary."""
+    result = drill.result
+    with _step(drill, "preconditions", "snapshot exported") as detail:
+        snapshot, version_num, server_port = _export_snapshot(drill)
+        detail.append(f"PostgreSQL {result.server_version}")
+    with _step(drill, "preconditions", "earlier scratch copies") as detail:
+        _earlier_scratch_copies(drill.settings, drill.session, drill.src, drill.redact,
+                                result)
+        detail.append(f"{len(result.leftovers_removed)} removed, "
+                      f"{len(result.other_scratch_databases)} listed")
+    with _step(drill, "preconditions", "client tools") as detail:
+        if tools is None:
+            tools = _client_tools(drill, version_num, tool_search)
+        detail.append(f"PostgreSQL {tools.version} client tools")
+    drill.stop = Terminator([tools.tool(name) for name in CLIENT_TOOLS])
+    with _step(drill, "preconditions", "contract tables") as detail:
+        tables = pgrun.contract_tables(drill.src)
+        if not tables:
+            raise DrillError("the target has none of the contract tables; nothing to drill")
+        detail.append(f"{len(tables)} present")
+    return _Source(snapshot, version_num, _pooler_hint(drill.url, server_port), tools,
+                   tables)
+
+
 def _prepare_copy(drill: _Drill, version_num: int, tools: PgBinaries) -> _Copy:
     """The restore target: local (default), given and empty, or a scratch database;
     its mode, role and client tools in the result."""
     result = drill.result
-    t_copy = time.monotonic()
     copy = _restore_copy(drill.settings, drill.session, drill.src, drill.url,
                          version_num // 10000, drill.workdir, drill.redact, drill.copies)
-    result.timings_s["prepare_copy"] = round(time.monotonic() - t_copy, 3)
     result.restore_mode, result.restore_role = copy.mode, copy.role
     result.restore_target = copy.where
     # "TLS" beside the tools only when pg_dump's and pg_restore's connections used it
@@ -650,6 +761,18 @@ def _archive_path(drill: _Drill) -> Path:
     return archive
 
 
+def _plan(drill: _Drill, source: _Source) -> tuple[_Copy, Path]:
+    """Where the copy is restored (made now: a local cluster started, a scratch database
+    created) and where pg_dump writes: each a step of the summary."""
+    with _step(drill, "plan", "restore target", timing="prepare_copy") as detail:
+        copy = _prepare_copy(drill, source.version_num, source.tools)
+        detail.append(f"{copy.mode}: {copy.where}")
+    with _step(drill, "plan", "archive") as detail:
+        archive = _archive_path(drill)
+        detail.append("kept" if drill.result.archive_kept else "removed afterwards")
+    return copy, archive
+
+
 def _dump_then_restore(job: _Pipeline) -> None:
     """pg_dump joins the snapshot; as soon as it is done the restore starts, while the
     main thread is still hashing the source in the same snapshot. Runs on its own
@@ -657,68 +780,67 @@ def _dump_then_restore(job: _Pipeline) -> None:
     drill, tools, archive, result = job.drill, job.tools, job.archive, job.drill.result
     url, redact = drill.url, drill.redact
     try:
-        t_dump = time.monotonic()
         job.bar.phase("dump, hashing the source")
         try:
-            pgrun.run_tool([str(tools.tool("pg_dump")), "--format=directory",
-                            f"--jobs={DUMP_JOBS}", "--compress=0",
-                            f"--snapshot={job.snapshot}", "--no-owner", "--no-privileges",
-                            f"--file={archive}", f"--dbname={url.without_password}"],
-                           "pg_dump", pgrun.tool_env(url), redact, DrillError,
-                           hint=job.pooler_hint)
+            with _step(drill, "apply", "dump", timing="dump") as detail:
+                pgrun.run_tool([str(tools.tool("pg_dump")), "--format=directory",
+                                f"--jobs={DUMP_JOBS}", "--compress=0",
+                                f"--snapshot={job.snapshot}", "--no-owner",
+                                "--no-privileges", f"--file={archive}",
+                                f"--dbname={url.without_password}"],
+                               "pg_dump", pgrun.tool_env(url), redact, DrillError,
+                               hint=job.pooler_hint)
+                detail.append(f"directory format, {DUMP_JOBS} jobs, the drill's snapshot")
         finally:
             job.dumped.set()
-        result.timings_s["dump"] = round(time.monotonic() - t_dump, 3)
         result.archive_bytes = sum(p.stat().st_size for p in archive.rglob("*")
                                    if p.is_file())
         if job.after_dump is not None:
             job.after_dump(archive)
         _not_stopping(drill.stop)
-        t_restore = time.monotonic()
         job.bar.phase("restore")
-        result.restore_method = pgrun.restore_archive(
-            tools, archive, job.target, job.target_major, "pg_restore", redact, DrillError,
-            options=("--no-owner", "--no-privileges"), jobs=DUMP_JOBS)
-        result.timings_s["restore"] = round(time.monotonic() - t_restore, 3)
+        with _step(drill, "apply", "restore", timing="restore") as detail:
+            result.restore_method = pgrun.restore_archive(
+                tools, archive, job.target, job.target_major, "pg_restore", redact,
+                DrillError, options=("--no-owner", "--no-privileges"), jobs=DUMP_JOBS)
+            detail.append(result.restore_method)
     except BaseException as exc:  # reported on the main thread
         job.error.append(exc)
 
 
-def _dump_restore_and_hash(job: _Pipeline, tables: list[str],
-                           source_shapes: list[tuple[str, tuple[str, ...], tuple[str, ...]]],
-                           hash_early: bool, steps: StepFn
+def _dump_restore_and_hash(job: _Pipeline, tables: list[str], hash_early: bool,
+                           steps: StepFn
                            ) -> tuple[dict[str, canon.TableHash],
                                       dict[str, Future[canon.TableHash]]]:
     """Dump and restore on a thread while this one hashes the source in the dump's
-    snapshot, then (``hash_early``) the restored tables as each is restored: the
-    source's hashes and the restored ones' futures."""
+    snapshot (on the connection that holds it), then (``hash_early``) the restored
+    tables as each is restored: the source's hashes and the restored ones' futures."""
     drill, tools, bar = job.drill, job.tools, job.bar
-    result, stop = drill.result, drill.stop
+    stop = drill.stop
     early: dict[str, Future[canon.TableHash]] = {}
-    t = time.monotonic()
     worker = threading.Thread(target=_dump_then_restore, args=(job,),
                               name="opsgate-dump-restore")
-    worker.start()
-    # Allure steps belong to the test's thread, so the step spans the whole pipeline.
-    with steps(f"dump and restore ({DUMP_JOBS} jobs each) while hashing the source "
-               f"in the dump's snapshot ({HASH_WORKERS} tables at a time); restore into "
-               f"{job.target.masked}"):
-        try:
-            with stop.on_interrupt():
-                source_hashes = _hash_tables(tools, drill.url, source_shapes, drill.redact,
-                                             stop, snapshot=job.snapshot,
-                                             advance=bar.advance)
-                result.timings_s["hash_source"] = round(time.monotonic() - t, 3)
+    with drill.summary.timed("dump_restore_and_source_hash"):
+        worker.start()
+        # Allure steps belong to the test's thread, so the step spans the whole pipeline.
+        with steps(f"dump and restore ({DUMP_JOBS} jobs each) while hashing the source "
+                   "in the dump's snapshot (on its own connection, one table after the "
+                   f"other); restore into {job.target.masked}"):
+            try:
+                with stop.on_interrupt():
+                    with _step(drill, "apply", "hash the source",
+                               timing="hash_source") as detail:
+                        source_hashes = _hash_source(drill, tables, bar.advance)
+                        detail.append(f"{len(tables)} tables in the dump's snapshot")
+                    job.dumped.wait()
+                    drill.src.commit()
+                    if hash_early:  # the self-tests' faults go in after restore
+                        bar.phase("restore, hashing restored tables")
+                        early = _hash_as_restored(tools, job.target, tables, drill.redact,
+                                                  worker, bar.advance, stop)
+            finally:
                 job.dumped.wait()
-                drill.src.commit()
-                if hash_early:  # the self-tests' faults go in after restore
-                    bar.phase("restore, hashing restored tables")
-                    early = _hash_as_restored(tools, job.target, tables, drill.redact,
-                                              worker, bar.advance, stop)
-        finally:
-            job.dumped.wait()
-            worker.join()
-    result.timings_s["dump_restore_and_source_hash"] = round(time.monotonic() - t, 3)
+                worker.join()
     if job.error:
         raise job.error[0]
     return source_hashes, early
@@ -726,19 +848,21 @@ def _dump_restore_and_hash(job: _Pipeline, tables: list[str],
 
 def _release(drill: _Drill, pending: BaseException | None) -> None:
     """Close what the drill holds (sessions, bar, children, the local cluster, the dump
-    folder) whatever happened; a scratch copy that cannot be dropped fails the drill,
-    or travels with the drill's own error (``pending``), or is printed beside a stop."""
+    folder) whatever happened, and finish its summary; a scratch copy that cannot be
+    dropped fails the drill, or travels with the drill's own error (``pending``), or is
+    printed beside a stop."""
     drill.stop.close()
     drill.stack.close()
     drill.src.close()
     copies = drill.copies
     leftover = (_drop_scratch(drill.session, copies.scratch, drill.redact)
-                if copies.scratch else None)
-    drill.session.close()
+                if copies.scratch and drill.session is not None else None)
+    if drill.session is not None:
+        drill.session.close()
     if copies.local is not None:
         copies.local.stop()  # the local cluster stopped and its folder removed
     shutil.rmtree(drill.workdir, ignore_errors=True)
-    drill.result.timings_s["total"] = round(time.monotonic() - drill.started, 3)
+    _finish(drill, pending, leftover)
     if leftover and pending is None:
         raise DrillError(leftover)
     if leftover and isinstance(pending, KeyboardInterrupt):
@@ -752,33 +876,43 @@ def _release(drill: _Drill, pending: BaseException | None) -> None:
                          f"and {leftover}") from None
 
 
+def _finish(drill: _Drill, pending: BaseException | None, leftover: str | None) -> None:
+    """The summary's end, the skeleton's way: done, or stopped (`Stop`) as failed or
+    interrupted with the line that says why; its duration is the evidence's total."""
+    summary, result = drill.summary, drill.result
+    if isinstance(pending, KeyboardInterrupt):
+        summary.stopped(Stop("interrupted", EXIT_INTERRUPTED, "the drill was interrupted"))
+    elif pending is not None or leftover:
+        why = [drill.redact(first_line(pending))[:300] if pending else "", leftover or ""]
+        summary.stopped(Stop("failed", EXIT_FAILED, "; ".join(w for w in why if w)))
+    elif result.problems:
+        summary.stopped(Stop("failed", EXIT_FAILED,
+                             f"{len(result.problems)} table(s) differ after restore",
+                             result.problems))
+    else:
+        summary.finish("done", EXIT_OK, f"{len(result.tables)} tables restored identical")
+    assert summary.duration_s is not None
+    result.timings_s["total"] = summary.duration_s
+
+
 def _drill(drill: _Drill, tools: PgBinaries | None, tool_search: dict[str, Any] | None,
            after_dump: Callable[[Path], None] | None,
            before_verify: Callable[[SecretUrl], None] | None, steps: StepFn) -> None:
-    """The drill's stages, in order, on what `_open_drill` opened."""
-    result = drill.result
-    _earlier_scratch_copies(drill.settings, drill.session, drill.redact, result)
-    snapshot, version_num, server_port = _export_snapshot(drill)
-    pooler_hint = _pooler_hint(drill.url, server_port)
-    if tools is None:
-        tools = _client_tools(drill, version_num, tool_search)
-    drill.stop = Terminator([tools.tool(name) for name in CLIENT_TOOLS])
-    tables = pgrun.contract_tables(drill.src)
-    if not tables:
-        raise DrillError("the target has none of the contract tables; nothing to drill")
-    copy = _prepare_copy(drill, version_num, tools)
-    archive = _archive_path(drill)
-    source_shapes = _shapes(drill.src, tables)
+    """The drill's stages, in order, on what `_open_drill` opened: preconditions, plan,
+    apply (dump and restore while the source is hashed) and verify. The record is the
+    check's: it writes the evidence (`DrillResult.evidence`)."""
+    source = _preconditions(drill, tools, tool_search)
+    copy, archive = _plan(drill, source)
     bar = drill.stack.enter_context(progress.bar("backup/restore drill: tables hashed",
-                                                 total=2 * len(tables), unit="tables"))
-    job = _Pipeline(drill, tools, snapshot, pooler_hint, archive, copy.url, copy.major, bar,
-                    after_dump)
-    source_hashes, early = _dump_restore_and_hash(job, tables, source_shapes,
+                                                 total=2 * len(source.tables),
+                                                 unit="tables"))
+    job = _Pipeline(drill, source.tools, source.snapshot, source.pooler_hint, archive,
+                    copy.url, copy.major, bar, after_dump)
+    source_hashes, early = _dump_restore_and_hash(job, source.tables,
                                                   before_verify is None, steps)
     if before_verify is not None:
         before_verify(copy.url)
-    _verify(result, tables, source_hashes, early, tools, drill.url, copy.url, drill.redact,
-            drill.stop, bar, steps)
+    _verify(drill, source.tables, source_hashes, early, source.tools, copy.url, bar, steps)
 
 
 def run_drill(
@@ -791,7 +925,8 @@ def run_drill(
     steps: StepFn = no_steps,
 ) -> DrillResult:
     """Dump, restore, verify. Raises `DrillError` when the drill cannot be carried out;
-    returns a result whose ``problems`` list the mismatches when it can.
+    returns a result whose ``problems`` list the mismatches when it can, and whose
+    ``summary`` (the operation skeleton's) records its stages as steps.
 
     ``after_dump`` and ``before_verify`` exist for the self-tests' fault injection.
     """

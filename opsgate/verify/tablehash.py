@@ -10,8 +10,12 @@ are received is free, and it is most of the client's cost:
   hashing one buffer overlaps receiving the next.
 * Through psql (`table_hash_via_psql`), a C client receives the rows and writes them to
   a pipe; Python only reads 1 MiB at a time and hashes. This is what an auditor's
-  ``psql ... | sha256sum`` costs, and what the drill uses: it hashes two dozen tables of
-  millions of small rows on a machine it shares with pg_dump and pg_restore.
+  ``psql ... | sha256sum`` costs, and what the drill uses for the restored copy (a local
+  server by default): it hashes two dozen tables of millions of small rows on a machine
+  it shares with pg_dump and pg_restore. The drill's source side is across the network,
+  where each psql pays a connection (about 8 round trips), so the source is hashed on
+  the connection that holds pg_dump's snapshot instead (`table_hash_in_snapshot`, one
+  COPY and one round trip per table).
 * A large table hashed outside the caller's transaction is read in primary-key ranges
   over two connections that share one exported snapshot (`table_hash_read`,
   `_parallel`): the server's COPY work, most of the cost, then runs on two cores. The
@@ -217,6 +221,18 @@ def table_hash_read(conn: Connection[Any], table: str, schema: str = "public", *
             helper.join()
         ranges.close()
     return h, replace(read, note=read.note or ranges.note)
+
+
+def table_hash_in_snapshot(conn: Connection[Any], table: str, columns: tuple[str, ...],
+                          order_by: tuple[str, ...], schema: str = "public") -> TableHash:
+    """canon-v1 hash of ``table`` in the transaction ``conn`` has open, whose settings the
+    caller has already pinned (`canon.pin_session`, once for every table) and whose
+    shape (``columns``, ``order_by``) it has read (`canon.table_shapes`): one COPY, one
+    network round trip. The drill hashes the source this way on the connection that
+    exported pg_dump's snapshot."""
+    if not db.in_transaction(conn):
+        raise psycopg.ProgrammingError("table_hash_in_snapshot needs an open transaction")
+    return _single(conn, table, columns, order_by, schema)
 
 
 def _single(conn: Connection[Any], table: str, columns: tuple[str, ...],

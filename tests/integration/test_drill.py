@@ -6,6 +6,7 @@ import io
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -15,6 +16,13 @@ from opsgate.clients import pgtools
 from opsgate.clients.schema import CONTRACT_TABLES
 from opsgate.config import Settings
 from opsgate.errors import DrillError
+from opsgate.operation import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    STAGES,
+    Summary,
+)
 from opsgate.sandbox import Sandbox
 from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.sensitive import SecretUrl
@@ -265,3 +273,60 @@ def test_a_row_altered_in_the_archive_is_caught_by_hashes_taken_during_the_resto
     assert set(by_table) <= {"kb_entities", "admin_content_state"}, result.problems
     assert f"1 changed (id: {key})" in by_table["kb_entities"]
     assert scratch_dbs(sandbox) == []
+
+
+def test_a_drill_records_its_stages_on_the_operation_skeleton(sandbox: Sandbox) -> None:
+    """The drill runs on `opsgate.operation`'s skeleton: its stages are the summary's
+    steps, in stage order, its timings the evidence's own (one dict), and it ends
+    done; the evidence keeps its documented keys."""
+    result = run_drill(settings_for(sandbox))
+    summary = result.summary
+    assert summary is not None
+    assert (summary.operation, summary.mode, summary.status, summary.exit_code) == (
+        "backup-restore-drill", "local", "done", EXIT_OK)
+    assert summary.timings_s is result.timings_s
+    assert result.timings_s["total"] == summary.duration_s
+    stages = [s["stage"] for s in summary.steps]
+    assert stages == sorted(stages, key=STAGES.index), stages
+    assert {(s["stage"], s["step"]) for s in summary.steps} == {
+        ("preconditions", "source reached"), ("preconditions", "snapshot exported"),
+        ("preconditions", "earlier scratch copies"), ("preconditions", "client tools"),
+        ("preconditions", "contract tables"), ("plan", "restore target"),
+        ("plan", "archive"), ("apply", "dump"), ("apply", "hash the source"),
+        ("apply", "restore"), ("verify", "hashes compared")}
+    assert all(s["status"] == "done" for s in summary.steps), summary.steps
+    assert {"prepare_copy", "dump", "restore", "hash_source", "verify",
+            "dump_restore_and_source_hash", "total"} == set(result.timings_s)
+    assert "summary" not in result.evidence()
+
+
+@pytest.mark.parametrize(("fault", "status", "code"), [
+    (DrillError("the archive was taken away"), "failed", EXIT_FAILED),
+    (KeyboardInterrupt(), "interrupted", EXIT_INTERRUPTED)], ids=["error", "interrupt"])
+def test_a_drill_stopped_after_its_dump_says_so_in_its_summary(
+        sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, fault: BaseException,
+        status: str, code: int) -> None:
+    """A fault after the dump stops the drill as before (the same exception reaches the
+    caller); its summary ends as the skeleton's `Stop` says, with the dump done and no
+    restore begun."""
+    from opsgate.verify import drill as drill_module
+
+    finished: list[Summary] = []
+    real_finish = drill_module._finish
+
+    def spy(drill: Any, pending: BaseException | None, leftover: str | None) -> None:
+        real_finish(drill, pending, leftover)
+        finished.append(drill.summary)
+
+    def after_dump(archive: Path) -> None:
+        raise fault
+
+    monkeypatch.setattr(drill_module, "_finish", spy)
+    with pytest.raises(type(fault)):
+        run_drill(settings_for(sandbox), after_dump=after_dump)
+    [summary] = finished
+    assert (summary.status, summary.exit_code) == (status, code), summary
+    if status == "failed":
+        assert summary.message == "the archive was taken away"
+    steps = {s["step"]: s["status"] for s in summary.steps}
+    assert steps["dump"] == "done" and "restore" not in steps, summary.steps

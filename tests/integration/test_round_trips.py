@@ -14,11 +14,13 @@ import psycopg
 import pytest
 
 from bench.delayproxy import ProxySet
-from opsgate.clients import db, kb
+from opsgate.clients import db, kb, pgrun
+from opsgate.config import Settings
 from opsgate.sandbox import Sandbox
 from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.sensitive import SecretUrl
 from opsgate.verify import canon, tablehash
+from opsgate.verify.drill import DUMP_JOBS, run_drill
 from tests.gate_helpers import clean_env, run_gate_here
 
 pytestmark = pytest.mark.usefixtures("gate_in_process")
@@ -112,3 +114,50 @@ def test_kb_reads_and_table_shapes_take_one_round_trip_a_statement(sandbox: Sand
     assert waited == 2, f"reading {edges} edges waited out {waited} round trips, not 2"
     assert shape_waited == 1, f"table_shape waited out {shape_waited} round trips, not 1"
     assert shape == (("id", "relation", "source_id", "target_id", "weight"), ("id",)), shape
+
+
+def test_the_drill_hashes_each_source_table_in_one_round_trip(sandbox: Sandbox) -> None:
+    """Inside the drill's snapshot transaction (settings pinned once), every contract
+    table's shape is one statement and each table's hash one COPY: one round trip each,
+    where a psql of its own waited out a connection's eight. The hashes are canon-v1's."""
+    url = sandbox.environ()["DATABASE_URL"]
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    with db.connect(SecretUrl(url)) as plain, db.transaction(plain, read_only=True):
+        tables = pgrun.contract_tables(plain)
+        expected = {t: canon.table_hash(plain, t) for t in tables}
+    with ProxySet({"db": (parts.hostname, parts.port)}, delay_s=0.02) as proxies:
+        proxied = SecretUrl(url.replace(f":{parts.port}/", f":{proxies.port('db')}/", 1))
+        with db.connect(proxied) as conn, db.transaction(
+                conn, read_only=True, isolation=psycopg.IsolationLevel.REPEATABLE_READ,
+                settings=canon.TABLE_SESSION_SETTINGS):
+            before = proxies.snapshot()["db"].round_trips
+            shapes = canon.table_shapes(conn, tables)
+            shapes_waited = proxies.snapshot()["db"].round_trips - before
+            got, waited = {}, []
+            for t in tables:
+                before = proxies.snapshot()["db"].round_trips
+                got[t] = tablehash.table_hash_in_snapshot(conn, t, *shapes[t])
+                waited.append(proxies.snapshot()["db"].round_trips - before)
+    assert len(tables) > 5
+    assert shapes == {t: (expected[t].columns, expected[t].order_by) for t in tables}
+    assert got == expected
+    assert shapes_waited == 1, shapes_waited
+    assert waited == [1] * len(tables), waited
+
+
+def test_the_drill_reaches_the_source_only_for_its_snapshot_and_pg_dump(
+        sandbox: Sandbox) -> None:
+    """A local drill's connections to the source: the one that exports the snapshot and
+    hashes in it, and pg_dump's (its leader and one per job). No psql per table, no
+    session beside the snapshot's, and the restore is watched on the local copy."""
+    values = sandbox.environ()
+    parts = urlsplit(values["DATABASE_URL"])
+    assert parts.hostname is not None and parts.port is not None
+    with ProxySet({"db": (parts.hostname, parts.port)}, delay_s=0.0) as proxies:
+        port = f"127.0.0.1:{proxies.port('db')}"
+        proxied = {k: v.replace(f"127.0.0.1:{parts.port}", port) for k, v in values.items()}
+        result = run_drill(Settings.load(environ={**proxied, "OPSGATE_DRILL_RESTORE": "local"}))
+        counts = proxies.snapshot()["db"]
+    assert result.problems == [] and result.restore_mode == "local"
+    assert counts.connections == 1 + 1 + DUMP_JOBS, counts
