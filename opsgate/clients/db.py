@@ -312,6 +312,15 @@ class ReadOnlySession(psycopg.Connection[Any]):
         repeatable read, with ``settings`` (a `pin_statement`) pinned to it."""
         self.opening = settings
 
+    @contextmanager
+    def transaction(self, *args: Any, **kwargs: Any) -> Iterator[psycopg.Transaction]:
+        """psycopg's, inside the armed transaction if one is armed (its settings would
+        be missing from psycopg's own BEGIN); then a savepoint, as in any transaction."""
+        if self.opening is not None:
+            _begin_alone(self)
+        with super().transaction(*args, **kwargs) as tx:
+            yield tx
+
 
 def read_only_session(url: SecretUrl, **kwargs: Any) -> ReadOnlySession:
     """`connect` for a `ReadOnlySession`: autocommit, guarded cursors."""

@@ -174,7 +174,13 @@ def test_a_checks_transaction_begins_with_its_first_statement(fresh_db: str) -> 
             with db.reading(conn):  # a transaction of its own: read only, like the first
                 again = conn.execute("SELECT current_setting('transaction_read_only')"
                                      ).fetchone()
+            # psycopg's own transaction() on an armed session runs inside the armed one.
+            conn.begin_on_next_statement(db.pin_statement(statement_timeout_ms=4321))
+            with conn.transaction():
+                inner = conn.execute("SHOW statement_timeout").fetchone()
+            conn.rollback()
     assert (waited, row, again) == (1, ("on", "repeatable read", "1234ms"), ("on",))
+    assert inner == ("4321ms",)
 
 
 def test_count_rows_counts_in_one_round_trip(fresh_db: str) -> None:
