@@ -6,8 +6,9 @@ own clients afterwards. So nothing opsgate needs may live in the session:
 
 - every setting (read-only, timeouts, the canon-v1 output settings, even
   ``application_name``) is set inside the transaction that needs it (``BEGIN ... READ
-  ONLY`` through psycopg's own ``read_only``/``isolation_level`` attributes, and
-  ``set_config(name, value, true)``, which ends with the transaction);
+  ONLY``, sent by opsgate on an autocommit connection: `transaction`,
+  `ReadOnlySession`; and ``set_config(name, value, true)``, which ends with the
+  transaction);
 - no startup parameter is sent that PgBouncer would replay onto a server connection
   (``application_name`` is one it tracks);
 - no prepared statement is ever created (``prepare_threshold=None``): on a pooler a
