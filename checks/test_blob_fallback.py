@@ -6,15 +6,13 @@ switched to blob), and its canon-v1 hash equals Postgres' admin state.
 
 from __future__ import annotations
 
-from typing import Any
-
-import psycopg
 import pytest
 
+from opsgate.clients import db
 from opsgate.clients.blob import BlobAdminState, open_admin_state
 from opsgate.config import Settings
 from opsgate.errors import BlobError
-from opsgate.pytest_plugin.fixtures import connect_read_only, fail
+from opsgate.pytest_plugin.fixtures import fail, run_session
 from opsgate.pytest_plugin.plugin import get_state
 from opsgate.verify.blob_parity import blob_hash, compare, store_for
 from opsgate.verify.evidence_blob import (
@@ -60,8 +58,10 @@ def test_blob_state_is_complete_and_well_formed(blob_state: BlobAdminState,
 
 @pytest.mark.opsgate_role(BlobParityEvidence.ROLE)
 def test_blob_and_neon_hashes_match(blob_state: BlobAdminState, ops_settings: Settings,
-                                    expectations: Expectations,
-                                    evidence: EvidenceStore) -> None:
+                                    expectations: Expectations, evidence: EvidenceStore,
+                                    pytestconfig: pytest.Config,
+                                    _read_only_sessions: dict[str, db.ReadOnlySession]
+                                    ) -> None:
     pinned = expectations.pinned.get("admin_state_sha256")
     if ops_settings.database_url is None:
         # The runbook makes Neon parity optional; what was not compared is said, in the
@@ -78,8 +78,8 @@ def test_blob_and_neon_hashes_match(blob_state: BlobAdminState, ops_settings: Se
             fail(f"the blob admin state changed: canon-v1 hash {only_blob}, "
                  f"pinned {pinned} in {expectations.source}")
         return
-    conn: psycopg.Connection[Any] = connect_read_only(ops_settings.database_url, ops_settings)
-    with conn:
+    # The run's read-only connection (target_db's), asked for only when there is a URL.
+    with run_session(ops_settings, pytestconfig, _read_only_sessions) as conn:
         try:
             result = compare(blob_state, conn)
         except BlobError as exc:

@@ -32,11 +32,25 @@ def scripts(ops_settings: Settings, project_root: Path) -> list[Any]:
         fail(str(exc))
 
 
+@pytest.fixture(scope="module")
+def _ledger_read() -> dict[str, list[dict[str, Any]] | str]:
+    """The ledger as the module's first test read it (or why it could not): the three
+    tests judge one read, in one transaction, of one snapshot."""
+    return {}
+
+
 @pytest.fixture
-def rows(target_db: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-    if not ledger.ledger_exists(target_db):
-        fail("admin_migrations does not exist: no migration was ever recorded")
-    return ledger.rows(target_db)
+def rows(request: pytest.FixtureRequest,
+         _ledger_read: dict[str, list[dict[str, Any]] | str]) -> list[dict[str, Any]]:
+    if "rows" not in _ledger_read:
+        target_db: psycopg.Connection[Any] = request.getfixturevalue("target_db")
+        found = ledger.rows(target_db)  # the table's existence, then its rows
+        _ledger_read["rows"] = found if found or ledger.ledger_exists(target_db) else (
+            "admin_migrations does not exist: no migration was ever recorded")
+    read = _ledger_read["rows"]
+    if isinstance(read, str):
+        fail(read)
+    return read
 
 
 def test_every_migration_is_applied_with_a_payload_hash(

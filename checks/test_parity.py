@@ -27,7 +27,7 @@ from opsgate.errors import (
     NotTriedAgainError,
     first_line,
 )
-from opsgate.pytest_plugin.fixtures import connect_read_only, fail
+from opsgate.pytest_plugin.fixtures import fail, run_session
 from opsgate.pytest_plugin.plugin import get_state
 from opsgate.reports import failure_kinds
 from opsgate.verify import parity as engine
@@ -52,7 +52,8 @@ def _run_folder(factory: pytest.TempPathFactory, config: pytest.Config) -> Path:
     return (base.parent if hasattr(config, "workerinput") else base) / "parity"
 
 
-def _compute(settings: Settings, config: pytest.Config, spool: Path) -> engine.Parity:
+def _compute(settings: Settings, config: pytest.Config, spool: Path,
+             sessions: dict[str, db.ReadOnlySession]) -> engine.Parity:
     state = get_state(config)
     try:
         base = settings.require_base_url()
@@ -65,35 +66,38 @@ def _compute(settings: Settings, config: pytest.Config, spool: Path) -> engine.P
             api = engine.fetch_and_scan(client, spool)
     result = engine.Parity(api)
     try:
-        url = settings.require_database_url()
-        conn = connect_read_only(url, settings, state.unreachable)
-    except MissingEnvError as exc:
-        result.db_error = str(exc)
-        return result
-    except pytest.fail.Exception as exc:  # connect_read_only's one-line failure
+        # The run's read-only connection, which the tests' target_db hands on too.
+        with run_session(settings, config, sessions) as conn, \
+                allure.step("read: kb_entities and kb_edges (one statement)"):
+            _read_database(result, conn, spool, settings)
+    except pytest.fail.Exception as exc:  # a missing URL, or no connection: one line
         result.db_error = str(exc.msg)
         result.db_again_of = failure_kinds.again_of(exc)
-        return result
-    with allure.step("read: kb_entities and kb_edges (one statement)"), conn:
-        try:
-            result.db = engine.database_counts(conn)
-            if api.error is None and (result.db.node_digest, result.db.edge_digest) != (
-                    api.node_digest, api.edge_digest):
-                result.node_differences, result.edge_differences = engine.differences(
-                    spool, conn)
-        except psycopg.Error as exc:
-            result.db = None
-            result.db_error = ("reading kb_entities and kb_edges failed: "
-                               + settings.redactor()(first_line(exc))[:300])
-        db.release(conn)
     return result
+
+
+def _read_database(result: engine.Parity, conn: psycopg.Connection[Any], spool: Path,
+                   settings: Settings) -> None:
+    api = result.api
+    try:
+        result.db = engine.database_counts(conn)
+        if api.error is None and (result.db.node_digest, result.db.edge_digest) != (
+                api.node_digest, api.edge_digest):
+            result.node_differences, result.edge_differences = engine.differences(
+                spool, conn)
+    except psycopg.Error as exc:
+        result.db = None
+        result.db_error = ("reading kb_entities and kb_edges failed: "
+                           + settings.redactor()(first_line(exc))[:300])
 
 
 @pytest.fixture(scope="session")
 def parity(ops_settings: Settings, pytestconfig: pytest.Config,
-           tmp_path_factory: pytest.TempPathFactory) -> engine.Parity:
+           tmp_path_factory: pytest.TempPathFactory,
+           _read_only_sessions: dict[str, db.ReadOnlySession]) -> engine.Parity:
     return engine.shared(_run_folder(tmp_path_factory, pytestconfig),
-                         lambda spool: _compute(ops_settings, pytestconfig, spool))
+                         lambda spool: _compute(ops_settings, pytestconfig, spool,
+                                                _read_only_sessions))
 
 
 #: Failures of an unreachable target that a parity test of this process has shown.

@@ -6,8 +6,9 @@ own clients afterwards. So nothing opsgate needs may live in the session:
 
 - every setting (read-only, timeouts, the canon-v1 output settings, even
   ``application_name``) is set inside the transaction that needs it (``BEGIN ... READ
-  ONLY`` through psycopg's own ``read_only``/``isolation_level`` attributes, and
-  ``set_config(name, value, true)``, which ends with the transaction);
+  ONLY``, sent by opsgate on an autocommit connection: `transaction`,
+  `ReadOnlySession`; and ``set_config(name, value, true)``, which ends with the
+  transaction);
 - no startup parameter is sent that PgBouncer would replay onto a server connection
   (``application_name`` is one it tracks);
 - no prepared statement is ever created (``prepare_threshold=None``): on a pooler a
@@ -18,6 +19,7 @@ The same rules hold on a direct connection; they cost one round trip per transac
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import Any
@@ -31,14 +33,18 @@ from opsgate.errors import DatabaseUnavailableError, first_line
 from opsgate.sensitive import SecretUrl
 
 __all__ = [
+    "BEGIN_READ_ONLY",
     "CONNECT_TIMEOUT_S",
     "OUTPUT_SETTINGS",
+    "ReadOnlySession",
     "connect",
     "count_rows",
     "host_of",
     "in_transaction",
     "is_pooler_host",
     "pin",
+    "pin_statement",
+    "read_only_session",
     "reading",
     "release",
     "transaction",
@@ -73,6 +79,7 @@ def connect(
     autocommit: bool = True,
     application_name: str | None = None,
     connect_timeout: int = CONNECT_TIMEOUT_S,
+    connection_class: type[psycopg.Connection[Any]] = psycopg.Connection,
 ) -> psycopg.Connection[Any]:
     """Connect with no prepared statements; a failure is one line naming the masked URL.
 
@@ -84,8 +91,9 @@ def connect(
     if application_name:
         kwargs["application_name"] = application_name[:63]
     try:
-        conn = psycopg.connect(url.reveal(), connect_timeout=connect_timeout,
-                               autocommit=autocommit, prepare_threshold=None, **kwargs)
+        conn = connection_class.connect(url.reveal(), connect_timeout=connect_timeout,
+                                        autocommit=autocommit, prepare_threshold=None,
+                                        **kwargs)
     except psycopg.Error as exc:
         raise DatabaseUnavailableError(
             f"cannot connect to {what + ' ' if what else ''}{url.masked}: "
@@ -124,6 +132,22 @@ def pin(
     """
     if conn.autocommit and not in_transaction(conn) and begin is None:
         raise psycopg.ProgrammingError("opsgate.clients.db.pin needs an open transaction")
+    statement = pin_statement(settings, statement_timeout_ms=statement_timeout_ms,
+                              lock_timeout_ms=lock_timeout_ms,
+                              application_name=application_name)
+    # A cursor of psycopg's own class: a `ReadOnlySession`'s guard would refuse the BEGIN.
+    with psycopg.Cursor(conn) as cur:
+        cur.execute(statement if begin is None else sql.SQL("; ").join([begin, statement]))
+
+
+def pin_statement(
+    settings: Iterable[tuple[str, str]] = OUTPUT_SETTINGS,
+    *,
+    statement_timeout_ms: int | None = None,
+    lock_timeout_ms: int | None = None,
+    application_name: str | None = None,
+) -> sql.Composed:
+    """The one ``SELECT set_config(..., true), ...`` that `pin` sends."""
     pairs = list(settings)
     named = {name for name, _ in pairs}
     pairs += [p for p in PLAN_SETTINGS if p[0] not in named]
@@ -137,28 +161,33 @@ def pin(
         sql.SQL("set_config({}, {}, true)").format(sql.Literal(n), sql.Literal(v))
         for n, v in pairs
     )
-    statement = sql.SQL("SELECT {}").format(calls)
-    conn.execute(statement if begin is None else sql.SQL("; ").join([begin, statement]))
+    return sql.SQL("SELECT {}").format(calls)
 
 
 def count_rows(conn: psycopg.Connection[Any], tables: Iterable[str], schema: str = "public"
                ) -> dict[str, int | None]:
-    """Exact row counts of ``tables`` in two round trips (None for a missing table):
-    which exist, then one ``UNION ALL`` of their ``count(*)``."""
+    """Exact row counts of ``tables`` in one round trip (None for a missing table).
+
+    The server counts the tables that exist: ``query_to_xml`` runs each ``count(*)``
+    from the catalog's own list, so a missing table is never named in the statement
+    (which would fail it) and the client need not ask first which exist."""
     wanted = list(tables)
-    present = {r[0] for r in conn.execute(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')",
-        (schema, wanted))}
     counts: dict[str, int | None] = {t: None for t in wanted}
-    existing = [t for t in wanted if t in present]
-    if existing:
-        query = sql.SQL(" UNION ALL ").join(
-            sql.SQL("SELECT {}, count(*) FROM {}").format(sql.Literal(t),
-                                                          sql.Identifier(schema, t))
-            for t in existing)
-        counts.update({str(t): int(n) for t, n in conn.execute(query)})
+    found = conn.execute(
+        "SELECT c.relname, query_to_xml(format('SELECT count(*) AS n FROM %%I.%%I', "
+        "n.nspname, c.relname), false, true, '')::text "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')",
+        (schema, wanted))
+    for table, xml in found:
+        number = _XML_COUNT.search(xml)
+        if number is None:  # query_to_xml's format is PostgreSQL's own: never seen
+            raise psycopg.DataError(f"count of {table}: unexpected answer {xml[:200]!r}")
+        counts[str(table)] = int(number.group(1))
     return counts
+
+
+_XML_COUNT = re.compile(r"<n>(\d+)</n>")
 
 
 def release(conn: psycopg.Connection[Any]) -> None:
@@ -214,7 +243,8 @@ def transaction(
         pin(conn, settings, statement_timeout_ms=statement_timeout_ms,
             application_name=application_name, begin=begin)
         if not in_transaction(conn):  # nothing to pin: the BEGIN alone
-            conn.execute(begin)
+            with psycopg.Cursor(conn) as cur:
+                cur.execute(begin)
         try:
             yield conn
         except BaseException:
@@ -253,3 +283,113 @@ def _begin_statement(read_only: bool, isolation: IsolationLevel | None) -> sql.S
     level = ("" if isolation is None
              else f" ISOLATION LEVEL {isolation.name.replace('_', ' ')}")
     return sql.SQL(f"BEGIN{level} {'READ ONLY' if read_only else 'READ WRITE'}")
+
+
+#: How a check's transaction begins: one consistent snapshot, and writes refused by the
+#: server (through a pooler too: it is part of BEGIN, not a session setting).
+BEGIN_READ_ONLY = sql.SQL("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+
+class ReadOnlySession(psycopg.Connection[Any]):
+    """An autocommit connection on which no statement runs outside a read-only
+    transaction: its cursors refuse one sent while no transaction is open, unless
+    `begin_on_next_statement` armed the next transaction, which then begins with that
+    statement. Outside `transaction` (which begins its own), the only way in is the
+    armed one, ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` with its settings.
+
+    Autocommit so that opsgate sends BEGIN itself: psycopg's own BEGIN on a connection
+    that is not autocommit travels alone, a round trip of its own before the settings and
+    another before the first statement. Here a plain statement goes out in one pipeline
+    with BEGIN and the settings (one round trip for the three); a COPY, a stream or a
+    server-side cursor waits out BEGIN and the settings, sent as one simple query, first.
+    psycopg's attributes say read only and repeatable read too, so a ``conn.transaction()``
+    on it (psycopg's own BEGIN) is read-only as well.
+    """
+
+    opening: sql.Composed | None = None
+
+    def begin_on_next_statement(self, settings: sql.Composed) -> None:
+        """The next statement sent outside a transaction begins one: read only,
+        repeatable read, with ``settings`` (a `pin_statement`) pinned to it."""
+        self.opening = settings
+
+    @contextmanager
+    def transaction(self, *args: Any, **kwargs: Any) -> Iterator[psycopg.Transaction]:
+        """psycopg's, inside the armed transaction if one is armed (its settings would
+        be missing from psycopg's own BEGIN); then a savepoint, as in any transaction."""
+        if self.opening is not None:
+            _begin_alone(self)
+        with super().transaction(*args, **kwargs) as tx:
+            yield tx
+
+
+def read_only_session(url: SecretUrl, **kwargs: Any) -> ReadOnlySession:
+    """`connect` for a `ReadOnlySession`: autocommit, guarded cursors."""
+    conn = connect(url, autocommit=True, connection_class=ReadOnlySession, **kwargs)
+    assert isinstance(conn, ReadOnlySession)
+    conn.read_only = True
+    conn.isolation_level = IsolationLevel.REPEATABLE_READ
+    conn.cursor_factory = _GuardedCursor
+    conn.server_cursor_factory = _GuardedServerCursor
+    return conn
+
+
+def _opening(conn: psycopg.Connection[Any]) -> sql.Composed:
+    """The armed opening of ``conn``'s next transaction (disarmed now), or a refusal."""
+    opening = conn.opening if isinstance(conn, ReadOnlySession) else None
+    if opening is None:
+        raise psycopg.ProgrammingError(
+            "opsgate: this read-only session refuses a statement outside a transaction "
+            "(its transaction was released; begin one with opsgate.clients.db.reading)")
+    assert isinstance(conn, ReadOnlySession)
+    conn.opening = None
+    return opening
+
+
+def _begin_alone(conn: psycopg.Connection[Any]) -> None:
+    """Begin the armed transaction now, BEGIN and settings in one simple query."""
+    if not in_transaction(conn):
+        opening = _opening(conn)
+        with psycopg.Cursor(conn) as cur:
+            cur.execute(sql.SQL("; ").join([BEGIN_READ_ONLY, opening]))
+
+
+class _GuardedCursor(psycopg.Cursor[Any]):
+    """A `ReadOnlySession`'s client-side cursor (see there)."""
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        conn = self.connection
+        if in_transaction(conn):
+            return super().execute(*args, **kwargs)
+        opening = _opening(conn)
+        begin = psycopg.Cursor(conn)
+        try:
+            with conn.pipeline():  # one Sync for the three: one round trip
+                begin.execute(BEGIN_READ_ONLY)
+                begin.execute(opening)
+                super().execute(*args, **kwargs)
+        finally:
+            begin.close()
+        return self
+
+    def executemany(self, *args: Any, **kwargs: Any) -> None:
+        _begin_alone(self.connection)
+        super().executemany(*args, **kwargs)
+
+    def stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        _begin_alone(self.connection)
+        yield from super().stream(*args, **kwargs)
+
+    @contextmanager
+    def copy(self, *args: Any, **kwargs: Any) -> Iterator[psycopg.Copy]:
+        _begin_alone(self.connection)
+        with super().copy(*args, **kwargs) as copy:
+            yield copy
+
+
+class _GuardedServerCursor(psycopg.ServerCursor[Any]):
+    """A `ReadOnlySession`'s server-side cursor: DECLARE inside the transaction."""
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        _begin_alone(self.connection)
+        return super().execute(*args, **kwargs)

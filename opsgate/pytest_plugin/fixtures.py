@@ -8,6 +8,7 @@ or misbehaving component into a failure that says what answered, never a traceba
 from __future__ import annotations
 
 import contextlib
+import select
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,14 +61,15 @@ SLOW_CONNECT_S = 1.0
 
 def connect_read_only(url: SecretUrl, settings: Settings,
                       unreachable: dict[str, str] | None = None,
-                      recovered: list[str] | None = None) -> psycopg.Connection[Any]:
-    """A connection whose every transaction begins ``BEGIN ISOLATION LEVEL REPEATABLE
-    READ READ ONLY`` (psycopg's own transaction settings), already inside its first
-    transaction with the output settings and a statement timeout pinned to it.
+                      recovered: list[str] | None = None) -> db.ReadOnlySession:
+    """A `db.ReadOnlySession`: no statement runs on it outside a transaction begun
+    ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY``; its first statement begins the
+    first, with the output settings and a statement timeout pinned to it (`arm`).
 
     Nothing is set on the session: through Neon's pooler the server connection is shared
     with the app, and a session ``SET`` would follow it there. A check reads one
-    consistent snapshot; `release` ends it before long client-side work.
+    consistent snapshot; `release` ends it before long client-side work, and a statement
+    after it is refused unless it begins a transaction of its own (`db.reading`).
     """
     # ``unreachable``: the run's record of targets that did not answer, so each later
     # check fails at once with the first line instead of connecting again.
@@ -76,7 +78,7 @@ def connect_read_only(url: SecretUrl, settings: Settings,
         fail(seen + NOT_TRIED_AGAIN, DatabaseNotTriedAgain(seen + NOT_TRIED_AGAIN, seen))
     started = time.monotonic()
     try:
-        conn = db.connect(url, redact=settings.redactor(), autocommit=False)
+        conn = db.read_only_session(url, redact=settings.redactor())
     except DatabaseUnavailableError as exc:
         if unreachable is not None:
             unreachable[url.masked] = str(exc)
@@ -87,9 +89,17 @@ def connect_read_only(url: SecretUrl, settings: Settings,
             f"{url.masked} accepted the connection after {waited:.1f} s (connect time-out "
             f"{db.CONNECT_TIMEOUT_S} s): a Neon compute waking from scale to zero, or a "
             "paused pooler, takes this long")
-    conn.read_only = True
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    db.pin(conn, statement_timeout_ms=STATEMENT_TIMEOUT_MS, application_name="opsgate-check")
+    return arm(conn)
+
+
+#: What every check's transaction pins (`db.pin_statement`), sent with its BEGIN.
+CHECK_SETTINGS = db.pin_statement(statement_timeout_ms=STATEMENT_TIMEOUT_MS,
+                                  application_name="opsgate-check")
+
+
+def arm(conn: db.ReadOnlySession) -> db.ReadOnlySession:
+    """``conn``, its next statement beginning a check's read-only transaction."""
+    conn.begin_on_next_statement(CHECK_SETTINGS)
     return conn
 
 
@@ -124,54 +134,68 @@ def _require(fn: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
-def _read_only_sessions() -> Iterator[dict[str, psycopg.Connection[Any]]]:
+def _read_only_sessions() -> Iterator[dict[str, db.ReadOnlySession]]:
     """The run's read-only connections, by URL, which `target_db` hands from test to
     test: opening one costs about six network round trips (TLS, SCRAM, channel binding)
     before its first query, more than most checks' queries together. Between tests it
     holds no transaction, so through a transaction pooler it holds no server connection."""
-    held: dict[str, psycopg.Connection[Any]] = {}
+    held: dict[str, db.ReadOnlySession] = {}
     yield held
     for conn in held.values():
         conn.close()
 
 
-def _reuse(conn: psycopg.Connection[Any] | None) -> psycopg.Connection[Any] | None:
-    """``conn`` inside a fresh read-only transaction, or None if it cannot serve (closed,
-    broken, or dropped by the server while idle)."""
+def _reuse(conn: db.ReadOnlySession | None) -> db.ReadOnlySession | None:
+    """``conn``, armed for a fresh read-only transaction, or None if it cannot serve
+    (closed, broken, or ended by the server while idle), found without a round trip: an
+    idle connection has nothing to read unless the server said goodbye (``57P01``) or
+    closed it."""
     if conn is None or conn.closed or conn.broken or db.in_transaction(conn):
         return None
-    conn.read_only = True
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     try:
-        db.pin(conn, statement_timeout_ms=STATEMENT_TIMEOUT_MS, application_name="opsgate-check")
-    except psycopg.Error:
+        ready, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        ready = [True]
+    if ready:
         conn.close()
         return None
-    return conn
+    return arm(conn)
 
 
-@pytest.fixture
-def target_db(ops_settings: Settings, pytestconfig: pytest.Config,
-              _read_only_sessions: dict[str, psycopg.Connection[Any]]
-              ) -> Iterator[psycopg.Connection[Any]]:
-    """Read-only transaction on DATABASE_URL (or POSTGRES_URL), rolled back at the end,
-    on the run's connection to it (`_read_only_sessions`)."""
-    url = _require(ops_settings.require_database_url)
+@contextlib.contextmanager
+def run_session(settings: Settings, config: pytest.Config,
+                sessions: dict[str, db.ReadOnlySession]) -> Iterator[db.ReadOnlySession]:
+    """The run's read-only connection to DATABASE_URL (or POSTGRES_URL), armed for one
+    read-only transaction, rolled back at the end, and handed back to ``sessions`` for
+    the next test (or the next check's shared computation)."""
+    url = _require(settings.require_database_url)
     key = url.reveal()
     with allure.step(f"connect: read-only session to {url.masked}"):
-        state = get_state(pytestconfig)
-        conn = _reuse(_read_only_sessions.pop(key, None)) or connect_read_only(
-            url, ops_settings, state.unreachable, state.recovered)
+        state = get_state(config)
+        conn = _reuse(sessions.pop(key, None)) or connect_read_only(
+            url, settings, state.unreachable, state.recovered)
     try:
         yield conn
     finally:
+        conn.opening = None  # a test that sent nothing leaves nothing armed
         if not conn.closed:
             with contextlib.suppress(psycopg.Error):
                 conn.rollback()
         if conn.closed or conn.broken:
             conn.close()
         else:
-            _read_only_sessions[key] = conn
+            sessions[key] = conn
+
+
+@pytest.fixture
+def target_db(ops_settings: Settings, pytestconfig: pytest.Config,
+              _read_only_sessions: dict[str, db.ReadOnlySession]
+              ) -> Iterator[psycopg.Connection[Any]]:
+    """Read-only transaction on DATABASE_URL (or POSTGRES_URL), begun with the test's
+    first statement and rolled back at its end, on the run's connection to it
+    (`_read_only_sessions`)."""
+    with run_session(ops_settings, pytestconfig, _read_only_sessions) as conn:
+        yield conn
 
 
 @pytest.fixture

@@ -560,6 +560,11 @@ def kb_edge_entries(rows: Iterable[tuple[str, str, str, Any]], bar: progress.Bar
 _EDGE_ROW_KEY = itemgetter(0, 1, 2)
 
 
+#: The kb snapshot's settings: the output settings and the kb reads' planner settings,
+#: pinned with its BEGIN (one round trip), not again before the nodes' read.
+_KB_SNAPSHOT_SETTINGS = (*db.OUTPUT_SETTINGS, *kb.READ_SETTINGS)
+
+
 def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
             chunk_size: int = CHUNK, steps: StepFn = no_steps) -> DriftResult:
     """Compare ``payload`` with the kb graph on ``conn`` (read only). Memory is bounded
@@ -588,7 +593,7 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
         try:
             t = time.monotonic()
             snapshot: AbstractContextManager[Any] = (
-                db.transaction(conn, read_only=True,
+                db.transaction(conn, read_only=True, settings=_KB_SNAPSHOT_SETTINGS,
                                isolation=psycopg.IsolationLevel.REPEATABLE_READ,
                                application_name="opsgate-drift") if own else nullcontext())
             edge_count: list[int] = []
@@ -596,14 +601,15 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
             with steps("read: kb domains, edges and nodes in one read-only snapshot"), \
                     snapshot, cycle_collector_paused(), progress.bar(
                         "drift: read and canonicalise the kb", unit="items") as bar:
-                kdomains = kb.domains(conn)
+                kdomains, orders = kb.domains_and_orders(conn)
                 khash = graph_hasher(kdomains)
                 kb_edges = folder / "kb-edges.rec"
                 kb_nodes = folder / "kb-nodes.rec"
-                write_run(kb_edges, kb_edge_entries(kb.iter_edge_rows(conn), bar),
-                          _hashing(khash, edge_count))
+                write_run(kb_edges, kb_edge_entries(kb.iter_edge_rows(conn, orders["edges"]),
+                                                    bar), _hashing(khash, edge_count))
                 khash.start_nodes()
-                write_run(kb_nodes, records(kb.iter_nodes(conn), node_key, bar, node_bytes),
+                nodes = kb.iter_nodes(conn, orders["nodes"], pinned=own)
+                write_run(kb_nodes, records(nodes, node_key, bar, node_bytes),
                           _hashing(khash, node_count))
             timings = {"read_kb": round(time.monotonic() - t, 3)}
             t = time.monotonic()

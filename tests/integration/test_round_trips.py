@@ -27,19 +27,41 @@ pytestmark = pytest.mark.usefixtures("gate_in_process")
 
 
 def test_checks_share_one_read_only_connection(sandbox: Sandbox, tmp_path: Path) -> None:
-    """Three checks, seven tests reading the database: one connection, each test in a
-    read-only transaction of its own on it."""
+    """Six checks reading the database, parity's shared computation and blob fallback's
+    comparison among them: one connection, each test in a read-only transaction of its
+    own on it."""
     url = sandbox.environ()["DATABASE_URL"]
     parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None
     with ProxySet({"db": (parts.hostname, parts.port)}, delay_s=0.0) as proxies:
         proxied = url.replace(f":{parts.port}/", f":{proxies.port('db')}/", 1)
         run = run_gate_here(tmp_path, f"--env-file={sandbox.env_file}", "-m",
-                            "preflight or ledger or health", env=clean_env(DATABASE_URL=proxied))
+                            "preflight or ledger or health or parity or blob_fallback "
+                            "or knowledge_drift", env=clean_env(DATABASE_URL=proxied))
         counts = proxies.snapshot()["db"]
     assert run.code == 0, run.stdout[-3000:]
     assert counts.connections == 1, (
         f"the run opened {counts.connections} database connections, not 1")
+
+
+def test_the_ledger_check_reads_the_ledger_once(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The ledger's three tests judge one read: after connecting, three round trips
+    (BEGIN and the settings with the existence check, the rows, ROLLBACK), where each
+    test read it again (six round trips a test: 18)."""
+    url = sandbox.environ()["DATABASE_URL"]
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    with ProxySet({"db": (parts.hostname, parts.port)}, delay_s=0.02) as proxies:
+        proxied = url.replace(f":{parts.port}/", f":{proxies.port('db')}/", 1)
+        with db.connect(SecretUrl(proxied)):
+            pass
+        connecting = proxies.snapshot()["db"].round_trips
+        run = run_gate_here(tmp_path, f"--env-file={sandbox.env_file}", "-m", "ledger",
+                            env=clean_env(DATABASE_URL=proxied))
+        counts = proxies.snapshot()["db"]
+    assert run.code == 0, run.stdout[-3000:]
+    assert (counts.connections, counts.round_trips - 2 * connecting) == (2, 3), (
+        counts, connecting)
 
 
 def test_a_transaction_begins_with_its_settings_in_one_round_trip(fresh_db: str) -> None:
@@ -97,7 +119,8 @@ def test_kb_reads_and_table_shapes_take_one_round_trip_a_statement(sandbox: Sand
     its two statements only: the order's collation query and the stream. A savepoint
     around them added SAVEPOINT and RELEASE, two more round trips, and scoped nothing.
     A table's shape (columns, key), which the drill reads per table and side, is one
-    statement, where it was two."""
+    statement, where it was two; so are the kb's domains and the orders of its two
+    reads, which drift asks for together (three statements before)."""
     url = sandbox.environ()["DATABASE_URL"]
     parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None
@@ -110,8 +133,17 @@ def test_kb_reads_and_table_shapes_take_one_round_trip_a_statement(sandbox: Sand
             shape_before = proxies.snapshot()["db"].round_trips
             shape = canon.table_shape(conn, "kb_edges")
             shape_waited = proxies.snapshot()["db"].round_trips - shape_before
+            # Drift asks for the domains and both reads' orders in one statement.
+            domains = kb.domains(conn)
+            orders = {"edges": kb.order_by(conn, "kb_edges", "kb_edges",
+                                           ["source_id", "target_id", "relation"]),
+                      "nodes": kb.order_by(conn, "kb_entities", "e", ["id"])}
+            together_before = proxies.snapshot()["db"].round_trips
+            together = kb.domains_and_orders(conn)
+            together_waited = proxies.snapshot()["db"].round_trips - together_before
     assert edges > 0
     assert waited == 2, f"reading {edges} edges waited out {waited} round trips, not 2"
+    assert (together_waited, together) == (1, (domains, orders)), together_waited
     assert shape_waited == 1, f"table_shape waited out {shape_waited} round trips, not 1"
     assert shape == (("id", "relation", "source_id", "target_id", "weight"), ("id",)), shape
 
@@ -161,3 +193,57 @@ def test_the_drill_reaches_the_source_only_for_its_snapshot_and_pg_dump(
         counts = proxies.snapshot()["db"]
     assert result.problems == [] and result.restore_mode == "local"
     assert counts.connections == 1 + 1 + DUMP_JOBS, counts
+
+
+def test_a_checks_transaction_begins_with_its_first_statement(fresh_db: str) -> None:
+    """A check's read-only session (autocommit, guarded): its first statement travels in
+    one pipeline with BEGIN READ ONLY and the settings, one round trip for the three,
+    where psycopg's own BEGIN, then the settings, then the statement waited out three.
+    The transaction is read only and repeatable read; once it is released, a statement
+    is refused rather than run outside one."""
+    parts = urlsplit(fresh_db)
+    assert parts.hostname is not None and parts.port is not None
+    with ProxySet({"db": (parts.hostname, parts.port)}, delay_s=0.02) as proxies:
+        url = SecretUrl(fresh_db.replace(f":{parts.port}/", f":{proxies.port('db')}/", 1))
+        with db.read_only_session(url) as conn:
+            conn.begin_on_next_statement(db.pin_statement(statement_timeout_ms=1234))
+            before = proxies.snapshot()["db"].round_trips
+            row = conn.execute("SELECT current_setting('transaction_read_only'), "
+                               "current_setting('transaction_isolation'), "
+                               "current_setting('statement_timeout')").fetchone()
+            waited = proxies.snapshot()["db"].round_trips - before
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("CREATE TEMP TABLE opsgate_probe (x int)")
+            db.release(conn)
+            with pytest.raises(psycopg.ProgrammingError, match="outside a transaction"):
+                conn.execute("SELECT 1")
+            with pytest.raises(psycopg.ProgrammingError, match="outside a transaction"), \
+                    conn.cursor() as cur, cur.copy("COPY (SELECT 1) TO STDOUT"):
+                pass
+            with db.reading(conn):  # a transaction of its own: read only, like the first
+                again = conn.execute("SELECT current_setting('transaction_read_only')"
+                                     ).fetchone()
+            # psycopg's own transaction() on an armed session runs inside the armed one.
+            conn.begin_on_next_statement(db.pin_statement(statement_timeout_ms=4321))
+            with conn.transaction():
+                inner = conn.execute("SHOW statement_timeout").fetchone()
+            conn.rollback()
+    assert (waited, row, again) == (1, ("on", "repeatable read", "1234ms"), ("on",))
+    assert inner == ("4321ms",)
+
+
+def test_count_rows_counts_in_one_round_trip(fresh_db: str) -> None:
+    """Exact counts of the tables that exist, None for one that does not, in one
+    statement (it was two: which exist, then their counts)."""
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE a (x int); CREATE TABLE b (x int)")
+        conn.execute("INSERT INTO a SELECT generate_series(1, 7)")
+    parts = urlsplit(fresh_db)
+    assert parts.hostname is not None and parts.port is not None
+    with ProxySet({"db": (parts.hostname, parts.port)}, delay_s=0.02) as proxies:
+        url = SecretUrl(fresh_db.replace(f":{parts.port}/", f":{proxies.port('db')}/", 1))
+        with db.connect(url) as conn, db.transaction(conn, read_only=True, settings=()):
+            before = proxies.snapshot()["db"].round_trips
+            counts = db.count_rows(conn, ["a", "b", "missing"])
+            waited = proxies.snapshot()["db"].round_trips - before
+    assert (counts, waited) == ({"a": 7, "b": 0, "missing": None}, 1)
