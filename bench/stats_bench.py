@@ -15,7 +15,7 @@ states of the public tables' statistics, each prepared and timed first:
 
 In each state: knowledge drift (``bench.tasks opsgate_drift``, the payload from the
 sandbox's file, as the check reads it at scale), then each ``--migration`` (default the
-kb backfill) as a forced dry run through the runner (apply, the runner's ANALYZE of
+kb backfill; ``--migration none`` for drift alone) as a forced dry run through the runner (apply, the runner's ANALYZE of
 what apply wrote, verify, all rolled back: the sandbox is left as it was), with its
 phases' times. In the ``none`` state each migration also runs with the runner's ANALYZE
 skipped (what the runner did before it had one), stopped by SIGTERM after ``--cap``
@@ -166,8 +166,9 @@ def main() -> None:
     states = []
     try:
         for state in args.state or ["fresh", "none"]:
-            states.append(measure_state(state, url, env, payload,
-                                        args.migration or [BACKFILL], mdir, args.cap))
+            migrations = [m for m in args.migration or [BACKFILL] if m != "none"]
+            states.append(measure_state(state, url, env, payload, migrations, mdir,
+                                        args.cap))
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             fresh(conn)
