@@ -9,8 +9,8 @@ small scale: once pg_dump (or pg_restore) is seen running below it, and ``--afte
 seconds more (default 5: well into a 1M dump), the signal goes to the gate's pid alone,
 as CI and ``timeout`` send it. Recorded: seconds until the gate exited (GitHub's grace
 is 7.5 s), its exit code, the processes that ran below it and still live a second later,
-the dump folders and local clusters left in its temporary folder, the client programs'
-backends left on the server.
+the dump folders left in its temporary folder, the local copy's data folder left
+(wherever it lives), the client programs' backends left on the server.
 
 Writes bench/results/<date>-<scale>-stop.json. Nothing here is a test.
 """
@@ -50,6 +50,22 @@ def _backends(url: str) -> list[str]:
             "WHERE application_name = ANY(%s) AND pid <> pg_backend_pid()", (CLIENTS,))]
 
 
+def _cluster_folders(pid: int) -> list[Path]:
+    """The data folders of the PostgreSQL servers below ``pid`` (the drill's local copy:
+    ``postgres -D <folder>``), wherever they live (``/dev/shm`` or the temporary folder)."""
+    found = []
+    for child, name in descendants(pid).items():
+        if name != "postgres":
+            continue
+        try:
+            args = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"-D" in args[:-1]:
+            found.append(Path(os.fsdecode(args[args.index(b"-D") + 1])))
+    return found
+
+
 def once(env_file: Path, url: str, phase: str, after: float, sig: signal.Signals
          ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-stop-"))
@@ -72,6 +88,7 @@ def once(env_file: Path, url: str, phase: str, after: float, sig: signal.Signals
             seen = time.monotonic() - t0
             time.sleep(after)
             still = any(n == program for n in descendants(proc.pid).values())
+            clusters = _cluster_folders(proc.pid)
             stopped = stop(proc, sig, timeout=300)
         finally:
             if proc.poll() is None:
@@ -88,6 +105,8 @@ def once(env_file: Path, url: str, phase: str, after: float, sig: signal.Signals
                 "left_running": sorted(set(left.values())),
                 "dump_folders_left": [n for n in tmp_left if n.startswith(DUMP_FOLDER_PREFIX)],
                 "temporary_files_left": tmp_left, "backends_left": _backends(url),
+                "local_clusters_at_signal": len(clusters),
+                "local_clusters_left": [str(c) for c in clusters if c.exists()],
                 "load1": round(os.getloadavg()[0], 2),
                 "output_tail": out.read_text(errors="replace")[-600:]}
     finally:
