@@ -66,14 +66,15 @@ def _tree_hwm_kib(pid: int) -> int:
     return total
 
 
-def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT
+            ) -> dict[str, Any]:
     """Run ``cmd``; wall seconds, peak RSS (MiB) of its process tree (sampled every
     20 ms, and the task's own VmHWM at exit where it reports it), parsed output."""
     import threading
 
     load = os.getloadavg()[0]
     t = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
                             env=env or os.environ.copy())
     peak = [0]
     done = threading.Event()
@@ -144,9 +145,9 @@ class _Running:
     """A sandbox that is already up, read from the settings file it wrote."""
 
     def __init__(self, env_file: Path) -> None:
-        from dotenv import dotenv_values
+        from opsgate import envfile
 
-        self.env = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+        self.env = envfile.read(env_file, str(env_file)).values({})
         payload = self.env.get("OPSGATE_LEGACY_PAYLOAD_FILE")
         self.payload_file = Path(payload) if payload else None
 

@@ -156,9 +156,32 @@ def fetch_parse_count(args: dict[str, Any]) -> dict[str, Any]:
             "db_nodes": row[0], "db_edges": row[1], "fetch_s": round(fetched, 2)}
 
 
+def opsgate_migration(args: dict[str, Any]) -> dict[str, Any]:
+    """One migration through the runner, as ``opsgate migrate run NAME --force`` runs it
+    (a dry run unless ``apply``: apply, ANALYZE, verify, then rolled back). With
+    ``analyze`` false the runner's ANALYZE of what apply wrote is skipped, to see what it
+    is worth. Settings from the env file in BENCH_ENV_FILE."""
+    from opsgate.config import Settings
+    from opsgate.migrate import runner
+    from opsgate.migrate.scripts import find_script
+
+    settings = Settings.load(environ={}, env_file=os.environ["BENCH_ENV_FILE"])
+    if not args.get("analyze", True):
+        runner._analyze_written = lambda conn, before: None  # type: ignore[assignment]
+    script = find_script(args["migrations_dir"], args["name"])
+    result = runner.run_migration(script, settings, apply=bool(args.get("apply")),
+                                  force=True, reason="bench",
+                                  source=args.get("source") if script.source == "legacy" else None,
+                                  verbose=False)
+    s = result.summary
+    return {"exit_code": result.exit_code, "status": s["status"], "message": s["message"],
+            "timings_s": s["timings_s"], "counts_after": s["target_counts"]["after"],
+            "verify": s["verify"][:5]}
+
+
 TASKS = {f.__name__: f for f in (opsgate_hash, psycopg_copy_hash, opsgate_drill, opsgate_drift,
                                  opsgate_drift_db, parse_and_copy, opsgate_rowdiff,
-                                 opsgate_parity, fetch_parse_count)}
+                                 opsgate_parity, fetch_parse_count, opsgate_migration)}
 
 if __name__ == "__main__":
     t = time.monotonic()
