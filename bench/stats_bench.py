@@ -105,7 +105,7 @@ def run_task(name: str, args: dict[str, Any], env: dict[str, str], cap: float | 
         answer = {"stdout": lines[-1][:300]}
     return {"wall_s": round(wall, 2), "rss_mib": round(peak[0] / 1024, 1),
             "load1": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
-            "exit": proc.returncode, "capped": bool(cap) and wall >= cap,
+            "exit": proc.returncode, "capped": bool(cap) and wall >= (cap or 0.0),
             "answer": answer, "stderr_tail": err.decode(errors="replace")[-600:]
             if proc.returncode else ""}
 
@@ -117,7 +117,8 @@ def measure_state(state: str, url: str, env: dict[str, str], payload: str,
         (fresh if state == "fresh" else none)(conn)
         prepared = round(time.monotonic() - t, 2)
     out: dict[str, Any] = {"state": state, "prepare_s": prepared, "runs": []}
-    runs = [("knowledge drift", "opsgate_drift", {"payload": payload}, None)]
+    runs: list[tuple[str, str, dict[str, Any], float | None]] = [
+        ("knowledge drift", "opsgate_drift", {"payload": payload}, None)]
     for m in migrations:
         margs = {"name": m, "source": payload, "migrations_dir": mdir}
         runs.append((f"{m} (forced dry run)", "opsgate_migration", margs, None))
