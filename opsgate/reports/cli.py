@@ -152,10 +152,13 @@ def _list(root: Path, n: int) -> int:
     print(_list_row(*LIST_HEADER))
     for e in reversed(entries[-n:] if n > 0 else []):
         c = e.get("counts", {})
-        gate = "  gate: " + "; ".join(e["notes"]) if e.get("notes") else ""
+        rollback = e.get("kind") == "rollback"  # a guarded operation: no tests, no markers
+        label = "  rollback: " if rollback else "  gate: "
+        gate = label + "; ".join(e["notes"]) if e.get("notes") else ""
         if e.get("partial_checks"):
             gate += "  PARTIAL: " + ", ".join(e["partial_checks"])
-        tests = (f"passed {c.get('passed', 0)} failed {c.get('failed', 0)} "
+        tests = ("-" if rollback else
+                 f"passed {c.get('passed', 0)} failed {c.get('failed', 0)} "
                  f"error {c.get('error', 0)}"
                  + (f" interrupted {c['interrupted']}" if c.get("interrupted") else ""))
         print(_list_row(str(e["run_id"]), str(e.get("verdict", "?")),

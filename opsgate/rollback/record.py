@@ -21,8 +21,10 @@ from opsgate.reports import history, seal
 from opsgate.reports.redaction import redact_data
 
 HISTORY = "history.jsonl"
-#: A rollback's status -> the history's verdict.
-VERDICTS = {"done": "passed", "noop": "passed", "planned": "passed", "interrupted": "interrupted"}
+#: A rollback's status -> the history's verdict. Never "passed": a dry run or a no-op
+#: listed as passed beside the gate runs reads as a rollback carried out and checked.
+VERDICTS = {"done": "done", "noop": "no-op", "planned": "dry-run",
+            "interrupted": "interrupted"}
 
 
 def run_folder(reports: Path, operation: str) -> Path:

@@ -68,6 +68,19 @@ def test_dry_run_sends_no_write_to_the_vercel_api(sb: Sandbox, tmp_path: Path) -
     assert _record(summary)["mode"] == "dry-run"
 
 
+def test_reports_list_shows_a_dry_run_as_one_not_as_passed(
+        sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # It was listed as "passed", with "passed 0 failed 0 error 0" under tests: an
+    # auditor read a rollback that never happened as one carried out and checked.
+    summary = rollback(sb, tmp_path, environments=("production",))
+    assert summary.status == "planned", summary.message
+    capsys.readouterr()
+    assert main(["reports", "list", "--reports-dir", str(tmp_path / "reports")]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[1:4] == ["dry-run", "rollback", "-"], row
+    assert "passed" not in row and "rollback: rollback to-blob planned:" in " ".join(row)
+
+
 def test_to_blob_switches_with_a_redeploy_and_a_rerun_is_a_noop(sb: Sandbox,
                                                                 tmp_path: Path) -> None:
     summary = rollback(sb, tmp_path, apply=True, environments=("production", "preview"))

@@ -28,7 +28,7 @@ def test_rehearse_runs_the_round_trip_and_records_it(
     recovery = doc["runs"][1]["recovery"]
     assert recovery["mode"] == "force" and recovery["status"] == "applied"
     entries = history.entries(reports / "history.jsonl")
-    assert [e["kind"] for e in entries] == ["rollback"] and entries[0]["verdict"] == "passed"
+    assert [e["kind"] for e in entries] == ["rollback"] and entries[0]["verdict"] == "done"
     assert entries[0]["notes"][0].startswith("rollback rehearse done")
     assert sorted(p.name for p in (reports / "rollback").iterdir())[0].endswith(
         "_rollback-rehearse")
