@@ -192,7 +192,10 @@ sensitive_keys = st.builds(
     st.text("ab\U0001f602\ufb33", max_size=2))
 
 
-@settings(max_examples=1000)
+#: 200 examples: the strategy is aimed at the fault. With the UTF-16 order skipped, or
+#: decided on the first character only, every one of 200 random seeds found it within
+#: its first 35 examples; 1,000 cost about 3 s more of CPU (hypothesis generating them).
+@settings(max_examples=200)
 @given(st.dictionaries(sensitive_keys, st.integers(0, 9), min_size=2, max_size=8),
        st.lists(st.dictionaries(sensitive_keys, st.none(), max_size=4), max_size=3))
 def test_keys_differing_past_a_common_prefix_sort_by_utf16(doc: dict[str, int],
