@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from opsgate import envfile, progress, resources
+from opsgate.clients import db
 from opsgate.config import DEFAULT_BLOB_PREFIX, Settings
 from opsgate.errors import OpsgateError
 from opsgate.migrate.runner import EXIT_INTERRUPTED, run_migration
@@ -57,6 +58,14 @@ def _bound_to_the_store(scripts: list[MigrationScript]) -> list[MigrationScript]
     a no-op, as on a freshly built sandbox."""
     first = next((i for i, s in enumerate(scripts) if s.target != "neon"), len(scripts))
     return scripts[first:]
+
+
+def _forget_ledger_rows(db_url: SecretUrl, names: set[str]) -> None:
+    """Delete the copied ledger rows of ``names``: they name the template's blob store,
+    not this sandbox's, and a fresh build has one row per migration (the re-apply that
+    follows writes this sandbox's own)."""
+    with db.connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM admin_migrations WHERE name = ANY(%s)", (sorted(names),))
 
 
 def _summaries(template: Path) -> Path:
@@ -219,6 +228,7 @@ class Sandbox:
                 again = _bound_to_the_store(scripts)
                 names = {s.name for s in again}
                 self.migrations = [m for m in self.migrations if m.get("migration") not in names]
+                _forget_ledger_rows(db_url, names)
                 self._migrate(source, again)
             return db_url
         self._migrate(source, scripts)
