@@ -237,8 +237,10 @@ def _busy_backend(proc: subprocess.Popen[bytes]) -> Any:
                     any(v in c for v in verbs)]
 
 
-#: An odd scale: the sandbox folder holding ``constellation-<it>.json`` is this test's.
-SANDBOX_SCALE = 4999
+#: An odd scale, one per process: the sandbox folder holding ``constellation-<it>.json``
+#: is this test's, not that of another run of it at the same time (another checkout's
+#: suite on the same machine found three such folders).
+SANDBOX_SCALE = 4001 + 2 * (os.getpid() % 499)
 
 
 def _folders_of_the_build(proc: subprocess.Popen[bytes]) -> list[Path]:
@@ -268,7 +270,7 @@ def test_sandbox_up_stopped_while_it_builds_stops_its_query_and_removes_everythi
     with reaped(proc):
         wait_for("a migration query of the build", _busy_backend(proc), proc, out=out)
         folders = _folders_of_the_build(proc)
-        stopped = stop(proc, sig)
+        stopped = stop(proc, sig, out=out)
     said = out.read_text(errors="replace")
     print(f"sandbox build stopped by {sig.name}: exit {stopped.exit_code} after "
           f"{stopped.seconds:.2f} s")
