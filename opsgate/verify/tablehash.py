@@ -62,6 +62,9 @@ HASH_BUFFER = 1 << 20
 #: Buffers waiting for the hashing thread at most: bounds client memory to a few MiB.
 _QUEUE_DEPTH = 4
 
+#: How long a block that failed or was stopped waits for its digest thread to end.
+_ABANDON_WAIT_S = 5.0
+
 #: Connections a large table is read with, the caller's included (``OPSGATE_HASH_CONNECTIONS``).
 DEFAULT_CONNECTIONS = DEFAULT_HASH_CONNECTIONS
 MAX_CONNECTIONS = MAX_HASH_CONNECTIONS
@@ -115,9 +118,10 @@ class StreamDigest:
         self.bytes = 0
         self._count_rows = count_rows
         self._hexdigest: str | None = None
+        self._abandoned = False
 
     def _run(self) -> None:
-        while (buf := self._queue.get()) is not None:
+        while (buf := self._queue.get()) is not None and not self._abandoned:
             try:
                 self._digest.update(buf)
                 if self._count_rows:
@@ -158,9 +162,18 @@ class StreamDigest:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        """After `hexdigest` the thread has ended. Otherwise the block failed or was
+        stopped and the digest is not wanted: the thread is told to stop and waited for
+        at most `_ABANDON_WAIT_S` (it is a daemon). A Ctrl-C or SIGTERM that lands inside
+        the queue's own locking (a `put` blocked on a full queue) can cost the thread
+        the wake-up it waits for; waiting for it without a bound hung a stopped drill
+        here until it was killed."""
+        if not self._thread.is_alive():
+            return
+        self._abandoned = True
+        with contextlib.suppress(queue.Full):  # full: the thread is busy, and sees the flag
+            self._queue.put_nowait(None)
+        self._thread.join(_ABANDON_WAIT_S)
 
 
 def table_hash(conn: Connection[Any], table: str, schema: str = "public", *,
