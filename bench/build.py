@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -37,17 +36,11 @@ from typing import Any
 
 import psycopg
 
+from bench.run import machine_meta, vm_hwm_kib
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 UP_LINE = "opsgate sandbox: up"
-
-
-def _hwm_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next((int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")), 0)
-    except OSError:
-        return 0
 
 
 def _url(env_file: Path) -> str:
@@ -111,7 +104,7 @@ def build_once(scale: int, env_file: Path, log: Path, timeout: float, keep: bool
                               "load_before": [round(x, 2) for x in load_before]}
     hwm = 0
     while UP_LINE not in log.read_text(errors="replace"):
-        hwm = max(hwm, _hwm_kib(proc.pid))
+        hwm = max(hwm, vm_hwm_kib(proc.pid))
         if proc.poll() is not None:
             result.update(status="failed", wall_s=round(time.monotonic() - t, 1),
                           log_tail=log.read_text(errors="replace")[-2000:])
@@ -123,7 +116,7 @@ def build_once(scale: int, env_file: Path, log: Path, timeout: float, keep: bool
             return result
         time.sleep(0.5)
     result.update(status="up", wall_s=round(time.monotonic() - t, 1),
-                  sandbox_rss_mib=round(max(hwm, _hwm_kib(proc.pid)) / 1024, 1),
+                  sandbox_rss_mib=round(max(hwm, vm_hwm_kib(proc.pid)) / 1024, 1),
                   load_after=[round(x, 2) for x in os.getloadavg()])
     try:
         result.update(_target(env_file))
@@ -166,9 +159,7 @@ def main() -> None:
     if args.keep_env is not None and args.keep_env.exists():
         p.error(f"{args.keep_env} exists; the sandbox writes a new settings file")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d"),
-            "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
-                       f"{platform.python_version()}"}
+    meta = machine_meta()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     builds = []
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:

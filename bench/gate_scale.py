@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from typing import Any
 
 import psycopg
 
-from bench.run import ROOT
+from bench.run import ROOT, machine_meta, vm_hwm_kib
 from opsgate import envfile
 from opsgate.gate import CHECKS
 
@@ -89,7 +88,7 @@ def measure_in(cmd: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]
                 procs = []
             for p in procs:
                 try:
-                    name, hwm = p.name(), _hwm_kib(p.pid)
+                    name, hwm = p.name(), vm_hwm_kib(p.pid)
                 except psutil.Error:
                     continue
                 total += hwm
@@ -109,14 +108,6 @@ def measure_in(cmd: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]
                                         sorted(by_program.items(), key=lambda kv: -kv[1])},
             "load1": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
             "output_tail": out.decode(errors="replace")[-1500:] if proc.returncode else ""}
-
-
-def _hwm_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next((int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")), 0)
-    except OSError:
-        return 0
 
 
 def _target(env_file: Path) -> dict[str, Any]:
@@ -159,9 +150,7 @@ def main() -> None:
         for c in CHECKS:
             runs.append(gate_run(env_file, c.marker))
             print(json.dumps(runs[-1]), flush=True)
-    meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d"),
-            "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
-                       f"{platform.python_version()}"}
+    meta = machine_meta()
     out = {"meta": meta, **target, "runs": runs}
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     tag = f"-{args.label}" if args.label else ""

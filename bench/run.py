@@ -41,6 +41,22 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 
+def vm_hwm_kib(pid: int) -> int:
+    """One process's VmHWM (kB), 0 once it is gone: every bench reads memory this way."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")), 0)
+    except OSError:
+        return 0
+
+
+def machine_meta() -> dict[str, str]:
+    """The date and machine every result file of the benches records."""
+    return {"date": datetime.now(UTC).strftime("%Y-%m-%d"),
+            "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
+                       f"{platform.python_version()}"}
+
+
 def _tree_hwm_kib(pid: int) -> int:
     """Sum of VmHWM over a process and its descendants (kB), via /proc.
 
@@ -50,20 +66,11 @@ def _tree_hwm_kib(pid: int) -> int:
     """
     import psutil
 
-    total = 0
     try:
         procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     except psutil.Error:
         return 0
-    for proc in procs:
-        try:
-            with open(f"/proc/{proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        total += int(line.split()[1])
-        except OSError:
-            continue
-    return total
+    return sum(vm_hwm_kib(proc.pid) for proc in procs)
 
 
 def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT
@@ -350,10 +357,7 @@ def main() -> None:
     results = ([bench_scale(None, args.reps, only, args.sandbox_env)]
                if args.sandbox_env is not None
                else [bench_scale(s, args.reps, only) for s in args.scale])
-    meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d"),
-            "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
-                       f"{platform.python_version()}",
-            "postgres": "embedded", "reps": args.reps}
+    meta = {**machine_meta(), "postgres": "embedded", "reps": args.reps}
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     # A run of some comparisons leaves the full run's latest.md as it was.
     tag = "-" + "-".join(sorted(only)) if only else ""

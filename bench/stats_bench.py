@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -44,7 +43,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench.run import ROOT, _tree_hwm_kib
+from bench.run import ROOT, _tree_hwm_kib, machine_meta
 from opsgate import envfile
 
 RESULTS = ROOT / "bench" / "results"
@@ -173,9 +172,7 @@ def main() -> None:
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             fresh(conn)
-    meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d"),
-            "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
-                       f"{platform.python_version()}"}
+    meta = machine_meta()
     out = {"meta": meta, "scale": scale, "states": states}
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -33,7 +32,7 @@ from typing import Any
 
 import psycopg
 
-from bench.run import ROOT
+from bench.run import ROOT, machine_meta
 from opsgate import envfile
 from opsgate.gate import CHECKS
 from opsgate.verify.drill import DUMP_FOLDER_PREFIX
@@ -130,9 +129,7 @@ def main() -> None:
     for _ in range(args.reps):
         runs.append(once(env_file, url, args.phase, args.after, sig))
         print(json.dumps(runs[-1]), flush=True)
-    meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d"),
-            "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
-                       f"{platform.python_version()}"}
+    meta = machine_meta()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stamp}-{scale}-stop.json").write_text(
