@@ -350,7 +350,7 @@ def test_a_migration_stopped_mid_apply_rolls_back_and_says_so(
         wait_for("the apply under way", lambda: marker.exists() and _server_rows(
             url, "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
             "AND state = 'active'", app), proc, out=err)
-        stopped = stop(proc, sig)
+        stopped = stop(proc, sig, out=err)
     said = err.read_text(errors="replace")
     print(f"migration ({mode}) stopped by {sig.name}: exit {stopped.exit_code} after "
           f"{stopped.seconds:.2f} s")
@@ -386,7 +386,7 @@ def test_a_stopped_refresh_leaves_the_target_as_it_was_and_no_partial_export(
                 cwd=tmp_path, env=clean_env(), stdout=stdout, stderr=stderr)
         with reaped(proc):
             wait_for(f"{phase} running", _child(proc, phase), proc, out=err)
-            stopped = stop(proc, sig)
+            stopped = stop(proc, sig, out=err)
         said = err.read_text(errors="replace")
         print(f"refresh stopped by {sig.name} during {phase}: exit {stopped.exit_code} "
               f"after {stopped.seconds:.2f} s")
@@ -450,7 +450,7 @@ def test_a_stopped_drift_check_ends_its_query_and_its_second_process(
     with reaped(proc):
         wait_for("the payload's second process and the kb read", both_sides_busy, proc,
                  out=out)
-        stopped = stop(proc, signal.SIGTERM)
+        stopped = stop(proc, signal.SIGTERM, out=out)
     print(f"drift stopped by SIGTERM: exit {stopped.exit_code} after {stopped.seconds:.2f} s")
     _assert_stopped_in_time(stopped, out)
     assert set(workers) <= set(stopped.children)  # and so none is left running
@@ -467,7 +467,7 @@ def test_a_stopped_parity_check_ends_its_download_and_deletes_its_spool(
         wait_for("the API's answer arriving", lambda: [
             p for p in basetemp.glob("**/constellation.spool") if p.stat().st_size > 0],
             proc, out=out)
-        stopped = stop(proc, signal.SIGINT)
+        stopped = stop(proc, signal.SIGINT, out=out)
     print(f"parity stopped by SIGINT: exit {stopped.exit_code} after {stopped.seconds:.2f} s")
     _assert_stopped_in_time(stopped, out)
     assert not list(basetemp.glob("**/constellation.spool"))
