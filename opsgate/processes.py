@@ -1,11 +1,16 @@
-"""Whether a process still lives: the one question the reaper and the drill's sweep of
-dead drills' dump folders both ask."""
+"""Whether a process still lives, and waiting for a child to exit, the questions the
+reaper, the drill's sweep of dead drills' dump folders and every stop path ask."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+import subprocess
+import time
+from typing import Any
 
-__all__ = ["alive"]
+__all__ = ["alive", "exited", "wait_exit"]
 
 
 def alive(pid: int) -> bool:
@@ -17,3 +22,60 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def exited(proc: subprocess.Popen[Any]) -> bool:
+    """`Popen.poll` for loops a stop may interrupt: True once ``proc`` has exited (and
+    is reaped, its ``returncode`` set)."""
+    return wait_exit(proc, 0) is not None
+
+
+def wait_exit(proc: subprocess.Popen[Any], timeout: float | None) -> int | None:
+    """``proc``'s exit code once it has exited, waiting at most ``timeout`` seconds
+    (None: until it exits); None if it still runs.
+
+    Hand-written instead of `Popen.wait`/`Popen.poll`: both take a private lock before
+    they reap, and poll enters its ``try`` only after the acquire, so a
+    KeyboardInterrupt (a stop signal) landing between the two leaves the lock held for
+    good. Every later ``wait(timeout)`` then spins to its timeout although the child is
+    long dead, and ``wait()`` never returns: a drill stopped while its local server was
+    starting (a poll every 5 ms) spent 30 s after SIGQUIT and 30 s after SIGKILL there.
+    This reaps with `os.waitpid` itself and sets ``returncode`` as Popen would; it waits
+    on a pidfd (readable once the child exits), or in 10 ms steps where there is none.
+    """
+    if proc.returncode is not None:
+        return proc.returncode
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pidfd = _pidfd(proc.pid)
+    try:
+        while True:
+            try:
+                pid, status = os.waitpid(proc.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by Popen meanwhile, or SIGCHLD ignored
+                if proc.returncode is None:
+                    proc.returncode = 0  # what Popen itself says then
+                return proc.returncode
+            if pid == proc.pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                return proc.returncode
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            if pidfd is not None:
+                select.select([pidfd], [], [], remaining)
+            else:
+                time.sleep(0.01 if remaining is None else min(remaining, 0.01))
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A pidfd of ``pid`` (Linux 5.3 and newer), or None."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    with contextlib.suppress(OSError):
+        fd: int = opener(pid)
+        return fd
+    return None

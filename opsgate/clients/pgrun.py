@@ -24,6 +24,7 @@ import psycopg
 
 from opsgate.clients.pgtools import PgBinaries, tool_verdict
 from opsgate.clients.schema import CONTRACT_TABLES
+from opsgate.processes import exited, wait_exit
 from opsgate.sensitive import SecretUrl
 
 #: The one line pg_restore 17+ always writes that servers before 17 reject.
@@ -127,13 +128,13 @@ def _through_psql(tools: PgBinaries, archive: Path, url: SecretUrl, options: Seq
         finally:
             if not ended:  # a stop: waiting would wait for psql's statement to end
                 for proc in (restore, sink):
-                    if proc.poll() is None:
+                    if not exited(proc):
                         proc.kill()
             with contextlib.suppress(BrokenPipeError):
                 sink.stdin.close()
             restore.stdout.close()
-            restore.wait()
-            sink.wait()
+            for proc in (restore, sink):
+                wait_exit(proc, None)
         for proc, err, tool in ((sink, psql_err, "psql"), (restore, restore_err, "pg_restore")):
             if proc.returncode != 0:
                 err.seek(0)

@@ -47,6 +47,7 @@ from opsgate.clients.pgtools import (
 )
 from opsgate.config import in_effect
 from opsgate.errors import PostgresUnavailableError
+from opsgate.processes import exited, wait_exit
 from opsgate.sandbox.lifecycle import Service
 from opsgate.sandbox.tlsfiles import TlsFiles, write_private
 from opsgate.sensitive import SecretUrl
@@ -513,7 +514,7 @@ class EmbeddedPostgres(Service):
             os.close(fd)
         pidfile = self.datadir / "postmaster.pid"
         deadline = time.monotonic() + _START_TIMEOUT_S
-        while proc.poll() is None and time.monotonic() <= deadline:
+        while not exited(proc) and time.monotonic() <= deadline:
             if _postmaster_ready(pidfile, proc.pid):
                 return None
             time.sleep(_POLL_S)
@@ -528,7 +529,7 @@ class EmbeddedPostgres(Service):
     def _stop_server(self, *, keep_data: bool = True) -> bool:
         """Stop the postmaster started by `_launch`: fast shutdown (SIGINT), then
         immediate (SIGQUIT), then SIGKILL, each followed by a wait on the child's exit
-        (Popen.wait: no pid file read, no fixed pace). Without ``keep_data`` (the folder
+        (`processes.wait_exit`: no pid file read, no fixed pace). Without ``keep_data`` (the folder
         is deleted next) immediate comes first: a fast shutdown's checkpoint would write
         every dirty page of data about to be deleted (seconds, after a drill's restore,
         of a stopped run's grace period). False when this process has no such child
@@ -539,11 +540,10 @@ class EmbeddedPostgres(Service):
         order = ((signal.SIGINT, signal.SIGQUIT, signal.SIGKILL) if keep_data
                  else (signal.SIGQUIT, signal.SIGKILL))
         for sig in order:
-            if proc.poll() is not None:
+            if exited(proc):
                 break
             proc.send_signal(sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(_STOP_TIMEOUT_S)
+            wait_exit(proc, _STOP_TIMEOUT_S)
         return True
 
     def _stop_postmaster(self, *, keep_data: bool = True) -> None:
@@ -585,8 +585,7 @@ class EmbeddedPostgres(Service):
             shutil.rmtree(root, ignore_errors=True)
             if self._reaper is not None:
                 self._reaper.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._reaper.wait(5)
+                wait_exit(self._reaper, 5)
                 self._reaper = None
             with contextlib.suppress(Exception):
                 atexit.unregister(self.stop)

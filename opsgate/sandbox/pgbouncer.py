@@ -48,6 +48,7 @@ import psycopg
 
 from opsgate.config import in_effect
 from opsgate.errors import PostgresUnavailableError, first_line
+from opsgate.processes import exited, wait_exit
 from opsgate.sandbox.embedded import _free_port, _service_user
 from opsgate.sandbox.lifecycle import Service
 from opsgate.sandbox.tlsfiles import TlsFiles, write_private
@@ -232,7 +233,7 @@ class PgBouncer(Service):
     def _wait_ready(self, proc: subprocess.Popen[bytes], port: int) -> bool:
         deadline = time.monotonic() + _READY_TIMEOUT
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
+            if exited(proc):
                 return False
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.settimeout(1.0)
@@ -253,13 +254,11 @@ class PgBouncer(Service):
 
     def _end_process(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
+        if proc is not None and not exited(proc):
             proc.terminate()  # PgBouncer 1.18: SIGTERM is an immediate shutdown
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
+            if wait_exit(proc, 5) is None:
                 proc.kill()
-                proc.wait(5)
+                wait_exit(proc, 5)
         if self._output is not None:
             self._output.close()
             self._output = None

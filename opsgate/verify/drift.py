@@ -39,6 +39,7 @@ from psycopg import sql
 from opsgate import progress
 from opsgate.clients import db, kb
 from opsgate.errors import DriftInputError, OpsgateError, first_line
+from opsgate.processes import exited, wait_exit
 from opsgate.verify import canon
 from opsgate.verify.canon_members import edge_row_bytes, node_bytes
 from opsgate.verify.evidence import MAX_EXAMPLES
@@ -521,9 +522,9 @@ class _PayloadRun:
         raise OpsgateError(f"the payload side of drift failed (exit {code}): {last}")
 
     def close(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        if self._proc is not None and not exited(self._proc):
             self._proc.kill()
-            self._proc.wait()
+            wait_exit(self._proc, None)
 
 
 def _size(path: Path) -> int:
