@@ -60,12 +60,16 @@ class Faults:
     #: Requests served per path (never reset): lets a self-test prove a check fetched
     #: the API once per run, not once per test.
     served: Counter[str] = field(default_factory=Counter)
+    #: Counts the calls of `set`: a fault that acts once per switching on
+    #: (``vercel-429``) knows by it that it was switched on again.
+    switched: int = 0
 
     def set(self, *names: str) -> None:
         unknown = [n for n in names if n not in FAULTS]
         if unknown:
             raise ValueError(f"unknown fault(s): {', '.join(unknown)}")
         self.active = set(names)
+        self.switched += 1
 
     def clear(self) -> None:
         self.active = set()

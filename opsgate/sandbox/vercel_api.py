@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import hmac
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,7 +77,10 @@ class SandboxVercel:
         self.page_limit = 100
         #: What ``vercel-429`` says in ``Retry-After`` (seconds).
         self.retry_after_s = 1
-        self._requests = 0
+        #: The `Faults.switched` whose ``vercel-429`` window has begun, and when it ends
+        #: (`time.monotonic`).
+        self._limited_for = -1
+        self._limited_until = 0.0
         #: Redeploys, env snapshots, the request log.
         self.deploys = DeploySim(self.project)
 
@@ -87,16 +91,23 @@ class SandboxVercel:
 
     def overloaded(self, faults: Faults) -> Response | None:
         """The answer of an API under load, when a fault says so: ``vercel-503`` refuses
-        every request; ``vercel-429`` every other one, asking to retry after
-        `retry_after_s`, so a client that honours it gets through on its second try."""
+        every request; ``vercel-429`` the first request after it is switched on, asking
+        to retry after `retry_after_s`, and every request until that time has passed
+        (each told the whole seconds left); then it answers. A client that honours
+        ``Retry-After`` gets through on its second try; one that retries sooner is
+        refused again."""
         if "vercel-503" in faults.active:
             return _error(503, "service_unavailable",
                           "The Vercel API is temporarily unavailable")
         if "vercel-429" in faults.active:
-            self._requests += 1
-            if self._requests % 2 == 1:
-                reset = int(time.time()) + self.retry_after_s
-                headers = {"Retry-After": str(self.retry_after_s),
+            now = time.monotonic()
+            if self._limited_for != faults.switched:
+                self._limited_for = faults.switched
+                self._limited_until = now + self.retry_after_s
+            left = math.ceil(self._limited_until - now)
+            if left > 0:
+                reset = int(time.time()) + left
+                headers = {"Retry-After": str(left),
                            "X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "0",
                            "X-RateLimit-Reset": str(reset)}
                 return _error(429, "rate_limited", "Rate limit exceeded", headers=headers,

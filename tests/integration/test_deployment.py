@@ -160,8 +160,8 @@ def test_lists_are_read_across_pages(clean: Sandbox, tmp_path: Path) -> None:
 
 
 def test_a_rate_limited_api_is_waited_for(clean: Sandbox, tmp_path: Path) -> None:
-    """429 with Retry-After on every other request: each call is retried once after the
-    time asked, each retry is one line in the test's log, and the check stays green."""
+    """429 with Retry-After on the first request: it is retried once after the time
+    asked, the retry is one line in the test's log, and the check stays green."""
     clean.faults.set("vercel-429")
     run = run_gate_here(tmp_path, f"--env-file={clean.env_file}", "-m", "deployment", "-rP",
                         env=clean_env())
