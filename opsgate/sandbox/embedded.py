@@ -16,9 +16,11 @@ folder, so the harness can still administer the cluster whatever happens on TCP.
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import functools
 import hashlib
+import hmac
 import os
 import pwd
 import secrets
@@ -59,13 +61,14 @@ _START_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 30.0
 #: How often a starting server's pid file is looked at (pg_ctl: every 0.1 s).
 _POLL_S = 0.005
-#: SCRAM iterations of the passwords a plain (non-TLS) cluster of PostgreSQL 16 or later
-#: sets, instead of 4096 (``scram_iterations``). Every client of such a cluster (psql,
-#: pg_dump, pg_restore, psycopg) derives its key with that many HMACs per connection:
-#: 3-6 ms of the client's CPU each, measured, where the drill's local copy alone takes
-#: some seventeen connections. The handshake stays the same SCRAM-SHA-256 exchange (the
-#: count is one of its fields); the passwords are random, on loopback and thrown away
-#: with the cluster. TLS mode (Neon's shape) keeps the server's default.
+#: SCRAM iterations of the passwords of a plain (non-TLS) cluster, instead of 4096: its
+#: superuser's on every version (`_scram_verifier`), every role's on PostgreSQL 16 and
+#: later (``scram_iterations``), unless the caller sets ``scram_iterations``. Every client
+#: of such a cluster (psql, pg_dump, pg_restore, psycopg) derives its key with that many
+#: HMACs per connection: 3-6 ms of the client's CPU each, measured, where the drill's
+#: local copy alone takes some seventeen connections. The handshake stays the same
+#: SCRAM-SHA-256 exchange (the count is one of its fields); the passwords are random, on
+#: loopback and thrown away with the cluster. TLS mode (Neon's shape) keeps 4096.
 _SCRAM_ITERATIONS = "16"
 
 
@@ -115,6 +118,22 @@ def memory_folder() -> str | None:
     if not os.access(shm, os.W_OK | os.X_OK):
         return None
     return shm if stat.f_bavail * stat.f_frsize >= _MEMORY_HEADROOM else None
+
+
+def _scram_verifier(password: str, iterations: int) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5802 and 7677,
+    in PostgreSQL's ``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`` form),
+    with ``iterations`` of our choosing. Written here because the one client library at
+    hand that makes verifiers (libpq's, through psycopg) uses the server's count, and
+    before PostgreSQL 16 that is always 4096; the standard library has every primitive."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    b64 = base64.b64encode
+    return (f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}"
+            f"${b64(stored_key).decode()}:{b64(server_key).decode()}")
 
 
 def _free_port() -> int:
@@ -455,11 +474,16 @@ class EmbeddedPostgres(Service):
 
     def _set_password(self) -> None:
         """Give a cluster copied from the template its own superuser password, over the
-        unix socket in the data folder (trusted for the superuser)."""
+        unix socket in the data folder (trusted for the superuser). Outside TLS mode it
+        is sent as its SCRAM verifier of `_SCRAM_ITERATIONS` (`_scram_verifier`), which
+        servers before 16, without ``scram_iterations``, store as given."""
+        iterations = int(self._settings.get("scram_iterations", _SCRAM_ITERATIONS))
+        secret = (self._password if self.tls is not None
+                  else _scram_verifier(self._password, iterations))
         with psycopg.connect(host=str(self.datadir), port=self.port, user=self.superuser,
                              dbname="postgres", autocommit=True) as conn:
             conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                sql.Identifier(self.superuser), sql.Literal(self._password)))
+                sql.Identifier(self.superuser), sql.Literal(secret)))
         self._password_pending = False
 
     def _configure_tls(self, tls: TlsFiles) -> None:
