@@ -70,6 +70,8 @@ _POLL_S = 0.005
 #: SCRAM-SHA-256 exchange (the count is one of its fields); the passwords are random, on
 #: loopback and thrown away with the cluster. TLS mode (Neon's shape) keeps 4096.
 _SCRAM_ITERATIONS = "16"
+#: The watchdog, run as a file (see its docstring).
+_REAPER = Path(__file__).with_name("_reaper.py")
 
 
 def cache_dir() -> Path | None:
@@ -601,7 +603,7 @@ class EmbeddedPostgres(Service):
     def _spawn_reaper(self) -> None:
         assert self.root is not None
         self._reaper = subprocess.Popen(
-            [sys.executable, "-m", "opsgate.sandbox._reaper", str(os.getpid()),
+            [sys.executable, "-I", "-S", str(_REAPER), str(os.getpid()),
              str(self.binaries.tool("pg_ctl")), str(self.root),
              str(self._user.pw_uid if self._user else -1),
              str(self._user.pw_gid if self._user else -1),
