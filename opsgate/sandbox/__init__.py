@@ -1,8 +1,7 @@
 """The self-contained target: embedded PostgreSQL, the Neon topology, reference app, blob.
 
-The names below load on first use (PEP 562): the cluster's watchdog
-(``python -m opsgate.sandbox._reaper``, one per cluster) and users of `embedded` alone
-then skip the app, its web server and the data generator, about 0.14 s per process.
+The names below load on first use (PEP 562): users of `embedded` alone then skip the
+app, its web server and the data generator, about 0.14 s per process.
 """
 
 from __future__ import annotations

@@ -118,14 +118,24 @@ def prepare(cluster: EmbeddedPostgres, role: SourceRole) -> SecretUrl:
     with cluster.connect(autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} {} PASSWORD {}").format(
             sql.Identifier(role.name), sql.SQL(" ").join(options), sql.Literal(password)))
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING {}")
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING {}{}")
                      .format(sql.Identifier(role.database), sql.Identifier(role.name),
-                             sql.Literal(role.encoding)))
+                             sql.Literal(role.encoding), _file_copy(cluster)))
     admin = cluster.url(role.database)
     # Loopback without TLS, whatever PGSSLMODE the environment sets for the target.
     return SecretUrl(admin.reveal().replace(
         f"{LOCAL_SUPERUSER}:{admin.password}@", f"{_userinfo(role.name)}:{password}@", 1)
         + "?sslmode=disable")
+
+
+def _file_copy(cluster: EmbeddedPostgres) -> sql.Composable:
+    """``STRATEGY FILE_COPY`` where the server knows it (15 and later): template0's
+    files copied after a checkpoint of a cluster that has written almost nothing,
+    instead of every block of template0 read and written to the WAL (15's default,
+    meant for large templates on busy servers; here about 7 MB of WAL, in 1 MB segment
+    files deleted again with the cluster). The same empty database; about 8 ms of the
+    server's CPU and 25 ms of waiting less per drill."""
+    return sql.SQL(" STRATEGY FILE_COPY" if cluster.binaries.major >= 15 else "")
 
 
 def _userinfo(name: str) -> str:

@@ -186,3 +186,31 @@ def test_a_server_stops_at_once_when_a_stop_left_popens_lock_held() -> None:
     cluster.stop()
     assert time.monotonic() - started < 10
     assert server.returncode is not None and cluster.root is None
+
+
+def test_a_plain_clusters_passwords_take_few_scram_iterations_and_still_decide() -> None:
+    """A plain cluster's superuser (a verifier made by opsgate, whatever the version) and a
+    role made on 16 or later (the server's ``scram_iterations``) hash their passwords
+    with 16 SCRAM iterations, not 4096: the right password logs in over TCP, a wrong
+    one is refused."""
+    import psycopg
+
+    wheel = pgtools.discover(pgtools.SERVER_TOOLS + pgtools.CLIENT_TOOLS, path="",
+                             debian_root=None)[0]
+    with EmbeddedPostgres() as old, EmbeddedPostgres(wheel) as new:
+        with new.connect(autocommit=True) as conn:
+            conn.execute("CREATE ROLE app LOGIN PASSWORD 'app-secret'")
+        for cluster, role in ((old, old.superuser), (new, new.superuser), (new, "app")):
+            with cluster.connect() as conn:
+                row = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s",
+                                   (role,)).fetchone()
+            assert row is not None and row[0].startswith("SCRAM-SHA-256$16:"), role
+        url = new.url().reveal()
+        with psycopg.connect(url.replace(f"{new.superuser}:{new.url().password}@",
+                                         "app:app-secret@")) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("app",)
+        for cluster in (old, new):
+            good = cluster.url().reveal()
+            psycopg.connect(good).close()
+            with pytest.raises(psycopg.OperationalError, match="password authentication"):
+                psycopg.connect(good.replace(f":{cluster.url().password}@", ":wrong@"))
