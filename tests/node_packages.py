@@ -7,7 +7,10 @@ waited for it: about 20 s for Allure 3 alone, mostly waiting on the registry and
 disk. Now the first test process whose collected tests need them starts one install
 of all of them into the run's own temporary folder (the parent of every xdist
 worker's), under a file lock, and the install overlaps the tests that run meanwhile.
-The ``node_packages`` fixture waits for it: its folder, with ``node_modules``, once npm
+A test (or module) names what it
+runs with ``@pytest.mark.npm(...)`` (a test that uses the fixture unmarked gets all of
+`PACKAGES`), and the install holds what the collected tests named: a run of one module
+installs that module's package only. The ``node_packages`` fixture waits for it: its folder, with ``node_modules``, once npm
 succeeded; a failed install fails every test that needs it with npm's own output; an
 install that stopped without a result (its process gone) or that takes longer than
 `TIMEOUT` fails them too, never hangs them.
@@ -49,6 +52,7 @@ TIMEOUT = 600.0
 _FLAGS = ("--no-audit", "--no-fund", "--loglevel=error", "--prefer-offline",
           "--ignore-scripts", "--no-package-lock")
 _FIXTURE = "node_install"  # node_packages needs it too
+_MARK = "npm"
 _STARTED = pytest.StashKey[tuple[subprocess.Popen[bytes], threading.Thread]]()
 
 
@@ -62,8 +66,25 @@ def _folder(config: pytest.Config) -> Path:
     return _shared(config) / "node-packages"
 
 
-def _start(config: pytest.Config) -> None:
-    """Start the install unless a process of this run already did."""
+def _wanted(items: list[pytest.Item]) -> list[str]:
+    """The packages the tests among ``items`` that use the fixture named, in `PACKAGES`'
+    order."""
+    named: set[str] = set()
+    for item in items:
+        if _FIXTURE in getattr(item, "fixturenames", ()):
+            marks = list(item.iter_markers(_MARK))
+            for args in [m.args for m in marks] if marks else [PACKAGES]:
+                named.update(args)
+    unknown = named - set(PACKAGES)
+    if unknown:
+        raise pytest.UsageError(f"npm marks name packages not in tests.node_packages."
+                                f"PACKAGES: {sorted(unknown)}")
+    return [p for p in PACKAGES if p in named]
+
+
+def _start(config: pytest.Config, packages: list[str]) -> None:
+    """Start installing ``packages`` unless a process of this run already started the
+    install."""
     shared = _shared(config)
     folder = _folder(config)
     with FileLock(str(shared / "node-packages.lock")):
@@ -73,10 +94,12 @@ def _start(config: pytest.Config) -> None:
         (folder / "package.json").write_text(
             '{"name": "opsgate-self-test-packages", "private": true}')
         with (folder / "npm.log").open("wb") as log:
-            proc = subprocess.Popen(["npm", "install", *_FLAGS, f"--logs-dir={folder / 'logs'}",
-                                     *PACKAGES], cwd=folder,
+            command = ["npm", "install", *_FLAGS, f"--logs-dir={folder / 'logs'}",
+                       *packages]
+            proc = subprocess.Popen(command, cwd=folder,
                                     stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, preexec_fn=_die_with_parent())
+        (folder / "npm.what").write_text(" ".join(["npm", "install", *packages]))
         (folder / "npm.pid").write_text(str(proc.pid))
 
     def record() -> None:  # the exit code, for every process of the run to read
@@ -112,7 +135,7 @@ def _log_tail(folder: Path) -> str:
 def wait(folder: Path, timeout: float = TIMEOUT) -> Path:
     """``folder`` once its install succeeded; the test fails with npm's output when it
     failed, stopped without a result, or is still running after ``timeout`` seconds."""
-    what = "npm install " + " ".join(PACKAGES)
+    what = (folder / "npm.what").read_text()
     pid = int((folder / "npm.pid").read_text())
     deadline = time.monotonic() + timeout
     while (code := _result(folder)) is None:
@@ -127,7 +150,8 @@ def wait(folder: Path, timeout: float = TIMEOUT) -> Path:
                         pytrace=False)
         time.sleep(0.1)
     if code != 0:
-        pytest.fail(f"{what} failed (exit {code}): {_log_tail(folder)}", pytrace=False)
+        how = f"ended by signal {-code}" if code < 0 else f"failed (exit {code})"
+        pytest.fail(f"{what} {how}: {_log_tail(folder)}", pytrace=False)
     return folder
 
 
@@ -141,7 +165,8 @@ def node_install(pytestconfig: pytest.Config) -> Callable[[], Path]:
     """Waits for the install and gives `node_packages`' folder: for a test with work of
     its own to do first, while the install runs."""
     require(NODE)
-    _start(pytestconfig)  # already started, unless no collected test asked for it
+    _start(pytestconfig, list(PACKAGES))  # started already, unless no collected test used
+    # this fixture
     return lambda: wait(_folder(pytestconfig))
 
 
@@ -153,9 +178,15 @@ def node_packages(node_install: Callable[[], Path]) -> Path:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the install as soon as a collected test is known to need it."""
-    if NODE.find() and any(_FIXTURE in getattr(item, "fixturenames", ())
-                           for item in session.items):
-        _start(session.config)
+    packages = _wanted(session.items)
+    if packages and NODE.find():
+        _start(session.config, packages)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{_MARK}(*packages): npm packages the test runs, from tests.node_packages."
+        "PACKAGES (installed once per run, in the background; the node_packages fixture)")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -16,7 +16,9 @@ import pytest
 
 from opsgate.config import Settings, read_env_file
 from opsgate.errors import ConfigError
-from tests.node_packages import link_into
+from tests.node_packages import NEXT_ENV, link_into
+
+pytestmark = pytest.mark.npm(NEXT_ENV)
 
 #: loadEnvConfig as `next start` calls it (production mode reads .env.production.local
 #: first); every key of the resulting process.env, and anything it logged as an error.

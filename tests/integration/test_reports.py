@@ -21,6 +21,7 @@ from opsgate.sandbox import Sandbox
 from tests.browser import render
 from tests.gate_helpers import ROOT, main_here, run_gate, run_gate_here
 from tests.gate_helpers import clean_env as _clean_env
+from tests.node_packages import ALLURE
 
 pytestmark = pytest.mark.usefixtures("gate_in_process")
 
@@ -265,6 +266,7 @@ def test_report_html_renders_in_headless_chromium(sandbox: Sandbox, tmp_path: Pa
 
 
 @pytest.mark.needs("node")  # for Allure 3 (opsgate does not need it)
+@pytest.mark.npm(ALLURE)
 def test_allure3_generates_a_report_from_the_results(sandbox: Sandbox, tmp_path: Path,
                                                      node_install: Callable[[], Path]) -> None:
     # Allure 3 from the run's one npm install (tests/node_packages.py), still running in

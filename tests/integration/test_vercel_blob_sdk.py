@@ -15,7 +15,7 @@ import pytest
 from opsgate.clients.blob import VercelBlobStore, read_admin_state
 from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox, datagen
 from opsgate.verify import canon
-from tests.node_packages import link_into
+from tests.node_packages import VERCEL_BLOB, link_into
 
 SDK_SCRIPT = r"""
 import { put, list } from '@vercel/blob';
@@ -46,7 +46,8 @@ console.log(JSON.stringify({ written, seen, pages, downloaded }));
 """
 
 
-pytestmark = pytest.mark.needs("node")  # the official SDK runs on Node.js
+pytestmark = [pytest.mark.needs("node"),  # the official SDK runs on Node.js
+              pytest.mark.npm(VERCEL_BLOB)]
 
 
 @pytest.fixture(scope="module")

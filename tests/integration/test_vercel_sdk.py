@@ -22,8 +22,10 @@ import pytest
 from opsgate.sandbox.reference_app import Faults
 from opsgate.sandbox.vercel_api import SandboxVercel
 from opsgate.sensitive import Secret
-from tests.node_packages import link_into
+from tests.node_packages import VERCEL_SDK, link_into
 from tests.vercel_helpers import served_vercel_api
+
+pytestmark = pytest.mark.npm(VERCEL_SDK)  # pinned: see tests/node_packages.py
 
 #: What both probes share: the SDK's counters of values it filled in or did not know, and
 #: ``call``, which records each call's error (Zod's issues flattened) and those counts.
