@@ -4,21 +4,21 @@ that starts in the background as soon as the tests are collected.
 
 Each test module used to install its own package when its first test came up, and
 waited for it: about 20 s for Allure 3 alone, mostly waiting on the registry and the
-disk. Now the first test process whose collected tests need them starts one install
-of all of them into the run's own temporary folder (the parent of every xdist
+disk. Now the first test process whose collected tests need packages starts one
+install of them into the run's own temporary folder (the parent of every xdist
 worker's), under a file lock, and the install overlaps the tests that run meanwhile.
-A test (or module) names what it
-runs with ``@pytest.mark.npm(...)`` (a test that uses the fixture unmarked gets all of
-`PACKAGES`), and the install holds what the collected tests named: a run of one module
-installs that module's package only. The ``node_packages`` fixture waits for it: its folder, with ``node_modules``, once npm
-succeeded; a failed install fails every test that needs it with npm's own output; an
-install that stopped without a result (its process gone) or that takes longer than
-`TIMEOUT` fails them too, never hangs them.
+
+A test (or module) names what it runs with ``@pytest.mark.npm(...)``; the install
+holds what the collected tests named (a test that uses the fixture unmarked gets all of
+`PACKAGES`), so a run of one module installs that module's package only. The
+``node_packages`` fixture waits for the install and gives its folder, whose
+``node_modules`` holds them; a failed install fails every test that needs it with npm's
+own output; an install that stopped without a result (its process gone) or that takes
+longer than `TIMEOUT` fails them too, never hangs them.
 
 The process that started the install waits for it when its session ends (another
 worker may still need it) and stops it when the run was interrupted; the kernel stops
-it if that process dies first. Registered by ``tests/conftest.py``.
-"""
+it if that process dies first. Registered by ``tests/conftest.py``."""
 
 from __future__ import annotations
 
