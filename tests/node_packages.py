@@ -198,10 +198,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     proc, thread = started
     if exitstatus == pytest.ExitCode.INTERRUPTED:
         proc.kill()
-    try:
-        proc.wait(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
+    thread.join(timeout=TIMEOUT)  # the thread waits for npm, and is the only one to
+    if thread.is_alive():
         proc.kill()
-        proc.wait()
-    thread.join(timeout=10)
+        thread.join()
     del session.config.stash[_STARTED]
