@@ -65,6 +65,7 @@ def pytest_configure(config: pytest.Config) -> None:
     only: a release gate never loads a test-only plugin."""
     if not config.pluginmanager.has_plugin("pytester"):
         config.pluginmanager.import_plugin("pytester")
+    config.pluginmanager.import_plugin("tests.node_packages")  # npm packages: one install
     config.addinivalue_line(
         "markers", "pgbouncer: needs the pgbouncer program (the Neon-shaped topology)")
     config.addinivalue_line(

@@ -16,9 +16,9 @@ import pytest
 
 from opsgate.config import Settings, read_env_file
 from opsgate.errors import ConfigError
-from tests.tools import NODE, require
+from tests.node_packages import NEXT_ENV, link_into
 
-NEXT_ENV = "@next/env@16.5.0"
+pytestmark = pytest.mark.npm(NEXT_ENV)
 
 #: loadEnvConfig as `next start` calls it (production mode reads .env.production.local
 #: first); every key of the resulting process.env, and anything it logged as an error.
@@ -131,16 +131,10 @@ def vercel_file(values: Mapping[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def next_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    require(NODE)  # @next/env runs under Node
+def next_env(tmp_path_factory: pytest.TempPathFactory, node_packages: Path) -> Path:
     folder = tmp_path_factory.mktemp("next-env")
     (folder / "package.json").write_text('{"name": "next-env-probe", "private": true}')
-    proc = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
-                           "--prefer-offline", "--ignore-scripts", "--no-package-lock",
-                           NEXT_ENV], cwd=folder, capture_output=True, text=True,
-                          timeout=300, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"npm install {NEXT_ENV} failed: {proc.stderr[-500:]}")
+    link_into(folder, node_packages)  # the run's one install (tests/node_packages.py)
     (folder / "probe.cjs").write_text(PROBE)
     (folder / "probe-many.cjs").write_text(PROBE_MANY)
     return folder

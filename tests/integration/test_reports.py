@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -20,6 +21,7 @@ from opsgate.sandbox import Sandbox
 from tests.browser import render
 from tests.gate_helpers import ROOT, main_here, run_gate, run_gate_here
 from tests.gate_helpers import clean_env as _clean_env
+from tests.node_packages import ALLURE
 
 pytestmark = pytest.mark.usefixtures("gate_in_process")
 
@@ -264,30 +266,17 @@ def test_report_html_renders_in_headless_chromium(sandbox: Sandbox, tmp_path: Pa
 
 
 @pytest.mark.needs("node")  # for Allure 3 (opsgate does not need it)
-def test_allure3_generates_a_report_from_the_results(sandbox: Sandbox, tmp_path: Path) -> None:
-    tool = tmp_path / "allure-tool"
-    tool.mkdir()
-    (tool / "package.json").write_text('{"name": "allure-probe", "private": true}')
-    # npm fetches and unpacks Allure 3 (mostly waiting on the registry and the disk)
-    # while the gate run makes the results: the two do not depend on each other.
-    # From npm's cache where it has the packages (--prefer-offline), without install
-    # scripts or a lock file: Allure 3 needs neither (3.7 s instead of 7.6 s here).
-    install = subprocess.Popen(["npm", "install", "--no-audit", "--no-fund", "--silent",
-                                "--prefer-offline", "--ignore-scripts", "--no-package-lock",
-                                "allure@3"], cwd=tool, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    try:
-        results = run_with_fault(sandbox, tmp_path, "api-build-as-note") / "allure-results"
-        _, install_err = install.communicate(timeout=300)
-    finally:
-        if install.poll() is None:
-            install.kill()
-            install.communicate()
-    assert install.returncode == 0, install_err[-500:]
+@pytest.mark.npm(ALLURE)
+def test_allure3_generates_a_report_from_the_results(sandbox: Sandbox, tmp_path: Path,
+                                                     node_install: Callable[[], Path]) -> None:
+    # Allure 3 from the run's one npm install (tests/node_packages.py), still running in
+    # the background, maybe, while the gate run makes the results.
+    results = run_with_fault(sandbox, tmp_path, "api-build-as-note") / "allure-results"
+    node_packages = node_install()
     # As docs/reports.md says: in the run directory, where allurerc.json names the
     # report, its output folder, the categories and the history file of every run.
     run_dir = results.parent
-    gen = subprocess.run([str(tool / "node_modules" / ".bin" / "allure"), "generate",
+    gen = subprocess.run([str(node_packages / "node_modules" / ".bin" / "allure"), "generate",
                           "allure-results"], cwd=run_dir, capture_output=True, text=True,
                          timeout=300)
     assert gen.returncode == 0, gen.stdout[-500:] + gen.stderr[-500:]

@@ -15,6 +15,7 @@ import pytest
 from opsgate.clients.blob import VercelBlobStore, read_admin_state
 from opsgate.sandbox import FIXTURE_PAYLOAD, Sandbox, datagen
 from opsgate.verify import canon
+from tests.node_packages import VERCEL_BLOB, link_into
 
 SDK_SCRIPT = r"""
 import { put, list } from '@vercel/blob';
@@ -45,21 +46,15 @@ console.log(JSON.stringify({ written, seen, pages, downloaded }));
 """
 
 
-pytestmark = pytest.mark.needs("node")  # the official SDK runs on Node.js
+pytestmark = [pytest.mark.needs("node"),  # the official SDK runs on Node.js
+              pytest.mark.npm(VERCEL_BLOB)]
 
 
 @pytest.fixture(scope="module")
-def sdk_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sdk_dir(tmp_path_factory: pytest.TempPathFactory, node_packages: Path) -> Path:
     folder = tmp_path_factory.mktemp("vercel-blob-sdk")
     (folder / "package.json").write_text('{"name": "sdk-probe", "private": true, "type": "module"}')
-    # From npm's cache where it has the packages, without install scripts or a lock file
-    # (the SDK needs neither).
-    proc = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
-                           "--prefer-offline", "--ignore-scripts", "--no-package-lock",
-                           "@vercel/blob@^2"], cwd=folder, capture_output=True, text=True,
-                          timeout=300, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"npm install @vercel/blob failed: {proc.stderr[-500:]}")
+    link_into(folder, node_packages)  # the run's one install (tests/node_packages.py)
     (folder / "probe.mjs").write_text(SDK_SCRIPT)
     return folder
 

@@ -22,12 +22,10 @@ import pytest
 from opsgate.sandbox.reference_app import Faults
 from opsgate.sandbox.vercel_api import SandboxVercel
 from opsgate.sensitive import Secret
-from tests.tools import NODE, require
+from tests.node_packages import VERCEL_SDK, link_into
 from tests.vercel_helpers import served_vercel_api
 
-#: The SDK whose schemas are the oracle, pinned exactly: another version may validate
-#: otherwise.
-SDK = "@vercel/sdk@1.28.35"
+pytestmark = pytest.mark.npm(VERCEL_SDK)  # pinned: see tests/node_packages.py
 
 #: What both probes share: the SDK's counters of values it filled in or did not know, and
 #: ``call``, which records each call's error (Zod's issues flattened) and those counts.
@@ -110,19 +108,11 @@ console.log(JSON.stringify({
 
 
 @pytest.fixture(scope="module")
-def sdk_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    require(NODE)
+def sdk_dir(tmp_path_factory: pytest.TempPathFactory, node_packages: Path) -> Path:
     folder = tmp_path_factory.mktemp("vercel-sdk")
     (folder / "package.json").write_text(
         '{"name": "vercel-sdk-probe", "private": true, "type": "module"}')
-    # From npm's cache where it has the package, without install scripts or a lock file
-    # (the SDK needs neither).
-    proc = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
-                           "--prefer-offline", "--ignore-scripts", "--no-package-lock", SDK],
-                          cwd=folder, capture_output=True, text=True, timeout=300,
-                          check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"npm install {SDK} failed: {proc.stderr[-500:]}")
+    link_into(folder, node_packages)  # the run's one install (tests/node_packages.py)
     (folder / "probe.mjs").write_text(CALLS + PROBE)
     return folder
 

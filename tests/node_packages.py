@@ -1,0 +1,205 @@
+"""The npm packages the self-tests run as oracles (the vendors' own clients: Allure 3,
+@vercel/sdk, @vercel/blob, @next/env), installed once per run by one ``npm install``
+that starts in the background as soon as the tests are collected.
+
+Each test module used to install its own package when its first test came up, and
+waited for it: about 20 s for Allure 3 alone, mostly waiting on the registry and the
+disk. Now the first test process whose collected tests need packages starts one
+install of them into the run's own temporary folder (the parent of every xdist
+worker's), under a file lock, and the install overlaps the tests that run meanwhile.
+
+A test (or module) names what it runs with ``@pytest.mark.npm(...)``; the install
+holds what the collected tests named (a test that uses the fixture unmarked gets all of
+`PACKAGES`), so a run of one module installs that module's package only. The
+``node_packages`` fixture waits for the install and gives its folder, whose
+``node_modules`` holds them; a failed install fails every test that needs it with npm's
+own output; an install that stopped without a result (its process gone) or that takes
+longer than `TIMEOUT` fails them too, never hangs them.
+
+The process that started the install waits for it when its session ends (another
+worker may still need it) and stops it when the run was interrupted; the kernel stops
+it if that process dies first. Registered by ``tests/conftest.py``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from opsgate.sandbox.pgbouncer import _die_with_parent
+from tests.tools import NODE, require
+
+#: What the tests run, pinned as each test needs it.
+ALLURE = "allure@3"
+#: The SDK whose schemas are the oracle, pinned exactly: another version may validate
+#: otherwise.
+VERCEL_SDK = "@vercel/sdk@1.28.35"
+VERCEL_BLOB = "@vercel/blob@^2"
+NEXT_ENV = "@next/env@16.5.0"
+PACKAGES = (ALLURE, VERCEL_SDK, VERCEL_BLOB, NEXT_ENV)
+
+#: Longest wait for the install, from the moment a test starts waiting.
+TIMEOUT = 600.0
+#: From npm's cache where it has the packages, without install scripts or a lock file:
+#: none of them needs either. Errors only (``--silent`` hid npm's reason for a failure
+#: too), and npm's own log in the install's folder.
+_FLAGS = ("--no-audit", "--no-fund", "--loglevel=error", "--prefer-offline",
+          "--ignore-scripts", "--no-package-lock")
+_FIXTURE = "node_install"  # node_packages needs it too
+_MARK = "npm"
+_STARTED = pytest.StashKey[tuple[subprocess.Popen[bytes], threading.Thread]]()
+
+
+def _shared(config: pytest.Config) -> Path:
+    """The run's own temporary folder: under xdist, the parent of every worker's."""
+    base: Path = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _folder(config: pytest.Config) -> Path:
+    return _shared(config) / "node-packages"
+
+
+def _wanted(items: list[pytest.Item]) -> list[str]:
+    """The packages the tests among ``items`` that use the fixture named, in `PACKAGES`'
+    order."""
+    named: set[str] = set()
+    for item in items:
+        if _FIXTURE in getattr(item, "fixturenames", ()):
+            marks = list(item.iter_markers(_MARK))
+            for args in [m.args for m in marks] if marks else [PACKAGES]:
+                named.update(args)
+    unknown = named - set(PACKAGES)
+    if unknown:
+        raise pytest.UsageError(f"npm marks name packages not in tests.node_packages."
+                                f"PACKAGES: {sorted(unknown)}")
+    return [p for p in PACKAGES if p in named]
+
+
+def _start(config: pytest.Config, packages: list[str]) -> None:
+    """Start installing ``packages`` unless a process of this run already started the
+    install."""
+    shared = _shared(config)
+    folder = _folder(config)
+    with FileLock(str(shared / "node-packages.lock")):
+        if folder.exists():
+            return
+        folder.mkdir()
+        (folder / "package.json").write_text(
+            '{"name": "opsgate-self-test-packages", "private": true}')
+        with (folder / "npm.log").open("wb") as log:
+            command = ["npm", "install", *_FLAGS, f"--logs-dir={folder / 'logs'}",
+                       *packages]
+            proc = subprocess.Popen(command, cwd=folder,
+                                    stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent())
+        (folder / "npm.what").write_text(" ".join(["npm", "install", *packages]))
+        (folder / "npm.pid").write_text(str(proc.pid))
+
+    def record() -> None:  # the exit code, for every process of the run to read
+        code = proc.wait()
+        (folder / "npm.rc.tmp").write_text(str(code))
+        (folder / "npm.rc.tmp").replace(folder / "npm.rc")
+
+    thread = threading.Thread(target=record, name="npm-install", daemon=True)
+    thread.start()
+    config.stash[_STARTED] = (proc, thread)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _result(folder: Path) -> int | None:
+    rc = folder / "npm.rc"
+    return int(rc.read_text()) if rc.exists() else None
+
+
+def _log_tail(folder: Path) -> str:
+    log = folder / "npm.log"
+    return log.read_text(errors="replace")[-2000:] if log.exists() else "(no output)"
+
+
+def wait(folder: Path, timeout: float = TIMEOUT) -> Path:
+    """``folder`` once its install succeeded; the test fails with npm's output when it
+    failed, stopped without a result, or is still running after ``timeout`` seconds."""
+    what = (folder / "npm.what").read_text()
+    pid = int((folder / "npm.pid").read_text())
+    deadline = time.monotonic() + timeout
+    while (code := _result(folder)) is None:
+        if not _alive(pid):
+            time.sleep(1.0)  # its exit code is written right after it ends
+            if (code := _result(folder)) is None:
+                pytest.fail(f"{what} stopped without a result: {_log_tail(folder)}",
+                            pytrace=False)
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} still running after {timeout:.0f} s: {_log_tail(folder)}",
+                        pytrace=False)
+        time.sleep(0.1)
+    if code != 0:
+        how = f"ended by signal {-code}" if code < 0 else f"failed (exit {code})"
+        pytest.fail(f"{what} {how}: {_log_tail(folder)}", pytrace=False)
+    return folder
+
+
+def link_into(folder: Path, packages: Path) -> None:
+    """Node finds the packages from scripts in ``folder`` (a test's own)."""
+    (folder / "node_modules").symlink_to(packages / "node_modules", target_is_directory=True)
+
+
+@pytest.fixture(scope="session")
+def node_install(pytestconfig: pytest.Config) -> Callable[[], Path]:
+    """Waits for the install and gives `node_packages`' folder: for a test with work of
+    its own to do first, while the install runs."""
+    require(NODE)
+    _start(pytestconfig, list(PACKAGES))  # started already, unless no collected test used
+    # this fixture
+    return lambda: wait(_folder(pytestconfig))
+
+
+@pytest.fixture(scope="session")
+def node_packages(node_install: Callable[[], Path]) -> Path:
+    """The folder whose ``node_modules`` holds `PACKAGES`, installed (see the module)."""
+    return node_install()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the install as soon as a collected test is known to need it."""
+    packages = _wanted(session.items)
+    if packages and NODE.find():
+        _start(session.config, packages)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{_MARK}(*packages): npm packages the test runs, from tests.node_packages."
+        "PACKAGES (installed once per run, in the background; the node_packages fixture)")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Nothing outlives the run: the install this process started has ended (waited
+    for, since another worker may still need it; stopped if the run was interrupted)."""
+    started = session.config.stash.get(_STARTED, None)
+    if started is None:
+        return
+    proc, thread = started
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        proc.kill()
+    thread.join(timeout=TIMEOUT)  # the thread waits for npm, and is the only one to
+    if thread.is_alive():
+        proc.kill()
+        thread.join()
+    del session.config.stash[_STARTED]
