@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
+from opsgate.processes import alive
 from opsgate.sandbox.pgbouncer import _die_with_parent
 from tests.tools import NODE, require
 
@@ -112,16 +113,6 @@ def _start(config: pytest.Config, packages: list[str]) -> None:
     config.stash[_STARTED] = (proc, thread)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _result(folder: Path) -> int | None:
     rc = folder / "npm.rc"
     return int(rc.read_text()) if rc.exists() else None
@@ -139,7 +130,7 @@ def wait(folder: Path, timeout: float = TIMEOUT) -> Path:
     pid = int((folder / "npm.pid").read_text())
     deadline = time.monotonic() + timeout
     while (code := _result(folder)) is None:
-        if not _alive(pid):
+        if not alive(pid):
             time.sleep(1.0)  # its exit code is written right after it ends
             if (code := _result(folder)) is None:
                 pytest.fail(f"{what} stopped without a result: {_log_tail(folder)}",
