@@ -87,6 +87,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> Schedul
     return WorkStealingScheduling(config, log)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker more than the CPUs this process may use. About a fifth
+    of a run is waiting (servers starting, time-outs a test proves, npm, Chromium), and
+    with one worker per CPU a CPU sat idle through each wait: with two CPUs, the
+    self-tests used 159% of them with two workers, 191% with four."""
+    return len(os.sched_getaffinity(0)) + 1
+
+
 #: The caller's PYTHONDONTWRITEBYTECODE, while this run shares its bytecode instead.
 _NO_BYTECODE = pytest.StashKey[str]()
 #: Variables this run set for its processes, to unset when it ends.
