@@ -46,7 +46,8 @@ def wait_exit(proc: subprocess.Popen[Any], timeout: float | None) -> int | None:
     if proc.returncode is not None:
         return proc.returncode
     deadline = None if timeout is None else time.monotonic() + timeout
-    pidfd = _pidfd(proc.pid)
+    # `exited`'s look (timeout 0, a readiness loop's every 5 ms) never waits: no pidfd.
+    pidfd = None if timeout == 0 else _pidfd(proc.pid)
     try:
         while True:
             try:
