@@ -80,13 +80,24 @@ _KEEP_SEEDED = 3
 
 def _prune_seeded(folder: Path) -> None:
     """Delete all but the newest seeded templates, sparing any younger than an hour (a
-    process running other code may be copying one right now)."""
+    process running other code may be copying one right now). Each entry is looked at
+    once: another process's prune may remove one between the listing and the look
+    (the self-tests' workers save and prune at once), and a sandbox's start must not
+    fail over housekeeping."""
+    import stat
     import time
 
-    templates = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                       key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in templates[_KEEP_SEEDED:]:
-        if time.time() - old.stat().st_mtime > 3600:
+    templates: list[tuple[float, Path]] = []
+    for path in folder.iterdir():
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(info.st_mode) and not path.name.startswith("."):
+            templates.append((info.st_mtime, path))
+    templates.sort(reverse=True)
+    for mtime, old in templates[_KEEP_SEEDED:]:
+        if time.time() - mtime > 3600:
             _summaries(old).unlink(missing_ok=True)
             shutil.rmtree(old, ignore_errors=True)
 
