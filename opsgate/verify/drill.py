@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -186,14 +186,32 @@ def _relations_in(conn: psycopg.Connection[Any]) -> list[str]:
         "AND c.relkind IN ('r', 'p', 'v', 'm', 'S') LIMIT 5")]
 
 
-#: Restored tables hashed at once: one psql (and one server backend) per table. The
-#: source's are hashed one after the other on the snapshot's own connection.
+#: Large restored tables hashed at once: one psql (and one server backend) per table.
+#: The source's are hashed one after the other on the snapshot's own connection.
 HASH_WORKERS = 2
 
+#: Restored tables up to this size (`pg_total_relation_size`) are hashed on the drill's
+#: own connection to the copy, one COPY each, instead of by a psql of their own. psql
+#: takes COPY's one-message-per-row stream several times faster than Python, but costs
+#: a process, a connection with its authentication and a server backend first: about
+#: 25 ms of wall time and as much CPU, where the COPY of a table of a few thousand rows
+#: through psycopg takes a few milliseconds. An app's many small tables (settings,
+#: ledgers, lookups) no longer pay it; its large ones still go to psql. Neither way
+#: changes a byte that is hashed (`opsgate.verify.canon`).
+HASH_HERE_MAX_BYTES = 1 << 20
 
-def _shapes(conn: psycopg.Connection[Any], tables: list[str]
-            ) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
-    """(table, columns, key) of the ``tables`` present on ``conn``, largest first, so the
+
+class _Shape(NamedTuple):
+    """A restored table as the hashes need it: its columns, key and size on disk."""
+
+    table: str
+    columns: tuple[str, ...]
+    order_by: tuple[str, ...]
+    bytes: int
+
+
+def _shapes(conn: psycopg.Connection[Any], tables: list[str]) -> list[_Shape]:
+    """The `_Shape` of each of ``tables`` present on ``conn``, largest first, so the
     parallel streams finish together (the biggest table is not left for last)."""
     present = set(pgrun.contract_tables(conn))
     sizes: dict[str, int] = dict(conn.execute(
@@ -202,7 +220,37 @@ def _shapes(conn: psycopg.Connection[Any], tables: list[str]
         "AND relnamespace = 'public'::regnamespace", (tables,)).fetchall())
     todo = sorted((t for t in tables if t in present), key=lambda t: -int(sizes.get(t, 0)))
     shapes = canon.table_shapes(conn, todo) if todo else {}
-    return [(t, *shapes[t]) for t in todo]
+    return [_Shape(t, *shapes[t], int(sizes.get(t, 0))) for t in todo]
+
+
+def _hash_here(probe: psycopg.Connection[Any], shapes: list[_Shape], stop: Terminator,
+               redact: Callable[[str], str], advance: Callable[[int], None]
+               ) -> dict[str, Future[canon.TableHash]]:
+    """canon-v1 hashes of the small restored tables in ``shapes`` (`HASH_HERE_MAX_BYTES`)
+    on ``probe``, in the read-only transaction it has open with the canon settings
+    pinned (`db.transaction`), one COPY each. Returned as futures, like psql's: when the
+    restore fails, its own error is the one to report, not a hash cut short by it."""
+    hashes: dict[str, Future[canon.TableHash]] = {}
+    for shape in shapes:
+        done: Future[canon.TableHash] = Future()
+        hashes[shape.table] = done
+        try:
+            _not_stopping(stop)
+            done.set_result(tablehash.table_hash_in_snapshot(
+                probe, shape.table, shape.columns, shape.order_by))
+        except DrillError as exc:
+            done.set_exception(exc)
+            break
+        except CanonError as exc:
+            done.set_exception(DrillError(str(exc)))
+            break
+        except psycopg.Error as exc:
+            done.set_exception(DrillError(
+                f"hashing the restored copy's {shape.table} failed: "
+                f"{redact(first_line(exc))[:300]}"))
+            break
+        advance(1)
+    return hashes
 
 
 def _hash_source(drill: _Drill, tables: list[str], advance: Callable[[int], None]
@@ -227,32 +275,44 @@ def _hash_source(drill: _Drill, tables: list[str], advance: Callable[[int], None
                          f"{drill.redact(first_line(exc))[:300]}") from None
 
 
-def _hash_tables(tools: PgBinaries, url: SecretUrl,
-                 shapes: list[tuple[str, tuple[str, ...], tuple[str, ...]]],
+def _hash_tables(tools: PgBinaries, url: SecretUrl, shapes: list[_Shape],
                  redact: Callable[[str], str], stop: Terminator, *,
                  advance: Callable[[int], None] = lambda n: None
                  ) -> dict[str, canon.TableHash]:
-    """canon-v1 hashes of the restored tables in ``shapes``, `HASH_WORKERS` at a time,
-    each received by psql (`tablehash.table_hash_via_psql`) in a read-only transaction
-    of its own (nothing writes to the copy once it is restored)."""
+    """canon-v1 hashes of the restored tables in ``shapes`` once the restore has ended:
+    the small ones on a connection of this process (`_hash_here`), the others
+    `HASH_WORKERS` at a time, each received by psql (`tablehash.table_hash_via_psql`)
+    in a read-only transaction of its own (nothing writes to the copy any more)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    env = pgrun.tool_env(url)
+    def one(shape: _Shape) -> canon.TableHash:
+        return _hash_via_psql(tools, url, shape, redact, stop, advance)
 
-    def one(shape: tuple[str, tuple[str, ...], tuple[str, ...]]) -> canon.TableHash:
-        table, columns, order_by = shape
-        _not_stopping(stop)
-        try:
-            h = tablehash.table_hash_via_psql(tools.tool("psql"), url.without_password, env,
-                                              table, columns, order_by, redact=redact)
-        except CanonError as exc:
-            raise DrillError(str(exc)) from None
-        advance(1)
-        return h
-
+    large = [s for s in shapes if s.bytes > HASH_HERE_MAX_BYTES]
     with ThreadPoolExecutor(max_workers=HASH_WORKERS,
                             thread_name_prefix="opsgate-verify") as pool, stop.on_interrupt():
-        return {h.table: h for h in pool.map(one, shapes)}
+        futures = {s.table: pool.submit(one, s) for s in large}
+        small = [s for s in shapes if s.bytes <= HASH_HERE_MAX_BYTES]
+        if small:
+            with db.connect(url, redact=redact, what="the restored database") as probe, \
+                    db.transaction(probe, read_only=True):
+                futures.update(_hash_here(probe, small, stop, redact, advance))
+        return {table: f.result() for table, f in futures.items()}
+
+
+def _hash_via_psql(tools: PgBinaries, url: SecretUrl, shape: _Shape,
+                   redact: Callable[[str], str], stop: Terminator,
+                   advance: Callable[[int], None]) -> canon.TableHash:
+    """One restored table's hash, received by a psql of its own."""
+    _not_stopping(stop)
+    try:
+        h = tablehash.table_hash_via_psql(tools.tool("psql"), url.without_password,
+                                          pgrun.tool_env(url), shape.table, shape.columns,
+                                          shape.order_by, redact=redact)
+    except CanonError as exc:
+        raise DrillError(str(exc)) from None
+    advance(1)
+    return h
 
 
 def _not_stopping(stop: Terminator) -> None:
@@ -282,19 +342,10 @@ def _hash_as_restored(tools: PgBinaries, target: SecretUrl, tables: list[str],
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    env = pgrun.tool_env(target)
     started: dict[str, Future[canon.TableHash]] = {}
 
-    def one(table: str, columns: tuple[str, ...], order_by: tuple[str, ...]
-            ) -> canon.TableHash:
-        _not_stopping(stop)
-        try:
-            h = tablehash.table_hash_via_psql(tools.tool("psql"), target.without_password,
-                                              env, table, columns, order_by, redact=redact)
-        except CanonError as exc:
-            raise DrillError(str(exc)) from None
-        advance(1)
-        return h
+    def one(shape: _Shape) -> canon.TableHash:
+        return _hash_via_psql(tools, target, shape, redact, stop, advance)
 
     with ThreadPoolExecutor(max_workers=HASH_WORKERS,
                             thread_name_prefix="opsgate-verify") as pool, \
@@ -307,8 +358,13 @@ def _hash_as_restored(tools: PgBinaries, target: SecretUrl, tables: list[str],
                 ready = waiting if ended else [
                     r[0] for r in probe.execute(_KEYED_TABLES, (waiting,))]
                 shapes = _shapes(probe, ready) if ready else []
-            for table, columns, order_by in shapes:
-                started[table] = pool.submit(one, table, columns, order_by)
+                # The large ones to psql first, then the small ones here meanwhile.
+                for shape in shapes:
+                    if shape.bytes > HASH_HERE_MAX_BYTES:
+                        started[shape.table] = pool.submit(one, shape)
+                started.update(_hash_here(
+                    probe, [s for s in shapes if s.bytes <= HASH_HERE_MAX_BYTES],
+                    stop, redact, advance))
             if ended:
                 return started
             restoring.join(0.5)

@@ -330,3 +330,48 @@ def test_a_drill_stopped_after_its_dump_says_so_in_its_summary(
         assert summary.message == "the archive was taken away"
     steps = {s["step"]: s["status"] for s in summary.steps}
     assert steps["dump"] == "done" and "restore" not in steps, summary.steps
+
+
+@pytest.mark.parametrize("received_by", ["the drill's connection", "psql", "both"])
+def test_restored_tables_hash_alike_however_they_are_received(
+        sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, received_by: str) -> None:
+    """Small restored tables are hashed on the drill's own connection, large ones by a
+    psql each (`drill.HASH_HERE_MAX_BYTES`): the same hashes either way (the source's
+    are always received by psycopg), and a row lost
+    from the copy is red either way, on the path that hashes as tables are restored and
+    on the one that hashes once the restore has ended."""
+    from opsgate.verify import drill, tablehash
+
+    with psycopg.connect(sandbox.environ()["DATABASE_URL"]) as conn:
+        sizes = sorted(r[0] for r in conn.execute(
+            "SELECT pg_total_relation_size(c.oid) FROM pg_class c "
+            "WHERE c.relname = ANY(%s) AND c.relkind = 'r'", (list(CONTRACT_TABLES),)))
+    limit = {"the drill's connection": drill.HASH_HERE_MAX_BYTES, "psql": -1,
+             "both": sizes[len(sizes) // 2]}[received_by]
+    monkeypatch.setattr(drill, "HASH_HERE_MAX_BYTES", limit)
+    by_psql: list[str] = []
+    real = tablehash.table_hash_via_psql
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        h = real(*args, **kwargs)
+        by_psql.append(h.table)
+        return h
+
+    monkeypatch.setattr(tablehash, "table_hash_via_psql", counted)
+
+    def lose_a_row(target: SecretUrl) -> None:
+        with psycopg.connect(target.reveal(), autocommit=True) as conn:
+            conn.execute("DELETE FROM kb_edges WHERE id = (SELECT min(id) FROM kb_edges)")
+
+    clean = run_drill(settings_for(sandbox))
+    early_psql = sorted(by_psql)
+    lost = run_drill(settings_for(sandbox), before_verify=lose_a_row)
+    expected = {"the drill's connection": 0, "psql": len(CONTRACT_TABLES)}
+    if received_by in expected:
+        assert len(early_psql) == expected[received_by]
+        assert len(by_psql) == 2 * expected[received_by]
+    else:
+        assert 0 < len(early_psql) < len(CONTRACT_TABLES), early_psql
+    assert clean.problems == [] and clean.source_hash == clean.restored_hash
+    assert [p.split(":")[0] for p in lost.problems] == ["kb_edges"]
+    assert "1 missing from the copy (id: 1)" in lost.problems[0]
