@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from opsgate.clients import db
-from opsgate.clients.blob import BlobAdminState, open_admin_state
+from opsgate.clients.blob import BlobAdminState, BlobStore, open_admin_state
 from opsgate.config import Settings
 from opsgate.errors import BlobError
 from opsgate.pytest_plugin.fixtures import fail, run_session
@@ -30,15 +30,26 @@ FALLBACK_REFRESH = "20261126_1006_neon_to_blob_admin_fallback_refresh"
 pytestmark = pytest.mark.blob_fallback
 
 
-@pytest.fixture
-def blob_state(ops_settings: Settings, evidence: EvidenceStore,
-               pytestconfig: pytest.Config) -> BlobAdminState:
+@pytest.fixture(scope="module")
+def _blob_listing(ops_settings: Settings, pytestconfig: pytest.Config
+                  ) -> tuple[BlobStore, BlobAdminState | BlobError]:
+    """The store and its listing (or why it could not be read), once for both tests: a
+    store that accepts connections and then does not answer is waited out once (its
+    attempts, each the HTTP time-out), not once per test."""
     store = store_for(ops_settings, get_state(pytestconfig).unreachable)
-    evidence.set(BlobStoreUsed(store.describe()))
     try:
-        state = open_admin_state(store, ops_settings.admin_blob_prefix)
+        return store, open_admin_state(store, ops_settings.admin_blob_prefix)
     except BlobError as exc:
-        fail(f"the blob fallback is not usable: {exc}")
+        return store, exc
+
+
+@pytest.fixture
+def blob_state(_blob_listing: tuple[BlobStore, BlobAdminState | BlobError],
+               evidence: EvidenceStore) -> BlobAdminState:
+    store, state = _blob_listing
+    evidence.set(BlobStoreUsed(store.describe()))
+    if isinstance(state, BlobError):
+        fail(f"the blob fallback is not usable: {state}")
     evidence.set(BlobListing([o.as_dict() for o in state.objects],
                              getattr(store, "pages", None)))
     return state

@@ -105,6 +105,7 @@ def _denied() -> Response:
 
 
 def _list_blobs(api: _BlobApi, request: Request) -> Response:
+    api.faults.served["blob list"] += 1
     if not api.authorized(request):
         return _denied()
     bad = api.misbehave()

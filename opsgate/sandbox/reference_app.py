@@ -57,8 +57,9 @@ class Faults:
     active: set[str] = field(default_factory=set)
     hang_seconds: float = 30.0
     blob_page_limit: int = 1000
-    #: Requests served per path (never reset): lets a self-test prove a check fetched
-    #: the API once per run, not once per test.
+    #: Requests served per path, and blob listings as "blob list" (never reset): lets a
+    #: self-test prove a check fetched the API, or listed the store, once per run, not
+    #: once per test.
     served: Counter[str] = field(default_factory=Counter)
     #: Counts the calls of `set`: a fault that acts once per switching on
     #: (``vercel-429``) knows by it that it was switched on again.

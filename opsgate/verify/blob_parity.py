@@ -24,8 +24,9 @@ from opsgate.verify.extsort import external_sorted
 
 def store_for(settings: Settings, unreachable: dict[str, str] | None = None) -> BlobStore:
     """The blob store the settings name. ``unreachable``: the run's record of origins that
-    did not answer (`web.client`), so a blob API that timed out for one check fails the
-    next at once, naming the first failure, instead of waiting out its retries again."""
+    could not be connected to (`web.client`), so a blob API that refused one check fails
+    the next at once, naming the first failure, instead of waiting out its retries again
+    (one that connects and then does not answer is slow, not unreachable)."""
     if settings.blob_dir:
         return FileBlobStore(settings.blob_dir)
     return VercelBlobStore(settings.require_blob_token(), settings.vercel_blob_api_url,

@@ -108,12 +108,15 @@ def test_server_error(sb: Sandbox, tmp_path: Path) -> None:
 @pytest.mark.usefixtures("quick_retries")
 def test_timeout(sb: Sandbox, tmp_path: Path) -> None:
     """A blob API that accepts connections and then does not answer is slow, not
-    unreachable: each blob check waits out its own attempts and says how long it
-    waited for a byte (only an origin that could not be connected to is not tried
-    again in the run)."""
+    unreachable: each blob check waits out its own attempts, once for all of its tests,
+    and says how long it waited for a byte (only an origin that could not be connected
+    to is not tried again in the run)."""
     sb.faults.set("blob-hang")
     sb.faults.hang_seconds = 1
+    listed = sb.faults.served["blob list"]
     run = gate(sb, tmp_path, OPSGATE_HTTP_TIMEOUT="0.5")  # parity's own requests too
+    # One listing of three attempts for the check's two tests (a listing each was six).
+    assert sb.faults.served["blob list"] - listed == 3
     waited = "timed out (no byte of the answer for 0.5 s) after 3 attempts"
     only_blob_fails(run, "test_blob_state_is_complete_and_well_formed", waited)
     second = run.failed()["test_blob_fallback::test_blob_and_neon_hashes_match"]
