@@ -22,6 +22,7 @@ be slower, never wrong.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,11 @@ EXAMPLES = 20
 #: many buckets of each other (`_Ranges.spans`): at most 4096 / 128 = 32 range queries
 #: whatever the number of differences, each reading at most 128 buckets' rows.
 SPAN_BUCKETS = 128
+
+#: How long a cancelled scan on the other server is given to end (it ends as soon as
+#: the server has the cancel request; the thread is a daemon, so a server that never
+#: answers does not hold the process).
+_CANCELLED_JOIN_S = 5.0
 
 #: Rows fetched per round trip when a differing bucket is read back.
 _FETCH = 5000
@@ -182,7 +188,12 @@ def locate(conn_a: psycopg.Connection[Any], conn_b: psycopg.Connection[Any], tab
 
 def _both(fn: Callable[[psycopg.Connection[Any]], Any], conn_a: psycopg.Connection[Any],
           conn_b: psycopg.Connection[Any]) -> tuple[Any, Any]:
-    """``fn`` on both servers at the same time (each scan is the servers' work)."""
+    """``fn`` on both servers at the same time (each scan is the servers' work).
+
+    When this thread's side ends in an error or a stop (psycopg cancels its own query
+    on a KeyboardInterrupt), the other side's query is cancelled too rather than waited
+    out: a scan of a large table would otherwise hold a stopped run past CI's SIGKILL.
+    """
     results: dict[str, Any] = {}
     errors: list[BaseException] = []
 
@@ -192,13 +203,26 @@ def _both(fn: Callable[[psycopg.Connection[Any]], Any], conn_a: psycopg.Connecti
         except BaseException as exc:  # re-raised on the calling thread
             errors.append(exc)
 
-    other = threading.Thread(target=run, args=("b", conn_b), name="opsgate-rowdiff")
+    other = threading.Thread(target=run, args=("b", conn_b), name="opsgate-rowdiff",
+                             daemon=True)
     other.start()
     run("a", conn_a)
+    if errors:
+        _cancel(conn_b)
+        other.join(_CANCELLED_JOIN_S)
+        raise errors[0]
     other.join()
     if errors:
         raise errors[0]
     return results["a"], results["b"]
+
+
+def _cancel(conn: psycopg.Connection[Any]) -> None:
+    """Cancel ``conn``'s running query, if any (a cancel request on a connection of its
+    own; nothing happens to an idle one)."""
+    cancel = getattr(conn, "cancel_safe", None) or conn.cancel  # cancel_safe: psycopg 3.2
+    with contextlib.suppress(psycopg.Error):  # a server that is gone: its query with it
+        cancel()
 
 
 def _locate(conn_a: psycopg.Connection[Any], conn_b: psycopg.Connection[Any], table: str,

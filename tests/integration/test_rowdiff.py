@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
+import psycopg
 import pytest
 
 from opsgate.sandbox.embedded import EmbeddedPostgres
@@ -113,3 +116,30 @@ def test_equal_tables_have_no_differences(pg: EmbeddedPostgres,
     with pg.connect(autocommit=True) as a, pg_other.connect(autocommit=True) as b:
         diff = rowdiff.locate(a, b, "things")
     assert diff.total == 0 and diff.buckets_differing == 0 and diff.buckets_compared > 0
+
+
+def test_a_stop_on_one_side_cancels_the_other_sides_scan(
+        pg: EmbeddedPostgres, pg_other: EmbeddedPostgres) -> None:
+    """A stop (KeyboardInterrupt) in this thread's scan cancels the other server's scan
+    instead of waiting it out: it would hold a stopped run past CI's SIGKILL."""
+    started = threading.Event()
+
+    def scan(conn: psycopg.Connection[Any]) -> None:
+        if conn is a:
+            assert started.wait(30)
+            raise KeyboardInterrupt
+        started.set()
+        conn.execute("SELECT pg_sleep(60)")
+
+    with pg.connect(autocommit=True) as a, pg_other.connect(autocommit=True) as b:
+        pid = b.info.backend_pid
+        t = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            rowdiff._both(scan, a, b)
+        with pg_other.connect(autocommit=True) as watch:
+            while watch.execute("SELECT state FROM pg_stat_activity WHERE pid = %s",
+                                (pid,)).fetchone() == ("active",):
+                assert time.monotonic() - t < 30, "the other side's scan was not cancelled"
+                time.sleep(0.01)
+        waited = time.monotonic() - t
+    assert waited < 30
