@@ -102,6 +102,9 @@ def _start(config: pytest.Config, packages: list[str]) -> None:
                                     stderr=subprocess.STDOUT, preexec_fn=_die_with_parent())
         (folder / "npm.what").write_text(" ".join(["npm", "install", *packages]))
         (folder / "npm.pid").write_text(str(proc.pid))
+        # The process whose thread writes npm.rc: once it and npm are both gone without
+        # an npm.rc, none will come.
+        (folder / "npm.recorder").write_text(str(os.getpid()))
 
     def record() -> None:  # the exit code, for every process of the run to read
         code = proc.wait()
@@ -128,10 +131,11 @@ def wait(folder: Path, timeout: float = TIMEOUT) -> Path:
     failed, stopped without a result, or is still running after ``timeout`` seconds."""
     what = (folder / "npm.what").read_text()
     pid = int((folder / "npm.pid").read_text())
+    recorder = int((folder / "npm.recorder").read_text())
     deadline = time.monotonic() + timeout
     while (code := _result(folder)) is None:
-        if not alive(pid):
-            time.sleep(1.0)  # its exit code is written right after it ends
+        if not alive(pid) and not alive(recorder):
+            # Both gone: the exit code was written before the recorder ended, or never.
             if (code := _result(folder)) is None:
                 pytest.fail(f"{what} stopped without a result: {_log_tail(folder)}",
                             pytrace=False)

@@ -1,0 +1,61 @@
+"""The wait for the run's one npm install ends on what happened, not on the clock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import node_packages
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _install_folder(tmp_path: Path, npm: int, recorder: int) -> Path:
+    (tmp_path / "npm.what").write_text("npm install allure@3")
+    (tmp_path / "npm.pid").write_text(str(npm))
+    (tmp_path / "npm.recorder").write_text(str(recorder))
+    (tmp_path / "npm.log").write_text("npm error 404 Not Found\n")
+    return tmp_path
+
+
+def test_an_install_whose_recorder_is_gone_fails_at_once_with_npms_output(
+        tmp_path: Path) -> None:
+    folder = _install_folder(tmp_path, _dead_pid(), _dead_pid())
+    started = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match=r"stopped without a result.*404"):
+        node_packages.wait(folder, timeout=30)
+    assert time.monotonic() - started < 5  # not the 30 s time-out
+
+
+def test_an_ended_install_is_waited_for_until_its_recorder_writes_the_result(
+        tmp_path: Path) -> None:
+    """npm has ended and its recorder (this process) is slow to write the exit code (a
+    loaded machine): the wait goes on while the recorder lives. A fixed second's grace
+    failed this install as "stopped without a result"."""
+    folder = _install_folder(tmp_path, _dead_pid(), os.getpid())
+    written = threading.Event()
+
+    def record() -> None:
+        time.sleep(1.5)
+        (folder / "npm.rc").write_text("0")
+        written.set()
+
+    threading.Thread(target=record).start()
+    assert node_packages.wait(folder, timeout=30) == folder
+    assert written.is_set()
+
+
+def test_a_failed_install_fails_with_its_exit_code_and_output(tmp_path: Path) -> None:
+    folder = _install_folder(tmp_path, _dead_pid(), os.getpid())
+    (folder / "npm.rc").write_text("1")
+    with pytest.raises(pytest.fail.Exception, match=r"failed \(exit 1\).*404"):
+        node_packages.wait(folder, timeout=30)
