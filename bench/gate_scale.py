@@ -25,7 +25,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 
 import psycopg
 
-from bench.run import ROOT, machine_meta, vm_hwm_kib
+from bench.run import ROOT, machine_meta, tree_peak
 from opsgate import envfile
 from opsgate.gate import CHECKS
 
@@ -69,41 +68,16 @@ def measure_in(cmd: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]
     """Run the gate in ``cwd`` (where it writes its reports): wall time, the tree's summed
     peak (as bench.run measures), and each program's own largest peak (VmHWM of one
     process), sampled every 20 ms."""
-    import psutil
-
     load = os.getloadavg()[0]
     t = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
                             env=env)
-    by_program: dict[str, int] = {}
-    tree_peak = [0]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            total = 0
-            try:
-                procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(True)]
-            except psutil.Error:
-                procs = []
-            for p in procs:
-                try:
-                    name, hwm = p.name(), vm_hwm_kib(p.pid)
-                except psutil.Error:
-                    continue
-                total += hwm
-                by_program[name] = max(by_program.get(name, 0), hwm)
-            tree_peak[0] = max(tree_peak[0], total)
-            done.wait(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, _ = proc.communicate()
-    wall = time.monotonic() - t
-    done.set()
-    sampler.join()
+    with tree_peak(proc.pid) as peak:
+        out, _ = proc.communicate()
+        wall = time.monotonic() - t
+    tree_peak_kib, by_program = peak.tree_kib, peak.by_program
     return {"exit": proc.returncode, "wall_s": round(wall, 2),
-            "tree_rss_mib": round(tree_peak[0] / 1024, 1),
+            "tree_rss_mib": round(tree_peak_kib / 1024, 1),
             "peak_rss_mib_by_program": {k: round(v / 1024, 1) for k, v in
                                         sorted(by_program.items(), key=lambda kv: -kv[1])},
             "load1": round(load, 2), "load_after": round(os.getloadavg()[0], 2),

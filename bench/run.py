@@ -19,6 +19,7 @@ no timing is asserted anywhere.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -27,7 +28,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,46 +61,69 @@ def machine_meta() -> dict[str, str]:
                        f"{platform.python_version()}"}
 
 
-def _tree_hwm_kib(pid: int) -> int:
-    """Sum of VmHWM over a process and its descendants (kB), via /proc.
+@dataclass
+class TreePeak:
+    """Peaks of a process tree in kB (`tree_peak`): the largest sum of VmHWM over the
+    tree at one sample, and each program's own largest VmHWM (one process of it).
 
-    wait4's ru_maxrss cannot be used: Linux carries the parent's high-water mark into a
-    child across exec, so every child of this (large) runner would report the runner's
-    size. VmHWM belongs to the new address space and is not inherited.
+    VmHWM, not wait4's ru_maxrss: Linux carries the parent's high-water mark into a child
+    across exec, so every child of this (large) runner would report the runner's size.
+    VmHWM belongs to the new address space and is not inherited.
     """
-    import psutil
 
+    tree_kib: int = 0
+    by_program: dict[str, int] = field(default_factory=dict)
+
+    def sample(self, pid: int) -> None:
+        import psutil
+
+        try:
+            procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            return
+        total = 0
+        for proc in procs:
+            try:
+                name, hwm = proc.name(), vm_hwm_kib(proc.pid)
+            except psutil.Error:
+                continue
+            total += hwm
+            self.by_program[name] = max(self.by_program.get(name, 0), hwm)
+        self.tree_kib = max(self.tree_kib, total)
+
+
+@contextlib.contextmanager
+def tree_peak(pid: int) -> Iterator[TreePeak]:
+    """`TreePeak` of ``pid``'s process tree, sampled every 20 ms while the block runs
+    (final once the block has ended): the one sampler of every bench."""
+    peak = TreePeak()
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak.sample(pid)
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample, name="bench-peak", daemon=True)
+    sampler.start()
     try:
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    except psutil.Error:
-        return 0
-    return sum(vm_hwm_kib(proc.pid) for proc in procs)
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
 
 
 def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT
             ) -> dict[str, Any]:
     """Run ``cmd``; wall seconds, peak RSS (MiB) of its process tree (sampled every
     20 ms, and the task's own VmHWM at exit where it reports it), parsed output."""
-    import threading
-
     load = os.getloadavg()[0]
     t = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
                             env=env or os.environ.copy())
-    peak = [0]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _tree_hwm_kib(proc.pid))
-            done.wait(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = proc.communicate()
-    wall = time.monotonic() - t
-    done.set()
-    sampler.join()
+    with tree_peak(proc.pid) as peak:
+        out, err = proc.communicate()
+        wall = time.monotonic() - t
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[:3]} failed: {err.decode()[-800:]}")
     last = out.decode().strip().splitlines()[-1] if out.strip() else "{}"
@@ -104,7 +131,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT
         parsed = json.loads(last)
     except json.JSONDecodeError:
         parsed = {"stdout": last[:200]}
-    rss_kib = max(peak[0], int(parsed.get("vm_hwm_kib", 0)) if isinstance(parsed, dict) else 0)
+    rss_kib = max(peak.tree_kib, int(parsed.get("vm_hwm_kib", 0)) if isinstance(parsed, dict) else 0)
     return {"wall_s": wall, "rss_mib": rss_kib / 1024, "out": parsed, "load1": load}
 
 

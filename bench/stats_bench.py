@@ -43,7 +43,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench.run import ROOT, _tree_hwm_kib, machine_meta
+from bench.run import ROOT, machine_meta, tree_peak
 from opsgate import envfile
 
 RESULTS = ROOT / "bench" / "results"
@@ -80,21 +80,12 @@ def run_task(name: str, args: dict[str, Any], env: dict[str, str], cap: float | 
     t = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "bench.tasks", name, json.dumps(args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=env)
-    peak = [0]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _tree_hwm_kib(proc.pid))
-            done.wait(0.02)
-
-    threading.Thread(target=sample, daemon=True).start()
     timer = threading.Timer(cap, lambda: proc.send_signal(signal.SIGTERM)) if cap else None
     if timer is not None:
         timer.start()
-    out, err = proc.communicate()
-    wall = time.monotonic() - t
-    done.set()
+    with tree_peak(proc.pid) as peak:
+        out, err = proc.communicate()
+        wall = time.monotonic() - t
     if timer is not None:
         timer.cancel()
     lines = out.decode().strip().splitlines()
@@ -102,7 +93,7 @@ def run_task(name: str, args: dict[str, Any], env: dict[str, str], cap: float | 
         answer = json.loads(lines[-1]) if lines else {}
     except json.JSONDecodeError:
         answer = {"stdout": lines[-1][:300]}
-    return {"wall_s": round(wall, 2), "rss_mib": round(peak[0] / 1024, 1),
+    return {"wall_s": round(wall, 2), "rss_mib": round(peak.tree_kib / 1024, 1),
             "load1": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
             "exit": proc.returncode, "capped": bool(cap) and wall >= (cap or 0.0),
             "answer": answer, "stderr_tail": err.decode(errors="replace")[-600:]

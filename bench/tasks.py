@@ -167,7 +167,7 @@ def opsgate_migration(args: dict[str, Any]) -> dict[str, Any]:
 
     settings = Settings.load(environ={}, env_file=os.environ["BENCH_ENV_FILE"])
     if not args.get("analyze", True):
-        runner._analyze_written = lambda conn, before: None  # type: ignore[assignment]
+        runner._analyze_written = lambda conn, before: None
     script = find_script(args["migrations_dir"], args["name"])
     result = runner.run_migration(script, settings, apply=bool(args.get("apply")),
                                   force=True, reason="bench",
