@@ -180,9 +180,20 @@ def _service_user() -> pwd.struct_passwd | None:
 
 
 def _runnable_by(user: pwd.struct_passwd, tool: Path) -> bool:
+    """Whether ``user`` can run ``tool``: asked once per version of the file in a process
+    (every cluster start under root asked, a process of its own each time)."""
     try:
-        proc = subprocess.run([str(tool), "--version"], capture_output=True, timeout=20,
-                              user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/")
+        return _ran_as(user.pw_uid, user.pw_gid, str(tool), file_version(tool))
+    except OSError:
+        return False
+
+
+@functools.lru_cache(maxsize=16)
+def _ran_as(uid: int, gid: int, tool: str, on_disk: tuple[int, int, int]) -> bool:
+    del on_disk  # the cache key: a replaced file is asked about again
+    try:
+        proc = subprocess.run([tool, "--version"], capture_output=True, timeout=20,
+                              user=uid, group=gid, extra_groups=[], cwd="/")
     except (OSError, subprocess.SubprocessError):
         return False
     return proc.returncode == 0
