@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,7 @@ def fresh_db(pg: EmbeddedPostgres, request: pytest.FixtureRequest) -> Iterator[s
 def pytest_configure(config: pytest.Config) -> None:
     """pytester drives the plugin's self-tests. It is loaded here, for the self-tests
     only: a release gate never loads a test-only plugin."""
+    _take_sigint_back()
     if not config.pluginmanager.has_plugin("pytester"):
         config.pluginmanager.import_plugin("pytester")
     config.pluginmanager.import_plugin("tests.node_packages")  # npm packages: one install
@@ -71,6 +73,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "needs(*tools): needs programs opsgate does not (tests.tools.TOOLS): "
         "missing, the test fails under CI=true and skips elsewhere")
+
+
+def _take_sigint_back() -> None:
+    """A run started in the background by a shell without job control (``nohup ... &``
+    in a script) inherits SIGINT ignored, as POSIX has it so that Ctrl-C at the terminal
+    spares it, and so does every process it starts: the stop self-tests then sent SIGINT
+    to gates, drills and pg_dump that could not receive it, and five of them failed
+    ("exit 0 after SIGINT"). CI's cancel delivers SIGINT, so the run takes it back
+    (KeyboardInterrupt, Python's default), and its workers and children start with
+    SIGINT's default action."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # a hook of xdist's: -p no:xdist works
