@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,8 +46,8 @@ EXAMPLES = 20
 SPAN_BUCKETS = 128
 
 #: How long a cancelled scan on the other server is given to end (it ends as soon as
-#: the server has the cancel request; the thread is a daemon, so a server that never
-#: answers does not hold the process).
+#: the server has a cancel request while it runs; the thread is a daemon, so a server
+#: that never answers does not hold the process).
 _CANCELLED_JOIN_S = 5.0
 
 #: Rows fetched per round trip when a differing bucket is read back.
@@ -207,14 +208,26 @@ def _both(fn: Callable[[psycopg.Connection[Any]], Any], conn_a: psycopg.Connecti
                              daemon=True)
     other.start()
     run("a", conn_a)
-    if errors:
-        _cancel(conn_b)
-        other.join(_CANCELLED_JOIN_S)
-        raise errors[0]
-    other.join()
+    try:
+        if errors:
+            raise errors[0]
+        other.join()  # a stop while waiting here cancels the other side too
+    except BaseException:
+        _cancel_until_done(conn_b, other)
+        raise
     if errors:
         raise errors[0]
     return results["a"], results["b"]
+
+
+def _cancel_until_done(conn: psycopg.Connection[Any], thread: threading.Thread) -> None:
+    """Cancel ``conn``'s query until ``thread``, whose queries run on it, has ended (at
+    most `_CANCELLED_JOIN_S`): a cancel that lands before a statement starts, or between
+    two, cancels nothing, so it is sent again."""
+    deadline = time.monotonic() + _CANCELLED_JOIN_S
+    while thread.is_alive() and time.monotonic() < deadline:
+        _cancel(conn)
+        thread.join(0.05)
 
 
 def _cancel(conn: psycopg.Connection[Any]) -> None:
