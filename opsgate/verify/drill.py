@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -288,16 +288,25 @@ def _hash_tables(tools: PgBinaries, url: SecretUrl, shapes: list[_Shape],
     def one(shape: _Shape) -> canon.TableHash:
         return _hash_via_psql(tools, url, shape, redact, stop, advance)
 
-    large = [s for s in shapes if s.bytes > HASH_HERE_MAX_BYTES]
     with ThreadPoolExecutor(max_workers=HASH_WORKERS,
                             thread_name_prefix="opsgate-verify") as pool, stop.on_interrupt():
-        futures = {s.table: pool.submit(one, s) for s in large}
-        small = [s for s in shapes if s.bytes <= HASH_HERE_MAX_BYTES]
-        if small:
-            with db.connect(url, redact=redact, what="the restored database") as probe, \
-                    db.transaction(probe, read_only=True):
-                futures.update(_hash_here(probe, small, stop, redact, advance))
+        with db.connect(url, redact=redact, what="the restored database") as probe, \
+                db.transaction(probe, read_only=True):
+            futures = _start_hashes(pool, one, probe, shapes, stop, redact, advance)
         return {table: f.result() for table, f in futures.items()}
+
+
+def _start_hashes(pool: Executor, one: Callable[[_Shape], canon.TableHash],
+                  probe: psycopg.Connection[Any], shapes: list[_Shape], stop: Terminator,
+                  redact: Callable[[str], str], advance: Callable[[int], None]
+                  ) -> dict[str, Future[canon.TableHash]]:
+    """The restored tables' hashes: the large ones (`HASH_HERE_MAX_BYTES`) handed to
+    ``pool`` first, each to ``one`` (a psql), then the small ones on ``probe`` meanwhile
+    (`_hash_here`, in its open transaction)."""
+    started = {s.table: pool.submit(one, s) for s in shapes if s.bytes > HASH_HERE_MAX_BYTES}
+    started.update(_hash_here(probe, [s for s in shapes if s.bytes <= HASH_HERE_MAX_BYTES],
+                              stop, redact, advance))
+    return started
 
 
 def _hash_via_psql(tools: PgBinaries, url: SecretUrl, shape: _Shape,
@@ -358,13 +367,8 @@ def _hash_as_restored(tools: PgBinaries, target: SecretUrl, tables: list[str],
                 ready = waiting if ended else [
                     r[0] for r in probe.execute(_KEYED_TABLES, (waiting,))]
                 shapes = _shapes(probe, ready) if ready else []
-                # The large ones to psql first, then the small ones here meanwhile.
-                for shape in shapes:
-                    if shape.bytes > HASH_HERE_MAX_BYTES:
-                        started[shape.table] = pool.submit(one, shape)
-                started.update(_hash_here(
-                    probe, [s for s in shapes if s.bytes <= HASH_HERE_MAX_BYTES],
-                    stop, redact, advance))
+                started.update(_start_hashes(pool, one, probe, shapes, stop, redact,
+                                             advance))
             if ended:
                 return started
             restoring.join(0.5)
