@@ -45,10 +45,10 @@ EXAMPLES = 20
 #: whatever the number of differences, each reading at most 128 buckets' rows.
 SPAN_BUCKETS = 128
 
-#: How long a cancelled scan on the other server is given to end (it ends as soon as
-#: the server has a cancel request while it runs; the thread is a daemon, so a server
-#: that never answers does not hold the process).
-_CANCELLED_JOIN_S = 5.0
+#: How long the other server's scan is cancelled for (again and again, `_cancel_until`)
+#: when one side has failed or stopped; it ends as soon as that server acts on a cancel
+#: that arrives while the statement runs.
+_CANCEL_FOR_S = 5.0
 
 #: Rows fetched per round trip when a differing bucket is read back.
 _FETCH = 5000
@@ -191,51 +191,69 @@ def _both(fn: Callable[[psycopg.Connection[Any]], Any], conn_a: psycopg.Connecti
           conn_b: psycopg.Connection[Any]) -> tuple[Any, Any]:
     """``fn`` on both servers at the same time (each scan is the servers' work).
 
-    When this thread's side ends in an error or a stop (psycopg cancels its own query
-    on a KeyboardInterrupt), the other side's query is cancelled too rather than waited
-    out: a scan of a large table would otherwise hold a stopped run past CI's SIGKILL.
+    When one side ends in an error, or this thread in a stop (psycopg cancels its own
+    query on a KeyboardInterrupt, and a stop may also come while this thread waits for
+    the other side), the other side's query is cancelled rather than waited out: a scan
+    of a large table would otherwise hold a failed or stopped run for its whole length,
+    past CI's SIGKILL. The run then ends once that server has acted on the cancel; one
+    that does not answer at all still holds it (its transaction is rolled back on the
+    same connection). A stop outranks the errors it caused.
     """
     results: dict[str, Any] = {}
     errors: list[BaseException] = []
+    a_done = threading.Event()
 
     def run(label: str, conn: psycopg.Connection[Any]) -> None:
         try:
             results[label] = fn(conn)
         except BaseException as exc:  # re-raised on the calling thread
             errors.append(exc)
+            if label == "b":  # the other side is not waited out either
+                _cancel_until(conn_a, a_done.is_set)
 
     other = threading.Thread(target=run, args=("b", conn_b), name="opsgate-rowdiff",
                              daemon=True)
     other.start()
-    run("a", conn_a)
+    try:
+        run("a", conn_a)
+    finally:
+        a_done.set()
     try:
         if errors:
-            raise errors[0]
+            raise _first(errors)
         other.join()  # a stop while waiting here cancels the other side too
     except BaseException:
-        _cancel_until_done(conn_b, other)
+        _cancel_until(conn_b, lambda: not other.is_alive())
         raise
     if errors:
-        raise errors[0]
+        raise _first(errors)
     return results["a"], results["b"]
 
 
-def _cancel_until_done(conn: psycopg.Connection[Any], thread: threading.Thread) -> None:
-    """Cancel ``conn``'s query until ``thread``, whose queries run on it, has ended (at
-    most `_CANCELLED_JOIN_S`): a cancel that lands before a statement starts, or between
-    two, cancels nothing, so it is sent again."""
-    deadline = time.monotonic() + _CANCELLED_JOIN_S
-    while thread.is_alive() and time.monotonic() < deadline:
-        _cancel(conn)
-        thread.join(0.05)
+def _first(errors: list[BaseException]) -> BaseException:
+    """The error to report: a stop if there was one (the other side's error is then its
+    consequence, a cancelled query), else the first."""
+    return next((e for e in errors if isinstance(e, KeyboardInterrupt)), errors[0])
 
 
-def _cancel(conn: psycopg.Connection[Any]) -> None:
+def _cancel_until(conn: psycopg.Connection[Any], ended: Callable[[], bool]) -> None:
+    """Cancel ``conn``'s query until ``ended()`` (the side running queries on it has
+    finished), for at most `_CANCEL_FOR_S`: a cancel that lands before a statement
+    starts, or between two, cancels nothing, so it is sent again."""
+    deadline = time.monotonic() + _CANCEL_FOR_S
+    while not ended() and (left := deadline - time.monotonic()) > 0:
+        _cancel(conn, left)
+        time.sleep(0.05)
+
+
+def _cancel(conn: psycopg.Connection[Any], timeout: float) -> None:
     """Cancel ``conn``'s running query, if any (a cancel request on a connection of its
-    own; nothing happens to an idle one)."""
-    cancel = getattr(conn, "cancel_safe", None) or conn.cancel  # cancel_safe: psycopg 3.2
+    own, given ``timeout`` seconds; nothing happens to an idle one)."""
     with contextlib.suppress(psycopg.Error):  # a server that is gone: its query with it
-        cancel()
+        if hasattr(conn, "cancel_safe"):  # psycopg 3.2 and later
+            conn.cancel_safe(timeout=timeout)
+        else:
+            conn.cancel()
 
 
 def _locate(conn_a: psycopg.Connection[Any], conn_b: psycopg.Connection[Any], table: str,

@@ -152,3 +152,27 @@ def test_a_stop_on_one_side_cancels_the_other_sides_scan(
                                   (pid,)).fetchone()
     assert state == ("idle",), f"the other side's scan is {state} after the stop"
     assert stopped < 10, f"the stop waited {stopped:.1f} s for the other side"
+
+
+def test_an_error_on_the_other_side_cancels_this_sides_scan(
+        pg: EmbeddedPostgres, pg_other: EmbeddedPostgres) -> None:
+    """The other server's side fails at once: this side's scan is cancelled, not waited
+    out, and the error reported is the one that failed first, not the cancel."""
+    def scan(conn: psycopg.Connection[Any]) -> None:
+        if conn is b:
+            conn.execute("SELECT 1 / 0")
+        conn.execute("SELECT pg_sleep(60)")
+
+    with pg.connect(autocommit=True) as a, pg_other.connect(autocommit=True) as b:
+        t = time.monotonic()
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            rowdiff._both(scan, a, b)
+        waited = time.monotonic() - t
+    assert waited < 10, f"this side's scan was waited out ({waited:.1f} s)"
+
+
+def test_a_stop_outranks_the_errors_it_caused() -> None:
+    cancelled = psycopg.errors.QueryCanceled("canceling statement due to user request")
+    stop = KeyboardInterrupt()
+    assert rowdiff._first([cancelled, stop]) is stop
+    assert rowdiff._first([cancelled]) is cancelled
