@@ -212,12 +212,14 @@ class _Shape(NamedTuple):
 
 def _shapes(conn: psycopg.Connection[Any], tables: list[str]) -> list[_Shape]:
     """The `_Shape` of each of ``tables`` present on ``conn``, largest first, so the
-    parallel streams finish together (the biggest table is not left for last)."""
+    parallel streams finish together (the biggest table is not left for last). A
+    partitioned table's size is its partitions' (its own is 0)."""
     present = set(pgrun.contract_tables(conn))
     sizes: dict[str, int] = dict(conn.execute(
-        "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
-        "WHERE relname = ANY(%s) AND relkind = 'r' "
-        "AND relnamespace = 'public'::regnamespace", (tables,)).fetchall())
+        "SELECT c.relname, coalesce((SELECT sum(pg_total_relation_size(t.relid)) "
+        "FROM pg_partition_tree(c.oid) t), pg_total_relation_size(c.oid)) FROM pg_class c "
+        "WHERE c.relname = ANY(%s) AND c.relkind IN ('r', 'p') "
+        "AND c.relnamespace = 'public'::regnamespace", (tables,)).fetchall())
     todo = sorted((t for t in tables if t in present), key=lambda t: -int(sizes.get(t, 0)))
     shapes = canon.table_shapes(conn, todo) if todo else {}
     return [_Shape(t, *shapes[t], int(sizes.get(t, 0))) for t in todo]

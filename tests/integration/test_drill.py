@@ -375,3 +375,22 @@ def test_restored_tables_hash_alike_however_they_are_received(
     assert clean.problems == [] and clean.source_hash == clean.restored_hash
     assert [p.split(":")[0] for p in lost.problems] == ["kb_edges"]
     assert "1 missing from the copy (id: 1)" in lost.problems[0]
+
+
+def test_a_partitioned_table_is_sized_by_its_partitions(fresh_db: str) -> None:
+    """A partitioned table's own size is 0: sized by it, a large one would always be
+    hashed through Python as if it were small."""
+    from opsgate.verify import drill
+
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE kb_edges (id int PRIMARY KEY, note text) "
+                     "PARTITION BY RANGE (id)")
+        conn.execute("CREATE TABLE kb_edges_1 PARTITION OF kb_edges "
+                     "FOR VALUES FROM (0) TO (1000000)")
+        conn.execute("CREATE TABLE kb_entities (id int PRIMARY KEY, note text)")
+        conn.execute("INSERT INTO kb_edges SELECT g, repeat('x', 200) "
+                     "FROM generate_series(1, 8000) g")
+        conn.execute("INSERT INTO kb_entities SELECT g, 'n' FROM generate_series(1, 10) g")
+        shapes = drill._shapes(conn, ["kb_entities", "kb_edges"])
+    assert [s.table for s in shapes] == ["kb_edges", "kb_entities"]  # largest first
+    assert shapes[0].bytes > drill.HASH_HERE_MAX_BYTES > shapes[1].bytes > 0
