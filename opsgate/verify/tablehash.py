@@ -10,12 +10,13 @@ are received is free, and it is most of the client's cost:
   hashing one buffer overlaps receiving the next.
 * Through psql (`table_hash_via_psql`), a C client receives the rows and writes them to
   a pipe; Python only reads 1 MiB at a time and hashes. This is what an auditor's
-  ``psql ... | sha256sum`` costs, and what the drill uses for the restored copy (a local
-  server by default): it hashes two dozen tables of millions of small rows on a machine
-  it shares with pg_dump and pg_restore. The drill's source side is across the network,
-  where each psql pays a connection (about 8 round trips), so the source is hashed on
-  the connection that holds pg_dump's snapshot instead (`table_hash_in_snapshot`, one
-  COPY and one round trip per table).
+  ``psql ... | sha256sum`` costs, and what the drill uses for the restored copy's tables
+  over 1 MiB (a local server by default): tables of millions of small rows, on a machine
+  it shares with pg_dump and pg_restore. Smaller ones cost less through psycopg than a
+  psql's process and connection (`opsgate.verify.drill.HASH_HERE_MAX_BYTES`). The
+  drill's source side is across the network, where each psql pays a connection (about 8
+  round trips), so the source is hashed on the connection that holds pg_dump's snapshot
+  instead (`table_hash_in_snapshot`, one COPY and one round trip per table).
 * A large table hashed outside the caller's transaction is read in primary-key ranges
   over two connections that share one exported snapshot (`table_hash_read`,
   `_parallel`): the server's COPY work, most of the cost, then runs on two cores. The
