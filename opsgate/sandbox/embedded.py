@@ -179,23 +179,27 @@ def _service_user() -> pwd.struct_passwd | None:
     raise PostgresUnavailableError("running as root and no unprivileged user to run PostgreSQL")
 
 
+#: (uid, gid, program, `file_version`) that ran: a yes is remembered for the process
+#: (every cluster start under root asked, a process of its own each time); a no, which
+#: may be a time-out under load, is asked again.
+_RAN: set[tuple[int, int, str, tuple[int, int, int]]] = set()
+
+
 def _runnable_by(user: pwd.struct_passwd, tool: Path) -> bool:
-    """Whether ``user`` can run ``tool``: asked once per version of the file in a process
-    (every cluster start under root asked, a process of its own each time)."""
+    """Whether ``user`` can run ``tool`` (its ``--version``, as that user)."""
     try:
-        return _ran_as(user.pw_uid, user.pw_gid, str(tool), file_version(tool))
+        key = (user.pw_uid, user.pw_gid, str(tool), file_version(tool))
     except OSError:
         return False
-
-
-@functools.lru_cache(maxsize=16)
-def _ran_as(uid: int, gid: int, tool: str, on_disk: tuple[int, int, int]) -> bool:
-    del on_disk  # the cache key: a replaced file is asked about again
+    if key in _RAN:
+        return True
     try:
-        proc = subprocess.run([tool, "--version"], capture_output=True, timeout=20,
-                              user=uid, group=gid, extra_groups=[], cwd="/")
+        proc = subprocess.run([str(tool), "--version"], capture_output=True, timeout=20,
+                              user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/")
     except (OSError, subprocess.SubprocessError):
         return False
+    if proc.returncode == 0:
+        _RAN.add(key)
     return proc.returncode == 0
 
 
