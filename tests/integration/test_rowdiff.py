@@ -120,12 +120,21 @@ def test_equal_tables_have_no_differences(pg: EmbeddedPostgres,
 
 @pytest.mark.parametrize("when", ["while it runs", "just before it starts"])
 def test_a_stop_on_one_side_cancels_the_other_sides_scan(
-        pg: EmbeddedPostgres, pg_other: EmbeddedPostgres, when: str) -> None:
+        pg: EmbeddedPostgres, pg_other: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch,
+        when: str) -> None:
     """A stop (KeyboardInterrupt) in this thread's scan cancels the other server's scan
     instead of waiting it out: it would hold a stopped run past CI's SIGKILL. A cancel
     that lands before the other side's statement has started cancels nothing, so the
     stop goes on cancelling until that side has ended."""
     ready = threading.Event()
+    first_cancel = threading.Event()
+    cancel = rowdiff._cancel
+
+    def cancel_and_say(conn: psycopg.Connection[Any], timeout: float) -> None:
+        cancel(conn, timeout)
+        first_cancel.set()
+
+    monkeypatch.setattr(rowdiff, "_cancel", cancel_and_say)
 
     def scan(conn: psycopg.Connection[Any]) -> None:
         if conn is a:
@@ -137,8 +146,8 @@ def test_a_stop_on_one_side_cancels_the_other_sides_scan(
                         time.sleep(0.01)
             raise KeyboardInterrupt
         ready.set()
-        if when == "just before it starts":
-            time.sleep(0.3)  # the stop's first cancel comes while nothing runs yet
+        if when == "just before it starts":  # the stop's first cancel while nothing runs
+            assert first_cancel.wait(30)
         conn.execute("SELECT pg_sleep(60)")
 
     with pg.connect(autocommit=True) as a, pg_other.connect(autocommit=True) as b:
