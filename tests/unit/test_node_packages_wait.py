@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from opsgate import processes
 from tests import node_packages
 
 
@@ -37,21 +38,35 @@ def test_an_install_whose_recorder_is_gone_fails_at_once_with_npms_output(
 
 
 def test_an_ended_install_is_waited_for_until_its_recorder_writes_the_result(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """npm has ended and its recorder (this process) is slow to write the exit code (a
-    loaded machine): the wait goes on while the recorder lives. A fixed second's grace
-    failed this install as "stopped without a result"."""
+    loaded machine): the wait goes on while the recorder lives. The exit code is written
+    only once the wait has looked at the live recorder five times; a fixed second's
+    grace failed this install as "stopped without a result"."""
     folder = _install_folder(tmp_path, _dead_pid(), os.getpid())
-    written = threading.Event()
+    looked = threading.Semaphore(0)
+    alive = processes.alive
+
+    def watched(pid: int) -> bool:
+        if pid == os.getpid():
+            looked.release()
+        return alive(pid)
+
+    monkeypatch.setattr(node_packages, "alive", watched)
 
     def record() -> None:
-        time.sleep(1.5)
+        for _ in range(5):
+            if not looked.acquire(timeout=30):
+                return  # the wait stopped looking: it has failed already
         (folder / "npm.rc").write_text("0")
-        written.set()
 
-    threading.Thread(target=record).start()
-    assert node_packages.wait(folder, timeout=30) == folder
-    assert written.is_set()
+    recorder = threading.Thread(target=record)
+    recorder.start()
+    try:
+        assert node_packages.wait(folder, timeout=30) == folder
+    finally:
+        recorder.join(35)
+    assert (folder / "npm.rc").exists()
 
 
 def test_a_failed_install_fails_with_its_exit_code_and_output(tmp_path: Path) -> None:
