@@ -277,14 +277,15 @@ def _hash_source(drill: _Drill, tables: list[str], advance: Callable[[int], None
                          f"{drill.redact(first_line(exc))[:300]}") from None
 
 
-def _hash_tables(tools: PgBinaries, url: SecretUrl, shapes: list[_Shape],
+def _hash_tables(tools: PgBinaries, url: SecretUrl, tables: list[str],
                  redact: Callable[[str], str], stop: Terminator, *,
                  advance: Callable[[int], None] = lambda n: None
                  ) -> dict[str, canon.TableHash]:
-    """canon-v1 hashes of the restored tables in ``shapes`` once the restore has ended:
-    the small ones on a connection of this process (`_hash_here`), the others
-    `HASH_WORKERS` at a time, each received by psql (`tablehash.table_hash_via_psql`)
-    in a read-only transaction of its own (nothing writes to the copy any more)."""
+    """canon-v1 hashes of the restored ``tables`` once the restore has ended: their
+    shapes read on the connection that then hashes the small ones (`_hash_here`), the
+    others `HASH_WORKERS` at a time, each received by psql
+    (`tablehash.table_hash_via_psql`) in a read-only transaction of its own (nothing
+    writes to the copy any more)."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(shape: _Shape) -> canon.TableHash:
@@ -294,7 +295,8 @@ def _hash_tables(tools: PgBinaries, url: SecretUrl, shapes: list[_Shape],
                             thread_name_prefix="opsgate-verify") as pool, stop.on_interrupt():
         with db.connect(url, redact=redact, what="the restored database") as probe, \
                 db.transaction(probe, read_only=True):
-            futures = _start_hashes(pool, one, probe, shapes, stop, redact, advance)
+            futures = _start_hashes(pool, one, probe, _shapes(probe, tables), stop, redact,
+                                    advance)
         return {table: f.result() for table, f in futures.items()}
 
 
@@ -594,10 +596,7 @@ def _verify(drill: _Drill, tables: list[str], source_hashes: dict[str, canon.Tab
             steps("verify: canon-v1 hash of every table, source vs restored"):
         restored = {tbl: f.result() for tbl, f in early.items()}
         if not early:
-            with db.connect(target, redact=redact, what="the restored database") as probe, \
-                    db.transaction(probe, read_only=True):
-                restored_shapes = _shapes(probe, tables)
-            restored = _hash_tables(tools, target, restored_shapes, redact, drill.stop,
+            restored = _hash_tables(tools, target, tables, redact, drill.stop,
                                     advance=bar.advance)
         for tbl in tables:
             sh, rh = source_hashes[tbl], restored.get(tbl)
