@@ -8,9 +8,20 @@ import os
 import select
 import subprocess
 import time
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["alive", "exited", "wait_exit"]
+__all__ = ["alive", "exited", "piped", "wait_exit"]
+
+_Stream = TypeVar("_Stream")
+
+
+def piped(stream: _Stream | None) -> _Stream:
+    """A child's stream the caller asked for with ``subprocess.PIPE``. `Popen` types
+    every stream as optional (None where no pipe was asked for); this narrows it with a
+    check that ``python -O`` keeps, where an ``assert`` would vanish."""
+    if stream is None:
+        raise TypeError("opsgate: a child's stream read or written without subprocess.PIPE")
+    return stream
 
 
 def alive(pid: int) -> bool:

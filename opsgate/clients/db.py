@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 from psycopg import IsolationLevel, sql
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import Row
 
 from opsgate.clients.session_settings import OUTPUT_SETTINGS
 from opsgate.errors import DatabaseUnavailableError, first_line
@@ -42,6 +43,7 @@ __all__ = [
     "host_of",
     "in_transaction",
     "is_pooler_host",
+    "one_row",
     "pin",
     "pin_statement",
     "read_only_session",
@@ -190,6 +192,19 @@ def count_rows(conn: psycopg.Connection[Any], tables: Iterable[str], schema: str
 _XML_COUNT = re.compile(r"<n>(\d+)</n>")
 
 
+def one_row(cur: psycopg.Cursor[Row], what: str) -> Row:
+    """The row of a statement that always returns one (an aggregate without GROUP BY, a
+    SELECT without FROM, INSERT ... RETURNING); ``what`` names the statement. psycopg
+    types `fetchone` as optional; here no row means the answer was lost on the way (a
+    pooler, a server restarting), and it says so in one line instead of failing later
+    on ``None``."""
+    row = cur.fetchone()
+    if row is None:
+        raise DatabaseUnavailableError(
+            f"{what}: the server answered with no row where one is always returned")
+    return row
+
+
 def release(conn: psycopg.Connection[Any]) -> None:
     """End the connection's open transaction, if any, by rolling it back: for a
     read-only connection about to do long client-side work (opsgate's transactions
@@ -326,7 +341,8 @@ class ReadOnlySession(psycopg.Connection[Any]):
 def read_only_session(url: SecretUrl, **kwargs: Any) -> ReadOnlySession:
     """`connect` for a `ReadOnlySession`: autocommit, guarded cursors."""
     conn = connect(url, autocommit=True, connection_class=ReadOnlySession, **kwargs)
-    assert isinstance(conn, ReadOnlySession)
+    if not isinstance(conn, ReadOnlySession):  # made by connection_class: never seen
+        raise TypeError(f"read_only_session: connect() made a {type(conn).__name__}")
     conn.read_only = True
     conn.isolation_level = IsolationLevel.REPEATABLE_READ
     conn.cursor_factory = _GuardedCursor
@@ -336,13 +352,11 @@ def read_only_session(url: SecretUrl, **kwargs: Any) -> ReadOnlySession:
 
 def _opening(conn: psycopg.Connection[Any]) -> sql.Composed:
     """The armed opening of ``conn``'s next transaction (disarmed now), or a refusal."""
-    opening = conn.opening if isinstance(conn, ReadOnlySession) else None
-    if opening is None:
+    if not isinstance(conn, ReadOnlySession) or conn.opening is None:
         raise psycopg.ProgrammingError(
             "opsgate: this read-only session refuses a statement outside a transaction "
             "(its transaction was released; begin one with opsgate.clients.db.reading)")
-    assert isinstance(conn, ReadOnlySession)
-    conn.opening = None
+    opening, conn.opening = conn.opening, None
     return opening
 
 

@@ -24,7 +24,7 @@ import psycopg
 
 from opsgate.clients.pgtools import PgBinaries, tool_verdict
 from opsgate.clients.schema import CONTRACT_TABLES
-from opsgate.processes import exited, wait_exit
+from opsgate.processes import exited, piped, wait_exit
 from opsgate.sensitive import SecretUrl
 
 #: The one line pg_restore 17+ always writes that servers before 17 reject.
@@ -110,18 +110,18 @@ def _through_psql(tools: PgBinaries, archive: Path, url: SecretUrl, options: Seq
             [str(psql), "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1",
              f"--dbname={url.without_password}"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_err, env=env)
-        assert restore.stdout is not None and sink.stdin is not None
+        dump, script = piped(restore.stdout), piped(sink.stdin)
         in_copy = False
         ended = False
         try:
-            for line in restore.stdout:
+            for line in dump:
                 if in_copy:
                     in_copy = line != b"\\.\n"
                 elif line == PG17_ONLY_SET:
                     continue
                 elif line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
                     in_copy = True
-                sink.stdin.write(line)
+                script.write(line)
             ended = True
         except BrokenPipeError:
             ended = True  # psql stopped on an error: its own message says which
@@ -131,8 +131,8 @@ def _through_psql(tools: PgBinaries, archive: Path, url: SecretUrl, options: Seq
                     if not exited(proc):
                         proc.kill()
             with contextlib.suppress(BrokenPipeError):
-                sink.stdin.close()
-            restore.stdout.close()
+                script.close()
+            dump.close()
             for proc in (restore, sink):
                 wait_exit(proc, None)
         for proc, err, tool in ((sink, psql_err, "psql"), (restore, restore_err, "pg_restore")):

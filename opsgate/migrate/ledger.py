@@ -13,6 +13,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from opsgate.clients.db import one_row
+
 LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS admin_migrations (
     id              bigserial PRIMARY KEY,
@@ -76,7 +78,7 @@ def append(conn: psycopg.Connection[Any], *, name: str, mode: str, payload_hash:
            script_checksum: str | None, source_counts: dict[str, Any],
            target_counts: dict[str, Any], reason: str | None, applied_by: str,
            started_at: Any, status: str = "applied") -> int:
-    row = conn.execute(
+    row = one_row(conn.execute(
         """
         INSERT INTO admin_migrations (name, mode, status, payload_hash, script_checksum,
             source_counts, target_counts, reason, applied_by, started_at, finished_at)
@@ -85,6 +87,5 @@ def append(conn: psycopg.Connection[Any], *, name: str, mode: str, payload_hash:
         """,
         (name, mode, status, payload_hash, script_checksum, Jsonb(source_counts),
          Jsonb(target_counts), reason, applied_by, started_at),
-    ).fetchone()
-    assert row is not None
+    ), "the ledger row's insert")
     return int(row[0])

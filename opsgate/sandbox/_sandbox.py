@@ -166,9 +166,10 @@ class Sandbox:
         # and code (see `_seeded_template`): its blob server takes the template's port
         # when it is free, so the ledger's blob refresh names this very store.
         saved = json.loads(_summaries(seeded).read_text()) if seeded is not None else {}
-        self._start_blob_store(content, history, int(saved.get("blob_port", 0)))
+        blob = self._start_blob_store(content, history, int(saved.get("blob_port", 0)))
         source = self._scaled_payload(scale)
-        db_url = self._migrate_or_reuse(source, scale, migrations_dir, seeded, saved, db_url)
+        db_url = self._migrate_or_reuse(source, scale, migrations_dir, seeded, saved, db_url,
+                                        blob.port)
         self._start_app_servers(db_url)
         self._write_env_file()
         self.expected_admin_hash = canon.admin_state_hash(content, history)
@@ -198,15 +199,16 @@ class Sandbox:
                   else self.pg.create_database("app"))
         return db_url, seeded
 
-    def _start_blob_store(self, content: Any, history: Any, port: int) -> None:
+    def _start_blob_store(self, content: Any, history: Any, port: int) -> ThreadedServer:
         """The blob server on ``port`` (0: any), holding the fixtures' admin state."""
         prefix = DEFAULT_BLOB_PREFIX
-        self.blob = ThreadedServer(
+        self.blob = blob = ThreadedServer(
             lambda url: create_blob_app(self.blob_token, self.bucket, url, self.faults), "blob",
             port=port,
         ).start()
         self.bucket.put(prefix + "content-state.json", json.dumps(content).encode())
         self.bucket.put(prefix + "history.json", json.dumps(history).encode())
+        return blob
 
     def _scaled_payload(self, scale: int | None) -> dict[str, str | None]:
         """With ``scale``, a generated payload of that size for the backfill migration:
@@ -224,15 +226,15 @@ class Sandbox:
 
     def _migrate_or_reuse(self, source: dict[str, str | None], scale: int | None,
                           migrations_dir: Path, seeded: Path | None, saved: dict[str, Any],
-                          db_url: SecretUrl) -> SecretUrl:
+                          db_url: SecretUrl, blob_port: int) -> SecretUrl:
         """The migrations applied by the runner (and the result saved as a seeded
-        template), or a seeded copy's taken over: the app's database URL afterwards."""
-        assert self.blob is not None
+        template), or a seeded copy's taken over: the app's database URL afterwards.
+        ``blob_port``: where this sandbox's blob store listens."""
         scripts = discover_scripts(migrations_dir)
         if seeded is not None:
             self.migrations = list(saved["migrations"])
             self._own_times()
-            if self.blob.port != saved["blob_port"]:
+            if blob_port != saved["blob_port"]:
                 # Taken (by another sandbox from this template, say): the store has
                 # another address, so what writes to it is applied again, to it. Each
                 # migration's summary is then this start's.
@@ -247,7 +249,7 @@ class Sandbox:
         if save_to is not None and self.pg is not None and self.neon is None:
             save_to.parent.mkdir(parents=True, exist_ok=True)
             _summaries(save_to).write_text(json.dumps(
-                {"blob_port": self.blob.port, "migrations": self.migrations}))
+                {"blob_port": blob_port, "migrations": self.migrations}))
             self.pg.save_as_template(save_to)
             db_url = self.pg.url("app")
             _prune_seeded(save_to.parent)
@@ -327,16 +329,19 @@ class Sandbox:
         return path if complete else None
 
     def _env_values(self) -> dict[str, str]:
-        assert self.pg is not None and self.blob is not None
+        pg, blob = self.pg, self.blob
+        if pg is None or blob is None:
+            raise OpsgateError("the sandbox is not running (started by Sandbox.start, "
+                               "until stop)")
         values = (self.neon.vercel_env() if self.neon is not None
-                  else {"DATABASE_URL": self.pg.url("app").reveal()})
+                  else {"DATABASE_URL": pg.url("app").reveal()})
         values.update({
             "ADMIN_PASSWORD": self.admin_password.reveal(),
             "ADMIN_STORAGE_BACKEND": "neon",
             "BLOB_READ_WRITE_TOKEN": self.blob_token.reveal(),
-            "VERCEL_BLOB_API_URL": self.blob.url,
+            "VERCEL_BLOB_API_URL": blob.url,
             "ADMIN_BLOB_PREFIX": DEFAULT_BLOB_PREFIX,
-            "OPSGATE_PG_BINDIR": str(self.pg.binaries.bindir),
+            "OPSGATE_PG_BINDIR": str(pg.binaries.bindir),
             "OPSGATE_TARGET_NAME": "sandbox" if self.neon is None else "sandbox-neon",
             # What the ledger check compares with is what this sandbox applied, whatever
             # folder of scripts the current directory holds.

@@ -379,8 +379,14 @@ class EmbeddedPostgres(Service):
 
     @property
     def datadir(self) -> Path:
-        assert self.root is not None, "cluster not started"
-        return self.root / "data"
+        return self._started_root() / "data"
+
+    def _started_root(self) -> Path:
+        """The cluster's folder, which exists from `start` to `stop`: a call outside
+        them is refused in words, not as an error on ``None`` further on."""
+        if self.root is None:
+            raise PostgresUnavailableError("cluster not started")
+        return self.root
 
     def _run(self, args: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         kwargs: dict[str, Any] = {}
@@ -414,11 +420,11 @@ class EmbeddedPostgres(Service):
         """The data folder: a copy of this server version's template cluster (made once by
         initdb, see `_template`), or initdb itself when no cache can be used. The copy's
         superuser gets this cluster's own password once the server is up."""
-        assert self.root is not None
+        folder = self._started_root()
         if self._user is not None:
             # Traversal for the service user: the temporary folder itself, nothing above.
-            os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
-        self.root.chmod(0o700)
+            os.chown(folder, self._user.pw_uid, self._user.pw_gid)
+        folder.chmod(0o700)
         template = self._from if self._from is not None else self._template()
         if template is None:
             self._run_initdb(self.datadir, self._password)
@@ -449,10 +455,9 @@ class EmbeddedPostgres(Service):
         ready = cache / "clusters" / f"{self.binaries.version}-{key}"
         if (ready / "PG_VERSION").exists():
             return ready
-        assert self.root is not None
         # initdb runs in this cluster's folder (under root, the service user can reach
         # it, and not the caller's home); the cache receives a copy, renamed into place.
-        built = self.root / "template"
+        built = self._started_root() / "template"
         staging: Path | None = None
         try:
             self._run_initdb(built, secrets.token_urlsafe(18))
@@ -471,9 +476,7 @@ class EmbeddedPostgres(Service):
         return ready if (ready / "PG_VERSION").exists() else None
 
     def _run_initdb(self, datadir: Path, password: str) -> None:
-        where = self.root
-        assert where is not None
-        pwfile = where / "pwfile"
+        pwfile = self._started_root() / "pwfile"
         pwfile.write_text(password + "\n")
         pwfile.chmod(0o600)
         if self._user is not None:
@@ -616,10 +619,9 @@ class EmbeddedPostgres(Service):
                 return
 
     def _spawn_reaper(self) -> None:
-        assert self.root is not None
         self._reaper = subprocess.Popen(
             [sys.executable, "-I", "-S", str(_REAPER), str(os.getpid()),
-             str(self.binaries.tool("pg_ctl")), str(self.root),
+             str(self.binaries.tool("pg_ctl")), str(self._started_root()),
              str(self._user.pw_uid if self._user else -1),
              str(self._user.pw_gid if self._user else -1),
              *map(str, self._also_remove)],
@@ -654,7 +656,7 @@ class EmbeddedPostgres(Service):
         """Save this cluster's data folder as a template at ``dest`` (atomically; a
         template another process saved first wins). The server is stopped cleanly for the
         copy and started again, on a new port: callers take URLs afresh afterwards."""
-        assert self.root is not None, "cluster not started"
+        self._started_root()
         self._stop_postmaster()
         staging: Path | None = None
         try:

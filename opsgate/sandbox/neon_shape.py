@@ -29,6 +29,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
+from opsgate.clients.db import one_row
 from opsgate.clients.pgtools import PgBinaries
 from opsgate.errors import PostgresUnavailableError
 from opsgate.sandbox.embedded import EmbeddedPostgres
@@ -93,15 +94,17 @@ class NeonShapedTarget(Service):
         try:
             self.cluster.start()
             self._provision()
-            assert self.cluster.port is not None and self.cluster.root is not None
+            port, root = self.cluster.port, self.cluster.root
+            if port is None or root is None:
+                raise PostgresUnavailableError("the Neon-shaped target's cluster did not start")
             verifier = read_scram_verifier(self.admin_url, self.owner)
             self.pooler = PgBouncer(
-                server_port=self.cluster.port,
+                server_port=port,
                 users={self.owner: verifier or self._password},
                 tls=self.tls,
                 pool_size=self.pool_size,
                 # Inside the cluster's folder: its reaper removes both if we are killed.
-                base_dir=self.cluster.root,
+                base_dir=root,
                 binary=self._pgbouncer_binary,
             )
             self.pooler.start()
@@ -233,8 +236,7 @@ class NeonShapedTarget(Service):
                 conn = psycopg.connect(self.pooled_url.reveal(), connect_timeout=10,
                                        prepare_threshold=None)
                 opened.append(conn)
-                row = conn.execute(_SESSION_STATE_SQL).fetchone()
-                assert row is not None
+                row = one_row(conn.execute(_SESSION_STATE_SQL), "the pooler's session state")
                 pid, *counts = row
                 state[int(pid)] = dict(zip(_SESSION_STATE_NAMES, map(int, counts),
                                            strict=True))
@@ -270,8 +272,7 @@ class NeonShapedTarget(Service):
 
 
 def _backend_pid(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
+    row = one_row(conn.execute("SELECT pg_backend_pid()"), "the backend's pid")
     return int(row[0])
 
 

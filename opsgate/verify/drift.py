@@ -39,7 +39,7 @@ from psycopg import sql
 from opsgate import progress
 from opsgate.clients import db, kb
 from opsgate.errors import DriftInputError, OpsgateError, first_line
-from opsgate.processes import exited, wait_exit
+from opsgate.processes import exited, piped, wait_exit
 from opsgate.verify import canon
 from opsgate.verify.canon_members import edge_row_bytes, node_bytes
 from opsgate.verify.evidence import MAX_EXAMPLES
@@ -358,7 +358,7 @@ def _merge(result: DriftResult, left: Iterator[Entry], right: Iterator[Entry],
     b = next(right, None)
     last_b: Any = None
     tick = 0
-    while a is not None or b is not None:
+    while True:
         tick += 1
         if tick == _TICK:
             bar.advance(tick)
@@ -374,7 +374,8 @@ def _merge(result: DriftResult, left: Iterator[Entry], right: Iterator[Entry],
                 last_b = b[0]
                 b = next(right, None)
                 continue
-        assert a is not None
+        if a is None:  # and b is None: the branch above takes b's rows while a has none
+            break
         if b is None or a[0] < b[0]:
             result.note(f"{noun}s missing from kb", show(a[0]))
             lh.add_bytes(a[2])
@@ -445,24 +446,24 @@ class _PayloadRun:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "opsgate.verify._payload_worker"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert self._proc.stdin is not None
-        self._proc.stdin.write(json.dumps({
+        order, out, errors = (piped(self._proc.stdin), piped(self._proc.stdout),
+                              piped(self._proc.stderr))
+        order.write(json.dumps({
             "path": str(reader.path), "label": reader.label, "folder": str(folder),
             "chunk_size": chunk_size}).encode() + b"\n")
-        self._proc.stdin.close()
+        order.close()
         self._stderr = bytearray()
         self._threads = [
-            threading.Thread(target=self._pump, name="opsgate-drift-payload", daemon=True),
-            threading.Thread(target=lambda: self._stderr.extend(
-                self._proc.stderr.read()),  # type: ignore[union-attr]
-                name="opsgate-drift-payload-stderr", daemon=True)]
+            threading.Thread(target=self._pump, args=(out,), name="opsgate-drift-payload",
+                             daemon=True),
+            threading.Thread(target=lambda: self._stderr.extend(errors.read()),
+                             name="opsgate-drift-payload-stderr", daemon=True)]
         for thread in self._threads:
             thread.start()
         return self
 
-    def _pump(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        for line in self._proc.stdout:
+    def _pump(self, out: IO[bytes]) -> None:
+        for line in out:
             self._lines.put(line)
         self._lines.put(None)
 

@@ -497,8 +497,7 @@ def _restore_copy(settings: Settings, session: psycopg.Connection[Any] | None,
     default, `drill_local`) or ``target-scratch``."""
     if settings.drill_database_url is not None:
         return _given_copy(settings.drill_database_url, redact)
-    if settings.drill_restore == "target-scratch":
-        assert session is not None, "target-scratch mode opens its session"
+    if session is not None:  # opened in target-scratch mode only (`run_drill`)
         return _scratch_copy(session, src, url, source_major, redact, copies)
     role = drill_local.source_role(src)
     size = src.execute("SELECT pg_database_size(current_database())").fetchone()
@@ -571,10 +570,9 @@ def _earlier_scratch_copies(settings: Settings, session: psycopg.Connection[Any]
     dropping them would be a write."""
     if settings.drill_database_url is not None:
         return
-    if settings.drill_restore == "local":
+    if session is None:  # local mode: only target-scratch opens a writing session
         result.other_scratch_databases = list_scratch_databases(src)
         return
-    assert session is not None, "target-scratch mode opens its session"
     sweep = sweep_leftovers(session, redact)
     result.leftovers_removed = sweep.removed
     result.other_scratch_databases = sweep.not_ours
@@ -731,10 +729,9 @@ def _export_snapshot(drill: _Drill) -> tuple[str, int, int | None]:
     src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     # This transaction only; canon-v1's settings too, for `_hash_source`'s COPYs.
     db.pin(src, canon.TABLE_SESSION_SETTINGS, application_name="opsgate-drill")
-    row = src.execute("SELECT pg_export_snapshot(), current_setting('server_version'), "
-                      "current_setting('server_version_num')::int, "
-                      "inet_server_port()").fetchone()
-    assert row is not None
+    row = db.one_row(src.execute("SELECT pg_export_snapshot(), current_setting('server_version'), "
+                              "current_setting('server_version_num')::int, "
+                              "inet_server_port()"), "the source's snapshot and version")
     snapshot, drill.result.server_version, version_num, server_port = row
     return snapshot, version_num, server_port
 
@@ -952,8 +949,8 @@ def _finish(drill: _Drill, pending: BaseException | None, leftover: str | None) 
                              result.problems))
     else:
         summary.finish("done", EXIT_OK, f"{len(result.tables)} tables restored identical")
-    assert summary.duration_s is not None
-    result.timings_s["total"] = summary.duration_s
+    if summary.duration_s is not None:  # set by finish
+        result.timings_s["total"] = summary.duration_s
 
 
 def _drill(drill: _Drill, tools: PgBinaries | None, tool_search: dict[str, Any] | None,

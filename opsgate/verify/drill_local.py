@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from opsgate.clients.db import one_row
 from opsgate.clients.pgtools import CLIENT_TOOLS, SERVER_TOOLS, PgBinaries, discover
 from opsgate.errors import DrillError, PostgresUnavailableError, first_line
 from opsgate.sandbox.embedded import EmbeddedPostgres, memory_folder
@@ -63,11 +64,11 @@ class SourceRole:
 def source_role(conn: psycopg.Connection[Any]) -> SourceRole:
     """Read (one SELECT) the role and database the drill dumps as and from."""
     cols = ", ".join(c for c, _ in ROLE_ATTRIBUTES)
-    row = conn.execute(
+    row = one_row(conn.execute(
         f"SELECT r.rolname, r.rolsuper, {cols}, current_database(), "
         "pg_encoding_to_char(d.encoding) FROM pg_roles r, pg_database d "
-        "WHERE r.rolname = current_user AND d.datname = current_database()").fetchone()
-    assert row is not None
+        "WHERE r.rolname = current_user AND d.datname = current_database()"),
+        "the drill's role and database")
     attrs = {word: bool(on) for (_, word), on in zip(ROLE_ATTRIBUTES, row[2:-2], strict=True)}
     return SourceRole(row[0], bool(row[1]), attrs, row[-2], row[-1])
 

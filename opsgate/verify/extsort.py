@@ -76,10 +76,9 @@ def sort_now(items: Iterable[Any], key: Callable[[Any], Any],
                 folder = tempfile.TemporaryDirectory(prefix="opsgate-sort-")
             runs.append(_spill(chunk, key, Path(folder.name), len(runs)))
             chunk = []
-    if not runs:
+    if folder is None:  # made with the first run: nothing was spilled
         chunk.sort(key=key)
         return iter(chunk)
-    assert folder is not None
     if chunk:
         runs.append(_spill(chunk, key, Path(folder.name), len(runs)))
     return _merge_runs(runs, key, folder)

@@ -28,6 +28,7 @@ from filelock import FileLock
 from opsgate import progress
 from opsgate.clients import contracts
 from opsgate.clients import web as http
+from opsgate.clients.db import one_row
 from opsgate.errors import HttpCheckError, NotTriedAgainError
 from opsgate.verify import jsonsplit
 from opsgate.verify.evidence import MAX_EXAMPLES, set_diff
@@ -289,8 +290,7 @@ COUNTS_SQL = (
 
 def database_counts(conn: psycopg.Connection[Any]) -> DbCounts:
     """Every figure the checks compare, in one statement (one round trip)."""
-    row = conn.execute(COUNTS_SQL).fetchone()
-    assert row is not None  # an aggregate without GROUP BY always returns its row
+    row = one_row(conn.execute(COUNTS_SQL), "the database's counts")
     return DbCounts(int(row[0]), int(row[1]), int(row[2]), int(row[3]), list(row[4]),
                     int(row[5]), int(row[6]))
 

@@ -49,6 +49,7 @@ from opsgate.clients import db
 from opsgate.clients.db import CONNECT_TIMEOUT_S
 from opsgate.config import DEFAULT_HASH_CONNECTIONS, MAX_HASH_CONNECTIONS, Settings, in_effect
 from opsgate.errors import CanonError, first_line
+from opsgate.processes import piped
 from opsgate.verify.canon import (
     TABLE_SESSION_SETTINGS,
     TableHash,
@@ -494,9 +495,8 @@ def _parallel(conn: Connection[Any], table: str, columns: tuple[str, ...],
     del info
     function = "pg_current_snapshot" if conn.info.server_version >= 130000 \
         else "txid_current_snapshot"
-    row = conn.execute(sql.SQL("SELECT pg_export_snapshot(), {}()::text, {}").format(
-        sql.Identifier(function), _set_local(_RANGE_PLAN_SETTINGS))).fetchone()
-    assert row is not None
+    row = db.one_row(conn.execute(sql.SQL("SELECT pg_export_snapshot(), {}()::text, {}").format(
+        sql.Identifier(function), _set_local(_RANGE_PLAN_SETTINGS))), "the exported snapshot")
     ranges.publish_snapshot(str(row[0]), str(row[1]), function)
     count = max(wanted, min(MAX_RANGES, -(-facts.size // RANGE_BYTES)))
     keys = _split_keys(conn, table, schema, order_by, facts.heap, count)
@@ -890,22 +890,22 @@ def table_hash_via_psql(psql: Path, dbname_arg: str, env: Mapping[str, str], tab
                                 env=psql_env(env, TABLE_SESSION_SETTINGS))
     except OSError as exc:
         raise CanonError(f"psql ({psql}) could not be started: {exc.strerror}") from None
-    assert proc.stdout is not None and proc.stderr is not None
+    out, errors = piped(proc.stdout), piped(proc.stderr)
     err = bytearray()
-    drain = threading.Thread(target=lambda: err.extend(proc.stderr.read()),  # type: ignore[union-attr]
+    drain = threading.Thread(target=lambda: err.extend(errors.read()),
                              name="opsgate-psql-stderr", daemon=True)
     drain.start()
     try:
         with StreamDigest() as digest:
-            fd = proc.stdout.fileno()
+            fd = out.fileno()
             while chunk := os.read(fd, HASH_BUFFER):
                 digest.feed(chunk)
             sha256 = digest.hexdigest()
     finally:
-        proc.stdout.close()
+        out.close()
         proc.wait()
         drain.join()
-        proc.stderr.close()
+        errors.close()
     if proc.returncode != 0:
         raise CanonError(f"psql COPY of {schema}.{table} failed (exit {proc.returncode}): "
                          f"{redact(_psql_verdict(err.decode(errors='replace')))}")

@@ -1,21 +1,16 @@
 """The refresh's shape, as the architecture asks for it (its functions' length is held
-by tests/unit/test_function_length.py): no bare ``assert`` guarding what happens at run time (``python -O``
-drops them), and one typed summary whose JSON is exactly the one docs/refresh.md
-documents (a script reads it as ``--json`` and as ``summary.json``)."""
+by tests/unit/test_function_length.py, its lack of ``assert`` by
+tests/unit/test_no_assert.py): one typed summary whose JSON is exactly the one
+docs/refresh.md documents (a script reads it as ``--json`` and as ``summary.json``)."""
 
 from __future__ import annotations
 
-import ast
 import json
 import re
-from pathlib import Path
 
-import opsgate
 from opsgate.operation import EXIT_USAGE
 from opsgate.refresh.summary import RefreshSummary
 from tests.migration_helpers import ROOT
-
-REFRESH = Path(opsgate.__file__).parent / "refresh"
 
 
 def documented_summary_fields() -> tuple[list[str], set[str]]:
@@ -33,12 +28,6 @@ def documented_summary_fields() -> tuple[list[str], set[str]]:
         if "only once" in line:
             conditional.update(names)
     return fields, conditional
-
-
-def test_no_assert_in_the_refresh_package() -> None:
-    found = [f"{path.name}:{node.lineno}" for path in sorted(REFRESH.glob("*.py"))
-             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assert)]
-    assert not found, "assert statements (gone under python -O): " + ", ".join(found)
 
 
 def test_the_summary_json_is_the_documented_one() -> None:
