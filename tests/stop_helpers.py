@@ -51,6 +51,31 @@ def descendants(pid: int) -> dict[int, str]:
     return found
 
 
+def kernel_waits(pid: int) -> str:
+    """One line per thread of ``pid`` and of its descendants: pid/tid, name, state and
+    the kernel function it sleeps in (``wchan``), with the top of its kernel stack where
+    this user may read it (root): "S do_unlinkat" or "D jbd2_log_wait_commit" says what
+    a Python stack cannot."""
+    lines = []
+    for one in (pid, *descendants(pid)):
+        for task in sorted(Path(f"/proc/{one}/task").glob("*"), key=lambda p: int(p.name)):
+            try:
+                stat = (task / "stat").read_text()
+                wchan = (task / "wchan").read_text().strip() or "-"
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            state = stat[stat.rindex(")") + 2:].split()[0]
+            try:
+                top = " < ".join(line.split()[-1].split("+")[0]
+                                 for line in (task / "stack").read_text().splitlines()[:4])
+            except OSError:
+                top = ""
+            lines.append(f"{one}/{task.name} {name} {state} {wchan}"
+                         + (f" [{top}]" if top else ""))
+    return "; ".join(lines) or "nothing left"
+
+
 def alive(pid: int) -> bool:
     info = _stat(pid)
     return info is not None and info[1] != "Z"
@@ -98,13 +123,16 @@ def stop(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = 60
 
     A process still running after ``timeout`` gets SIGABRT first: a Python process with
     faulthandler on (pytest turns it on) then writes every thread's stack to its output,
-    and the failure shows where it hung (the tail of ``out``)."""
+    and the failure shows where it hung (the tail of ``out``), after what the kernel
+    says each thread of it and of its children waits in (`kernel_waits`): a Python
+    stack alone does not tell a slow system call from a slow loop."""
     children = descendants(proc.pid)
     t = time.monotonic()
     proc.send_signal(sig)
     try:
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
+        waits = kernel_waits(proc.pid)
         proc.send_signal(signal.SIGABRT)
         try:
             proc.wait(timeout=10)
@@ -112,8 +140,8 @@ def stop(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = 60
             proc.kill()
             proc.wait()
         tail = out.read_text(errors="replace")[-4000:] if out and out.exists() else ""
-        raise AssertionError(f"still running {timeout} s after {sig.name}; its stacks: "
-                             f"{tail}") from None
+        raise AssertionError(f"still running {timeout} s after {sig.name}; in the kernel: "
+                             f"{waits}; its stacks: {tail}") from None
     return Stopped(sig.name, code, time.monotonic() - t, children)
 
 

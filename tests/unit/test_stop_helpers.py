@@ -1,0 +1,34 @@
+"""The stop tests' diagnosis of a process that does not stop: what the kernel says each
+of its threads, and its children's, waits in."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+
+from tests.stop_helpers import descendants, kernel_waits
+
+
+def test_kernel_waits_names_every_thread_and_child_and_what_it_sleeps_in() -> None:
+    code = ("import subprocess, sys, threading, time\n"
+            "child = subprocess.Popen(['sleep', '30'])\n"
+            "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        lines = kernel_waits(proc.pid).split("; ")
+        mine = [line for line in lines if line.startswith(f"{proc.pid}/")]
+        assert len(mine) == 2, lines  # the main thread and the sleeping one
+        assert any(" sleep S " in line for line in lines), lines  # the child
+        assert all("sleep" in line.split()[3] for line in mine), mine  # wchan: a sleep
+    finally:
+        for pid in (*descendants(proc.pid), proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+    assert kernel_waits(proc.pid) == "nothing left"
