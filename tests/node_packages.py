@@ -14,7 +14,9 @@ holds what the collected tests named (a test that uses the fixture unmarked gets
 ``node_packages`` fixture waits for the install and gives its folder, whose
 ``node_modules`` holds them; a failed install fails every test that needs it with npm's
 own output; an install that stopped without a result (its process gone) or that takes
-longer than `TIMEOUT` fails them too, never hangs them.
+longer than `TIMEOUT` fails them too, never hangs them. npm itself sometimes stalls for
+good (npm/cli#4028): one that writes nothing for `STALL_S` is stopped and started
+again, at most `RESTARTS` times, each time saying so in its output.
 
 The process that started the install waits for it when its session ends (another
 worker may still need it) and stops it when the run was interrupted; the kernel stops
@@ -23,6 +25,7 @@ it if that process dies first. Registered by ``tests/conftest.py``."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -32,7 +35,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from opsgate.processes import alive
+from opsgate.processes import alive, wait_exit
 from opsgate.sandbox.pgbouncer import _die_with_parent
 from tests.tools import NODE, require
 
@@ -45,6 +48,12 @@ VERCEL_BLOB = "@vercel/blob@^2"
 NEXT_ENV = "@next/env@16.5.0"
 PACKAGES = (ALLURE, VERCEL_SDK, VERCEL_BLOB, NEXT_ENV)
 
+#: npm sometimes stops making progress and never ends (npm/cli#4028, #7891, seen here
+#: after its last tarball came from the cache): nothing written to its output or debug
+#: log for this long, and it is stopped and started again, at most `RESTARTS` times.
+STALL_S = 60.0
+RESTARTS = 2
+
 #: Longest wait for the install, from the moment a test starts waiting.
 TIMEOUT = 600.0
 #: From npm's cache where it has the packages, without install scripts or a lock file:
@@ -54,7 +63,7 @@ _FLAGS = ("--no-audit", "--no-fund", "--loglevel=error", "--prefer-offline",
           "--ignore-scripts", "--no-package-lock")
 _FIXTURE = "node_install"  # node_packages needs it too
 _MARK = "npm"
-_STARTED = pytest.StashKey[tuple[subprocess.Popen[bytes], threading.Thread]]()
+_STARTED = pytest.StashKey["Install"]()
 
 
 def _shared(config: pytest.Config) -> Path:
@@ -92,28 +101,88 @@ def _start(config: pytest.Config, packages: list[str]) -> None:
         if folder.exists():
             return
         folder.mkdir()
-        (folder / "package.json").write_text(
-            '{"name": "opsgate-self-test-packages", "private": true}')
-        with (folder / "npm.log").open("wb") as log:
-            command = ["npm", "install", *_FLAGS, f"--logs-dir={folder / 'logs'}",
-                       *packages]
-            proc = subprocess.Popen(command, cwd=folder,
-                                    stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent())
-        (folder / "npm.what").write_text(" ".join(["npm", "install", *packages]))
-        (folder / "npm.pid").write_text(str(proc.pid))
-        # The process whose thread writes npm.rc: once it and npm are both gone without
-        # an npm.rc, none will come.
-        (folder / "npm.recorder").write_text(str(os.getpid()))
+        config.stash[_STARTED] = install(folder, packages)
 
-    def record() -> None:  # the exit code, for every process of the run to read
-        code = proc.wait()
-        (folder / "npm.rc.tmp").write_text(str(code))
-        (folder / "npm.rc.tmp").replace(folder / "npm.rc")
 
-    thread = threading.Thread(target=record, name="npm-install", daemon=True)
-    thread.start()
-    config.stash[_STARTED] = (proc, thread)
+class Install:
+    """The run's npm install, as started by this process: the npm running now (a new
+    one after a stall), and the thread that waits for it and records its exit code."""
+
+    def __init__(self, folder: Path, packages: list[str]) -> None:
+        self.folder, self.packages = folder, packages
+        self.stopped = threading.Event()
+        self.proc = self._spawn()
+        self.thread = threading.Thread(target=self._record, name="npm-install",
+                                       daemon=True)
+
+    def stop(self) -> None:
+        """Kill npm, and let no new one start."""
+        self.stopped.set()
+        self.proc.kill()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with (self.folder / "npm.log").open("ab") as log:
+            proc = subprocess.Popen(
+                ["npm", "install", *_FLAGS, f"--logs-dir={self.folder / 'logs'}",
+                 *self.packages], cwd=self.folder, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent())
+        (self.folder / "npm.pid").write_text(str(proc.pid))
+        return proc
+
+    def _record(self) -> None:
+        """The exit code, for every process of the run to read; a stalled npm is
+        stopped and started again first (`STALL_S`, `RESTARTS`). Started on this
+        thread, the new npm dies with it (`_die_with_parent` follows the thread)."""
+        for restart in range(RESTARTS + 1):
+            code = _exit_or_stall(self.proc, self.folder)
+            if code is not None:
+                break
+            self.proc.kill()
+            wait_exit(self.proc, None)
+            code = self.proc.returncode
+            again = restart < RESTARTS and not self.stopped.is_set()
+            with (self.folder / "npm.log").open("a") as log:
+                log.write(f"(the self-tests: npm wrote nothing for {STALL_S:g} s and was "
+                          f"stopped{', then started again' if again else ''})\n")
+            if not again:
+                break
+            shutil.rmtree(self.folder / "node_modules", ignore_errors=True)
+            self.proc = self._spawn()
+        (self.folder / "npm.rc.tmp").write_text(str(code))
+        (self.folder / "npm.rc.tmp").replace(self.folder / "npm.rc")
+
+
+def install(folder: Path, packages: list[str]) -> Install:
+    """Start npm installing ``packages`` into ``folder`` (empty, of this run), and the
+    thread that records how it ended."""
+    (folder / "package.json").write_text(
+        '{"name": "opsgate-self-test-packages", "private": true}')
+    (folder / "npm.what").write_text(" ".join(["npm", "install", *packages]))
+    started = Install(folder, packages)
+    # The process whose thread writes npm.rc: once it and npm are both gone without
+    # an npm.rc, none will come.
+    (folder / "npm.recorder").write_text(str(os.getpid()))
+    started.thread.start()
+    return started
+
+
+def _progress(folder: Path) -> int:
+    """How much npm has written: its output and its debug log, which gets a line for
+    every package it fetches, places and extracts."""
+    files = [folder / "npm.log", *(folder / "logs").glob("*")]
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
+def _exit_or_stall(proc: subprocess.Popen[bytes], folder: Path) -> int | None:
+    """npm's exit code, or None once it has written nothing for `STALL_S` seconds."""
+    written, since = _progress(folder), time.monotonic()
+    while (code := wait_exit(proc, 1.0)) is None:
+        now = _progress(folder)
+        if now != written:
+            written, since = now, time.monotonic()
+        elif time.monotonic() - since > STALL_S:
+            return None
+    return code
 
 
 def _result(folder: Path) -> int | None:
@@ -190,11 +259,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     started = session.config.stash.get(_STARTED, None)
     if started is None:
         return
-    proc, thread = started
     if exitstatus == pytest.ExitCode.INTERRUPTED:
-        proc.kill()
-    thread.join(timeout=TIMEOUT)  # the thread waits for npm, and is the only one to
-    if thread.is_alive():
-        proc.kill()
-        thread.join()
+        started.stop()
+    started.thread.join(timeout=TIMEOUT)  # the thread waits for npm and reaps it
+    if started.thread.is_alive():
+        started.stop()
+        started.thread.join()
     del session.config.stash[_STARTED]

@@ -74,3 +74,50 @@ def test_a_failed_install_fails_with_its_exit_code_and_output(tmp_path: Path) ->
     (folder / "npm.rc").write_text("1")
     with pytest.raises(pytest.fail.Exception, match=r"failed \(exit 1\).*404"):
         node_packages.wait(folder, timeout=30)
+
+
+def _fake_npm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stalls: int) -> Path:
+    """An ``npm`` first in PATH that stalls (writes nothing and never ends) its first
+    ``stalls`` times, then installs: the hang of npm/cli#4028, on demand."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    npm = bin_dir / "npm"
+    npm.write_text("#!/bin/sh\n"
+                   f"n=$(cat {tmp_path}/runs 2>/dev/null || echo 0)\n"
+                   f"echo $((n + 1)) > {tmp_path}/runs\n"
+                   f"if [ \"$n\" -lt {stalls} ]; then exec sleep 300; fi\n"
+                   "mkdir -p node_modules/pkg && echo installed\n")
+    npm.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(node_packages, "STALL_S", 0.5)
+    folder = tmp_path / "node-packages"
+    folder.mkdir()
+    return folder
+
+
+def test_a_stalled_npm_is_stopped_and_started_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _fake_npm(tmp_path, monkeypatch, stalls=2)
+    started = node_packages.install(folder, ["allure@3"])
+    stalled = started.proc
+    assert node_packages.wait(folder, timeout=60) == folder
+    started.thread.join(10)
+    assert (tmp_path / "runs").read_text().strip() == "3"
+    assert (folder / "node_modules" / "pkg").is_dir()
+    log = (folder / "npm.log").read_text()
+    assert log.count("npm wrote nothing for 0.5 s and was stopped, then started again") == 2
+    assert log.endswith("installed\n")
+    assert stalled.returncode == -9  # the first npm was killed, not left running
+
+
+def test_an_npm_that_stalls_every_time_fails_the_install_saying_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _fake_npm(tmp_path, monkeypatch, stalls=9)
+    monkeypatch.setattr(node_packages, "RESTARTS", 1)
+    started = node_packages.install(folder, ["allure@3"])
+    with pytest.raises(pytest.fail.Exception,
+                       match=r"(?s)ended by signal 9.*wrote nothing for 0.5 s and was stopped\)"):
+        node_packages.wait(folder, timeout=60)
+    started.thread.join(10)
+    assert (tmp_path / "runs").read_text().strip() == "2"
+    assert not processes.alive(started.proc.pid)
