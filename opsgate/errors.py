@@ -71,8 +71,9 @@ class PostgresUnavailableError(OpsgateError):
 
 
 class DatabaseUnavailableError(OpsgateError):
-    """The database could not be reached or the connection was lost. The message names
-    the masked URL and libpq's reason in one line."""
+    """The database could not be reached or the connection was lost: the message names
+    the masked URL and libpq's reason in one line; or a statement that always returns a
+    row came back without one, named by what it asks (`opsgate.clients.db.one_row`)."""
 
 
 class DatabaseNotTriedAgain(NotTriedAgainError, DatabaseUnavailableError):

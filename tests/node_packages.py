@@ -15,7 +15,7 @@ holds what the collected tests named (a test that uses the fixture unmarked gets
 ``node_modules`` holds them; a failed install fails every test that needs it with npm's
 own output; an install that stopped without a result (its process gone) or that takes
 longer than `TIMEOUT` fails them too, never hangs them. npm itself sometimes stalls for
-good (npm/cli#4028): one that writes nothing for `STALL_S` is stopped and started
+good (npm/cli#4028): one that makes no progress for `STALL_S` is stopped and started
 again, at most `RESTARTS` times, each time saying so in its output.
 
 The process that started the install waits for it when its session ends (another
@@ -49,9 +49,11 @@ NEXT_ENV = "@next/env@16.5.0"
 PACKAGES = (ALLURE, VERCEL_SDK, VERCEL_BLOB, NEXT_ENV)
 
 #: npm sometimes stops making progress and never ends (npm/cli#4028, #7891, seen here
-#: after its last tarball came from the cache): nothing written to its output or debug
-#: log for this long, and it is stopped and started again, at most `RESTARTS` times.
-STALL_S = 60.0
+#: after its last tarball came from the cache): no byte read or written (sockets
+#: included) and nothing logged for this long, and it is stopped and started again, at
+#: most `RESTARTS` times. Longer than npm's own longest silent wait, its back-off
+#: between two tries of a fetch (``fetch-retry-maxtimeout``, 60 s).
+STALL_S = 90.0
 RESTARTS = 2
 
 #: Longest wait for the install, from the moment a test starts waiting.
@@ -106,7 +108,8 @@ def _start(config: pytest.Config, packages: list[str]) -> None:
 
 class Install:
     """The run's npm install, as started by this process: the npm running now (a new
-    one after a stall), and the thread that waits for it and records its exit code."""
+    one after a stall), and the thread that waits for it and records its exit code.
+    Only that thread kills or reaps npm, so a stop never races a restart."""
 
     def __init__(self, folder: Path, packages: list[str]) -> None:
         self.folder, self.packages = folder, packages
@@ -116,9 +119,8 @@ class Install:
                                        daemon=True)
 
     def stop(self) -> None:
-        """Kill npm, and let no new one start."""
+        """Have npm killed (within a second) and no new one started."""
         self.stopped.set()
-        self.proc.kill()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         with (self.folder / "npm.log").open("ab") as log:
@@ -126,7 +128,9 @@ class Install:
                 ["npm", "install", *_FLAGS, f"--logs-dir={self.folder / 'logs'}",
                  *self.packages], cwd=self.folder, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, preexec_fn=_die_with_parent())
-        (self.folder / "npm.pid").write_text(str(proc.pid))
+        # Replaced whole: a wait reading it meanwhile sees the old pid or the new one.
+        (self.folder / "npm.pid.tmp").write_text(str(proc.pid))
+        (self.folder / "npm.pid.tmp").replace(self.folder / "npm.pid")
         return proc
 
     def _record(self) -> None:
@@ -134,16 +138,18 @@ class Install:
         stopped and started again first (`STALL_S`, `RESTARTS`). Started on this
         thread, the new npm dies with it (`_die_with_parent` follows the thread)."""
         for restart in range(RESTARTS + 1):
-            code = _exit_or_stall(self.proc, self.folder)
+            code = _exit_stall_or_stop(self.proc, self.folder, self.stopped)
             if code is not None:
                 break
             self.proc.kill()
             wait_exit(self.proc, None)
             code = self.proc.returncode
-            again = restart < RESTARTS and not self.stopped.is_set()
+            if self.stopped.is_set():
+                break
+            again = restart < RESTARTS
             with (self.folder / "npm.log").open("a") as log:
-                log.write(f"(the self-tests: npm wrote nothing for {STALL_S:g} s and was "
-                          f"stopped{', then started again' if again else ''})\n")
+                log.write(f"(the self-tests: npm made no progress for {STALL_S:g} s and "
+                          f"was stopped{', then started again' if again else ''})\n")
             if not again:
                 break
             shutil.rmtree(self.folder / "node_modules", ignore_errors=True)
@@ -166,20 +172,31 @@ def install(folder: Path, packages: list[str]) -> Install:
     return started
 
 
-def _progress(folder: Path) -> int:
-    """How much npm has written: its output and its debug log, which gets a line for
-    every package it fetches, places and extracts."""
+def _progress(proc: subprocess.Popen[bytes], folder: Path) -> tuple[int, ...]:
+    """What npm has done so far: the bytes it has read and written, sockets included
+    (``/proc/PID/io``: a download counts while it runs, though npm logs a fetch only
+    once it is done), and the size of its output and debug log."""
     files = [folder / "npm.log", *(folder / "logs").glob("*")]
-    return sum(f.stat().st_size for f in files if f.is_file())
+    logged = sum(f.stat().st_size for f in files if f.is_file())
+    try:
+        io = (Path("/proc") / str(proc.pid) / "io").read_text().split()
+        moved = int(io[io.index("rchar:") + 1]) + int(io[io.index("wchar:") + 1])
+    except (OSError, ValueError):
+        moved = 0
+    return logged, moved
 
 
-def _exit_or_stall(proc: subprocess.Popen[bytes], folder: Path) -> int | None:
-    """npm's exit code, or None once it has written nothing for `STALL_S` seconds."""
-    written, since = _progress(folder), time.monotonic()
+def _exit_stall_or_stop(proc: subprocess.Popen[bytes], folder: Path,
+                        stopped: threading.Event) -> int | None:
+    """npm's exit code; or None once it has made no progress for `STALL_S` seconds, or
+    is to be stopped."""
+    done, since = _progress(proc, folder), time.monotonic()
     while (code := wait_exit(proc, 1.0)) is None:
-        now = _progress(folder)
-        if now != written:
-            written, since = now, time.monotonic()
+        if stopped.is_set():
+            return None
+        now = _progress(proc, folder)
+        if now != done:
+            done, since = now, time.monotonic()
         elif time.monotonic() - since > STALL_S:
             return None
     return code

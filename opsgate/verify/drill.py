@@ -497,7 +497,7 @@ def _restore_copy(settings: Settings, session: psycopg.Connection[Any] | None,
     default, `drill_local`) or ``target-scratch``."""
     if settings.drill_database_url is not None:
         return _given_copy(settings.drill_database_url, redact)
-    if session is not None:  # opened in target-scratch mode only (`run_drill`)
+    if session is not None:  # opened in target-scratch mode only (`_open_drill`)
         return _scratch_copy(session, src, url, source_major, redact, copies)
     role = drill_local.source_role(src)
     size = src.execute("SELECT pg_database_size(current_database())").fetchone()

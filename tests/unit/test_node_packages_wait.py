@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -76,17 +77,24 @@ def test_a_failed_install_fails_with_its_exit_code_and_output(tmp_path: Path) ->
         node_packages.wait(folder, timeout=30)
 
 
-def _fake_npm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stalls: int) -> Path:
-    """An ``npm`` first in PATH that stalls (writes nothing and never ends) its first
-    ``stalls`` times, then installs: the hang of npm/cli#4028, on demand."""
+def _fake_npm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stalls: int,
+              busy: str = "") -> Path:
+    """An ``npm`` first in PATH that stalls (does nothing and never ends) its first
+    ``stalls`` times, then installs: the hang of npm/cli#4028, on demand. With
+    ``busy``, Python code it runs first, in its own process as npm does its work."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     npm = bin_dir / "npm"
-    npm.write_text("#!/bin/sh\n"
-                   f"n=$(cat {tmp_path}/runs 2>/dev/null || echo 0)\n"
-                   f"echo $((n + 1)) > {tmp_path}/runs\n"
-                   f"if [ \"$n\" -lt {stalls} ]; then exec sleep 300; fi\n"
-                   "mkdir -p node_modules/pkg && echo installed\n")
+    npm.write_text(f"#!{sys.executable}\n"
+                   "import os, pathlib, time\n"
+                   f"runs = pathlib.Path({str(tmp_path / 'runs')!r})\n"
+                   "n = int(runs.read_text()) if runs.exists() else 0\n"
+                   "runs.write_text(str(n + 1))\n"
+                   f"if n < {stalls}:\n"
+                   "    time.sleep(300)\n"
+                   f"{busy}\n"
+                   "os.makedirs('node_modules/pkg', exist_ok=True)\n"
+                   "print('installed', flush=True)\n")
     npm.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setattr(node_packages, "STALL_S", 0.5)
@@ -105,7 +113,7 @@ def test_a_stalled_npm_is_stopped_and_started_again(
     assert (tmp_path / "runs").read_text().strip() == "3"
     assert (folder / "node_modules" / "pkg").is_dir()
     log = (folder / "npm.log").read_text()
-    assert log.count("npm wrote nothing for 0.5 s and was stopped, then started again") == 2
+    assert log.count("npm made no progress for 0.5 s and was stopped, then started again") == 2
     assert log.endswith("installed\n")
     assert stalled.returncode == -9  # the first npm was killed, not left running
 
@@ -116,8 +124,37 @@ def test_an_npm_that_stalls_every_time_fails_the_install_saying_so(
     monkeypatch.setattr(node_packages, "RESTARTS", 1)
     started = node_packages.install(folder, ["allure@3"])
     with pytest.raises(pytest.fail.Exception,
-                       match=r"(?s)ended by signal 9.*wrote nothing for 0.5 s and was stopped\)"):
+                       match=r"(?s)ended by signal 9.*made no progress for 0.5 s and was stopped\)"):
         node_packages.wait(folder, timeout=60)
     started.thread.join(10)
     assert (tmp_path / "runs").read_text().strip() == "2"
     assert not processes.alive(started.proc.pid)
+
+
+def test_a_stop_during_a_stall_kills_npm_and_starts_no_other(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _fake_npm(tmp_path, monkeypatch, stalls=9)
+    monkeypatch.setattr(node_packages, "STALL_S", 300.0)
+    started = node_packages.install(folder, ["allure@3"])
+    started.stop()
+    started.thread.join(10)
+    assert not started.thread.is_alive()
+    assert (folder / "npm.rc").read_text() == "-9"
+    assert (tmp_path / "runs").read_text().strip() == "1"
+    assert not processes.alive(started.proc.pid)
+
+
+def test_an_npm_that_reads_without_logging_is_not_stalled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download in progress is not logged until it is done; the bytes npm reads are
+    its progress meanwhile (here 3 s of reads, 0.5 s allowed without progress)."""
+    reads = ("with open('/dev/zero', 'rb') as f:\n"
+             "    for _ in range(30):\n"
+             "        f.read(65536)\n"
+             "        time.sleep(0.1)\n")
+    folder = _fake_npm(tmp_path, monkeypatch, stalls=0, busy=reads)
+    started = node_packages.install(folder, ["allure@3"])
+    assert node_packages.wait(folder, timeout=60) == folder
+    started.thread.join(10)
+    assert (tmp_path / "runs").read_text().strip() == "1"
+    assert "no progress" not in (folder / "npm.log").read_text()
