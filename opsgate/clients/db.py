@@ -92,6 +92,7 @@ def connect(
     kwargs: dict[str, Any] = {}
     if application_name:
         kwargs["application_name"] = application_name[:63]
+    stopped: KeyboardInterrupt | None = None
     try:
         conn = connection_class.connect(url.reveal(), connect_timeout=connect_timeout,
                                         autocommit=autocommit, prepare_threshold=None,
@@ -101,6 +102,16 @@ def connect(
             f"cannot connect to {what + ' ' if what else ''}{url.masked}: "
             f"{redact(first_line(exc))[:300]}"
         ) from None
+    except KeyboardInterrupt as exc:
+        # A stop during the handshake: psycopg's connection generator holds the
+        # half-open libpq connection until it is collected, and the stop's traceback
+        # holds the generator. The server then waits for the rest of the handshake
+        # (authentication_timeout, 60 s), and a DROP DATABASE of that database waits
+        # with it: a stopped drill's scratch copy stayed a minute. Without the
+        # traceback the connection is closed here, and the stop goes on as itself.
+        stopped = exc.with_traceback(None)
+    if stopped is not None:
+        raise stopped
     return conn
 
 

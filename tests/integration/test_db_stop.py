@@ -5,10 +5,16 @@ ACTIVE")."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import threading
+
 import psycopg
 import pytest
 
 from opsgate.clients import db
+from opsgate.sensitive import SecretUrl
 
 
 @pytest.mark.parametrize("autocommit", [True, False])
@@ -44,3 +50,29 @@ def test_a_stop_during_the_rollback_leaves_as_a_stop(fresh_db: str) -> None:
         assert conn.closed
     finally:
         conn.close()
+
+
+def test_a_stop_during_the_handshake_closes_the_half_open_connection() -> None:
+    """A server that accepts and never answers, as one still authenticating; a stop (a
+    real SIGINT) lands while `db.connect` waits. The socket must be closed before the
+    stop leaves `db.connect`: a half-open connection kept the server's backend waiting
+    60 s for the handshake, and a DROP DATABASE of its database with it."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt) as stop:
+                db.connect(SecretUrl(f"postgresql://u:p@127.0.0.1:{port}/d?sslmode=disable"))
+        finally:
+            timer.cancel()
+        accepted, _ = server.accept()
+        with accepted:
+            accepted.settimeout(5)
+            assert accepted.recv(4096)  # the client's startup packet
+            try:
+                rest: bytes | None = accepted.recv(4096)
+            except TimeoutError:
+                rest = None
+            assert rest == b"", "the half-open connection still open 5 s after the stop"
+        assert stop.value.__context__ is None  # the stop itself, nothing in its place
