@@ -15,11 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +28,6 @@ import psycopg
 import pytest
 
 from opsgate.sandbox import Sandbox
-from opsgate.sandbox.embedded import memory_folder
 from opsgate.verify.drill import DUMP_FOLDER_PREFIX, SCRATCH_PREFIX
 from tests.gate_helpers import ROOT, clean_env
 from tests.stop_helpers import (
@@ -120,27 +117,12 @@ def _local_cluster_folders(proc: subprocess.Popen[bytes]) -> list[Path]:
     return found
 
 
-@pytest.fixture
-def drill_tmp(tmp_path: Path) -> Iterator[Path]:
-    """The drill's temporary folder, where its dump goes: in memory where there is room.
-    Freeing a 38 MB dump on this machine's disk (ext4 mounted with ``discard``) held
-    the file system for over a minute under load, every process's writes with it; these
-    tests are about the drill's stop, not the disk (the drill's hand-over of the folder
-    is `drill._remove_dump_folder`'s, tested on its own)."""
-    memory = memory_folder()
-    folder = (Path(tempfile.mkdtemp(prefix="opsgate-stop-test-", dir=memory))
-              if memory is not None else tmp_path / "tmp")
-    folder.mkdir(exist_ok=True)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _drill(sb: Sandbox, tmp: Path, mode: str, drill_tmp: Path
-           ) -> tuple[subprocess.Popen[bytes], Path]:
+def _drill(sb: Sandbox, tmp: Path, mode: str = "local") -> tuple[subprocess.Popen[bytes], Path]:
     """The gate's drill on ``sb`` as its own process, restoring as ``mode`` says; its
-    output and reports in ``tmp``, its temporary files (the dump) in ``drill_tmp``."""
+    temporary files in ``tmp``."""
     out = tmp / "gate.out"
-    env = clean_env(RUN_OPS_NEON_DRILL="true", TMPDIR=str(drill_tmp),
+    (tmp / "tmp").mkdir()
+    env = clean_env(RUN_OPS_NEON_DRILL="true", TMPDIR=str(tmp / "tmp"),
                     OPSGATE_DRILL_RESTORE=mode)
     with out.open("wb") as sink:
         proc = subprocess.Popen(
@@ -151,15 +133,16 @@ def _drill(sb: Sandbox, tmp: Path, mode: str, drill_tmp: Path
     return proc, out
 
 
-def _assert_nothing_left(stopped: Stopped, url: str, drill_tmp: Path, out: Path) -> None:
+def _assert_nothing_left(stopped: Stopped, url: str, tmp: Path, out: Path) -> None:
     assert_stopped_in_time(stopped, 2, out.read_text(errors="replace"))
     assert not stopped.children_left(), f"left running: {stopped.children_left()}"
     assert not _scratch_databases(url), f"scratch database left: {_scratch_databases(url)}"
     assert not _client_backends(url), f"backends left: {_client_backends(url)}"
     # Handed to a process of its own on a stop (`drill._remove_dump_folder`): removed
     # soon after the drill's exit, within how long the disk takes to free it.
-    until(lambda: not list(drill_tmp.glob(f"{DUMP_FOLDER_PREFIX}*")),
-          lambda: f"dump folder left: {list(drill_tmp.glob(f'{DUMP_FOLDER_PREFIX}*'))}")
+    until(lambda: not list((tmp / "tmp").glob(f"{DUMP_FOLDER_PREFIX}*")),
+          lambda: f"dump folder left: {list((tmp / 'tmp').glob(f'{DUMP_FOLDER_PREFIX}*'))}",
+          timeout=120)
 
 
 #: Each phase with one signal: both take the same path once they have raised (the
@@ -174,10 +157,10 @@ def _assert_nothing_left(stopped: Stopped, url: str, drill_tmp: Path, out: Path)
     ids=["dump-SIGINT-local", "restore-SIGTERM-local", "hashing the copy-SIGINT-local",
          "restore-SIGTERM-target-scratch", "hashing the copy-SIGTERM-target-scratch"])
 def test_a_stopped_drill_exits_within_the_grace_and_leaves_nothing(
-        big: tuple[Sandbox, str], tmp_path: Path, drill_tmp: Path, sig: signal.Signals,
-        phase: str, mode: str) -> None:
+        big: tuple[Sandbox, str], tmp_path: Path, sig: signal.Signals, phase: str,
+        mode: str) -> None:
     sb, url = big
-    proc, out = _drill(sb, tmp_path, mode, drill_tmp)
+    proc, out = _drill(sb, tmp_path, mode)
     clusters: list[Path] = []
     with reaped(proc):
         if phase == "dump":
@@ -195,23 +178,23 @@ def test_a_stopped_drill_exits_within_the_grace_and_leaves_nothing(
         stopped = stop(proc, sig, out=out)
     print(f"drill ({mode}) stopped by {sig.name} during {phase}: exit {stopped.exit_code} "
           f"after {stopped.seconds:.2f} s")
-    _assert_nothing_left(stopped, url, drill_tmp, out)
+    _assert_nothing_left(stopped, url, tmp_path, out)
     assert not [c for c in clusters if c.exists()], f"local copy left: {clusters}"
     _assert_reported_interrupted(tmp_path / "reports", sig)
 
 
 def test_a_killed_local_drill_leaves_its_copy_to_the_watchdog(
-        big: tuple[Sandbox, str], tmp_path: Path, drill_tmp: Path) -> None:
+        big: tuple[Sandbox, str], tmp_path: Path) -> None:
     """SIGKILL runs no cleanup of the drill's own: the local copy's watchdog stops the
     cluster and deletes its folder and the dump folder once the drill's process is gone."""
     sb, _ = big
-    proc, out = _drill(sb, tmp_path, "local", drill_tmp)
+    proc, out = _drill(sb, tmp_path, "local")
     with reaped(proc):
         wait_for("pg_restore running", _child(proc, "pg_restore"), proc, out=out)
         clusters = wait_for("the local copy's server", lambda: _local_cluster_folders(proc),
                             proc, out=out)
         servers = _child(proc, "postgres")()
-        dumps = list(drill_tmp.glob(f"{DUMP_FOLDER_PREFIX}*"))
+        dumps = list((tmp_path / "tmp").glob(f"{DUMP_FOLDER_PREFIX}*"))
         assert dumps and clusters
         proc.kill()
         proc.wait()
