@@ -28,7 +28,6 @@ import re
 import secrets
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -415,34 +414,6 @@ class Sweep:
 #: The drill's temporary dump folders: ``opsgate-drill-<pid>-<random>`` under the
 #: temporary directory (BACKUP_OUTPUT_PATH, the operator's own, is never touched).
 DUMP_FOLDER_PREFIX = "opsgate-drill-"
-
-
-#: What removes a stopped drill's dump folder (`_remove_dump_folder`), as a process of
-#: its own: the standard library only (``-I -S``), the folder as its one argument.
-_REMOVE_FOLDER = "import shutil, sys; shutil.rmtree(sys.argv[1], ignore_errors=True)"
-#: Those processes, kept from garbage collection (which would warn that they still
-#: run) until this process ends; each ends on its own.
-_REMOVING: list[subprocess.Popen[bytes]] = []
-
-
-def _remove_dump_folder(workdir: Path, stopping: bool) -> None:
-    """Remove the drill's dump folder (the data's rows, in plain text). A stopped drill
-    hands it to a process of its own and goes on to exit: on a disk that discards
-    freed blocks as it frees them (ext4 mounted with ``discard``), removing a large
-    dump was seen to take over a minute under load, past CI's grace between SIGTERM and
-    SIGKILL, and a drill killed there leaves no report. Should that process be killed
-    as well, the next drill removes the folder (`sweep_dump_folders`: the pid in its
-    name is dead)."""
-    if stopping:
-        try:
-            _REMOVING.append(subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _REMOVE_FOLDER, str(workdir)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True))
-            return
-        except OSError:
-            pass  # removed here, then
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def sweep_dump_folders() -> list[str]:
@@ -948,7 +919,7 @@ def _release(drill: _Drill, pending: BaseException | None) -> None:
         drill.session.close()
     if copies.local is not None:
         copies.local.stop()  # the local cluster stopped and its folder removed
-    _remove_dump_folder(drill.workdir, stopping=isinstance(pending, KeyboardInterrupt))
+    shutil.rmtree(drill.workdir, ignore_errors=True)
     _finish(drill, pending, leftover)
     if leftover and pending is None:
         raise DrillError(leftover)

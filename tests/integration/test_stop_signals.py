@@ -39,7 +39,6 @@ from tests.stop_helpers import (
     stop,
     wait_for,
 )
-from tests.waits import until
 
 #: Rows added to kb_entities: the drill then runs a few seconds, each phase long enough
 #: to be stopped in (a scaled sandbox would take a minute or more to build).
@@ -138,11 +137,8 @@ def _assert_nothing_left(stopped: Stopped, url: str, tmp: Path, out: Path) -> No
     assert not stopped.children_left(), f"left running: {stopped.children_left()}"
     assert not _scratch_databases(url), f"scratch database left: {_scratch_databases(url)}"
     assert not _client_backends(url), f"backends left: {_client_backends(url)}"
-    # Handed to a process of its own on a stop (`drill._remove_dump_folder`): removed
-    # soon after the drill's exit, within how long the disk takes to free it.
-    until(lambda: not list((tmp / "tmp").glob(f"{DUMP_FOLDER_PREFIX}*")),
-          lambda: f"dump folder left: {list((tmp / 'tmp').glob(f'{DUMP_FOLDER_PREFIX}*'))}",
-          timeout=120)
+    folders = list((tmp / "tmp").glob(f"{DUMP_FOLDER_PREFIX}*"))
+    assert not folders, f"dump folder left: {folders}"
 
 
 #: Each phase with one signal: both take the same path once they have raised (the
