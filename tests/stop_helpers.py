@@ -23,10 +23,11 @@ T = TypeVar("T")
 GRACE_S = 7.5
 
 
-def _stat(pid: int) -> tuple[str, str, int] | None:
-    """(name, state, parent) of ``pid``, or None when it is gone."""
+def _stat(pid: int | Path) -> tuple[str, str, int] | None:
+    """(name, state, parent) of ``pid`` (or of the thread whose ``/proc`` folder is
+    given), or None when it is gone."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = ((pid if isinstance(pid, Path) else Path(f"/proc/{pid}")) / "stat").read_text()
     except OSError:
         return None
     name = text[text.index("(") + 1:text.rindex(")")]
@@ -59,13 +60,14 @@ def kernel_waits(pid: int) -> str:
     lines = []
     for one in (pid, *descendants(pid)):
         for task in sorted(Path(f"/proc/{one}/task").glob("*"), key=lambda p: int(p.name)):
+            info = _stat(task)
             try:
-                stat = (task / "stat").read_text()
                 wchan = (task / "wchan").read_text().strip() or "-"
             except OSError:
                 continue
-            name = stat[stat.index("(") + 1:stat.rindex(")")]
-            state = stat[stat.rindex(")") + 2:].split()[0]
+            if info is None:
+                continue
+            name, state, _ = info
             try:
                 top = " < ".join(line.split()[-1].split("+")[0]
                                  for line in (task / "stack").read_text().splitlines()[:4])
@@ -123,16 +125,24 @@ def stop(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = 60
 
     A process still running after ``timeout`` gets SIGABRT first: a Python process with
     faulthandler on (pytest turns it on) then writes every thread's stack to its output,
-    and the failure shows where it hung (the tail of ``out``), after what the kernel
-    says each thread of it and of its children waits in (`kernel_waits`): a Python
-    stack alone does not tell a slow system call from a slow loop."""
+    and the failure shows where it is then (the tail of ``out``), after what the kernel
+    said each thread of it and of its children waited in (`kernel_waits`) at CI's
+    grace (`GRACE_S`) and at the end: a Python stack alone does not tell a slow system
+    call from a slow loop, and where a stopped run is at the end may be past what held
+    it (a drill's DROP DATABASE waited out a 60 s server time-out, and the test's
+    minute ran out just after)."""
     children = descendants(proc.pid)
     t = time.monotonic()
     proc.send_signal(sig)
+    early = ""
     try:
-        code = proc.wait(timeout=timeout)
+        try:
+            code = proc.wait(timeout=min(GRACE_S, timeout))
+        except subprocess.TimeoutExpired:
+            early = f"at {GRACE_S:g} s: {kernel_waits(proc.pid)}; at {timeout:g} s: "
+            code = proc.wait(timeout=max(0.0, timeout - (time.monotonic() - t)))
     except subprocess.TimeoutExpired:
-        waits = kernel_waits(proc.pid)
+        waits = early + kernel_waits(proc.pid)
         proc.send_signal(signal.SIGABRT)
         try:
             proc.wait(timeout=10)
