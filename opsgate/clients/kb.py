@@ -283,7 +283,7 @@ def domains_and_orders(conn: psycopg.Connection[Any]
     tables = sorted({table for table, _, _ in _READ_ORDERS.values()})
     columns = sorted({c for _, _, cols in _READ_ORDERS.values() for c in cols})
     row = db.one_row(conn.execute(_DOMAINS_AND_CODE_POINT_COLUMNS, (tables, columns)),
-                  "the graph's domains and column types")
+                     "the graph's domains and column types")
     found, plain = row[0], set(row[1])
     orders = {
         name: _order_terms(alias, cols, {c: f"{table}.{c}" in plain for c in cols})

@@ -729,9 +729,10 @@ def _export_snapshot(drill: _Drill) -> tuple[str, int, int | None]:
     src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     # This transaction only; canon-v1's settings too, for `_hash_source`'s COPYs.
     db.pin(src, canon.TABLE_SESSION_SETTINGS, application_name="opsgate-drill")
-    row = db.one_row(src.execute("SELECT pg_export_snapshot(), current_setting('server_version'), "
-                              "current_setting('server_version_num')::int, "
-                              "inet_server_port()"), "the source's snapshot and version")
+    row = db.one_row(src.execute(
+        "SELECT pg_export_snapshot(), current_setting('server_version'), "
+        "current_setting('server_version_num')::int, inet_server_port()"),
+        "the source's snapshot and version")
     snapshot, drill.result.server_version, version_num, server_port = row
     return snapshot, version_num, server_port
 

@@ -495,8 +495,9 @@ def _parallel(conn: Connection[Any], table: str, columns: tuple[str, ...],
     del info
     function = "pg_current_snapshot" if conn.info.server_version >= 130000 \
         else "txid_current_snapshot"
-    row = db.one_row(conn.execute(sql.SQL("SELECT pg_export_snapshot(), {}()::text, {}").format(
-        sql.Identifier(function), _set_local(_RANGE_PLAN_SETTINGS))), "the exported snapshot")
+    export = sql.SQL("SELECT pg_export_snapshot(), {}()::text, {}").format(
+        sql.Identifier(function), _set_local(_RANGE_PLAN_SETTINGS))
+    row = db.one_row(conn.execute(export), "the exported snapshot")
     ranges.publish_snapshot(str(row[0]), str(row[1]), function)
     count = max(wanted, min(MAX_RANGES, -(-facts.size // RANGE_BYTES)))
     keys = _split_keys(conn, table, schema, order_by, facts.heap, count)
