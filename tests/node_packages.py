@@ -111,12 +111,19 @@ class Install:
     one after a stall), and the thread that waits for it and records its exit code.
     Only that thread kills or reaps npm, so a stop never races a restart."""
 
+    proc: subprocess.Popen[bytes]
+
     def __init__(self, folder: Path, packages: list[str]) -> None:
         self.folder, self.packages = folder, packages
         self.stopped = threading.Event()
-        self.proc = self._spawn()
         self.thread = threading.Thread(target=self._record, name="npm-install",
                                        daemon=True)
+
+    def start(self) -> None:
+        """The first npm, started on the caller's thread (a long-lived one: npm dies
+        with the thread that started it), then the thread that waits for it."""
+        self.proc = self._spawn()
+        self.thread.start()
 
     def stop(self) -> None:
         """Have npm killed (within a second) and no new one started."""
@@ -164,11 +171,11 @@ def install(folder: Path, packages: list[str]) -> Install:
     (folder / "package.json").write_text(
         '{"name": "opsgate-self-test-packages", "private": true}')
     (folder / "npm.what").write_text(" ".join(["npm", "install", *packages]))
-    started = Install(folder, packages)
     # The process whose thread writes npm.rc: once it and npm are both gone without
     # an npm.rc, none will come.
     (folder / "npm.recorder").write_text(str(os.getpid()))
-    started.thread.start()
+    started = Install(folder, packages)
+    started.start()
     return started
 
 

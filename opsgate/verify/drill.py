@@ -288,26 +288,24 @@ def _hash_tables(tools: PgBinaries, url: SecretUrl, tables: list[str],
     writes to the copy any more)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(shape: _Shape) -> canon.TableHash:
-        return _hash_via_psql(tools, url, shape, redact, stop, advance)
-
     with ThreadPoolExecutor(max_workers=HASH_WORKERS,
                             thread_name_prefix="opsgate-verify") as pool, stop.on_interrupt():
         with db.connect(url, redact=redact, what="the restored database") as probe, \
                 db.transaction(probe, read_only=True):
-            futures = _start_hashes(pool, one, probe, _shapes(probe, tables), stop, redact,
-                                    advance)
+            futures = _start_hashes(pool, tools, url, probe, _shapes(probe, tables), stop,
+                                    redact, advance)
         return {table: f.result() for table, f in futures.items()}
 
 
-def _start_hashes(pool: Executor, one: Callable[[_Shape], canon.TableHash],
+def _start_hashes(pool: Executor, tools: PgBinaries, url: SecretUrl,
                   probe: psycopg.Connection[Any], shapes: list[_Shape], stop: Terminator,
                   redact: Callable[[str], str], advance: Callable[[int], None]
                   ) -> dict[str, Future[canon.TableHash]]:
     """The restored tables' hashes: the large ones (`HASH_HERE_MAX_BYTES`) handed to
-    ``pool`` first, each to ``one`` (a psql), then the small ones on ``probe`` meanwhile
-    (`_hash_here`, in its open transaction)."""
-    started = {s.table: pool.submit(one, s) for s in shapes if s.bytes > HASH_HERE_MAX_BYTES}
+    ``pool`` first, each to a psql of its own (`_hash_via_psql`), then the small ones on
+    ``probe`` meanwhile (`_hash_here`, in its open transaction)."""
+    started = {s.table: pool.submit(_hash_via_psql, tools, url, s, redact, stop, advance)
+               for s in shapes if s.bytes > HASH_HERE_MAX_BYTES}
     started.update(_hash_here(probe, [s for s in shapes if s.bytes <= HASH_HERE_MAX_BYTES],
                               stop, redact, advance))
     return started
@@ -357,9 +355,6 @@ def _hash_as_restored(tools: PgBinaries, target: SecretUrl, tables: list[str],
 
     started: dict[str, Future[canon.TableHash]] = {}
 
-    def one(shape: _Shape) -> canon.TableHash:
-        return _hash_via_psql(tools, target, shape, redact, stop, advance)
-
     with ThreadPoolExecutor(max_workers=HASH_WORKERS,
                             thread_name_prefix="opsgate-verify") as pool, \
             db.connect(target, redact=redact, what="the restored database") as probe, \
@@ -371,8 +366,8 @@ def _hash_as_restored(tools: PgBinaries, target: SecretUrl, tables: list[str],
                 ready = waiting if ended else [
                     r[0] for r in probe.execute(_KEYED_TABLES, (waiting,))]
                 shapes = _shapes(probe, ready) if ready else []
-                started.update(_start_hashes(pool, one, probe, shapes, stop, redact,
-                                             advance))
+                started.update(_start_hashes(pool, tools, target, probe, shapes, stop,
+                                             redact, advance))
             if ended:
                 return started
             restoring.join(0.5)
