@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from tests.stop_helpers import descendants, kernel_waits
 
@@ -21,8 +22,15 @@ def test_kernel_waits_names_every_thread_and_child_and_what_it_sleeps_in() -> No
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-        lines = kernel_waits(proc.pid).split("; ")
-        mine = [line for line in lines if line.startswith(f"{proc.pid}/")]
+        # "ready" is printed before the main thread reaches its sleep: on a busy machine
+        # it may still be running (state R), so look until every thread sleeps.
+        deadline = time.monotonic() + 10
+        while True:
+            lines = kernel_waits(proc.pid).split("; ")
+            mine = [line for line in lines if line.startswith(f"{proc.pid}/")]
+            if all(" S " in line for line in lines) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert len(mine) == 2, lines  # the main thread and the sleeping one
         assert any(" sleep S " in line for line in lines), lines  # the child
         assert all("sleep" in line.split()[3] for line in mine), mine  # wchan: a sleep
