@@ -135,7 +135,9 @@ def _entries(root: Path) -> list[dict[str, Any]]:
 
 
 #: `list`'s columns; a run id is a UTC timestamp and the target's name.
-LIST_HEADER = ("run", "verdict", "target", "tests", "marker expression")
+#: The run's id ends in its target's name; "kind" says what the target was (a sandbox
+#: built for the run, an environment's settings, a rollback's project).
+LIST_HEADER = ("run", "verdict", "kind", "tests", "marker expression")
 
 
 def _list_row(run: str, verdict: str, target: str, tests: str, rest: str) -> str:
@@ -163,7 +165,7 @@ def _list(root: Path, n: int) -> int:
                  + (f" interrupted {c['interrupted']}" if c.get("interrupted") else ""))
         print(_list_row(str(e["run_id"]), str(e.get("verdict", "?")),
                         str(e.get("target_kind", "")), tests,
-                        f"{e.get('marker_expression', '')}{gate}"))
+                        f"{e.get('marker_expression', '')}{gate}".strip()))
     return 0
 
 

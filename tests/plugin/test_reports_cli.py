@@ -39,7 +39,7 @@ def test_list_shows_the_newest_run_first_under_column_names(
     code, out, _ = _cli(capsys, "list", "--reports-dir", str(reports))
     assert code == 0
     header, *rows = out.splitlines()
-    assert header.split() == ["run", "verdict", "target", "tests", "marker", "expression"]
+    assert header.split() == ["run", "verdict", "kind", "tests", "marker", "expression"]
     assert [r.split()[0] for r in rows] == [ids[1], ids[0]], out
     assert rows[0].split()[1] == "passed" and rows[1].split()[1] == "failed", out
     code, out, _ = _cli(capsys, "list", "-n", "1", "--reports-dir", str(reports))
