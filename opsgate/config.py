@@ -182,6 +182,35 @@ def _drill_restore(raw: str | None) -> str:
     return mode
 
 
+def _database_url(name: str, raw: str | None) -> SecretUrl | None:
+    """``raw`` as a `SecretUrl` once libpq's own parser (through psycopg) reads it: a URL
+    it cannot read is refused here, naming the variable, rather than deep in a check or
+    in the redactor. libpq's message quotes pieces of the value; only a query
+    parameter's name (``invalid URI query parameter: "pgbouncer"``) and a lone
+    punctuation mark (``matching "]"``) are kept from them: anything else may be part of
+    the password, and is masked."""
+    if not raw:
+        return None
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(raw)
+    except ProgrammingError as exc:
+        names = {part.split("=", 1)[0] for part in raw.partition("?")[2].split("&")}
+
+        def kept(quoted: re.Match[str]) -> str:
+            piece = quoted[1]
+            keep = (piece in names and piece != raw) or (
+                len(piece) == 1 and not piece.isalnum())
+            return quoted[0] if keep else f'"{MASK}"'
+
+        reason = re.sub(r'"([^"]*)"', kept, str(exc).strip().splitlines()[0])
+        raise ConfigError(f"{name}: libpq cannot read it as a connection URL or keyword "
+                          f"string: {reason}") from None
+    return SecretUrl(raw)
+
+
 def _positive_float(name: str, raw: str | None, default: float, *, zero: bool = False
                     ) -> float:
     if raw is None:
@@ -223,6 +252,25 @@ def default_migrations_dir(here: Path | None = None) -> tuple[str, str]:
 
 
 #: Variables whose whole value is a secret; URL variables keep their host, not password.
+#: Variables of this machine and of the run's own policy rather than of the target. A
+#: sandbox run keeps these (and the RUN_OPS_* flags) from the environment and takes every
+#: other variable from the sandbox alone: a production DATABASE_URL_UNPOOLED, VERCEL_TOKEN
+#: or expectations file in a CI job's environment never reaches the sandbox's checks.
+RUN_VARIABLES = frozenset({
+    "OPSGATE_STATEMENT_TIMEOUT", "OPSGATE_DRILL_RESTORE", "OPSGATE_PG_BINDIR",
+    "OPSGATE_PGBOUNCER", "OPSGATE_CACHE_DIR", "OPSGATE_HTTP_TIMEOUT",
+    "OPSGATE_HASH_CONNECTIONS", "OPSGATE_CHANGE_RANGE", "OPSGATE_CHANGE_REPO",
+    "OPSGATE_CHANGE_MIGRATIONS", "OPSGATE_CHANGE_INDEX", "OPSGATE_CHANGE_CHANGELOG",
+    "OPSGATE_CHANGE_CHECKPOINT",
+})
+
+
+def without_target(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without the variables that describe a target (all but
+    `RUN_VARIABLES`): for a run whose target is a sandbox's file alone."""
+    return {k: v for k, v in environ.items() if k not in VARIABLES or k in RUN_VARIABLES}
+
+
 SECRET_VARIABLES = frozenset(k for k, v in VARIABLES.items() if v.masked == "secret")
 URL_VARIABLES = frozenset(k for k, v in VARIABLES.items() if v.masked == "url")
 
@@ -264,6 +312,8 @@ def _merged_environment(
     expansion saw (for the origins) and the parsed file, if any."""
     outer: Mapping[str, str] = os.environ if environ is None else environ
     parsed = parse_env_file(env_file) if env_file is not None else None
+    if file_wins:
+        outer = without_target(outer)
     if from_environment is not None:
         outer = {k: v for k, v in outer.items() if k in from_environment
                  and (parsed is None or k not in parsed.entries)}
@@ -293,9 +343,10 @@ def _database_fields(get: Callable[[str], str | None]) -> dict[str, Any]:
     pooled_raw = get("OPSGATE_DATABASE_POOLED")
     drill = get("DRILL_DATABASE_URL")
     return {
-        "database_url": SecretUrl(db_url) if db_url else None,
+        "database_url": _database_url(db_var, db_url) if db_var else None,
         "database_url_variable": db_var,
-        "database_url_unpooled": SecretUrl(direct_url) if direct_url else None,
+        "database_url_unpooled": (_database_url(direct_var, direct_url)
+                                  if direct_var else None),
         "database_url_unpooled_variable": direct_var,
         "declared_pooled": (parse_flag("OPSGATE_DATABASE_POOLED", pooled_raw, False)
                             if pooled_raw is not None else None),
@@ -303,7 +354,7 @@ def _database_fields(get: Callable[[str], str | None]) -> dict[str, Any]:
             "OPSGATE_STATEMENT_TIMEOUT", get("OPSGATE_STATEMENT_TIMEOUT"),
             DEFAULT_STATEMENT_TIMEOUT, zero=True),
         "backup_output_path": get("BACKUP_OUTPUT_PATH"),
-        "drill_database_url": SecretUrl(drill) if drill else None,
+        "drill_database_url": _database_url("DRILL_DATABASE_URL", drill),
         "drill_restore": _drill_restore(get("OPSGATE_DRILL_RESTORE")),
     }
 
@@ -414,9 +465,10 @@ class Settings:
     ) -> Settings:
         """Merge ``env_file`` under ``environ`` (default ``os.environ``) and parse it.
 
-        ``file_wins`` is for the sandbox's own file: its target variables then override
-        the environment (a stray DATABASE_URL must never redirect a sandbox run), while
-        the RUN_OPS_* flags still come from the environment. ``from_environment`` is for
+        ``file_wins`` is for the sandbox's own file: the target is then the file's alone
+        (of the environment's variables only `RUN_VARIABLES` count: a stray DATABASE_URL
+        must never redirect a sandbox run), while the RUN_OPS_* flags still come from the
+        environment. ``from_environment`` is for
         a file that describes one side of a refresh: of the environment, only these
         variables count, and only where the file does not set them.
         """

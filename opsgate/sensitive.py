@@ -83,6 +83,13 @@ def _split_userinfo(url: str) -> tuple[str, str | None, str]:
     return scheme, body[:at], body[at + 1:]
 
 
+def _query(rest: str) -> str:
+    """The query of a URL's part after its userinfo, split as ``urlsplit`` splits it but
+    without its checks of the host: a URL with an unbalanced "[" is still scanned for
+    secret parameters (``urlsplit`` raises on it)."""
+    return rest.partition("#")[0].partition("?")[2]
+
+
 def _replace_password(url: str, replacement: str | None) -> str:
     """``url`` with its password (in the userinfo, or a secret query parameter such as
     ``password``, which libpq also accepts) replaced by ``replacement``, or removed when
@@ -120,7 +127,7 @@ def secret_parts(url: str) -> list[str]:
         # libpq ends the userinfo at the FIRST "@" or "/": the rest of such a password
         # then reaches error messages as a host name. Its pieces are secrets too.
         found += [piece for piece in re.split(r"[@/?#]", password) if piece != password]
-    for k, _, v in (p.partition("=") for p in urlsplit("x://" + rest).query.split("&") if p):
+    for k, _, v in (p.partition("=") for p in _query(rest).split("&") if p):
         if _is_secret_param(k) and v:
             found.append(v)
     return [x for v in found for x in (v, unquote(v)) if x]
@@ -193,8 +200,7 @@ class SecretUrl:
             return None
         if userinfo and ":" in userinfo and userinfo.partition(":")[2]:
             return unquote(userinfo.partition(":")[2])
-        for k, _, v in (p.partition("=") for p in urlsplit("x://" + rest).query.split("&")
-                        if p):
+        for k, _, v in (p.partition("=") for p in _query(rest).split("&") if p):
             if k.lower() == "password" and v:
                 return unquote(v)
         return None

@@ -176,24 +176,48 @@ def _is_gate_run(config: pytest.Config) -> bool:
 #: path while it looks for its rootdir and ini file, before any plugin's options are
 #: known, even one loaded with ``-p`` (a limitation of pytest's start-up).
 _PATH_OPTIONS = ("--env-file", "--reports-dir")
+#: Every gate option that takes a value. Loaded by a conftest (``pytest_plugins``), the
+#: plugin adds its options only after pytest has chosen its first conftests, from the
+#: command line as it read it without them: "--opt VALUE" then gave VALUE as a test path.
+_VALUE_OPTIONS = (*_PATH_OPTIONS, "--sandbox-scale", "--sandbox-profile")
 
 
-def _misread_rootdir(config: pytest.Config) -> str | None:
-    """The option whose space-form value sent pytest's rootdir search astray, if one
-    did: pytest found no ini file, and an existing path was given as "--opt PATH"."""
-    if config.inipath is not None:
-        return None
+def _misread_option(config: pytest.Config) -> str | None:
+    """Why a space-form option's value sent pytest's start-up astray, if it did:
+
+    - the rootdir: pytest found no ini file, and an existing path was given as
+      "--opt PATH" (`_PATH_OPTIONS`; also with ``-p``);
+    - the first conftests: the plugin came from a conftest, and a value that is no
+      path was taken for the run's only test path. pytest then loaded the conftests of
+      the current folder's ``test*`` folders, the project's own test suite's among
+      them, into the gate.
+    """
     raw = [str(a) for a in config.invocation_params.args]
+    # The command line as pytest read it before the conftests, public but undocumented.
+    early = getattr(config, "known_args_namespace", None)
+    taken = {str(a) for a in getattr(early, "file_or_dir", None) or ()}
     for i, arg in enumerate(raw[:-1]):
-        if arg in _PATH_OPTIONS and Path(raw[i + 1]).exists():
-            return arg
+        value = raw[i + 1]
+        if arg in _PATH_OPTIONS and config.inipath is None and Path(value).exists():
+            return (f"pytest took the value of {arg} for a test path while it looked for "
+                    f"its rootdir (it reads the command line before plugins add their "
+                    f"options), so it found rootdir {config.rootpath} and no "
+                    f"configuration; write {arg}=PATH, or run `opsgate gate`, which fixes "
+                    f"its rootdir")
+        if (arg in _VALUE_OPTIONS and value in taken
+                and not (config.invocation_params.dir / value).exists()):
+            return (f"pytest took {value!r}, the value of {arg}, for a test path before a "
+                    f"conftest loaded this plugin and its options, and chose the conftests "
+                    f"of {config.invocation_params.dir}'s test folders for the gate; write "
+                    f"{arg}={value}, or load the plugin with -p "
+                    f"opsgate.pytest_plugin.plugin (as `opsgate gate` does)")
     return None
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     """tryfirst: junitxml and allure-pytest read the report paths set here."""
-    _refuse_a_misread_rootdir(config)
+    _refuse_a_misread_option(config)
     for spec in CHECKS:
         config.addinivalue_line(
             "markers", f"{spec.marker}: {spec.title} (flag {spec.flag}; "
@@ -231,25 +255,26 @@ def pytest_configure(config: pytest.Config) -> None:
         start_run(config, state)
 
 
-def _refuse_a_misread_rootdir(config: pytest.Config) -> None:
-    """A usage error when pytest took an option's value for a test path (`_misread_rootdir`):
-    the run would otherwise go on without the project's configuration."""
-    misread = _misread_rootdir(config)
+def _refuse_a_misread_option(config: pytest.Config) -> None:
+    """A usage error when pytest took an option's value for a test path
+    (`_misread_option`): the run would otherwise go on without the project's
+    configuration, or with conftests that are not the gate's."""
+    misread = _misread_option(config)
     if misread is not None:
-        raise pytest.UsageError(
-            f"opsgate: pytest took the value of {misread} for a test path while it looked "
-            f"for its rootdir (it reads the command line before plugins add their "
-            f"options), so it found rootdir {config.rootpath} and no configuration; write "
-            f"{misread}=PATH, or run `opsgate gate`, which fixes its rootdir")
+        raise pytest.UsageError(f"opsgate: {misread}")
 
 
 def _load_settings(config: pytest.Config, sandbox_file: str | None, gate_mode: bool
                    ) -> Settings:
     """The run's settings: the sandbox's file on an xdist worker of a sandbox run, else
-    ``--env-file`` under the environment. Outside the gate, bad settings are ignored."""
+    ``--env-file`` under the environment. With ``--sandbox`` the environment's target
+    variables are left out from the start (the sandbox's replace them once it runs): a
+    production URL there, readable or not, has nothing to do with the run. Outside the
+    gate, bad settings are ignored."""
     env_file = config.getoption("env_file")
     try:
-        return Settings.load(env_file=sandbox_file or env_file, file_wins=bool(sandbox_file))
+        return Settings.load(env_file=sandbox_file or env_file,
+                             file_wins=bool(sandbox_file) or config.getoption("sandbox"))
     except ConfigError as exc:
         if gate_mode:
             raise pytest.UsageError(f"opsgate: {exc}") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from opsgate.reports import summary_reader
@@ -18,9 +19,11 @@ MARKERS = "preflight or parity or ledger or knowledge_drift or blob_fallback"
 _ENTRY = "import sys; from opsgate.cli import main; sys.exit(main())"
 
 
-def run_gate(reports: Path, env_file: Path | None, timeout_s: float = 900.0
-             ) -> tuple[bool, str]:
-    """Whether the gate passed, and one line saying so (its run folder, or why not)."""
+def run_gate(reports: Path, env_file: Path | None, timeout_s: float = 900.0,
+             environ: Mapping[str, str] | None = None) -> tuple[bool, str]:
+    """Whether the gate passed, and one line saying so (its run folder, or why not).
+    ``environ``: the child's environment, when not this process's own (a rehearsal's
+    gate must not see the caller's target variables, which would win over its file)."""
     runs = reports / "runs"
     before = set(runs.iterdir()) if runs.is_dir() else set()
     args = [sys.executable, "-c", _ENTRY, "gate", "-m", MARKERS, "-q",
@@ -29,7 +32,7 @@ def run_gate(reports: Path, env_file: Path | None, timeout_s: float = 900.0
         args += ["--env-file", str(env_file)]
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s,
-                              check=False)
+                              check=False, env=None if environ is None else dict(environ))
     except subprocess.TimeoutExpired:
         return False, f"the gate did not finish in {timeout_s:g} s"
     new = sorted(set(runs.iterdir()) - before) if runs.is_dir() else []

@@ -11,6 +11,7 @@ removed after, their summaries copied into the rehearsal's record.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +20,11 @@ from typing import Any
 import httpx
 import psycopg
 
-from opsgate.config import Settings
+from opsgate.config import Settings, without_target
 from opsgate.errors import OpsgateError, first_line
 from opsgate.operation import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Stop, Summary
 from opsgate.rollback import deploy, record
+from opsgate.rollback.gate import run_gate
 from opsgate.rollback.switch import RollbackOptions, run
 
 #: The admin edit made on the fallback (a key of its own, so nothing real is touched).
@@ -47,9 +49,16 @@ def _neon_payload(settings: Settings) -> Any:
 
 def _switch(backend: str, settings: Settings, env_file: Path, work: Path, project: str,
             summary: Summary, say: Callable[[str], None], **kw: Any) -> None:
+    # The gate on Neon is a child process: it sees the sandbox's file and none of this
+    # environment's target variables (they would win over the file: the caller's
+    # DATABASE_URL, production's in a CI job, would be what it checked).
+    sandboxed = without_target(os.environ)
     options = RollbackOptions(backend=backend, reason="rehearsal", apply=True,
                               approve_production=project, reports=work,
-                              env_file=env_file, pace=deploy.Pace(120.0, 0.1), **kw)
+                              env_file=env_file, pace=deploy.Pace(120.0, 0.1),
+                              gate=lambda reports, file: run_gate(reports, file,
+                                                                  environ=sandboxed),
+                              **kw)
     done = run(options, settings, say)
     inner = done.as_json()
     # Its own record lived in the rehearsal's temporary folder, removed with it: this

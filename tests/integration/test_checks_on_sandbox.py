@@ -405,10 +405,21 @@ def test_gate_options_with_paths_outside_the_project(clean: Sandbox, tmp_path: P
     assert "took the value of --env-file for a test path" in astray.stderr
     assert "--env-file=PATH" in astray.stderr and "opsgate gate" in astray.stderr
     assert len(list((reports / "runs").iterdir())) == 1  # the refusal wrote nothing
+    # Values in the space form parse too: pyproject.toml loads the plugin by name, before
+    # pytest reads the command line (from conftest.py alone, "40" would be a test path,
+    # and the self-tests' conftest would join the gate). And a CI job's production
+    # target in the environment never reaches a sandbox run: not its direct endpoint
+    # (the drill would dump production), not a URL libpq cannot even read.
+    production = {"DATABASE_URL": "postgresql://prod:pw@[prod.invalid/app",
+                  "DATABASE_URL_UNPOOLED": "postgresql://prod:pw@direct.prod.invalid/app",
+                  "DRILL_DATABASE_URL": "postgresql://prod:pw@drill.prod.invalid/app",
+                  "RUN_OPS_NEON_DRILL": "true"}
     scaled = run_gate(tmp_path, "--sandbox", "--sandbox-scale", "40", "--sandbox-profile",
-                      "plain", "--no-reports", env=clean_env(), timeout=300)
+                      "plain", "--no-reports", env=clean_env() | production, timeout=300)
     assert scaled.code == 0, scaled.stdout[-2000:]
     assert "target sandbox-scale-40 (" in scaled.stdout
+    assert "opsgate self-tests" not in scaled.stdout and "prod.invalid" not in scaled.stdout
+    assert "test_neon_drill.py" in scaled.stdout
 
 
 def test_a_killed_sandbox_up_leaves_no_settings_file_behind(tmp_path: Path) -> None:

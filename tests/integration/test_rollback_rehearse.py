@@ -11,12 +11,23 @@ import pytest
 from opsgate.cli import main
 from opsgate.reports import history
 
+#: A production target in the caller's environment, as in an app's CI job: the
+#: rehearsal, and the gate it runs as a child process, must never see it.
+PRODUCTION = {"DATABASE_URL": "postgresql://prod:canary-rehearse@prod-host.invalid/app",
+              "DATABASE_URL_UNPOOLED": "postgresql://prod:canary-rehearse@direct.invalid/app",
+              "OPS_BASE_URL": "https://prod.invalid", "ADMIN_PASSWORD": "canary-rehearse"}
+
 
 def test_rehearse_runs_the_round_trip_and_records_it(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in PRODUCTION.items():
+        monkeypatch.setenv(name, value)
     reports = tmp_path / "reports"
     assert main(["rollback", "rehearse", "--reports-dir", str(reports), "--json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    assert "canary-rehearse" not in out.out + out.err
+    doc = json.loads(out.out)
     assert doc["status"] == "done", doc["message"]
     assert [s["step"] for s in doc["steps"]] == [
         "to-blob", "admin edit on the fallback", "to-neon", "edit carried back"]

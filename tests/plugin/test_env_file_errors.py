@@ -138,3 +138,25 @@ def test_the_commands_stop_in_one_line_and_write_nothing(tmp_path: Path) -> None
         assert f"--{which}-env-file {bad}: line {line}" in message, message
         assert key is not None and key in message
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no reports, no run folder
+
+
+def test_a_database_url_libpq_cannot_read_stops_every_command_in_one_line(
+        tmp_path: Path) -> None:
+    """A readable file whose DATABASE_URL libpq cannot parse (an unclosed "[" made
+    Python's URL parser raise inside the redactor: a traceback, and an unsealed run
+    folder): one line naming the variable, from every command that reads it."""
+    bad = tmp_path / "bad.env"
+    bad.write_text(f'DATABASE_URL="postgres://u:{CANARY}@[ep-1.neon.tech/app"\n')
+    before = sorted(p.name for p in tmp_path.iterdir())
+    named = "DATABASE_URL: libpq cannot read it"
+    gate = run(tmp_path, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={ROOT}",
+               "-c", str(ROOT / "pyproject.toml"), f"--reports-dir={tmp_path / 'reports'}",
+               f"--env-file={bad}", str(ROOT / "checks"))
+    assert named in assert_one_line(gate, 4)
+    for argv, code in ((("gate", f"--env-file={bad}"), 4),
+                       (("migrate", f"--env-file={bad}", "status"), 2),
+                       (("rollback", "status", f"--env-file={bad}"), 2),
+                       (("env", f"--env-file={bad}"), 2)):
+        proc = run(tmp_path, "-m", "opsgate.cli", *argv)
+        assert named in assert_one_line(proc, code), argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

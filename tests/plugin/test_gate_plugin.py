@@ -333,3 +333,34 @@ def test_a_partial_check_says_so(gate: pytest.Pytester, clean_env: pytest.Monkey
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*opsgate: PARTIAL: *test_preflight: the other half was not "
                                  "compared*"])
+
+
+@pytest.mark.parametrize("option", ["--sandbox-profile", "--sandbox-scale"])
+def test_a_space_form_value_a_conftest_plugin_cannot_parse_is_refused(
+        pytester: pytest.Pytester, clean_env: pytest.MonkeyPatch, option: str) -> None:
+    """Loaded by the app's conftest, the plugin's options are unknown when pytest first
+    reads the command line: "--sandbox-profile neon" made "neon" the only test path, so
+    pytest loaded the conftests of the app's test folders into the gate. Refused in one
+    line naming the fix; the "=" form, and the plugin loaded by name, parse either way."""
+    value = {"--sandbox-profile": "neon", "--sandbox-scale": "40"}[option]
+    pytester.makeini("[pytest]\ntestpaths = checks\n")
+    pytester.makeconftest('pytest_plugins = ["opsgate.pytest_plugin.plugin"]\n')
+    pytester.mkdir("checks")
+    (pytester.path / "checks" / "test_all.py").write_text(
+        "import pytest\n@pytest.mark.preflight\ndef test_p():\n    pass\n")
+    pytester.mkdir("tests")
+    (pytester.path / "tests" / "conftest.py").write_text(
+        "import pathlib\npathlib.Path('app-conftest-loaded').touch()\n")
+    loaded = pytester.path / "app-conftest-loaded"
+    refused = pytester.runpytest_inprocess(option, value, "--co", "-q")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [ln for ln in refused.errlines if ln.strip()]
+    assert len(errors) == 1 and f"write {option}={value}" in errors[0], errors
+    assert loaded.exists()  # what the refusal is about: it was loaded
+    loaded.unlink()
+    for args in ((f"{option}={value}", "--co", "-q"),
+                 ("-p", "opsgate.pytest_plugin.plugin", option, value, "--co", "-q")):
+        result = pytester.runpytest_inprocess(*args)
+        assert result.ret == 0, result.errlines
+        assert not loaded.exists(), args
+    assert _reports(pytester) == []

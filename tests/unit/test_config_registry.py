@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from opsgate.config import FLAG_DEFAULTS, VARIABLES
+from opsgate.config import FLAG_DEFAULTS, RUN_VARIABLES, VARIABLES
 from opsgate.gate import CHECKS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,3 +143,10 @@ def _environ_reads_of(path: Path) -> list[tuple[ast.AST, str | None, int]]:
 def test_the_scan_sees_each_way_of_reading(source: str) -> None:
     reads = _environment_reads(ast.parse(source))
     assert [name for _, name, _ in reads] == [re.findall(r'"([A-Z_]+)"', source)[0]]
+
+
+def test_the_variables_a_sandbox_run_keeps_are_the_documented_ones() -> None:
+    text = DOC.read_text()
+    listed = text[text.index("<!-- run-variables -->"):text.index("<!-- /run-variables -->")]
+    assert set(re.findall(r"`([A-Z][A-Z0-9_]*)`", listed)) == set(RUN_VARIABLES)
+    assert set(VARIABLES) >= RUN_VARIABLES

@@ -94,6 +94,49 @@ def test_origins_say_where_each_value_came_from(bare: Path, tmp_path: Path) -> N
     assert s.ops_base_url == "https://file.example" and s.origins["OPS_BASE_URL"] == "env file"
 
 
+def test_a_sandbox_file_takes_no_target_variable_from_the_environment(
+        bare: Path, tmp_path: Path) -> None:
+    """A CI job's environment holds production's variables: a sandbox run keeps only
+    the machine's and the run's own (`RUN_VARIABLES`) and the flags."""
+    f = _env_file(tmp_path, "DATABASE_URL=postgresql://sandbox@127.0.0.1/app\n")
+    production = {name: "postgresql://prod:pw@prod.invalid/app" for name in (
+        "DATABASE_URL", "POSTGRES_URL", "DATABASE_URL_UNPOOLED", "POSTGRES_URL_NON_POOLING",
+        "DRILL_DATABASE_URL")} | {
+        "VERCEL_TOKEN": "tok", "VERCEL_PROJECT_ID": "prj_prod", "BACKUP_OUTPUT_PATH": "/b",
+        "OPSGATE_EXPECTATIONS_FILE": "/prod.toml", "OPSGATE_BLOB_DIR": "/blob",
+        "OPS_BASE_URL": "https://prod.invalid", "OPSGATE_HTTP_TIMEOUT": "7",
+        "OPSGATE_PG_BINDIR": "/env/bin", "RUN_OPS_HEALTH": "true"}
+    s = Settings.load(environ=production, env_file=f, file_wins=True)
+    assert s.database_url is not None and "sandbox@" in s.database_url.reveal()
+    assert (s.database_url_unpooled, s.drill_database_url, s.vercel_token,
+            s.vercel_project_id, s.backup_output_path, s.ops_base_url, s.blob_dir) == (
+        None, None, None, None, None, None, None)
+    assert s.expectations_file is None
+    assert (s.http_timeout, s.pg_bindir, s.flags["RUN_OPS_HEALTH"]) == (7.0, "/env/bin", True)
+    # A production URL libpq cannot read does not stop a sandbox run either.
+    broken = {"DATABASE_URL": "postgresql://prod:pw@[prod.invalid/app"}
+    assert Settings.load(environ=broken, env_file=f, file_wins=True).database_url is not None
+    with pytest.raises(ConfigError, match="DATABASE_URL: libpq cannot read it"):
+        Settings.load(environ=broken)
+
+
+def test_a_database_url_libpq_cannot_read_is_refused_naming_the_variable(bare: Path) -> None:
+    """Refused when read, in one line, never with the password: libpq quotes the whole
+    value in its message; a query parameter's name is kept (Prisma's "pgbouncer")."""
+    cases = {
+        "DATABASE_URL": ("postgres://u:canary-pw@[bad/x", 'matching "]" in IPv6 host'),
+        "POSTGRES_URL_NON_POOLING": ("postgresql://u:canary-pw@h/db?pgbouncer=true",
+                                     'invalid URI query parameter: "pgbouncer"'),
+        "DRILL_DATABASE_URL": ("host=h password=canary-pw x", 'missing "=" after "***"'),
+    }
+    for name, (value, reason) in cases.items():
+        with pytest.raises(ConfigError) as caught:
+            Settings.load(environ={name: value})
+        message = str(caught.value)
+        assert message.startswith(f"{name}: libpq cannot read it") and reason in message
+        assert "canary-pw" not in message and "\n" not in message
+
+
 def test_a_refresh_side_takes_only_the_named_variables_from_the_environment(
         bare: Path, tmp_path: Path) -> None:
     f = _env_file(tmp_path, "DATABASE_URL=postgresql://file@h/db\n")
