@@ -251,7 +251,6 @@ def default_migrations_dir(here: Path | None = None) -> tuple[str, str]:
     return str(resources.migrations_dir()), "default: the migrations shipped with opsgate"
 
 
-#: Variables whose whole value is a secret; URL variables keep their host, not password.
 #: Variables of this machine and of the run's own policy rather than of the target. A
 #: sandbox run keeps these (and the RUN_OPS_* flags) from the environment and takes every
 #: other variable from the sandbox alone: a production DATABASE_URL_UNPOOLED, VERCEL_TOKEN
@@ -271,6 +270,7 @@ def without_target(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k not in VARIABLES or k in RUN_VARIABLES}
 
 
+#: Variables whose whole value is a secret; URL variables keep their host, not password.
 SECRET_VARIABLES = frozenset(k for k, v in VARIABLES.items() if v.masked == "secret")
 URL_VARIABLES = frozenset(k for k, v in VARIABLES.items() if v.masked == "url")
 
@@ -468,9 +468,9 @@ class Settings:
         ``file_wins`` is for the sandbox's own file: the target is then the file's alone
         (of the environment's variables only `RUN_VARIABLES` count: a stray DATABASE_URL
         must never redirect a sandbox run), while the RUN_OPS_* flags still come from the
-        environment. ``from_environment`` is for
-        a file that describes one side of a refresh: of the environment, only these
-        variables count, and only where the file does not set them.
+        environment. ``from_environment`` is for a file that describes one side of a
+        refresh: of the environment, only these variables count, and only where the file
+        does not set them.
         """
         env, seen, parsed = _merged_environment(environ, env_file, file_wins,
                                                  from_environment)
