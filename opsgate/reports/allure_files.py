@@ -28,6 +28,7 @@ from typing import Any
 #: Failure kinds, first match wins: (name, pattern searched in the result's message).
 #: The patterns use only syntax Java (Allure 2) and JavaScript (Allure 3) share.
 KINDS: list[tuple[str, str]] = [
+    ("Interrupted", r"^interrupted by "),  # `allure_results.mark_interrupted`'s message
     ("Missing variable", r"\bmissing [A-Z][A-Z0-9_]+(, [A-Z][A-Z0-9_]+)*: required by"),
     ("Target unreachable", r"cannot connect|did not answer|not tried again|timed out|"
                            r"password authentication failed|Connection refused|"

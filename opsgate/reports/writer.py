@@ -20,6 +20,7 @@ from filelock import FileLock
 from opsgate.clients import contracts
 from opsgate.reports import (
     allure_files,
+    allure_results,
     drill_record,
     history,
     history_html,
@@ -151,13 +152,17 @@ def _write_allure_files(record: RunRecord, clean: RunRecord, entries: list[dict[
 def _redact_run(clean: RunRecord, run_dir: Path, redact: Callable[[str], str],
                 junit: Path | None, allure: Path | None) -> list[Path]:
     """Every file of the run (and the caller's Allure folder) through the redactor: the
-    JUnit XML files to head, marked when the run was interrupted."""
+    JUnit XML files to head. JUnit and Allure mark every test the run left unfinished
+    as interrupted (their writers, pytest's and allure-pytest's, read such a test as
+    passed)."""
     # JUnit XML and Allure's files were written by pytest and allure-pytest (on every
     # xdist worker), not from the redacted record: every file passes through the
     # redactor before anything is hashed.
     junits = _junit_copies(junit, run_dir, redact)
     for path in junits:
         junit_xml.mark_interrupted(path, clean)
+    for results in {run_dir / seal.ALLURE_DIR, *([allure] if allure is not None else [])}:
+        allure_results.mark_interrupted(results, clean)
     redaction.redact_tree(run_dir, redact)
     if allure is not None and allure.is_dir() and not allure.is_relative_to(run_dir):
         redaction.redact_tree(allure, redact)

@@ -120,6 +120,19 @@ def test_a_stopped_drill_is_interrupted_in_every_artefact(
         assert error is not None and error.get("type") == "interrupted", name
         assert sig.name in (error.get("message") or "")
 
+    # allure-pytest wrote the stopped drill "passed" and nothing for the ledger test.
+    results = [json.loads(p.read_text()) for p in (run / "allure-results").glob("*-result.json")]
+    allure = {r["name"]: r for r in results}
+    assert sorted(allure) == ["test_backup_restores_to_identical_tables",
+                              "test_ledger_after_the_drill", "test_preflight_passes"], allure
+    assert allure["test_preflight_passes"]["status"] == "passed"
+    for name in ("test_backup_restores_to_identical_tables", "test_ledger_after_the_drill"):
+        assert allure[name]["status"] == "broken", allure[name]
+        assert allure[name]["statusDetails"]["message"].startswith(f"interrupted by {sig.name}")
+    assert allure["test_ledger_after_the_drill"]["fullName"] == (
+        allure["test_preflight_passes"]["fullName"].replace("preflight_passes",
+                                                            "ledger_after_the_drill"))
+
     record = (run / "drill-record.md").read_text()
     assert "verified drill record" not in record.lower().replace("not verified", "")
     assert "Neon backup/restore drill: INTERRUPTED" in record
