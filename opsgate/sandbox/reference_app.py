@@ -13,6 +13,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -115,10 +116,14 @@ def _pieces(conn: psycopg.Connection[Any]) -> Iterator[bytes]:
         def edge_counted(edge: dict[str, Any]) -> None:
             counts["edges"] += 1
 
+        # Streams closed before the transaction ends (`kb.rows`): a client that goes
+        # away mid-body leaves them at their yield, holding the connection's lock.
         yield b'{"nodes":['
-        yield from _json_items(kb.iter_nodes(conn), node_counted)
+        with closing(kb.iter_nodes(conn)) as nodes:
+            yield from _json_items(nodes, node_counted)
         yield b'],"edges":['
-        yield from _json_items(kb.iter_edges(conn), edge_counted)
+        with closing(kb.iter_edges(conn)) as edges:
+            yield from _json_items(edges, edge_counted)
         yield b'],"metadata":' + orjson.dumps(
             {"domains": found, "counts": counts, "source": "kb",
              "generatedAt": generated}) + b"}"

@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -607,12 +607,17 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
                 khash = graph_hasher(kdomains)
                 kb_edges = folder / "kb-edges.rec"
                 kb_nodes = folder / "kb-nodes.rec"
-                write_run(kb_edges, kb_edge_entries(kb.iter_edge_rows(conn, orders["edges"]),
-                                                    bar), _hashing(khash, edge_count))
+                # Each stream closed before the snapshot ends, however it ends: a stop
+                # raised while a stream waits at its yield leaves it holding the
+                # connection's lock, and the snapshot's rollback would wait for it
+                # forever (a stopped gate hung until SIGKILL).
+                with closing(kb.iter_edge_rows(conn, orders["edges"])) as edge_rows:
+                    write_run(kb_edges, kb_edge_entries(edge_rows, bar),
+                              _hashing(khash, edge_count))
                 khash.start_nodes()
-                nodes = kb.iter_nodes(conn, orders["nodes"], pinned=own)
-                write_run(kb_nodes, records(nodes, node_key, bar, node_bytes),
-                          _hashing(khash, node_count))
+                with closing(kb.iter_nodes(conn, orders["nodes"], pinned=own)) as nodes:
+                    write_run(kb_nodes, records(nodes, node_key, bar, node_bytes),
+                              _hashing(khash, node_count))
             timings = {"read_kb": round(time.monotonic() - t, 3)}
             t = time.monotonic()
             with steps("sort: the payload's edges and nodes by key, in bounded memory"), \

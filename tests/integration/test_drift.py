@@ -671,3 +671,45 @@ def test_the_kb_reads_the_same_through_a_server_side_cursor(
         assert (list(kb.iter_nodes(ro)), list(kb.iter_edge_rows(ro))) == streamed
     assert len(streamed[0]) == 360 and len(streamed[1]) == 436
     assert any("workflows" in n for n in streamed[0])
+
+
+@pytest.mark.parametrize("side", ["edges", "nodes"])
+def test_a_stop_while_a_kb_stream_waits_ends_the_snapshot(
+        sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, side: str) -> None:
+    """The gate's stop (KeyboardInterrupt) raised in drift's consumer while a kb stream
+    waits at its yield: the stream held the connection's lock, and the snapshot's
+    rollback waited for it forever (a stopped gate hung until CI's SIGKILL, its reports
+    never written). Run in a thread, so a hang fails the test instead of the suite."""
+    import threading
+
+    from opsgate.verify import drift
+
+    def stopping(rows: Any, *args: Any) -> Iterator[Any]:
+        for _ in rows:
+            raise KeyboardInterrupt  # the stop, one row into the stream
+        yield from ()
+
+    if side == "edges":
+        monkeypatch.setattr(drift, "kb_edge_entries", stopping)
+    else:
+        real = drift.records  # the edges' entries are records too: stop the nodes' only
+        monkeypatch.setattr(drift, "records", lambda rows, key, *args: (
+            stopping(rows) if key is drift.node_key else real(rows, key, *args)))
+    url = sandbox.environ()["DATABASE_URL"]
+    seen: dict[str, Any] = {}
+
+    def run() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            try:
+                compare(payload_from_database(conn), conn, "db")
+            except KeyboardInterrupt:
+                seen["stopped"] = True
+            seen["status"] = conn.info.transaction_status
+            seen["after"] = conn.execute("SELECT 1").fetchone()
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "compare hung after the stop (the rollback waited)"
+    assert seen == {"stopped": True, "status": psycopg.pq.TransactionStatus.IDLE,
+                    "after": (1,)}, seen

@@ -132,7 +132,7 @@ def test_reading_nodes_can_stop_early(sandbox: Sandbox) -> None:
     with psycopg.connect(sandbox.environ()["DATABASE_URL"]) as conn:
         nodes = kb.iter_nodes(conn)
         assert next(nodes)["id"] == "n0000000"
-        nodes.close()  # type: ignore[attr-defined]  # a generator, typed as an Iterator
+        nodes.close()
         assert conn.execute("SELECT count(*) FROM kb_workflows").fetchone() == (
             _fixture_counts(FIXTURE)[0],)
 
