@@ -9,6 +9,7 @@ chose.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Generator
 from pathlib import Path
@@ -72,17 +73,40 @@ class RunCollector:
         try:
             return (yield)
         finally:
-            self.complete(session)
+            self.complete(int(session.exitstatus), self._why_stopped(session),
+                          session.config.invocation_params.dir)
 
-    def complete(self, session: pytest.Session) -> None:
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """A stop that lands after the run's folder was made and before the session
+        started (other plugins' set-up, the session's start) ends the run without a
+        ``pytest_sessionfinish``: the run is recorded here instead, interrupted with no
+        check, so it is in the history as every run is. With no stop, a run that never
+        started (a later plugin's usage error) leaves no folder behind."""
+        if self.done:
+            return
+        stopped = self._stopped_by or interrupts.received()
+        if stopped is None:
+            self.done = True
+            for empty in (self.run_dir / "allure-results", self.run_dir):
+                with contextlib.suppress(OSError):
+                    empty.rmdir()
+            return
+        self.complete(int(pytest.ExitCode.INTERRUPTED), stopped,
+                      config.invocation_params.dir)
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            self.pytest_terminal_summary(reporter)
+
+    def complete(self, exit_status: int, stopped_by: str | None, invocation_dir: Path
+                 ) -> None:
         if self.done:
             return
         self.done = True
         end = now()
         self.record.finished_at = iso(end)
         self.record.duration_s = (end - self._t0).total_seconds()
-        self.record.exit_status = int(session.exitstatus)
-        self.record.interrupted_by(self._why_stopped(session))
+        self.record.exit_status = exit_status
+        self.record.interrupted_by(stopped_by)
         if self.record.interruption is not None:
             self.record.notes.append(self.record.interruption.sentence())
         self.record.notes.extend(reasons.gate_failures(self.state))
@@ -98,7 +122,7 @@ class RunCollector:
             try:
                 with open(summary_file, "a", encoding="utf-8") as f:
                     f.write(step_summary(self.record, self.head, self.root, self.state.redact,
-                                         session.config.invocation_params.dir))
+                                         invocation_dir))
             except OSError as exc:
                 self.state.reports_error = (f"GITHUB_STEP_SUMMARY not written: "
                                             f"{exc.__class__.__name__}: {exc}")

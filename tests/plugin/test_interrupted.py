@@ -213,3 +213,54 @@ def test_a_run_stopped_while_it_collects_names_no_check_interrupted(
     assert s["interruption"] == {"by": "SIGTERM", "running": [], "not_started": []}
     assert {c["status"] for c in s["checks"]} == {"not run"}, s["checks"]
     assert "interrupted by SIGTERM before any selected test started" in s["notes"]
+
+
+#: Holds the run in the session's start (after the run's folder was made, before
+#: ``pytest_sessionstart`` returns): a stop there used to end the run with no
+#: ``pytest_sessionfinish``, so no report, no history line and an orphan folder.
+SLOW_SESSION_START = """
+import os
+import pathlib
+import time
+
+
+def pytest_sessionstart(session):
+    pathlib.Path(os.environ["STARTED_FILE"]).write_text("starting")
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_run_stopped_before_its_session_started_is_recorded(
+        pytester: pytest.Pytester, sig: signal.Signals) -> None:
+    pytester.makeconftest(SLOW_SESSION_START)
+    code, out, run = _stopped_run(pytester, sig)
+    assert code == pytest.ExitCode.INTERRUPTED, out
+    assert f"opsgate: INTERRUPTED: interrupted by {sig.name} before any" in out, out
+    s = _summary(run)
+    assert s["verdict"] == "interrupted"
+    assert s["interruption"] == {"by": sig.name, "running": [], "not_started": []}
+    assert {c["status"] for c in s["checks"]} == {"not run"}, s["checks"]
+    verified = main_here(cli.main, ["reports", "verify",
+                                    f"--reports-dir={run.parent.parent}"])
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_run_refused_after_its_folder_was_made_leaves_none(
+        pytester: pytest.Pytester) -> None:
+    """A later plugin's usage error (here the project's conftest, whose configure runs
+    after the gate's): no run, so no run folder."""
+    gate_project(pytester, CHECKS)
+    pytester.makeconftest("import pytest\n\ndef pytest_configure(config):\n"
+                          "    raise pytest.UsageError('the project says no')\n")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RUN_OPS_", "PYTEST_", "OPSGATE_", "GITHUB_"))}
+    env.update(ENV)
+    reports = pytester.path / "reports"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+         f"--reports-dir={reports}", "-m", "preflight"],
+        cwd=pytester.path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout + proc.stderr
+    assert "the project says no" in proc.stderr
+    assert list((reports / "runs").iterdir()) == []
