@@ -440,19 +440,31 @@ def sweep_leftovers(session: psycopg.Connection[Any], redact: Callable[[str], st
         if not ours:
             sweep.not_ours.append(name)
             continue
-        got = session.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                              (DRILL_LOCK_CLASS, name)).fetchone()
-        if not (got and got[0]):
-            continue  # a drill running right now owns it
         try:
-            _drop_database(session, name)
-            sweep.removed.append(name)
+            if _drop_if_unlocked(session, name):
+                sweep.removed.append(name)
+            # else a drill running right now owns it
         except psycopg.Error as exc:
             sweep.stuck.append(f"{name} ({redact(first_line(exc))[:200]})")
-        finally:
-            session.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
-                            (DRILL_LOCK_CLASS, name))
     return sweep
+
+
+def _drop_if_unlocked(session: psycopg.Connection[Any], name: str) -> bool:
+    """Drop the scratch database ``name`` unless a live drill's session holds its
+    advisory lock (`DRILL_LOCK_CLASS`): False when one does. Taking the lock first means
+    no drill can be using the copy while it is dropped. ``session`` must be on the
+    database the copy was made from (advisory locks are per database); a failed drop
+    raises its psycopg error."""
+    got = session.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                          (DRILL_LOCK_CLASS, name)).fetchone()
+    if not (got and got[0]):
+        return False
+    try:
+        _drop_database(session, name)
+    finally:
+        session.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
+                        (DRILL_LOCK_CLASS, name))
+    return True
 
 
 def list_scratch_databases(session: psycopg.Connection[Any]) -> list[str]:
@@ -909,7 +921,7 @@ def _release(drill: _Drill, pending: BaseException | None) -> None:
     drill.stack.close()
     drill.src.close()
     copies = drill.copies
-    leftover = (_drop_scratch(drill.session, copies.scratch, drill.redact)
+    leftover = (_drop_scratch(drill.session, drill.url, copies.scratch, drill.redact)
                 if copies.scratch and drill.session is not None else None)
     if drill.session is not None:
         drill.session.close()
@@ -992,16 +1004,48 @@ def run_drill(
         _release(drill, sys.exc_info()[1])
 
 
-def _drop_scratch(session: psycopg.Connection[Any], name: str, redact: Callable[[str], str]
-                  ) -> str | None:
+def _drop_scratch(session: psycopg.Connection[Any], url: SecretUrl, name: str,
+                  redact: Callable[[str], str]) -> str | None:
     """Drop the drill's scratch copy; a failure is returned as the line that fails the
-    check, because a copy of production left on the server is a fault, not a detail."""
+    check, because a copy of production left on the server is a fault, not a detail.
+
+    A refusal on the live session is final (another try would be refused alike). A lost
+    session (its backend terminated, a Neon compute restarted) took its advisory lock
+    with it, so the copy is dropped over a new connection instead (`_drop_scratch_anew`)
+    rather than left on the server until the next drill."""
     try:
         if session.closed or session.broken:
-            raise DatabaseUnavailableError("the drill's session was lost")
+            raise DatabaseUnavailableError("it had already ended")
         _drop_database(session, name)
         return None
     except (psycopg.Error, DatabaseUnavailableError) as exc:
-        return (f"the scratch database {name} could not be dropped "
-                f"({redact(first_line(exc))[:200]}); it is a full copy of the data: drop it "
-                "(DROP DATABASE ... WITH (FORCE)); the next drill also removes it")
+        why = redact(first_line(exc))[:200]
+        if not (session.closed or session.broken):
+            return _scratch_left(name, why)
+    return _drop_scratch_anew(url, name, redact, why)
+
+
+def _drop_scratch_anew(url: SecretUrl, name: str, redact: Callable[[str], str],
+                       lost: str) -> str | None:
+    """Drop the scratch copy over one new connection to the direct endpoint the drill's
+    lost session used (the same database, so the same advisory locks), as the next
+    drill's sweep would: only if its lock is free (`_drop_if_unlocked`). One attempt
+    with the usual connect timeout, so a server that is really down cannot hold the
+    drill; then the copy is reported left."""
+    try:
+        with db.connect(url, redact=redact) as fresh:
+            if _drop_if_unlocked(fresh, name):
+                return None
+        why = "its advisory lock is held by another session"
+    except DatabaseUnavailableError as exc:
+        why = str(exc)[:300]  # one line, redacted, naming the masked URL
+    except psycopg.Error as exc:
+        why = redact(first_line(exc))[:200]
+    return _scratch_left(name, f"the drill's session was lost: {lost}; then {why}")
+
+
+def _scratch_left(name: str, why: str) -> str:
+    """The line that fails the check when the scratch copy stays on the server."""
+    return (f"the scratch database {name} could not be dropped ({why}) and is left on "
+            "the server; it is a full copy of the data: drop it (DROP DATABASE ... WITH "
+            "(FORCE)); the next drill also removes it")

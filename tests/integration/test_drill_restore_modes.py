@@ -13,16 +13,19 @@ import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from opsgate.config import Settings
 from opsgate.errors import ConfigError, DrillError
 from opsgate.sandbox import Sandbox
 from opsgate.sandbox.embedded import EmbeddedPostgres
-from opsgate.verify.drill import run_drill
+from opsgate.verify.drill import DRILL_LOCK_CLASS, SCRATCH_PREFIX, run_drill
 from tests.migration_helpers import db_fingerprint
+from tests.waits import backends_gone_on
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +172,56 @@ def test_a_table_of_another_role_the_owner_cannot_read_fails_the_local_drill(
             conn.execute("DROP TABLE public.other_roles_notes")
             conn.execute("DROP ROLE opsgate_test_other")
     assert not list(tmp_path.iterdir())
+
+
+def _terminate_the_drills_sessions(conn: psycopg.Connection[Any]) -> list[int]:
+    """``pg_terminate_backend`` of the drill's two sessions (the one holding its scratch
+    copy's advisory lock, and the snapshot's, named opsgate-drill), as a Neon compute
+    restart ends them; returns once both backends are gone (their locks with them)."""
+    pids = [int(r[0]) for r in conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE pid IN (SELECT pid FROM pg_locks WHERE "
+        "locktype = 'advisory' AND classid = %s) OR application_name = 'opsgate-drill'",
+        (DRILL_LOCK_CLASS,))]
+    conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", (pids,))
+    backends_gone_on(conn, pids)
+    return pids
+
+
+def _scratch_databases(conn: psycopg.Connection[Any]) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (SCRATCH_PREFIX,))]
+
+
+def test_a_drill_whose_sessions_are_terminated_still_drops_its_scratch_copy(
+        neon: Sandbox) -> None:
+    """The drill's sessions terminated once its scratch copy exists, as it starts hashing
+    the source: the drill fails in one line, and the copy (a full copy of production)
+    is dropped over a new connection, not left for the next drill: the advisory lock
+    that marked it in use ended with the terminated session."""
+    assert neon.pg is not None and neon.neon is not None
+    seen: dict[str, Any] = {}
+
+    @contextlib.contextmanager
+    def terminate_on_pipeline(title: str) -> Iterator[None]:
+        if title.startswith("dump and restore"):  # the scratch copy exists by now
+            seen["scratch"] = _scratch_databases(admin)
+            seen["pids"] = _terminate_the_drills_sessions(admin)
+        yield
+
+    with neon.pg.connect(neon.neon.dbname, autocommit=True) as admin:
+        try:
+            with pytest.raises(DrillError) as info:
+                run_drill(Settings.load(environ={
+                    **neon.environ(), "OPSGATE_DRILL_RESTORE": "target-scratch"}),
+                    steps=terminate_on_pipeline)
+            left = _scratch_databases(admin)
+        finally:
+            for name in _scratch_databases(admin):  # a failing run's copy
+                admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(
+                    sql.Identifier(name)))
+    message = str(info.value)
+    assert len(seen["scratch"]) == 1 and len(seen["pids"]) == 2, seen
+    assert message.startswith("hashing the source in the dump's snapshot failed: "
+                              "terminating connection due to administrator command"), message
+    assert "\n" not in message and "could not be dropped" not in message, message
+    assert left == [], message
