@@ -299,8 +299,9 @@ def _enter_gate_mode(config: pytest.Config, state: GateState) -> None:
         # cause; the code around the assert and its fixtures' reprs are noise to the
         # operator reading it. An explicit --tb still wins.
         config.option.tbstyle = "line"
-    # hypothesis (a dependency, for the self-tests) imports its whole package in its
-    # terminal summary: about a second of every gate run, for checks that never use it.
+    # hypothesis (the self-tests' dependency, where it is installed) imports its whole
+    # package in its terminal summary: about a second of a gate run, for checks that
+    # never use it.
     hypothesis_plugin = config.pluginmanager.get_plugin("hypothesispytest")
     if hypothesis_plugin is not None:
         config.pluginmanager.unregister(hypothesis_plugin)

@@ -183,6 +183,12 @@ def test_the_installed_plugin_stays_out_of_an_app_with_options_of_its_own(
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0 and "2 passed" in run.stdout, run.stdout[-3000:] + run.stderr
     assert "opsgate" not in run.stdout + run.stderr
+    # hypothesis is the self-tests' alone: installed with opsgate, its pytest plugin
+    # would load in the app's runs.
+    bare = subprocess.run([str(installed / "python"), "-c", "import importlib.util, sys; "
+                           "sys.exit(importlib.util.find_spec('hypothesis') is not None)"],
+                          env=env, timeout=60)
+    assert bare.returncode == 0, "the wheel installed hypothesis"
     assert not (app / "reports").exists() and not (app / "app-reports").exists()
     assert not summary.exists()
 
