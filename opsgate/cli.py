@@ -22,9 +22,13 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from opsgate import __version__, resources
+from opsgate import __version__, interrupts, resources
 from opsgate.operation import EXIT_USAGE
 from opsgate.pipes import reader_went_away
+
+#: pytest's exit code for an interrupted session (``pytest.ExitCode.INTERRUPTED``), which
+#: a gate stopped before pytest's session began returns too.
+GATE_INTERRUPTED = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["gate"]:
         # Everything after `gate` is pytest's, unparsed here ("--env-file PATH" included).
-        return gate(args_list[1:])
+        # A stop during pytest's start-up, before the gate's plugin takes the signals
+        # over and records the run, ends it in one line with the code of a stopped
+        # gate, under SIGTERM too (whose default action would end it without a word).
+        try:
+            with interrupts.stop_on_signals():
+                return gate(args_list[1:])
+        except KeyboardInterrupt:
+            print("opsgate: interrupted before the gate started; no run was recorded",
+                  file=sys.stderr)
+            return GATE_INTERRUPTED
     parser = build_parser()
     if not args_list:
         parser.print_help()

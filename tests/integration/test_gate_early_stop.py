@@ -1,0 +1,50 @@
+"""`opsgate gate` stopped during pytest's start-up, before the gate's plugin records a
+run: one line and the exit code of a stopped gate, no traceback, nothing written.
+Before, SIGINT printed a KeyboardInterrupt traceback and the process died of the signal,
+and SIGTERM's default action ended it without a word."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.gate_helpers import clean_env
+
+#: A pytest plugin (``-p``) that pytest imports during its start-up, before any plugin
+#: is configured: it says so in a file, then waits there for the test's signal.
+SLOW_PLUGIN = """
+import os, pathlib, time
+pathlib.Path(os.environ["STARTED_FILE"]).write_text("importing")
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_stop_during_pytests_start_up_is_one_line(tmp_path: Path,
+                                                     sig: signal.Signals) -> None:
+    (tmp_path / "slow_start_plugin.py").write_text(SLOW_PLUGIN)
+    started = tmp_path / "started"
+    env = clean_env() | {"STARTED_FILE": str(started),
+                         "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opsgate.cli", "gate", "--sandbox", "-p", "slow_start_plugin"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "pytest never imported the plugin"
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2, (proc.returncode, out, err)
+    assert err.strip() == ("opsgate: interrupted before the gate started; no run was "
+                           "recorded"), err
+    assert "Traceback" not in out + err
+    assert not (tmp_path / "reports").exists()
