@@ -137,7 +137,7 @@ def run_switch(args: argparse.Namespace) -> int:
     else:
         print("\n".join(as_lines(summary)))
         audit = summary.details.get("audit", {})
-        if summary.status == "done" and not audit.get("written"):
+        if audit.get("due") and not audit.get("written"):
             print("record these (or re-run with --write-audit next time):")
             print(f"  changelog:  {audit.get('changelog')}")
             print(f"  checkpoint: {audit.get('checkpoint')}")

@@ -180,12 +180,16 @@ def _stages(options: RollbackOptions, settings: Settings, link: ProjectLink, api
                           expected, options.apply, options.pace, summary, say)
 
 
-def _outcome(options: RollbackOptions, summary: Summary) -> Summary:
-    # Acted: wrote something, carried the fallback back, or saw a redeploy to READY
-    # (one this run started, or one an interrupted run left on its way).
-    acted = [s for s in summary.steps if s["status"] == "done" and (
+def _acted(summary: Summary) -> bool:
+    """Whether the run wrote something, carried the fallback back, or saw a redeploy to
+    READY (one this run started, or one an interrupted run left on its way)."""
+    return any(s["status"] == "done" and (
         s["stage"] == "apply" or s["step"] == "fallback carried back"
-        or s["step"].endswith(": READY"))]
+        or s["step"].endswith(": READY")) for s in summary.steps)
+
+
+def _outcome(options: RollbackOptions, summary: Summary) -> Summary:
+    acted = _acted(summary)
     if not options.apply:
         return summary.finish("planned", EXIT_OK, "dry run: nothing was changed; run again "
                               "with --apply to act")
@@ -242,8 +246,13 @@ def finish_record(options: RollbackOptions, settings: Settings, summary: Summary
     summary.details["history_head"] = head
     doc = summary.as_json()
     change, check = record.audit_entries(doc)
-    summary.details["audit"] = {"changelog": change.strip(), "checkpoint": check.strip()}
-    if options.write_audit and options.apply and summary.status == "done":
+    # Due for every run that changed something, not only a completed one: a run stopped
+    # or failed after its variable edit or redeploy changed production, and the run that
+    # resumes it may find nothing left to do (a no-op), so only this entry records it.
+    due = options.apply and _acted(summary)
+    summary.details["audit"] = {"changelog": change.strip(), "checkpoint": check.strip(),
+                                "due": due}
+    if options.write_audit and due:
         summary.details["audit"]["written"] = record.write_audit(
             doc, Path(settings.change_changelog), Path(settings.change_checkpoint), redact)
     return summary

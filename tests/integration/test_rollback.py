@@ -203,6 +203,14 @@ def test_ctrl_c_at_each_step_leaves_a_record_and_the_next_run_resumes(
     expected = {"edit_env": ("done",), "confirm_serving": ("noop",)}.get(name,
                                                                           ("done", "noop"))
     assert resumed.status in expected, resumed.message
+    # The switch is audited once it changed production: by the stopped run when it
+    # recorded a change (the resumed one may then find nothing to do), else by the
+    # resumed run, which makes the change.
+    audits = [r.details["audit"] for r in (stopped, resumed) if r.details["audit"]["due"]]
+    assert audits, (stopped.details["audit"], resumed.details["audit"])
+    assert resumed.details["audit"]["due"] == (resumed.status == "done")
+    if stopped.details["audit"]["due"]:
+        assert "(production): interrupted; reason:" in audits[0]["changelog"]
     assert app_overview(sb)["backend"] == "blob"
     methods = [m for m, _ in writes(sb)]
     assert methods.count("PATCH") == 1 and methods.count("POST") == 1, writes(sb)
