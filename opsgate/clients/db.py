@@ -379,6 +379,40 @@ def _begin_alone(conn: psycopg.Connection[Any]) -> None:
             cur.execute(sql.SQL("; ").join([BEGIN_READ_ONLY, opening]))
 
 
+@contextmanager
+def _one_round_trip(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """``conn.pipeline()``, except that a connection the server ended under it is closed
+    and its loss goes on as itself.
+
+    Through PgBouncer, the server's ``57P01 terminating connection`` reaches the client
+    before the pooler closes the client's socket. psycopg raises it while the pipeline
+    still owes the other statements' results, and then fails to leave pipeline mode
+    ("cannot exit pipeline mode while busy"): that error replaced the 57P01, and the
+    connection stayed open (neither ``broken`` nor ``closed``) though nothing can run on
+    it again, so the run's retry of a read-only check did not see a lost connection."""
+    try:
+        with conn.pipeline():
+            yield
+    except psycopg.OperationalError as exc:
+        lost = _session_ended(exc)
+        if lost is None or conn.broken:  # not a loss, or one libpq saw itself
+            raise
+        conn.close()
+        raise lost from None
+
+
+def _session_ended(exc: psycopg.Error) -> psycopg.Error | None:
+    """The server's error that ended the session, ``exc`` or the one it was raised while
+    handling: severity FATAL or PANIC (57P01 administrator command, 57P02 crash
+    shutdown, an idle session time-out), after which the server closes the connection.
+    None for any other error."""
+    for error in (exc, exc.__context__):
+        if (isinstance(error, psycopg.Error)
+                and error.diag.severity_nonlocalized in ("FATAL", "PANIC")):
+            return error
+    return None
+
+
 class _GuardedCursor(psycopg.Cursor[Any]):
     """A `ReadOnlySession`'s client-side cursor (see there)."""
 
@@ -389,7 +423,7 @@ class _GuardedCursor(psycopg.Cursor[Any]):
         opening = _opening(conn)
         begin = psycopg.Cursor(conn)
         try:
-            with conn.pipeline():  # one Sync for the three: one round trip
+            with _one_round_trip(conn):  # one Sync for the three
                 begin.execute(BEGIN_READ_ONLY)
                 begin.execute(opening)
                 super().execute(*args, **kwargs)

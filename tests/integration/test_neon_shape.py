@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +15,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from opsgate.clients import pgtools
+from opsgate.clients import db, pgtools
 from opsgate.errors import PostgresUnavailableError
 from opsgate.sandbox.embedded import EmbeddedPostgres
 from opsgate.sandbox.neon_shape import NeonShapedTarget
 from opsgate.sandbox.tlsfiles import make_tls_files
+from tests.waits import until
 
 pytestmark = pytest.mark.pgbouncer
 
@@ -150,6 +152,40 @@ def test_vercel_env_reaches_the_pooler(
     with psycopg.connect("", connect_timeout=10) as conn:
         assert conn.execute("SELECT current_user, current_database()").fetchone() == (
             neon_target.owner, neon_target.dbname)
+
+
+def test_a_backend_ended_under_the_first_statement_closes_the_session_with_its_loss(
+        neon_target: NeonShapedTarget) -> None:
+    """The first statement of a read-only session travels in a pipeline with BEGIN.
+    Ended under it through PgBouncer, psycopg failed to leave pipeline mode ("cannot
+    exit pipeline mode while busy"), hiding the server's 57P01 and leaving the
+    connection open: the run's retry of a read-only check did not see a loss."""
+    conn = db.read_only_session(neon_target.pooled_url)
+    conn.begin_on_next_statement(db.pin_statement(application_name="opsgate-probe"))
+    with conn, psycopg.connect(neon_target.admin_url.reveal(), autocommit=True) as admin:
+        admin.execute("SELECT pg_advisory_lock(4242)")  # the statement waits on it
+        waiting: list[tuple[int]] = []
+
+        def seen() -> bool:
+            waiting[:] = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'opsgate-probe' "
+                "AND wait_event_type = 'Lock'").fetchall()
+            return bool(waiting)
+
+        def end_it() -> None:
+            until(seen, "the probe's statement waiting on the advisory lock")
+            admin.execute("SELECT pg_terminate_backend(%s)", waiting[0])
+
+        ender = threading.Thread(target=end_it)
+        ender.start()
+        try:
+            with pytest.raises(psycopg.errors.AdminShutdown,
+                               match=r"^terminating connection due to administrator command$"):
+                conn.execute("SELECT pg_advisory_xact_lock_shared(4242)")
+        finally:
+            ender.join()
+            admin.execute("SELECT pg_advisory_unlock(4242)")
+        assert conn.closed
 
 
 def test_transaction_pooling_shares_server_connections_and_leaks_session_state() -> None:
