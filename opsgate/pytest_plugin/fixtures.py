@@ -32,7 +32,7 @@ from opsgate.errors import (
 from opsgate.gate import BY_MARKER
 from opsgate.pytest_plugin.plugin import EVIDENCE_KEY, get_state
 from opsgate.sensitive import SecretUrl
-from opsgate.verify.evidence_types import EvidenceStore
+from opsgate.verify.evidence_types import ConnectionLostAndRetried, EvidenceStore
 from opsgate.verify.expectations import Expectations
 
 STATEMENT_TIMEOUT_MS = 120_000
@@ -183,8 +183,16 @@ def run_session(settings: Settings, config: pytest.Config,
                 conn.rollback()
         if conn.closed or conn.broken:
             conn.close()
+            config.stash[_SESSIONS_LOST] = config.stash.get(_SESSIONS_LOST, 0) + 1
         else:
             sessions[key] = conn
+
+
+#: How many of the run's read-only connections `run_session` dropped, ended by the
+#: database, since the running test's call began: how the retry hook knows that a check
+#: reading through `run_session` itself (blob fallback's comparison), not through
+#: `target_db`, lost its connection.
+_SESSIONS_LOST = pytest.StashKey[int]()
 
 
 @pytest.fixture
@@ -236,34 +244,56 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """A read-only check whose connection the server ended mid-check (a Neon compute
     restarting: ``57P01 terminating connection due to administrator command``) runs
     once more, whole, on a new connection and a new snapshot; a second loss fails it in
-    one line. Only checks that read through `target_db` (read-only transactions) are
-    tried again; a check that writes (the drill) never is."""
+    one line. Only checks that read through the run's read-only session (`target_db`,
+    or `run_session` during the test) are tried again; a check that writes (the drill)
+    never is. The loss is known by the connection, closed or broken, not by the error's
+    text: `db` closes one the server ended under a pipeline that psycopg left open."""
+    funcargs: dict[str, Any] = getattr(item, "funcargs", {})
+    store = item.stash.get(EVIDENCE_KEY, None)
+    before = store.as_json() if store is not None else {}  # what the fixtures set
+    item.config.stash[_SESSIONS_LOST] = 0
     try:
         return (yield)
     except psycopg.OperationalError as exc:
-        funcargs: dict[str, Any] = getattr(item, "funcargs", {})
-        lost = funcargs.get("target_db")
-        if not isinstance(lost, psycopg.Connection) or not (lost.broken or lost.closed):
+        if not _lost_its_session(item, funcargs):
             raise
         first = first_line(exc)
-    state = get_state(item.config)
-    url = state.settings.require_database_url()
-    fresh = connect_read_only(url, state.settings, state.unreachable, state.recovered)
-    funcargs["target_db"] = fresh
-    found = funcargs.get("evidence")
-    if isinstance(found, dict):
-        found.clear()  # the first attempt's evidence is of a snapshot no longer read
+    if store is not None:
+        store.rewind(before)  # the first attempt's records are of a snapshot no longer read
+        store.set(ConnectionLostAndRetried(first))
+    _once_more(item, funcargs, first)
+    get_state(item.config).recovered.append(
+        f"{item.nodeid}: the database ended its connection ({first}); tried once more on "
+        "a new connection, and it passed")
+    return None
+
+
+def _lost_its_session(item: pytest.Item, funcargs: dict[str, Any]) -> bool:
+    """The test's read-only session was ended: `target_db` closed or broken, or a
+    connection of `run_session` dropped since the call began."""
+    conn = funcargs.get("target_db")
+    if isinstance(conn, psycopg.Connection) and (conn.broken or conn.closed):
+        return True
+    return item.config.stash.get(_SESSIONS_LOST, 0) > 0
+
+
+def _once_more(item: pytest.Item, funcargs: dict[str, Any], first: str) -> None:
+    """Run the test again: `target_db` replaced by a new connection (closed after it),
+    while `run_session` connects anew by itself (the lost connection was dropped)."""
+    fresh: db.ReadOnlySession | None = None
+    if "target_db" in funcargs:
+        state = get_state(item.config)
+        url = state.settings.require_database_url()
+        fresh = connect_read_only(url, state.settings, state.unreachable, state.recovered)
+        funcargs["target_db"] = fresh
+    item.config.stash[_SESSIONS_LOST] = 0
     try:
         item.runtest()
     except psycopg.OperationalError as again:
-        if not (fresh.broken or fresh.closed):
+        if not _lost_its_session(item, funcargs):
             raise
         fail(f"the database ended this check's connection twice ({first}; then "
              f"{first_line(again)}); a read-only check is tried once more, no more")
     finally:
-        fresh.close()
-    if isinstance(found, dict):
-        found["connection_lost_and_retried"] = first
-    state.recovered.append(f"{item.nodeid}: the database ended its connection ({first}); "
-                           "tried once more on a new connection, and it passed")
-    return None
+        if fresh is not None:
+            fresh.close()

@@ -48,6 +48,12 @@ class EvidenceStore(Mapping[str, Any]):
     def as_json(self) -> dict[str, Any]:
         return dict(self._json)
 
+    def rewind(self, earlier: Mapping[str, Any]) -> None:
+        """Back to ``earlier`` (what `as_json` gave before the test ran): a read-only
+        check tried once more on a new connection drops what its first attempt set, of
+        a snapshot no longer read, and keeps what its fixtures set before it."""
+        self._json = dict(earlier)
+
     def __getitem__(self, key: str) -> Any:
         return self._json[key]
 
@@ -80,6 +86,18 @@ class Partial:
 
     def as_json(self) -> dict[str, Any]:
         return {"partial": self.partial}
+
+
+@dataclass(frozen=True)
+class ConnectionLostAndRetried:
+    """A read-only check whose connection the database ended (a Neon compute
+    restarting) and which ran once more, whole, on a new connection: what ended the
+    first (any check on the run's read-only session may carry it)."""
+
+    connection_lost_and_retried: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"connection_lost_and_retried": self.connection_lost_and_retried}
 
 
 @dataclass(frozen=True)

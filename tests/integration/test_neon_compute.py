@@ -6,6 +6,7 @@ read through the read-only session (the drill writes) is never tried again."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,12 +14,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from opsgate.pytest_plugin.fixtures import SLOW_CONNECT_S
 from opsgate.sandbox import Sandbox
 from tests.gate_helpers import ROOT, clean_env, gate_project
+from tests.waits import until
 
 #: Ends its own connection ``TERMINATIONS`` times (as a compute restart does), counting
 #: its attempts in ``ATTEMPTS_FILE``.
@@ -158,3 +163,111 @@ def test_a_slow_first_connection_passes_and_says_how_long(neon: Sandbox,
     assert proc.returncode == 0, out[-2000:]
     assert "accepted the connection after" in out, out[-2000:]
     assert "(connect time-out 10 s): a Neon compute waking from scale to zero" in out
+
+
+#: A check's backend waiting on a lock: its transaction's first statement, sent in one
+#: pipeline with BEGIN and the settings that name it (``opsgate-check``).
+_WAITING = ("SELECT pid, query FROM pg_stat_activity WHERE application_name = 'opsgate-check' "
+            "AND wait_event_type = 'Lock' AND NOT pid = ANY(%s)")
+
+
+def _end_first_statements(sb: Sandbox, table: str, ends: int,
+                          gate: subprocess.Popen[str]) -> list[str]:
+    """Hold ``table`` locked, so that a check's first statement reading it waits, and
+    end the server backend under ``ends`` such statements in turn (through the pooler:
+    ``pg_terminate_backend`` as a compute restart would); then let go. The statements
+    ended."""
+    assert sb.neon is not None
+    ended: list[int] = []
+    statements: list[str] = []
+    with psycopg.connect(sb.neon.admin_url.reveal()) as holder, \
+            psycopg.connect(sb.neon.admin_url.reveal(), autocommit=True) as admin:
+        holder.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+            sql.Identifier(table)))
+        found: list[Any] = []
+
+        def waiting() -> bool:
+            assert gate.poll() is None, gate.communicate()[0][-3000:]
+            found[:] = admin.execute(_WAITING, (ended,)).fetchall()
+            return bool(found)
+
+        while len(ended) < ends:
+            until(waiting, f"a check's statement waiting on {table}")
+            (pid, query), = found
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            ended.append(pid)
+            statements.append(query)
+        holder.rollback()
+    return statements
+
+
+def _gate_killed_under(sb: Sandbox, tmp_path: Path, test: str, table: str, ends: int,
+                       **env: str) -> tuple[int, str, dict[str, Any], list[str]]:
+    """The gate on ``test`` through the pooler, its first statement's backend ended
+    ``ends`` times: exit code, output, the test's entry of summary.json, the statements
+    ended."""
+    gate = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+         f"--env-file={sb.env_file}", f"--reports-dir={tmp_path / 'reports'}", test],
+        cwd=ROOT, env=clean_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        statements = _end_first_statements(sb, table, ends, gate)
+        out, _ = gate.communicate(timeout=60)
+    finally:
+        if gate.poll() is None:
+            gate.kill()
+            gate.communicate()
+    (run_dir,) = (tmp_path / "reports" / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (entry,) = [t for c in summary["checks"] for t in c["tests"] if t["nodeid"] == test]
+    return gate.returncode, out, entry, statements
+
+
+ENDED = "terminating connection due to administrator command"
+
+#: The checks that read through the run's read-only session, the table each one's first
+#: statement reads, the flag that turns it on, and the statement's text.
+ON_THE_RUN_SESSION = [
+    pytest.param("checks/test_health.py::test_row_counts", "kb_entities",
+                 "RUN_OPS_HEALTH", "query_to_xml", id="target_db"),
+    pytest.param("checks/test_blob_fallback.py::test_blob_and_neon_hashes_match",
+                 "admin_content_state", "RUN_OPS_BLOB_FALLBACK", "FROM admin_content_state",
+                 id="run_session"),
+]
+
+
+@pytest.mark.pgbouncer
+@pytest.mark.parametrize(("test", "table", "flag", "statement"), ON_THE_RUN_SESSION)
+def test_a_check_ended_under_its_first_statement_through_the_pooler_runs_once_more(
+        neon: Sandbox, tmp_path: Path, test: str, table: str, flag: str,
+        statement: str) -> None:
+    """PgBouncer hands the client the server's 57P01 before it closes the connection:
+    psycopg then failed to leave the pipeline the first statement travels in ("cannot
+    exit pipeline mode while busy"), which hid the loss, left the connection open, and
+    failed the check with two tracebacks instead of running it once more."""
+    code, out, entry, statements = _gate_killed_under(neon, tmp_path, test, table, 1,
+                                                      **{flag: "true"})
+    assert statement in statements[0]
+    assert code == 0, out[-3000:]
+    assert entry["outcome"] == "passed"
+    assert entry["evidence"]["connection_lost_and_retried"] == ENDED
+    assert (f"opsgate: NOTE: {test}: the database ended its connection ({ENDED}); tried "
+            "once more on a new connection, and it passed") in out, out[-3000:]
+
+
+@pytest.mark.pgbouncer
+@pytest.mark.parametrize(("test", "table", "flag", "statement"), ON_THE_RUN_SESSION)
+def test_a_check_ended_twice_under_its_first_statement_fails_in_one_line(
+        neon: Sandbox, tmp_path: Path, test: str, table: str, flag: str,
+        statement: str) -> None:
+    code, out, entry, statements = _gate_killed_under(neon, tmp_path, test, table, 2,
+                                                      **{flag: "true"})
+    assert all(statement in s for s in statements)
+    assert code == 1, out[-3000:]
+    line = (f"the database ended this check's connection twice ({ENDED}; then {ENDED}); "
+            "a read-only check is tried once more, no more")
+    assert entry["outcome"] == "failed" and entry["message"] == line, entry
+    assert entry["evidence"]["connection_lost_and_retried"] == ENDED
+    assert f"{test.split('::')[0]}:" in out and line in out, out[-3000:]
+    assert "Traceback" not in out and "pipeline" not in out, out[-3000:]

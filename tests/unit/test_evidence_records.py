@@ -41,7 +41,12 @@ from opsgate.verify.evidence_parity import (
     ParityOverview,
     ParityShape,
 )
-from opsgate.verify.evidence_types import Evidence, EvidenceStore, Partial
+from opsgate.verify.evidence_types import (
+    ConnectionLostAndRetried,
+    Evidence,
+    EvidenceStore,
+    Partial,
+)
 
 CHECKS = Path(__file__).resolve().parents[2] / "checks"
 H = "a" * 64
@@ -101,6 +106,8 @@ RECORDS: list[tuple[Evidence, dict[str, Any]]] = [
      {"prefix": "p/", "expected": ["p/a", "p/b"], "found": ["p/a", "p/c"],
       "missing": ["p/b"], "extra": ["p/c"], "object_count": 2}),
     (Partial("not compared"), {"partial": "not compared"}),
+    (ConnectionLostAndRetried("terminating connection due to administrator command"),
+     {"connection_lost_and_retried": "terminating connection due to administrator command"}),
     (trend.Trend(None).evidence(),
      {"trend": {"compared_with": "no earlier green run of this target", "tables": {}}}),
     (trend.Trend("r1", {"t": {"previous": 2, "now": 1, "change": "-50.0%"}}).evidence(),
@@ -151,6 +158,17 @@ def test_the_store_takes_records_only() -> None:
     with pytest.raises(TypeError):
         store["store"] = "written by hand"  # type: ignore[index]
     assert not hasattr(store, "update")
+
+
+def test_a_check_tried_once_more_keeps_only_its_fixtures_records() -> None:
+    store = EvidenceStore()
+    store.set(BlobStoreUsed("folder x"))  # a fixture's, set before the test ran
+    before = store.as_json()
+    store.set(BlobContentState(2))  # the first attempt's
+    store.rewind(before)
+    assert store.as_json() == {"store": "folder x"}
+    before["store"] = "changed"  # the store holds its own copy
+    assert store["store"] == "folder x"
 
 
 def _writes_keys(path: Path) -> list[str]:
