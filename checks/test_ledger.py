@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from opsgate.config import Settings
-from opsgate.errors import OpsgateError
+from opsgate.errors import OpsgateError, first_line
 from opsgate.migrate import ledger
 from opsgate.migrate.scripts import discover_scripts
 from opsgate.pytest_plugin.fixtures import fail
@@ -44,8 +44,14 @@ def rows(request: pytest.FixtureRequest,
          _ledger_read: dict[str, list[dict[str, Any]] | str]) -> list[dict[str, Any]]:
     if "rows" not in _ledger_read:
         target_db: psycopg.Connection[Any] = request.getfixturevalue("target_db")
-        found = ledger.rows(target_db)  # the table's existence, then its rows
-        _ledger_read["rows"] = found if found or ledger.ledger_exists(target_db) else (
+        try:
+            found = ledger.rows(target_db)  # the table's existence, then its rows
+            exists = bool(found) or ledger.ledger_exists(target_db)
+        except psycopg.OperationalError as exc:
+            # Read at set-up, so not tried again as a test's read is (docs/neon.md): a
+            # connection the database ended here fails the check in one line.
+            fail(f"reading admin_migrations failed: {first_line(exc)}")
+        _ledger_read["rows"] = found if exists else (
             "admin_migrations does not exist: no migration was ever recorded")
     read = _ledger_read["rows"]
     if isinstance(read, str):

@@ -271,3 +271,18 @@ def test_a_check_ended_twice_under_its_first_statement_fails_in_one_line(
     assert entry["evidence"]["connection_lost_and_retried"] == ENDED
     assert f"{test.split('::')[0]}:" in out and line in out, out[-3000:]
     assert "Traceback" not in out and "pipeline" not in out, out[-3000:]
+
+
+@pytest.mark.pgbouncer
+def test_the_ledger_read_at_set_up_ended_by_the_database_fails_in_one_line(
+        neon: Sandbox, tmp_path: Path) -> None:
+    """The ledger's rows are read by a fixture, at set-up, so not tried again as a
+    test's read is: the loss fails the check in one line, not psycopg's traceback."""
+    test = "checks/test_ledger.py::test_every_migration_is_applied_with_a_payload_hash"
+    code, out, entry, statements = _gate_killed_under(neon, tmp_path, test,
+                                                      "admin_migrations", 1)
+    assert "admin_migrations" in statements[0]
+    assert code == 1, out[-3000:]
+    assert entry["outcome"] == "error", entry
+    assert entry["message"] == f"reading admin_migrations failed: {ENDED}", entry
+    assert "Traceback" not in out and "psycopg" not in out, out[-3000:]
