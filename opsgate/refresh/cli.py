@@ -53,10 +53,13 @@ def _table(summary: dict[str, Any]) -> None:
         widths = [max(len(c) for c in col) for col in zip(header, *rows, strict=False)]
         for line in (header, *rows):
             print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)).rstrip())
-    for label, key in (("source", "source"), ("target", "target")):
-        side = summary.get(key) or {}
-        if side.get("database"):
-            print(f"{label}: {side['database']}")
+    for label in ("source", "target"):
+        side = summary.get(label) or {}
+        # The target is written through its direct URL: that one first, then the
+        # DATABASE_URL it was named by, when that is another (a pooled endpoint).
+        used, given = side.get("database_direct") or side.get("database"), side.get("database")
+        if used:
+            print(f"{label}: {used}" + (f" (DATABASE_URL {given})" if given != used else ""))
     for name, a in (summary.get("archives") or {}).items():
         print(f"export {name}: {a['path']} ({a['bytes']} bytes, sha256 {a['sha256']})")
     print(f"mode: {summary['mode']}  status: {summary['status']}"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from opsgate.operation import EXIT_USAGE
 from opsgate.refresh.summary import RefreshSummary
 from tests.migration_helpers import ROOT
@@ -43,3 +45,19 @@ def test_the_summary_json_is_the_documented_one() -> None:
     assert early["started_at"].endswith("Z") and early["finished_at"].endswith("Z")
     summary.source_seen, summary.client_tools = {"counts": {}}, "pg_dump 17"
     assert list(json.loads(json.dumps(summary.as_json()))) == fields
+
+
+def test_the_table_names_the_target_by_the_url_it_writes_through(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The refresh restores through the target's direct URL: the table showed only the
+    pooled DATABASE_URL it was named by, while the refusal and the work used the other."""
+    from opsgate.refresh.cli import _table
+
+    _table({"tables": [], "mode": "dry-run", "status": "planned",
+            "source": {"database": "postgresql://u:***@src:5432/app"},
+            "target": {"database": "postgresql://u:***@pooler:6432/app",
+                       "database_direct": "postgresql://u:***@direct:5432/app"}})
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["source: postgresql://u:***@src:5432/app",
+                       "target: postgresql://u:***@direct:5432/app (DATABASE_URL "
+                       "postgresql://u:***@pooler:6432/app)"], out
