@@ -567,6 +567,28 @@ _EDGE_ROW_KEY = itemgetter(0, 1, 2)
 _KB_SNAPSHOT_SETTINGS = (*db.OUTPUT_SETTINGS, *kb.READ_SETTINGS)
 
 
+def _spool_kb(conn: psycopg.Connection[Any], edges: Path, nodes: Path, pinned: bool,
+              bar: progress.Bar) -> tuple[list[str], StreamingDocumentHash, int, int]:
+    """The kb's edges and nodes into the sorted spool files ``edges`` and ``nodes``,
+    hashing its graph as they pass, inside the caller's snapshot: (its domains, the graph
+    hash, the edge and node counts).
+
+    Each stream is closed before the snapshot ends, however it ends: a stop raised while
+    a stream waits at its yield leaves it holding the connection's lock, and the
+    snapshot's rollback would wait for it forever (a stopped gate hung until SIGKILL)."""
+    kdomains, orders = kb.domains_and_orders(conn)
+    khash = graph_hasher(kdomains)
+    edge_count: list[int] = []
+    node_count: list[int] = []
+    with closing(kb.iter_edge_rows(conn, orders["edges"])) as edge_rows:
+        write_run(edges, kb_edge_entries(edge_rows, bar), _hashing(khash, edge_count))
+    khash.start_nodes()
+    with closing(kb.iter_nodes(conn, orders["nodes"], pinned=pinned)) as node_rows:
+        write_run(nodes, records(node_rows, node_key, bar, node_bytes),
+                  _hashing(khash, node_count))
+    return kdomains, khash, edge_count[0], node_count[0]
+
+
 def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
             chunk_size: int = CHUNK, steps: StepFn = no_steps) -> DriftResult:
     """Compare ``payload`` with the kb graph on ``conn`` (read only). Memory is bounded
@@ -598,26 +620,12 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
                 db.transaction(conn, read_only=True, settings=_KB_SNAPSHOT_SETTINGS,
                                isolation=psycopg.IsolationLevel.REPEATABLE_READ,
                                application_name="opsgate-drift") if own else nullcontext())
-            edge_count: list[int] = []
-            node_count: list[int] = []
+            kb_edges, kb_nodes = folder / "kb-edges.rec", folder / "kb-nodes.rec"
             with steps("read: kb domains, edges and nodes in one read-only snapshot"), \
                     snapshot, cycle_collector_paused(), progress.bar(
                         "drift: read and canonicalise the kb", unit="items") as bar:
-                kdomains, orders = kb.domains_and_orders(conn)
-                khash = graph_hasher(kdomains)
-                kb_edges = folder / "kb-edges.rec"
-                kb_nodes = folder / "kb-nodes.rec"
-                # Each stream closed before the snapshot ends, however it ends: a stop
-                # raised while a stream waits at its yield leaves it holding the
-                # connection's lock, and the snapshot's rollback would wait for it
-                # forever (a stopped gate hung until SIGKILL).
-                with closing(kb.iter_edge_rows(conn, orders["edges"])) as edge_rows:
-                    write_run(kb_edges, kb_edge_entries(edge_rows, bar),
-                              _hashing(khash, edge_count))
-                khash.start_nodes()
-                with closing(kb.iter_nodes(conn, orders["nodes"], pinned=own)) as nodes:
-                    write_run(kb_nodes, records(nodes, node_key, bar, node_bytes),
-                              _hashing(khash, node_count))
+                kdomains, khash, edge_count, node_count = _spool_kb(
+                    conn, kb_edges, kb_nodes, own, bar)
             timings = {"read_kb": round(time.monotonic() - t, 3)}
             t = time.monotonic()
             with steps("sort: the payload's edges and nodes by key, in bounded memory"), \
@@ -633,7 +641,7 @@ def compare(payload: PayloadReader, conn: psycopg.Connection[Any], source: str,
         result.payload.domains, result.kb.domains = sorted(side.domains), kdomains
         result.payload.graph_hash, result.kb.graph_hash = side.graph_hash, khash.hexdigest()
         result.payload.edges, result.payload.nodes = side.edges, side.nodes
-        result.kb.edges, result.kb.nodes = edge_count[0], node_count[0]
+        result.kb.edges, result.kb.nodes = edge_count, node_count
         for d in sorted(set(side.domains) - set(kdomains)):
             result.note("domains missing from kb", d)
         for d in sorted(set(kdomains) - set(side.domains)):
