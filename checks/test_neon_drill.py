@@ -5,6 +5,8 @@ contract table's row count and canon-v1 hash. Writes only to the restored copy."
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import allure
 import pytest
 
@@ -18,12 +20,14 @@ pytestmark = pytest.mark.neon_drill
 
 
 @pytest.mark.opsgate_role(DrillEvidence.ROLE)
-def test_backup_restores_to_identical_tables(ops_settings: Settings,
-                                             evidence: EvidenceStore) -> None:
+def test_backup_restores_to_identical_tables(ops_settings: Settings, evidence: EvidenceStore,
+                                             slow_connects: Callable[[str, float], None]
+                                             ) -> None:
     try:
         result = run_drill(ops_settings, steps=allure.step)
     except DrillError as exc:
         fail(str(exc))
+    slow_connects(result.source, result.timings_s.get("connect", 0.0))
     evidence.set(DrillEvidence.from_drill(result.evidence()))
     problems = result.problems
     if problems:

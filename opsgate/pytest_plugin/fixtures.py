@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import select
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -83,13 +83,27 @@ def connect_read_only(url: SecretUrl, settings: Settings,
         if unreachable is not None:
             unreachable[url.masked] = str(exc)
         fail(str(exc))
-    waited = time.monotonic() - started
-    if recovered is not None and waited >= SLOW_CONNECT_S:
+    if recovered is not None:
+        note_slow_connect(recovered, url.masked, time.monotonic() - started)
+    return arm(conn)
+
+
+def note_slow_connect(recovered: list[str], where: str, waited: float) -> None:
+    """A connection that took `SLOW_CONNECT_S` or more, said at the end of the run: no
+    failure, but a reader of a slow run wants to know what it waited for."""
+    if waited >= SLOW_CONNECT_S:
         recovered.append(
-            f"{url.masked} accepted the connection after {waited:.1f} s (connect time-out "
+            f"{where} accepted the connection after {waited:.1f} s (connect time-out "
             f"{db.CONNECT_TIMEOUT_S} s): a Neon compute waking from scale to zero, or a "
             "paused pooler, takes this long")
-    return arm(conn)
+
+
+@pytest.fixture
+def slow_connects(pytestconfig: pytest.Config) -> Callable[[str, float], None]:
+    """For a check that connects by itself (the drill, to the direct endpoint):
+    ``slow_connects(masked_url, seconds)`` says a slow connection as `target_db` does."""
+    recovered = get_state(pytestconfig).recovered
+    return lambda where, waited: note_slow_connect(recovered, where, waited)
 
 
 #: What every check's transaction pins (`db.pin_statement`), sent with its BEGIN.

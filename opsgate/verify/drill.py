@@ -709,16 +709,18 @@ def _open_drill(settings: Settings) -> _Drill:
     # A second session only where something is written (CREATE DATABASE needs
     # autocommit): across the network a connection costs about eight round trips.
     scratch = settings.drill_database_url is None and settings.drill_restore == "target-scratch"
-    try:
-        session = db.connect(url, redact=redact) if scratch else None
-    except DatabaseUnavailableError as exc:
-        raise DrillError(str(exc)) from None
-    try:
-        src = db.connect(url, redact=redact, autocommit=False)
-    except DatabaseUnavailableError as exc:
-        if session is not None:
-            session.close()
-        raise DrillError(str(exc)) from None
+    # Timed: a compute waking from scale to zero answers in seconds (the check says so).
+    with summary.timed("connect"):
+        try:
+            session = db.connect(url, redact=redact) if scratch else None
+        except DatabaseUnavailableError as exc:
+            raise DrillError(str(exc)) from None
+        try:
+            src = db.connect(url, redact=redact, autocommit=False)
+        except DatabaseUnavailableError as exc:
+            if session is not None:
+                session.close()
+            raise DrillError(str(exc)) from None
     result.source = url.masked
     result.dump_folders_removed = sweep_dump_folders()
     workdir = Path(tempfile.mkdtemp(prefix=f"{DUMP_FOLDER_PREFIX}{os.getpid()}-"))

@@ -295,7 +295,7 @@ def test_a_drill_records_its_stages_on_the_operation_skeleton(sandbox: Sandbox) 
         ("plan", "archive"), ("apply", "dump"), ("apply", "hash the source"),
         ("apply", "restore"), ("verify", "hashes compared")}
     assert all(s["status"] == "done" for s in summary.steps), summary.steps
-    assert {"prepare_copy", "dump", "restore", "hash_source", "verify",
+    assert {"connect", "prepare_copy", "dump", "restore", "hash_source", "verify",
             "dump_restore_and_source_hash", "total"} == set(result.timings_s)
     assert "summary" not in result.evidence()
 

@@ -118,40 +118,48 @@ def neon() -> Iterator[Sandbox]:
         yield sb
 
 
-def _connecting_to(port: int) -> bool:
-    """A client's TCP connection to ``port`` on this machine is open or opening (the
-    kernel completes the handshake for a stopped pooler: the client then waits for its
-    first answer)."""
+def _connections_to(port: int) -> int:
+    """Clients' TCP connections to ``port`` on this machine, open or opening (the kernel
+    completes the handshake for a stopped server: the client then waits for its first
+    answer). A pooler's own connections to the server count too: compare with a count
+    taken before."""
+    found = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(table) as f:
             for row in f.readlines()[1:]:
                 fields = row.split()
                 remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-                if remote_port == port and fields[3] in ("01", "02"):
-                    return True
-    return False
+                found += remote_port == port and fields[3] in ("01", "02")
+    return found
 
 
 @pytest.mark.pgbouncer
-def test_a_slow_first_connection_passes_and_says_how_long(neon: Sandbox,
-                                                          tmp_path: Path) -> None:
-    """The pooler is paused (stopped) while the gate connects, as a compute waking from
-    scale to zero keeps a client waiting, and resumed a little past the time from which
-    the gate says how long it waited (`SLOW_CONNECT_S`) after its connection reached
-    it."""
-    assert neon.neon is not None
-    pooler = neon.neon._started()
-    pid, port = pooler.pid, pooler.port
+@pytest.mark.parametrize("paused", ["pooler", "server"])
+def test_a_slow_first_connection_passes_and_says_how_long(neon: Sandbox, tmp_path: Path,
+                                                          paused: str) -> None:
+    """The pooler (for a check on the pooled endpoint) or the server's postmaster (for
+    the drill, on the direct one) is paused (stopped) while the gate connects, as a
+    compute waking from scale to zero keeps a client waiting, and resumed a little past
+    the time from which the gate says how long it waited (`SLOW_CONNECT_S`) after its
+    connection reached it."""
+    assert neon.neon is not None and neon.pg is not None
+    if paused == "pooler":
+        pooler = neon.neon._started()
+        pid, port, marker = pooler.pid, pooler.port, "health"
+    else:
+        postmaster = (neon.pg.datadir / "postmaster.pid").read_text().split()[0]
+        pid, port, marker = int(postmaster), neon.pg.port, "neon_drill"
     assert pid is not None and port is not None
     os.kill(pid, signal.SIGSTOP)
     try:
+        before = _connections_to(port)
         proc = subprocess.Popen(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
              f"--env-file={neon.env_file}", f"--reports-dir={tmp_path / 'reports'}",
-             "-m", "health"], cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE,
+             "-m", marker], cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 60
-        while not _connecting_to(port):
+        while _connections_to(port) <= before:
             assert proc.poll() is None and time.monotonic() < deadline, "never connected"
             time.sleep(0.02)
         # The pause itself, how long the compute takes to wake: the gate's wait includes
