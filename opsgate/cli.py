@@ -79,6 +79,29 @@ def gate(args: Sequence[str]) -> int:
         return int(pytest.main(argv))
 
 
+def _stoppable_gate(args: Sequence[str]) -> int:
+    """`gate`, said in one line when a stop lands outside what the gate's plugin reports:
+    during pytest's start-up (under SIGTERM too, whose default action would end it
+    without a word), before the run is recorded, or as pytest ends, after it."""
+    runs = _reports_dir(args) / "runs"
+    before = set(runs.iterdir()) if runs.is_dir() else set()
+    try:
+        with interrupts.stop_on_signals():
+            code = gate(args)
+        if code != GATE_INTERRUPTED or interrupts.received() is None:
+            return code
+    except KeyboardInterrupt:
+        pass
+    made = sorted(set(runs.iterdir()) - before) if runs.is_dir() else []
+    if not made:
+        print("opsgate: interrupted before the gate started; no run was recorded",
+              file=sys.stderr)
+    elif not (made[-1] / "summary.json").is_file():
+        print(f"opsgate: interrupted as the gate ended; its record {made[-1]} is "
+              "incomplete (`opsgate reports verify`)", file=sys.stderr)
+    return GATE_INTERRUPTED
+
+
 @contextlib.contextmanager
 def _cache_dir(args: Sequence[str]) -> Iterator[Path | None]:
     """Where pytest keeps what ``--lf`` and ``--sw`` remember: ``.pytest_cache`` in the
@@ -86,6 +109,18 @@ def _cache_dir(args: Sequence[str]) -> Iterator[Path | None]:
     (the app's folder). With ``--no-reports``, a temporary folder removed after the run:
     nothing is written, and ``--lf`` remembers nothing. None with ``-p no:cacheprovider``
     (pytest would warn of an unknown setting)."""
+    known = _reporting_options(args)
+    if "no:cacheprovider" in known.plugins:
+        yield None
+    elif known.no_reports:
+        with tempfile.TemporaryDirectory(prefix="opsgate-pytest-cache-") as tmp:
+            yield Path(tmp)
+    else:
+        yield _reports_dir(args) / ".pytest_cache"
+
+
+def _reporting_options(args: Sequence[str]) -> argparse.Namespace:
+    """``--reports-dir``, ``--no-reports`` and ``-p`` of a gate's command line."""
     import shlex
 
     # argparse reads just these of pytest's options, in both spellings, as pytest will
@@ -100,13 +135,12 @@ def _cache_dir(args: Sequence[str]) -> Iterator[Path | None]:
             [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *args])
     except (argparse.ArgumentError, ValueError):  # ValueError: shlex, unbalanced quotes
         known = argparse.Namespace(reports_dir=None, no_reports=False, plugins=[])
-    if "no:cacheprovider" in known.plugins:
-        yield None
-    elif known.no_reports:
-        with tempfile.TemporaryDirectory(prefix="opsgate-pytest-cache-") as tmp:
-            yield Path(tmp)
-    else:
-        yield Path(known.reports_dir or "reports").resolve() / ".pytest_cache"
+    return known
+
+
+def _reports_dir(args: Sequence[str]) -> Path:
+    """The gate's reports folder: ``--reports-dir`` or ./reports."""
+    return Path(_reporting_options(args).reports_dir or "reports").resolve()
 
 
 def _packaged(arg: str) -> str:
@@ -131,16 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["gate"]:
         # Everything after `gate` is pytest's, unparsed here ("--env-file PATH" included).
-        # A stop during pytest's start-up, before the gate's plugin takes the signals
-        # over and records the run, ends it in one line with the code of a stopped
-        # gate, under SIGTERM too (whose default action would end it without a word).
-        try:
-            with interrupts.stop_on_signals():
-                return gate(args_list[1:])
-        except KeyboardInterrupt:
-            print("opsgate: interrupted before the gate started; no run was recorded",
-                  file=sys.stderr)
-            return GATE_INTERRUPTED
+        return _stoppable_gate(args_list[1:])
     parser = build_parser()
     if not args_list:
         parser.print_help()

@@ -23,10 +23,11 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-__all__ = ["Interrupted", "received", "reset", "stop_on_signals"]
+__all__ = ["Interrupted", "deferred", "received", "reset", "stop_on_signals"]
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: list[str] = []
+_deferring: list[bool] = []
 
 
 class Interrupted(KeyboardInterrupt):
@@ -50,8 +51,21 @@ def reset() -> None:
 def _handler(signum: int, frame: FrameType | None) -> None:
     name = signal.Signals(signum).name
     _received.append(name)
-    if len(_received) == 1:
+    if len(_received) == 1 and not _deferring:
         raise Interrupted(name)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Within: a stop signal is recorded (`received`) and raises nothing. For work that a
+    stop must not cut in half once it has begun, and that ends in a second or so:
+    writing and sealing the reports of a run whose checks are over (cut short, the run
+    had a summary and no history line, or not even a summary)."""
+    _deferring.append(True)
+    try:
+        yield
+    finally:
+        _deferring.pop()
 
 
 @contextlib.contextmanager

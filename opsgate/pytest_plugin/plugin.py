@@ -387,6 +387,26 @@ def pytest_configure_node(node: Any) -> None:
         node.workerinput[ALLURE_DIR_KEY] = allure_dir
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """A stop can land on an instruction of a generator that has no line number (a
+    check reading a stream): Python gives that traceback entry no ``tb_lineno``, and
+    pytest's report of the interrupt failed on it (``TypeError: unsupported operand
+    type(s) for -: 'NoneType' and 'int'``), the run ending in exit 1 with a traceback
+    and a verdict of failed checks. Such entries, which have no line to show, are left
+    out of the traceback pytest reports. tryfirst: before the terminal's report."""
+    excinfo.traceback = excinfo.traceback.filter(_has_a_line)
+
+
+def _has_a_line(entry: Any) -> bool:
+    """A pytest ``TracebackEntry`` whose line number can be read."""
+    try:
+        entry.lineno  # noqa: B018  (the read is the test)
+    except TypeError:
+        return False
+    return True
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE_KEY, None)
     if state is not None and state.sandbox is not None:

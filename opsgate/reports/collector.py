@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -96,20 +97,31 @@ class RunCollector:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             self.pytest_terminal_summary(reporter)
+        elif self.record.interruption is not None:  # stopped before pytest's terminal
+            print(f"opsgate: INTERRUPTED: "
+                  f"{self.state.redact(self.record.interruption.sentence())}; reports in "
+                  f"{self.run_dir}", file=sys.stderr)
 
     def complete(self, exit_status: int, stopped_by: str | None, invocation_dir: Path
                  ) -> None:
         if self.done:
             return
         self.done = True
-        end = now()
-        self.record.finished_at = iso(end)
-        self.record.duration_s = (end - self._t0).total_seconds()
-        self.record.exit_status = exit_status
-        self.record.interrupted_by(stopped_by)
-        if self.record.interruption is not None:
-            self.record.notes.append(self.record.interruption.sentence())
-        self.record.notes.extend(reasons.gate_failures(self.state))
+        # The run is over: a stop from here on is recorded, not raised, so its record is
+        # written whole (cut short, it had a summary and no history line, or neither).
+        with interrupts.deferred():
+            end = now()
+            self.record.finished_at = iso(end)
+            self.record.duration_s = (end - self._t0).total_seconds()
+            self.record.exit_status = exit_status
+            self.record.interrupted_by(stopped_by,
+                                       signalled=interrupts.received() is not None)
+            if self.record.interruption is not None:
+                self.record.notes.append(self.record.interruption.sentence())
+            self.record.notes.extend(reasons.gate_failures(self.state))
+            self._write(invocation_dir)
+
+    def _write(self, invocation_dir: Path) -> None:
         try:
             _entry, self.head = write_run(self.record, self.root, self.run_dir,
                                           self.state.redact, self.junit, self.allure)

@@ -132,15 +132,17 @@ class RunRecord:
         elif report.when == "call" and test.outcome == INTERRUPTED:
             test.outcome = "passed"
 
-    def interrupted_by(self, by: str | None) -> None:
+    def interrupted_by(self, by: str | None, *, signalled: bool = False) -> None:
         """The run is over: a test still marked interrupted did not finish. ``by`` says
-        what stopped the run (None: nothing said so); a stop signal or keyboard
-        interrupt makes the run interrupted even between two tests."""
+        what stopped the run (None: nothing said so); a stop signal (``signalled``) or
+        keyboard interrupt makes the run interrupted even between two tests, whatever
+        pytest's exit status (a stop inside a module's import is a collection error)."""
         running = [t for t in self.tests.values()
                    if t.outcome == INTERRUPTED and t.message != NOT_STARTED]
         waiting = [t for t in self.tests.values() if t.message == NOT_STARTED]
-        if not running and not waiting and not (by and self.exit_status == 2):
-            return
+        if not running and not waiting and (
+                self.tests or not (by and (self.exit_status == 2 or signalled))):
+            return  # every selected test finished, or a run no stop ended early
         by = by or "the end of the run"
         self.interruption = Interruption(by, [t.nodeid for t in running],
                                          [t.nodeid for t in waiting])
