@@ -43,6 +43,10 @@ class RunCollector:
         self._t0 = now()
         self._stopped_by: str | None = None
 
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        """Before the test's set-up (forwarded by pytest-xdist's workers too)."""
+        self.record.started(nodeid)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.record.record(report, marker_of(report.keywords))
 

@@ -99,6 +99,13 @@ class RunRecord:
             self.tests[nodeid] = TestOutcome(nodeid, nodeid.split("::")[-1], marker,
                                              INTERRUPTED, 0.0, NOT_STARTED)
 
+    def started(self, nodeid: str) -> None:
+        """The test's protocol began (before its set-up): a stop from now on lands
+        "during" it, not "between tests" with the test "before it started"."""
+        test = self.tests.get(nodeid)
+        if test is not None and test.message == NOT_STARTED:
+            test.message = ""
+
     def record(self, report: Any, marker: str | None) -> None:
         """Fold one pytest report (setup, call or teardown) into the test's outcome."""
         test = self.tests.get(report.nodeid)

@@ -54,9 +54,9 @@ ENV = {
 }
 
 
-def _stopped_run(pytester: pytest.Pytester, sig: signal.Signals, *args: str
-                 ) -> tuple[int, str, Path]:
-    gate_project(pytester, CHECKS)
+def _stopped_run(pytester: pytest.Pytester, sig: signal.Signals, *args: str,
+                 checks: str = CHECKS) -> tuple[int, str, Path]:
+    gate_project(pytester, checks)
     started = pytester.path / "started"
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RUN_OPS_", "PYTEST_", "OPSGATE_", "GITHUB_"))}
@@ -264,3 +264,26 @@ def test_a_run_refused_after_its_folder_was_made_leaves_none(
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout + proc.stderr
     assert "the project says no" in proc.stderr
     assert list((reports / "runs").iterdir()) == []
+
+
+#: The drill's set-up waits for the signal: a stop there lands in the test, not between
+#: two tests.
+SLOW_SET_UP = CHECKS.replace(
+    "@pytest.mark.neon_drill\ndef test_backup_restores_to_identical_tables():\n"
+    "    pathlib.Path(os.environ[\"STARTED_FILE\"]).write_text(\"started\")\n",
+    "@pytest.fixture\ndef slow():\n"
+    "    pathlib.Path(os.environ[\"STARTED_FILE\"]).write_text(\"setting up\")\n"
+    "    time.sleep(60)\n\n\n"
+    "@pytest.mark.neon_drill\ndef test_backup_restores_to_identical_tables(slow):\n")
+
+
+def test_a_stop_in_a_tests_set_up_is_during_that_test(pytester: pytest.Pytester) -> None:
+    assert SLOW_SET_UP != CHECKS
+    code, out, run = _stopped_run(pytester, signal.SIGINT, checks=SLOW_SET_UP)
+    assert code == pytest.ExitCode.INTERRUPTED, out
+    s = _summary(run)
+    assert s["interruption"] == {
+        "by": "SIGINT",
+        "running": ["checks/test_all.py::test_backup_restores_to_identical_tables"],
+        "not_started": ["checks/test_all.py::test_ledger_after_the_drill"]}, s["interruption"]
+    assert "interrupted by SIGINT during" in out, out[-2000:]
