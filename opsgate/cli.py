@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -77,6 +78,14 @@ def gate(args: Sequence[str]) -> int:
         if not any(_names_checks(a) for a in given):
             argv.append(str(resources.checks_dir()))
         return int(pytest.main(argv))
+
+
+def _stops_ignored() -> None:
+    """The gate is over and its exit code decided: a stop from here to the process's end
+    (the interpreter's shutdown, 0.1-0.2 s) would only turn that code, and a run already
+    recorded, into death by the signal. SIGKILL still ends it."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _stoppable_gate(args: Sequence[str]) -> int:
@@ -165,7 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["gate"]:
         # Everything after `gate` is pytest's, unparsed here ("--env-file PATH" included).
-        return _stoppable_gate(args_list[1:])
+        gate_code = _stoppable_gate(args_list[1:])
+        if argv is None:  # this process is the command: its exit code is decided
+            _stops_ignored()
+        return gate_code
     parser = build_parser()
     if not args_list:
         parser.print_help()

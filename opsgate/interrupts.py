@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-__all__ = ["Interrupted", "deferred", "received", "reset", "stop_on_signals"]
+__all__ = ["Interrupted", "deferred", "hold", "received", "release", "reset",
+           "stop_on_signals"]
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: list[str] = []
@@ -55,17 +56,28 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         raise Interrupted(name)
 
 
+def hold() -> None:
+    """From now until `release`: a stop signal is recorded (`received`) and raises
+    nothing. For work that a stop must not cut in half once it has begun, and that ends
+    in a second or so: writing and sealing the reports of a run whose checks are over
+    (cut short, the run had a summary and no history line, or not even a summary)."""
+    _deferring.append(True)
+
+
+def release() -> None:
+    """Ends the last `hold` (none: nothing to end)."""
+    if _deferring:
+        _deferring.pop()
+
+
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """Within: a stop signal is recorded (`received`) and raises nothing. For work that a
-    stop must not cut in half once it has begun, and that ends in a second or so:
-    writing and sealing the reports of a run whose checks are over (cut short, the run
-    had a summary and no history line, or not even a summary)."""
-    _deferring.append(True)
+    """`hold` within the block, `release` after it."""
+    hold()
     try:
         yield
     finally:
-        _deferring.pop()
+        release()
 
 
 @contextlib.contextmanager

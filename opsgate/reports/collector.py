@@ -42,6 +42,7 @@ class RunCollector:
         self.done = False
         self._t0 = now()
         self._stopped_by: str | None = None
+        self._holding = False  # stops held from the test loop's end to unconfigure
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:
         """Before the test's set-up (forwarded by pytest-xdist's workers too)."""
@@ -68,6 +69,20 @@ class RunCollector:
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         self._stopped_by = interrupts.received() or _describe(excinfo.value)
 
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        """The checks are over when the test loop ends: from then on a stop is recorded,
+        not raised (`interrupts.hold`, released at unconfigure), so the session's end
+        writes the reports whole. Cut short there, pytest's junit.xml was left empty and
+        the run had a summary and no history line. tryfirst: outermost, around xdist's
+        loop too."""
+        try:
+            return (yield)
+        finally:
+            if not self._holding:
+                self._holding = True
+                interrupts.hold()
+
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
         """Write the reports after every plain ``pytest_sessionfinish``: the plugin's
@@ -87,6 +102,9 @@ class RunCollector:
         ``pytest_sessionfinish``: the run is recorded here instead, interrupted with no
         check, so it is in the history as every run is. With no stop, a run that never
         started (a later plugin's usage error) leaves no folder behind."""
+        if self._holding:
+            self._holding = False
+            interrupts.release()
         if self.done:
             return
         stopped = self._stopped_by or interrupts.received()
@@ -122,6 +140,10 @@ class RunCollector:
                                        signalled=interrupts.received() is not None)
             if self.record.interruption is not None:
                 self.record.notes.append(self.record.interruption.sentence())
+            elif self.record.stopped_after_checks:
+                self.record.notes.append(
+                    f"stopped by {self.record.stopped_after_checks} after every selected "
+                    "test had finished: the verdict is what the checks found")
             self.record.notes.extend(reasons.gate_failures(self.state))
             self._write(invocation_dir)
 

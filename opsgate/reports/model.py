@@ -91,6 +91,10 @@ class RunRecord:
     #: Set when the run stopped before every selected test finished: by whom or what
     #: (``SIGINT``, ``SIGTERM``, ``-x``/``--maxfail``, ...), set by `interrupted_by`.
     interruption: Interruption | None = None
+    #: A stop that arrived after every selected test had finished (in the last test's
+    #: tear-down, as the session ended): not the run's interruption; the verdict is what
+    #: the checks found, though pytest's exit status says "interrupted".
+    stopped_after_checks: str | None = None
 
     def expect(self, nodeid: str, marker: str | None) -> None:
         """A test the run selected: until its reports say otherwise it is interrupted,
@@ -147,9 +151,12 @@ class RunRecord:
         running = [t for t in self.tests.values()
                    if t.outcome == INTERRUPTED and t.message != NOT_STARTED]
         waiting = [t for t in self.tests.values() if t.message == NOT_STARTED]
-        if not running and not waiting and (
-                self.tests or not (by and (self.exit_status == 2 or signalled))):
-            return  # every selected test finished, or a run no stop ended early
+        stopped = bool(by) and (self.exit_status == 2 or signalled)
+        if not running and not waiting and self.tests:
+            self.stopped_after_checks = by if stopped else None
+            return  # every selected test finished
+        if not running and not waiting and not stopped:
+            return  # a run no stop ended early
         by = by or "the end of the run"
         self.interruption = Interruption(by, [t.nodeid for t in running],
                                          [t.nodeid for t in waiting])
@@ -197,6 +204,9 @@ class RunRecord:
         status: pytest exits 1 after ``-x`` stopped the run), else passed or failed."""
         if self.interruption is not None:
             return INTERRUPTED
+        if self.stopped_after_checks and self.exit_status == 2:
+            return "failed" if any(t.outcome != "passed" for t in self.tests.values()) \
+                else "passed"
         return "passed" if self.exit_status == 0 else "failed"
 
     def summary(self) -> dict[str, Any]:

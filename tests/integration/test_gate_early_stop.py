@@ -48,3 +48,21 @@ def test_a_stop_during_pytests_start_up_is_one_line(tmp_path: Path,
                            "recorded"), err
     assert "Traceback" not in out + err
     assert not (tmp_path / "reports").exists()
+
+
+def test_the_command_ignores_stops_once_the_gate_is_over(tmp_path: Path) -> None:
+    """Its exit code decided, a stop during the interpreter's shutdown (0.1-0.2 s)
+    turned a recorded run's exit into death by SIGINT: the command ignores stops then.
+    A caller of `main(argv)` in its own process keeps its handlers."""
+    code = ("import signal, sys\nfrom opsgate.cli import main\n"
+            "sys.argv = ['opsgate', 'gate', '--version']\nmain()\n"
+            "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN,\n"
+            "      signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "main(['gate', '--version'])\n"
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stdout.splitlines() if not line.startswith("pytest ")]
+    assert said == ["True True", "True"], done.stdout

@@ -287,3 +287,80 @@ def test_a_stop_in_a_tests_set_up_is_during_that_test(pytester: pytest.Pytester)
         "running": ["checks/test_all.py::test_backup_restores_to_identical_tables"],
         "not_started": ["checks/test_all.py::test_ledger_after_the_drill"]}, s["interruption"]
     assert "interrupted by SIGINT during" in out, out[-2000:]
+
+
+#: Every check passes; the session's tear-down (after the last test's call) waits for the
+#: signal.
+SLOW_END = """
+import os
+import pathlib
+import time
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def slow_end():
+    yield
+    pathlib.Path(os.environ["STARTED_FILE"]).write_text("ending")
+    time.sleep(60)
+
+
+@pytest.mark.preflight
+def test_preflight_passes(slow_end):
+    pass
+
+
+@pytest.mark.neon_drill
+def test_backup_restores_to_identical_tables(slow_end):
+    pass
+
+
+@pytest.mark.ledger
+def test_ledger_after_the_drill(slow_end):
+    pass
+"""
+
+
+def test_a_stop_after_every_check_finished_keeps_the_checks_verdict(
+        pytester: pytest.Pytester) -> None:
+    """A stop in the last test's tear-down: pytest says "interrupted" (exit 2), and the
+    run read as failed with no reason. Every check had passed: the verdict is theirs,
+    with a note, and the run is recorded whole."""
+    code, out, run = _stopped_run(pytester, signal.SIGINT, checks=SLOW_END)
+    assert code == pytest.ExitCode.INTERRUPTED, out
+    s = _summary(run)
+    assert (s["verdict"], s["interruption"]) == ("passed", None), s
+    assert ("stopped by SIGINT after every selected test had finished: the verdict is "
+            "what the checks found") in s["notes"], s["notes"]
+    history = (run.parent.parent / "history.jsonl").read_text().splitlines()
+    assert json.loads(history[-1])["verdict"] == "passed"
+
+
+#: The session's end (after the checks, before the reports are written) waits a moment,
+#: where the signal lands.
+SLOW_SESSION_END = """
+import os
+import pathlib
+import time
+
+
+def pytest_sessionfinish(session):
+    pathlib.Path(os.environ["STARTED_FILE"]).write_text("finishing")
+    time.sleep(1.5)
+"""
+
+
+def test_a_stop_as_the_session_ends_is_held_until_the_reports_are_written(
+        pytester: pytest.Pytester) -> None:
+    """A stop there cut pytest's junit.xml writing short (an empty file) and with it
+    the run's history line. Held now: the session ends as it would have."""
+    pytester.makeconftest(SLOW_SESSION_END)
+    code, out, run = _stopped_run(pytester, signal.SIGINT,
+                                  checks=SLOW_END.replace("time.sleep(60)", "pass"))
+    assert code == pytest.ExitCode.OK, out
+    s = _summary(run)
+    assert s["verdict"] == "passed", s
+    assert ET.parse(run / "junit.xml").getroot().iter("testcase")
+    assert json.loads((run.parent.parent / "history.jsonl").read_text().splitlines()[-1])[
+        "run_id"] == run.name
