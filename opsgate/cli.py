@@ -105,10 +105,24 @@ def _stoppable_gate(args: Sequence[str]) -> int:
     if not made:
         print("opsgate: interrupted before the gate started; no run was recorded",
               file=sys.stderr)
-    elif not (made[-1] / "summary.json").is_file():
+        return GATE_INTERRUPTED
+    recorded = _recorded_exit(made[-1] / "summary.json")
+    if recorded is None:
         print(f"opsgate: interrupted as the gate ended; its record {made[-1]} is "
               "incomplete (`opsgate reports verify`)", file=sys.stderr)
-    return GATE_INTERRUPTED
+        return GATE_INTERRUPTED
+    return recorded  # a stop after the run was recorded: the record's code stands
+
+
+def _recorded_exit(summary: Path) -> int | None:
+    """The exit status a run's summary.json recorded (None: no readable summary)."""
+    import json
+
+    try:
+        status = json.loads(summary.read_text(encoding="utf-8")).get("exit_status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return status if isinstance(status, int) else None
 
 
 @contextlib.contextmanager

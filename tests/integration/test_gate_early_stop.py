@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,3 +67,31 @@ def test_the_command_ignores_stops_once_the_gate_is_over(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     said = [line for line in done.stdout.splitlines() if not line.startswith("pytest ")]
     assert said == ["True True", "True"], done.stdout
+
+
+def test_a_stop_after_the_run_was_recorded_exits_as_the_record_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop as pytest unconfigures, the run already recorded (passed, exit status 0):
+    the command exited 2 while its record said 0. The record's code stands; a run folder
+    without a summary is said to be incomplete."""
+    from opsgate import cli, interrupts
+
+    runs = tmp_path / "reports" / "runs"
+
+    def recorded_then_stopped(args: Any) -> int:
+        run = runs / "20261205T000000Z_sandbox"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text('{"exit_status": 0, "verdict": "passed"}')
+        raise interrupts.Interrupted("SIGINT")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "gate", recorded_then_stopped)
+    assert cli._stoppable_gate([]) == 0
+
+    def stopped_before_its_summary(args: Any) -> int:
+        (runs / "20261205T000001Z_sandbox").mkdir(parents=True)
+        raise interrupts.Interrupted("SIGINT")
+
+    monkeypatch.setattr(cli, "gate", stopped_before_its_summary)
+    assert cli._stoppable_gate([]) == 2
+    interrupts.reset()
