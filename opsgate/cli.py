@@ -92,7 +92,7 @@ def _stoppable_gate(args: Sequence[str]) -> int:
     """`gate`, said in one line when a stop lands outside what the gate's plugin reports:
     during pytest's start-up (under SIGTERM too, whose default action would end it
     without a word), before the run is recorded, or as pytest ends, after it."""
-    runs = _reports_dir(args) / "runs"
+    runs = _reports_dir(_reporting_options(args)) / "runs"
     before = set(runs.iterdir()) if runs.is_dir() else set()
     try:
         with interrupts.stop_on_signals():
@@ -116,12 +116,10 @@ def _stoppable_gate(args: Sequence[str]) -> int:
 
 def _recorded_exit(summary: Path) -> int | None:
     """The exit status a run's summary.json recorded (None: no readable summary)."""
-    import json
+    from opsgate.reports import summary_reader
 
-    try:
-        status = json.loads(summary.read_text(encoding="utf-8")).get("exit_status")
-    except (OSError, ValueError, AttributeError):
-        return None
+    doc = summary_reader.load(summary)
+    status = doc.get("exit_status") if doc is not None else None
     return status if isinstance(status, int) else None
 
 
@@ -139,7 +137,7 @@ def _cache_dir(args: Sequence[str]) -> Iterator[Path | None]:
         with tempfile.TemporaryDirectory(prefix="opsgate-pytest-cache-") as tmp:
             yield Path(tmp)
     else:
-        yield _reports_dir(args) / ".pytest_cache"
+        yield _reports_dir(known) / ".pytest_cache"
 
 
 def _reporting_options(args: Sequence[str]) -> argparse.Namespace:
@@ -161,9 +159,9 @@ def _reporting_options(args: Sequence[str]) -> argparse.Namespace:
     return known
 
 
-def _reports_dir(args: Sequence[str]) -> Path:
-    """The gate's reports folder: ``--reports-dir`` or ./reports."""
-    return Path(_reporting_options(args).reports_dir or "reports").resolve()
+def _reports_dir(known: argparse.Namespace) -> Path:
+    """The gate's reports folder (`_reporting_options`): ``--reports-dir`` or ./reports."""
+    return Path(known.reports_dir or "reports").resolve()
 
 
 def _packaged(arg: str) -> str:

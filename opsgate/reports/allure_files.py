@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,17 +115,23 @@ def _keep(fixture: dict[str, Any]) -> dict[str, Any] | None:
     return {**fixture, "name": "set up"}
 
 
+def json_objects(results: Path, pattern: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The files of ``results`` matching ``pattern`` that hold a JSON object, with it;
+    others are skipped (allure-pytest's files, not opsgate's to judge)."""
+    for path in sorted(results.glob(pattern)):
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(found, dict):
+            yield path, found
+
+
 def prune_fixtures(results: Path) -> int:
     """Drop internal fixtures from every ``*-container.json``; containers left with
     nothing are deleted. Returns the number of fixture records dropped."""
     dropped = 0
-    for path in sorted(results.glob("*-container.json")):
-        try:
-            container = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(container, dict):
-            continue
+    for path, container in json_objects(results, "*-container.json"):
         for key in ("befores", "afters"):
             kept = [k for k in (_keep(f) for f in container.get(key) or []
                                 if isinstance(f, dict)) if k is not None]

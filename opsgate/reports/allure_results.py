@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from opsgate.reports.allure_files import json_objects
 from opsgate.reports.model import INTERRUPTED, RunRecord, TestOutcome
 
 __all__ = ["mark_interrupted"]
@@ -61,13 +62,7 @@ def mark_interrupted(results: Path, record: RunRecord) -> int:
     if not unfinished or not results.is_dir():
         return 0
     seen: set[tuple[str, str]] = set()
-    for path in sorted(results.glob("*-result.json")):
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(doc, dict):
-            continue
+    for path, doc in json_objects(results, "*-result.json"):
         key = (str(doc.get("fullName")), str(doc.get("name")))
         test = unfinished.get(key)
         if test is None:

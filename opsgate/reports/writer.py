@@ -131,7 +131,8 @@ def _write_record_files(clean: RunRecord, summary: dict[str, Any], reports_root:
 def _write_allure_files(record: RunRecord, clean: RunRecord, entries: list[dict[str, Any]],
                         reports_root: Path, run_dir: Path, allure: Path | None) -> str:
     """Allure's files in the run directory (its history carried over from the previous
-    run, fixtures pruned, environment.properties): the target's name, as shown."""
+    run, fixtures pruned, unfinished tests marked, environment.properties): the target's
+    name, as shown."""
     allure_dir = run_dir / seal.ALLURE_DIR
     allure_dir.mkdir(exist_ok=True)
     target_name = str(clean.target.get("name") or clean.target_kind)
@@ -141,6 +142,8 @@ def _write_allure_files(record: RunRecord, clean: RunRecord, entries: list[dict[
     for results in {allure_dir, *([allure] if allure is not None else [])}:
         if results.is_dir():
             allure_files.prune_fixtures(results)
+            # allure-pytest writes a test a stop cut short as passed: as summary.json says
+            allure_results.mark_interrupted(results, clean)
     answered = clean.by_role(ServerEvidence.ROLE)
     server = (ServerEvidence.from_json(answered.evidence).server_version
               if answered is not None else None)
@@ -152,17 +155,14 @@ def _write_allure_files(record: RunRecord, clean: RunRecord, entries: list[dict[
 def _redact_run(clean: RunRecord, run_dir: Path, redact: Callable[[str], str],
                 junit: Path | None, allure: Path | None) -> list[Path]:
     """Every file of the run (and the caller's Allure folder) through the redactor: the
-    JUnit XML files to head. JUnit and Allure mark every test the run left unfinished
-    as interrupted (their writers, pytest's and allure-pytest's, read such a test as
-    passed)."""
+    JUnit XML files to head, marked when the run was interrupted (pytest's junitxml
+    reads a test a stop cut short as passed; Allure's are marked with its files)."""
     # JUnit XML and Allure's files were written by pytest and allure-pytest (on every
     # xdist worker), not from the redacted record: every file passes through the
     # redactor before anything is hashed.
     junits = _junit_copies(junit, run_dir, redact)
     for path in junits:
         junit_xml.mark_interrupted(path, clean)
-    for results in {run_dir / seal.ALLURE_DIR, *([allure] if allure is not None else [])}:
-        allure_results.mark_interrupted(results, clean)
     redaction.redact_tree(run_dir, redact)
     if allure is not None and allure.is_dir() and not allure.is_relative_to(run_dir):
         redaction.redact_tree(allure, redact)
